@@ -1,0 +1,215 @@
+"""The solver-facing form of a problem: tie groups folded into super-layers, constraints applied.
+
+Every backend solves the same reduced problem: ``G`` groups, each picking exactly one *option*, where
+an option fixes one choice for each member layer of the group (a tie group's members share bits). The
+per-layer min/max/fixed-bit constraints are applied here by dropping options, and interaction terms
+inside a group are folded into the option losses, so backends only see
+
+    minimise  sum_g loss[g][o_g] + sum_(a,b) pair[a,b][o_a, o_b]     (or sum_g size[g][o_g])
+    s.t.      sum_g size[g][o_g] <= max_size,  sum_g bops[g][o_g] <= max_bops,
+              sum_g loss[g][o_g] + pairs <= max_loss.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from cetopt.errors import ProblemError
+from cetopt.problem.model import AllocationProblem, Minimize
+
+MAX_TIE_OPTIONS = 4096  # options one tie group may expand to (product of same-bit choices of its members)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One decision: a layer, or a tie group of layers that share a bit-width.
+
+    Attributes:
+        members: indices into ``problem.layers``.
+        options: (k, len(members)) int array; row o gives each member's choice index.
+        loss: (k,) predicted loss of each option (intra-group interactions included).
+        size: (k,) size in bits of each option.
+        bops: (k,) BOPs of each option, or None when no BOPs budget is set.
+    """
+
+    members: tuple[int, ...]
+    options: np.ndarray
+    loss: np.ndarray
+    size: np.ndarray
+    bops: np.ndarray | None
+
+    @property
+    def n_options(self) -> int:
+        return int(self.loss.shape[0])
+
+
+@dataclass(frozen=True)
+class PairTerm:
+    """Interaction between two groups: ``matrix[i, j]`` is added when group a takes option i and b takes j."""
+
+    a: int
+    b: int
+    matrix: np.ndarray
+
+
+@dataclass(frozen=True)
+class CompiledProblem:
+    """A problem reduced to groups and options (see module docstring)."""
+
+    problem: AllocationProblem
+    groups: tuple[Group, ...]
+    pairs: tuple[PairTerm, ...]
+    max_size: float | None
+    max_bops: float | None
+    max_loss: float | None
+    minimize: Minimize
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def has_interactions(self) -> bool:
+        return bool(self.pairs)
+
+    @cached_property
+    def max_options(self) -> int:
+        return max(g.n_options for g in self.groups)
+
+    def resources(self) -> list[tuple[str, float, list[np.ndarray]]]:
+        """The resource constraints that are set: (name, limit, per-group coefficient arrays)."""
+        out = []
+        if self.max_size is not None:
+            out.append(("size", self.max_size, [g.size for g in self.groups]))
+        if self.max_bops is not None:
+            out.append(("bops", self.max_bops, [g.bops for g in self.groups]))  # type: ignore[misc]
+        return out
+
+    def padded(self, values: str, fill: float) -> np.ndarray:
+        """A (G, K) array of ``loss``, ``size`` or ``bops`` per group option, padded with ``fill``."""
+        out = np.full((self.n_groups, self.max_options), fill, dtype=np.float64)
+        for g, group in enumerate(self.groups):
+            out[g, : group.n_options] = getattr(group, values)
+        return out
+
+    def objective_values(self, option: np.ndarray) -> tuple[float, float, float, float | None]:
+        """(objective, loss, size, bops) of one option index per group."""
+        loss = float(sum(g.loss[o] for g, o in zip(self.groups, option)))
+        loss += float(sum(p.matrix[option[p.a], option[p.b]] for p in self.pairs))
+        size = float(sum(g.size[o] for g, o in zip(self.groups, option)))
+        bops = None
+        if self.max_bops is not None:
+            bops = float(sum(g.bops[o] for g, o in zip(self.groups, option)))  # type: ignore[index]
+        objective = size if self.minimize is Minimize.SIZE else loss
+        return objective, loss, size, bops
+
+    def to_choices(self, option: np.ndarray | list[int]) -> dict[str, int]:
+        """Map one option index per group back to layer name -> choice index."""
+        if len(option) != self.n_groups:
+            raise ValueError(f"expected {self.n_groups} option indices, got {len(option)}")
+        names = self.problem.layer_names
+        out: dict[str, int] = {}
+        for group, o in zip(self.groups, option):
+            row = group.options[int(o)]
+            for member, choice in zip(group.members, row):
+                out[names[member]] = int(choice)
+        return {name: out[name] for name in names}
+
+    def from_choices(self, choices: dict[str, int]) -> np.ndarray:
+        """Map layer name -> choice index to one option index per group (raises if no option matches)."""
+        names = self.problem.layer_names
+        option = np.empty(self.n_groups, dtype=np.int64)
+        for g, group in enumerate(self.groups):
+            want = np.array([choices[names[m]] for m in group.members])
+            hits = np.flatnonzero((group.options == want).all(axis=1))
+            if hits.size == 0:
+                raise ProblemError(f"the choices of {[names[m] for m in group.members]} are not an allowed "
+                                   "option (bits constraints or ties)", field="choices")
+            option[g] = hits[0]
+        return option
+
+
+def _group_options(problem: AllocationProblem, members: list[int]) -> np.ndarray:
+    layers = [problem.layers[m] for m in members]
+    allowed = [layer.allowed_choices() for layer in layers]
+    if len(members) == 1:
+        return np.array(allowed[0], dtype=np.int64).reshape(-1, 1)
+    common = set.intersection(*({layer.choices[i].bits for i in idx} for layer, idx in zip(layers, allowed)))
+    rows: list[tuple[int, ...]] = []
+    for bits in sorted(common):
+        per_member = [[i for i in idx if layer.choices[i].bits == bits] for layer, idx in zip(layers, allowed)]
+        count = int(np.prod([len(p) for p in per_member]))
+        if len(rows) + count > MAX_TIE_OPTIONS:
+            raise ProblemError(f"tie group {[layer.name for layer in layers]} expands to more than "
+                               f"{MAX_TIE_OPTIONS} options; give tied layers fewer same-bit choices",
+                               field="ties")
+        rows.extend(itertools.product(*per_member))
+    if not rows:
+        raise ProblemError(f"tied layers {[layer.name for layer in layers]} share no allowed bit-width; "
+                           "align their candidate bits or min/max/fixed bits", field="ties")
+    return np.array(rows, dtype=np.int64)
+
+
+def compile_problem(problem: AllocationProblem) -> CompiledProblem:
+    """Reduce ``problem`` to groups and options (tie groups merged, bit constraints applied)."""
+    group_of: dict[int, int] = {}
+    member_lists: list[list[int]] = []
+    for tie in problem.ties:
+        member_lists.append([problem.layer_index(name) for name in tie])
+    tied = {m for members in member_lists for m in members}
+    for i in range(len(problem.layers)):
+        if i not in tied:
+            member_lists.append([i])
+    member_lists.sort(key=min)  # keep layer order, so group g follows the network's depth
+    for g, members in enumerate(member_lists):
+        for m in members:
+            group_of[m] = g
+    need_bops = problem.budget.bops is not None
+    groups = []
+    for members in member_lists:
+        options = _group_options(problem, members)
+        layers = [problem.layers[m] for m in members]
+        loss = np.zeros(options.shape[0])
+        size = np.zeros(options.shape[0])
+        bops = np.zeros(options.shape[0]) if need_bops else None
+        for col, layer in enumerate(layers):
+            picked = [layer.choices[i] for i in options[:, col]]
+            loss += [c.loss for c in picked]
+            size += [layer.size_bits(c) for c in picked]
+            if bops is not None:
+                values = [layer.bops(c, problem.activation_bits) for c in picked]
+                if any(v is None for v in values):
+                    raise ProblemError(
+                        "a BOPs budget is set, so this layer needs 'macs' (or 'bops' on every choice)",
+                        field=f"layers[{members[col]}].macs")
+                bops += values
+        groups.append([members, options, loss, size, bops])
+    pair_mats: dict[tuple[int, int], np.ndarray] = {}
+    for term in problem.interactions:
+        ia, ib = problem.layer_index(term.a), problem.layer_index(term.b)
+        ga, gb = group_of[ia], group_of[ib]
+        matrix = np.asarray(term.loss, dtype=np.float64)
+        pos_a, pos_b = groups[ga][0].index(ia), groups[gb][0].index(ib)
+        if ga == gb:
+            opts = groups[ga][1]
+            groups[ga][2] = groups[ga][2] + matrix[opts[:, pos_a], opts[:, pos_b]]
+            continue
+        block = matrix[np.ix_(groups[ga][1][:, pos_a], groups[gb][1][:, pos_b])]
+        if ga > gb:
+            ga, gb, block = gb, ga, block.T
+        pair_mats[(ga, gb)] = pair_mats.get((ga, gb), 0.0) + block
+    compiled_groups = tuple(
+        Group(members=tuple(m), options=o, loss=l, size=s, bops=b) for m, o, l, s, b in groups
+    )
+    for group in compiled_groups:
+        for array in (group.options, group.loss, group.size):
+            array.setflags(write=False)
+    pairs = tuple(PairTerm(a=a, b=b, matrix=m) for (a, b), m in sorted(pair_mats.items()))
+    return CompiledProblem(
+        problem=problem, groups=compiled_groups, pairs=pairs, max_size=problem.max_size_bits,
+        max_bops=problem.budget.bops, max_loss=problem.budget.max_loss, minimize=problem.minimize,
+    )

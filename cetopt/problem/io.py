@@ -1,0 +1,199 @@
+"""The ``cetopt.problem/1`` JSON file format: load with field-naming validation, save atomically.
+
+Minimal form::
+
+    {"format": "cetopt.problem/1", "name": "tiny",
+     "layers": [{"name": "conv1", "params": 864,
+                 "choices": [{"bits": 2, "loss": 0.31}, {"bits": 4, "loss": 0.02}, {"bits": 8, "loss": 0.0}]}],
+     "budget": {"avg_bits": 4.0}}
+
+The full field list is in docs/problem-format.md and the JSON schema (``cetopt schema``).
+Saving is deterministic: the same problem always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cetopt._atomic import atomic_write_text
+from cetopt.errors import ProblemError
+from cetopt.problem._checks import at
+from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer
+
+FORMAT = "cetopt.problem/1"
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+_TOP_KEYS = ("format", "name", "description", "minimize", "budget", "activation_bits", "layers", "ties",
+             "interactions", "edges", "metadata")
+_LAYER_KEYS = ("name", "params", "macs", "shape", "min_bits", "max_bits", "fixed_bits", "choices")
+_CHOICE_KEYS = ("bits", "loss", "size_bits", "bops", "rank", "terms")
+_BUDGET_KEYS = ("avg_bits", "size_bits", "size_bytes", "ratio", "bops", "max_loss")
+_INTERACTION_KEYS = ("layers", "loss")
+_EDGE_KEYS = ("from", "to", "kind")
+
+
+def _object(value: Any, field: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProblemError(f"expected an object {{...}}, got {type(value).__name__}", field=field or None)
+    unknown = [k for k in value if k not in keys]
+    if unknown:
+        raise ProblemError(f"unknown key {unknown[0]!r}; allowed keys are {list(keys)}", field=field or None)
+    for key in required:
+        if key not in value:
+            raise ProblemError(f"missing required key {key!r}", field=field or None)
+    return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProblemError(f"expected a list [...], got {type(value).__name__}", field=field)
+    return value
+
+
+def _choice_from_dict(data: Any) -> Choice:
+    obj = _object(data, "", _CHOICE_KEYS, ("bits", "loss"))
+    return Choice(**{k: obj[k] for k in _CHOICE_KEYS if k in obj})
+
+
+def _layer_from_dict(data: Any) -> Layer:
+    obj = _object(data, "", _LAYER_KEYS, ("name", "params", "choices"))
+    choices = []
+    for j, item in enumerate(_list(obj["choices"], "choices")):
+        with at(f"choices[{j}]"):
+            choices.append(_choice_from_dict(item))
+    kwargs = {k: obj[k] for k in _LAYER_KEYS if k in obj and k != "choices"}
+    if "shape" in kwargs and isinstance(kwargs["shape"], list):
+        kwargs["shape"] = tuple(kwargs["shape"])
+    return Layer(choices=tuple(choices), **kwargs)
+
+
+def problem_from_dict(data: Any) -> AllocationProblem:
+    """Build and validate a problem from parsed JSON; errors name the offending field."""
+    obj = _object(data, "", _TOP_KEYS, ("format", "name", "layers"))
+    if obj["format"] != FORMAT:
+        raise ProblemError(f"unsupported format {obj['format']!r:.60}; this cetopt reads {FORMAT!r}",
+                           field="format")
+    layers = []
+    for i, item in enumerate(_list(obj["layers"], "layers")):
+        with at(f"layers[{i}]"):
+            layers.append(_layer_from_dict(item))
+    with at("budget"):
+        budget_obj = _object(obj.get("budget", {}), "", _BUDGET_KEYS)
+        budget = Budget(**budget_obj)
+    ties = []
+    for g, group in enumerate(_list(obj.get("ties", []), "ties")):
+        ties.append(tuple(_list(group, f"ties[{g}]")))
+    interactions = []
+    for i, item in enumerate(_list(obj.get("interactions", []), "interactions")):
+        with at(f"interactions[{i}]"):
+            term = _object(item, "", _INTERACTION_KEYS, _INTERACTION_KEYS)
+            pair = _list(term["layers"], "layers")
+            if len(pair) != 2:
+                raise ProblemError("expected exactly two layer names", field="layers")
+            interactions.append(Interaction(a=pair[0], b=pair[1], loss=_list(term["loss"], "loss")))
+    edges = []
+    for i, item in enumerate(_list(obj.get("edges", []), "edges")):
+        with at(f"edges[{i}]"):
+            edge = _object(item, "", _EDGE_KEYS, ("from", "to"))
+            edges.append(Edge(src=edge["from"], dst=edge["to"], kind=edge.get("kind", "feeds")))
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ProblemError("expected an object", field="metadata")
+    if "description" in obj:
+        metadata = {**metadata, "description": obj["description"]}
+    return AllocationProblem(
+        name=obj["name"], layers=tuple(layers), budget=budget, minimize=obj.get("minimize", "loss"),
+        ties=tuple(ties), interactions=tuple(interactions), edges=tuple(edges),
+        activation_bits=obj.get("activation_bits", 8), metadata=metadata,
+    )
+
+
+def _clean(value: float) -> float | int:
+    """Integral floats print as ints so files stay readable and byte-stable."""
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
+
+
+def problem_to_dict(problem: AllocationProblem) -> dict[str, Any]:
+    """The JSON-ready form of ``problem`` (only non-default optional fields are written)."""
+    layers = []
+    for layer in problem.layers:
+        entry: dict[str, Any] = {"name": layer.name, "params": layer.params}
+        for key in ("macs", "min_bits", "max_bits", "fixed_bits"):
+            if getattr(layer, key) is not None:
+                entry[key] = getattr(layer, key)
+        if layer.shape is not None:
+            entry["shape"] = list(layer.shape)
+        choices = []
+        for choice in layer.choices:
+            item: dict[str, Any] = {"bits": choice.bits, "loss": choice.loss}
+            for key in ("size_bits", "bops", "rank"):
+                if getattr(choice, key) is not None:
+                    item[key] = _clean(getattr(choice, key))
+            if choice.terms != 1:
+                item["terms"] = choice.terms
+            choices.append(item)
+        entry["choices"] = choices
+        layers.append(entry)
+    out: dict[str, Any] = {"format": FORMAT, "name": problem.name, "minimize": problem.minimize.value}
+    out["budget"] = {k: _clean(getattr(problem.budget, k)) for k in _BUDGET_KEYS
+                     if getattr(problem.budget, k) is not None}
+    if problem.activation_bits != 8:
+        out["activation_bits"] = problem.activation_bits
+    out["layers"] = layers
+    if problem.ties:
+        out["ties"] = [list(group) for group in problem.ties]
+    if problem.interactions:
+        out["interactions"] = [{"layers": [t.a, t.b], "loss": [list(r) for r in t.loss]}
+                               for t in problem.interactions]
+    if problem.edges:
+        out["edges"] = [{"from": e.src, "to": e.dst, "kind": e.kind.value} for e in problem.edges]
+    if problem.metadata:
+        out["metadata"] = dict(problem.metadata)
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ProblemError(f"{name} is not valid JSON and not a valid number here; use a finite number")
+
+
+def parse_problem_json(text: str | bytes, source: str = "<string>") -> AllocationProblem:
+    """Parse JSON text into a validated problem."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ProblemError as err:
+        raise ProblemError(f"{source}: {err}") from None
+    except RecursionError:
+        raise ProblemError(f"{source}: JSON nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProblemError(f"{source}: not valid JSON ({err})") from None
+    return problem_from_dict(data)
+
+
+def load_problem(path: str | os.PathLike[str]) -> AllocationProblem:
+    """Load and validate a ``cetopt.problem/1`` file."""
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except OSError as err:
+        raise ProblemError(f"cannot read problem file {str(file)!r}: {err.strerror}") from None
+    if size > MAX_FILE_BYTES:
+        raise ProblemError(f"{file}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit for problem files")
+    try:
+        raw = file.read_bytes()
+    except OSError as err:
+        raise ProblemError(f"cannot read problem file {str(file)!r}: {err.strerror}") from None
+    return parse_problem_json(raw, source=str(file))
+
+
+def dumps_problem(problem: AllocationProblem) -> str:
+    """Deterministic JSON text of ``problem`` (ends with a newline)."""
+    return json.dumps(problem_to_dict(problem), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def save_problem(problem: AllocationProblem, path: str | os.PathLike[str]) -> Path:
+    """Write ``problem`` to ``path`` atomically; returns the path."""
+    return atomic_write_text(path, dumps_problem(problem))
+

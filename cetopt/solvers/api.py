@@ -1,0 +1,136 @@
+"""``cetopt.solve``: one call for every backend, with the answer re-checked against the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cetopt.errors import UnsupportedProblemError
+from cetopt.problem.compiled import CompiledProblem, compile_problem
+from cetopt.problem.evaluate import BUDGET_RTOL, evaluate
+from cetopt.problem.feasibility import budget_shortfalls
+from cetopt.problem.model import AllocationProblem
+from cetopt.solvers.base import Solver
+from cetopt.solvers.config import SolverConfig, load_solver_config
+from cetopt.solvers.registry import get_solver
+from cetopt.solvers.result import Outcome, SolveResult, Status, relative_gap
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOLVER = "ortools"
+
+
+def _resolve(solver: str | Path | SolverConfig | Solver, time_limit: float | None, seed: int | None,
+             options: dict[str, Any]) -> tuple[Solver, str, dict[str, Any], float | None, int]:
+    if isinstance(solver, Path) or (isinstance(solver, str) and solver.endswith(".toml")):
+        solver = load_solver_config(solver)
+    if isinstance(solver, SolverConfig):
+        merged = {**solver.options, **options}
+        limit = time_limit if time_limit is not None else solver.time_limit
+        return get_solver(solver.backend), solver.name, merged, limit, solver.seed if seed is None else seed
+    backend = solver if isinstance(solver, Solver) else get_solver(solver)
+    return backend, backend.name, options, time_limit, 0 if seed is None else seed
+
+
+def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver = DEFAULT_SOLVER, *,
+          time_limit: float | None = None, seed: int | None = None, check_budgets: bool = True,
+          **options: Any) -> SolveResult:
+    """Solve ``problem`` with a backend and return a checked :class:`SolveResult`.
+
+    Args:
+        problem: the allocation problem.
+        solver: a backend name ("ortools", "ortools-mip", "highs", "cvxpy", "greedy", "dp", ...), a solver
+            config (a ``solvers/*.toml`` path or a SolverConfig), or a Solver instance.
+        time_limit: wall-clock seconds for the backend; the best feasible answer is returned with its gap.
+        seed: random seed for backends that use one.
+        check_budgets: report budgets that are unattainable on their own at once, with the smallest
+            feasible value, without calling the backend.
+        **options: backend options (unknown names raise SolverOptionError).
+
+    Returns:
+        A SolveResult whose objective, size and feasibility were recomputed from the problem.
+
+    Raises:
+        ProblemError: the problem is inconsistent (e.g. tied layers share no bit-width).
+        SolverOptionError: unknown solver or option.
+        SolverUnavailableError: the backend's package is missing (the message has the install command).
+        UnsupportedProblemError: the backend cannot take this problem (the message says what it lacks).
+    """
+    backend, display, raw_options, limit, run_seed = _resolve(solver, time_limit, seed, dict(options))
+    backend.ensure_installed()
+    typed = backend.make_options(raw_options)
+    recorded = {**dataclasses.asdict(typed), "time_limit": limit, "seed": run_seed}
+    compiled = compile_problem(problem)
+    reasons = backend.unsupported(compiled)
+    if reasons:
+        raise UnsupportedProblemError(display, reasons)
+    if check_budgets:
+        shortfalls = budget_shortfalls(compiled)
+        if shortfalls:
+            outcome = Outcome(status=Status.INFEASIBLE, message="; ".join(shortfalls))
+            return finish(compiled, outcome, solver=display, options=recorded, seconds=0.0)
+    start = time.perf_counter()
+    try:
+        outcome = backend.run(compiled, typed, time_limit=limit, seed=run_seed)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # a backend crash is reported as an ERROR result, with the exception named
+        log.exception("backend %s failed", display)
+        outcome = Outcome(status=Status.ERROR, message=f"{type(err).__name__}: {err}")
+    seconds = time.perf_counter() - start
+    return finish(compiled, outcome, solver=display, options=recorded, seconds=seconds)
+
+
+def _bound_tolerance(objective: float) -> float:
+    return 1e-6 * max(1.0, abs(objective))
+
+
+def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options: dict[str, Any],
+           seconds: float) -> SolveResult:
+    """Score a backend's Outcome against the problem and build the SolveResult."""
+    problem = compiled.problem
+    status, message, bound = outcome.status, outcome.message, outcome.bound
+    fields: dict[str, Any] = dict(bits={}, choices={}, objective=None, loss=None, size_bits=None, avg_bits=None,
+                                  ratio=None, bops=None)
+    if outcome.option is not None and status in (Status.OPTIMAL, Status.FEASIBLE):
+        option = np.asarray(outcome.option, dtype=np.int64)
+        bad = (option.shape != (compiled.n_groups,) or
+               any(not 0 <= o < g.n_options for o, g in zip(option, compiled.groups)))
+        if bad:
+            status, message = Status.ERROR, f"backend returned malformed option indices; {message}"
+        else:
+            choices = compiled.to_choices(option)
+            score = evaluate(problem, choices)
+            fields.update(
+                bits={name: problem.layer(name).choices[i].bits for name, i in choices.items()}, choices=choices,
+                objective=score.objective, loss=score.loss, size_bits=score.size_bits, avg_bits=score.avg_bits,
+                ratio=score.ratio, bops=score.bops)
+            if score.violations:
+                status = Status.ERROR
+                message = f"backend returned an infeasible allocation ({'; '.join(score.violations)}); {message}"
+            elif bound is not None and bound > score.objective + _bound_tolerance(score.objective):
+                status = Status.ERROR
+                message = (f"backend's bound {bound:.10g} exceeds its objective {score.objective:.10g}; "
+                           f"{message}")
+    elif status in (Status.OPTIMAL, Status.FEASIBLE):
+        status, message = Status.ERROR, f"backend claimed {outcome.status.value} without an allocation; {message}"
+    if status is Status.INFEASIBLE and not message:
+        message = "no allocation meets all budgets together (each budget alone is attainable)"
+    objective = fields["objective"]
+    if bound is not None and objective is not None and status is not Status.ERROR:
+        bound = min(bound, objective)  # float noise from a backend may put a proven bound a hair above
+    gap = relative_gap(objective, bound) if status is not Status.ERROR else None
+    if status is Status.OPTIMAL and gap is not None and gap > 1e-6:
+        message = f"optimal within the backend's tolerance; certified relative gap {gap:.2e}. {message}".strip()
+    return SolveResult(
+        status=status, bound=bound, gap=gap, seconds=seconds, solver=solver, options=options,
+        limit=outcome.limit, message=message.strip().strip(";").strip(), problem=problem.name,
+        extra=dict(outcome.extra), **fields)
+
+
+__all__ = ["BUDGET_RTOL", "DEFAULT_SOLVER", "finish", "solve"]

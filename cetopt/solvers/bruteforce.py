@@ -1,0 +1,63 @@
+"""Exhaustive enumeration: the independent truth that every exact backend is tested against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cetopt.problem.compiled import CompiledProblem
+from cetopt.problem.evaluate import within
+from cetopt.problem.model import Minimize
+from cetopt.solvers.base import Capabilities, Solver
+from cetopt.solvers.result import Outcome, Status
+
+
+@dataclass(frozen=True)
+class BruteForceOptions:
+    """Options of the bruteforce backend.
+
+    Attributes:
+        max_combinations: refuse problems with more allocations than this.
+    """
+
+    max_combinations: int = 2_000_000
+
+
+class BruteForceSolver(Solver):
+    """Enumerates every allocation (vectorised); for tests and tiny problems only."""
+
+    name = "bruteforce"
+    description = "exhaustive enumeration (tiny problems; the reference in tests)"
+    capabilities = Capabilities(exact=True, proves_bound=True, interactions=True)
+    Options = BruteForceOptions
+
+    def unsupported(self, compiled: CompiledProblem) -> list[str]:
+        reasons = super().unsupported(compiled)
+        count = int(np.prod([float(g.n_options) for g in compiled.groups]))
+        if count > BruteForceOptions.max_combinations:
+            reasons.append(f"it enumerates {count:.3g} allocations, over {BruteForceOptions.max_combinations}")
+        return reasons
+
+    def run(self, compiled: CompiledProblem, options: BruteForceOptions, *, time_limit: float | None,
+            seed: int) -> Outcome:
+        shape = [g.n_options for g in compiled.groups]
+        grid = np.indices(shape).reshape(len(shape), -1).T  # (N, G)
+        loss = sum(g.loss[grid[:, i]] for i, g in enumerate(compiled.groups))
+        loss = loss + sum(p.matrix[grid[:, p.a], grid[:, p.b]] for p in compiled.pairs)
+        size = sum(g.size[grid[:, i]] for i, g in enumerate(compiled.groups))
+        ok = np.ones(len(grid), dtype=bool)
+        if compiled.max_size is not None:
+            ok &= within(size, compiled.max_size)
+        if compiled.max_bops is not None:
+            bops = sum(g.bops[grid[:, i]] for i, g in enumerate(compiled.groups))  # type: ignore[index]
+            ok &= within(bops, compiled.max_bops)
+        if compiled.max_loss is not None:
+            ok &= within(loss, compiled.max_loss)
+        if not ok.any():
+            return Outcome(Status.INFEASIBLE, message=f"none of {len(grid)} allocations meets the budgets")
+        objective = np.where(ok, size if compiled.minimize is Minimize.SIZE else loss, np.inf)
+        best = int(np.argmin(objective))
+        return Outcome(Status.OPTIMAL, option=grid[best].astype(np.int64), bound=float(objective[best]),
+                       extra={"combinations": len(grid)})
+
