@@ -19,6 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from cetopt.errors import ProblemError
+from cetopt.problem.evaluate import budget_slack
 from cetopt.problem.model import AllocationProblem, Minimize
 
 MAX_TIE_OPTIONS = 4096  # options one tie group may expand to (product of same-bit choices of its members)
@@ -63,7 +64,7 @@ class CompiledProblem:
     problem: AllocationProblem
     groups: tuple[Group, ...]
     pairs: tuple[PairTerm, ...]
-    max_size: float | None
+    max_size: float | None  # limits include the budget slack of cetopt.problem.evaluate
     max_bops: float | None
     max_loss: float | None
     minimize: Minimize
@@ -210,6 +211,17 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
             array.setflags(write=False)
     pairs = tuple(PairTerm(a=a, b=b, matrix=m) for (a, b), m in sorted(pair_mats.items()))
     return CompiledProblem(
-        problem=problem, groups=compiled_groups, pairs=pairs, max_size=problem.max_size_bits,
-        max_bops=problem.budget.bops, max_loss=problem.budget.max_loss, minimize=problem.minimize,
+        problem=problem, groups=compiled_groups, pairs=pairs, max_size=_with_slack(problem.max_size_bits),
+        max_bops=_with_slack(problem.budget.bops), max_loss=_with_slack(problem.budget.max_loss),
+        minimize=problem.minimize,
     )
+
+
+def fits(value: float, limit: float | None) -> bool:
+    """Whether ``value`` meets a compiled limit (which already includes the budget slack); backends use
+    this, never :func:`cetopt.problem.evaluate.within`, so the slack is not applied twice."""
+    return limit is None or value <= limit + 1e-12 * max(1.0, abs(limit))
+
+
+def _with_slack(limit: float | None) -> float | None:
+    return None if limit is None else limit + budget_slack(limit)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from cetopt.problem.compiled import CompiledProblem
-from cetopt.problem.evaluate import within
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
 from cetopt.solvers.result import Outcome, Status
@@ -48,12 +47,12 @@ class BruteForceSolver(Solver):
         size = sum(g.size[grid[:, i]] for i, g in enumerate(compiled.groups))
         ok = np.ones(len(grid), dtype=bool)
         if compiled.max_size is not None:
-            ok &= within(size, compiled.max_size)
+            ok &= size <= compiled.max_size * (1 + 1e-12) + 1e-12
         if compiled.max_bops is not None:
             bops = sum(g.bops[grid[:, i]] for i, g in enumerate(compiled.groups))  # type: ignore[index]
-            ok &= within(bops, compiled.max_bops)
+            ok &= bops <= compiled.max_bops * (1 + 1e-12) + 1e-12
         if compiled.max_loss is not None:
-            ok &= within(loss, compiled.max_loss)
+            ok &= loss <= compiled.max_loss + 1e-12 * max(1.0, abs(compiled.max_loss))
         if not ok.any():
             return Outcome(Status.INFEASIBLE, message=f"none of {len(grid)} allocations meets the budgets")
         objective = np.where(ok, size if compiled.minimize is Minimize.SIZE else loss, np.inf)

@@ -22,7 +22,7 @@ from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.local_search import improve
+from cetopt.solvers.local_search import improve, is_feasible
 from cetopt.solvers.result import Outcome, Status
 
 # relative safety margin subtracted from the solver's optimum before it is reported as a bound
@@ -142,5 +142,8 @@ class CvxpyRelaxationSolver(Solver):
         extra["fractional_groups"] = int(sum(values[o:o + k].max() < 1 - 1e-6 for o, k in zip(offsets, sizes)))
         if options.improve:
             option = improve(compiled, option)
+        if not is_feasible(compiled, option):
+            return Outcome(Status.NO_SOLUTION, bound=bound, extra=extra, message=(
+                "the rounded relaxation could not be repaired by single-layer moves; use an exact backend"))
         return Outcome(Status.FEASIBLE, option=option, bound=bound, extra=extra,
                        message=f"{solver_name} relaxation rounded ({extra['fractional_groups']} fractional groups)")

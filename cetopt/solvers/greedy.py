@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cetopt.problem.compiled import CompiledProblem
-from cetopt.problem.evaluate import within
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
 from cetopt.solvers.hull import hull_walk, solve_lp, solve_lp_dual
-from cetopt.solvers.local_search import improve
+from cetopt.solvers.local_search import improve, is_feasible
 from cetopt.solvers.result import Outcome, Status
 
 
@@ -123,14 +122,11 @@ class GreedySolver(Solver):
         if plan.infeasible:
             return Outcome(Status.INFEASIBLE, message=f"the LP relaxation over {plan.resource} is infeasible")
         option = improve(compiled, plan.option) if options.improve else plan.option
-        objective, loss, size, bops = compiled.objective_values(option)
-        feasible = all(within(v, lim) for v, lim in
-                       ((size, compiled.max_size), (bops, compiled.max_bops), (loss, compiled.max_loss))
-                       if lim is not None)
-        if not feasible:
+        if not is_feasible(compiled, option):
             return Outcome(Status.NO_SOLUTION, bound=plan.bound,
                            message="the greedy walk and single-layer repairs found no feasible allocation; "
                                    "try an exact backend (ortools) to find one or prove infeasibility")
+        objective = compiled.objective_values(option)[0]
         proved = plan.bound is not None and objective - plan.bound <= 1e-9 * max(1.0, abs(objective))
         return Outcome(Status.OPTIMAL if proved else Status.FEASIBLE, option=option, bound=plan.bound,
                        extra={"walked": plan.resource})

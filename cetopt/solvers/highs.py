@@ -10,7 +10,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.solvers.base import Capabilities, Solver
 from cetopt.solvers.greedy import greedy_plan
-from cetopt.solvers.linear_model import build_linear_model
+from cetopt.solvers.linear_model import build_linear_model, reference_objective
+from cetopt.solvers.local_search import polish
 from cetopt.solvers.result import Outcome, Status
 
 
@@ -38,7 +39,7 @@ class HighsSolver(Solver):
 
     def run(self, compiled: CompiledProblem, options: HighsOptions, *, time_limit: float | None,
             seed: int) -> Outcome:
-        model = build_linear_model(compiled)
+        model = build_linear_model(compiled, reference_objective(compiled))
         integrality = np.zeros(model.n_vars)
         integrality[: model.n_x] = 1
         constraints = [LinearConstraint(model.a_eq, model.b_eq, model.b_eq)]
@@ -61,10 +62,12 @@ class HighsSolver(Solver):
             limit = "time" if result.status == 1 else None
             status = Status.NO_SOLUTION if result.status == 1 else Status.ERROR
             return Outcome(status, bound=bound, limit=limit, message=str(result.message), extra=extra)
-        option = model.option_from_x(result.x[: model.n_x])
-        if result.status == 0:
-            return Outcome(Status.OPTIMAL, option=option, bound=bound, extra=extra)
+        option, repaired = polish(compiled, model.option_from_x(result.x[: model.n_x]))
         if bound is None:
             bound = greedy_plan(compiled).bound
-        return Outcome(Status.FEASIBLE, option=option, bound=bound, limit="time" if result.status == 1 else None,
-                       message=str(result.message), extra=extra)
+        limit = "time" if result.status == 1 else None
+        if result.status == 0 and not repaired:
+            return Outcome(Status.OPTIMAL, option=option, bound=bound, extra=extra)
+        note = "HiGHS' answer broke a budget within its feasibility tolerance and was repaired; " if repaired else ""
+        return Outcome(Status.FEASIBLE, option=option, bound=bound, limit=limit, message=note + str(result.message),
+                       extra=extra)

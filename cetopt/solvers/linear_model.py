@@ -49,8 +49,22 @@ class LinearModel:
         return np.array([int(np.argmax(values[o:o + k])) for o, k in zip(self.offsets, sizes)], dtype=np.int64)
 
 
-def build_linear_model(compiled: CompiledProblem) -> LinearModel:
-    """Build the MILP of ``compiled`` (see module docstring)."""
+def reference_objective(compiled: CompiledProblem) -> float:
+    """The greedy answer's objective: the scale the MILP objective is normalised to."""
+    from cetopt.solvers.greedy import greedy_plan
+    from cetopt.solvers.local_search import improve
+
+    return compiled.objective_values(improve(compiled, greedy_plan(compiled).option))[0]
+
+
+# The normalised objective puts the reference answer at this value: MIP engines stop at an *absolute*
+# gap of about 1e-6 as well as the relative one, so an objective of order 1e-3 would stop them early.
+OBJECTIVE_TARGET = 1e3
+
+
+def build_linear_model(compiled: CompiledProblem, reference: float | None = None) -> LinearModel:
+    """Build the MILP of ``compiled`` (see module docstring); ``reference`` is a typical objective value
+    (e.g. :func:`reference_objective`) used to normalise the objective."""
     groups = compiled.groups
     sizes = np.array([g.n_options for g in groups])
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -107,7 +121,10 @@ def build_linear_model(compiled: CompiledProblem) -> LinearModel:
         add_row(loss, compiled.max_loss, "loss")
     a_ub = sp.csr_matrix(np.vstack(ub_rows)) if ub_rows else sp.csr_matrix((0, n))
     objective = size if compiled.minimize is Minimize.SIZE else loss
-    obj_scale = float(np.abs(objective).max(initial=0.0)) or 1.0
+    if reference is not None and abs(reference) > 0:
+        obj_scale = abs(reference) / OBJECTIVE_TARGET
+    else:
+        obj_scale = float(np.abs(objective).max(initial=0.0)) or 1.0
     return LinearModel(
         c=objective / obj_scale, a_ub=a_ub, b_ub=np.array(b_ub, dtype=np.float64), ub_names=tuple(names),
         a_eq=a_eq, b_eq=np.concatenate(b_eq), n_x=n_x, offsets=offsets, obj_scale=obj_scale, obj_offset=0.0,

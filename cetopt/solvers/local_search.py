@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cetopt.problem.compiled import CompiledProblem
+from cetopt.problem.compiled import CompiledProblem, fits
 from cetopt.problem.model import Minimize
 
 
@@ -56,7 +56,7 @@ class MoveTables:
 
 
 def _tol(limit: float) -> float:
-    return 1e-9 * max(1.0, abs(limit))
+    return 1e-12 * max(1.0, abs(limit))
 
 
 def improve(compiled: CompiledProblem, option: np.ndarray, *, max_rounds: int | None = None) -> np.ndarray:
@@ -101,3 +101,21 @@ def improve(compiled: CompiledProblem, option: np.ndarray, *, max_rounds: int | 
         g, k = divmod(int(pick), tables.loss.shape[1])
         option[g] = k
     return option
+
+
+def is_feasible(compiled: CompiledProblem, option: np.ndarray) -> bool:
+    """Whether ``option`` meets every budget (with the same tolerance as ``cetopt.problem.evaluate``)."""
+    _, loss, size, bops = compiled.objective_values(option)
+    return fits(size, compiled.max_size) and fits(loss, compiled.max_loss) and \
+        (compiled.max_bops is None or fits(bops, compiled.max_bops))  # type: ignore[arg-type]
+
+
+def polish(compiled: CompiledProblem, option: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Return ``option`` unchanged if feasible; else a repaired one. The flag says whether it was repaired.
+
+    MIP engines accept solutions within their feasibility tolerance (about 1e-6 of a row), which can put
+    a size total a few bits over a budget of 1e9 bits; this makes such answers truly feasible.
+    """
+    if is_feasible(compiled, option):
+        return option, False
+    return improve(compiled, option), True

@@ -104,7 +104,7 @@ class _Model:
             arrays = [np.asarray(v, dtype=np.float64) for v in per_group]
             flat = np.concatenate(arrays)
             if _integral(flat) and abs(limit) < 2**62:
-                ints, rhs = [np.round(a).astype(np.int64) for a in arrays], math.floor(limit + 1e-9 * max(1, limit))
+                ints, rhs = [np.round(a).astype(np.int64) for a in arrays], math.floor(limit)
             else:  # conservative: coefficients rounded up, the limit down
                 scale = float(2**40) / max(float(np.abs(flat).max()), 1e-300)
                 ints, rhs = [np.ceil(a * scale).astype(np.int64) for a in arrays], math.floor(limit * scale)
@@ -116,7 +116,7 @@ class _Model:
         if compiled.max_loss is not None:
             budget = (compiled.max_loss - loss.offset) * loss.scale
             if loss.exact:
-                model.add(self._sum(loss.ints, loss_vars) <= math.floor(budget + 1e-9 * max(1, abs(budget))))
+                model.add(self._sum(loss.ints, loss_vars) <= math.floor(budget))
             else:
                 up = loss_rounding == "up"
                 ints = [(np.ceil if up else np.floor)((t - t.min()) * loss.scale).astype(np.int64) for t in loss_terms]

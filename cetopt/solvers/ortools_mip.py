@@ -12,7 +12,8 @@ import numpy as np
 from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.linear_model import build_linear_model
+from cetopt.solvers.linear_model import build_linear_model, reference_objective
+from cetopt.solvers.local_search import polish
 from cetopt.solvers.result import Outcome, Status
 
 ENGINES = ("SCIP", "CBC")
@@ -53,7 +54,7 @@ class OrToolsMipSolver(Solver):
         solver = pywraplp.Solver.CreateSolver(engine)
         if solver is None:
             return Outcome(Status.ERROR, message=f"OR-Tools was built without the {engine} engine")
-        model = build_linear_model(compiled)
+        model = build_linear_model(compiled, reference_objective(compiled))
         x = [solver.BoolVar("") for _ in range(model.n_x)] + \
             [solver.NumVar(0.0, 1.0, "") for _ in range(model.n_vars - model.n_x)]
         for matrix, rhs, equal in ((model.a_eq, model.b_eq, True), (model.a_ub, model.b_ub, False)):
@@ -71,6 +72,8 @@ class OrToolsMipSolver(Solver):
         if time_limit is not None:
             solver.SetTimeLimit(int(max(1, time_limit * 1000)))
         solver.SetNumThreads(options.threads)
+        if engine == "SCIP":  # tighter than SCIP's 1e-6 so a 1e9-bit budget is not overrun by ~1e3 bits
+            solver.SetSolverSpecificParametersAsString("numerics/feastol = 1e-9\n")
         params = pywraplp.MPSolverParameters()
         params.SetDoubleParam(params.RELATIVE_MIP_GAP, options.relative_gap)
         code = solver.Solve(params)
@@ -83,10 +86,12 @@ class OrToolsMipSolver(Solver):
             return Outcome(status, limit="time" if timed_out else None,
                            message=f"{engine} stopped with status {code}", extra=extra)
         values = np.array([v.solution_value() for v in x[: model.n_x]])
-        option = model.option_from_x(values)
+        option, repaired = polish(compiled, model.option_from_x(values))
         bound = model.true_objective(objective.BestBound())
         bound -= 1e-9 * max(1.0, abs(bound))  # the engine's bound holds up to its feasibility tolerance
-        if code == pywraplp.Solver.OPTIMAL:
+        if code == pywraplp.Solver.OPTIMAL and not repaired:
             return Outcome(Status.OPTIMAL, option=option, bound=bound, extra=extra)
-        return Outcome(Status.FEASIBLE, option=option, bound=bound, limit="time" if time_limit else None,
-                       message=f"{engine} stopped at the time limit", extra=extra)
+        note = (f"{engine}'s answer broke a budget within its feasibility tolerance and was repaired"
+                if repaired else f"{engine} stopped at the time limit")
+        return Outcome(Status.FEASIBLE, option=option, bound=bound,
+                       limit="time" if code != pywraplp.Solver.OPTIMAL else None, message=note, extra=extra)

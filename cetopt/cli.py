@@ -1,0 +1,210 @@
+"""The ``cetopt`` command line.
+
+Exit codes: 0 success, 1 infeasible (or no solution / solver error), 2 bad input (problem, option, config).
+Results go to stdout (``--format json`` prints exactly one JSON object); logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
+    UnsupportedProblemError
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT = 0, 1, 2
+
+log = logging.getLogger("cetopt")
+
+_BUDGET_FLAGS = (("avg_bits", "--avg-bits"), ("size_bits", "--size-bits"), ("size_bytes", "--size-bytes"),
+                 ("ratio", "--ratio"), ("bops", "--bops"), ("max_loss", "--max-loss"))
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SolverOptionError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = _option_value(value)
+    return options
+
+
+def _add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("budget overrides (replace the file's budget when any is given)")
+    group.add_argument("--avg-bits", type=float, help="mean bits per weight")
+    group.add_argument("--size-bits", type=float, help="total size in bits")
+    group.add_argument("--size-bytes", type=float, help="total size in bytes")
+    group.add_argument("--ratio", type=float, help="compression ratio vs FP32")
+    group.add_argument("--bops", type=float, help="total bit-operations")
+    group.add_argument("--max-loss", type=float, help="bound on the total predicted loss change")
+    parser.add_argument("--minimize", choices=("loss", "size"), help="override what is minimised")
+
+
+def _load_with_overrides(args: argparse.Namespace) -> Any:
+    from cetopt.problem.io import load_problem
+    from cetopt.problem.model import Budget
+
+    problem = load_problem(args.problem)
+    given = {key: getattr(args, key) for key, _ in _BUDGET_FLAGS if getattr(args, key) is not None}
+    changes: dict[str, Any] = {}
+    if given:
+        changes["budget"] = Budget(**given)
+    if args.minimize:
+        changes["minimize"] = args.minimize
+    return problem.with_changes(**changes) if changes else problem
+
+
+def _exit_code(status: Any) -> int:
+    return EXIT_OK if status.value in ("optimal", "feasible") else EXIT_INFEASIBLE
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from cetopt.solvers.api import solve
+    from cetopt.tables import result_table
+
+    problem = _load_with_overrides(args)
+    solver: Any = args.solver_config if args.solver_config else args.solver
+    result = solve(problem, solver, time_limit=args.time_limit, seed=args.seed, **_parse_options(args.option))
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), allow_nan=False))
+    else:
+        print(result_table(result))
+    if args.out:
+        from cetopt._atomic import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
+        log.info("wrote %s", args.out)
+    return _exit_code(result.status)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cetopt.solvers.api import solve
+    from cetopt.solvers.registry import available_solvers
+    from cetopt.tables import bits_table, comparison_table
+
+    problem = _load_with_overrides(args)
+    names = args.solvers.split(",") if args.solvers else \
+        [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
+    results = []
+    for name in names:
+        try:
+            results.append(solve(problem, name, time_limit=args.time_limit, seed=args.seed))
+        except UnsupportedProblemError as err:
+            print(f"skipped {name}: {'; '.join(err.reasons)}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in results], allow_nan=False))
+    else:
+        print(f"problem {problem.name}: {len(problem.layers)} layers, {problem.total_params} params, "
+              f"budget {problem.budget}")
+        print(comparison_table(results))
+        if args.bits:
+            print()
+            print(bits_table(results, problem.layer_names))
+    return EXIT_OK if results and all(r.success for r in results) else EXIT_INFEASIBLE
+
+
+def cmd_solvers(args: argparse.Namespace) -> int:
+    from cetopt.solvers.registry import available_solvers
+    from cetopt.tables import format_table
+
+    rows = [[s.name, "yes" if s.installed else "no", "yes" if s.exact else "no", s.description]
+            for s in available_solvers()]
+    print(format_table(["backend", "installed", "exact", "description"], rows))
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cetopt.problem.compiled import compile_problem
+    from cetopt.problem.feasibility import budget_shortfalls, floors
+    from cetopt.problem.io import load_problem
+
+    for path in args.problems:
+        problem = load_problem(path)
+        compiled = compile_problem(problem)
+        low = floors(compiled)
+        print(f"{path}: ok: {len(problem.layers)} layers, {compiled.n_groups} groups, "
+              f"{problem.total_params} params; smallest avg_bits {low.avg_bits:.4g}")
+        for line in budget_shortfalls(compiled):
+            print(f"  warning: {line}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from cetopt.problem.schema import PROBLEM_SCHEMA
+
+    print(json.dumps(PROBLEM_SCHEMA, indent=1))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("solve", help="solve one problem file with one backend")
+    p.add_argument("problem", type=Path)
+    p.add_argument("--solver", default="ortools", help="backend name (see 'cetopt solvers')")
+    p.add_argument("--solver-config", type=Path, help="a solvers/*.toml file (overrides --solver)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option, repeatable (values parsed as JSON when they can be)")
+    p.add_argument("--time-limit", type=float, help="seconds")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--out", type=Path, help="also write the JSON result here (atomically)")
+    _add_budget_flags(p)
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("compare", help="solve one problem with several backends and print a table")
+    p.add_argument("problem", type=Path)
+    p.add_argument("--solvers", help="comma-separated backends (default: every installed one)")
+    p.add_argument("--time-limit", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bits", action="store_true", help="also print the per-layer bits of each backend")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _add_budget_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("solvers", help="list the registered backends")
+    p.set_defaults(func=cmd_solvers)
+
+    p = sub.add_parser("validate", help="check problem files and report unattainable budgets")
+    p.add_argument("problems", type=Path, nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON schema of cetopt.problem/1")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError) as err:
+        print(f"cetopt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except CetoptError as err:
+        print(f"cetopt: error: {err}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    except KeyboardInterrupt:
+        print("cetopt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
