@@ -148,6 +148,22 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_make_problem(args: argparse.Namespace) -> int:
+    from cetopt.problem.io import save_problem
+
+    if args.kind == "hawq-v3-resnet18":
+        from cetopt.problem.published import hawq_v3_resnet18
+
+        problem = hawq_v3_resnet18(constraint=args.constraint, alpha=args.alpha)
+    else:
+        from cetopt.problem.synthetic import synthetic_problem
+
+        problem = synthetic_problem(args.layers, n_choices=args.choices, seed=args.seed, avg_bits=args.avg_bits)
+    save_problem(problem, args.out)
+    print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -182,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check problem files and report unattainable budgets")
     p.add_argument("problems", type=Path, nargs="+")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("make-problem", help="write a published (HAWQ-V3) or seeded synthetic problem file")
+    p.add_argument("kind", choices=("hawq-v3-resnet18", "synthetic"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--constraint", choices=("size", "bops"), default="size", help="hawq-v3: which limit")
+    p.add_argument("--alpha", type=float, default=0.5, help="hawq-v3: limit = INT4 + alpha (INT8 - INT4)")
+    p.add_argument("--layers", type=int, default=50, help="synthetic: number of layers")
+    p.add_argument("--choices", type=int, default=6, help="synthetic: bit-widths per layer")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: seed")
+    p.add_argument("--avg-bits", type=float, default=4.0, help="synthetic: size budget")
+    p.set_defaults(func=cmd_make_problem)
 
     p = sub.add_parser("schema", help="print the JSON schema of cetopt.problem/1")
     p.set_defaults(func=cmd_schema)

@@ -2,10 +2,16 @@
 
     min  l.x + x'Qx      s.t.  x >= 0, sum of each group's x = 1, size.x <= S, bops.x <= B, ...
 
-Without interaction terms this is an LP (the grouped knapsack's LP relaxation). With them, Q holds the
-pairwise blocks. If Q is not positive semidefinite the relaxation is non-convex; ``convexify="diagonal"``
-(default) then adds t (x_i^2 - x_i) with t = -lambda_min(Q): identical on every one-hot point and
-convex, so the relaxed optimum is still a valid lower bound. ``convexify="refuse"`` declines instead.
+Without interaction terms this is an LP (the grouped knapsack's LP relaxation). With them there are two
+relaxations (``relaxation`` option):
+
+- ``qp``: Q holds the pairwise blocks. If Q is not positive semidefinite the relaxation is non-convex;
+  ``convexify="diagonal"`` then adds t (x_i^2 - x_i) with t = -lambda_min(Q): identical on every one-hot
+  point and convex, so the relaxed optimum is still a valid lower bound. ``convexify="refuse"`` declines.
+- ``rlt``: the LP relaxation of the exact MILP (cetopt.solvers.linear_model), with continuous y for the
+  products x_a x_b under the RLT equalities. Always convex, often tighter, solved by HiGHS.
+- ``auto`` (default): ``qp`` when Q is PSD and no loss bound makes it a quadratic constraint, else ``rlt``.
+
 The relaxed optimum is the certified lower bound; the answer is rounded (largest x per group) and then
 repaired and improved by single-layer moves, so the gap between the two is known.
 """
@@ -22,6 +28,7 @@ from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
+from cetopt.solvers.linear_model import build_linear_model, reference_objective
 from cetopt.solvers.local_search import improve, is_feasible
 from cetopt.solvers.result import Outcome, Status
 
@@ -34,11 +41,13 @@ class CvxpyOptions:
     """Options of the cvxpy backend.
 
     Attributes:
-        convexify: "diagonal" (shift a non-PSD Q, keeping the bound valid) or "refuse".
+        relaxation: "auto", "qp" or "rlt" (see the module docstring).
+        convexify: for "qp": "diagonal" (shift a non-PSD Q, keeping the bound valid) or "refuse".
         solver: CVXPY solver name ("" = HIGHS for LPs, CLARABEL for QPs).
         improve: repair and improve the rounded answer with single-layer moves.
     """
 
+    relaxation: str = "auto"
     convexify: str = "diagonal"
     solver: str = ""
     improve: bool = True
@@ -65,8 +74,17 @@ def _min_eigenvalue(matrix: sp.csr_matrix) -> float:
     return float(eigsh(matrix, k=1, which="SA", return_eigenvectors=False, tol=1e-8)[0])
 
 
+@dataclass
+class _Relaxed:
+    problem: Any  # cvxpy.Problem
+    x: Any  # the one-hot part of the variables, as a cvxpy expression
+    obj_scale: float
+    solver: str
+    kind: str
+
+
 class CvxpyRelaxationSolver(Solver):
-    """Convex relaxation (LP / convex QP) via CVXPY, with rounding; reports the relaxation as the bound."""
+    """Convex relaxation (LP / convex QP / RLT LP) via CVXPY, with rounding; the relaxation is the bound."""
 
     name = "cvxpy"
     description = "CVXPY convex relaxation + rounding; the relaxation value is the bound"
@@ -81,34 +99,87 @@ class CvxpyRelaxationSolver(Solver):
 
         if options.convexify not in ("diagonal", "refuse"):
             raise SolverOptionError(f"cvxpy: convexify must be 'diagonal' or 'refuse', got {options.convexify!r}")
+        if options.relaxation not in ("auto", "qp", "rlt"):
+            raise SolverOptionError(f"cvxpy: relaxation must be 'auto', 'qp' or 'rlt', got {options.relaxation!r}")
         groups = compiled.groups
         sizes = np.array([g.n_options for g in groups])
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         n = int(sizes.sum())
+        extra: dict[str, Any] = {}
+        kind = options.relaxation
+        q_matrix = None
+        if compiled.pairs:
+            q_matrix = _quadratic(compiled, offsets, n)
+            lam_min = _min_eigenvalue(q_matrix)
+            extra["q_min_eigenvalue"] = lam_min
+            if kind == "auto":
+                kind = "qp" if lam_min >= -1e-10 and compiled.max_loss is None else "rlt"
+            if kind == "qp" and lam_min < -1e-10 and options.convexify == "refuse":
+                return Outcome(Status.ERROR, extra=extra, message=(
+                    f"interaction matrix is not PSD (min eigenvalue {lam_min:.3g}); use convexify='diagonal', "
+                    "relaxation='rlt' or an exact backend"))
+        else:
+            kind, lam_min = "lp", 0.0
+        extra["relaxation"] = kind
+        if kind == "rlt":
+            relaxed = self._rlt(compiled, options, cp)
+        else:
+            relaxed = self._qp(compiled, options, cp, offsets, n, q_matrix, lam_min, extra)
+        kwargs: dict[str, Any] = {}
+        if time_limit is not None and relaxed.solver == "HIGHS":
+            kwargs["time_limit"] = float(time_limit)
+        try:
+            relaxed.problem.solve(solver=relaxed.solver, **kwargs)
+        except cp.error.SolverError as err:
+            return Outcome(Status.ERROR, message=f"CVXPY/{relaxed.solver} failed: {err}", extra=extra)
+        status = relaxed.problem.status
+        extra["relaxation_status"] = status
+        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+            return Outcome(Status.INFEASIBLE, message=f"the convex relaxation is {status}", extra=extra)
+        if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or relaxed.x.value is None:
+            return Outcome(Status.ERROR, message=f"CVXPY/{relaxed.solver} ended with status {status}", extra=extra)
+        value = float(relaxed.problem.value) * relaxed.obj_scale
+        # an inaccurate relaxation still guides the rounding, but its value certifies nothing
+        bound = value - BOUND_MARGIN * max(1.0, abs(value)) if status == cp.OPTIMAL else None
+        extra["relaxation_value"] = value
+        values = np.asarray(relaxed.x.value)
+        option = np.array([int(np.argmax(values[o:o + k])) for o, k in zip(offsets, sizes)], dtype=np.int64)
+        extra["fractional_groups"] = int(sum(values[o:o + k].max() < 1 - 1e-6 for o, k in zip(offsets, sizes)))
+        if options.improve:
+            option = improve(compiled, option)
+        if not is_feasible(compiled, option):
+            return Outcome(Status.NO_SOLUTION, bound=bound, extra=extra, message=(
+                "the rounded relaxation could not be repaired by single-layer moves; use an exact backend"))
+        return Outcome(Status.FEASIBLE, option=option, bound=bound, extra=extra, message=(
+            f"{kind.upper()} relaxation via {relaxed.solver}, rounded ({extra['fractional_groups']} fractional groups)"))
+
+    def _rlt(self, compiled: CompiledProblem, options: CvxpyOptions, cp: Any) -> _Relaxed:
+        model = build_linear_model(compiled, reference_objective(compiled))
+        z = cp.Variable(model.n_vars)
+        constraints = [z >= 0, z <= 1, model.a_eq @ z == model.b_eq]
+        if model.a_ub.shape[0]:
+            constraints.append(model.a_ub @ z <= model.b_ub)
+        problem = cp.Problem(cp.Minimize(model.c @ z), constraints)
+        return _Relaxed(problem, z[: model.n_x], model.obj_scale, options.solver or "HIGHS", "rlt")
+
+    def _qp(self, compiled: CompiledProblem, options: CvxpyOptions, cp: Any, offsets: np.ndarray, n: int,
+            q_matrix: sp.csr_matrix | None, lam_min: float, extra: dict[str, Any]) -> _Relaxed:
+        groups = compiled.groups
+        sizes = np.array([g.n_options for g in groups])
         loss = np.concatenate([g.loss for g in groups])
         size = np.concatenate([g.size for g in groups])
         x = cp.Variable(n, nonneg=True)
         one_hot = sp.csr_matrix((np.ones(n), (np.repeat(np.arange(len(groups)), sizes), np.arange(n))),
                                 shape=(len(groups), n))
         constraints = [one_hot @ x == 1]
-        extra: dict[str, Any] = {}
         loss_scale = float(np.abs(loss).max(initial=0.0)) or 1.0
         loss_expr: Any = (loss / loss_scale) @ x
-        if compiled.pairs:
-            q = _quadratic(compiled, offsets, n) / loss_scale
-            lam_min = _min_eigenvalue(q)
-            extra["q_min_eigenvalue"] = lam_min * loss_scale
-            shift = 0.0
-            if lam_min < -1e-10:
-                if options.convexify == "refuse":
-                    return Outcome(Status.ERROR, extra=extra, message=(
-                        f"interaction matrix is not PSD (min eigenvalue {lam_min * loss_scale:.3g}); "
-                        "use convexify='diagonal' or an exact backend"))
-                shift = -lam_min * (1 + 1e-6) + 1e-12
-            extra["convexify_shift"] = shift * loss_scale
-            q_psd = q + shift * sp.eye(n)
-            loss_expr = loss_expr + cp.quad_form(x, q_psd, assume_PSD=True) - shift * cp.sum(x)
-        for name, limit, per_group in compiled.resources():
+        if q_matrix is not None:
+            shift = 0.0 if lam_min >= -1e-10 else -lam_min * (1 + 1e-6) + 1e-12
+            extra["convexify_shift"] = shift
+            q_psd = (q_matrix + shift * sp.eye(n)) / loss_scale
+            loss_expr = loss_expr + cp.quad_form(x, q_psd, assume_PSD=True) - (shift / loss_scale) * cp.sum(x)
+        for _, limit, per_group in compiled.resources():
             coef = np.concatenate([np.asarray(v, dtype=np.float64) for v in per_group])
             constraints.append((coef / limit) @ x <= 1.0)
         if compiled.max_loss is not None:
@@ -117,33 +188,6 @@ class CvxpyRelaxationSolver(Solver):
             obj_scale = float(size.max())
             objective = (size / obj_scale) @ x
         else:
-            obj_scale = loss_scale
-            objective = loss_expr
-        problem = cp.Problem(cp.Minimize(objective), constraints)
-        solver_name = options.solver or ("HIGHS" if not compiled.pairs else "CLARABEL")
-        kwargs: dict[str, Any] = {}
-        if time_limit is not None and solver_name == "HIGHS":
-            kwargs["time_limit"] = float(time_limit)
-        try:
-            problem.solve(solver=solver_name, **kwargs)
-        except cp.error.SolverError as err:
-            return Outcome(Status.ERROR, message=f"CVXPY/{solver_name} failed: {err}", extra=extra)
-        extra["relaxation_status"] = problem.status
-        if problem.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-            return Outcome(Status.INFEASIBLE, message=f"the convex relaxation is {problem.status}", extra=extra)
-        if problem.status != cp.OPTIMAL or x.value is None:
-            return Outcome(Status.ERROR, message=f"CVXPY/{solver_name} ended with status {problem.status}",
-                           extra=extra)
-        relaxed = float(problem.value) * obj_scale
-        bound = relaxed - BOUND_MARGIN * max(1.0, abs(relaxed))
-        extra["relaxation_value"] = relaxed
-        values = np.asarray(x.value)
-        option = np.array([int(np.argmax(values[o:o + k])) for o, k in zip(offsets, sizes)], dtype=np.int64)
-        extra["fractional_groups"] = int(sum(values[o:o + k].max() < 1 - 1e-6 for o, k in zip(offsets, sizes)))
-        if options.improve:
-            option = improve(compiled, option)
-        if not is_feasible(compiled, option):
-            return Outcome(Status.NO_SOLUTION, bound=bound, extra=extra, message=(
-                "the rounded relaxation could not be repaired by single-layer moves; use an exact backend"))
-        return Outcome(Status.FEASIBLE, option=option, bound=bound, extra=extra,
-                       message=f"{solver_name} relaxation rounded ({extra['fractional_groups']} fractional groups)")
+            obj_scale, objective = loss_scale, loss_expr
+        solver = options.solver or ("HIGHS" if q_matrix is None else "CLARABEL")
+        return _Relaxed(cp.Problem(cp.Minimize(objective), constraints), x, obj_scale, solver, "qp")

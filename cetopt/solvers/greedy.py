@@ -130,3 +130,17 @@ class GreedySolver(Solver):
         proved = plan.bound is not None and objective - plan.bound <= 1e-9 * max(1.0, abs(objective))
         return Outcome(Status.OPTIMAL if proved else Status.FEASIBLE, option=option, bound=plan.bound,
                        extra={"walked": plan.resource})
+
+
+def time_limit_fallback(compiled: CompiledProblem, bound: float | None, engine: str) -> Outcome:
+    """What an exact backend returns when its time limit struck before it found any allocation: the
+    greedy answer (if feasible) as FEASIBLE with the better of the two bounds, else NO_SOLUTION."""
+    plan = greedy_plan(compiled)
+    option = improve(compiled, plan.option)
+    bounds = [b for b in (bound, plan.bound) if b is not None]
+    best_bound = max(bounds) if bounds else None
+    if not plan.infeasible and is_feasible(compiled, option):
+        return Outcome(Status.FEASIBLE, option=option, bound=best_bound, limit="time",
+                       message=f"{engine} found no allocation before the time limit; returning the greedy one")
+    return Outcome(Status.NO_SOLUTION, bound=best_bound, limit="time",
+                   message=f"{engine} found no allocation before the time limit, and neither did greedy")

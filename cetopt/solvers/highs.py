@@ -9,9 +9,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.greedy import greedy_plan
+from cetopt.solvers.greedy import greedy_plan, time_limit_fallback
 from cetopt.solvers.linear_model import build_linear_model, reference_objective
-from cetopt.solvers.local_search import polish
+from cetopt.solvers.local_search import is_feasible, polish, unrepairable
 from cetopt.solvers.result import Outcome, Status
 
 
@@ -58,11 +58,15 @@ class HighsSolver(Solver):
         extra = {"native_status": int(result.status), "native_message": str(result.message)}
         if result.status == 2:
             return Outcome(Status.INFEASIBLE, message="HiGHS proved the MILP infeasible", extra=extra)
+        if result.x is None and result.status == 1:
+            return time_limit_fallback(compiled, bound, "HiGHS")
         if result.x is None:
             limit = "time" if result.status == 1 else None
             status = Status.NO_SOLUTION if result.status == 1 else Status.ERROR
             return Outcome(status, bound=bound, limit=limit, message=str(result.message), extra=extra)
         option, repaired = polish(compiled, model.option_from_x(result.x[: model.n_x]))
+        if repaired and not is_feasible(compiled, option):
+            return unrepairable(compiled, "HiGHS")
         if bound is None:
             bound = greedy_plan(compiled).bound
         limit = "time" if result.status == 1 else None

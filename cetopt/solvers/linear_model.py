@@ -60,6 +60,7 @@ def reference_objective(compiled: CompiledProblem) -> float:
 # The normalised objective puts the reference answer at this value: MIP engines stop at an *absolute*
 # gap of about 1e-6 as well as the relative one, so an objective of order 1e-3 would stop them early.
 OBJECTIVE_TARGET = 1e3
+ROW_TARGET = 1e3
 
 
 def build_linear_model(compiled: CompiledProblem, reference: float | None = None) -> LinearModel:
@@ -106,7 +107,9 @@ def build_linear_model(compiled: CompiledProblem, reference: float | None = None
     ub_rows, b_ub, names = [], [], []
 
     def add_row(coef: np.ndarray, limit: float, name: str) -> None:
-        scale = max(abs(limit), float(np.abs(coef).max(initial=0.0)) * 1e-12, 1e-300)
+        # the limit maps to ROW_TARGET: engines' absolute feasibility tolerances (1e-7 .. 1e-6) are then
+        # 1e-10 .. 1e-9 of the budget, inside cetopt's budget slack
+        scale = max(abs(limit), float(np.abs(coef).max(initial=0.0)) * 1e-12, 1e-300) / ROW_TARGET
         ub_rows.append(coef / scale)
         b_ub.append(limit / scale)
         names.append(name)

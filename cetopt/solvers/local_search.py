@@ -114,8 +114,24 @@ def polish(compiled: CompiledProblem, option: np.ndarray) -> tuple[np.ndarray, b
     """Return ``option`` unchanged if feasible; else a repaired one. The flag says whether it was repaired.
 
     MIP engines accept solutions within their feasibility tolerance (about 1e-6 of a row), which can put
-    a size total a few bits over a budget of 1e9 bits; this makes such answers truly feasible.
+    a size total a few bits over a budget of 1e9 bits; this makes such answers truly feasible. Callers
+    must check :func:`is_feasible` on the result: an engine may also "solve" a problem that is infeasible
+    by less than its tolerance.
     """
     if is_feasible(compiled, option):
         return option, False
     return improve(compiled, option), True
+
+
+def unrepairable(compiled: CompiledProblem, engine: str) -> "Outcome":
+    """The outcome when an engine's answer breaks a budget beyond repair: INFEASIBLE if a budget alone
+    is unattainable (exact floors), else NO_SOLUTION."""
+    from cetopt.problem.feasibility import budget_shortfalls
+    from cetopt.solvers.result import Outcome, Status
+
+    shortfalls = budget_shortfalls(compiled)
+    if shortfalls:
+        return Outcome(Status.INFEASIBLE, message="; ".join(shortfalls))
+    return Outcome(Status.NO_SOLUTION, message=(
+        f"{engine} returned an allocation that breaks a budget by more than its tolerance and single-layer "
+        "moves could not repair it; the problem may be infeasible by less than the engine's tolerance"))

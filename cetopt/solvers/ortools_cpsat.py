@@ -26,7 +26,7 @@ import numpy as np
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.greedy import greedy_plan
+from cetopt.solvers.greedy import greedy_plan, time_limit_fallback
 from cetopt.solvers.local_search import improve
 from cetopt.solvers.result import Outcome, Status
 
@@ -197,6 +197,8 @@ class CpSatSolver(Solver):
             bound = relaxed.bound(r_solver) if r_code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
             notes.append("max_loss solved rounded both ways (feasible answer, relaxed bound)")
             proved = proved and r_code == cp_model.OPTIMAL
+        if option is None and code == cp_model.UNKNOWN and time_limit is not None:
+            return time_limit_fallback(compiled, bound, "CP-SAT")
         if option is None:
             timed_out = code == cp_model.UNKNOWN and time_limit is not None
             status = Status.NO_SOLUTION if timed_out or primary.loss_rounded else Status.ERROR

@@ -12,8 +12,9 @@ import numpy as np
 from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.solvers.base import Capabilities, Solver
+from cetopt.solvers.greedy import time_limit_fallback
 from cetopt.solvers.linear_model import build_linear_model, reference_objective
-from cetopt.solvers.local_search import polish
+from cetopt.solvers.local_search import is_feasible, polish, unrepairable
 from cetopt.solvers.result import Outcome, Status
 
 ENGINES = ("SCIP", "CBC")
@@ -82,11 +83,15 @@ class OrToolsMipSolver(Solver):
             return Outcome(Status.INFEASIBLE, message=f"{engine} proved the MILP infeasible", extra=extra)
         if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
             timed_out = time_limit is not None and solver.wall_time() >= 0.95 * time_limit * 1000
+            if timed_out:
+                return time_limit_fallback(compiled, None, engine)
             status = Status.NO_SOLUTION if timed_out else Status.ERROR
             return Outcome(status, limit="time" if timed_out else None,
                            message=f"{engine} stopped with status {code}", extra=extra)
         values = np.array([v.solution_value() for v in x[: model.n_x]])
         option, repaired = polish(compiled, model.option_from_x(values))
+        if repaired and not is_feasible(compiled, option):
+            return unrepairable(compiled, engine)
         bound = model.true_objective(objective.BestBound())
         bound -= 1e-9 * max(1.0, abs(bound))  # the engine's bound holds up to its feasibility tolerance
         if code == pywraplp.Solver.OPTIMAL and not repaired:

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each bootstraps .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test bench venv clean problems
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU wheel (on disk here); an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[torch,test,bench,notebooks]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cetopt solvers
+	@echo
+	$(BIN)/cetopt compare problems/hawq-v3/resnet18-size0.5.json --bits
+	@echo
+	$(BIN)/cetopt compare problems/synthetic/synthetic-50x6-s0.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/solvers.py
+
+problems: $(STAMP)
+	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint size --alpha 0.5 --out problems/hawq-v3/resnet18-size0.5.json
+	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint bops --alpha 0.5 --out problems/hawq-v3/resnet18-bops0.5.json
+	$(BIN)/cetopt make-problem synthetic --layers 50 --choices 6 --seed 0 --avg-bits 4 --out problems/synthetic/synthetic-50x6-s0.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

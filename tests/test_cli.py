@@ -1,0 +1,72 @@
+"""The command line: exit codes, JSON output on stdout only, budget overrides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cetopt.cli import main
+
+HAWQ = "problems/hawq-v3/resnet18-size0.5.json"
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cetopt.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_solve_json_prints_one_object_with_the_documented_keys(root: Path) -> None:
+    out = run_cli("solve", HAWQ, "--solver", "dp", "--format", "json", cwd=root)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    for key in ("bits", "objective", "size_bits", "status", "bound", "gap", "seconds", "solver"):
+        assert key in data
+    assert data["status"] == "optimal" and len(data["bits"]) == 19
+
+
+def test_infeasible_budget_exits_1_and_names_the_smallest_feasible_budget(root: Path) -> None:
+    out = run_cli("solve", HAWQ, "--solver", "greedy", "--avg-bits", "3", "--format", "json", cwd=root)
+    assert out.returncode == 1
+    data = json.loads(out.stdout)
+    assert data["status"] == "infeasible"
+    assert "smallest feasible size" in data["message"] and "avg_bits 4" in data["message"]
+
+
+def test_bad_input_exits_2_with_the_field(tmp_path: Path, root: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "cetopt.problem/1", "name": "x", "layers": [{"name": "a", "params": 0, '
+                   '"choices": [{"bits": 4, "loss": 0}]}], "budget": {"avg_bits": 4}}')
+    out = run_cli("solve", str(bad), cwd=root)
+    assert out.returncode == 2
+    assert "layers[0].params" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("solve", HAWQ, "--solver", "nope", cwd=root)
+    assert out.returncode == 2 and "unknown solver" in out.stderr
+
+
+def test_solver_config_and_options_flags(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "result.json"
+    code = main(["solve", HAWQ, "--solver-config", "solvers/ortools-10s.toml", "-o", "workers=1",
+                 "--format", "json", "--out", str(target)])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["solver"] == "ortools-10s" and printed["options"]["workers"] == 1
+    assert json.loads(target.read_text())["objective"] == printed["objective"]
+
+
+def test_minimize_size_override(root: Path) -> None:
+    out = run_cli("solve", HAWQ, "--solver", "highs", "--minimize", "size", "--max-loss", "0.2", "--format", "json",
+                  cwd=root)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["loss"] <= 0.2 + 1e-9 and data["objective"] == data["size_bits"]
+
+
+def test_compare_validate_solvers_schema(root: Path) -> None:
+    for args in (("compare", HAWQ, "--solvers", "dp,greedy"), ("validate", HAWQ), ("solvers",), ("schema",)):
+        out = run_cli(*args, cwd=root)
+        assert out.returncode == 0, (args, out.stderr)
+        assert out.stdout.strip()
