@@ -90,21 +90,35 @@ class CompiledProblem:
             out.append(("bops", self.max_bops, [g.bops for g in self.groups]))  # type: ignore[misc]
         return out
 
+    @cached_property
+    def _tables(self) -> dict[str, np.ndarray]:
+        """(G, K) tables of loss, size and bops (NaN-padded) and the (G, K) validity mask."""
+        counts = np.array([g.n_options for g in self.groups])
+        mask = np.arange(self.max_options)[None, :] < counts[:, None]
+        tables = {"mask": mask}
+        for key in ("loss", "size", "bops"):
+            if key == "bops" and self.max_bops is None:
+                continue
+            table = np.full(mask.shape, np.nan)
+            table[mask] = np.concatenate([getattr(g, key) for g in self.groups])
+            table.setflags(write=False)
+            tables[key] = table
+        return tables
+
     def padded(self, values: str, fill: float) -> np.ndarray:
         """A (G, K) array of ``loss``, ``size`` or ``bops`` per group option, padded with ``fill``."""
-        out = np.full((self.n_groups, self.max_options), fill, dtype=np.float64)
-        for g, group in enumerate(self.groups):
-            out[g, : group.n_options] = getattr(group, values)
-        return out
+        tables = self._tables
+        return np.where(tables["mask"], tables[values], fill)
 
     def objective_values(self, option: np.ndarray) -> tuple[float, float, float, float | None]:
         """(objective, loss, size, bops) of one option index per group."""
-        loss = float(sum(g.loss[o] for g, o in zip(self.groups, option)))
+        rows = np.arange(self.n_groups)
+        option = np.asarray(option)
+        tables = self._tables
+        loss = float(tables["loss"][rows, option].sum())
         loss += float(sum(p.matrix[option[p.a], option[p.b]] for p in self.pairs))
-        size = float(sum(g.size[o] for g, o in zip(self.groups, option)))
-        bops = None
-        if self.max_bops is not None:
-            bops = float(sum(g.bops[o] for g, o in zip(self.groups, option)))  # type: ignore[index]
+        size = float(tables["size"][rows, option].sum())
+        bops = float(tables["bops"][rows, option].sum()) if self.max_bops is not None else None
         objective = size if self.minimize is Minimize.SIZE else loss
         return objective, loss, size, bops
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.evaluate import within
 
@@ -33,11 +35,11 @@ class Floors:
 
 def floors(compiled: CompiledProblem) -> Floors:
     """Per-quantity minima over all allocations that respect bits constraints and ties."""
-    size = float(sum(g.size.min() for g in compiled.groups))
+    size = float(compiled.padded("size", np.inf).min(axis=1).sum())
     bops = None
     if compiled.max_bops is not None:
-        bops = float(sum(g.bops.min() for g in compiled.groups))  # type: ignore[union-attr]
-    loss = float(sum(g.loss.min() for g in compiled.groups))
+        bops = float(compiled.padded("bops", np.inf).min(axis=1).sum())
+    loss = float(compiled.padded("loss", np.inf).min(axis=1).sum())
     loss += float(sum(p.matrix.min() for p in compiled.pairs))
     total = compiled.problem.total_params
     return Floors(size_bits=size, avg_bits=size / total, bops=bops, loss=loss, loss_exact=not compiled.pairs)

@@ -25,6 +25,7 @@ from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
 from cetopt.solvers.greedy import greedy_plan
+from cetopt.solvers.hull import lower_hulls
 from cetopt.solvers.local_search import improve
 from cetopt.solvers.result import Outcome, Status
 
@@ -59,6 +60,13 @@ def _axes(compiled: CompiledProblem) -> tuple[list[np.ndarray], list[np.ndarray]
         return p, [np.zeros_like(g.loss) for g in compiled.groups], inf, p_cap
     _, limit, per_group = resources[0]
     return p, [np.asarray(v, dtype=np.float64) for v in per_group], limit, p_cap
+
+
+def _pad(arrays: list[np.ndarray], fill: float) -> np.ndarray:
+    counts = np.array([len(a) for a in arrays])
+    table = np.full((len(arrays), counts.max()), fill)
+    table[np.arange(counts.max())[None, :] < counts[:, None]] = np.concatenate(arrays)
+    return table
 
 
 def _tol(value: float) -> float:
@@ -102,7 +110,7 @@ class DPSolver(Solver):
         if total < 0:
             return Outcome(Status.INFEASIBLE, message=(
                 f"the Lagrangian bound {dual:.10g} exceeds the cap {upper:.10g}: no allocation meets the budgets"))
-        search = _Search(p, q, reduced, q_cap, lam, upper, options.max_states, start, time_limit)
+        search = _Search(p, q, reduced, q_cap, dual, upper, options.max_states, start, time_limit)
         slack = total / 256 if options.reduce and np.isfinite(total) else total
         rounds = 0
         while True:
@@ -129,20 +137,74 @@ class DPSolver(Solver):
                     return Outcome(Status.OPTIMAL, option=incumbent, bound=inc_p, extra=extra)
                 return Outcome(Status.INFEASIBLE, message="exhaustive DP: no allocation meets the budgets",
                                extra=extra)
-            slack = min(slack * 2, total)
+            slack = min(slack * 1.5, total)
+
+
+class _SuffixLP:
+    """LP bounds of the undecided groups: h(c) = min sum p s.t. sum q <= c over the groups not yet
+    processed, with one option each relaxed to their lower convex hulls (cetopt.solvers.hull)."""
+
+    def __init__(self, q: list[np.ndarray], p: list[np.ndarray]) -> None:
+        n = len(q)
+        if n == 0:
+            self.n = 0
+            return
+        q_table, p_table = _pad(q, np.inf), _pad(p, np.inf)
+        hull, length = lower_hulls(q_table, p_table)
+        rows = np.arange(n)
+        self.base_q = q_table[rows, hull[:, 0]]
+        self.base_p = p_table[rows, hull[:, 0]]
+        width = hull.shape[1]
+        pos = np.arange(width - 1)[None, :].repeat(n, axis=0)
+        valid = pos < (length - 1)[:, None]
+        lo = np.take_along_axis(hull, pos, axis=1)
+        hi = np.take_along_axis(hull, np.minimum(pos + 1, width - 1), axis=1)
+        group = np.broadcast_to(rows[:, None], pos.shape)[valid]
+        dq = (np.take_along_axis(q_table, np.maximum(hi, 0), axis=1) - np.take_along_axis(q_table, lo, axis=1))[valid]
+        dp = (np.take_along_axis(p_table, np.maximum(hi, 0), axis=1) - np.take_along_axis(p_table, lo, axis=1))[valid]
+        order = np.argsort(dp / dq, kind="stable")  # most p saved per unit q first
+        self.group, self.dq, self.dp = group[order], dq[order], dp[order]
+        self.n = n
+        self.active = np.ones(len(self.group), dtype=bool)
+        self.rest_q = float(self.base_q.sum())
+        self.rest_p = float(self.base_p.sum())
+
+    def drop(self, i: int) -> None:
+        """Group i has been decided: remove it from the bound."""
+        self.active &= self.group != i
+        self.rest_q -= self.base_q[i]
+        self.rest_p -= self.base_p[i]
+
+    def bound(self, capacity: np.ndarray) -> np.ndarray:
+        """h(capacity) for each entry (inf where even the least-q hull points do not fit)."""
+        if self.n == 0 or not self.active.any():
+            base = self.rest_p if self.n else 0.0
+            rest_q = self.rest_q if self.n else 0.0
+            return np.where(capacity >= rest_q - _tol(rest_q), base, np.inf)
+        dq, dp = self.dq[self.active], self.dp[self.active]
+        cum_q, cum_p = np.cumsum(dq), np.cumsum(dp)
+        room = capacity - self.rest_q
+        full = np.searchsorted(cum_q, room, side="right")
+        value = self.rest_p + np.where(full > 0, cum_p[np.maximum(full - 1, 0)], 0.0)
+        partial = full < len(dq)
+        spent = np.where(full > 0, cum_q[np.maximum(full - 1, 0)], 0.0)
+        step = np.minimum(full, len(dq) - 1)
+        value = value + np.where(partial, (room - spent) / dq[step] * dp[step], 0.0)
+        return np.where(room >= -_tol(self.rest_q), value, np.inf)
 
 
 class _Search:
     """One Pareto DP over (q used, p so far) that finds the best allocation with f <= L + slack.
 
-    Since f(x) = L + sum rc(x) + lambda (Q - q(x)) and q(x) <= q_so_far + (largest q the remaining groups
-    can add), a state is pruned when rc_so_far + lambda (Q - q_so_far - that largest q) > slack; also when it
-    cannot fit, or cannot beat the incumbent."""
+    A state is pruned when its reduced costs exceed the slack, or when its p plus the LP bound of the
+    undecided groups (given the capacity left) exceeds min(L + slack, incumbent); every allocation with
+    f <= L + slack survives both, so the best final state is optimal whenever one exists."""
 
     def __init__(self, p: list[np.ndarray], q: list[np.ndarray], reduced: list[np.ndarray], q_cap: float,
-                 lam: float, upper: float, max_states: int, start: float, time_limit: float | None) -> None:
+                 dual: float, upper: float, max_states: int, start: float, time_limit: float | None) -> None:
         self.p, self.q, self.reduced = p, q, reduced
-        self.q_cap, self.lam = q_cap, lam
+        self.p_table, self.q_table, self.reduced_table = (_pad(a, np.inf) for a in (p, q, reduced))
+        self.q_cap, self.dual = q_cap, dual
         self.q_limit = q_cap + _tol(q_cap)
         self.p_limit = upper + _tol(upper)
         self.max_states, self.start, self.time_limit = max_states, start, time_limit
@@ -152,34 +214,32 @@ class _Search:
     def run(self, slack: float) -> tuple[np.ndarray, float] | None:
         """The best allocation among those with reduced cost <= slack, or None."""
         p, q = self.p, self.q
-        keep = [np.flatnonzero(r <= slack) for r in self.reduced]
+        mask = self.reduced_table <= slack  # (G, K); every group keeps at least its zero-reduced-cost option
+        counts = mask.sum(axis=1)
+        first = np.argmax(mask, axis=1)
+        rows = np.arange(len(counts))
+        single = counts == 1
+        base_p = float(self.p_table[rows[single], first[single]].sum())
+        base_q = float(self.q_table[rows[single], first[single]].sum())
+        keep = {int(g): np.flatnonzero(mask[g]) for g in np.flatnonzero(~single)}
         # widest q-ranges first: the remaining groups' largest possible q then shrinks fast, which lets the
         # unused-capacity penalty prune early
-        free = sorted((g for g, k in enumerate(keep) if len(k) > 1), key=lambda g: -np.ptp(q[g][keep[g]]))
-        fixed = [g for g, k in enumerate(keep) if len(k) == 1]
-        base_p = float(sum(p[g][keep[g][0]] for g in fixed))
-        base_q = float(sum(q[g][keep[g][0]] for g in fixed))
-        min_p = np.array([p[g][keep[g]].min() for g in free] + [0.0])
-        min_q = np.array([q[g][keep[g]].min() for g in free] + [0.0])
-        max_q = np.array([q[g][keep[g]].max() for g in free] + [0.0])
-        rem_p = np.cumsum(min_p[::-1])[::-1]  # rem_p[i] = sum of the minima of free[i:]
-        rem_q = np.cumsum(min_q[::-1])[::-1]
-        rem_q_max = np.cumsum(max_q[::-1])[::-1]
-        penalise = self.lam > 0 and np.isfinite(self.q_cap)
+        free = sorted(keep, key=lambda g: -np.ptp(q[g][keep[g]]))
+        suffix = _SuffixLP([q[g][keep[g]] for g in free], [p[g][keep[g]] for g in free])
+        target = min(self.p_limit, self.dual + slack + _tol(self.dual + slack))
         states_q, states_p, states_r = np.array([base_q]), np.array([base_p]), np.array([0.0])
         parents: list[tuple[np.ndarray, np.ndarray]] = []
         peak = 1
         for i, g in enumerate(free):
             opts = keep[g]
+            suffix.drop(i)
             # (option, state) layout: each option's block stays sorted by q, so the stable sort below only
             # merges len(opts) sorted runs
             cand_q = (q[g][opts][:, None] + states_q[None, :]).ravel()
             cand_p = (p[g][opts][:, None] + states_p[None, :]).ravel()
             cand_r = (self.reduced[g][opts][:, None] + states_r[None, :]).ravel()
-            ok = (cand_q + rem_q[i + 1] <= self.q_limit) & (cand_p + rem_p[i + 1] <= self.p_limit) & (cand_r <= slack)
-            if penalise:
-                unused = np.maximum(self.q_cap - cand_q - rem_q_max[i + 1], 0.0)
-                ok &= cand_r + self.lam * unused <= slack
+            ok = cand_r <= slack
+            ok &= cand_p + suffix.bound(self.q_limit - cand_q) <= target
             idx = np.flatnonzero(ok)
             order = idx[np.argsort(cand_q[idx], kind="stable")]
             sorted_p = cand_p[order]
@@ -195,13 +255,13 @@ class _Search:
                 self.stopped = "time"
             if self.stopped or len(order) == 0:
                 break
-        self.stats = {"free_groups": len(free), "fixed_groups": len(fixed), "peak_states": peak}
+        self.stats = {"free_groups": len(free), "fixed_groups": int(single.sum()), "peak_states": peak}
         if self.stopped or len(states_p) == 0 or (free and len(parents) < len(free)):
             return None
         if not free and (base_q > self.q_limit or base_p > self.p_limit):
             return None
         best = int(np.argmin(states_p))
-        option = np.array([k[0] for k in keep], dtype=np.int64)
+        option = first.astype(np.int64)
         pointer = best
         for g, (parent, chosen) in zip(reversed(free), reversed(parents)):
             option[g] = chosen[pointer]
