@@ -1,0 +1,170 @@
+"""One call from a torch model and calibration data to a CurvatureResult, cached on disk.
+
+The cache key hashes the model's weights and buffers, the calibration tensors, the settings, the loss
+function's name, the layer list and the cetopt version; a stored file whose key or checksum does not
+match is recomputed, never trusted. Files are written atomically, so an interrupted run leaves the
+cache as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cetopt.curvature.hutchinson import hutchinson_traces
+from cetopt.curvature.lanczos import lanczos_eigenpairs
+from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn, check_finite
+from cetopt.curvature.result import CacheError, CurvatureResult, LayerCurvature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CurvatureSettings:
+    """How curvature is extracted.
+
+    Attributes:
+        max_probes, min_probes, probe_block, rtol: Hutchinson stopping rule (see hutchinson_traces).
+        k: eigenpairs at each end of every layer's spectrum (0 = skip Lanczos).
+        lanczos_iterations: Krylov dimension per layer.
+        fisher: also compute the empirical Fisher diagonal.
+        seed: probes and Lanczos start vectors.
+        device: "auto", "cpu", "cuda".
+        dtype: "float32" or "float64".
+    """
+
+    max_probes: int = 128
+    min_probes: int = 16
+    probe_block: int = 8
+    rtol: float = 0.05
+    k: int = 8
+    lanczos_iterations: int = 32
+    fisher: bool = False
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def torch_dtype(self) -> torch.dtype:
+        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+
+
+def _hash_tensor(digest: Any, tensor: torch.Tensor) -> None:
+    digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+
+
+def _hash_batch(digest: Any, batch: Batch) -> None:
+    if isinstance(batch, torch.Tensor):
+        _hash_tensor(digest, batch)
+    elif isinstance(batch, dict):
+        for key in sorted(batch):
+            digest.update(str(key).encode())
+            _hash_batch(digest, batch[key])
+    elif isinstance(batch, (list, tuple)):
+        for item in batch:
+            _hash_batch(digest, item)
+    else:
+        digest.update(repr(batch).encode())
+
+
+def cache_key(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], settings: CurvatureSettings,
+              layers: Sequence[str] | None) -> str:
+    """A hex digest of everything the result depends on."""
+    from cetopt import __version__
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"settings": asdict(settings), "layers": list(layers) if layers else None,
+                              "loss_fn": f"{getattr(loss_fn, '__module__', '')}.{getattr(loss_fn, '__qualname__', repr(loss_fn))}",
+                              "version": __version__}, sort_keys=True).encode())
+    for name, tensor in list(model.state_dict().items()):
+        digest.update(name.encode())
+        _hash_tensor(digest, tensor)
+    for batch in batches:
+        _hash_batch(digest, batch)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CETOPT_CACHE_DIR", Path.home() / ".cache" / "cetopt")) / "curvature"
+
+
+def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
+                      settings: CurvatureSettings | None = None, layers: Sequence[str] | None = None,
+                      exclude: Sequence[str] = (), cache_dir: str | os.PathLike[str] | None | bool = None,
+                      show_progress: bool = True, description: str = "") -> CurvatureResult:
+    """Gradients, Hutchinson traces and Lanczos eigenpairs for every quantisable layer.
+
+    Args:
+        model: the network (left unchanged).
+        loss_fn: ``loss_fn(model, batch) -> scalar``; the calibration loss is its mean over ``batches``.
+        batches: calibration batches.
+        settings: extraction settings (defaults: CurvatureSettings()).
+        layers, exclude: which layers (default: every Linear/Conv).
+        cache_dir: where to cache (None = ``$CETOPT_CACHE_DIR`` or ~/.cache/cetopt; False = no cache).
+        description: free text stored in the result's metadata (model and data names).
+    """
+    settings = settings or CurvatureSettings()
+    batches = list(batches)
+    key = path = None
+    if cache_dir is not False:
+        key = cache_key(model, loss_fn, batches, settings, layers)
+        path = Path(cache_dir if cache_dir not in (None, True) else default_cache_dir()) / f"{key}.npz"
+        if path.exists():
+            try:
+                cached = CurvatureResult.load(path)
+                if cached.metadata.get("cache_key") == key:
+                    log.info("curvature cache hit %s", path)
+                    return cached
+                log.warning("curvature cache %s has another key; recomputing", path)
+            except CacheError as err:
+                log.warning("%s; recomputing", err)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    operator = CurvatureOperator(model, loss_fn, batches, layers=layers, exclude=exclude, device=settings.device,
+                                 dtype=settings.torch_dtype())
+    loss, gradient = operator.loss_and_gradient()
+    for name, g in zip(operator.names, gradient):
+        check_finite(name, "gradient", g)
+    seconds["gradient"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    traces = hutchinson_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
+                               block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
+                               show_progress=show_progress)
+    seconds["hutchinson"] = time.perf_counter() - mark
+    eig = [None] * len(traces)
+    if settings.k > 0:
+        mark = time.perf_counter()
+        eig = lanczos_eigenpairs(operator, k=settings.k, iterations=settings.lanczos_iterations, seed=settings.seed,
+                                 show_progress=show_progress)
+        seconds["lanczos"] = time.perf_counter() - mark
+    fisher = [None] * len(traces)
+    if settings.fisher:
+        from cetopt.curvature.signals import fisher_diagonal
+
+        mark = time.perf_counter()
+        fisher = [f.detach().double().cpu().numpy().ravel() for f in fisher_diagonal(operator)]
+        seconds["fisher"] = time.perf_counter() - mark
+    operator.release()
+    seconds["total"] = time.perf_counter() - start
+    result_layers = tuple(
+        LayerCurvature(name=name, shape=tuple(p.shape), gradient=g.detach().double().cpu().numpy().ravel(),
+                       trace=t.trace, trace_stderr=t.stderr, n_probes=t.n_probes, eig=e, fisher_diagonal=f)
+        for name, p, g, t, e, f in zip(operator.names, operator.params, gradient, traces, eig, fisher))
+    result = CurvatureResult(
+        layers=result_layers, loss=loss, settings=asdict(settings), seconds=seconds, device=str(operator.device),
+        metadata={"description": description, "cache_key": key, "hvp_count": operator.hvp_count,
+                  "versions": {"torch": torch.__version__, "numpy": np.__version__}},
+    )
+    if path is not None:
+        result.save(path)
+    return result

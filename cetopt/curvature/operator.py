@@ -1,0 +1,218 @@
+"""Gradients and Hessian-vector products of the mean calibration loss, restricted to chosen weights.
+
+The loss is L(W) = mean over calibration batches of ``loss_fn(model, batch)``. Hessian-vector
+products use double-backward autograd; with ``cache_graph`` the first-order graph of every batch is
+built once and reused by every product (the cheapest path when many probes follow, measured in
+benchmarks/curvature.py). Several vectors go through one backward pass with ``is_grads_batched``
+(torch's vmap over the backward), so a block of probes, or one vector per layer, costs one pass.
+
+The caller's model is never changed: it is copied when a device or dtype change is needed, and its
+``training`` flag is restored.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from cetopt.curvature.layers import LayerRef, find_layers
+from cetopt.errors import CetoptError, ProblemError
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+class CurvatureError(CetoptError):
+    """A curvature computation produced NaN/inf or diverged; the message names the layer and quantity."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ProblemError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'", field="device") from None
+
+
+def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype | None = None) -> Batch:
+    """Move every tensor of a (nested) batch to ``device``; floating tensors also to ``dtype``."""
+    if isinstance(batch, torch.Tensor):
+        if dtype is not None and batch.is_floating_point():
+            return batch.to(device=device, dtype=dtype)
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: move_batch(v, device, dtype) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_batch(v, device, dtype) for v in batch)
+    return batch
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode (BatchNorm uses running statistics) and restore its flags after."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
+class CurvatureOperator:
+    """First and second derivatives of the mean calibration loss w.r.t. the weights of ``layers``.
+
+    Args:
+        model: the network (left unchanged).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        batches: the calibration data, a non-empty sequence of batches.
+        layers: layer names to restrict to (default: every Linear/Conv layer).
+        device: "auto", "cpu", "cuda", ...
+        dtype: compute dtype (e.g. torch.float64 for exactness tests); None keeps the model's.
+        cache_graph: keep each batch's first-order graph for reuse by all products.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
+                 layers: Sequence[str] | None = None, exclude: Sequence[str] = (), device: str | torch.device = "auto",
+                 dtype: torch.dtype | None = None, cache_graph: bool = True) -> None:
+        self.batches_cpu = list(batches)
+        if not self.batches_cpu:
+            raise ProblemError("the calibration data is empty; pass at least one batch", field="batches")
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        first = next(iter(model.parameters()), None)
+        needs_copy = first is not None and (first.device != self.device or (dtype is not None and first.dtype != dtype))
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=dtype) if needs_copy else model
+        self.source_model = model
+        self.loss_fn = loss_fn
+        self.layers: list[LayerRef] = find_layers(self.model, layers, exclude=exclude)
+        self.params = [ref.weight for ref in self.layers]
+        self.cache_graph = cache_graph
+        self._graphs: list[tuple[torch.Tensor, ...]] | None = None
+        self.batches = [move_batch(b, self.device, dtype) for b in self.batches_cpu]
+        self.hvp_count = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [ref.name for ref in self.layers]
+
+    @property
+    def shapes(self) -> list[torch.Size]:
+        return [p.shape for p in self.params]
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        loss = self.loss_fn(self.model, batch)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ProblemError(f"loss_fn must return a scalar tensor, got {shape}; reduce it with .mean()",
+                               field="loss_fn")
+        if not torch.isfinite(loss):
+            raise CurvatureError(f"the calibration loss is {loss.item()} on a batch; check the data and model")
+        return loss
+
+    def loss_and_gradient(self) -> tuple[float, list[torch.Tensor]]:
+        """The mean loss and its gradient per layer weight (averaged over batches)."""
+        total = 0.0
+        grads = [torch.zeros_like(p) for p in self.params]
+        with eval_mode(self.model):
+            for batch in self.batches:
+                loss = self._loss(batch)
+                parts = torch.autograd.grad(loss, self.params, allow_unused=True)
+                total += float(loss.detach())
+                for acc, part in zip(grads, parts):
+                    if part is not None:
+                        acc += part.detach()
+        scale = 1.0 / len(self.batches)
+        return total * scale, [g * scale for g in grads]
+
+    def _first_order_graphs(self) -> list[tuple[torch.Tensor, ...]]:
+        if self._graphs is not None:
+            return self._graphs
+        graphs = []
+        for batch in self.batches:
+            loss = self._loss(batch)
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            graphs.append(tuple(g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)))
+        if self.cache_graph:
+            self._graphs = graphs
+        return graphs
+
+    def hvp(self, vectors: Sequence[torch.Tensor], *, batched: bool = False) -> list[torch.Tensor]:
+        """Hessian-vector products H v for v given per layer weight.
+
+        Args:
+            vectors: one tensor per layer, shaped like its weight, or with a leading batch dimension
+                B when ``batched`` (B products in one backward pass).
+
+        Returns:
+            H v per layer, same shapes as ``vectors``.
+        """
+        with eval_mode(self.model):
+            graphs = self._first_order_graphs()
+            out = [torch.zeros_like(v) for v in vectors]
+            for i, grads in enumerate(graphs):
+                last = i == len(graphs) - 1
+                needs_grad = [g.requires_grad for g in grads]
+                parts = torch.autograd.grad(
+                    [g for g, n in zip(grads, needs_grad) if n], self.params,
+                    grad_outputs=[v for v, n in zip(vectors, needs_grad) if n],
+                    retain_graph=self.cache_graph or not last, is_grads_batched=batched, allow_unused=True)
+                for acc, part in zip(out, parts):
+                    if part is not None:
+                        acc += part.detach()
+            if not self.cache_graph:
+                self._graphs = None
+        self.hvp_count += vectors[0].shape[0] if batched else 1
+        scale = 1.0 / len(self.batches)
+        return [o * scale for o in out]
+
+    def layer_hvp(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Block-diagonal products H_ll v_l for every layer l at once.
+
+        Args:
+            vectors: one tensor per layer, shaped like its weight.
+
+        Returns:
+            H_ll v_l per layer.
+        """
+        blocks = self.layer_block_hvp({j: v.unsqueeze(0) for j, v in enumerate(vectors)})
+        return [blocks[j][0] for j in range(len(vectors))]
+
+    def layer_block_hvp(self, blocks: dict[int, torch.Tensor], *, memory_bytes: int = 1 << 29) -> dict[int, torch.Tensor]:
+        """H_ll V_l for several vectors per layer: ``blocks[l]`` is (p, *weight_shape), the answer too.
+
+        The products of all layers go through batched backward passes, chunked so that the batched
+        vectors stay under ``memory_bytes``.
+        """
+        items = [(j, i) for j, block in blocks.items() for i in range(block.shape[0])]
+        per_vector = sum(p.numel() * p.element_size() for p in self.params)
+        chunk = max(1, memory_bytes // max(per_vector, 1))
+        out = {j: torch.empty_like(block) for j, block in blocks.items()}
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            batched = [torch.zeros((len(part), *p.shape), dtype=p.dtype, device=p.device) for p in self.params]
+            for b, (j, i) in enumerate(part):
+                batched[j][b] = blocks[j][i]
+            products = self.hvp(batched, batched=True)
+            for b, (j, i) in enumerate(part):
+                out[j][i] = products[j][b]
+        return out
+
+    def release(self) -> None:
+        """Drop the cached first-order graphs (frees their memory)."""
+        self._graphs = None
+
+
+def check_finite(name: str, quantity: str, value: torch.Tensor) -> None:
+    """Raise CurvatureError naming the layer and quantity if ``value`` holds NaN or inf."""
+    if not bool(torch.isfinite(value).all()):
+        raise CurvatureError(f"layer {name!r}: {quantity} contains NaN or inf; the loss is not twice "
+                             "differentiable here, or the model diverged")
