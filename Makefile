@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cetopt solvers
 	@echo
-	$(BIN)/cetopt compare problems/hawq-v3/resnet18-size0.5.json --bits
+	$(BIN)/cetopt demo digits-cnn --avg-bits 3
 	@echo
-	$(BIN)/cetopt compare problems/synthetic/synthetic-50x6-s0.json
+	$(BIN)/cetopt compare problems/hawq-v3/resnet18-size0.5.json --bits
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/solvers.py
 
 problems: $(STAMP)
+	$(BIN)/cetopt extract digits-cnn --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-cnn-cet-avg3.json
+	$(BIN)/cetopt extract digits-mlp --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-mlp-cet-avg3.json
 	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint size --alpha 0.5 --out problems/hawq-v3/resnet18-size0.5.json
 	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint bops --alpha 0.5 --out problems/hawq-v3/resnet18-bops0.5.json
 	$(BIN)/cetopt make-problem synthetic --layers 50 --choices 6 --seed 0 --avg-bits 4 --out problems/synthetic/synthetic-50x6-s0.json

@@ -164,6 +164,26 @@ def cmd_make_problem(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    from cetopt.pipeline import extract_problem, load_task
+    from cetopt.problem.io import save_problem
+    from cetopt.problem.model import Budget
+
+    bits = [int(b) for b in args.bits.split(",")]
+    problem = extract_problem(load_task(args.model), bits=bits, method=args.method,
+                              budget=Budget(avg_bits=args.avg_bits))
+    save_problem(problem, args.out)
+    print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cetopt.pipeline import run_demo
+
+    print(run_demo(args.model, avg_bits=args.avg_bits))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -210,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avg-bits", type=float, default=4.0, help="synthetic: size budget")
     p.set_defaults(func=cmd_make_problem)
 
+    p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
+    p.add_argument("model", help="zoo model: digits-cnn or digits-mlp")
+    p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    p.add_argument("--method", choices=("cet", "hawq-v3"), default="cet")
+    p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
+    p.add_argument("model", nargs="?", default="digits-cnn")
+    p.add_argument("--avg-bits", type=float, default=3.0)
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("schema", help="print the JSON schema of cetopt.problem/1")
     p.set_defaults(func=cmd_schema)
     return parser
@@ -228,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CetoptError as err:
         print(f"cetopt: error: {err}", file=sys.stderr)
         return EXIT_INFEASIBLE
+    except KeyError as err:
+        print(f"cetopt: error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cetopt: interrupted", file=sys.stderr)
         return 130

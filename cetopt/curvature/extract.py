@@ -34,7 +34,8 @@ class CurvatureSettings:
     """How curvature is extracted.
 
     Attributes:
-        max_probes, min_probes, probe_block, rtol: Hutchinson stopping rule (see hutchinson_traces).
+        max_probes, min_probes, probe_block, rtol: Hutchinson stopping rule and probes per backward pass
+            (None: 1 on the CPU, 8 on CUDA; see hutchinson_traces).
         k: eigenpairs at each end of every layer's spectrum (0 = skip Lanczos).
         lanczos_iterations: Krylov dimension per layer.
         fisher: also compute the empirical Fisher diagonal.
@@ -45,7 +46,7 @@ class CurvatureSettings:
 
     max_probes: int = 128
     min_probes: int = 16
-    probe_block: int = 8
+    probe_block: int | None = None
     rtol: float = 0.05
     k: int = 8
     lanczos_iterations: int = 32

@@ -13,6 +13,7 @@ The caller's model is never changed: it is copied when a device or dtype change 
 from __future__ import annotations
 
 import copy
+import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -21,6 +22,8 @@ from torch import nn
 
 from cetopt.curvature.layers import LayerRef, find_layers
 from cetopt.errors import CetoptError, ProblemError
+
+log = logging.getLogger(__name__)
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -99,6 +102,7 @@ class CurvatureOperator:
         self._graphs: list[tuple[torch.Tensor, ...]] | None = None
         self.batches = [move_batch(b, self.device, dtype) for b in self.batches_cpu]
         self.hvp_count = 0
+        self.vmap_ok = True
 
     @property
     def names(self) -> list[str]:
@@ -150,11 +154,30 @@ class CurvatureOperator:
 
         Args:
             vectors: one tensor per layer, shaped like its weight, or with a leading batch dimension
-                B when ``batched`` (B products in one backward pass).
+                B when ``batched`` (B products in one backward pass where torch can vmap the model's
+                backward; some ops, e.g. max-pooling on the CPU, cannot, and the B products then run
+                one after another, with a warning logged once).
 
         Returns:
             H v per layer, same shapes as ``vectors``.
         """
+        if batched and not self.vmap_ok:
+            return self._looped(vectors)
+        try:
+            return self._hvp(vectors, batched=batched)
+        except RuntimeError as err:
+            if not batched or "vmap" not in str(err):
+                raise
+            self.vmap_ok = False
+            log.warning("batched Hessian products are not supported by this model's ops (%s); "
+                        "computing them one at a time", str(err).splitlines()[0][:120])
+            return self._looped(vectors)
+
+    def _looped(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        rows = [self._hvp([v[b] for v in vectors]) for b in range(vectors[0].shape[0])]
+        return [torch.stack([row[j] for row in rows]) for j in range(len(vectors))]
+
+    def _hvp(self, vectors: Sequence[torch.Tensor], *, batched: bool = False) -> list[torch.Tensor]:
         with eval_mode(self.model):
             graphs = self._first_order_graphs()
             out = [torch.zeros_like(v) for v in vectors]

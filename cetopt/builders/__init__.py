@@ -1,0 +1,1 @@
+"""Problem builders: curvature + quantiser -> AllocationProblem."""

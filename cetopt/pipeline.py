@@ -1,0 +1,110 @@
+"""The end-to-end job on a zoo model: train or load, extract curvature, build the problem, solve it with
+every backend, apply each plan, and measure what it does (``cetopt demo``, ``make demo``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from cetopt.problem.model import AllocationProblem, Budget
+
+ZOO_MODELS = ("digits-cnn", "digits-mlp")
+
+
+def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of a classifier on an (inputs, labels) batch."""
+    inputs, labels = batch
+    return nn.functional.cross_entropy(model(inputs), labels)
+
+
+@dataclass(frozen=True)
+class ZooTask:
+    """A trained zoo model with its calibration and evaluation data."""
+
+    name: str
+    model: nn.Module
+    calibration: list[tuple[torch.Tensor, torch.Tensor]]
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, seed: int = 0) -> ZooTask:
+    """A zoo model (trained and cached on first use) with ``calibration_size`` training images."""
+    from cetopt.zoo.digits import digits_split, trained_digits_model
+
+    if name not in ZOO_MODELS:
+        raise KeyError(f"unknown zoo model {name!r}; available: {', '.join(ZOO_MODELS)}")
+    model = trained_digits_model(name, seed=seed)
+    split = digits_split(seed)
+    x, y = split.x_train[:calibration_size], split.y_train[:calibration_size]
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+    return ZooTask(name, model, batches, split.x_test, split.y_test)
+
+
+def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",
+                    budget: Budget | None = None) -> AllocationProblem:
+    """The task's allocation problem (provenance in metadata)."""
+    from cetopt import __version__
+    from cetopt.builders.second_order import build_problem
+
+    return build_problem(task.model, ce_loss, task.calibration, name=f"{task.name}-{method}", bits=bits,
+                         method=method, budget=budget or Budget(avg_bits=3.0),
+                         metadata={"model": task.name, "data": "sklearn digits, first 256 training images",
+                                   "seed": 0, "cetopt_version": __version__})
+
+
+def measure(task: ZooTask, bits: dict[str, int]) -> dict[str, Any]:
+    """Apply a plan and measure test accuracy, test loss, calibration loss change and packed size."""
+    from cetopt.quant.plan import Plan, apply_plan
+    from cetopt.zoo.digits import accuracy, mean_loss
+
+    applied = apply_plan(task.model, Plan(bits=bits, model=task.name))
+    calib_before = sum(float(ce_loss(task.model, b).detach()) for b in task.calibration) / len(task.calibration)
+    with torch.no_grad():
+        calib_after = sum(float(ce_loss(applied.model, b)) for b in task.calibration) / len(task.calibration)
+    return {"accuracy": accuracy(applied.model, task.x_test, task.y_test),
+            "test_loss": mean_loss(applied.model, task.x_test, task.y_test),
+            "measured_dloss": calib_after - calib_before, "packed_ratio": applied.ratio}
+
+
+def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None) -> str:
+    """The demo table as text."""
+    from cetopt.solvers.api import solve
+    from cetopt.solvers.registry import available_solvers
+    from cetopt.tables import format_table
+    from cetopt.zoo.digits import accuracy
+
+    task = load_task(name)
+    fp_accuracy = accuracy(task.model, task.x_test, task.y_test)
+    problem = extract_problem(task, budget=Budget(avg_bits=avg_bits))
+    names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
+    rows = []
+    for solver in names:
+        result = solve(problem, solver, time_limit=60)
+        if not result.success:
+            rows.append([f"cet/{solver}", result.status.value] + ["-"] * 7)
+            continue
+        m = measure(task, dict(result.bits))
+        rows.append([f"cet/{solver}", result.status.value, f"{result.avg_bits:.3f}", f"{m['packed_ratio']:.2f}",
+                     f"{result.objective:.5f}", "-" if result.gap is None else f"{result.gap:.1e}",
+                     f"{m['measured_dloss']:.5f}", f"{m['accuracy']:.4f}", f"{m['accuracy'] - fp_accuracy:+.4f}"])
+    hawq = extract_problem(task, method="hawq-v3", budget=Budget(avg_bits=avg_bits))
+    baselines = {"hawq-v3/dp": dict(solve(hawq, "dp").bits)}
+    uniform = max(b for b in (2, 3, 4, 6, 8) if b <= avg_bits)
+    baselines[f"uniform {uniform}-bit"] = {layer.name: uniform for layer in problem.layers}
+    for label, bits in baselines.items():
+        choices = {layer.name: [c.bits for c in layer.choices].index(bits[layer.name]) for layer in problem.layers}
+        from cetopt.problem.evaluate import evaluate
+
+        score = evaluate(problem, choices)
+        m = measure(task, bits)
+        rows.append([label, "baseline", f"{score.avg_bits:.3f}", f"{m['packed_ratio']:.2f}", f"{score.objective:.5f}",
+                     "-", f"{m['measured_dloss']:.5f}", f"{m['accuracy']:.4f}", f"{m['accuracy'] - fp_accuracy:+.4f}"])
+    header = (f"{name}: FP32 test accuracy {fp_accuracy:.4f}; {len(problem.layers)} layers; budget {avg_bits} avg bits; "
+              f"predicted dL = g.d + 1/2 d'Hd (exact quadratic forms)")
+    table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
+                          "test_acc", "vs_FP"], rows)
+    return header + "\n" + table

@@ -1,0 +1,1 @@
+"""Quantisers, plans and applying them to torch models."""

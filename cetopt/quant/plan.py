@@ -1,0 +1,127 @@
+"""Quantisation plans: apply layer -> bits to a copy of a torch model, report the real packed size, and
+export/import the plan as JSON (``cetopt.plan/1``; atomic writes).
+
+A plan file::
+
+    {"format": "cetopt.plan/1", "model": "digits-cnn",
+     "quantizer": {"symmetric": true, "per_channel": true, "clip": "none", ...},
+     "activation": null,
+     "layers": {"conv1": {"bits": 4}, "fc": {"bits": 8}}}
+
+``activation`` is reserved for activation-quantisation settings (weights-only today); layers not listed
+stay in floating point.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from cetopt._atomic import atomic_write_text
+from cetopt.errors import ProblemError
+from cetopt.quant.quantizers import QuantizerSpec, fake_quantize, packed_size_bits
+
+PLAN_FORMAT = "cetopt.plan/1"
+FP32_BITS = 32
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A per-layer bit plan and the quantiser that realises it.
+
+    Attributes:
+        bits: layer (module path) -> weight bit-width.
+        quantizer: the weight quantiser settings.
+        activation: activation quantisation settings (None = weights only).
+        model: the model's name, for provenance.
+    """
+
+    bits: Mapping[str, int]
+    quantizer: QuantizerSpec = QuantizerSpec()
+    activation: Mapping[str, Any] | None = None
+    model: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "model": self.model, "quantizer": self.quantizer.to_dict(),
+                "activation": dict(self.activation) if self.activation is not None else None,
+                "layers": {name: {"bits": int(b)} for name, b in self.bits.items()}, **({"extra": dict(self.extra)}
+                                                                                      if self.extra else {})}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Plan":
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise ProblemError(f"not a {PLAN_FORMAT} plan", field="format")
+        layers = data.get("layers")
+        if not isinstance(layers, dict):
+            raise ProblemError("expected an object of layer -> {\"bits\": b}", field="layers")
+        bits = {}
+        for name, entry in layers.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("bits"), int) or isinstance(entry["bits"], bool):
+                raise ProblemError("expected {\"bits\": <int>}", field=f"layers.{name}")
+            bits[name] = entry["bits"]
+        try:
+            quantizer = QuantizerSpec(**data.get("quantizer", {}))
+        except TypeError as err:
+            raise ProblemError(f"unknown quantizer setting ({err})", field="quantizer") from None
+        return cls(bits=bits, quantizer=quantizer, activation=data.get("activation"), model=data.get("model", ""),
+                   extra=data.get("extra", {}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Plan":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ProblemError(f"cannot read plan {path}: {err}") from None
+
+
+@dataclass(frozen=True)
+class AppliedPlan:
+    """A quantised copy of a model and its real storage.
+
+    Attributes:
+        model: the fake-quantised copy (the original is untouched).
+        size_bits: packed weights (values x bits + scales) plus every other parameter at 32 bits.
+        fp32_size_bits: the original model at 32 bits per parameter.
+        ratio: fp32_size_bits / size_bits.
+    """
+
+    model: nn.Module
+    size_bits: int
+    fp32_size_bits: int
+
+    @property
+    def ratio(self) -> float:
+        return self.fp32_size_bits / self.size_bits
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> AppliedPlan:
+    """A copy of ``model`` with each planned layer's weight replaced by Q_b(W)."""
+    modules = dict(model.named_modules())
+    missing = [name for name in plan.bits if name not in modules or not hasattr(modules[name], "weight")]
+    if missing:
+        raise ProblemError(f"plan names layers the model lacks: {missing[:5]}", field="layers")
+    quantised = copy.deepcopy(model)
+    copies = dict(quantised.named_modules())
+    size = 0
+    planned_params = set()
+    for name, bits in plan.bits.items():
+        weight = copies[name].weight
+        weight.data.copy_(fake_quantize(weight.data, bits, plan.quantizer))
+        size += packed_size_bits(tuple(weight.shape), bits, plan.quantizer)
+        planned_params.add(f"{name}.weight")
+    total = 0
+    for pname, param in quantised.named_parameters():
+        total += param.numel()
+        if pname not in planned_params:
+            size += FP32_BITS * param.numel()
+    return AppliedPlan(model=quantised, size_bits=size, fp32_size_bits=FP32_BITS * total)

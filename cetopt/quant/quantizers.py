@@ -1,0 +1,106 @@
+"""Uniform weight quantisers: symmetric or asymmetric, per-tensor or per output channel, round to nearest,
+with an optional MSE-optimal clipping search; any bit-width from 1 to 16.
+
+``fake_quantize`` returns Q_b(W) in the weight's dtype; ``quantization_error`` returns d = Q_b(W) - W,
+the error vector whose quadratic form the problem builders evaluate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from cetopt.errors import ProblemError
+
+SCALE_BITS = 32  # storage per scale (fp32) and per zero-point in the packed size
+
+
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """How weights are quantised.
+
+    Attributes:
+        symmetric: levels symmetric around 0 (no zero-point) or asymmetric (min..max with a zero-point).
+        per_channel: one scale per output channel (dim 0) or one per tensor.
+        clip: "none" (range = max |w|, or min..max) or "mse" (search the clipping ratio minimising ||d||^2).
+        clip_grid: number of clipping ratios tried in [clip_min, 1] by the "mse" search.
+        clip_min: smallest clipping ratio tried.
+    """
+
+    symmetric: bool = True
+    per_channel: bool = True
+    clip: str = "none"
+    clip_grid: int = 20
+    clip_min: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.clip not in ("none", "mse"):
+            raise ProblemError(f"clip must be 'none' or 'mse', got {self.clip!r}", field="clip")
+        if self.clip_grid < 1 or not 0 < self.clip_min <= 1:
+            raise ProblemError("clip_grid must be >= 1 and clip_min in (0, 1]", field="clip_grid")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _check_bits(bits: int) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+        raise ProblemError(f"bits must be an integer in 1..16, got {bits!r}", field="bits")
+
+
+def _channels(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    return weight.reshape(weight.shape[0], -1) if per_channel and weight.dim() > 1 else weight.reshape(1, -1)
+
+
+def _quantize_rows(rows: torch.Tensor, bits: int, symmetric: bool, ratio: torch.Tensor) -> torch.Tensor:
+    """Quantise each row of ``rows`` (channels x values) with its range scaled by ``ratio`` (channels x 1)."""
+    if symmetric:
+        if bits == 1:  # binary: sign times the (clipped) mean magnitude
+            magnitude = rows.abs().mean(dim=1, keepdim=True) * ratio
+            return torch.where(rows >= 0, magnitude, -magnitude)
+        levels = 2 ** (bits - 1) - 1
+        top = rows.abs().amax(dim=1, keepdim=True) * ratio
+        scale = torch.where(top > 0, top / levels, torch.ones_like(top))
+        return torch.clamp(torch.round(rows / scale), -levels, levels) * scale
+    low = rows.amin(dim=1, keepdim=True) * ratio
+    high = rows.amax(dim=1, keepdim=True) * ratio
+    levels = 2 ** bits - 1
+    span = high - low
+    scale = torch.where(span > 0, span / levels, torch.ones_like(span))
+    zero = torch.round(-low / scale)
+    q = torch.clamp(torch.round(rows / scale) + zero, 0, levels)
+    return (q - zero) * scale
+
+
+def fake_quantize(weight: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec()) -> torch.Tensor:
+    """Q_b(W): the weight rounded to a ``bits``-bit uniform grid (same shape and dtype)."""
+    _check_bits(bits)
+    rows = _channels(weight.detach(), spec.per_channel)
+    ones = torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)
+    if spec.clip == "none":
+        return _quantize_rows(rows, bits, spec.symmetric, ones).reshape(weight.shape)
+    best = _quantize_rows(rows, bits, spec.symmetric, ones)
+    best_err = ((best - rows) ** 2).sum(dim=1, keepdim=True)
+    for ratio in torch.linspace(spec.clip_min, 1.0, spec.clip_grid, dtype=rows.dtype).tolist()[:-1]:
+        candidate = _quantize_rows(rows, bits, spec.symmetric, ones * ratio)
+        err = ((candidate - rows) ** 2).sum(dim=1, keepdim=True)
+        better = err < best_err
+        best = torch.where(better, candidate, best)
+        best_err = torch.where(better, err, best_err)
+    return best.reshape(weight.shape)
+
+
+def quantization_error(weight: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec()) -> torch.Tensor:
+    """d = Q_b(W) - W."""
+    return fake_quantize(weight, bits, spec) - weight.detach()
+
+
+def packed_size_bits(weight_shape: tuple[int, ...], bits: int, spec: QuantizerSpec = QuantizerSpec()) -> int:
+    """Real storage of a quantised weight: values x bits + one scale (and zero-point) per channel."""
+    n = 1
+    for s in weight_shape:
+        n *= s
+    channels = weight_shape[0] if spec.per_channel and len(weight_shape) > 1 else 1
+    per_channel = SCALE_BITS * (1 if spec.symmetric else 2)
+    return n * bits + channels * per_channel

@@ -1,0 +1,1 @@
+"""The model zoo: architectures and data that run offline."""
