@@ -36,6 +36,7 @@ class CurvatureSettings:
     Attributes:
         max_probes, min_probes, probe_block, rtol: Hutchinson stopping rule and probes per backward pass
             (None: 1 on the CPU, 8 on CUDA; see hutchinson_traces).
+        trace_mode: "shared" (one probe for all layers) or "restricted" (a probe per layer, batched).
         k: eigenpairs at each end of every layer's spectrum (0 = skip Lanczos).
         lanczos_iterations: Krylov dimension per layer.
         fisher: also compute the empirical Fisher diagonal.
@@ -48,6 +49,7 @@ class CurvatureSettings:
     min_probes: int = 16
     probe_block: int | None = None
     rtol: float = 0.05
+    trace_mode: str = "shared"
     k: int = 8
     lanczos_iterations: int = 32
     fisher: bool = False
@@ -140,7 +142,7 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
     mark = time.perf_counter()
     traces = hutchinson_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
                                block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
-                               show_progress=show_progress)
+                               show_progress=show_progress, mode=settings.trace_mode)
     seconds["hutchinson"] = time.perf_counter() - mark
     eig = [None] * len(traces)
     if settings.k > 0:

@@ -1,9 +1,16 @@
-"""Per-layer Hessian traces by Hutchinson's estimator, every layer from the same probes.
+"""Per-layer Hessian traces by Hutchinson's estimator, with standard errors and adaptive stopping.
 
-One Rademacher probe v over all layer weights and one product H v give, for every layer l at once,
-the sample v_l . (H v)_l, whose mean is Tr(H_ll) (the cross-layer terms average out). Probes go through
-the Hessian in blocks (one batched backward pass per block) until every layer's relative standard
-error is under ``rtol`` or ``max_probes`` is reached. Negative estimates are reported as they are.
+Two estimators (``mode``):
+
+- ``shared``: one Rademacher probe v over all layer weights and one product H v give, for every layer l
+  at once, the sample v_l . (H v)_l, whose mean is Tr(H_ll). The cross-layer terms v_l' H_lm v_m average
+  out but add variance: benchmarks/curvature.py measures 2x (a trained MLP) to 49x (a random-init
+  transformer) the variance of a layer-restricted probe.
+- ``restricted``: each layer gets its own probe, zero elsewhere, and all layers' products go through one
+  batched backward pass (one pass per layer where torch cannot batch): no cross-layer variance.
+
+Rounds continue until every layer's relative standard error is under ``rtol`` or ``max_probes`` is
+reached. Negative estimates are reported as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 
 from cetopt.curvature.operator import CurvatureOperator, check_finite
 from cetopt.curvature.progress import progress
+from cetopt.errors import ProblemError
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ def rademacher_like(tensors: list[torch.Tensor], count: int, generator: torch.Ge
 
 def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min_probes: int = 16,
                       block: int | None = None, rtol: float = 0.05, seed: int = 0, show_progress: bool = True,
-                      restrict_to: int | None = None) -> list[TraceEstimate]:
+                      restrict_to: int | None = None, mode: str = "shared") -> list[TraceEstimate]:
     """Per-layer trace estimates with standard errors, sharing probes across layers.
 
     Args:
@@ -59,10 +67,16 @@ def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min
         seed: the probes' seed (same seed, same numbers on the CPU).
         restrict_to: estimate only this layer's trace with probes zero elsewhere (the PyHessian-style
             per-layer loop used as a baseline in benchmarks).
+        mode: "shared" or "restricted" (see the module docstring).
 
     Returns:
         One TraceEstimate per layer (for ``restrict_to``, only that layer's entry is meaningful).
     """
+    if mode not in ("shared", "restricted"):
+        raise ProblemError(f"mode must be 'shared' or 'restricted', got {mode!r}", field="mode")
+    if mode == "restricted":
+        return _restricted_traces(operator, max_probes=max_probes, min_probes=min_probes, rtol=rtol, seed=seed,
+                                  show_progress=show_progress)
     generator = torch.Generator().manual_seed(seed)
     if block is None:
         block = 8 if operator.device.type == "cuda" else 1
@@ -90,6 +104,27 @@ def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min
                 watched = estimates if restrict_to is None else [estimates[restrict_to]]
                 if all(e.relative_error < rtol for e in watched):
                     break
+    finally:
+        bar.close()
+    return _estimates(samples)
+
+
+def _restricted_traces(operator: CurvatureOperator, *, max_probes: int, min_probes: int, rtol: float, seed: int,
+                       show_progress: bool) -> list[TraceEstimate]:
+    generator = torch.Generator().manual_seed(seed)
+    samples: list[list[float]] = [[] for _ in operator.params]
+    bar = progress(total=max_probes, desc="hutchinson (restricted)", disable=not show_progress)
+    try:
+        for done in range(1, max_probes + 1):
+            probes = [p[0] for p in rademacher_like(operator.params, 1, generator)]
+            products = operator.layer_hvp(probes)
+            for j, (v, hv) in enumerate(zip(probes, products)):
+                value = (v * hv).sum()
+                check_finite(operator.names[j], "Hessian-vector product", value)
+                samples[j].append(float(value))
+            bar.update(1)
+            if done >= min_probes and all(e.relative_error < rtol for e in _estimates(samples)):
+                break
     finally:
         bar.close()
     return _estimates(samples)

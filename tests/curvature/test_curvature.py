@@ -69,14 +69,18 @@ def test_hvp_matches_the_exact_hessian_and_leaves_the_model_alone() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_hutchinson_traces_are_within_their_reported_error_and_deterministic() -> None:
+@pytest.mark.parametrize("mode", ["shared", "restricted"])
+def test_hutchinson_traces_are_within_their_reported_error_and_deterministic(mode: str) -> None:
     model, data = tiny_model(1), tiny_data(1)
     hessian, sizes = exact_hessian(model, data)
     op = CurvatureOperator(model, ce_loss, data, device="cpu")
-    estimates = hutchinson_traces(op, max_probes=2000, min_probes=400, rtol=0.01, seed=3, show_progress=False)
+    estimates = hutchinson_traces(op, max_probes=2000, min_probes=400, rtol=0.01, seed=3, show_progress=False,
+                                  mode=mode)
     for block, est in zip(blocks(hessian, sizes), estimates):
         assert abs(est.trace - np.trace(block)) <= 4 * est.stderr + 1e-12, (est, np.trace(block))
-    again = hutchinson_traces(op, max_probes=2000, min_probes=400, rtol=0.01, seed=3, show_progress=False)
+        assert est.n_probes >= 400
+    again = hutchinson_traces(op, max_probes=2000, min_probes=400, rtol=0.01, seed=3, show_progress=False,
+                              mode=mode)
     assert again == estimates
 
 
