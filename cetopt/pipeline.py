@@ -11,7 +11,7 @@ from torch import nn
 
 from cetopt.problem.model import AllocationProblem, Budget
 
-ZOO_MODELS = ("digits-cnn", "digits-mlp")
+ZOO_MODELS = ("digits-cnn", "digits-mlp", "mobilenetv2")
 
 
 def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -22,13 +22,19 @@ def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 @dataclass(frozen=True)
 class ZooTask:
-    """A trained zoo model with its calibration and evaluation data."""
+    """A trained zoo model with its calibration and evaluation data.
+
+    ``metric`` is "accuracy" (labelled test data) or "fidelity" (top-1 agreement and KL against the FP32
+    model on unlabelled images, for MobileNetV2, where no ImageNet data exists offline).
+    """
 
     name: str
     model: nn.Module
     calibration: list[tuple[torch.Tensor, torch.Tensor]]
     x_test: torch.Tensor
     y_test: torch.Tensor
+    metric: str = "accuracy"
+    data: str = ""
 
 
 def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, seed: int = 0) -> ZooTask:
@@ -37,11 +43,23 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
 
     if name not in ZOO_MODELS:
         raise KeyError(f"unknown zoo model {name!r}; available: {', '.join(ZOO_MODELS)}")
+    if name == "mobilenetv2":
+        from cetopt.zoo.mobilenet import load_mobilenet_v2, sample_crops
+
+        model = load_mobilenet_v2()
+        images = sample_crops(count=calibration_size + 32, seed=seed)
+        with torch.no_grad():
+            labels = model(images).argmax(dim=1)  # pseudo-labels: the FP32 model's own top-1
+        calib_x, calib_y = images[:calibration_size], labels[:calibration_size]
+        batches = [(calib_x[i:i + batch_size], calib_y[i:i + batch_size]) for i in range(0, len(calib_y), batch_size)]
+        return ZooTask(name, model, batches, images[calibration_size:], labels[calibration_size:], metric="fidelity",
+                       data=f"{calibration_size} crops of scikit-learn's sample photos, FP32 top-1 as labels")
     model = trained_digits_model(name, seed=seed)
     split = digits_split(seed)
     x, y = split.x_train[:calibration_size], split.y_train[:calibration_size]
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
-    return ZooTask(name, model, batches, split.x_test, split.y_test)
+    return ZooTask(name, model, batches, split.x_test, split.y_test,
+                   data=f"sklearn digits, first {calibration_size} training images")
 
 
 def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",
@@ -52,7 +70,7 @@ def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), met
 
     return build_problem(task.model, ce_loss, task.calibration, name=f"{task.name}-{method}", bits=bits,
                          method=method, budget=budget or Budget(avg_bits=3.0),
-                         metadata={"model": task.name, "data": "sklearn digits, first 256 training images",
+                         metadata={"model": task.name, "data": task.data,
                                    "seed": 0, "cetopt_version": __version__})
 
 
@@ -65,9 +83,16 @@ def measure(task: ZooTask, bits: dict[str, int]) -> dict[str, Any]:
     calib_before = sum(float(ce_loss(task.model, b).detach()) for b in task.calibration) / len(task.calibration)
     with torch.no_grad():
         calib_after = sum(float(ce_loss(applied.model, b)) for b in task.calibration) / len(task.calibration)
-    return {"accuracy": accuracy(applied.model, task.x_test, task.y_test),
-            "test_loss": mean_loss(applied.model, task.x_test, task.y_test),
-            "measured_dloss": calib_after - calib_before, "packed_ratio": applied.ratio}
+    out = {"measured_dloss": calib_after - calib_before, "packed_ratio": applied.ratio}
+    if task.metric == "fidelity":
+        from cetopt.zoo.mobilenet import fidelity
+
+        scores = fidelity(task.model, applied.model, task.x_test)
+        out.update(accuracy=scores["top1_agreement"], kl=scores["kl"], test_loss=float("nan"))
+    else:
+        out.update(accuracy=accuracy(applied.model, task.x_test, task.y_test),
+                   test_loss=mean_loss(applied.model, task.x_test, task.y_test))
+    return out
 
 
 def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None) -> str:
@@ -78,7 +103,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.zoo.digits import accuracy
 
     task = load_task(name)
-    fp_accuracy = accuracy(task.model, task.x_test, task.y_test)
+    fp_accuracy = 1.0 if task.metric == "fidelity" else accuracy(task.model, task.x_test, task.y_test)
     problem = extract_problem(task, budget=Budget(avg_bits=avg_bits))
     names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
     rows = []
@@ -103,7 +128,8 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         m = measure(task, bits)
         rows.append([label, "baseline", f"{score.avg_bits:.3f}", f"{m['packed_ratio']:.2f}", f"{score.objective:.5f}",
                      "-", f"{m['measured_dloss']:.5f}", f"{m['accuracy']:.4f}", f"{m['accuracy'] - fp_accuracy:+.4f}"])
-    header = (f"{name}: FP32 test accuracy {fp_accuracy:.4f}; {len(problem.layers)} layers; budget {avg_bits} avg bits; "
+    what = "top-1 agreement with FP32" if task.metric == "fidelity" else "test accuracy"
+    header = (f"{name}: metric = {what} (FP32 {fp_accuracy:.4f}); {len(problem.layers)} layers; budget {avg_bits} avg bits; "
               f"predicted dL = g.d + 1/2 d'Hd (exact quadratic forms)")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           "test_acc", "vs_FP"], rows)
