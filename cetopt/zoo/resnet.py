@@ -102,3 +102,32 @@ def resnet34(num_classes: int = 1000, **kwargs: object) -> ResNet:
 
 def resnet50(num_classes: int = 1000, **kwargs: object) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, **kwargs)  # type: ignore[arg-type]
+
+
+ARCHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+
+
+def load_resnet(arch: str, weights: str | None = None, *, num_classes: int = 1000) -> ResNet:
+    """A torchvision-layout ResNet in eval mode with weights from a torchvision state-dict file, or random
+    init when ``weights`` is None (a warning says so). Nothing is downloaded."""
+    import warnings
+    from pathlib import Path
+
+    from cetopt.errors import ProblemError
+
+    if arch not in ARCHS:
+        raise ProblemError(f"unknown ResNet {arch!r}; use one of {sorted(ARCHS)}", field="arch")
+    model = ARCHS[arch](num_classes=num_classes)
+    if weights is None:
+        warnings.warn(f"{arch} built with random weights; pass weights=PATH to a torchvision state dict",
+                      stacklevel=2)
+        return model.eval()
+    path = Path(weights)
+    if not path.exists():
+        raise ProblemError(f"weights file {path} does not exist", field="weights")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ProblemError(f"{path} is not a torchvision {arch} state dict: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}", field="weights")
+    return model.eval()
