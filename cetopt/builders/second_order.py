@@ -57,7 +57,8 @@ def _macs(model: nn.Module, layers: list[str], batch: Batch, loss_fn: LossFn) ->
 def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: str,
                   bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet", budget: Budget | None = None,
                   quantizer: QuantizerSpec = QuantizerSpec(), layers: Sequence[str] | None = None,
-                  settings: CurvatureSettings | None = None, metadata: dict | None = None) -> AllocationProblem:
+                  settings: CurvatureSettings | None = None, metadata: dict | None = None,
+                  tie_residuals: bool = True) -> AllocationProblem:
     """Extract curvature from ``model`` on ``batches`` and build the allocation problem.
 
     Args:
@@ -68,6 +69,7 @@ def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *
         quantizer: how Q_b is computed.
         layers: restrict to these module names (default: every Linear/Conv).
         settings: curvature settings (device, dtype, probes for hawq-v3 traces, seed).
+        tie_residuals: layers whose outputs are summed (traced with torch.fx) share a bit-width.
     """
     if method not in METHODS:
         raise ProblemError(f"unknown method {method!r}; use one of {METHODS}", field="method")
@@ -96,9 +98,21 @@ def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *
               shape=(int(p.shape[0]), int(p[0].numel())),
               choices=tuple(Choice(bits=int(b), loss=float(v)) for b, v in zip(bits, per_layer[n])))
         for n, p in zip(op.names, op.params))
-    edges = tuple(Edge(a, b) for a, b in zip(op.names[:-1], op.names[1:]))
+    try:
+        from cetopt.zoo.graph import traced_edges
+
+        edges = traced_edges(model, op.names)
+        graph_note = "traced with torch.fx"
+    except Exception as err:  # fx cannot trace data-dependent control flow: say so, use the layer order
+        edges = tuple(Edge(a, b) for a, b in zip(op.names[:-1], op.names[1:]))
+        graph_note = f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
     info = {"method": method, "bits": list(bits), "quantizer": quantizer.to_dict(), "curvature": asdict(settings),
             "calibration_loss": loss, "calibration_batches": len(op.batches), "device": str(op.device),
-            "layer_graph": "sequential order of the quantisable layers", **extra, **(metadata or {})}
-    return AllocationProblem(name=name, layers=problem_layers, budget=budget or Budget(avg_bits=4.0), edges=edges,
-                             metadata=info)
+            "layer_graph": graph_note, **extra, **(metadata or {})}
+    problem = AllocationProblem(name=name, layers=problem_layers, budget=budget or Budget(avg_bits=4.0),
+                                edges=edges, metadata=info)
+    if tie_residuals:
+        from cetopt.problem.graph import layer_graph, tie_groups
+
+        problem = problem.with_changes(ties=tuple(tie_groups(layer_graph(problem))))
+    return problem
