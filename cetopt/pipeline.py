@@ -11,7 +11,7 @@ from torch import nn
 
 from cetopt.problem.model import AllocationProblem, Budget
 
-ZOO_MODELS = ("digits-cnn", "digits-mlp", "mobilenetv2")
+ZOO_MODELS = ("digits-cnn", "digits-mlp", "mnist1d-resnet", "mobilenetv2")
 
 
 def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -54,12 +54,16 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
         batches = [(calib_x[i:i + batch_size], calib_y[i:i + batch_size]) for i in range(0, len(calib_y), batch_size)]
         return ZooTask(name, model, batches, images[calibration_size:], labels[calibration_size:], metric="fidelity",
                        data=f"{calibration_size} crops of scikit-learn's sample photos, FP32 top-1 as labels")
-    model = trained_digits_model(name, seed=seed)
-    split = digits_split(seed)
+    if name == "mnist1d-resnet":
+        from cetopt.zoo.mnist1d_resnet import mnist1d_split, trained_mnist1d_resnet
+
+        model, split, data = trained_mnist1d_resnet(seed=seed), mnist1d_split(), "MNIST-1D (generated offline)"
+    else:
+        model, split, data = trained_digits_model(name, seed=seed), digits_split(seed), "sklearn digits"
     x, y = split.x_train[:calibration_size], split.y_train[:calibration_size]
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
     return ZooTask(name, model, batches, split.x_test, split.y_test,
-                   data=f"sklearn digits, first {calibration_size} training images")
+                   data=f"{data}, first {calibration_size} training examples")
 
 
 def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",

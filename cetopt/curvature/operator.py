@@ -198,7 +198,7 @@ class CurvatureOperator:
         return [o * scale for o in out]
 
     def layer_hvp(self, vectors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Block-diagonal products H_ll v_l for every layer l at once.
+        """Block-diagonal products H_ll v_l for every layer l.
 
         Args:
             vectors: one tensor per layer, shaped like its weight.
@@ -209,25 +209,48 @@ class CurvatureOperator:
         blocks = self.layer_block_hvp({j: v.unsqueeze(0) for j, v in enumerate(vectors)})
         return [blocks[j][0] for j in range(len(vectors))]
 
-    def layer_block_hvp(self, blocks: dict[int, torch.Tensor], *, memory_bytes: int = 1 << 29) -> dict[int, torch.Tensor]:
+    def layer_block_hvp(self, blocks: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """H_ll V_l for several vectors per layer: ``blocks[l]`` is (p, *weight_shape), the answer too.
 
-        The products of all layers go through batched backward passes, chunked so that the batched
-        vectors stay under ``memory_bytes``.
+        Each product differentiates only layer l's gradient w.r.t. layer l's weight (one shared
+        first-order graph), which costs a fraction of a full Hessian-vector product: the backward pass
+        stops at W_l. benchmarks/curvature.py measures it.
         """
-        items = [(j, i) for j, block in blocks.items() for i in range(block.shape[0])]
-        per_vector = sum(p.numel() * p.element_size() for p in self.params)
-        chunk = max(1, memory_bytes // max(per_vector, 1))
-        out = {j: torch.empty_like(block) for j, block in blocks.items()}
-        for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
-            batched = [torch.zeros((len(part), *p.shape), dtype=p.dtype, device=p.device) for p in self.params]
-            for b, (j, i) in enumerate(part):
-                batched[j][b] = blocks[j][i]
-            products = self.hvp(batched, batched=True)
-            for b, (j, i) in enumerate(part):
-                out[j][i] = products[j][b]
-        return out
+        return {j: self.cross_block_hvp(j, j, block) for j, block in blocks.items()}
+
+    def cross_block_hvp(self, row: int, col: int, block: torch.Tensor) -> torch.Tensor:
+        """H_(col,row) V for V of shape (p, *weight_shape of ``row``): the gradient of layer ``row``'s
+        gradient w.r.t. layer ``col``'s weight along each vector (cross terms when row != col)."""
+        with eval_mode(self.model):
+            graphs = self._first_order_graphs()
+            target = self.params[col]
+            out = torch.zeros((block.shape[0], *target.shape), dtype=target.dtype, device=target.device)
+            for grads in graphs:
+                g = grads[row]
+                if not g.requires_grad:
+                    continue
+                if block.shape[0] > 1 and self.vmap_ok:
+                    try:
+                        (part,) = torch.autograd.grad(g, target, grad_outputs=block, retain_graph=True,
+                                                      is_grads_batched=True, allow_unused=True)
+                        if part is not None:
+                            out += part.detach()
+                        continue
+                    except RuntimeError as err:
+                        if "vmap" not in str(err):
+                            raise
+                        self.vmap_ok = False
+                        log.warning("batched Hessian products are not supported by this model's ops; "
+                                    "computing them one at a time")
+                for i in range(block.shape[0]):
+                    (part,) = torch.autograd.grad(g, target, grad_outputs=block[i], retain_graph=True,
+                                                  allow_unused=True)
+                    if part is not None:
+                        out[i] += part.detach()
+            if not self.cache_graph:
+                self._graphs = None
+        self.hvp_count += block.shape[0]
+        return out / len(self.batches)
 
     def release(self) -> None:
         """Drop the cached first-order graphs (frees their memory)."""

@@ -1,6 +1,7 @@
 """Exact quadratic forms of given error vectors: e_l' H_ll e_l per layer and candidate, and optionally the
 cross-layer terms e_a' H_ab e_b. This is the quantity CET needs for a layer's quantisation error at
-each candidate bit-width; one batched Hessian pass per candidate index covers every layer.
+each candidate bit-width. Each product differentiates only the layers involved (a layer's gradient
+w.r.t. its own weight, or w.r.t. its neighbour's for cross terms), a fraction of a full Hessian pass.
 """
 
 from __future__ import annotations
@@ -46,38 +47,28 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
     if unknown:
         raise ProblemError(f"no such quantisable layer(s) {unknown[:3]}; known: {names[:5]}...", field="errors")
     counts = {n: len(v) for n, v in errors.items()}
-    width = max(counts.values(), default=0)
-    own = {n: np.zeros(counts[n]) for n in errors}
-    cross = {(a, b): np.zeros((counts[a], counts[b])) for a, b in pairs}
     index = {n: i for i, n in enumerate(names)}
     params = operator.params
-    # products[l][i] = H e_(l, i) restricted to every layer block, computed one candidate index at a time
-    block_products: dict[str, list[list[torch.Tensor]]] = {n: [] for n in errors}
-    for i in range(width):
-        present = [n for n in errors if i < counts[n]]
-        batched = [torch.zeros((len(present), *p.shape), dtype=p.dtype, device=p.device) for p in params]
-        for b, name in enumerate(present):
-            tensor = errors[name][i]
-            target = params[index[name]]
+    stacked: dict[str, torch.Tensor] = {}
+    for name, vectors in errors.items():
+        target = params[index[name]]
+        for i, tensor in enumerate(vectors):
             if tuple(tensor.shape) != tuple(target.shape):
                 raise ProblemError(f"error vector {i} of {name!r} has shape {tuple(tensor.shape)}, the weight "
                                    f"{tuple(target.shape)}", field="errors")
-            batched[index[name]][b] = tensor.to(device=target.device, dtype=target.dtype)
-        products = operator.hvp(batched, batched=True)
-        for b, name in enumerate(present):
-            block_products[name].append([products[j][b] for j in range(len(params))])
-    for name in errors:
-        j = index[name]
-        for i, e in enumerate(errors[name]):
-            value = (e.to(params[j]) * block_products[name][i][j]).sum()
-            check_finite(name, "quadratic form", value)
-            own[name][i] = float(value)
+        stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
+    own = {}
+    for name, block in stacked.items():
+        products = operator.cross_block_hvp(index[name], index[name], block)
+        values = (block * products).reshape(block.shape[0], -1).sum(dim=1)
+        check_finite(name, "quadratic form", values)
+        own[name] = values.double().cpu().numpy()
+    cross = {}
     for a, b in pairs:
-        jb = index[b]
-        for i in range(counts[a]):
-            hv_b = block_products[a][i][jb]
-            for k, e_b in enumerate(errors[b]):
-                cross[(a, b)][i, k] = float((e_b.to(hv_b) * hv_b).sum())
+        # d(g_b . e_b)/dW_a = H_ab e_b (as a W_a-shaped tensor); dot with e_a gives e_a' H_ab e_b
+        products = operator.cross_block_hvp(index[b], index[a], stacked[b])  # (K_b, *shape_a)
+        flat_a = stacked[a].reshape(counts[a], -1)
+        cross[(a, b)] = (flat_a @ products.reshape(counts[b], -1).T).double().cpu().numpy()
     linear = {}
     if gradient is not None:
         for name in errors:

@@ -1,0 +1,82 @@
+"""A small 1-D ResNet on MNIST-1D, generated offline by the mnist1d package's own generator
+(``make_dataset``; its ``get_dataset`` would download). Residual adds with 1x1 downsample convs give the
+problem real tie groups. Trained deterministically in about half a minute on 2 CPU cores and cached."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+from torch import nn
+
+from cetopt._atomic import atomic_write_bytes
+from cetopt.zoo.digits import Split, cache_dir, train
+
+
+class Block1d(nn.Module):
+    def __init__(self, inp: int, out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(inp, out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm1d(out)
+        self.conv2 = nn.Conv1d(out, out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm1d(out)
+        self.downsample = None
+        if stride != 1 or inp != out:
+            self.downsample = nn.Sequential(nn.Conv1d(inp, out, 1, stride, bias=False), nn.BatchNorm1d(out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet1d(nn.Module):
+    """stem conv -> 3 stages of 2 residual blocks (8, 16, 32 channels) -> pooled linear head."""
+
+    def __init__(self, classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, width, 5, 1, 2, bias=False)
+        self.bn1 = nn.BatchNorm1d(width)
+        stages = []
+        channels = width
+        for i, out in enumerate((width, width * 2, width * 4)):
+            stages += [Block1d(channels, out, 1 if i == 0 else 2), Block1d(out, out, 1)]
+            channels = out
+        self.blocks = nn.Sequential(*stages)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x.reshape(x.shape[0], 1, -1))))
+        return self.fc(self.blocks(x).mean(dim=2))
+
+
+def mnist1d_split(seed: int = 42) -> Split:
+    """MNIST-1D (4,000 train / 1,000 test sequences of length 40), generated offline."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    data = make_dataset(args)
+    as_x = lambda a: torch.tensor(a, dtype=torch.float32)[:, None]  # noqa: E731
+    return Split(as_x(data["x"]), torch.tensor(data["y"]).long(), as_x(data["x_test"]), torch.tensor(data["y_test"]).long())
+
+
+def trained_mnist1d_resnet(*, seed: int = 0, epochs: int = 8, use_cache: bool = True) -> nn.Module:
+    from cetopt import __version__
+
+    torch.manual_seed(seed)
+    model = ResNet1d()
+    path = cache_dir() / f"mnist1d-resnet-s{seed}-e{epochs}-v{__version__}.pt"
+    if use_cache and path.exists():
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+            return model.eval()
+        except (RuntimeError, OSError, EOFError, ValueError):
+            pass  # damaged or stale: retrain
+    with torch.random.fork_rng():
+        train(model, mnist1d_split(), epochs=epochs, seed=seed, lr=3e-3, batch_size=128)
+    if use_cache:
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    return model.eval()
