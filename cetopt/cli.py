@@ -164,14 +164,43 @@ def cmd_make_problem(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _user_model(target: str) -> dict[str, Any]:
+    """Call ``module:function``; it must return {"model": nn.Module, "loss_fn": f(model, batch) -> scalar,
+    "batches": [...]} (optionally "name" and "data")."""
+    import importlib
+
+    module_name, _, function_name = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise ProblemError(f"cannot load {target!r}: {err}", field="model") from None
+    spec = function()
+    missing = [k for k in ("model", "loss_fn", "batches") if not isinstance(spec, dict) or k not in spec]
+    if missing:
+        raise ProblemError(f"{target} must return a dict with keys model, loss_fn, batches; missing {missing}",
+                           field="model")
+    return spec
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from cetopt.pipeline import extract_problem, load_task
     from cetopt.problem.io import save_problem
     from cetopt.problem.model import Budget
 
-    bits = [int(b) for b in args.bits.split(",")]
-    problem = extract_problem(load_task(args.model), bits=bits, method=args.method,
-                              budget=Budget(avg_bits=args.avg_bits))
+    try:
+        bits = [int(b) for b in args.bits.split(",")]
+    except ValueError:
+        raise ProblemError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
+    budget = Budget(avg_bits=args.avg_bits)
+    if ":" in args.model:
+        from cetopt.builders.second_order import build_problem
+
+        spec = _user_model(args.model)
+        problem = build_problem(spec["model"], spec["loss_fn"], spec["batches"], name=spec.get("name", args.model),
+                                bits=bits, method=args.method, budget=budget,
+                                metadata={"model": args.model, "data": spec.get("data", "")})
+    else:
+        problem = extract_problem(load_task(args.model), bits=bits, method=args.method, budget=budget)
     save_problem(problem, args.out)
     print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}")
     return EXIT_OK
@@ -231,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_problem)
 
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
-    p.add_argument("model", help="zoo model: digits-cnn or digits-mlp")
+    p.add_argument("model", help="zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2) or module:function "
+                                 "returning {model, loss_fn, batches}")
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
     p.add_argument("--method", choices=("cet", "hawq-v3"), default="cet")
     p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget")

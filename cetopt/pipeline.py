@@ -47,6 +47,8 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
         from cetopt.zoo.mobilenet import load_mobilenet_v2, sample_crops
 
         model = load_mobilenet_v2()
+        calibration_size = min(calibration_size, 32)  # 224x224 double-backward graphs: keep memory ~1 GB
+        batch_size = min(batch_size, 16)
         images = sample_crops(count=calibration_size + 32, seed=seed)
         with torch.no_grad():
             labels = model(images).argmax(dim=1)  # pseudo-labels: the FP32 model's own top-1

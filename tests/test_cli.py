@@ -70,3 +70,28 @@ def test_compare_validate_solvers_schema(root: Path) -> None:
         out = run_cli(*args, cwd=root)
         assert out.returncode == 0, (args, out.stderr)
         assert out.stdout.strip()
+
+
+def user_model() -> dict:
+    """A user's model for `cetopt extract tests.test_cli:user_model` (importable as a module:function)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    batches = [(torch.randn(32, 6), torch.randint(0, 3, (32,)))]
+    return {"model": model, "loss_fn": lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), "batches": batches,
+            "name": "user-mlp"}
+
+
+def test_extract_a_users_module_function(tmp_path: Path, root: Path) -> None:
+    out = tmp_path / "user.json"
+    env_code = ("import sys; sys.path.insert(0, 'tests'); from cetopt.cli import main; "
+                f"sys.exit(main(['extract', 'test_cli:user_model', '--bits', '2,4,8', '--out', {str(out)!r}]))")
+    done = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["name"] == "user-mlp" and [l["name"] for l in data["layers"]] == ["0", "2"]
+    assert [c["bits"] for c in data["layers"][0]["choices"]] == [2, 4, 8]
+    bad = run_cli("extract", "nosuchmodule:f", "--out", str(out), cwd=root)
+    assert bad.returncode == 2 and "cannot load" in bad.stderr

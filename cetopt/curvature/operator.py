@@ -229,7 +229,9 @@ class CurvatureOperator:
                 g = grads[row]
                 if not g.requires_grad:
                     continue
-                if block.shape[0] > 1 and self.vmap_ok:
+                # batched (vmapped) backward only on CUDA: on the CPU it measured slower per vector than a
+                # loop (benchmarks/curvature.py), and far slower for depthwise convolutions
+                if block.shape[0] > 1 and self.vmap_ok and self.device.type == "cuda":
                     try:
                         (part,) = torch.autograd.grad(g, target, grad_outputs=block, retain_graph=True,
                                                       is_grads_batched=True, allow_unused=True)
