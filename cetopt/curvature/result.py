@@ -8,7 +8,7 @@ import io
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -153,6 +153,3 @@ def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
         digest.update(np.ascontiguousarray(arrays[key]).tobytes())
     return digest.hexdigest()
 
-
-def settings_dict(settings: Any) -> dict[str, Any]:
-    return asdict(settings)
