@@ -91,30 +91,39 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CETOPT_CACHE_DIR", Path.home() / ".cache" / "cetopt")) / "zoo"
 
 
-def trained_digits_model(name: str, *, seed: int = 0, epochs: int = 30, use_cache: bool = True) -> nn.Module:
-    """The trained model ``name`` ("digits-mlp" or "digits-cnn"), from the cache when present."""
+def cached_training(key: str, model: nn.Module, fit: Callable[[nn.Module], object], *,
+                    use_cache: bool = True) -> nn.Module:
+    """``model`` with weights from the zoo cache file ``<key>-v<version>.pt``, or trained by ``fit`` (under
+    a forked RNG, so the caller's random state is untouched) and then cached atomically. A damaged or
+    stale cache file is retrained and overwritten, never trusted."""
+    import io
+
     from cetopt import __version__
 
-    if name not in ARCHITECTURES:
-        raise KeyError(f"unknown digits model {name!r}; known: {sorted(ARCHITECTURES)}")
-    torch.manual_seed(seed)
-    model = ARCHITECTURES[name]()
-    path = cache_dir() / f"{name}-s{seed}-e{epochs}-v{__version__}.pt"
+    path = cache_dir() / f"{key}-v{__version__}.pt"
     if use_cache and path.exists():
         try:
             model.load_state_dict(torch.load(path, weights_only=True))
             return model.eval()
         except (RuntimeError, OSError, EOFError, ValueError):
-            pass  # a damaged or stale cache file is retrained and overwritten
+            pass
     with torch.random.fork_rng():
-        train(model, digits_split(seed), epochs=epochs, seed=seed)
+        fit(model)
     if use_cache:
-        import io
-
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         atomic_write_bytes(path, buffer.getvalue())
     return model.eval()
+
+
+def trained_digits_model(name: str, *, seed: int = 0, epochs: int = 30, use_cache: bool = True) -> nn.Module:
+    """The trained model ``name`` ("digits-mlp" or "digits-cnn"), from the cache when present."""
+    if name not in ARCHITECTURES:
+        raise KeyError(f"unknown digits model {name!r}; known: {sorted(ARCHITECTURES)}")
+    torch.manual_seed(seed)
+    model = ARCHITECTURES[name]()
+    return cached_training(f"{name}-s{seed}-e{epochs}", model,
+                           lambda m: train(m, digits_split(seed), epochs=epochs, seed=seed), use_cache=use_cache)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -4,13 +4,10 @@ problem real tie groups. Trained deterministically in about half a minute on 2 C
 
 from __future__ import annotations
 
-import io
-
 import torch
 from torch import nn
 
-from cetopt._atomic import atomic_write_bytes
-from cetopt.zoo.digits import Split, cache_dir, train
+from cetopt.zoo.digits import Split, cached_training, train
 
 
 class Block1d(nn.Module):
@@ -62,21 +59,9 @@ def mnist1d_split(seed: int = 42) -> Split:
 
 
 def trained_mnist1d_resnet(*, seed: int = 0, epochs: int = 8, use_cache: bool = True) -> nn.Module:
-    from cetopt import __version__
-
+    """The trained 1-D ResNet, from the zoo cache when present."""
     torch.manual_seed(seed)
     model = ResNet1d()
-    path = cache_dir() / f"mnist1d-resnet-s{seed}-e{epochs}-v{__version__}.pt"
-    if use_cache and path.exists():
-        try:
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model.eval()
-        except (RuntimeError, OSError, EOFError, ValueError):
-            pass  # damaged or stale: retrain
-    with torch.random.fork_rng():
-        train(model, mnist1d_split(), epochs=epochs, seed=seed, lr=3e-3, batch_size=128)
-    if use_cache:
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-    return model.eval()
+    return cached_training(f"mnist1d-resnet-s{seed}-e{epochs}", model,
+                           lambda m: train(m, mnist1d_split(), epochs=epochs, seed=seed, lr=3e-3, batch_size=128),
+                           use_cache=use_cache)
