@@ -4,14 +4,14 @@ every backend, apply each plan, and measure what it does (``cetopt demo``, ``mak
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from cetopt.problem.model import AllocationProblem, Budget
 
-ZOO_MODELS = ("digits-cnn", "digits-mlp", "mnist1d-resnet", "mobilenetv2")
+ZOO_MODELS = ("digits-cnn", "digits-mlp", "mnist1d-resnet", "mobilenetv2", "minilm")
 
 
 def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -22,29 +22,33 @@ def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 @dataclass(frozen=True)
 class ZooTask:
-    """A trained zoo model with its calibration and evaluation data.
+    """A trained zoo model with its calibration data, loss and evaluation.
 
-    ``metric`` is "accuracy" (labelled test data) or "fidelity" (top-1 agreement and KL against the FP32
-    model on unlabelled images, for MobileNetV2, where no ImageNet data exists offline).
+    Attributes:
+        calibration: batches for curvature; ``loss_fn(model, batch)`` is the calibration loss.
+        evaluate: ``evaluate(model) -> {metric: value, ...}``; its first key is the headline metric:
+            test accuracy (digits, MNIST-1D), top-1 agreement with FP32 (MobileNetV2: no ImageNet data
+            offline), or mean cosine to the FP32 embeddings (MiniLM).
+        exclude: layers left out of the problem (MiniLM's pooler, unused by mean pooling).
     """
 
     name: str
     model: nn.Module
-    calibration: list[tuple[torch.Tensor, torch.Tensor]]
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    metric: str = "accuracy"
+    calibration: list[Any]
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor]
+    evaluate: Callable[[nn.Module], dict[str, float]]
     data: str = ""
+    exclude: tuple[str, ...] = ()
 
 
 def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, seed: int = 0) -> ZooTask:
-    """A zoo model (trained and cached on first use) with ``calibration_size`` training images."""
-    from cetopt.zoo.digits import digits_split, trained_digits_model
+    """A zoo model (trained and cached on first use) with ``calibration_size`` calibration examples."""
+    from cetopt.zoo.digits import accuracy, digits_split, trained_digits_model
 
     if name not in ZOO_MODELS:
         raise KeyError(f"unknown zoo model {name!r}; available: {', '.join(ZOO_MODELS)}")
     if name == "mobilenetv2":
-        from cetopt.zoo.mobilenet import load_mobilenet_v2, sample_crops
+        from cetopt.zoo.mobilenet import fidelity, load_mobilenet_v2, sample_crops
 
         model = load_mobilenet_v2()
         calibration_size = min(calibration_size, 32)  # 224x224 double-backward graphs: keep memory ~1 GB
@@ -54,8 +58,19 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
             labels = model(images).argmax(dim=1)  # pseudo-labels: the FP32 model's own top-1
         calib_x, calib_y = images[:calibration_size], labels[:calibration_size]
         batches = [(calib_x[i:i + batch_size], calib_y[i:i + batch_size]) for i in range(0, len(calib_y), batch_size)]
-        return ZooTask(name, model, batches, images[calibration_size:], labels[calibration_size:], metric="fidelity",
+        held_out = images[calibration_size:]
+        return ZooTask(name, model, batches, ce_loss, lambda m: fidelity(model, m, held_out),
                        data=f"{calibration_size} crops of scikit-learn's sample photos, FP32 top-1 as labels")
+    if name == "minilm":
+        from cetopt.zoo.minilm import contrastive_loss, embedding_fidelity, load_minilm, pair_batch, text_pairs
+
+        model, tokenizer = load_minilm()
+        pairs = text_pairs()
+        sentences = [s for pair in pairs for s in pair]
+        return ZooTask(name, model, [pair_batch(tokenizer, pairs[i:i + 16]) for i in range(0, len(pairs), 16)],
+                       contrastive_loss, lambda m: embedding_fidelity(model, m, tokenizer, sentences),
+                       data="32 shipped paraphrase pairs (cetopt/data/minilm_pairs.tsv), in-batch contrastive loss",
+                       exclude=("bert.pooler.dense",))
     if name == "mnist1d-resnet":
         from cetopt.zoo.mnist1d_resnet import mnist1d_split, trained_mnist1d_resnet
 
@@ -64,8 +79,11 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
         model, split, data = trained_digits_model(name, seed=seed), digits_split(seed), "sklearn digits"
     x, y = split.x_train[:calibration_size], split.y_train[:calibration_size]
     batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
-    return ZooTask(name, model, batches, split.x_test, split.y_test,
-                   data=f"{data}, first {calibration_size} training examples")
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return {"accuracy": accuracy(m, split.x_test, split.y_test)}
+
+    return ZooTask(name, model, batches, ce_loss, evaluate, data=f"{data}, first {calibration_size} training examples")
 
 
 def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",
@@ -74,31 +92,30 @@ def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), met
     from cetopt import __version__
     from cetopt.builders.second_order import build_problem
 
-    return build_problem(task.model, ce_loss, task.calibration, name=f"{task.name}-{method}", bits=bits,
-                         method=method, budget=budget or Budget(avg_bits=3.0),
-                         metadata={"model": task.name, "data": task.data,
-                                   "seed": 0, "cetopt_version": __version__})
+    layers = None
+    if task.exclude:
+        from cetopt.curvature.layers import find_layers
+
+        layers = [r.name for r in find_layers(task.model, exclude=task.exclude)]
+    return build_problem(task.model, task.loss_fn, task.calibration, name=f"{task.name}-{method}", bits=bits,
+                         method=method, budget=budget or Budget(avg_bits=3.0), layers=layers,
+                         metadata={"model": task.name, "data": task.data, "seed": 0, "cetopt_version": __version__})
+
+
+def _calibration_loss(task: ZooTask, model: nn.Module) -> float:
+    with torch.no_grad():
+        return sum(float(task.loss_fn(model, b)) for b in task.calibration) / len(task.calibration)
 
 
 def measure(task: ZooTask, bits: dict[str, int]) -> dict[str, Any]:
-    """Apply a plan and measure test accuracy, test loss, calibration loss change and packed size."""
+    """Apply a plan: the task's metrics, the calibration loss change and the packed size ratio vs FP32."""
     from cetopt.quant.plan import Plan, apply_plan
-    from cetopt.zoo.digits import accuracy, mean_loss
 
     applied = apply_plan(task.model, Plan(bits=bits, model=task.name))
-    calib_before = sum(float(ce_loss(task.model, b).detach()) for b in task.calibration) / len(task.calibration)
-    with torch.no_grad():
-        calib_after = sum(float(ce_loss(applied.model, b)) for b in task.calibration) / len(task.calibration)
-    out = {"measured_dloss": calib_after - calib_before, "packed_ratio": applied.ratio}
-    if task.metric == "fidelity":
-        from cetopt.zoo.mobilenet import fidelity
-
-        scores = fidelity(task.model, applied.model, task.x_test)
-        out.update(accuracy=scores["top1_agreement"], kl=scores["kl"], test_loss=float("nan"))
-    else:
-        out.update(accuracy=accuracy(applied.model, task.x_test, task.y_test),
-                   test_loss=mean_loss(applied.model, task.x_test, task.y_test))
-    return out
+    metrics = task.evaluate(applied.model)
+    return {"metric": next(iter(metrics.values())), **metrics,
+            "measured_dloss": _calibration_loss(task, applied.model) - _calibration_loss(task, task.model),
+            "packed_ratio": applied.ratio}
 
 
 def per_layer_check(task: ZooTask, problem: AllocationProblem, bits: dict[str, int]) -> list[dict[str, Any]]:
@@ -122,10 +139,9 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.solvers.api import solve
     from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
-    from cetopt.zoo.digits import accuracy
-
     task = load_task(name)
-    fp_accuracy = 1.0 if task.metric == "fidelity" else accuracy(task.model, task.x_test, task.y_test)
+    fp_metrics = task.evaluate(task.model)
+    metric_name, fp_accuracy = next(iter(fp_metrics.items()))
     problem = extract_problem(task, budget=Budget(avg_bits=avg_bits))
     names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
     rows = []
@@ -137,7 +153,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         m = measure(task, dict(result.bits))
         rows.append([f"cet/{solver}", result.status.value, f"{result.avg_bits:.3f}", f"{m['packed_ratio']:.2f}",
                      f"{result.objective:.5f}", "-" if result.gap is None else f"{result.gap:.1e}",
-                     f"{m['measured_dloss']:.5f}", f"{m['accuracy']:.4f}", f"{m['accuracy'] - fp_accuracy:+.4f}"])
+                     f"{m['measured_dloss']:.5f}", f"{m['metric']:.4f}", f"{m['metric'] - fp_accuracy:+.4f}"])
     hawq = extract_problem(task, method="hawq-v3", budget=Budget(avg_bits=avg_bits))
     baselines = {"hawq-v3/dp": dict(solve(hawq, "dp").bits)}
     uniform = max(b for b in (2, 3, 4, 6, 8) if b <= avg_bits)
@@ -149,16 +165,15 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         score = evaluate(problem, choices)
         m = measure(task, bits)
         rows.append([label, "baseline", f"{score.avg_bits:.3f}", f"{m['packed_ratio']:.2f}", f"{score.objective:.5f}",
-                     "-", f"{m['measured_dloss']:.5f}", f"{m['accuracy']:.4f}", f"{m['accuracy'] - fp_accuracy:+.4f}"])
-    what = "top-1 agreement with FP32" if task.metric == "fidelity" else "test accuracy"
+                     "-", f"{m['measured_dloss']:.5f}", f"{m['metric']:.4f}", f"{m['metric'] - fp_accuracy:+.4f}"])
     dp_bits = dict(solve(problem, "dp").bits)
     check = per_layer_check(task, problem, dp_bits)
     check_table = format_table(["layer", "bits", "predicted_dL", "measured_dL"],
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]
                                 for r in check])
-    header = (f"{name}: metric = {what} (FP32 {fp_accuracy:.4f}); {len(problem.layers)} layers; budget {avg_bits} avg bits; "
+    header = (f"{name}: metric = {metric_name} (FP32 {fp_accuracy:.4f}); {len(problem.layers)} layers; budget {avg_bits} avg bits; "
               f"predicted dL = g.d + 1/2 d'Hd (exact quadratic forms)")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
-                          "test_acc", "vs_FP"], rows)
+                          metric_name, "vs_FP"], rows)
     return (header + "\n" + table + "\n\nPredicted vs measured loss change of the dp plan, layer by layer (each "
             "layer quantised alone) and whole:\n" + check_table)
