@@ -62,14 +62,14 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
         return ZooTask(name, model, batches, ce_loss, lambda m: fidelity(model, m, held_out),
                        data=f"{calibration_size} crops of scikit-learn's sample photos, FP32 top-1 as labels")
     if name == "minilm":
-        from cetopt.zoo.minilm import contrastive_loss, embedding_fidelity, load_minilm, pair_batch, text_pairs
+        from cetopt.zoo.minilm import (distillation_batches, distillation_loss, embedding_fidelity, load_minilm,
+                                       text_pairs)
 
         model, tokenizer = load_minilm()
-        pairs = text_pairs()
-        sentences = [s for pair in pairs for s in pair]
-        return ZooTask(name, model, [pair_batch(tokenizer, pairs[i:i + 16]) for i in range(0, len(pairs), 16)],
-                       contrastive_loss, lambda m: embedding_fidelity(model, m, tokenizer, sentences),
-                       data="32 shipped paraphrase pairs (cetopt/data/minilm_pairs.tsv), in-batch contrastive loss",
+        sentences = [s for pair in text_pairs() for s in pair]
+        return ZooTask(name, model, distillation_batches(model, tokenizer, sentences), distillation_loss,
+                       lambda m: embedding_fidelity(model, m, tokenizer, sentences),
+                       data="64 shipped sentences (cetopt/data/minilm_pairs.tsv), 1 - cosine to FP32 embeddings",
                        exclude=("bert.pooler.dense",))
     if name == "mnist1d-resnet":
         from cetopt.zoo.mnist1d_resnet import mnist1d_split, trained_mnist1d_resnet

