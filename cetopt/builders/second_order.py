@@ -13,6 +13,7 @@ rounding) builds on these; see docs. The problem records its provenance in ``met
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Sequence
 
@@ -27,6 +28,8 @@ from cetopt.curvature.quadratic import quadratic_forms
 from cetopt.errors import ProblemError
 from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Layer
 from cetopt.quant.quantizers import QuantizerSpec, quantization_error
+
+log = logging.getLogger(__name__)
 
 METHODS = ("cet", "hawq-v3")
 
@@ -104,6 +107,8 @@ def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *
         edges = traced_edges(model, op.names)
         graph_note = "traced with torch.fx"
     except Exception as err:  # fx cannot trace data-dependent control flow: say so, use the layer order
+        log.warning("torch.fx could not trace %s (%s); using the sequential layer order, no residual ties",
+                    name, type(err).__name__)
         edges = tuple(Edge(a, b) for a, b in zip(op.names[:-1], op.names[1:]))
         graph_note = f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
     info = {"method": method, "bits": list(bits), "quantizer": quantizer.to_dict(), "curvature": asdict(settings),

@@ -3,6 +3,7 @@ trained here deterministically in seconds on 2 CPU cores and cached by name, see
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,8 @@ def cached_training(key: str, model: nn.Module, fit: Callable[[nn.Module], objec
         try:
             model.load_state_dict(torch.load(path, weights_only=True))
             return model.eval()
-        except (RuntimeError, OSError, EOFError, ValueError):
-            pass
+        except (RuntimeError, OSError, EOFError, ValueError) as err:
+            logging.getLogger(__name__).warning("zoo cache %s is unreadable (%s); retraining", path, err)
     with torch.random.fork_rng():
         fit(model)
     if use_cache:
