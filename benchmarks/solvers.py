@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cetopt import AllocationProblem, solve
 from cetopt._atomic import atomic_write_text
 from cetopt.problem.synthetic import synthetic_problem

@@ -134,18 +134,6 @@ class CompiledProblem:
                 out[names[member]] = int(choice)
         return {name: out[name] for name in names}
 
-    def from_choices(self, choices: dict[str, int]) -> np.ndarray:
-        """Map layer name -> choice index to one option index per group (raises if no option matches)."""
-        names = self.problem.layer_names
-        option = np.empty(self.n_groups, dtype=np.int64)
-        for g, group in enumerate(self.groups):
-            want = np.array([choices[names[m]] for m in group.members])
-            hits = np.flatnonzero((group.options == want).all(axis=1))
-            if hits.size == 0:
-                raise ProblemError(f"the choices of {[names[m] for m in group.members]} are not an allowed "
-                                   "option (bits constraints or ties)", field="choices")
-            option[g] = hits[0]
-        return option
 
 
 def _group_options(problem: AllocationProblem, members: list[int]) -> np.ndarray:

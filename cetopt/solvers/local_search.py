@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from cetopt.problem.compiled import CompiledProblem, fits
+
+if TYPE_CHECKING:
+    from cetopt.solvers.result import Outcome
 from cetopt.problem.model import Minimize
 
 

@@ -64,10 +64,6 @@ def available_solvers() -> list[SolverInfo]:
     return out
 
 
-def registered_names() -> list[str]:
-    return list(_REGISTRY)
-
-
 register("dp", "cetopt.solvers.dp:DPSolver")
 register("greedy", "cetopt.solvers.greedy:GreedySolver")
 register("ortools", "cetopt.solvers.ortools_cpsat:CpSatSolver")

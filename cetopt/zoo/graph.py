@@ -35,10 +35,6 @@ def _producers(node: fx.Node, layers: set[str], memo: dict[fx.Node, frozenset[st
     return result
 
 
-def _input_nodes(node: fx.Node) -> list[fx.Node]:
-    return list(node.all_input_nodes)
-
-
 def traced_edges(model: nn.Module, layers: Sequence[str]) -> tuple[Edge, ...]:
     """Edges between the named quantisable layers of ``model`` (feeds / shares_input / adds_with).
 
@@ -61,13 +57,13 @@ def traced_edges(model: nn.Module, layers: Sequence[str]) -> tuple[Edge, ...]:
     adds = []
     for node in graph.nodes:
         if node.op == "call_module" and node.target in wanted:
-            sources = frozenset().union(*(_producers(a, wanted, memo) for a in _input_nodes(node)))
+            sources = frozenset().union(*(_producers(a, wanted, memo) for a in node.all_input_nodes))
             for src in sorted(sources):
                 add(src, str(node.target), EdgeKind.FEEDS)
-            key = frozenset(a.name for a in _input_nodes(node))
+            key = frozenset(a.name for a in node.all_input_nodes)
             readers.setdefault(key, []).append(str(node.target))
         if node.op == "call_function" and node.target in _ADD_OPS:
-            adds.append([_producers(a, wanted, memo) for a in _input_nodes(node)])
+            adds.append([_producers(a, wanted, memo) for a in node.all_input_nodes])
     feeds = nx.DiGraph((e.src, e.dst) for e in edges)
     feeds.add_nodes_from(wanted)
     for branches in adds:

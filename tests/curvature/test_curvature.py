@@ -9,7 +9,7 @@ from torch import nn
 
 from cetopt.curvature import (CacheError, CurvatureError, CurvatureOperator, CurvatureResult, CurvatureSettings,
                               extract_curvature, hutchinson_traces, lanczos_eigenpairs, quadratic_forms)
-from cetopt.curvature.signals import fisher_diagonal, ggn_vector_product
+from cetopt.curvature.signals import fisher_diagonal, ggn_traces, ggn_vector_product
 from cetopt.errors import ProblemError
 
 
@@ -139,6 +139,22 @@ def test_gauss_newton_and_fisher_agree_with_their_definitions() -> None:
             acc += g ** 2
     for f, m in zip(fisher, manual):
         torch.testing.assert_close(f, m / len(y))
+
+
+def test_ggn_traces_are_within_their_error_of_the_exact_gauss_newton_trace() -> None:
+    model, data = tiny_model(7), tiny_data(7, batches=1)
+    op = CurvatureOperator(model, ce_loss, data, device="cpu")
+    out_fn = lambda m, b: m(b[0])  # noqa: E731
+    out_loss = lambda out, b: nn.functional.cross_entropy(out, b[1])  # noqa: E731
+    estimates = ggn_traces(op, output_fn=out_fn, output_loss=out_loss, probes=300, seed=1)
+    for j, p in enumerate(op.params):
+        exact = 0.0
+        for i in range(p.numel()):  # Tr G_jj from unit vectors
+            basis = [torch.zeros_like(q) for q in op.params]
+            basis[j].view(-1)[i] = 1.0
+            exact += float(ggn_vector_product(op, basis, output_fn=out_fn, output_loss=out_loss)[j].view(-1)[i])
+        assert exact > 0
+        assert abs(estimates[j].trace - exact) <= 4 * estimates[j].stderr + 1e-12
 
 
 def test_bad_inputs_are_named() -> None:
