@@ -4,12 +4,15 @@ every backend, apply each plan, and measure what it does (``cetopt demo``, ``mak
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from cetopt.problem.model import AllocationProblem, Budget
+
+if TYPE_CHECKING:
+    from cetopt.builders.second_order import BuiltProblem
 
 ZOO_MODELS = ("digits-cnn", "digits-mlp", "mnist1d-resnet", "mobilenetv2", "minilm")
 
@@ -86,20 +89,30 @@ def load_task(name: str, *, calibration_size: int = 256, batch_size: int = 128, 
     return ZooTask(name, model, batches, ce_loss, evaluate, data=f"{data}, first {calibration_size} training examples")
 
 
-def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",
-                    budget: Budget | None = None) -> AllocationProblem:
-    """The task's allocation problem (provenance in metadata)."""
+def build_task_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",
+                       budget: Budget | None = None, **options: Any) -> "BuiltProblem":
+    """The task's allocation problem and candidate weights (``options`` go to cetopt.builders.build:
+    rounding, interactions, layer_eps, settings, curvature, max_loss...)."""
     from cetopt import __version__
-    from cetopt.builders.second_order import build_problem
+    from cetopt.builders.second_order import build
 
     layers = None
     if task.exclude:
         from cetopt.curvature.layers import find_layers
 
         layers = [r.name for r in find_layers(task.model, exclude=task.exclude)]
-    return build_problem(task.model, task.loss_fn, task.calibration, name=f"{task.name}-{method}", bits=bits,
-                         method=method, budget=budget or Budget(avg_bits=3.0), layers=layers,
-                         metadata={"model": task.name, "data": task.data, "seed": 0, "cetopt_version": __version__})
+    if budget is None and method != "llc":
+        budget = Budget(avg_bits=3.0)
+    suffix = "" if options.get("rounding", "nearest") == "nearest" else f"-{options['rounding']}"
+    return build(task.model, task.loss_fn, task.calibration, name=f"{task.name}-{method}{suffix}", bits=bits,
+                 method=method, budget=budget, layers=layers,
+                 metadata={"model": task.name, "data": task.data, "seed": 0, "cetopt_version": __version__}, **options)
+
+
+def extract_problem(task: ZooTask, *, bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet",
+                    budget: Budget | None = None, **options: Any) -> AllocationProblem:
+    """The task's allocation problem (provenance in metadata)."""
+    return build_task_problem(task, bits=bits, method=method, budget=budget, **options).problem
 
 
 def _calibration_loss(task: ZooTask, model: nn.Module) -> float:
@@ -107,15 +120,20 @@ def _calibration_loss(task: ZooTask, model: nn.Module) -> float:
         return sum(float(task.loss_fn(model, b)) for b in task.calibration) / len(task.calibration)
 
 
+def measure_model(task: ZooTask, model: nn.Module) -> dict[str, Any]:
+    """The task's metrics of ``model`` and its calibration loss change vs the task's FP model."""
+    metrics = task.evaluate(model)
+    return {"metric": next(iter(metrics.values())), **metrics,
+            "measured_dloss": _calibration_loss(task, model) - _calibration_loss(task, task.model)}
+
+
 def measure(task: ZooTask, bits: dict[str, int]) -> dict[str, Any]:
-    """Apply a plan: the task's metrics, the calibration loss change and the packed size ratio vs FP32."""
+    """Apply a round-to-nearest plan: the task's metrics, the calibration loss change and the packed size
+    ratio vs FP32."""
     from cetopt.quant.plan import Plan, apply_plan
 
     applied = apply_plan(task.model, Plan(bits=bits, model=task.name))
-    metrics = task.evaluate(applied.model)
-    return {"metric": next(iter(metrics.values())), **metrics,
-            "measured_dloss": _calibration_loss(task, applied.model) - _calibration_loss(task, task.model),
-            "packed_ratio": applied.ratio}
+    return {**measure_model(task, applied.model), "packed_ratio": applied.ratio}
 
 
 def per_layer_check(task: ZooTask, problem: AllocationProblem, bits: dict[str, int]) -> list[dict[str, Any]]:

@@ -1,38 +1,44 @@
-"""Curvature + quantiser -> AllocationProblem.
+"""Curvature + candidates -> AllocationProblem.
 
-For every quantisable layer l and candidate bit-width b the error is d = Q_b(W_l) - W_l, and the
-choice's predicted loss change is
+For every quantisable layer l and candidate c (a bit-width, rounded to nearest or toward the major axes)
+the error is d = W_hat - W, and the choice's predicted loss change comes from a cost model
+(cetopt.builders.costs): CET with each ingredient a switch, LLC's lossless neighbourhood, or HAWQ-V3's
+trace x |d|^2. Optional constraints and terms from the geometry:
 
-- ``cet``:      g_l . d + 1/2 d' H_ll d        (the second-order expansion; the quadratic form is exact,
-                                                 from Hessian-vector products, not a trace surrogate)
-- ``hawq-v3``:  (Tr H_ll / n_l) * ||d||^2        (HAWQ-V3's sensitivity, traces by Hutchinson)
+- ``layer_eps``: CET's error subspace E_l(eps) = {d : dL_l(d) <= eps}; candidates outside are removed.
+- ``interactions``: cross-layer terms d_a' H_ab d_b for adjacent layers (the layer graph's producer /
+  consumer and shared-input pairs), exact from Hessian-vector products, as pairwise interaction terms.
+- LLC: candidates with |d| beyond the lossless radius 2|g.d^|/lambda_max (or with g.d >= 0) are removed,
+  the signed cost is kept, and the size is minimised subject to the predicted change <= ``max_loss``.
 
-Each switch of the fuller CET reconstruction (eigenbasis projections, lossless neighbourhoods, major-axis
-rounding) builds on these; see docs. The problem records its provenance in ``metadata``.
+The problem records its provenance in ``metadata``; :class:`BuiltProblem` also keeps each choice's
+compressed weight, so a solved plan can be applied exactly as it was scored.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
-from dataclasses import asdict
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from cetopt.curvature.extract import CurvatureSettings
-from cetopt.curvature.hutchinson import hutchinson_traces
+from cetopt.builders.candidates import quantization_candidates
+from cetopt.builders.costs import cost_model, predicted_change
+from cetopt.curvature.extract import CurvatureSettings, extract_curvature
 from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn
 from cetopt.curvature.quadratic import quadratic_forms
+from cetopt.curvature.result import CurvatureResult
 from cetopt.errors import ProblemError
-from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Layer
-from cetopt.quant.quantizers import QuantizerSpec, quantization_error
+from cetopt.geometry.layer import LayerQuadric
+from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer, Minimize
+from cetopt.quant.quantizers import QuantizerSpec
 
 log = logging.getLogger(__name__)
-
-METHODS = ("cet", "hawq-v3")
-
 
 def _macs(model: nn.Module, layers: list[str], batch: Batch, loss_fn: LossFn) -> dict[str, int]:
     """Multiply-accumulates per sample of each Linear/Conv layer, from one traced forward pass."""
@@ -57,67 +63,180 @@ def _macs(model: nn.Module, layers: list[str], batch: Batch, loss_fn: LossFn) ->
     return macs
 
 
-def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: str,
-                  bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet", budget: Budget | None = None,
-                  quantizer: QuantizerSpec = QuantizerSpec(), layers: Sequence[str] | None = None,
-                  settings: CurvatureSettings | None = None, metadata: dict | None = None,
-                  tie_residuals: bool = True) -> AllocationProblem:
-    """Extract curvature from ``model`` on ``batches`` and build the allocation problem.
+@dataclass(frozen=True)
+class BuiltProblem:
+    """An allocation problem and what it was built from.
+
+    Attributes:
+        problem: the problem (choices in the order of ``weights``).
+        weights: layer -> the compressed weight of each of its choices.
+        curvature: the curvature result used (None when only exact quadratic forms were needed).
+    """
+
+    problem: AllocationProblem
+    weights: Mapping[str, tuple[torch.Tensor, ...]]
+    curvature: CurvatureResult | None = None
+
+    def compressed_weights(self, bits: Mapping[str, int]) -> dict[str, torch.Tensor]:
+        """Layer -> compressed weight of the choice with the planned bit-width."""
+        out = {}
+        for layer in self.problem.layers:
+            index = [c.bits for c in layer.choices].index(bits[layer.name])
+            out[layer.name] = self.weights[layer.name][index]
+        return out
+
+    def apply(self, model: nn.Module, bits: Mapping[str, int]) -> nn.Module:
+        """A copy of ``model`` with each layer's weight replaced by its planned compressed weight."""
+        return replace_weights(model, self.compressed_weights(bits))
+
+
+def replace_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` whose named layers' weights are ``weights`` (layer name -> tensor)."""
+    out = copy.deepcopy(model)
+    modules = dict(out.named_modules())
+    for name, weight in weights.items():
+        if name not in modules or not hasattr(modules[name], "weight"):
+            raise ProblemError(f"the model has no layer {name!r} with a weight", field="layers")
+        target = modules[name].weight
+        target.data.copy_(weight.to(device=target.device, dtype=target.dtype))
+    return out
+
+
+def _edges(model: nn.Module, names: list[str], label: str) -> tuple[tuple[Edge, ...], str]:
+    try:
+        from cetopt.zoo.graph import traced_edges
+
+        return traced_edges(model, names), "traced with torch.fx"
+    except Exception as err:  # fx cannot trace data-dependent control flow: say so, use the layer order
+        log.warning("torch.fx could not trace %s (%s); using the sequential layer order, no residual ties",
+                    label, type(err).__name__)
+        edges = tuple(Edge(a, b) for a, b in zip(names[:-1], names[1:]))
+        return edges, f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
+
+
+def _admissible(keep: np.ndarray, costs: np.ndarray, fallback: int) -> np.ndarray:
+    """Indices kept; when none is admissible, the fallback candidate alone."""
+    idx = np.flatnonzero(keep)
+    return idx if idx.size else np.array([fallback])
+
+
+def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: str,
+          bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet", budget: Budget | None = None,
+          quantizer: QuantizerSpec = QuantizerSpec(), rounding: str = "nearest", layers: Sequence[str] | None = None,
+          settings: CurvatureSettings | None = None, curvature: CurvatureResult | None = None,
+          interactions: bool = False, layer_eps: float | None = None, max_loss: float = 0.0,
+          llc_radius: str = "directional", metadata: dict | None = None, tie_residuals: bool = True,
+          cache_dir: str | None | bool = None) -> BuiltProblem:
+    """Build the allocation problem of ``model`` on calibration ``batches``.
 
     Args:
         name: problem name.
         bits: candidate bit-widths per layer.
-        method: "cet" (exact second-order change) or "hawq-v3" (trace x ||d||^2).
-        budget: the budget (default: 4 average bits).
-        quantizer: how Q_b is computed.
+        method: a cost model of cetopt.builders.costs (cet, cet-eigen, cet-trace, cet-nograd, llc, hawq-v3).
+        budget: the budget (default: 4 average bits; LLC: predicted change <= ``max_loss``, size minimised).
+        quantizer: the grid of Q_b.
+        rounding: "nearest" or "major-axis" (error pushed toward each layer's flat axes).
         layers: restrict to these module names (default: every Linear/Conv).
-        settings: curvature settings (device, dtype, probes for hawq-v3 traces, seed).
+        settings: curvature settings (traces, Lanczos k, device, dtype, seed).
+        curvature: a precomputed CurvatureResult of these layers (else extracted, and cached on disk).
+        interactions: add exact cross-layer terms d_a' H_ab d_b for adjacent layers.
+        layer_eps: keep only candidates inside E_l(eps) (the best candidate if none is).
+        max_loss: LLC's bound on the total predicted change (0: lossless).
+        llc_radius: "directional" (radius along each candidate's own error, curvature d'Hd/|d|^2) or
+            "lambda-max" (the conservative ball, curvature lambda_max).
         tie_residuals: layers whose outputs are summed (traced with torch.fx) share a bit-width.
+        cache_dir: curvature cache (None: default; False: none).
     """
-    if method not in METHODS:
-        raise ProblemError(f"unknown method {method!r}; use one of {METHODS}", field="method")
+    costs_model = cost_model(method)
+    if llc_radius not in ("directional", "lambda-max"):
+        raise ProblemError(f"llc_radius must be 'directional' or 'lambda-max', got {llc_radius!r}", field="llc_radius")
     settings = settings or CurvatureSettings()
     op = CurvatureOperator(model, loss_fn, batches, layers=layers, device=settings.device,
                            dtype=settings.torch_dtype())
     loss, gradient = op.loss_and_gradient()
-    errors = {n: [quantization_error(p.detach(), b, quantizer) for b in bits] for n, p in zip(op.names, op.params)}
-    per_layer: dict[str, np.ndarray] = {}
-    extra: dict[str, object] = {}
-    if method == "cet":
-        forms = quadratic_forms(op, errors, gradient=gradient)
-        for n in op.names:
-            per_layer[n] = forms.linear[n] + 0.5 * forms.own[n]
-    else:
-        traces = hutchinson_traces(op, max_probes=settings.max_probes, min_probes=settings.min_probes,
-                                   block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
-                                   show_progress=False)
-        for (n, p), t in zip(zip(op.names, op.params), traces):
-            norms = np.array([float((e ** 2).sum()) for e in errors[n]])
-            per_layer[n] = t.trace / p.numel() * norms
-        extra["traces"] = {n: [t.trace, t.stderr, t.n_probes] for n, t in zip(op.names, traces)}
-    macs = _macs(op.model, op.names, op.batches[0], loss_fn)
-    problem_layers = tuple(
-        Layer(name=n, params=int(p.numel()), macs=macs.get(n),
-              shape=(int(p.shape[0]), int(p[0].numel())),
-              choices=tuple(Choice(bits=int(b), loss=float(v)) for b, v in zip(bits, per_layer[n])))
-        for n, p in zip(op.names, op.params))
-    try:
-        from cetopt.zoo.graph import traced_edges
+    quadrics: dict[str, LayerQuadric] | None = None
+    if costs_model.needs_spectrum or rounding == "major-axis":
+        if curvature is None:
+            needs_eig = costs_model.curvature == "eigen" or costs_model.lossless or rounding == "major-axis"
+            extract_settings = settings if needs_eig else dataclasses.replace(settings, k=0)
+            curvature = extract_curvature(model, loss_fn, batches, settings=extract_settings, layers=op.names,
+                                          cache_dir=cache_dir, show_progress=False, description=name)
+        missing = [n for n in op.names if n not in curvature.names]
+        if missing:
+            raise ProblemError(f"the curvature result lacks layers {missing[:3]}", field="curvature")
+        if costs_model.curvature == "eigen" or costs_model.lossless or rounding == "major-axis":
+            quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in op.names}
+    weights = {n: p.detach() for n, p in zip(op.names, op.params)}
+    candidates = quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
+    errors = {c.name: c.errors() for c in candidates}
+    edges, graph_note = _edges(model, op.names, name)
+    pairs: list[tuple[str, str]] = []
+    if interactions:
+        from cetopt.problem.graph import adjacent_pairs, layer_graph
 
-        edges = traced_edges(model, op.names)
-        graph_note = "traced with torch.fx"
-    except Exception as err:  # fx cannot trace data-dependent control flow: say so, use the layer order
-        log.warning("torch.fx could not trace %s (%s); using the sequential layer order, no residual ties",
-                    name, type(err).__name__)
-        edges = tuple(Edge(a, b) for a, b in zip(op.names[:-1], op.names[1:]))
-        graph_note = f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
-    info = {"method": method, "bits": list(bits), "quantizer": quantizer.to_dict(), "curvature": asdict(settings),
-            "calibration_loss": loss, "calibration_batches": len(op.batches), "device": str(op.device),
-            "layer_graph": graph_note, **extra, **(metadata or {})}
-    problem = AllocationProblem(name=name, layers=problem_layers, budget=budget or Budget(avg_bits=4.0),
-                                edges=edges, metadata=info)
+        skeleton = AllocationProblem(name=name, layers=tuple(
+            Layer(name=n, params=int(p.numel()), choices=(Choice(bits=8, loss=0.0),)) for n, p in zip(op.names, op.params)),
+            budget=Budget(avg_bits=8.0), edges=edges)
+        pairs = adjacent_pairs(layer_graph(skeleton))
+    forms = quadratic_forms(op, errors, gradient=gradient, pairs=pairs) if (
+        costs_model.needs_quadratic_forms or costs_model.lossless or pairs) else None
+    grads = {n: g.detach().double().cpu().numpy().ravel() for n, g in zip(op.names, gradient)}
+    macs = _macs(op.model, op.names, op.batches[0], loss_fn)
+    problem_layers, kept, removed = [], {}, {}
+    for cand in candidates:
+        flat = [e.detach().double().cpu().numpy().ravel() for e in errors[cand.name]]
+        linear = np.array([grads[cand.name] @ d for d in flat])
+        energy = np.array([d @ d for d in flat])
+        quadric = quadrics[cand.name] if quadrics else None
+        eigen = np.array([quadric.quadratic(d) for d in flat]) if quadric is not None else None
+        trace_n = curvature.layer(cand.name).mean_eigenvalue if curvature is not None else float("nan")
+        costs = predicted_change(costs_model, linear=linear, energy=energy, exact=forms.own[cand.name] if forms else None,
+                                 eigen=eigen, trace_per_weight=trace_n)
+        fallback = int(np.argmax([c.bits for c in cand.choices]))
+        keep = np.ones(len(costs), dtype=bool)
+        if costs_model.lossless:
+            directional = forms.own[cand.name] / np.maximum(energy, 1e-300) if (
+                forms is not None and llc_radius == "directional") else [None] * len(flat)
+            radius = np.array([quadric.lossless_radius(d, k) for d, k in zip(flat, directional)])
+            keep &= np.sqrt(energy) <= radius
+        if layer_eps is not None:
+            keep &= costs <= layer_eps
+            fallback = int(np.argmin(costs))
+        idx = _admissible(keep, costs, fallback)
+        kept[cand.name] = idx
+        if idx.size < len(costs):
+            removed[cand.name] = [cand.choices[i].bits for i in range(len(costs)) if i not in set(idx.tolist())]
+        p = weights[cand.name]
+        problem_layers.append(Layer(
+            name=cand.name, params=int(p.numel()), macs=macs.get(cand.name), shape=(int(p.shape[0]), int(p[0].numel())),
+            choices=tuple(Choice(bits=cand.choices[i].bits, loss=float(costs[i]), rank=cand.choices[i].rank,
+                                 terms=cand.choices[i].terms, size_bits=cand.choices[i].size_bits) for i in idx)))
+    terms = []
+    if forms is not None:
+        for (a, b), matrix in forms.cross.items():
+            sub = matrix[np.ix_(kept[a], kept[b])]
+            terms.append(Interaction(a=a, b=b, loss=tuple(tuple(float(v) for v in row) for row in sub)))
+    info = {"method": method, "cost_model": asdict(costs_model), "rounding": rounding, "bits": list(bits),
+            "quantizer": quantizer.to_dict(), "curvature": asdict(settings), "calibration_loss": loss,
+            "calibration_batches": len(op.batches), "device": str(op.device), "layer_graph": graph_note,
+            "interactions": len(terms), **({"llc_radius": llc_radius} if costs_model.lossless else {}), **({"layer_eps": layer_eps} if layer_eps is not None else {}),
+            **({"removed_candidates": removed} if removed else {}), **(metadata or {})}
+    if method == "hawq-v3" and curvature is not None:
+        info["traces"] = {l.name: [l.trace, l.trace_stderr, l.n_probes] for l in curvature.layers if l.name in weights}
+    if costs_model.lossless and budget is None:
+        budget, minimize = Budget(max_loss=max_loss), Minimize.SIZE
+    else:
+        minimize = Minimize.LOSS
+    problem = AllocationProblem(name=name, layers=tuple(problem_layers), budget=budget or Budget(avg_bits=4.0),
+                                edges=edges, interactions=tuple(terms), minimize=minimize, metadata=info)
     if tie_residuals:
         from cetopt.problem.graph import layer_graph, tie_groups
 
         problem = problem.with_changes(ties=tuple(tie_groups(layer_graph(problem))))
-    return problem
+    chosen = {c.name: tuple(c.weights[i] for i in kept[c.name]) for c in candidates}
+    return BuiltProblem(problem=problem, weights=chosen, curvature=curvature)
+
+
+def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], **kwargs: object) -> AllocationProblem:
+    """:func:`build`'s problem alone (same arguments)."""
+    return build(model, loss_fn, batches, **kwargs).problem  # type: ignore[arg-type]

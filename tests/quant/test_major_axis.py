@@ -1,0 +1,67 @@
+"""Major-axis rounding: stays on the quantiser's grid, within one step of nearest, never worse on its model,
+and (checked against exhaustive search on tiny layers) close to the best rounding."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cetopt.errors import ProblemError
+from cetopt.geometry.layer import LayerQuadric
+from cetopt.quant.major_axis import major_axis_round
+from cetopt.quant.quantizers import QuantizerSpec, fake_quantize
+
+
+def quadric_for(n: int, seed: int, indefinite: bool = False) -> tuple[LayerQuadric, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, n))
+    h = a @ a.T / n + (-0.3 if indefinite else 0.01) * np.eye(n)
+    values, vectors = np.linalg.eigh(h)
+    g = 0.05 * rng.normal(size=n)
+    return LayerQuadric("w", g, float(np.trace(h)), values, vectors.T), h
+
+
+@settings(deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([2, 3, 4]), st.booleans())
+def test_on_grid_within_one_step_and_never_worse(seed: int, bits: int, indefinite: bool) -> None:
+    quadric, h = quadric_for(12, seed, indefinite)
+    w = torch.from_numpy(np.random.default_rng(seed + 1).normal(size=(3, 4)))
+    out = major_axis_round(w, bits, quadric, ratios=(1.0,))
+    assert out.model_major <= out.model_rtn + 1e-12
+    rtn = fake_quantize(w, bits)
+    scale = w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
+    codes = out.weight / scale
+    assert torch.allclose(codes, torch.round(codes), atol=1e-9)  # on the grid
+    assert ((out.weight - rtn).abs() <= scale * (1 + 1e-9)).all()  # one step at most
+    d = (out.weight - w).numpy().ravel()
+    assert out.model_major == pytest.approx(quadric.gradient @ d + 0.5 * d @ h @ d, rel=1e-9, abs=1e-12)
+
+
+def test_close_to_exhaustive_search_on_a_tiny_layer() -> None:
+    quadric, h = quadric_for(8, 3)
+    w = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 8)))
+    out = major_axis_round(w, 2, quadric, ratios=(1.0,))
+    scale = float(w.abs().max())  # 2 bits symmetric: levels -1, 0, 1
+    lo = np.clip(np.floor(w.numpy().ravel() / scale), -1, 1)
+    best = np.inf
+    for choice in itertools.product([0, 1], repeat=8):
+        q = np.clip(lo + np.array(choice), -1, 1) * scale
+        d = q - w.numpy().ravel()
+        best = min(best, quadric.gradient @ d + 0.5 * d @ h @ d)
+    assert out.model_major <= out.model_rtn
+    assert out.model_major - best <= 0.05 * (out.model_rtn - best) + 1e-12  # most of the way to the optimum
+
+
+def test_refuses_what_it_cannot_do() -> None:
+    quadric, _ = quadric_for(4, 0)
+    with pytest.raises(ProblemError, match="bits"):
+        major_axis_round(torch.zeros(2, 2), 1, quadric)
+    with pytest.raises(ProblemError, match="quadric"):
+        major_axis_round(torch.zeros(3, 3), 4, quadric)
+    out = major_axis_round(torch.ones(2, 2), 4, quadric, spec=QuantizerSpec(symmetric=False))
+    assert out.weight.shape == (2, 2)
