@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from cetopt.builders.costs import COST_MODELS, ROUNDINGS
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
 
@@ -191,18 +192,40 @@ def cmd_extract(args: argparse.Namespace) -> int:
         bits = [int(b) for b in args.bits.split(",")]
     except ValueError:
         raise ProblemError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
-    budget = Budget(avg_bits=args.avg_bits)
+    budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
     if ":" in args.model:
         from cetopt.builders.second_order import build_problem
 
         spec = _user_model(args.model)
         problem = build_problem(spec["model"], spec["loss_fn"], spec["batches"], name=spec.get("name", args.model),
-                                bits=bits, method=args.method, budget=budget,
+                                bits=bits, method=args.method, budget=budget, rounding=args.rounding,
+                                interactions=args.interactions,
                                 metadata={"model": args.model, "data": spec.get("data", "")})
     else:
-        problem = extract_problem(load_task(args.model), bits=bits, method=args.method, budget=budget)
+        problem = extract_problem(load_task(args.model), bits=bits, method=args.method, budget=budget,
+                                  rounding=args.rounding, interactions=args.interactions)
     save_problem(problem, args.out)
     print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}")
+    return EXIT_OK
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ProblemError(f"{option} expects comma-separated integers, got {text!r}") from None
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from cetopt.theory.prove import CHECKS, prove
+
+    checks = _int_list(args.checks, "--checks")
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise ProblemError(f"--checks: no check {unknown[0]}; the checks are {sorted(CHECKS)}")
+    results = prove(args.model, args.out, checks=checks, table_bits=_int_list(args.table_bits, "--table-bits"),
+                    lossless_search=not args.no_lossless_search, log=lambda line: print(line, file=sys.stderr))
+    print(f"wrote {args.out / 'report.md'}: " + ", ".join(f"{c.number} {c.verdict.value}" for c in results))
     return EXIT_OK
 
 
@@ -263,10 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2) or module:function "
                                  "returning {model, loss_fn, batches}")
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
-    p.add_argument("--method", choices=("cet", "hawq-v3"), default="cet")
-    p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget")
+    p.add_argument("--method", choices=tuple(COST_MODELS), default="cet",
+                   help="cost model (cetopt.builders.costs): cet and its switches, llc, hawq-v3")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
+                   help="candidate rounding: nearest, or toward each layer's major axes")
+    p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
+    p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget (llc: ignored, size minimised "
+                                                                "subject to predicted dL <= 0)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("prove", help="run the seven numerical checks of the CET geometry on a zoo model; write a "
+                                     "markdown report with plots")
+    p.add_argument("model", help="zoo model (digits-mlp is the smallest)")
+    p.add_argument("--out", type=Path, required=True, help="report directory (report.md, PNGs, results.json)")
+    p.add_argument("--checks", default="1,2,3,4,5,6,7", help="which checks, comma-separated")
+    p.add_argument("--table-bits", default="3,4,5", help="average bits of the equal-size table ('' for none)")
+    p.add_argument("--no-lossless-search", action="store_true", help="skip the smallest-lossless-size search")
+    p.set_defaults(func=cmd_prove)
 
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
     p.add_argument("model", nargs="?", default="digits-cnn")

@@ -12,12 +12,12 @@ from typing import Mapping, Sequence
 
 import torch
 
+from cetopt.builders.costs import ROUNDINGS
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
 from cetopt.problem.model import Choice
 from cetopt.quant.quantizers import QuantizerSpec, fake_quantize
 
-ROUNDINGS = ("nearest", "major-axis")
 
 
 @dataclass(frozen=True)
@@ -43,31 +43,32 @@ class LayerCandidates:
 
 def quantization_candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[int], *,
                             quantizer: QuantizerSpec = QuantizerSpec(), rounding: str = "nearest",
-                            quadrics: Mapping[str, LayerQuadric] | None = None,
-                            use_gradient: bool = True) -> list[LayerCandidates]:
+                            quadrics: Mapping[str, LayerQuadric] | None = None) -> list[LayerCandidates]:
     """One candidate per layer and bit-width.
 
     Args:
         weights: layer name -> weight tensor.
         bits: candidate bit-widths.
         quantizer: the grid (symmetric, per channel, clipping).
-        rounding: "nearest" or "major-axis" (needs ``quadrics``; see cetopt.quant.major_axis).
-        use_gradient: major-axis rounding also uses the first-order term g.d.
+        rounding: "nearest"; "major-axis" (minimise the curvature energy outside the major axes, CET's
+            rule; needs ``quadrics``, see cetopt.quant.major_axis); "major-axis-gradient" (also the
+            first-order term g.d; it overfits the calibration gradient when every layer uses it at once:
+            measured in docs/results/cet-checks.md).
     """
     if rounding not in ROUNDINGS:
         raise ProblemError(f"unknown rounding {rounding!r}; use one of {ROUNDINGS}", field="rounding")
-    if rounding == "major-axis" and quadrics is None:
+    if rounding != "nearest" and quadrics is None:
         raise ProblemError("major-axis rounding needs the layers' quadrics (curvature with k > 0)", field="rounding")
     out = []
     for name, weight in weights.items():
         weight = weight.detach()
         compressed = []
         for b in bits:
-            if rounding == "major-axis" and b >= 2:
+            if rounding != "nearest" and b >= 2:
                 from cetopt.quant.major_axis import major_axis_round
 
                 compressed.append(major_axis_round(weight, b, quadrics[name], quantizer,
-                                                   use_gradient=use_gradient).weight)
+                                                   use_gradient=rounding == "major-axis-gradient").weight)
             else:
                 compressed.append(fake_quantize(weight, b, quantizer))
         out.append(LayerCandidates(name=name, original=weight, choices=tuple(Choice(bits=int(b), loss=0.0) for b in bits),

@@ -22,6 +22,8 @@ import numpy as np
 
 from cetopt.errors import ProblemError
 
+ROUNDINGS = ("nearest", "major-axis", "major-axis-gradient")  # how candidates are rounded (builders.candidates)
+
 
 @dataclass(frozen=True)
 class CostModel:

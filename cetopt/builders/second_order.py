@@ -114,12 +114,6 @@ def _edges(model: nn.Module, names: list[str], label: str) -> tuple[tuple[Edge, 
         return edges, f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
 
 
-def _admissible(keep: np.ndarray, costs: np.ndarray, fallback: int) -> np.ndarray:
-    """Indices kept; when none is admissible, the fallback candidate alone."""
-    idx = np.flatnonzero(keep)
-    return idx if idx.size else np.array([fallback])
-
-
 def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: str,
           bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet", budget: Budget | None = None,
           quantizer: QuantizerSpec = QuantizerSpec(), rounding: str = "nearest", layers: Sequence[str] | None = None,
@@ -135,7 +129,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         method: a cost model of cetopt.builders.costs (cet, cet-eigen, cet-trace, cet-nograd, llc, hawq-v3).
         budget: the budget (default: 4 average bits; LLC: predicted change <= ``max_loss``, size minimised).
         quantizer: the grid of Q_b.
-        rounding: "nearest" or "major-axis" (error pushed toward each layer's flat axes).
+        rounding: "nearest", "major-axis" (error pushed toward each layer's flat axes) or
+            "major-axis-gradient" (also using g.d).
         layers: restrict to these module names (default: every Linear/Conv).
         settings: curvature settings (traces, Lanczos k, device, dtype, seed).
         curvature: a precomputed CurvatureResult of these layers (else extracted, and cached on disk).
@@ -155,34 +150,36 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
                            dtype=settings.torch_dtype())
     loss, gradient = op.loss_and_gradient()
     quadrics: dict[str, LayerQuadric] | None = None
-    if costs_model.needs_spectrum or rounding == "major-axis":
+    if costs_model.needs_spectrum or rounding != "nearest":
         if curvature is None:
-            needs_eig = costs_model.curvature == "eigen" or costs_model.lossless or rounding == "major-axis"
+            needs_eig = costs_model.curvature == "eigen" or costs_model.lossless or rounding != "nearest"
             extract_settings = settings if needs_eig else dataclasses.replace(settings, k=0)
             curvature = extract_curvature(model, loss_fn, batches, settings=extract_settings, layers=op.names,
                                           cache_dir=cache_dir, show_progress=False, description=name)
         missing = [n for n in op.names if n not in curvature.names]
         if missing:
             raise ProblemError(f"the curvature result lacks layers {missing[:3]}", field="curvature")
-        if costs_model.curvature == "eigen" or costs_model.lossless or rounding == "major-axis":
+        if costs_model.curvature == "eigen" or costs_model.lossless or rounding != "nearest":
             quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in op.names}
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
     candidates = quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
     errors = {c.name: c.errors() for c in candidates}
     edges, graph_note = _edges(model, op.names, name)
-    pairs: list[tuple[str, str]] = []
-    if interactions:
-        from cetopt.problem.graph import adjacent_pairs, layer_graph
+    from cetopt.problem.graph import adjacent_pairs, layer_graph, tie_groups
 
-        skeleton = AllocationProblem(name=name, layers=tuple(
-            Layer(name=n, params=int(p.numel()), choices=(Choice(bits=8, loss=0.0),)) for n, p in zip(op.names, op.params)),
-            budget=Budget(avg_bits=8.0), edges=edges)
-        pairs = adjacent_pairs(layer_graph(skeleton))
+    skeleton = AllocationProblem(name=name, layers=tuple(
+        Layer(name=n, params=int(p.numel()), choices=(Choice(bits=8, loss=0.0),)) for n, p in zip(op.names, op.params)),
+        budget=Budget(avg_bits=8.0), edges=edges)
+    graph = layer_graph(skeleton)
+    ties = [tuple(t) for t in tie_groups(graph)] if tie_residuals else []
+    pairs = adjacent_pairs(graph) if interactions else []
     forms = quadratic_forms(op, errors, gradient=gradient, pairs=pairs) if (
         costs_model.needs_quadratic_forms or costs_model.lossless or pairs) else None
     grads = {n: g.detach().double().cpu().numpy().ravel() for n, g in zip(op.names, gradient)}
     macs = _macs(op.model, op.names, op.batches[0], loss_fn)
-    problem_layers, kept, removed = [], {}, {}
+    admissible: dict[str, set[int]] = {}
+    fallback_bits: dict[str, int] = {}
+    scored: dict[str, np.ndarray] = {}
     for cand in candidates:
         flat = [e.detach().double().cpu().numpy().ravel() for e in errors[cand.name]]
         linear = np.array([grads[cand.name] @ d for d in flat])
@@ -202,10 +199,23 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         if layer_eps is not None:
             keep &= costs <= layer_eps
             fallback = int(np.argmin(costs))
-        idx = _admissible(keep, costs, fallback)
+        admissible[cand.name] = {cand.choices[i].bits for i in np.flatnonzero(keep)}
+        fallback_bits[cand.name] = cand.choices[fallback].bits
+        scored[cand.name] = costs
+    for tie in ties:  # tied layers share a bit-width: keep the bits every member admits
+        common = set.intersection(*(admissible[n] for n in tie))
+        if not common:
+            common = {min(fallback_bits[n] for n in tie)} if layer_eps is not None else {max(fallback_bits[n] for n in tie)}
+        for n in tie:
+            admissible[n] = common
+    problem_layers, kept, removed = [], {}, {}
+    for cand in candidates:
+        costs = scored[cand.name]
+        allowed = admissible[cand.name] or {fallback_bits[cand.name]}
+        idx = np.array([i for i, c in enumerate(cand.choices) if c.bits in allowed])
         kept[cand.name] = idx
         if idx.size < len(costs):
-            removed[cand.name] = [cand.choices[i].bits for i in range(len(costs)) if i not in set(idx.tolist())]
+            removed[cand.name] = [c.bits for c in cand.choices if c.bits not in allowed]
         p = weights[cand.name]
         problem_layers.append(Layer(
             name=cand.name, params=int(p.numel()), macs=macs.get(cand.name), shape=(int(p.shape[0]), int(p[0].numel())),
@@ -229,10 +239,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         minimize = Minimize.LOSS
     problem = AllocationProblem(name=name, layers=tuple(problem_layers), budget=budget or Budget(avg_bits=4.0),
                                 edges=edges, interactions=tuple(terms), minimize=minimize, metadata=info)
-    if tie_residuals:
-        from cetopt.problem.graph import layer_graph, tie_groups
-
-        problem = problem.with_changes(ties=tuple(tie_groups(layer_graph(problem))))
+    if ties:
+        problem = problem.with_changes(ties=tuple(ties))
     chosen = {c.name: tuple(c.weights[i] for i in kept[c.name]) for c in candidates}
     return BuiltProblem(problem=problem, weights=chosen, curvature=curvature)
 

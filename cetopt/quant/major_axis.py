@@ -87,7 +87,7 @@ def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gra
 
 
 def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spec: QuantizerSpec = QuantizerSpec(),
-                     *, ratios: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8), use_gradient: bool = True,
+                     *, ratios: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8), use_gradient: bool = False,
                      max_rounds: int = 200) -> MajorAxisRounding:
     """Quantise ``weight`` to ``bits`` on the quantiser's grid, rounding toward the quadric's major axes.
 
@@ -96,7 +96,9 @@ def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spe
         bits: 2..16 (1-bit sign quantisation has no rounding choice).
         spec: grid layout (symmetric or not, per channel or not); its ``clip`` is replaced by ``ratios``.
         ratios: clipping ratios tried (1 = the full range).
-        use_gradient: include g.d in the objective (LLC's first-order term) or only the curvature energy.
+        use_gradient: include g.d in the objective (LLC's first-order term) or only the curvature energy
+            (the default: CET's rule; with every layer rounded at once the gradient version overfits the
+            calibration gradient, e.g. MNIST-1D ResNet at 4 bits: 24.7% vs 91.6% accuracy).
     """
     if not 2 <= bits <= 16:
         raise ProblemError(f"major-axis rounding needs 2..16 bits, got {bits}", field="bits")

@@ -106,20 +106,20 @@ def test_llc_keeps_only_lossless_candidates_and_minimises_size(setup) -> None:  
     assert result.success and result.objective == pytest.approx(solve(b.problem, "bruteforce").objective)
 
 
-def test_major_axis_candidates_lower_the_model_change_and_apply_as_scored(setup) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("rounding, method", [("major-axis", "cet-nograd"), ("major-axis-gradient", "cet")])
+def test_major_axis_candidates_lower_their_model_and_apply_as_scored(setup, rounding: str, method: str) -> None:  # type: ignore[no-untyped-def]
     model, data, hessian, _, _ = setup
-    nearest, major = built(setup, "cet"), built(setup, "cet", rounding="major-axis")
-    g = gradient(model, data)
+    nearest, major = built(setup, method), built(setup, method, rounding=rounding)
+    g = gradient(model, data) if method == "cet" else np.zeros(35)
     for bits in (2, 3, 4):
         plan = {"0": bits, "2": bits}
         d = plan_error(major, plan, model)
-        assert evaluate(major.problem, {n: BITS.index(bits) for n in plan}).loss <= \
-            evaluate(nearest.problem, {n: BITS.index(bits) for n in plan}).loss + 1e-12
+        block = {n: BITS.index(bits) for n in plan}
+        assert evaluate(major.problem, block).loss <= evaluate(nearest.problem, block).loss + 1e-12
         applied = major.apply(model, plan)
         got = np.concatenate([applied[i].weight.detach().numpy().ravel() for i in (0, 2)])
         want = np.concatenate([model[i].weight.detach().numpy().ravel() for i in (0, 2)]) + d
         np.testing.assert_allclose(got, want)
-        block = {n: BITS.index(bits) for n in plan}
         assert evaluate(major.problem, block).loss == pytest.approx(
             g @ d + 0.5 * sum(d[s] @ hessian[s, s] @ d[s] for s in (slice(0, 20), slice(20, 35))), rel=1e-7)
 

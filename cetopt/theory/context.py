@@ -1,0 +1,137 @@
+"""What every numerical check needs about one zoo model: its curvature, each layer's quadric, a curvature
+operator for exact products, the allocation problems, and fast measurements of perturbed weights."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from cetopt.builders.second_order import BuiltProblem
+from cetopt.curvature.extract import CurvatureSettings, extract_curvature
+from cetopt.curvature.operator import CurvatureOperator
+from cetopt.curvature.result import CurvatureResult
+from cetopt.geometry.layer import LayerQuadric
+from cetopt.pipeline import ZooTask, build_task_problem
+from cetopt.problem.model import Budget
+
+DEFAULT_BITS = (2, 3, 4, 5, 6, 8)
+
+
+@dataclass
+class ProofContext:
+    """One model's curvature and helpers shared by the checks.
+
+    Attributes:
+        task: the zoo task (model, calibration data, loss, evaluation).
+        curvature: gradients, traces, eigenpairs of every quantisable layer.
+        quadrics: layer -> LayerQuadric.
+        operator: exact Hessian-vector products on the calibration data.
+        bits: candidate bit-widths of the problems.
+        settings: the curvature settings used.
+    """
+
+    task: ZooTask
+    curvature: CurvatureResult
+    quadrics: dict[str, LayerQuadric]
+    operator: CurvatureOperator
+    bits: tuple[int, ...] = DEFAULT_BITS
+    settings: CurvatureSettings = field(default_factory=CurvatureSettings)
+    _work: torch.nn.Module | None = None
+    _built: dict[Any, BuiltProblem] = field(default_factory=dict)
+    _base_loss: float | None = None
+
+    @classmethod
+    def create(cls, task: ZooTask, *, bits: Sequence[int] = DEFAULT_BITS,
+               settings: CurvatureSettings | None = None) -> "ProofContext":
+        """Extract (or load from cache) the task's curvature with k eigenpairs per end of each spectrum."""
+        settings = settings or CurvatureSettings(k=16, lanczos_iterations=48)
+        layers = None
+        if task.exclude:
+            from cetopt.curvature.layers import find_layers
+
+            layers = [r.name for r in find_layers(task.model, exclude=task.exclude)]
+        curvature = extract_curvature(task.model, task.loss_fn, task.calibration, settings=settings, layers=layers,
+                                      show_progress=False, description=task.name)
+        operator = CurvatureOperator(task.model, task.loss_fn, task.calibration, layers=curvature.names,
+                                     device=settings.device, dtype=settings.torch_dtype())
+        quadrics = {layer.name: LayerQuadric.from_curvature(layer) for layer in curvature.layers}
+        return cls(task=task, curvature=curvature, quadrics=quadrics, operator=operator, bits=tuple(bits),
+                   settings=settings)
+
+    # ------------------------------------------------------------------ problems
+    def built(self, method: str = "cet", *, avg_bits: float | None = 3.0, **options: Any) -> BuiltProblem:
+        """The task's problem for ``method`` (cached per arguments; the budget is changed cheaply)."""
+        key = (method, method == "llc" and avg_bits is None, tuple(sorted(options.items())))
+        if key not in self._built:
+            budget = None if method == "llc" and avg_bits is None else Budget(avg_bits=avg_bits or 3.0)
+            self._built[key] = build_task_problem(self.task, bits=self.bits, method=method, budget=budget,
+                                                  settings=self.settings, curvature=self.curvature, **options)
+        built = self._built[key]
+        if avg_bits is None:
+            return built
+        return BuiltProblem(problem=built.problem.with_budget(Budget(avg_bits=avg_bits)), weights=built.weights,
+                            curvature=built.curvature)
+
+    # ------------------------------------------------------------------ measurements
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        modules = dict(self.task.model.named_modules())
+        return {name: modules[name].weight.detach() for name in self.curvature.names}
+
+    def _model_with(self, replaced: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        if self._work is None:
+            self._work = copy.deepcopy(self.task.model)
+        modules = dict(self._work.named_modules())
+        originals = self.weights
+        for name in self.curvature.names:
+            target = modules[name].weight
+            target.data.copy_(replaced.get(name, originals[name]).to(target.dtype))
+        return self._work
+
+    def loss(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
+        """Mean calibration loss with some layers' weights replaced."""
+        model = self._model_with(replaced or {})
+        with torch.no_grad():
+            return sum(float(self.task.loss_fn(model, b)) for b in self.task.calibration) / len(self.task.calibration)
+
+    @property
+    def base_loss(self) -> float:
+        if self._base_loss is None:
+            self._base_loss = self.loss()
+        return self._base_loss
+
+    def dloss(self, replaced: Mapping[str, torch.Tensor]) -> float:
+        """Measured change of the mean calibration loss."""
+        return self.loss(replaced) - self.base_loss
+
+    def metric(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
+        """The task's headline metric (accuracy, agreement or fidelity) with weights replaced."""
+        return float(next(iter(self.task.evaluate(self._model_with(replaced or {})).values())))
+
+    def perturbed(self, name: str, direction: np.ndarray, step: float) -> dict[str, torch.Tensor]:
+        """Layer ``name``'s weight moved by ``step`` x ``direction`` (flattened layout)."""
+        w = self.weights[name]
+        delta = torch.from_numpy(np.asarray(direction, dtype=np.float64) * step).reshape(w.shape).to(w.dtype)
+        return {name: w + delta}
+
+    def directional_curvature(self, name: str, directions: np.ndarray) -> np.ndarray:
+        """u'H_ll u for each row u of ``directions`` (exact, from Hessian-vector products)."""
+        index = self.curvature.names.index(name)
+        w = self.weights[name]
+        block = torch.from_numpy(np.asarray(directions, dtype=np.float64)).reshape(-1, *w.shape).to(w)
+        products = self.operator.cross_block_hvp(index, index, block)
+        return (block * products).reshape(block.shape[0], -1).sum(dim=1).double().cpu().numpy()
+
+    def full_quadratic(self, errors: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+        """(g.d, d'Hd) for a whole-model error (every cross-layer block included), by one full product."""
+        names = self.operator.names
+        vectors = [errors.get(n, torch.zeros_like(p)).to(p) for n, p in zip(names, self.operator.params)]
+        products = self.operator.hvp(vectors)
+        quad = float(sum((v * hv).sum() for v, hv in zip(vectors, products)))
+        linear = float(sum(float(np.asarray(self.curvature.layer(n).gradient) @ v.detach().double().cpu().numpy().ravel())
+                           for n, v in zip(names, vectors)))
+        return linear, quad
