@@ -41,6 +41,7 @@ problems: $(STAMP)
 	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint size --alpha 0.5 --out problems/hawq-v3/resnet18-size0.5.json
 	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint bops --alpha 0.5 --out problems/hawq-v3/resnet18-bops0.5.json
 	$(BIN)/cetopt make-problem synthetic --layers 50 --choices 6 --seed 0 --avg-bits 4 --out problems/synthetic/synthetic-50x6-s0.json
+	$(BIN)/cetopt make-problem synthetic --layers 500 --choices 6 --seed 1 --avg-bits 4 --out problems/synthetic/synthetic-500x6-s1.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

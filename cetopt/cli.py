@@ -216,6 +216,23 @@ def _int_list(text: str, option: str) -> list[int]:
         raise ProblemError(f"{option} expects comma-separated integers, got {text!r}") from None
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cetopt.bench.runner import QUICK_BUDGETS, QUICK_PROBLEMS, QUICK_SOLVERS, BenchSpec, run_bench
+
+    try:
+        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else list(QUICK_BUDGETS)
+    except ValueError:
+        raise ProblemError(f"--budgets expects comma-separated numbers, got {args.budgets!r}") from None
+    if args.jobs < 1:
+        raise ProblemError(f"--jobs must be >= 1, got {args.jobs}")
+    spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
+                     baselines=[b for b in args.baselines.split(",") if b], time_limit=args.time_limit,
+                     measure=not args.no_measure)
+    result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots)
+    print(f"{result.ran} cells run, {result.reused} reused; wrote " + ", ".join(str(f) for f in result.files))
+    return EXIT_OK
+
+
 def cmd_prove(args: argparse.Namespace) -> int:
     from cetopt.theory.prove import CHECKS, prove
 
@@ -295,6 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "subject to predicted dL <= 0)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("bench", help="benchmark problems/ x solvers/ x budgets, with baselines and measured metrics; "
+                                     "writes results.csv, summary.md and plots (resumable)")
+    p.add_argument("--quick", action="store_true", help="the small default set (digits, MNIST-1D, HAWQ-V3 ResNet-18, "
+                                                        "synthetic; 6 solvers; 5 budgets), about a minute on 2 cores")
+    p.add_argument("--problems", nargs="+", help="problem files or globs (default: the quick set)")
+    p.add_argument("--solvers", nargs="+", help="solver configs (solvers/*.toml), globs or backend names")
+    p.add_argument("--budgets", help="average-bits budgets, comma-separated (default 2.5,3,4,5,6)")
+    p.add_argument("--baselines", default="uniform,hawq-v3", help="baseline allocations ('' for none)")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve")
+    p.add_argument("--no-measure", action="store_true", help="do not apply plans to zoo models")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="results directory (reused to resume)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("prove", help="run the seven numerical checks of the CET geometry on a zoo model; write a "
                                      "markdown report with plots")

@@ -59,3 +59,16 @@ def result_table(result: SolveResult) -> str:
         text += "\n\n" + format_table(["layer", "bits", "choice"],
                                       [[n, b, result.choices[n]] for n, b in result.bits.items()])
     return text
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table (floats to 4 significant digits, pipes escaped)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

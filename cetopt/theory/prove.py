@@ -16,7 +16,8 @@ from cetopt.theory.allocation import (PlanMeasurement, check_allocation, equal_s
 from cetopt.theory.axes import check_complementary, check_lossless, check_major_axis, check_quadric_types
 from cetopt.theory.context import ProofContext
 from cetopt.theory.prediction import check_additivity, check_per_layer_prediction
-from cetopt.theory.report import CheckResult, _markdown_table, render_report, text_summary
+from cetopt.tables import markdown_table
+from cetopt.theory.report import CheckResult, render_report, text_summary
 
 CHECKS: dict[int, Callable[..., CheckResult]] = {
     1: check_per_layer_prediction, 2: check_quadric_types, 3: check_major_axis, 4: check_complementary,
@@ -27,11 +28,11 @@ CHECKS: dict[int, Callable[..., CheckResult]] = {
 def _equal_size_section(ctx: ProofContext, rows: Sequence[PlanMeasurement], lossless: dict[str, PlanMeasurement | None],
                         figures: Sequence[str]) -> str:
     fp = ctx.metric()
-    table = _markdown_table(
+    table = markdown_table(
         ["avg bits", "method", "achieved bits", "predicted dL", "measured dL", "metric", "vs FP", "status"],
         [[f"{r.budget_bits:g}", r.label, f"{r.avg_bits:.3f}", "-" if r.predicted is None else r.predicted, r.measured,
           f"{r.metric:.4f}", f"{r.metric - fp:+.4f}", r.status] for r in rows])
-    smallest = _markdown_table(
+    smallest = markdown_table(
         ["method", "smallest avg bits with metric >= FP", "x vs FP32", "metric"],
         [[k, "none on the grid" if m is None else f"{m.avg_bits:.3f}", "-" if m is None else f"{32 / m.avg_bits:.1f}x",
           "-" if m is None else f"{m.metric:.4f}"] for k, m in lossless.items()])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cetopt._atomic import atomic_write_text
-from cetopt.tables import format_table
+from cetopt.tables import format_table, markdown_table
 
 
 class Verdict(StrEnum):
@@ -48,20 +48,9 @@ class CheckResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def render_report(title: str, preamble: str, checks: Sequence[CheckResult], extra_sections: Sequence[str] = ()) -> str:
     """The markdown text of a proof report."""
-    summary = _markdown_table(["#", "check", "statistic", "value", "tolerance", "verdict"],
+    summary = markdown_table(["#", "check", "statistic", "value", "tolerance", "verdict"],
                               [[c.number, c.title, c.statistic, c.value, c.tolerance, f"**{c.verdict.value}**"]
                                for c in checks])
     parts = [f"# {title}", preamble, "## Summary", summary]
@@ -73,7 +62,7 @@ def render_report(title: str, preamble: str, checks: Sequence[CheckResult], extr
         for fig in c.figures:
             parts.append(f"![{c.title}]({fig})")
         if c.table is not None:
-            parts.append(_markdown_table(*c.table))
+            parts.append(markdown_table(*c.table))
     parts.extend(extra_sections)
     return "\n\n".join(parts) + "\n"
 
