@@ -95,7 +95,7 @@ def _run_in_worker(cell: Cell) -> tuple[Cell, dict[str, Any]]:
 def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, show_progress: bool = True,
               plots: bool = True, on_row: Callable[[dict[str, Any]], None] | None = None) -> BenchResult:
     """Run every cell of ``spec`` not already finished in ``out``; write results.csv, summary.md and plots."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out_dir = Path(out)
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
