@@ -7,16 +7,15 @@ import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cetopt._versions import package_versions
 from cetopt.problem.evaluate import choices_from_bits, evaluate
 from cetopt.problem.io import load_problem
 from cetopt.problem.model import AllocationProblem, Budget
 
 BASELINES = ("uniform", "hawq-v3")
-VERSIONED = ("cetopt", "numpy", "scipy", "torch", "cvxpy", "ortools", "highspy", "networkx")
 
 
 @dataclass(frozen=True)
@@ -46,16 +45,9 @@ class Cell:
         return Path(self.problem).stem
 
 
-@lru_cache(maxsize=1)
 def versions() -> str:
     """Installed versions of cetopt and the numerical stack, as a JSON string (recorded in every row)."""
-    found = {}
-    for package in VERSIONED:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return json.dumps(found, sort_keys=True)
+    return json.dumps(package_versions(), sort_keys=True)
 
 
 @lru_cache(maxsize=4)

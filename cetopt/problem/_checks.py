@@ -24,6 +24,9 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+MAX_EXACT_INT = 2 ** 53  # integers a float64 represents exactly
+
+
 def check_int(value: Any, field: str, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as an int, or raise naming ``field`` (bools and floats with fractions refused)."""
     if _is_bool(value) or not isinstance(value, (int, float)):
@@ -32,6 +35,9 @@ def check_int(value: Any, field: str, *, low: int | None = None, high: int | Non
         if not math.isfinite(value) or value != int(value):
             raise ProblemError(f"expected an integer, got {value!r}", field=field)
         value = int(value)
+    if abs(value) > MAX_EXACT_INT:
+        raise ProblemError(f"expected an integer of magnitude <= 2^53 (counts beyond that cannot be added exactly), "
+                           f"got {str(value)[:40]}{'...' if len(str(value)) > 40 else ''}", field=field)
     if low is not None and value < low:
         raise ProblemError(f"expected an integer >= {low}, got {value}", field=field)
     if high is not None and value > high:
@@ -43,7 +49,10 @@ def check_float(value: Any, field: str, *, low: float | None = None, positive: b
     """Return ``value`` as a finite float, or raise naming ``field``."""
     if _is_bool(value) or not isinstance(value, (int, float)):
         raise ProblemError(f"expected a number, got {type(value).__name__} {value!r:.40}", field=field)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ProblemError(f"expected a finite number, got an integer with {len(str(value))} digits", field=field) from None
     if not math.isfinite(number):
         raise ProblemError(f"expected a finite number, got {value!r}", field=field)
     if positive and number <= 0:

@@ -19,7 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from cetopt.errors import ProblemError
-from cetopt.problem.evaluate import budget_slack
+from cetopt.problem.evaluate import budget_slack, loss_scale
 from cetopt.problem.model import AllocationProblem, Minimize
 
 MAX_TIE_OPTIONS = 4096  # options one tie group may expand to (product of same-bit choices of its members)
@@ -59,15 +59,23 @@ class PairTerm:
 
 @dataclass(frozen=True)
 class CompiledProblem:
-    """A problem reduced to groups and options (see module docstring)."""
+    """A problem reduced to groups and options (see module docstring).
+
+    Losses (group options, pair terms, ``max_loss``) are divided by ``loss_unit``, the problem's largest
+    |loss|, so every backend sees losses of order 1 whatever the model's scale (1e-12 or 1e6): its
+    tolerances then mean the same thing on every problem, and rescaling all losses leaves every answer
+    unchanged (tests/reliability/test_stress.py). ``objective_values`` and backend bounds are in these
+    units; :func:`cetopt.solve` reports the problem's own units.
+    """
 
     problem: AllocationProblem
     groups: tuple[Group, ...]
     pairs: tuple[PairTerm, ...]
     max_size: float | None  # limits include the budget slack of cetopt.problem.evaluate
     max_bops: float | None
-    max_loss: float | None
+    max_loss: float | None  # in loss units (below)
     minimize: Minimize
+    loss_unit: float = 1.0  # compiled losses are the problem's divided by this (its largest |loss|)
 
     @property
     def n_groups(self) -> int:
@@ -172,6 +180,7 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
         for m in members:
             group_of[m] = g
     need_bops = problem.budget.bops is not None
+    unit = loss_scale(problem) if loss_scale(problem) > 1e-300 else 1.0  # losses in units of the largest |loss|
     groups = []
     for members in member_lists:
         options = _group_options(problem, members)
@@ -181,7 +190,7 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
         bops = np.zeros(options.shape[0]) if need_bops else None
         for col, layer in enumerate(layers):
             picked = [layer.choices[i] for i in options[:, col]]
-            loss += [c.loss for c in picked]
+            loss += [c.loss / unit for c in picked]
             size += [layer.size_bits(c) for c in picked]
             if bops is not None:
                 values = [layer.bops(c, problem.activation_bits) for c in picked]
@@ -195,7 +204,7 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
     for term in problem.interactions:
         ia, ib = problem.layer_index(term.a), problem.layer_index(term.b)
         ga, gb = group_of[ia], group_of[ib]
-        matrix = np.asarray(term.loss, dtype=np.float64)
+        matrix = np.asarray(term.loss, dtype=np.float64) / unit
         pos_a, pos_b = groups[ga][0].index(ia), groups[gb][0].index(ib)
         if ga == gb:
             opts = groups[ga][1]
@@ -214,16 +223,17 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
     pairs = tuple(PairTerm(a=a, b=b, matrix=m) for (a, b), m in sorted(pair_mats.items()))
     return CompiledProblem(
         problem=problem, groups=compiled_groups, pairs=pairs, max_size=_with_slack(problem.max_size_bits),
-        max_bops=_with_slack(problem.budget.bops), max_loss=_with_slack(problem.budget.max_loss),
-        minimize=problem.minimize,
+        max_bops=_with_slack(problem.budget.bops),
+        max_loss=None if problem.budget.max_loss is None else _with_slack(problem.budget.max_loss / unit),
+        minimize=problem.minimize, loss_unit=unit,
     )
 
 
 def fits(value: float, limit: float | None) -> bool:
     """Whether ``value`` meets a compiled limit (which already includes the budget slack); backends use
     this, never :func:`cetopt.problem.evaluate.within`, so the slack is not applied twice."""
-    return limit is None or value <= limit + 1e-12 * max(1.0, abs(limit))
+    return limit is None or value <= limit + 1e-12 * abs(limit)
 
 
-def _with_slack(limit: float | None) -> float | None:
-    return None if limit is None else limit + budget_slack(limit)
+def _with_slack(limit: float | None, scale: float = 1.0) -> float | None:
+    return None if limit is None else limit + budget_slack(limit, scale)

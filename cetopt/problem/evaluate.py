@@ -47,14 +47,24 @@ class Evaluation:
         return not self.violations
 
 
-def budget_slack(limit: float) -> float:
-    """The absolute slack allowed on a budget ``limit``."""
-    return BUDGET_RTOL * max(1.0, abs(limit))
+def budget_slack(limit: float, scale: float = 1.0) -> float:
+    """The absolute slack allowed on a budget ``limit``: BUDGET_RTOL relative to the larger of |limit| and
+    ``scale``, the magnitude of the terms summed (1 bit for sizes; the largest |loss| for loss budgets, so
+    that rescaling every loss by any factor rescales the slack too and leaves every verdict unchanged)."""
+    return BUDGET_RTOL * max(scale, abs(limit))
 
 
-def within(value: float, limit: float) -> bool:
+def loss_scale(problem: AllocationProblem) -> float:
+    """The largest |loss| of any choice or interaction entry (a tiny positive number when all are 0)."""
+    largest = max((abs(c.loss) for layer in problem.layers for c in layer.choices), default=0.0)
+    for term in problem.interactions:
+        largest = max(largest, max(abs(v) for row in term.loss for v in row))
+    return largest if largest > 0 else 1e-300
+
+
+def within(value: float, limit: float, scale: float = 1.0) -> bool:
     """``value <= limit`` up to the budget slack (and a little more, for backends' own rounding)."""
-    return value <= limit + 1.01 * budget_slack(limit)
+    return value <= limit + 1.01 * budget_slack(limit, scale)
 
 
 def evaluate(problem: AllocationProblem, choices: Mapping[str, int]) -> Evaluation:
@@ -99,7 +109,7 @@ def evaluate(problem: AllocationProblem, choices: Mapping[str, int]) -> Evaluati
             violations.append("a BOPs budget is set but some layer has neither macs nor bops")
         elif not within(bops, budget.bops):
             violations.append(f"BOPs {bops:.6g} exceed the budget {budget.bops:.6g}")
-    if budget.max_loss is not None and not within(loss, budget.max_loss):
+    if budget.max_loss is not None and not within(loss, budget.max_loss, loss_scale(problem)):
         violations.append(f"loss {loss:.6g} exceeds max_loss {budget.max_loss:.6g}")
     total_params = problem.total_params
     objective = size if problem.minimize is Minimize.SIZE else loss

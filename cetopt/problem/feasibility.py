@@ -62,6 +62,6 @@ def budget_shortfalls(compiled: CompiledProblem) -> list[str]:
         out.append(f"bops budget {compiled.max_bops:.6g} cannot be met: the smallest feasible BOPs is {low.bops:.6g}")
     if compiled.max_loss is not None and not within(low.loss, compiled.max_loss):
         qualifier = "" if low.loss_exact else "at least "
-        out.append(f"max_loss {compiled.max_loss:.6g} cannot be met: the smallest achievable loss is "
-                   f"{qualifier}{low.loss:.6g}")
+        out.append(f"max_loss {compiled.problem.budget.max_loss:.6g} cannot be met: the smallest achievable loss is "
+                   f"{qualifier}{low.loss * compiled.loss_unit:.6g}")
     return out

@@ -357,6 +357,8 @@ class AllocationProblem:
             if isinstance(group, str) or not isinstance(group, (tuple, list)) or len(group) < 2:
                 raise ProblemError("a tie group is a list of at least two layer names", field=f"ties[{g}]")
             for j, name in enumerate(group):
+                if not isinstance(name, str):
+                    raise ProblemError(f"expected a layer name, got {type(name).__name__}", field=f"ties[{g}][{j}]")
                 if name not in self._index:  # type: ignore[attr-defined]
                     raise ProblemError(f"unknown layer {name!r}", field=f"ties[{g}][{j}]")
                 if name in owner:

@@ -68,20 +68,52 @@ class Plan:
         for name, entry in layers.items():
             if not isinstance(entry, dict) or not isinstance(entry.get("bits"), int) or isinstance(entry["bits"], bool):
                 raise ProblemError("expected {\"bits\": <int>}", field=f"layers.{name}")
+            if not 1 <= entry["bits"] <= 16:
+                raise ProblemError(f"bits must be in 1..16, got {entry['bits']}", field=f"layers.{name}.bits")
             bits[name] = entry["bits"]
+        quantizer = data.get("quantizer", {})
+        if not isinstance(quantizer, dict):
+            raise ProblemError("expected an object of quantizer settings", field="quantizer")
+        defaults = QuantizerSpec().to_dict()
+        for key, value in quantizer.items():
+            if key not in defaults:
+                raise ProblemError(f"unknown quantizer setting {key!r}; known: {sorted(defaults)}", field="quantizer")
+            want = type(defaults[key])
+            ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise ProblemError(f"expected {want.__name__}, got {value!r:.40}", field=f"quantizer.{key}")
+        activation, model, extra = data.get("activation"), data.get("model", ""), data.get("extra", {})
+        if activation is not None and not isinstance(activation, dict):
+            raise ProblemError("expected an object or null", field="activation")
+        if not isinstance(model, str):
+            raise ProblemError("expected a string", field="model")
+        if not isinstance(extra, dict):
+            raise ProblemError("expected an object", field="extra")
+        return cls(bits=bits, quantizer=QuantizerSpec(**quantizer), activation=activation, model=model, extra=extra)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "<string>") -> "Plan":
+        """Parse a plan from JSON text (errors name the source and the field)."""
+        def reject(name: str) -> None:
+            raise ProblemError(f"{name} is not a number", field="layers")
+
         try:
-            quantizer = QuantizerSpec(**data.get("quantizer", {}))
-        except TypeError as err:
-            raise ProblemError(f"unknown quantizer setting ({err})", field="quantizer") from None
-        return cls(bits=bits, quantizer=quantizer, activation=data.get("activation"), model=data.get("model", ""),
-                   extra=data.get("extra", {}))
+            data = json.loads(text, parse_constant=reject)
+        except RecursionError:
+            raise ProblemError(f"{source}: JSON nested too deeply") from None
+        except ValueError as err:  # not JSON, or not UTF-8
+            raise ProblemError(f"{source}: not a valid plan file ({err})") from None
+        return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Plan":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ProblemError(f"cannot read plan {path}: {err}") from None
+            raw = Path(path).read_bytes()
+        except OSError as err:
+            raise ProblemError(f"cannot read plan {path}: {err.strerror}") from None
+        return cls.from_json(raw, str(path))
 
 
 @dataclass(frozen=True)

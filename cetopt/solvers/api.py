@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from cetopt._versions import package_versions
+
 from cetopt.errors import UnsupportedProblemError
 from cetopt.problem.compiled import CompiledProblem, compile_problem
 from cetopt.problem.evaluate import BUDGET_RTOL, evaluate
 from cetopt.problem.feasibility import budget_shortfalls
-from cetopt.problem.model import AllocationProblem
+from cetopt.problem.model import AllocationProblem, Minimize
 from cetopt.solvers.base import Solver
 from cetopt.solvers.config import SolverConfig, load_solver_config
 from cetopt.solvers.registry import get_solver
@@ -95,6 +97,8 @@ def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options:
     """Score a backend's Outcome against the problem and build the SolveResult."""
     problem = compiled.problem
     status, message, bound = outcome.status, outcome.message, outcome.bound
+    if bound is not None and compiled.minimize is Minimize.LOSS:
+        bound = bound * compiled.loss_unit  # backends work in the compiled loss units
     fields: dict[str, Any] = dict(bits={}, choices={}, objective=None, loss=None, size_bits=None, avg_bits=None,
                                   ratio=None, bops=None)
     if outcome.option is not None and status in (Status.OPTIMAL, Status.FEASIBLE):
@@ -130,7 +134,7 @@ def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options:
     return SolveResult(
         status=status, bound=bound, gap=gap, seconds=seconds, solver=solver, options=options,
         limit=outcome.limit, message=message.strip().strip(";").strip(), problem=problem.name,
-        extra=dict(outcome.extra), **fields)
+        extra=dict(outcome.extra), versions=package_versions(), **fields)
 
 
 __all__ = ["BUDGET_RTOL", "DEFAULT_SOLVER", "finish", "solve"]

@@ -141,7 +141,7 @@ class CvxpyRelaxationSolver(Solver):
         value = float(relaxed.problem.value) * relaxed.obj_scale
         # an inaccurate relaxation still guides the rounding, but its value certifies nothing
         bound = value - BOUND_MARGIN * max(1.0, abs(value)) if status == cp.OPTIMAL else None
-        extra["relaxation_value"] = value
+        extra["relaxation_value"] = value * (compiled.loss_unit if compiled.minimize is Minimize.LOSS else 1.0)
         values = np.asarray(relaxed.x.value)
         option = np.array([int(np.argmax(values[o:o + k])) for o, k in zip(offsets, sizes)], dtype=np.int64)
         extra["fractional_groups"] = int(sum(values[o:o + k].max() < 1 - 1e-6 for o, k in zip(offsets, sizes)))

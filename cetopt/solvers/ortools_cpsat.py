@@ -49,7 +49,8 @@ class CpSatOptions:
 
 
 def _integral(values: np.ndarray) -> bool:
-    return bool(np.all(np.abs(values - np.round(values)) <= 1e-9 * np.maximum(1.0, np.abs(values))))
+    """Exactly integral (a tolerance would call losses of 1e-12 "integral" and round them all to 0)."""
+    return bool(np.all(values == np.round(values)))
 
 
 @dataclass(frozen=True)

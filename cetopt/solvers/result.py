@@ -97,6 +97,8 @@ class SolveResult:
         limit: which limit stopped it ("time"), or None.
         message: notes, tolerances, the reason for infeasibility.
         problem: the problem's name.
+        extra: backend-specific numbers (nodes, relaxation values).
+        versions: cetopt, numpy, scipy, torch, cvxpy, ortools, highspy, networkx versions it ran with.
     """
 
     bits: Mapping[str, int]
@@ -117,6 +119,7 @@ class SolveResult:
     message: str
     problem: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, str | None] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:

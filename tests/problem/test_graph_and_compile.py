@@ -31,7 +31,7 @@ def test_tie_groups_compile_to_shared_options() -> None:
     tied = compiled.groups[0]
     assert tied.members == (0, 1)
     np.testing.assert_array_equal(tied.options, [[1, 0], [2, 1]])  # 4 and 8 bits, the shared widths
-    np.testing.assert_allclose(tied.loss, [3.0, 0.5])
+    np.testing.assert_allclose(tied.loss * compiled.loss_unit, [3.0, 0.5])
     np.testing.assert_allclose(tied.size, [120.0, 240.0])
 
 
