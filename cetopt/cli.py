@@ -233,6 +233,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_levels(args: argparse.Namespace) -> int:
+    from cetopt.theory.levels import levels_report
+
+    try:
+        budgets = [float(b) for b in args.budgets.split(",")]
+    except ValueError:
+        raise ProblemError(f"--budgets expects comma-separated numbers, got {args.budgets!r}") from None
+    data = levels_report(args.model, args.out, budgets=budgets, log=lambda line: print(line, file=sys.stderr))
+    print(f"wrote {args.out / 'report.md'}: {len(data['points'])} plans")
+    return EXIT_OK
+
+
 def cmd_prove(args: argparse.Namespace) -> int:
     from cetopt.theory.prove import CHECKS, prove
 
@@ -327,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="results directory (reused to resume)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("levels", help="quantisation vs low-rank vs joint allocation on one Pareto plot, LLC's rank "
+                                      "rule and the series-expansion convergence proof, on a zoo model")
+    p.add_argument("model", help="zoo model (digits-mlp is the smallest)")
+    p.add_argument("--out", type=Path, required=True, help="report directory")
+    p.add_argument("--budgets", default="1.5,2,2.5,3,4,5,6", help="average-bits budgets, comma-separated")
+    p.set_defaults(func=cmd_levels)
 
     p = sub.add_parser("prove", help="run the seven numerical checks of the CET geometry on a zoo model; write a "
                                      "markdown report with plots")

@@ -7,7 +7,7 @@ size). Its error d = W_hat - W is what the cost models score, and its weight is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
@@ -73,4 +73,69 @@ def quantization_candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[
                 compressed.append(fake_quantize(weight, b, quantizer))
         out.append(LayerCandidates(name=name, original=weight, choices=tuple(Choice(bits=int(b), loss=0.0) for b in bits),
                                    weights=tuple(compressed)))
+    return out
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The compression levels a layer may take (one Choice each).
+
+    Attributes:
+        bits: plain quantisation at these bit-widths (rounded as the builder's ``rounding`` says).
+        rank_energies: low-rank: the smallest ranks keeping these fractions of ||W||_F^2 (truncated SVD).
+        rank_grid: low-rank: ranks as fractions of min(m, n) (e.g. 0.25 = a quarter of full rank).
+        rank_bits: storage bits of the low-rank factors (32 = floating point), one choice per rank and value.
+        series_bits, series_terms: series expansion: every (bits per term, number of terms) pair.
+    """
+
+    bits: tuple[int, ...] = (2, 3, 4, 6, 8)
+    rank_energies: tuple[float, ...] = ()
+    rank_grid: tuple[float, ...] = ()
+    rank_bits: tuple[int, ...] = (32,)
+    series_bits: tuple[int, ...] = ()
+    series_terms: tuple[int, ...] = field(default=(2,))
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: list(getattr(self, k)) for k in ("bits", "rank_energies", "rank_grid", "rank_bits", "series_bits",
+                                                     "series_terms")}
+
+
+def _ranks(weight: torch.Tensor, levels: Levels) -> list[int]:
+    from cetopt.quant.lowrank import ranks_for_energy
+
+    full = min(weight.shape[0], weight[0].numel())
+    ranks = set(ranks_for_energy(weight, levels.rank_energies)) if levels.rank_energies else set()
+    ranks |= {max(1, min(full, round(f * full))) for f in levels.rank_grid}
+    # a factorisation only saves storage when r (m + n) < m n
+    m, n = weight.shape[0], weight[0].numel()
+    return sorted(r for r in ranks if r * (m + n) < m * n)
+
+
+def level_candidates(weights: Mapping[str, torch.Tensor], levels: Levels, *, quantizer: QuantizerSpec = QuantizerSpec(),
+                     rounding: str = "nearest", quadrics: Mapping[str, LayerQuadric] | None = None
+                     ) -> list[LayerCandidates]:
+    """Candidates mixing quantisation, low-rank factorisation and series expansion (see :class:`Levels`)."""
+    from cetopt.quant.lowrank import low_rank
+    from cetopt.quant.series import series_expand
+
+    plain = {c.name: c for c in quantization_candidates(weights, levels.bits, quantizer=quantizer, rounding=rounding,
+                                                        quadrics=quadrics)} if levels.bits else {}
+    out = []
+    for name, weight in weights.items():
+        weight = weight.detach()
+        choices = list(plain[name].choices) if name in plain else []
+        compressed = list(plain[name].weights) if name in plain else []
+        for r in _ranks(weight, levels):
+            for b in levels.rank_bits:
+                compressed.append(low_rank(weight, r, bits=b, spec=quantizer).weight)
+                choices.append(Choice(bits=int(b), rank=int(r), loss=0.0))
+        for b in levels.series_bits:
+            for k in levels.series_terms:
+                if k > 1:
+                    compressed.append(series_expand(weight, b, k, quantizer).weight)
+                    choices.append(Choice(bits=int(b), terms=int(k), loss=0.0))
+        if not choices:
+            raise ProblemError(f"layer {name!r} has no candidate: the levels allow no quantisation and no rank that "
+                               "saves storage", field="levels")
+        out.append(LayerCandidates(name=name, original=weight, choices=tuple(choices), weights=tuple(compressed)))
     return out

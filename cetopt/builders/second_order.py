@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cetopt.builders.candidates import quantization_candidates
+from cetopt.builders.candidates import Levels, level_candidates, quantization_candidates
 from cetopt.builders.costs import cost_model, predicted_change
 from cetopt.curvature.extract import CurvatureSettings, extract_curvature
 from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn
@@ -78,12 +78,14 @@ class BuiltProblem:
     curvature: CurvatureResult | None = None
 
     def compressed_weights(self, bits: Mapping[str, int]) -> dict[str, torch.Tensor]:
-        """Layer -> compressed weight of the choice with the planned bit-width."""
-        out = {}
-        for layer in self.problem.layers:
-            index = [c.bits for c in layer.choices].index(bits[layer.name])
-            out[layer.name] = self.weights[layer.name][index]
-        return out
+        """Layer -> compressed weight of the choice with the planned bit-width (plain quantisation)."""
+        from cetopt.problem.evaluate import choices_from_bits
+
+        return self.weights_for_choices(choices_from_bits(self.problem, bits))
+
+    def weights_for_choices(self, choices: Mapping[str, int]) -> dict[str, torch.Tensor]:
+        """Layer -> compressed weight of a choice index (any level: bits, rank, terms)."""
+        return {layer.name: self.weights[layer.name][choices[layer.name]] for layer in self.problem.layers}
 
     def apply(self, model: nn.Module, bits: Mapping[str, int]) -> nn.Module:
         """A copy of ``model`` with each layer's weight replaced by its planned compressed weight."""
@@ -119,7 +121,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
           quantizer: QuantizerSpec = QuantizerSpec(), rounding: str = "nearest", layers: Sequence[str] | None = None,
           settings: CurvatureSettings | None = None, curvature: CurvatureResult | None = None,
           interactions: bool = False, layer_eps: float | None = None, max_loss: float = 0.0,
-          llc_radius: str = "directional", metadata: dict | None = None, tie_residuals: bool = True,
+          llc_radius: str = "directional", levels: Levels | None = None, metadata: dict | None = None, tie_residuals: bool = True,
           cache_dir: str | None | bool = None) -> BuiltProblem:
     """Build the allocation problem of ``model`` on calibration ``batches``.
 
@@ -137,6 +139,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         interactions: add exact cross-layer terms d_a' H_ab d_b for adjacent layers.
         layer_eps: keep only candidates inside E_l(eps) (the best candidate if none is).
         max_loss: LLC's bound on the total predicted change (0: lossless).
+        levels: compression levels beyond plain bit-widths (low-rank ranks, series terms); overrides ``bits``.
         llc_radius: "directional" (radius along each candidate's own error, curvature d'Hd/|d|^2) or
             "lambda-max" (the conservative ball, curvature lambda_max).
         tie_residuals: layers whose outputs are summed (traced with torch.fx) share a bit-width.
@@ -162,7 +165,10 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         if costs_model.curvature == "eigen" or costs_model.lossless or rounding != "nearest":
             quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in op.names}
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
-    candidates = quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
+    if levels is None:
+        candidates = quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
+    else:
+        candidates = level_candidates(weights, levels, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
     errors = {c.name: c.errors() for c in candidates}
     edges, graph_note = _edges(model, op.names, name)
     from cetopt.problem.graph import adjacent_pairs, layer_graph, tie_groups
@@ -189,7 +195,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         trace_n = curvature.layer(cand.name).mean_eigenvalue if curvature is not None else float("nan")
         costs = predicted_change(costs_model, linear=linear, energy=energy, exact=forms.own[cand.name] if forms else None,
                                  eigen=eigen, trace_per_weight=trace_n)
-        fallback = int(np.argmax([c.bits for c in cand.choices]))
+        fallback = int(np.argmax([c.bits * c.terms if c.rank is None else -1 for c in cand.choices]))
         keep = np.ones(len(costs), dtype=bool)
         if costs_model.lossless:
             directional = forms.own[cand.name] / np.maximum(energy, 1e-300) if (
@@ -199,23 +205,27 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         if layer_eps is not None:
             keep &= costs <= layer_eps
             fallback = int(np.argmin(costs))
-        admissible[cand.name] = {cand.choices[i].bits for i in np.flatnonzero(keep)}
-        fallback_bits[cand.name] = cand.choices[fallback].bits
+        admissible[cand.name] = {cand.choices[i].level for i in np.flatnonzero(keep)}
+        fallback_bits[cand.name] = cand.choices[fallback].level
         scored[cand.name] = costs
-    for tie in ties:  # tied layers share a bit-width: keep the bits every member admits
-        common = set.intersection(*(admissible[n] for n in tie))
-        if not common:
-            common = {min(fallback_bits[n] for n in tie)} if layer_eps is not None else {max(fallback_bits[n] for n in tie)}
+    by_name = {c.name: c for c in candidates}
+    for tie in ties:  # tied layers share a bit-width: keep the bit-widths every member admits
+        common = set.intersection(*({level[0] for level in admissible[n]} for n in tie))
+        if not common:  # none shared: the fallback bit-width (most precise; least costly under layer_eps)
+            pick = (min if layer_eps is not None else max)(fallback_bits[n][0] for n in tie)
+            common = {pick}
+            for n in tie:
+                admissible[n] = admissible[n] | {c.level for c in by_name[n].choices if c.bits == pick}
         for n in tie:
-            admissible[n] = common
+            admissible[n] = {level for level in admissible[n] if level[0] in common}
     problem_layers, kept, removed = [], {}, {}
     for cand in candidates:
         costs = scored[cand.name]
         allowed = admissible[cand.name] or {fallback_bits[cand.name]}
-        idx = np.array([i for i, c in enumerate(cand.choices) if c.bits in allowed])
+        idx = np.array([i for i, c in enumerate(cand.choices) if c.level in allowed])
         kept[cand.name] = idx
         if idx.size < len(costs):
-            removed[cand.name] = [c.bits for c in cand.choices if c.bits not in allowed]
+            removed[cand.name] = [c.label for c in cand.choices if c.level not in allowed]
         p = weights[cand.name]
         problem_layers.append(Layer(
             name=cand.name, params=int(p.numel()), macs=macs.get(cand.name), shape=(int(p.shape[0]), int(p[0].numel())),
@@ -227,6 +237,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
             sub = matrix[np.ix_(kept[a], kept[b])]
             terms.append(Interaction(a=a, b=b, loss=tuple(tuple(float(v) for v in row) for row in sub)))
     info = {"method": method, "cost_model": asdict(costs_model), "rounding": rounding, "bits": list(bits),
+            **({"levels": levels.to_dict()} if levels is not None else {}),
             "quantizer": quantizer.to_dict(), "curvature": asdict(settings), "calibration_loss": loss,
             "calibration_batches": len(op.batches), "device": str(op.device), "layer_graph": graph_note,
             "interactions": len(terms), **({"llc_radius": llc_radius} if costs_model.lossless else {}), **({"layer_eps": layer_eps} if layer_eps is not None else {}),

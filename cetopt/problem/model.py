@@ -180,7 +180,10 @@ class Layer:
             return choice.bops
         if self.macs is None:
             return None
-        return float(self.macs) * choice.bits * choice.terms * activation_bits
+        macs = float(self.macs)
+        if choice.rank is not None and self.shape is not None:  # two thin products instead of one m x n
+            macs *= choice.rank * (self.shape[0] + self.shape[1]) / (self.shape[0] * self.shape[1])
+        return macs * choice.bits * choice.terms * activation_bits
 
 
 @dataclass(frozen=True)
