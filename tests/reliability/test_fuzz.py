@@ -155,3 +155,23 @@ def test_unreadable_plan_and_problem_files_are_named(tmp_path) -> None:  # type:
             raise AssertionError("a garbage plan file loaded")
     assert main(["validate", str(bad)]) == 2
     assert main(["validate", str(tmp_path / "missing.json")]) == 2
+
+
+def test_coverage_guided_fuzzing_with_atheris_when_it_installs(tmp_path, root) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("atheris") is None:
+        import pytest
+
+        pytest.skip("atheris is optional: pip install atheris (a manylinux wheel exists for CPython 3.11)")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for path in (root / "problems" / "digits").glob("*.json"):
+        shutil.copy(path, corpus)
+    run = subprocess.run([sys.executable, str(root / "tests/reliability/atheris_fuzz.py"), "-runs=20000", str(corpus)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Done 20000 runs" in run.stderr
