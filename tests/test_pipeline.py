@@ -14,10 +14,7 @@ from cetopt.quant.quantizers import quantization_error
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):  # type: ignore[no-untyped-def]
-    import os
-
-    os.environ["CETOPT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+def task():  # type: ignore[no-untyped-def]
     return load_task("digits-mlp")
 
 

@@ -72,10 +72,7 @@ def test_level_candidates_carry_their_levels_and_sizes() -> None:
 
 
 @pytest.fixture(scope="module")
-def joint(tmp_path_factory):  # type: ignore[no-untyped-def]
-    import os
-
-    os.environ.setdefault("CETOPT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def joint():  # type: ignore[no-untyped-def]
     from cetopt.pipeline import build_task_problem, load_task
 
     task = load_task("digits-mlp")

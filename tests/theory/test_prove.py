@@ -12,9 +12,6 @@ from cetopt.cli import main
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):  # type: ignore[no-untyped-def]
-    import os
-
-    os.environ.setdefault("CETOPT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     out = tmp_path_factory.mktemp("prove")
     assert main(["prove", "digits-mlp", "--out", str(out), "--table-bits", "3,4", "--no-lossless-search"]) == 0
     return out
