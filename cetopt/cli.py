@@ -188,10 +188,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from cetopt.problem.io import save_problem
     from cetopt.problem.model import Budget
 
-    try:
-        bits = [int(b) for b in args.bits.split(",")]
-    except ValueError:
-        raise ProblemError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
+    bits = _int_list(args.bits, "--bits")
     budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
     if ":" in args.model:
         from cetopt.builders.second_order import build_problem
@@ -216,13 +213,17 @@ def _int_list(text: str, option: str) -> list[int]:
         raise ProblemError(f"{option} expects comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ProblemError(f"{option} expects comma-separated numbers, got {text!r}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from cetopt.bench.runner import QUICK_BUDGETS, QUICK_PROBLEMS, QUICK_SOLVERS, BenchSpec, run_bench
 
-    try:
-        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else list(QUICK_BUDGETS)
-    except ValueError:
-        raise ProblemError(f"--budgets expects comma-separated numbers, got {args.budgets!r}") from None
+    budgets = _float_list(args.budgets, "--budgets") if args.budgets else list(QUICK_BUDGETS)
     if args.jobs < 1:
         raise ProblemError(f"--jobs must be >= 1, got {args.jobs}")
     spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
@@ -236,10 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_levels(args: argparse.Namespace) -> int:
     from cetopt.theory.levels import levels_report
 
-    try:
-        budgets = [float(b) for b in args.budgets.split(",")]
-    except ValueError:
-        raise ProblemError(f"--budgets expects comma-separated numbers, got {args.budgets!r}") from None
+    budgets = _float_list(args.budgets, "--budgets")
     data = levels_report(args.model, args.out, budgets=budgets, log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out / 'report.md'}: {len(data['points'])} plans")
     return EXIT_OK

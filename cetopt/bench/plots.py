@@ -11,18 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.bench.store import number as _num
+from cetopt.theory.plots import new_figure, new_grid, predicted_vs_measured, save_figure
 
 FORMATS = ("png", "svg")
 METHOD_OF = {"dp": "CET (dp)", "hawq-v3": "HAWQ-V3", "uniform": "uniform"}
-
-
-def _num(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -46,12 +39,7 @@ def plot_pareto(out: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     files: list[str] = []
     if not by_problem:
         return files
-    new_figure()  # selects the Agg backend
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-    fig, axes = plt.subplots(1, len(by_problem), figsize=(4.2 * len(by_problem), 3.6), layout="constrained",
-                             squeeze=False)
+    fig, axes = new_grid(1, len(by_problem), 4.2 * len(by_problem), 3.6)
     for ax, (problem, methods) in zip(axes[0], sorted(by_problem.items())):
         for method, points in sorted(methods.items()):
             xs, ys = zip(*sorted(points))
@@ -86,26 +74,15 @@ def plot_solve_time(out: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def plot_predicted_vs_measured(out: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
-    fig, ax = new_figure()
-    found = False
-    by_problem: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    by_problem: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for r in rows:
         pred, meas = _num(r.get("objective")), _num(r.get("measured_dloss"))
         if pred is not None and meas is not None and r["solver"] != "hawq-v3":
-            by_problem[r["problem"]].append((pred, meas))
-    for problem, points in sorted(by_problem.items()):
-        xs, ys = zip(*points)
-        ax.scatter(xs, ys, s=12, label=problem)
-        found = True
-    if found:
-        values = [v for pts in by_problem.values() for p in pts for v in p]
-        ax.plot([min(values), max(values)], [min(values), max(values)], "k--", lw=0.8)
-        ax.set_xscale("symlog", linthresh=1e-3)
-        ax.set_yscale("symlog", linthresh=1e-3)
-        ax.legend(fontsize=7)
-    ax.set_xlabel("predicted dL (problem objective)")
-    ax.set_ylabel("measured dL (calibration loss)")
-    ax.set_title("predicted vs measured loss change of plans")
+            by_problem[r["problem"]][0].append(pred)
+            by_problem[r["problem"]][1].append(meas)
+    fig, ax = new_figure()
+    predicted_vs_measured(ax, dict(sorted(by_problem.items())), xlabel="predicted dL (problem objective)",
+                          title="predicted vs measured loss change of plans", linthresh=1e-3)
     return list(save_figure(fig, out, "predicted_vs_measured", FORMATS))
 
 
@@ -116,11 +93,7 @@ def plot_bits_along_depth(out: Path, rows: Sequence[dict[str, Any]], solver: str
             plans[r["problem"]][float(r["budget_avg_bits"])] = json.loads(r["bits"])
     if not plans:
         return []
-    new_figure()  # selects the Agg backend
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-    fig, axes = plt.subplots(len(plans), 1, figsize=(6.0, 1.9 * len(plans)), layout="constrained", squeeze=False)
+    fig, axes = new_grid(len(plans), 1, 6.0, 1.9 * len(plans))
     for ax, (problem, by_budget) in zip(axes[:, 0], sorted(plans.items())):
         for budget, bits in sorted(by_budget.items()):
             ax.step(range(len(bits)), bits, where="mid", label=f"{budget:g} avg bits")

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,6 +22,15 @@ COLUMNS = (
     "objective", "bound", "gap", "seconds", "wall_seconds", "size_bits", "avg_bits", "metric_name", "metric",
     "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "message",
 )
+
+
+def number(value: Any) -> float | None:
+    """A finite float from a row cell (CSV text or JSON value), or None when empty, NaN or not a number."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
 
 
 def cell_key(problem: str, solver: str, budget: float) -> str:

@@ -10,18 +10,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cetopt._atomic import atomic_write_text
+from cetopt.bench.store import number as _num
 from cetopt.solvers.result import relative_gap
 from cetopt.tables import markdown_table
 
 REFERENCE_SOLVER = "highs"  # a general MILP solver, as HAWQ-V3 solves its ILP (PuLP/CBC); ratios are vs it
-
-
-def _num(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if out == out else None
 
 
 def solver_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:

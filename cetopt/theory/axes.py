@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from cetopt.quant.quantizers import fake_quantize
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.theory.plots import new_figure, per_layer_bars, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 RESIDUAL_MAX = 0.05  # Lanczos: ||Hu - theta u|| / max|lambda|
@@ -99,14 +99,10 @@ def check_major_axis(ctx: ProofContext, outdir: str | os.PathLike[str] | None = 
     frac, frac_bounds = ordered / n, within / n
     verdict = Verdict.PASS if frac >= ORDER_MIN and frac_bounds >= ORDER_MIN else Verdict.FAIL
     fig, ax = new_figure(6.0, 3.6)
-    x = np.arange(n)
-    for offset, col, label in ((-0.25, 2, "bottom eigvec (major axis)"), (0.0, 3, "random"), (0.25, 4, "top eigvec")):
-        ax.bar(x + offset, [max(row[col], 1e-12) for row in rows], width=0.25, label=label)
-    ax.set_yscale("log")
-    ax.set_xticks(x, [row[0] for row in rows], rotation=70, fontsize=6)
-    ax.set_ylabel("measured symmetric dL at |d| = |d_4bit|")
+    per_layer_bars(ax, [row[0] for row in rows], {"bottom eigvec (major axis)": [row[2] for row in rows],
+                                                 "random": [row[3] for row in rows], "top eigvec": [row[4] for row in rows]},
+                   ylabel="measured symmetric dL at |d| = |d_4bit|")
     ax.set_title(f"{ctx.task.name}: error direction vs loss")
-    ax.legend(fontsize=7)
     figures = save_figure(fig, outdir, "check3_major_axis")
     return CheckResult(
         3, "Major-axis theorem",
@@ -158,13 +154,9 @@ def check_complementary(ctx: ProofContext, outdir: str | os.PathLike[str] | None
     verdict = Verdict.PASS if median_rho >= SPEARMAN_MIN and frac_improved >= ORDER_MIN else (
         Verdict.PARTIAL if median_rho >= SPEARMAN_MIN or frac_improved >= ORDER_MIN else Verdict.FAIL)
     fig, ax = new_figure()
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r[3] for r in rows], width=0.4, label="round to nearest")
-    ax.bar(x + 0.2, [r[4] for r in rows], width=0.4, label="major-axis rounding")
-    ax.set_yscale("symlog", linthresh=1e-4)
-    ax.set_xticks(x, [r[0] for r in rows], rotation=70, fontsize=6)
-    ax.set_ylabel(f"measured dL, layer alone at {bits} bits")
-    ax.legend(fontsize=7)
+    per_layer_bars(ax, [r[0] for r in rows], {"round to nearest": [r[3] for r in rows],
+                                             "major-axis rounding": [r[4] for r in rows]},
+                   ylabel=f"measured dL, layer alone at {bits} bits", log=False)
     figures = save_figure(fig, outdir, "check4_complementary")
     return CheckResult(
         4, "The complementary problem",

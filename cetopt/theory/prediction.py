@@ -9,7 +9,7 @@ import numpy as np
 
 from cetopt.quant.quantizers import fake_quantize
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.theory.plots import new_figure, predicted_vs_measured, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 CORRELATION_MIN = 0.9
@@ -46,17 +46,8 @@ def check_per_layer_prediction(ctx: ProofContext, outdir: str | os.PathLike[str]
     verdict = Verdict.PASS if corr >= CORRELATION_MIN and worst_good <= RELATIVE_ERROR_MAX else (
         Verdict.PARTIAL if corr >= CORRELATION_MIN else Verdict.FAIL)
     fig, ax = new_figure()
-    for b in sorted(set(bits_of)):
-        sel = bits_a == b
-        ax.scatter(pred_a[sel], meas_a[sel], label=f"{b} bits", s=18)
-    lim = [min(pred_a.min(), meas_a.min()), max(pred_a.max(), meas_a.max())]
-    ax.plot(lim, lim, "k--", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1e-4)
-    ax.set_yscale("symlog", linthresh=1e-4)
-    ax.set_xlabel("predicted dL = g.d + 1/2 d'Hd")
-    ax.set_ylabel("measured dL")
-    ax.set_title(f"{ctx.task.name}: one layer at a time")
-    ax.legend(fontsize=7)
+    predicted_vs_measured(ax, {f"{b} bits": (pred_a[bits_a == b], meas_a[bits_a == b]) for b in sorted(set(bits_of))},
+                          xlabel="predicted dL = g.d + 1/2 d'Hd", title=f"{ctx.task.name}: one layer at a time")
     figures = save_figure(fig, outdir, "check1_prediction")
     notes = ("Median relative error per bit-width: " + ", ".join(f"{b} bits {e:.1%}" for b, e in per_bits.items())
              + f". Signs agree in {sign_agree:.0%} of cases (the gradient term makes some changes negative). Pearson r "
@@ -123,16 +114,8 @@ def check_additivity(ctx: ProofContext, outdir: str | os.PathLike[str] | None = 
     if verdict is Verdict.PASS and err_full > RELATIVE_ERROR_MAX:
         verdict = Verdict.PARTIAL
     fig, ax = new_figure()
-    for key, marker in (("no_cross", "o"), ("adjacent", "s"), ("full", "^")):
-        ax.scatter(values[key], meas, marker=marker, label=key.replace("_", " "), s=20)
-    lim = [float(min(meas.min(), *(min(v) for v in values.values()))), float(max(meas.max(), *(max(v) for v in values.values())))]
-    ax.plot(lim, lim, "k--", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1e-4)
-    ax.set_yscale("symlog", linthresh=1e-4)
-    ax.set_xlabel("predicted dL of the plan")
-    ax.set_ylabel("measured dL")
-    ax.set_title(f"{ctx.task.name}: whole plans")
-    ax.legend(fontsize=7)
+    predicted_vs_measured(ax, {key.replace("_", " "): (values[key], meas) for key in ("no_cross", "adjacent", "full")},
+                          xlabel="predicted dL of the plan", title=f"{ctx.task.name}: whole plans")
     figures = save_figure(fig, outdir, "check6_additivity")
     notes = "; ".join(f"{k.replace('_', ' ')}: r = {c:.3f}, median relative error {e:.1%}" for k, (c, e) in stats.items())
     notes += (". 'no cross' is the block-diagonal sum the allocation problems use; 'adjacent' adds d_a'H_ab d_b for "
