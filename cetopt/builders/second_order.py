@@ -129,7 +129,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         name: problem name.
         bits: candidate bit-widths per layer.
         method: a cost model of cetopt.builders.costs (cet, cet-eigen, cet-trace, cet-nograd, llc, hawq-v3).
-        budget: the budget (default: 4 average bits; LLC: predicted change <= ``max_loss``, size minimised).
+        budget: the budget (default: 4 average bits; LLC: predicted change <= ``max_loss``). A budget that
+            only bounds the predicted loss (``Budget(max_loss=eps)``) gives the size-minimising form.
         quantizer: the grid of Q_b.
         rounding: "nearest", "major-axis" (error pushed toward each layer's flat axes) or
             "major-axis-gradient" (also using g.d).
@@ -245,9 +246,11 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     if method == "hawq-v3" and curvature is not None:
         info["traces"] = {l.name: [l.trace, l.trace_stderr, l.n_probes] for l in curvature.layers if l.name in weights}
     if costs_model.lossless and budget is None:
-        budget, minimize = Budget(max_loss=max_loss), Minimize.SIZE
-    else:
-        minimize = Minimize.LOSS
+        budget = Budget(max_loss=max_loss)
+    # a budget on the predicted loss alone is the "maximise compression" form: minimise the size under it
+    loss_only = budget is not None and budget.max_loss is not None and budget.bops is None and \
+        budget.max_size_bits(sum(int(w.numel()) for w in weights.values())) is None
+    minimize = Minimize.SIZE if loss_only else Minimize.LOSS
     problem = AllocationProblem(name=name, layers=tuple(problem_layers), budget=budget or Budget(avg_bits=4.0),
                                 edges=edges, interactions=tuple(terms), minimize=minimize, metadata=info)
     if ties:

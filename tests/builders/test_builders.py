@@ -124,6 +124,15 @@ def test_major_axis_candidates_lower_their_model_and_apply_as_scored(setup, roun
             g @ d + 0.5 * sum(d[s] @ hessian[s, s] @ d[s] for s in (slice(0, 20), slice(20, 35))), rel=1e-7)
 
 
+def test_a_loss_budget_alone_minimises_the_size(setup) -> None:  # type: ignore[no-untyped-def]
+    ref = built(setup, "cet").problem
+    eps = 0.5 * sum(max(c.loss for c in layer.choices) for layer in ref.layers)
+    problem = built(setup, "cet", budget=Budget(max_loss=eps)).problem
+    assert problem.minimize is Minimize.SIZE
+    result = solve(problem, "dp")
+    assert result.loss <= eps + 1e-12 and result.objective == pytest.approx(solve(problem, "bruteforce").objective)
+
+
 def test_bad_options_are_named(setup) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProblemError, match="method"):
         built(setup, "nope")
