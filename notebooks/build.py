@@ -15,6 +15,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from cetopt._atomic import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 
 SWAP = [
@@ -148,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                       "language": "python"}})
         path = HERE / name
-        nbformat.write(notebook, path)
+        atomic_write_text(path, nbformat.writes(notebook))
         if not args.no_run:
             executed = execute(path)
-            nbformat.write(executed, path)
+            atomic_write_text(path, nbformat.writes(executed))
         print(f"wrote {path}")
     return 0
 
