@@ -1,0 +1,236 @@
+"""Interleaved timing: the one harness every benchmark uses.
+
+Things compared are run in the same rounds, one after another (A B, then B A, then A B, ...: the order
+reverses every round so that drift and the machine's load hit every side alike), after the same warm-up.
+Each is reported as min / median / max seconds over the rounds, and every ratio is taken within a round
+(t_A[r] / t_B[r]) and then summarised (median, min, max, relative spread), never from timings taken minutes
+apart. The machine's load (os.getloadavg before and after, CPU count, affinity, torch threads) travels
+with the numbers. Peak memory, where asked, comes from one extra untimed call under tracemalloc (Python
+and NumPy allocations; torch's CPU allocator is not traced), and a subprocess's peak resident set from
+``os.wait4`` (:func:`run_process`).
+
+    result = compare({"dp": lambda: solve(p, "dp"), "pulp": lambda: pulp(p)}, rounds=5)
+    result.ratio("pulp", "dp").median
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Min / median / max of a sample (seconds, or a dimensionless ratio) and its relative spread.
+
+    ``spread`` = (max - min) / median: 0.2 means the extremes lie 20% of the median apart.
+    """
+
+    values: tuple[float, ...]
+    min: float
+    median: float
+    max: float
+    spread: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Summary":
+        arr = np.asarray(values, dtype=float)
+        if arr.size == 0:
+            raise ValueError("a summary needs at least one value")
+        median = float(np.median(arr))
+        spread = float((arr.max() - arr.min()) / median) if median > 0 else float("inf")
+        return cls(tuple(float(v) for v in arr), float(arr.min()), median, float(arr.max()), spread)
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """The machine's state around a measurement: 1/5/15-minute load averages before and after, logical
+    CPUs, CPUs this process may use, and torch's intra-op threads (None when torch is not imported)."""
+
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    cpu_count: int
+    usable_cpus: int
+    torch_threads: int | None
+    omp_num_threads: str | None
+
+    @property
+    def busy(self) -> bool:
+        """True when the 1-minute load exceeded the usable CPUs at either end (others were running)."""
+        return max(self.load_before[0], self.load_after[0]) > self.usable_cpus
+
+
+def machine_state() -> tuple[tuple[float, float, float], int, int, int | None, str | None]:
+    """(load averages, cpu count, usable cpus, torch threads, OMP_NUM_THREADS) right now."""
+    load = tuple(round(x, 2) for x in os.getloadavg())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch = sys.modules.get("torch")
+    threads = int(torch.get_num_threads()) if torch is not None else None
+    return load, os.cpu_count() or 1, usable, threads, os.environ.get("OMP_NUM_THREADS")  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Interleaved timings of several things.
+
+    Attributes:
+        seconds: name -> Summary of its per-round wall seconds.
+        rounds: number of timed rounds; round r ran the things in ``order`` (reversed when r is odd).
+        warmup: untimed calls of each thing before the first round.
+        order: the names in the order of the even rounds.
+        peak_bytes: name -> peak traced bytes of one extra untimed call (only when asked).
+        load: the machine's state before and after.
+    """
+
+    seconds: dict[str, Summary]
+    rounds: int
+    warmup: int
+    order: tuple[str, ...]
+    load: MachineLoad
+    peak_bytes: dict[str, int] = field(default_factory=dict)
+
+    def per_round(self, name: str) -> tuple[float, ...]:
+        return self.seconds[name].values
+
+    def ratio(self, numerator: str, denominator: str) -> Summary:
+        """t_numerator / t_denominator round by round, summarised."""
+        return Summary.of([a / b for a, b in zip(self.per_round(numerator), self.per_round(denominator))])
+
+    def derived(self, fn: Callable[[Mapping[str, float]], float]) -> Summary:
+        """A quantity computed from each round's times (``fn({name: seconds})``), summarised over rounds."""
+        return Summary.of([fn({k: self.per_round(k)[r] for k in self.seconds}) for r in range(self.rounds)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sync_noop() -> None:
+    return None
+
+
+def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup: int = 1,
+            sync: Callable[[], None] = _sync_noop, memory: bool | Sequence[str] = False,
+            after_call: Callable[[str, Any], None] | None = None) -> Comparison:
+    """Time each callable once per round, interleaved, after ``warmup`` untimed calls of each.
+
+    Args:
+        things: name -> a zero-argument callable (the whole thing timed, nothing else).
+        rounds: timed rounds (>= 1; ratios need >= 2 to show a spread).
+        warmup: untimed calls of each thing first, in the same interleaved order.
+        sync: called before each clock read (``torch.cuda.synchronize`` on a GPU).
+        memory: True (every thing) or names: peak bytes traced by tracemalloc in one extra untimed call.
+        after_call: ``after_call(name, return_value)`` after each timed call, outside the clock (to keep
+            a result, e.g. a SolveResult or a process's peak memory).
+
+    Returns:
+        A Comparison; ``.ratio(a, b)`` gives per-round ratios.
+    """
+    if not things:
+        raise ValueError("nothing to time: pass at least one callable")
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"rounds must be >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
+    names = tuple(things)
+    load_before, cpus, usable, threads, omp = machine_state()
+    for r in range(warmup):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            things[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            sync()
+            start = time.perf_counter()
+            value = things[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+            if after_call is not None:
+                after_call(name, value)
+    peaks = {name: traced_peak_bytes(things[name]) for name in _memory_names(memory, names)}
+    load = MachineLoad(load_before, machine_state()[0], cpus, usable, threads, omp)
+    return Comparison({n: Summary.of(times[n]) for n in names}, rounds, warmup, names, load, peaks)
+
+
+def _memory_names(memory: bool | Sequence[str], names: tuple[str, ...]) -> tuple[str, ...]:
+    if memory is True:
+        return names
+    if memory is False:
+        return ()
+    unknown = [m for m in memory if m not in names]
+    if unknown:
+        raise ValueError(f"memory names {unknown} are not among the things timed {list(names)}")
+    return tuple(memory)
+
+
+def traced_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes allocated through Python's allocators (NumPy included) during one call of ``fn``."""
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    try:
+        fn()
+        return int(tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """One finished subprocess: wall seconds from spawn to exit, its peak resident set (bytes, from the
+    kernel's ru_maxrss of that child alone), exit code and output."""
+
+    seconds: float
+    max_rss_bytes: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class ProcessError(RuntimeError):
+    """A benchmarked subprocess exited with an error; the message has its command and stderr tail."""
+
+
+def run_process(argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True) -> ProcessRun:
+    """Run ``argv`` to completion; its wall time and peak RSS (``os.wait4`` on that child only).
+
+    Raises:
+        ProcessError: ``check`` and the exit code is not 0.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=None if env is None else dict(env))
+    stdout, stderr = _drain(proc)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in KiB on Linux, in bytes on macOS
+    rss = int(usage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
+    if check and proc.returncode != 0:
+        raise ProcessError(f"{' '.join(argv)} exited with {proc.returncode}: {stderr.strip()[-500:]}")
+    return ProcessRun(seconds, rss, proc.returncode, stdout, stderr)
+
+
+def _drain(proc: subprocess.Popen) -> tuple[str, str]:
+    """Read both pipes to EOF without reaping the child (``communicate`` would wait() and lose rusage)."""
+    import threading
+
+    chunks: dict[str, str] = {}
+
+    def read(name: str, stream: Any) -> None:
+        chunks[name] = stream.read()
+        stream.close()
+
+    threads = [threading.Thread(target=read, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return chunks["out"], chunks["err"]

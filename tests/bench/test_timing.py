@@ -1,0 +1,129 @@
+"""The interleaved timing harness, checked against a fake clock (exact times) and real allocations."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cetopt.bench import timing
+from cetopt.bench.timing import ProcessError, Summary, compare, run_process, traced_peak_bytes
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scripted(clock: FakeClock, durations: list[float], log: list[str], name: str):
+    """A callable that advances the fake clock by the next scripted duration (warm-up calls take 100 s,
+    so a harness that timed them would be caught)."""
+    calls = iter(durations)
+
+    def run() -> str:
+        log.append(name)
+        clock.now += next(calls)
+        return name
+
+    return run
+
+
+@settings(max_examples=50, deadline=None)
+@given(rounds=st.integers(1, 6), warmup=st.integers(0, 2), data=st.data())
+def test_times_and_ratios_are_per_round(rounds: int, warmup: int, data: st.DataObject) -> None:
+    clock = FakeClock()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timing.time, "perf_counter", clock)
+        check_fake_clock_run(clock, rounds, warmup, data)
+
+
+def check_fake_clock_run(clock: FakeClock, rounds: int, warmup: int, data: st.DataObject) -> None:
+    durations = st.floats(0.001, 10.0)
+    a = data.draw(st.lists(durations, min_size=rounds, max_size=rounds))
+    b = data.draw(st.lists(durations, min_size=rounds, max_size=rounds))
+    log: list[str] = []
+    result = compare({"a": scripted(clock, [100.0] * warmup + a, log, "a"),
+                      "b": scripted(clock, [100.0] * warmup + b, log, "b")}, rounds=rounds, warmup=warmup)
+    assert result.per_round("a") == pytest.approx(a)
+    assert result.per_round("b") == pytest.approx(b)
+    assert result.seconds["a"].median == pytest.approx(float(np.median(a)))
+    assert result.seconds["b"].min == pytest.approx(min(b)) and result.seconds["b"].max == pytest.approx(max(b))
+    ratios = [x / y for x, y in zip(a, b)]
+    assert result.ratio("a", "b").values == pytest.approx(ratios)
+    assert result.ratio("a", "b").median == pytest.approx(float(np.median(ratios)))
+    total = result.derived(lambda t: t["a"] + 2 * t["b"])
+    assert total.values == pytest.approx([x + 2 * y for x, y in zip(a, b)])
+    # interleaved, the order reversing every round, warm-up alike
+    expected = []
+    for r in range(warmup):
+        expected += ["a", "b"] if r % 2 == 0 else ["b", "a"]
+    for r in range(rounds):
+        expected += ["a", "b"] if r % 2 == 0 else ["b", "a"]
+    assert log == expected
+
+
+def test_after_call_sees_each_timed_value() -> None:
+    seen: list[tuple[str, object]] = []
+    result = compare({"x": lambda: 1, "y": lambda: 2}, rounds=3, warmup=1,
+                     after_call=lambda name, value: seen.append((name, value)))
+    assert seen == [("x", 1), ("y", 2), ("y", 2), ("x", 1), ("x", 1), ("y", 2)]
+    assert result.rounds == 3 and result.order == ("x", "y")
+
+
+def test_summary_matches_numpy() -> None:
+    values = [3.0, 1.0, 2.0, 10.0]
+    s = Summary.of(values)
+    assert (s.min, s.median, s.max) == (1.0, float(np.median(values)), 10.0)
+    assert s.spread == pytest.approx((10.0 - 1.0) / 2.5)
+    with pytest.raises(ValueError):
+        Summary.of([])
+
+
+def test_load_is_recorded() -> None:
+    result = compare({"x": lambda: None}, rounds=1)
+    load = result.load
+    assert load.cpu_count >= 1 and 1 <= load.usable_cpus <= load.cpu_count
+    assert len(load.load_before) == 3 and len(load.load_after) == 3
+    assert load.torch_threads is None or load.torch_threads >= 1
+    assert result.to_dict()["load"]["cpu_count"] == load.cpu_count
+
+
+def test_peak_memory_sees_a_numpy_allocation() -> None:
+    size = 8_000_000
+    peak = traced_peak_bytes(lambda: np.ones(size // 8).sum())
+    assert size <= peak < 2 * size
+    result = compare({"big": lambda: np.ones(size // 8).sum(), "small": lambda: None}, rounds=1, memory=["big"])
+    assert result.peak_bytes["big"] >= size and "small" not in result.peak_bytes
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="nothing to time"):
+        compare({})
+    with pytest.raises(ValueError, match="rounds"):
+        compare({"x": lambda: None}, rounds=0)
+    with pytest.raises(ValueError, match="memory names"):
+        compare({"x": lambda: None}, rounds=1, memory=["y"])
+
+
+def test_process_peak_rss_and_output() -> None:
+    mib = 200
+    run = run_process([sys.executable, "-c", f"b = bytearray({mib} * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+                       "print('done')"])
+    assert run.returncode == 0 and run.stdout.strip() == "done"
+    assert run.max_rss_bytes >= mib * 2**20
+    small = run_process([sys.executable, "-c", "pass"])
+    assert small.max_rss_bytes < run.max_rss_bytes  # per child, not the maximum over all children so far
+    assert run.seconds > 0
+
+
+def test_process_failure_raises_with_stderr() -> None:
+    with pytest.raises(ProcessError, match="boom"):
+        run_process([sys.executable, "-c", "import sys; sys.exit('boom')"])
+    run = run_process([sys.executable, "-c", "raise SystemExit(3)"], check=False)
+    assert run.returncode == 3
