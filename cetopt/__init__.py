@@ -12,13 +12,14 @@ from cetopt.errors import (CetoptError, InfeasibleError, ProblemError, SolverOpt
                            SolverUnavailableError, UnsupportedProblemError)
 from cetopt.problem import (AllocationProblem, Budget, Choice, Edge, EdgeKind, Interaction, Layer, Minimize,
                             compile_problem, evaluate, load_problem, save_problem)
+from cetopt.modelspec import ModelSpec, load_model_spec
 from cetopt.solvers import SolveResult, SolverConfig, Status, available_solvers, register, solve
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AllocationProblem", "Budget", "CetoptError", "Choice", "Edge", "EdgeKind", "InfeasibleError", "Interaction",
-    "Layer", "Minimize", "ProblemError", "SolveResult", "SolverConfig", "SolverOptionError",
+    "Layer", "Minimize", "ModelSpec", "load_model_spec", "ProblemError", "SolveResult", "SolverConfig", "SolverOptionError",
     "SolverUnavailableError", "Status", "UnsupportedProblemError", "__version__", "available_solvers",
     "compile_problem", "evaluate", "load_problem", "register", "save_problem", "solve",
 ]

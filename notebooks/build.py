@@ -79,10 +79,10 @@ PROOFS = [
                       "check states the claim, the statistic, the tolerance and the verdict."),
     new_code_cell("import tempfile\n"
                   "from IPython.display import Image, Markdown, display\n"
-                  "from cetopt.pipeline import load_task\n"
+                  "from cetopt.modelspec import load_model_spec\n"
                   "from cetopt.theory.context import ProofContext\n"
                   "from cetopt.theory.prove import CHECKS\n"
-                  "ctx = ProofContext.create(load_task('digits-mlp'))\n"
+                  "ctx = ProofContext.create(load_model_spec('digits-mlp'))\n"
                   "figures = tempfile.mkdtemp()\n"
                   "for name, q in ctx.quadrics.items():\n"
                   "    print(f'{name}: {q.kind.value}, lambda in [{q.lambda_min:.2e}, {q.lambda_max:.2e}], mean rest {q.rest:.2e}')"),

@@ -7,15 +7,29 @@ import pytest
 import torch
 
 from cetopt import Status, solve
-from cetopt.pipeline import ce_loss, extract_problem, load_task, measure
+from cetopt.measure import Measurer
+from cetopt.modelspec import load_model_spec
 from cetopt.problem.io import dumps_problem
+from cetopt.quant.plan import Plan, apply_plan
+from cetopt.workflow import build_for
+from cetopt.zoo.specs import ce_loss
 from cetopt.problem.model import Budget
 from cetopt.quant.quantizers import quantization_error
 
 
 @pytest.fixture(scope="module")
 def task():  # type: ignore[no-untyped-def]
-    return load_task("digits-mlp")
+    return load_model_spec("digits-mlp")
+
+
+def extract_problem(task, **options):  # type: ignore[no-untyped-def]
+    return build_for(task, **options).problem
+
+
+def measure(task, bits):  # type: ignore[no-untyped-def]
+    applied = apply_plan(task.model, Plan(bits=bits))
+    m = Measurer(task).measure(applied.weights)
+    return {**m.metrics, "measured_dloss": m.calibration_dloss, "packed_ratio": applied.ratio}
 
 
 def test_cet_losses_are_the_exact_second_order_change(task) -> None:  # type: ignore[no-untyped-def]

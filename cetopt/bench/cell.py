@@ -52,31 +52,31 @@ def versions() -> str:
 
 @lru_cache(maxsize=4)
 def _task(model: str) -> Any:
-    from cetopt.pipeline import load_task
+    from cetopt.modelspec import load_model_spec
 
-    return load_task(model)
+    return load_model_spec(model)
 
 
 @lru_cache(maxsize=4)
-def _fp_metric(model: str) -> tuple[str, float]:
-    task = _task(model)
-    name, value = next(iter(task.evaluate(task.model).items()))
-    return name, float(value)
+def _measurer(model: str) -> Any:
+    from cetopt.measure import Measurer
+
+    return Measurer(_task(model))
 
 
 @lru_cache(maxsize=8)
 def _hawq_problem(model: str, bits: tuple[int, ...]) -> AllocationProblem:
-    from cetopt.pipeline import extract_problem
+    from cetopt.baselines import hawq_v3_problem
 
-    return extract_problem(_task(model), bits=bits, method="hawq-v3")
+    return hawq_v3_problem(_task(model), bits)
 
 
 def _measurable(problem: AllocationProblem) -> str | None:
-    from cetopt.pipeline import ZOO_MODELS
+    from cetopt.zoo.registry import is_zoo_name
 
     model = problem.metadata.get("model")
-    if model in ZOO_MODELS and problem.metadata.get("rounding", "nearest") == "nearest":
-        return str(model)
+    if isinstance(model, str) and is_zoo_name(model) and problem.metadata.get("rounding", "nearest") == "nearest":
+        return model
     return None
 
 
@@ -91,23 +91,20 @@ def _empty_row(cell: Cell, problem: AllocationProblem) -> dict[str, Any]:
 
 
 def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, int] | None, str]:
+    from cetopt.baselines import hawq_v3_bits, uniform_bits
+
     b = cell.budget_avg_bits
     if cell.solver == "uniform":
-        if not float(b).is_integer() or any(int(b) not in [c.bits for c in layer.choices] for layer in problem.layers):
-            return None, f"uniform needs {b:g} among every layer's candidate bits"
-        return {layer.name: int(b) for layer in problem.layers}, ""
-    model = problem.metadata.get("model")
-    from cetopt.pipeline import ZOO_MODELS
-
-    if model not in ZOO_MODELS:
+        bits = uniform_bits(problem, b)
+        return (bits, "") if bits is not None else (None, f"uniform needs {b:g} among every layer's candidate bits")
+    model = _measurable(problem)
+    if model is None:
         return None, "hawq-v3 baseline needs a zoo model to extract traces from"
-    from cetopt.solvers.api import solve
-
-    bits = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
-    result = solve(_hawq_problem(str(model), bits).with_budget(Budget(avg_bits=b)), "dp")
-    if not result.success:
-        return None, f"hawq-v3 problem: {result.status.value} {result.message}"
-    return dict(result.bits), ""
+    candidates = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
+    bits = hawq_v3_bits(_hawq_problem(model, candidates), b)
+    if bits is None:
+        return None, "hawq-v3 problem: infeasible at this budget"
+    return dict(bits), ""
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:
@@ -139,11 +136,13 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         row["bits"] = json.dumps([bits[layer.name] for layer in problem.layers])
         model = _measurable(problem) if cell.measure else None
         if model is not None:
-            from cetopt.pipeline import measure
+            from cetopt.quant.plan import Plan, apply_plan
 
-            metric_name, fp = _fp_metric(model)
-            measured = measure(_task(model), bits)
-            row.update(metric_name=metric_name, metric=float(measured["metric"]), fp_metric=fp,
-                       measured_dloss=float(measured["measured_dloss"]), packed_ratio=float(measured["packed_ratio"]))
+            measurer = _measurer(model)
+            applied = apply_plan(measurer.spec.model, Plan(bits=bits))
+            measured = measurer.measure(applied.weights, validation=False)
+            metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
+            row.update(metric_name=metric_name, metric=measured.metric, fp_metric=fp,
+                       measured_dloss=measured.calibration_dloss, packed_ratio=applied.ratio)
     row["wall_seconds"] = time.perf_counter() - start
     return row

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from cetopt._atomic import atomic_write_text
@@ -125,11 +126,13 @@ class AppliedPlan:
         size_bits: packed weights (values x bits + scales) plus every other parameter at 32 bits.
         fp32_size_bits: the original model at 32 bits per parameter.
         ratio: fp32_size_bits / size_bits.
+        weights: layer -> its compressed weight (what :class:`cetopt.measure.Measurer` swaps in).
     """
 
     model: nn.Module
     size_bits: int
     fp32_size_bits: int
+    weights: Mapping[str, "torch.Tensor"] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -146,9 +149,11 @@ def apply_plan(model: nn.Module, plan: Plan) -> AppliedPlan:
     copies = dict(quantised.named_modules())
     size = 0
     planned_params = set()
+    weights = {}
     for name, bits in plan.bits.items():
         weight = copies[name].weight
         weight.data.copy_(fake_quantize(weight.data, bits, plan.quantizer))
+        weights[name] = weight.detach()
         size += packed_size_bits(tuple(weight.shape), bits, plan.quantizer)
         planned_params.add(f"{name}.weight")
     total = 0
@@ -156,4 +161,4 @@ def apply_plan(model: nn.Module, plan: Plan) -> AppliedPlan:
         total += param.numel()
         if pname not in planned_params:
             size += FP32_BITS * param.numel()
-    return AppliedPlan(model=quantised, size_bits=size, fp32_size_bits=FP32_BITS * total)
+    return AppliedPlan(model=quantised, size_bits=size, fp32_size_bits=FP32_BITS * total, weights=weights)

@@ -15,7 +15,8 @@ from cetopt.curvature.extract import CurvatureSettings, extract_curvature
 from cetopt.curvature.operator import CurvatureOperator
 from cetopt.curvature.result import CurvatureResult
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.pipeline import ZooTask, build_task_problem
+from cetopt.modelspec import ModelSpec
+from cetopt.workflow import build_for
 from cetopt.problem.model import Budget
 
 DEFAULT_BITS = (2, 3, 4, 5, 6, 8)
@@ -34,7 +35,7 @@ class ProofContext:
         settings: the curvature settings used.
     """
 
-    task: ZooTask
+    task: ModelSpec
     curvature: CurvatureResult
     quadrics: dict[str, LayerQuadric]
     operator: CurvatureOperator
@@ -45,15 +46,11 @@ class ProofContext:
     _base_loss: float | None = None
 
     @classmethod
-    def create(cls, task: ZooTask, *, bits: Sequence[int] = DEFAULT_BITS,
+    def create(cls, task: ModelSpec, *, bits: Sequence[int] = DEFAULT_BITS,
                settings: CurvatureSettings | None = None) -> "ProofContext":
         """Extract (or load from cache) the task's curvature with k eigenpairs per end of each spectrum."""
         settings = settings or CurvatureSettings(k=16, lanczos_iterations=48)
-        layers = None
-        if task.exclude:
-            from cetopt.curvature.layers import find_layers
-
-            layers = [r.name for r in find_layers(task.model, exclude=task.exclude)]
+        layers = task.quantisable_layers()
         curvature = extract_curvature(task.model, task.loss_fn, task.calibration, settings=settings, layers=layers,
                                       show_progress=False, description=task.name)
         operator = CurvatureOperator(task.model, task.loss_fn, task.calibration, layers=curvature.names,
@@ -68,7 +65,7 @@ class ProofContext:
         key = (method, method == "llc" and avg_bits is None, tuple(sorted(options.items())))
         if key not in self._built:
             budget = None if method == "llc" and avg_bits is None else Budget(avg_bits=avg_bits or 3.0)
-            self._built[key] = build_task_problem(self.task, bits=self.bits, method=method, budget=budget,
+            self._built[key] = build_for(self.task, bits=self.bits, method=method, budget=budget,
                                                   settings=self.settings, curvature=self.curvature, **options)
         built = self._built[key]
         if avg_bits is None:
@@ -110,7 +107,7 @@ class ProofContext:
 
     def metric(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
         """The task's headline metric (accuracy, agreement or fidelity) with weights replaced."""
-        return float(next(iter(self.task.evaluate(self._model_with(replaced or {})).values())))
+        return float(next(iter(self.task.metrics(self._model_with(replaced or {})).values())))
 
     def perturbed(self, name: str, direction: np.ndarray, step: float) -> dict[str, torch.Tensor]:
         """Layer ``name``'s weight moved by ``step`` x ``direction`` (flattened layout)."""

@@ -18,7 +18,9 @@ from cetopt._atomic import atomic_write_text
 from cetopt.builders.candidates import Levels
 from cetopt.builders.modes import joint_mode, llc_ranks
 from cetopt.builders.second_order import BuiltProblem, replace_weights
-from cetopt.pipeline import ZooTask, build_task_problem, load_task, measure_model
+from cetopt.measure import Measurer
+from cetopt.modelspec import ModelSpec
+from cetopt.workflow import build_for
 from cetopt.problem.model import Budget
 from cetopt.tables import markdown_table
 from cetopt.theory.plots import new_figure, save_figure
@@ -47,23 +49,22 @@ class LevelPoint:
     levels_used: str
 
 
-def _measure(task: ZooTask, built: BuiltProblem, result: Any, mode: str, budget: float | None) -> LevelPoint:
+def _measure(task: ModelSpec, built: BuiltProblem, result: Any, mode: str, budget: float | None) -> LevelPoint:
     choices = dict(result.choices)
-    model = replace_weights(task.model, built.weights_for_choices(choices))
-    measured = measure_model(task, model)
+    measured = Measurer(task).measure(built.weights_for_choices(choices), validation=False)
     used = sorted({built.problem.layer(n).choices[i].label for n, i in choices.items()})
-    return LevelPoint(mode, budget, result.avg_bits, 32.0 / result.avg_bits, result.loss, measured["measured_dloss"],
-                      measured["metric"], ", ".join(used[:8]) + (" ..." if len(used) > 8 else ""))
+    return LevelPoint(mode, budget, result.avg_bits, 32.0 / result.avg_bits, result.loss, measured.calibration_dloss,
+                      float(measured.metric), ", ".join(used[:8]) + (" ..." if len(used) > 8 else ""))
 
 
-def pareto_points(task: ZooTask, budgets: Sequence[float] = BUDGETS,
+def pareto_points(task: ModelSpec, budgets: Sequence[float] = BUDGETS,
                   modes: dict[str, Levels] = MODES) -> tuple[list[LevelPoint], dict[str, BuiltProblem]]:
     """Each mode's CET problem (g.d + 1/2 d'Hd per candidate) solved exactly at each budget and measured."""
     from cetopt.solvers.api import solve
 
     points, built_problems = [], {}
     for mode, levels in modes.items():
-        built = build_task_problem(task, method="cet", levels=levels, budget=Budget(avg_bits=4.0))
+        built = build_for(task, method="cet", levels=levels, budget=Budget(avg_bits=4.0))
         built_problems[mode] = built
         for b in budgets:
             result = solve(built.problem.with_budget(Budget(avg_bits=b)), "dp")
@@ -76,7 +77,7 @@ def pareto_points(task: ZooTask, budgets: Sequence[float] = BUDGETS,
     return points, built_problems
 
 
-def series_convergence(task: ZooTask, bits: Sequence[int] = (2, 3, 4), terms: Sequence[int] = (1, 2, 3, 4)
+def series_convergence(task: ModelSpec, bits: Sequence[int] = (2, 3, 4), terms: Sequence[int] = (1, 2, 3, 4)
                        ) -> list[dict[str, float]]:
     """Every quantisable layer expanded into K terms: weight residual, contraction rate, output error, metric."""
     from cetopt.curvature.layers import find_layers
@@ -100,10 +101,10 @@ def series_convergence(task: ZooTask, bits: Sequence[int] = (2, 3, 4), terms: Se
             if reference is not None:
                 with torch.no_grad():
                     out_err = float((model(inputs) - reference).norm() / reference.norm())
-            measured = measure_model(task, model)
+            measured = Measurer(task).measure({n: e.weight for n, e in expansions.items()}, validation=False)
             rows.append({"bits": b, "terms": k, "bits_per_weight": b * k, "weight_rel_error": weight_err,
-                         "rate": rate, "output_rel_error": out_err, "metric": measured["metric"],
-                         "measured_dloss": measured["measured_dloss"]})
+                         "rate": rate, "output_rel_error": out_err, "metric": measured.metric,
+                         "measured_dloss": measured.calibration_dloss})
     return rows
 
 
@@ -115,13 +116,15 @@ def levels_report(model: str, outdir: str | os.PathLike[str], *, budgets: Sequen
     start = time.perf_counter()
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    task = load_task(model)
-    fp_metric = float(next(iter(task.evaluate(task.model).values())))
+    from cetopt.modelspec import load_model_spec
+
+    task = load_model_spec(model)
+    fp_metric = float(next(iter(task.metrics().values())))
     points, _ = pareto_points(task, budgets)
     log(f"pareto: {len(points)} plans ({time.perf_counter() - start:.0f} s)")
     series = series_convergence(task)
     log(f"series convergence ({time.perf_counter() - start:.0f} s)")
-    llc = build_task_problem(task, method="llc", budget=None, levels=Levels(
+    llc = build_for(task, method="llc", budget=None, levels=Levels(
         bits=(8,), rank_energies=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99), rank_bits=(32,)))
     ranks = llc_ranks(llc.problem)
     llc_result = solve(llc.problem, "dp")
@@ -135,7 +138,7 @@ def levels_report(model: str, outdir: str | os.PathLike[str], *, budgets: Sequen
                     label=mode)
     ax.axhline(fp_metric, color="k", ls="--", lw=0.8, label="FP32")
     ax.set_xlabel("compression vs FP32 (x, values only)")
-    ax.set_ylabel(next(iter(task.evaluate(task.model))))
+    ax.set_ylabel(next(iter(task.metrics())))
     ax.set_title(f"{model}: compression levels")
     ax.legend(fontsize=7)
     figures = save_figure(fig, out, "levels_pareto", ("png", "svg"))

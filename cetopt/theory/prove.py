@@ -46,12 +46,12 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
           table_bits: Sequence[int] = (3, 4, 5), lossless_search: bool = True,
           log: Callable[[str], None] = lambda _: None) -> list[CheckResult]:
     """Run ``checks`` on zoo model ``model``; write ``outdir/report.md``, its plots and ``results.json``."""
-    from cetopt.pipeline import load_task
+    from cetopt.modelspec import load_model_spec
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    task = load_task(model)
+    task = load_model_spec(model)
     ctx = ProofContext.create(task)
     log(f"curvature of {len(ctx.quadrics)} layers ready ({time.perf_counter() - start:.1f} s)")
     results = []

@@ -73,11 +73,12 @@ def test_level_candidates_carry_their_levels_and_sizes() -> None:
 
 @pytest.fixture(scope="module")
 def joint():  # type: ignore[no-untyped-def]
-    from cetopt.pipeline import build_task_problem, load_task
+    from cetopt.modelspec import load_model_spec
+    from cetopt.workflow import build_for
 
-    task = load_task("digits-mlp")
+    task = load_model_spec("digits-mlp")
     levels = Levels(bits=(2, 3, 4, 8), rank_grid=(0.12, 0.25), rank_bits=(8,), series_bits=(2,), series_terms=(2,))
-    return task, build_task_problem(task, method="cet", levels=levels, budget=Budget(avg_bits=2.5))
+    return task, build_for(task, method="cet", levels=levels, budget=Budget(avg_bits=2.5))
 
 
 def test_joint_problem_is_solved_exactly_by_every_backend(joint) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,118 @@
+"""Apply compressed weights to a model and measure them: the one apply-and-measure path that the demo, the
+bench, the proofs and the notebooks call.
+
+A plan reaches this module as compressed weights (layer name -> tensor shaped like the layer's weight): from
+a built problem's candidates (``BuiltProblem.compressed_weights``, exactly as they were scored) or from a plan
+file (``cetopt.quant.plan.apply_plan``). :class:`Measurer` keeps one working copy of the model and swaps
+weights in and out, so measuring many plans costs forward passes only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from cetopt.errors import ProblemError
+from cetopt.modelspec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a set of compressed weights does to the model.
+
+    Attributes:
+        metrics: ``spec.evaluate`` of the compressed model (test data), {} without an evaluation.
+        metric_name, metric: the headline metric (first key) and its value (None without an evaluation).
+        calibration_dloss: change of the mean calibration loss vs the original model (nats, or the loss's unit).
+        validation_dloss: the same on the validation batches (None when the spec has none).
+    """
+
+    metrics: Mapping[str, float]
+    metric_name: str | None
+    metric: float | None
+    calibration_dloss: float
+    validation_dloss: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def mean_loss(spec: ModelSpec, model: nn.Module, batches: Sequence[Any]) -> float:
+    """Mean of ``spec.loss_fn`` over ``batches`` (no gradients, eval mode)."""
+    from cetopt.curvature.operator import eval_mode
+
+    with torch.no_grad(), eval_mode(model):
+        return sum(float(spec.loss_fn(model, b)) for b in batches) / len(batches)
+
+
+class Measurer:
+    """Measures compressed weights on one ModelSpec, reusing one working copy of the model.
+
+    The original model is never modified; base losses are computed once.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._work = copy.deepcopy(spec.model)
+        self._modules = dict(self._work.named_modules())
+        originals = dict(spec.model.named_modules())
+        self._originals = {name: m.weight.detach().clone() for name, m in originals.items()
+                           if isinstance(getattr(m, "weight", None), torch.Tensor)}
+        self._base_cal: float | None = None
+        self._base_val: float | None = None
+        self._fp_metrics: dict[str, float] | None = None
+
+    def model_with(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+        """The working copy with ``weights`` swapped in (every other layer at its original weight).
+
+        The returned module is reused by the next call: measure it before asking for another."""
+        unknown = [n for n in weights if n not in self._originals]
+        if unknown:
+            raise ProblemError(f"the model has no layer {unknown[0]!r} with a weight", field="layers")
+        for name, original in self._originals.items():
+            target = self._modules[name].weight
+            source = weights.get(name, original)
+            if tuple(source.shape) != tuple(target.shape):
+                raise ProblemError(f"weight of shape {tuple(source.shape)} for a layer of shape {tuple(target.shape)}",
+                                   field=f"layers.{name}")
+            target.data.copy_(source.to(device=target.device, dtype=target.dtype))
+        return self._work
+
+    @property
+    def fp_metrics(self) -> dict[str, float]:
+        """The original model's metrics (computed once)."""
+        if self._fp_metrics is None:
+            self._fp_metrics = self.spec.metrics()
+        return self._fp_metrics
+
+    def calibration_loss(self, weights: Mapping[str, torch.Tensor] | None = None) -> float:
+        return mean_loss(self.spec, self.model_with(weights or {}), self.spec.calibration)
+
+    def calibration_dloss(self, weights: Mapping[str, torch.Tensor]) -> float:
+        """Measured change of the mean calibration loss (forward passes only)."""
+        if self._base_cal is None:
+            self._base_cal = self.calibration_loss()
+        return self.calibration_loss(weights) - self._base_cal
+
+    def validation_dloss(self, weights: Mapping[str, torch.Tensor]) -> float | None:
+        """Measured change of the mean validation loss, or None when the spec has no validation batches."""
+        if not self.spec.validation:
+            return None
+        if self._base_val is None:
+            self._base_val = mean_loss(self.spec, self.model_with({}), self.spec.validation)
+        return mean_loss(self.spec, self.model_with(weights), self.spec.validation) - self._base_val
+
+    def measure(self, weights: Mapping[str, torch.Tensor], *, validation: bool = True) -> Measurement:
+        """Metrics on the test data, calibration (and validation) loss change of ``weights``."""
+        metrics = self.spec.metrics(self.model_with(weights)) if self.spec.evaluate is not None else {}
+        name = next(iter(metrics), None)
+        return Measurement(metrics=metrics, metric_name=name, metric=metrics[name] if name else None,
+                           calibration_dloss=self.calibration_dloss(weights),
+                           validation_dloss=self.validation_dloss(weights) if validation else None)
+
+
+def measure_weights(spec: ModelSpec, weights: Mapping[str, torch.Tensor]) -> Measurement:
+    """One-off :meth:`Measurer.measure` (use a Measurer to measure many plans of one model)."""
+    return Measurer(spec).measure(weights)

@@ -1,0 +1,164 @@
+"""What cetopt needs to know about a model: the :class:`ModelSpec` contract, and how a command-line target
+(a zoo name, ``module:function`` or ``path/to/file.py:function``) becomes one.
+
+A user brings a model by writing one function that returns a ModelSpec::
+
+    # my_model.py
+    from cetopt import ModelSpec
+
+    def spec() -> ModelSpec:
+        model = build_and_load_my_model()                        # an nn.Module with trained weights
+        batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
+        return ModelSpec(name="my-model", model=model, calibration=batches,
+                         loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]))
+
+and runs ``cetopt extract my_model.py:spec --out problem.json`` (or ``my_model:spec`` when the module is
+importable). The zoo's models are ModelSpecs too (cetopt.zoo.registry).
+
+Nothing here imports torch at module import, so resolving an unknown name fails fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from cetopt.errors import ProblemError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trained model with its calibration data, loss and (optionally) evaluation.
+
+    Attributes:
+        name: a short name (used in problem names and provenance).
+        model: the network (never modified by cetopt).
+        calibration: batches the curvature and costs are computed on; ``loss_fn(model, batch)`` must return a
+            scalar tensor, and the calibration loss is its mean over the batches.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        evaluate: ``evaluate(model) -> {metric: value, ...}`` on held-out TEST data, higher is better; the first
+            key is the headline metric. None: plans are judged on the calibration loss alone.
+        validation: held-out calibration batches (same form as ``calibration``), disjoint from both the
+            calibration and the test data: what selection steps (re-ranking, cost validation) may look at.
+        data: a sentence describing the calibration and test data (provenance).
+        exclude: layer names left out of the problem (e.g. a pooler that receives no gradient).
+        layers: restrict the problem to these layers (default: every Linear/Conv not excluded).
+        metadata: free provenance (seed, weights file and its SHA-256, ...).
+    """
+
+    name: str
+    model: "nn.Module"
+    calibration: Sequence[Any]
+    loss_fn: Callable[["nn.Module", Any], "torch.Tensor"]
+    evaluate: Callable[["nn.Module"], Mapping[str, float]] | None = None
+    validation: Sequence[Any] = ()
+    data: str = ""
+    exclude: tuple[str, ...] = ()
+    layers: tuple[str, ...] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ProblemError("expected a non-empty string", field="ModelSpec.name")
+        if not hasattr(self.model, "named_modules"):
+            raise ProblemError(f"expected a torch nn.Module, got {type(self.model).__name__}", field="ModelSpec.model")
+        if not callable(self.loss_fn):
+            raise ProblemError("expected a function loss_fn(model, batch) -> scalar tensor", field="ModelSpec.loss_fn")
+        if self.evaluate is not None and not callable(self.evaluate):
+            raise ProblemError("expected a function evaluate(model) -> {metric: value} or None",
+                               field="ModelSpec.evaluate")
+        if len(self.calibration) == 0:
+            raise ProblemError("the calibration data is empty; give at least one batch", field="ModelSpec.calibration")
+
+    def quantisable_layers(self) -> list[str] | None:
+        """The layer names the problem covers (None: every Linear/Conv)."""
+        if self.layers is not None:
+            return list(self.layers)
+        if not self.exclude:
+            return None
+        from cetopt.curvature.layers import find_layers
+
+        return [ref.name for ref in find_layers(self.model, exclude=self.exclude)]
+
+    def metrics(self, model: "nn.Module | None" = None) -> dict[str, float]:
+        """``evaluate(model)`` as plain floats ({} when the spec has no evaluation)."""
+        if self.evaluate is None:
+            return {}
+        return {str(k): float(v) for k, v in self.evaluate(self.model if model is None else model).items()}
+
+
+def _from_legacy_dict(value: Mapping[str, Any], target: str) -> ModelSpec:
+    """The older contract: a dict with model, loss_fn, batches (optionally name, data, evaluate)."""
+    missing = [k for k in ("model", "loss_fn", "batches") if k not in value]
+    if missing:
+        raise ProblemError(f"{target} returned a dict without {missing}; return a cetopt.ModelSpec instead",
+                           field="model")
+    return ModelSpec(name=str(value.get("name", target)), model=value["model"], calibration=list(value["batches"]),
+                     loss_fn=value["loss_fn"], evaluate=value.get("evaluate"), data=str(value.get("data", "")))
+
+
+def _import_target(module_part: str, target: str) -> Any:
+    path = Path(module_part)
+    if module_part.endswith(".py"):
+        if not path.is_file():
+            raise ProblemError(f"{target!r}: no such file {module_part!r}", field="model")
+        name = f"cetopt_user_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ProblemError(f"{target!r}: cannot import {module_part!r} as a Python file", field="model")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        # the file's own folder is importable, as it would be for `python file.py`
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+        return module
+    if str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # `cetopt extract my_model:spec` from the folder holding my_model.py
+    try:
+        return importlib.import_module(module_part)
+    except ImportError as err:
+        raise ProblemError(f"cannot import module {module_part!r} ({err}); give a file path instead, e.g. "
+                           f"path/to/{module_part}.py:function", field="model") from None
+
+
+def load_model_spec(target: str, **zoo_options: Any) -> ModelSpec:
+    """The ModelSpec named by ``target``.
+
+    Args:
+        target: a zoo name (``cetopt.zoo.registry.zoo_names()``), ``module:function`` or
+            ``path/to/file.py:function``; the function takes no arguments and returns a ModelSpec (or the
+            older dict with model, loss_fn, batches).
+        **zoo_options: passed to the zoo factory (seed, calibration_size, ...); ignored for user functions.
+
+    Raises:
+        ProblemError: unknown zoo name (listing the zoo), unimportable module, missing function, bad return.
+    """
+    from cetopt.zoo.registry import is_zoo_name, load_zoo, zoo_names
+
+    if is_zoo_name(target):
+        return load_zoo(target, **zoo_options)
+    module_part, sep, function_name = target.rpartition(":")
+    if not sep or not module_part or not function_name or (len(module_part) == 1 and module_part.isalpha()):
+        raise ProblemError(f"unknown model {target!r}: not a zoo model ({', '.join(zoo_names())}) nor "
+                           "module:function / path/to/file.py:function", field="model")
+    module = _import_target(module_part, target)
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ProblemError(f"{module_part!r} has no function {function_name!r}", field="model")
+    value = function()
+    if isinstance(value, ModelSpec):
+        return value
+    if isinstance(value, Mapping):
+        return _from_legacy_dict(value, target)
+    raise ProblemError(f"{target} returned {type(value).__name__}; return a cetopt.ModelSpec", field="model")

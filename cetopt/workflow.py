@@ -1,0 +1,44 @@
+"""Run a method on a model: the shared layer that the demo, the bench, the proofs and the notebooks stand on.
+
+``build_for`` turns a :class:`~cetopt.modelspec.ModelSpec` into a built problem (named by model, method and
+rounding, with provenance); :mod:`cetopt.measure` applies and measures plans; :mod:`cetopt.baselines` holds
+the baseline allocations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from cetopt.modelspec import ModelSpec
+from cetopt.problem.model import Budget
+
+if TYPE_CHECKING:
+    from cetopt.builders.second_order import BuiltProblem
+
+DEFAULT_BITS = (2, 3, 4, 6, 8)
+
+
+def problem_name(spec: ModelSpec, method: str, rounding: str = "nearest") -> str:
+    """``<model>-<method>[-<rounding>]``: distinct per method, so problem files of one model never collide."""
+    return f"{spec.name}-{method}" + ("" if rounding == "nearest" else f"-{rounding}")
+
+
+def build_for(spec: ModelSpec, *, method: str = "cet", bits: Sequence[int] = DEFAULT_BITS,
+              budget: Budget | None = None, **options: Any) -> "BuiltProblem":
+    """The allocation problem of ``spec`` under cost model ``method`` and its candidates' weights.
+
+    Args:
+        budget: default 3 average bits (LLC: its own lossless form, size minimised).
+        options: cetopt.builders.second_order.build options (rounding, interactions, layer_eps, settings,
+            curvature, levels, max_loss, ...).
+    """
+    from cetopt import __version__
+    from cetopt.builders.second_order import build
+
+    if budget is None and method != "llc":
+        budget = Budget(avg_bits=3.0)
+    metadata = {"model": spec.name, "data": spec.data, "cetopt_version": __version__,
+                **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))}}
+    return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options.get("rounding", "nearest")),
+                 bits=bits, method=method, budget=budget, layers=spec.quantisable_layers(), metadata=metadata,
+                 **options)

@@ -1,0 +1,109 @@
+"""The zoo's ModelSpecs: each factory returns a trained model with calibration, validation and test data.
+
+Splits never overlap: calibration batches (curvature and costs), validation batches (what selection may
+look at: re-ranking, cost validation) and the test data behind ``evaluate`` are disjoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cetopt.modelspec import ModelSpec
+
+
+def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of a classifier on an (inputs, labels) batch."""
+    inputs, labels = batch
+    return nn.functional.cross_entropy(model(inputs), labels)
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Any]:
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+
+
+def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, *, calibration_size: int,
+                     validation_size: int, batch_size: int, seed: int) -> ModelSpec:
+    from cetopt.zoo.digits import accuracy
+
+    n_cal = min(calibration_size, len(split.y_train))
+    n_val = min(validation_size, len(split.y_train) - n_cal)
+    x, y = split.x_train, split.y_train
+    calibration = _batches(x[:n_cal], y[:n_cal], batch_size)
+    validation = _batches(x[n_cal:n_cal + n_val], y[n_cal:n_cal + n_val], batch_size)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        return {"accuracy": accuracy(m, split.x_test, split.y_test)}
+
+    return ModelSpec(name=name, model=model, calibration=calibration, loss_fn=ce_loss, evaluate=evaluate,
+                     validation=validation, metadata={"seed": seed},
+                     data=f"{data}: calibration = first {n_cal} training examples, validation = next {n_val}, "
+                          f"test = {len(split.y_test)} held-out examples")
+
+
+def digits_cnn(*, seed: int = 0, calibration_size: int = 256, validation_size: int = 256,
+               batch_size: int = 128) -> ModelSpec:
+    """The 2-conv CNN on scikit-learn's digits (trained here, cached)."""
+    from cetopt.zoo.digits import digits_split, trained_digits_model
+
+    return _classifier_spec("digits-cnn", trained_digits_model("digits-cnn", seed=seed), digits_split(seed),
+                            "sklearn digits", calibration_size=calibration_size, validation_size=validation_size,
+                            batch_size=batch_size, seed=seed)
+
+
+def digits_mlp(*, seed: int = 0, calibration_size: int = 256, validation_size: int = 256,
+               batch_size: int = 128) -> ModelSpec:
+    """The 3-layer MLP on scikit-learn's digits (trained here, cached)."""
+    from cetopt.zoo.digits import digits_split, trained_digits_model
+
+    return _classifier_spec("digits-mlp", trained_digits_model("digits-mlp", seed=seed), digits_split(seed),
+                            "sklearn digits", calibration_size=calibration_size, validation_size=validation_size,
+                            batch_size=batch_size, seed=seed)
+
+
+def mnist1d_resnet(*, seed: int = 0, calibration_size: int = 256, validation_size: int = 256,
+                   batch_size: int = 128) -> ModelSpec:
+    """The 1-D ResNet on MNIST-1D (generated offline; trained here, cached)."""
+    from cetopt.zoo.mnist1d_resnet import mnist1d_split, trained_mnist1d_resnet
+
+    return _classifier_spec("mnist1d-resnet", trained_mnist1d_resnet(seed=seed), mnist1d_split(),
+                            "MNIST-1D (generated offline)", calibration_size=calibration_size,
+                            validation_size=validation_size, batch_size=batch_size, seed=seed)
+
+
+def mobilenetv2(*, seed: int = 0, calibration_size: int = 32, validation_size: int = 32, test_size: int = 32,
+                batch_size: int = 16) -> ModelSpec:
+    """torchvision's ImageNet MobileNetV2 (packaged weights). No ImageNet data exists offline: inputs are crops of
+    scikit-learn's sample photos labelled by the FP32 model's own top-1; the metric is top-1 agreement."""
+    from cetopt.zoo.mobilenet import fidelity, load_mobilenet_v2, sample_crops
+
+    model = load_mobilenet_v2()
+    calibration_size = min(calibration_size, 32)  # 224x224 double-backward graphs: keep memory ~1 GB
+    batch_size = min(batch_size, 16)
+    images = sample_crops(count=calibration_size + validation_size + test_size, seed=seed)
+    with torch.no_grad():
+        labels = torch.cat([model(images[i:i + 64]).argmax(dim=1) for i in range(0, len(images), 64)])
+    cal, val = calibration_size, calibration_size + validation_size
+    test = images[val:]
+    return ModelSpec(name="mobilenetv2", model=model, calibration=_batches(images[:cal], labels[:cal], batch_size),
+                     loss_fn=ce_loss, evaluate=lambda m: fidelity(model, m, test),
+                     validation=_batches(images[cal:val], labels[cal:val], batch_size), metadata={"seed": seed},
+                     data=f"crops of scikit-learn's sample photos, FP32 top-1 as labels: {cal} calibration, "
+                          f"{val - cal} validation, {len(test)} test crops")
+
+
+def minilm(*, seed: int = 0, **_: Any) -> ModelSpec:
+    """The real pretrained all-MiniLM-L6-v2 (packaged), calibrated on embedding distillation."""
+    from cetopt.zoo.minilm import (distillation_batches, distillation_loss, embedding_fidelity, load_minilm,
+                                   text_pairs)
+
+    model, tokenizer = load_minilm()
+    sentences = [s for pair in text_pairs() for s in pair]
+    return ModelSpec(name="minilm", model=model, calibration=distillation_batches(model, tokenizer, sentences),
+                     loss_fn=distillation_loss,
+                     evaluate=lambda m: embedding_fidelity(model, m, tokenizer, sentences),
+                     data="64 shipped sentences (cetopt/data/minilm_pairs.tsv), 1 - cosine to FP32 embeddings "
+                          "(calibration and evaluation share the sentences)",
+                     exclude=("bert.pooler.dense",), metadata={"seed": seed})
