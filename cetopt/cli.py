@@ -165,42 +165,17 @@ def cmd_make_problem(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _user_model(target: str) -> dict[str, Any]:
-    """Call ``module:function``; it must return {"model": nn.Module, "loss_fn": f(model, batch) -> scalar,
-    "batches": [...]} (optionally "name" and "data")."""
-    import importlib
-
-    module_name, _, function_name = target.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as err:
-        raise ProblemError(f"cannot load {target!r}: {err}", field="model") from None
-    spec = function()
-    missing = [k for k in ("model", "loss_fn", "batches") if not isinstance(spec, dict) or k not in spec]
-    if missing:
-        raise ProblemError(f"{target} must return a dict with keys model, loss_fn, batches; missing {missing}",
-                           field="model")
-    return spec
-
-
 def cmd_extract(args: argparse.Namespace) -> int:
-    from cetopt.pipeline import extract_problem, load_task
+    from cetopt.modelspec import load_model_spec
     from cetopt.problem.io import save_problem
     from cetopt.problem.model import Budget
+    from cetopt.workflow import build_for
 
     bits = _int_list(args.bits, "--bits")
     budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
-    if ":" in args.model:
-        from cetopt.builders.second_order import build_problem
-
-        spec = _user_model(args.model)
-        problem = build_problem(spec["model"], spec["loss_fn"], spec["batches"], name=spec.get("name", args.model),
-                                bits=bits, method=args.method, budget=budget, rounding=args.rounding,
-                                interactions=args.interactions,
-                                metadata={"model": args.model, "data": spec.get("data", "")})
-    else:
-        problem = extract_problem(load_task(args.model), bits=bits, method=args.method, budget=budget,
-                                  rounding=args.rounding, interactions=args.interactions)
+    spec = load_model_spec(args.model)
+    problem = build_for(spec, bits=bits, method=args.method, budget=budget, rounding=args.rounding,
+                        interactions=args.interactions).problem
     save_problem(problem, args.out)
     print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}")
     return EXIT_OK
