@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from cetopt.builders.costs import COST_MODELS, ROUNDINGS
+from cetopt.costmodels.registry import cost_model_names
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
 
@@ -288,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2) or module:function "
                                  "returning {model, loss_fn, batches}")
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
-    p.add_argument("--method", choices=tuple(COST_MODELS), default="cet",
-                   help="cost model (cetopt.builders.costs): cet and its switches, llc, hawq-v3")
-    p.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
+    p.add_argument("--method", choices=cost_model_names(), default="cet",
+                   help="cost model (cetopt.costmodels): cet and its switches, llc, hawq-v3, fisher, ...")
+    p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
                    help="candidate rounding: nearest, or toward each layer's major axes")
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
     p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget (llc: ignored, size minimised "

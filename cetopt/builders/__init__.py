@@ -1,9 +1,10 @@
-"""Problem builders: curvature + candidates (quantised, low-rank, series) -> AllocationProblem.
+"""Problem builders: candidates (quantised, low-rank, series) + the signals a cost model needs -> AllocationProblem.
 
-The package import stays light (no torch): import ``cetopt.builders.second_order.build`` and
-``cetopt.builders.candidates.Levels`` where you need them.
+The build is a short pipeline (cetopt.builders.second_order.build): make candidates (candidates.py), collect the
+curvature signals the chosen cost model declares (signals.py), score with the registered cost model
+(cetopt.costmodels), filter (filters.py), assemble (assemble.py). The package import stays light (no torch).
 """
 
-from cetopt.builders.costs import COST_MODELS, ROUNDINGS, CostModel, cost_model
+from cetopt.costmodels.registry import cost_model_names, get_cost_model
 
-__all__ = ["COST_MODELS", "ROUNDINGS", "CostModel", "cost_model"]
+__all__ = ["cost_model_names", "get_cost_model"]

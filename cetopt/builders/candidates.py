@@ -12,11 +12,12 @@ from typing import Mapping, Sequence
 
 import torch
 
-from cetopt.builders.costs import ROUNDINGS
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
 from cetopt.problem.model import Choice
 from cetopt.quant.quantizers import QuantizerSpec, fake_quantize
+
+ROUNDINGS = ("nearest", "major-axis", "major-axis-gradient")  # how candidates are rounded
 
 
 

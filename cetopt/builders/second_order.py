@@ -1,9 +1,9 @@
 """Curvature + candidates -> AllocationProblem.
 
 For every quantisable layer l and candidate c (a bit-width, rounded to nearest or toward the major axes)
-the error is d = W_hat - W, and the choice's predicted loss change comes from a cost model
-(cetopt.builders.costs): CET with each ingredient a switch, LLC's lossless neighbourhood, or HAWQ-V3's
-trace x |d|^2. Optional constraints and terms from the geometry:
+the error is d = W_hat - W, and the choice's predicted loss change comes from a registered cost model
+(cetopt.costmodels): CET with each ingredient a switch, LLC's lossless neighbourhood, HAWQ-V3's
+trace x |d|^2, the Fisher diagonal, ... Optional constraints and terms from the geometry:
 
 - ``layer_eps``: CET's error subspace E_l(eps) = {d : dL_l(d) <= eps}; candidates outside are removed.
 - ``interactions``: cross-layer terms d_a' H_ab d_b for adjacent layers (the layer graph's producer /
@@ -18,8 +18,6 @@ compressed weight, so a solved plan can be applied exactly as it was scored.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import logging
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
@@ -27,41 +25,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from cetopt.builders.candidates import Levels, level_candidates, quantization_candidates
-from cetopt.builders.costs import cost_model, predicted_change
-from cetopt.curvature.extract import CurvatureSettings, extract_curvature
+from cetopt.builders.assemble import interaction_terms, layer_edges, layer_macs, problem_form, problem_layers
+from cetopt.builders.candidates import LayerCandidates, Levels, level_candidates, quantization_candidates
+from cetopt.builders.filters import admissible_levels, apply_ties, kept_indices
+from cetopt.builders.signals import SignalInputs, collect_signals, curvature_for
+from cetopt.costmodels.registry import get_cost_model
+from cetopt.curvature.extract import CurvatureSettings
 from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn
-from cetopt.curvature.quadratic import quadratic_forms
 from cetopt.curvature.result import CurvatureResult
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer, Minimize
+from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Layer
 from cetopt.quant.quantizers import QuantizerSpec
-
-log = logging.getLogger(__name__)
-
-def _macs(model: nn.Module, layers: list[str], batch: Batch, loss_fn: LossFn) -> dict[str, int]:
-    """Multiply-accumulates per sample of each Linear/Conv layer, from one traced forward pass."""
-    modules = dict(model.named_modules())
-    macs: dict[str, int] = {}
-    hooks = []
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            per_out = module.weight[0].numel()  # in_features (x kernel area) per output element
-            macs[name] = int(output[0].numel() * per_out) if output.dim() > 1 else int(output.numel() * per_out)
-        return record
-
-    for name in layers:
-        hooks.append(modules[name].register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            loss_fn(model, batch)
-    finally:
-        for h in hooks:
-            h.remove()
-    return macs
-
 
 @dataclass(frozen=True)
 class BuiltProblem:
@@ -104,16 +79,25 @@ def replace_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn
     return out
 
 
-def _edges(model: nn.Module, names: list[str], label: str) -> tuple[tuple[Edge, ...], str]:
-    try:
-        from cetopt.zoo.graph import traced_edges
+def _candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[int], levels: Levels | None,
+                quantizer: QuantizerSpec, rounding: str, quadrics: Mapping[str, LayerQuadric] | None
+                ) -> list[LayerCandidates]:
+    if levels is None:
+        return quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
+    return level_candidates(weights, levels, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
 
-        return traced_edges(model, names), "traced with torch.fx"
-    except Exception as err:  # fx cannot trace data-dependent control flow: say so, use the layer order
-        log.warning("torch.fx could not trace %s (%s); using the sequential layer order, no residual ties",
-                    label, type(err).__name__)
-        edges = tuple(Edge(a, b) for a, b in zip(names[:-1], names[1:]))
-        return edges, f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
+
+def _ties_and_pairs(op: CurvatureOperator, name: str, tie_residuals: bool, interactions: bool
+                    ) -> tuple[tuple[Edge, ...], str, list[tuple[str, ...]], list[tuple[str, str]]]:
+    from cetopt.problem.graph import adjacent_pairs, layer_graph, tie_groups
+
+    edges, note = layer_edges(op.model, op.names, name)
+    skeleton = AllocationProblem(name=name, layers=tuple(
+        Layer(name=n, params=int(p.numel()), choices=(Choice(bits=8, loss=0.0),)) for n, p in zip(op.names, op.params)),
+        budget=Budget(avg_bits=8.0), edges=edges)
+    graph = layer_graph(skeleton)
+    ties = [tuple(t) for t in tie_groups(graph)] if tie_residuals else []
+    return edges, note, ties, (adjacent_pairs(graph) if interactions else [])
 
 
 def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: str,
@@ -121,14 +105,16 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
           quantizer: QuantizerSpec = QuantizerSpec(), rounding: str = "nearest", layers: Sequence[str] | None = None,
           settings: CurvatureSettings | None = None, curvature: CurvatureResult | None = None,
           interactions: bool = False, layer_eps: float | None = None, max_loss: float = 0.0,
-          llc_radius: str = "directional", levels: Levels | None = None, metadata: dict | None = None, tie_residuals: bool = True,
-          cache_dir: str | None | bool = None) -> BuiltProblem:
-    """Build the allocation problem of ``model`` on calibration ``batches``.
+          llc_radius: str = "directional", levels: Levels | None = None, metadata: dict | None = None,
+          tie_residuals: bool = True, cache_dir: str | None | bool = None) -> BuiltProblem:
+    """Build the allocation problem of ``model`` on calibration ``batches``: make candidates, collect the
+    signals the cost model needs, score, filter, assemble.
 
     Args:
         name: problem name.
         bits: candidate bit-widths per layer.
-        method: a cost model of cetopt.builders.costs (cet, cet-eigen, cet-trace, cet-nograd, llc, hawq-v3).
+        method: a registered cost model (cetopt.costmodels: cet, cet-eigen, cet-trace, cet-nograd, llc, hawq-v3,
+            fisher, ...).
         budget: the budget (default: 4 average bits; LLC: predicted change <= ``max_loss``). A budget that
             only bounds the predicted loss (``Budget(max_loss=eps)``) gives the size-minimising form.
         quantizer: the grid of Q_b.
@@ -146,113 +132,42 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         tie_residuals: layers whose outputs are summed (traced with torch.fx) share a bit-width.
         cache_dir: curvature cache (None: default; False: none).
     """
-    costs_model = cost_model(method)
+    costs_model = get_cost_model(method)
     if llc_radius not in ("directional", "lambda-max"):
         raise ProblemError(f"llc_radius must be 'directional' or 'lambda-max', got {llc_radius!r}", field="llc_radius")
     settings = settings or CurvatureSettings()
-    op = CurvatureOperator(model, loss_fn, batches, layers=layers, device=settings.device,
-                           dtype=settings.torch_dtype())
+    op = CurvatureOperator(model, loss_fn, batches, layers=layers, device=settings.device, dtype=settings.torch_dtype())
     loss, gradient = op.loss_and_gradient()
-    quadrics: dict[str, LayerQuadric] | None = None
-    if costs_model.needs_spectrum or rounding != "nearest":
-        if curvature is None:
-            needs_eig = costs_model.curvature == "eigen" or costs_model.lossless or rounding != "nearest"
-            extract_settings = settings if needs_eig else dataclasses.replace(settings, k=0)
-            curvature = extract_curvature(model, loss_fn, batches, settings=extract_settings, layers=op.names,
-                                          cache_dir=cache_dir, show_progress=False, description=name)
-        missing = [n for n in op.names if n not in curvature.names]
-        if missing:
-            raise ProblemError(f"the curvature result lacks layers {missing[:3]}", field="curvature")
-        if costs_model.curvature == "eigen" or costs_model.lossless or rounding != "nearest":
-            quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in op.names}
+    curvature, quadrics = curvature_for(op, costs_model.needs, rounding, settings, curvature, cache_dir=cache_dir,
+                                        description=name)
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
-    if levels is None:
-        candidates = quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
-    else:
-        candidates = level_candidates(weights, levels, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
-    errors = {c.name: c.errors() for c in candidates}
-    edges, graph_note = _edges(model, op.names, name)
-    from cetopt.problem.graph import adjacent_pairs, layer_graph, tie_groups
-
-    skeleton = AllocationProblem(name=name, layers=tuple(
-        Layer(name=n, params=int(p.numel()), choices=(Choice(bits=8, loss=0.0),)) for n, p in zip(op.names, op.params)),
-        budget=Budget(avg_bits=8.0), edges=edges)
-    graph = layer_graph(skeleton)
-    ties = [tuple(t) for t in tie_groups(graph)] if tie_residuals else []
-    pairs = adjacent_pairs(graph) if interactions else []
-    forms = quadratic_forms(op, errors, gradient=gradient, pairs=pairs) if (
-        costs_model.needs_quadratic_forms or costs_model.lossless or pairs) else None
-    grads = {n: g.detach().double().cpu().numpy().ravel() for n, g in zip(op.names, gradient)}
-    macs = _macs(op.model, op.names, op.batches[0], loss_fn)
-    admissible: dict[str, set[int]] = {}
-    fallback_bits: dict[str, int] = {}
-    scored: dict[str, np.ndarray] = {}
-    for cand in candidates:
-        flat = [e.detach().double().cpu().numpy().ravel() for e in errors[cand.name]]
-        linear = np.array([grads[cand.name] @ d for d in flat])
-        energy = np.array([d @ d for d in flat])
-        quadric = quadrics[cand.name] if quadrics else None
-        eigen = np.array([quadric.quadratic(d) for d in flat]) if quadric is not None else None
-        trace_n = curvature.layer(cand.name).mean_eigenvalue if curvature is not None else float("nan")
-        costs = predicted_change(costs_model, linear=linear, energy=energy, exact=forms.own[cand.name] if forms else None,
-                                 eigen=eigen, trace_per_weight=trace_n)
-        fallback = int(np.argmax([c.bits * c.terms if c.rank is None else -1 for c in cand.choices]))
-        keep = np.ones(len(costs), dtype=bool)
-        if costs_model.lossless:
-            directional = forms.own[cand.name] / np.maximum(energy, 1e-300) if (
-                forms is not None and llc_radius == "directional") else [None] * len(flat)
-            radius = np.array([quadric.lossless_radius(d, k) for d, k in zip(flat, directional)])
-            keep &= np.sqrt(energy) <= radius
-        if layer_eps is not None:
-            keep &= costs <= layer_eps
-            fallback = int(np.argmin(costs))
-        admissible[cand.name] = {cand.choices[i].level for i in np.flatnonzero(keep)}
-        fallback_bits[cand.name] = cand.choices[fallback].level
-        scored[cand.name] = costs
-    by_name = {c.name: c for c in candidates}
-    for tie in ties:  # tied layers share a bit-width: keep the bit-widths every member admits
-        common = set.intersection(*({level[0] for level in admissible[n]} for n in tie))
-        if not common:  # none shared: the fallback bit-width (most precise; least costly under layer_eps)
-            pick = (min if layer_eps is not None else max)(fallback_bits[n][0] for n in tie)
-            common = {pick}
-            for n in tie:
-                admissible[n] = admissible[n] | {c.level for c in by_name[n].choices if c.bits == pick}
-        for n in tie:
-            admissible[n] = {level for level in admissible[n] if level[0] in common}
-    problem_layers, kept, removed = [], {}, {}
-    for cand in candidates:
-        costs = scored[cand.name]
-        allowed = admissible[cand.name] or {fallback_bits[cand.name]}
-        idx = np.array([i for i, c in enumerate(cand.choices) if c.level in allowed])
-        kept[cand.name] = idx
-        if idx.size < len(costs):
-            removed[cand.name] = [c.label for c in cand.choices if c.level not in allowed]
-        p = weights[cand.name]
-        problem_layers.append(Layer(
-            name=cand.name, params=int(p.numel()), macs=macs.get(cand.name), shape=(int(p.shape[0]), int(p[0].numel())),
-            choices=tuple(Choice(bits=cand.choices[i].bits, loss=float(costs[i]), rank=cand.choices[i].rank,
-                                 terms=cand.choices[i].terms, size_bits=cand.choices[i].size_bits) for i in idx)))
-    terms = []
-    if forms is not None:
-        for (a, b), matrix in forms.cross.items():
-            sub = matrix[np.ix_(kept[a], kept[b])]
-            terms.append(Interaction(a=a, b=b, loss=tuple(tuple(float(v) for v in row) for row in sub)))
-    info = {"method": method, "cost_model": asdict(costs_model), "rounding": rounding, "bits": list(bits),
+    candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics)
+    edges, graph_note, ties, pairs = _ties_and_pairs(op, name, tie_residuals, interactions)
+    signals, cross = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius),
+                                     costs_model.needs)
+    estimates = {n: costs_model.estimate(s) for n, s in signals.items()}
+    costs = {n: np.asarray(e.loss, dtype=np.float64) for n, e in estimates.items()}
+    admissible, fallback = admissible_levels(candidates, signals, costs, costs_model, layer_eps)
+    apply_ties(candidates, ties, admissible, fallback, least_costly=layer_eps is not None)
+    kept = {c.name: kept_indices(c, admissible[c.name], fallback[c.name]) for c in candidates}
+    removed = {c.name: [ch.label for i, ch in enumerate(c.choices) if i not in set(kept[c.name])]
+               for c in candidates if len(kept[c.name]) < len(c.choices)}
+    stderr = {n: e.stderr for n, e in estimates.items() if e.stderr is not None}
+    layer_list = problem_layers(candidates, costs, kept, layer_macs(op.model, op.names, op.batches[0], loss_fn),
+                                stderr or None)
+    terms = interaction_terms(cross, kept)
+    info = {"method": method, "cost_model": costs_model.describe(), "rounding": rounding, "bits": list(bits),
             **({"levels": levels.to_dict()} if levels is not None else {}),
             "quantizer": quantizer.to_dict(), "curvature": asdict(settings), "calibration_loss": loss,
             "calibration_batches": len(op.batches), "device": str(op.device), "layer_graph": graph_note,
-            "interactions": len(terms), **({"llc_radius": llc_radius} if costs_model.lossless else {}), **({"layer_eps": layer_eps} if layer_eps is not None else {}),
+            "interactions": len(terms), **({"llc_radius": llc_radius} if costs_model.lossless else {}),
+            **({"layer_eps": layer_eps} if layer_eps is not None else {}),
             **({"removed_candidates": removed} if removed else {}), **(metadata or {})}
-    if method == "hawq-v3" and curvature is not None:
+    if "trace_per_weight" in costs_model.needs and curvature is not None:
         info["traces"] = {l.name: [l.trace, l.trace_stderr, l.n_probes] for l in curvature.layers if l.name in weights}
-    if costs_model.lossless and budget is None:
-        budget = Budget(max_loss=max_loss)
-    # a budget on the predicted loss alone is the "maximise compression" form: minimise the size under it
-    loss_only = budget is not None and budget.max_loss is not None and budget.bops is None and \
-        budget.max_size_bits(sum(int(w.numel()) for w in weights.values())) is None
-    minimize = Minimize.SIZE if loss_only else Minimize.LOSS
-    problem = AllocationProblem(name=name, layers=tuple(problem_layers), budget=budget or Budget(avg_bits=4.0),
-                                edges=edges, interactions=tuple(terms), minimize=minimize, metadata=info)
+    budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
+    problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
+                                minimize=minimize, metadata=info)
     if ties:
         problem = problem.with_changes(ties=tuple(ties))
     chosen = {c.name: tuple(c.weights[i] for i in kept[c.name]) for c in candidates}

@@ -1,0 +1,85 @@
+"""Assemble the AllocationProblem from scored, filtered candidates: layers with MACs and shapes, the layer graph
+(traced with torch.fx), interaction terms restricted to the kept choices, and the problem form."""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cetopt.builders.candidates import LayerCandidates
+from cetopt.curvature.operator import Batch, LossFn
+from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer, Minimize
+
+log = logging.getLogger(__name__)
+
+
+def layer_macs(model: nn.Module, layers: Sequence[str], batch: Batch, loss_fn: LossFn) -> dict[str, int]:
+    """Multiply-accumulates per sample of each Linear/Conv layer, from one traced forward pass."""
+    modules = dict(model.named_modules())
+    macs: dict[str, int] = {}
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            per_out = module.weight[0].numel()  # in_features (x kernel area) per output element
+            macs[name] = int(output[0].numel() * per_out) if output.dim() > 1 else int(output.numel() * per_out)
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    try:
+        with torch.no_grad():
+            loss_fn(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return macs
+
+
+def layer_edges(model: nn.Module, names: list[str], label: str) -> tuple[tuple[Edge, ...], str]:
+    """The layer graph's edges and how they were found (torch.fx, or the sequential order when fx fails)."""
+    try:
+        from cetopt.zoo.graph import traced_edges
+
+        return traced_edges(model, names), "traced with torch.fx"
+    except Exception as err:  # fx cannot trace data-dependent control flow: say so, use the layer order
+        log.warning("torch.fx could not trace %s (%s); using the sequential layer order, no residual ties",
+                    label, type(err).__name__)
+        edges = tuple(Edge(a, b) for a, b in zip(names[:-1], names[1:]))
+        return edges, f"sequential order of the quantisable layers (torch.fx could not trace: {type(err).__name__})"
+
+
+def problem_layers(candidates: Sequence[LayerCandidates], costs: Mapping[str, np.ndarray],
+                   kept: Mapping[str, np.ndarray], macs: Mapping[str, int],
+                   stderr: Mapping[str, np.ndarray | None] | None = None) -> tuple[Layer, ...]:
+    """One Layer per candidate set, with the kept choices and their predicted losses."""
+    out = []
+    for cand in candidates:
+        w = cand.original
+        layer_stderr = (stderr or {}).get(cand.name)
+        choices = tuple(Choice(bits=cand.choices[i].bits, loss=float(costs[cand.name][i]), rank=cand.choices[i].rank,
+                               terms=cand.choices[i].terms, size_bits=cand.choices[i].size_bits,
+                               **({"loss_stderr": float(layer_stderr[i])} if layer_stderr is not None else {}))
+                        for i in kept[cand.name])
+        out.append(Layer(name=cand.name, params=int(w.numel()), macs=macs.get(cand.name),
+                         shape=(int(w.shape[0]), int(w[0].numel())), choices=choices))
+    return tuple(out)
+
+
+def interaction_terms(cross: Mapping[tuple[str, str], np.ndarray], kept: Mapping[str, np.ndarray]
+                      ) -> tuple[Interaction, ...]:
+    """Cross terms d_a'H_ab d_b restricted to the kept choices of a and b."""
+    return tuple(Interaction(a=a, b=b, loss=tuple(tuple(float(v) for v in row) for row in m[np.ix_(kept[a], kept[b])]))
+                 for (a, b), m in cross.items())
+
+
+def problem_form(budget: Budget | None, lossless: bool, max_loss: float, total_params: int) -> tuple[Budget, Minimize]:
+    """The budget and what is minimised: a budget on the predicted loss alone (LLC's default) is the
+    "maximise compression" form (minimise size under it); otherwise minimise the loss."""
+    if lossless and budget is None:
+        budget = Budget(max_loss=max_loss)
+    budget = budget or Budget(avg_bits=4.0)
+    loss_only = budget.max_loss is not None and budget.bops is None and budget.max_size_bits(total_params) is None
+    return budget, Minimize.SIZE if loss_only else Minimize.LOSS

@@ -1,0 +1,132 @@
+"""Collect the curvature signals a cost model declares (``CostModel.needs``), and nothing more.
+
+One curvature operator and one gradient pass serve every signal; the spectrum (Lanczos, Hutchinson) is
+extracted only when a signal or the rounding needs it, and exact quadratic forms only when a signal, the
+lossless radius or cross-layer terms need them. Each layer's signals come back as a
+:class:`cetopt.costmodels.LayerSignals` of (K,) arrays, one entry per candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cetopt.builders.candidates import LayerCandidates
+from cetopt.costmodels.base import LayerSignals
+from cetopt.curvature.extract import CurvatureSettings, extract_curvature
+from cetopt.curvature.operator import CurvatureOperator
+from cetopt.curvature.quadratic import QuadraticForms, quadratic_forms
+from cetopt.curvature.result import CurvatureResult
+from cetopt.errors import ProblemError
+from cetopt.geometry.layer import LayerQuadric
+
+SPECTRUM_SIGNALS = frozenset({"eigen", "lossless_radius"})  # need Lanczos eigenpairs (k > 0)
+TRACE_SIGNALS = frozenset({"trace_per_weight"})              # need Hutchinson traces only (k = 0 suffices)
+
+
+def needs_curvature(needs: frozenset[str], rounding: str) -> bool:
+    """Whether a CurvatureResult (traces, maybe eigenpairs) must be extracted."""
+    return bool(needs & (SPECTRUM_SIGNALS | TRACE_SIGNALS)) or rounding != "nearest"
+
+
+def needs_eigenpairs(needs: frozenset[str], rounding: str) -> bool:
+    return bool(needs & SPECTRUM_SIGNALS) or rounding != "nearest"
+
+
+def curvature_for(op: CurvatureOperator, needs: frozenset[str], rounding: str, settings: CurvatureSettings,
+                  given: CurvatureResult | None, *, cache_dir: str | None | bool, description: str
+                  ) -> tuple[CurvatureResult | None, dict[str, LayerQuadric] | None]:
+    """The curvature result and layer quadrics the signals and rounding need (None where not needed)."""
+    if not needs_curvature(needs, rounding):
+        return given, None
+    curvature = given
+    if curvature is None:
+        wanted = settings if needs_eigenpairs(needs, rounding) else dataclasses.replace(settings, k=0)
+        curvature = extract_curvature(op.source_model, op.loss_fn, op.batches_cpu, settings=wanted, layers=op.names,
+                                      cache_dir=cache_dir, show_progress=False, description=description)
+    missing = [n for n in op.names if n not in curvature.names]
+    if missing:
+        raise ProblemError(f"the curvature result lacks layers {missing[:3]}", field="curvature")
+    quadrics = None
+    if needs_eigenpairs(needs, rounding):
+        quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in op.names}
+    return curvature, quadrics
+
+
+@dataclass(frozen=True)
+class SignalInputs:
+    """Everything signals are computed from.
+
+    Attributes:
+        op: the curvature operator (calibration data, layers); gradient: g per layer (op.names order).
+        candidates: each layer's candidates (errors d = W_hat - W).
+        curvature, quadrics: from :func:`curvature_for` (None when not needed).
+        pairs: layer pairs whose cross terms d_a'H_ab d_b are wanted (interactions).
+        llc_radius: "directional" (curvature d'Hd/|d|^2 along each error) or "lambda-max".
+    """
+
+    op: CurvatureOperator
+    gradient: Sequence[torch.Tensor]
+    candidates: Sequence[LayerCandidates]
+    curvature: CurvatureResult | None = None
+    quadrics: dict[str, LayerQuadric] | None = None
+    pairs: Sequence[tuple[str, str]] = ()
+    llc_radius: str = "directional"
+
+
+def _flat(errors: Sequence[torch.Tensor]) -> np.ndarray:
+    return np.stack([e.detach().double().cpu().numpy().ravel() for e in errors])
+
+
+def _forms(inputs: SignalInputs, needs: frozenset[str]) -> QuadraticForms | None:
+    wants = "quadratic" in needs or inputs.pairs or ("lossless_radius" in needs and inputs.llc_radius == "directional")
+    if not wants:
+        return None
+    errors = {c.name: c.errors() for c in inputs.candidates}
+    return quadratic_forms(inputs.op, errors, pairs=inputs.pairs)
+
+
+def _fisher(inputs: SignalInputs, needs: frozenset[str]) -> dict[str, np.ndarray] | None:
+    if "fisher" not in needs:
+        return None
+    from cetopt.curvature.signals import fisher_diagonal
+
+    diagonal = fisher_diagonal(inputs.op)
+    return {n: f.detach().double().cpu().numpy().ravel() for n, f in zip(inputs.op.names, diagonal)}
+
+
+def _layer_signals(inputs: SignalInputs, cand: LayerCandidates, needs: frozenset[str], forms: QuadraticForms | None,
+                   fisher: dict[str, np.ndarray] | None) -> LayerSignals:
+    index = inputs.op.names.index(cand.name)
+    flat = _flat(cand.errors())
+    grad = inputs.gradient[index].detach().double().cpu().numpy().ravel()
+    energy = np.einsum("kn,kn->k", flat, flat)
+    values: dict[str, object] = {"energy": energy, "linear": flat @ grad}
+    if forms is not None:
+        values["quadratic"] = forms.own[cand.name]
+    quadric = inputs.quadrics[cand.name] if inputs.quadrics else None
+    if "eigen" in needs:
+        values["eigen"] = np.array([quadric.quadratic(d) for d in flat])  # type: ignore[union-attr]
+    if "trace_per_weight" in needs:
+        values["trace_per_weight"] = inputs.curvature.layer(cand.name).mean_eigenvalue  # type: ignore[union-attr]
+    if fisher is not None:
+        values["fisher"] = (flat ** 2) @ fisher[cand.name]
+    if "lossless_radius" in needs:
+        directional = (forms.own[cand.name] / np.maximum(energy, 1e-300) if forms is not None
+                       else [None] * len(flat))
+        values["lossless_radius"] = np.array([quadric.lossless_radius(d, k)  # type: ignore[union-attr]
+                                              for d, k in zip(flat, directional)])
+    return LayerSignals(name=cand.name, params=int(flat.shape[1]), **values)  # type: ignore[arg-type]
+
+
+def collect_signals(inputs: SignalInputs, needs: frozenset[str]
+                    ) -> tuple[dict[str, LayerSignals], dict[tuple[str, str], np.ndarray]]:
+    """Each layer's signals (only those in ``needs``, plus energy and g.d) and the requested cross terms."""
+    forms = _forms(inputs, needs)
+    fisher = _fisher(inputs, needs)
+    signals = {c.name: _layer_signals(inputs, c, needs, forms, fisher) for c in inputs.candidates}
+    return signals, (dict(forms.cross) if forms is not None else {})
