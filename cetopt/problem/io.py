@@ -29,7 +29,7 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 _TOP_KEYS = ("format", "name", "description", "minimize", "budget", "activation_bits", "layers", "ties",
              "interactions", "edges", "metadata")
 _LAYER_KEYS = ("name", "params", "macs", "shape", "min_bits", "max_bits", "fixed_bits", "choices")
-_CHOICE_KEYS = ("bits", "loss", "size_bits", "bops", "rank", "terms")
+_CHOICE_KEYS = ("bits", "loss", "size_bits", "bops", "rank", "terms", "loss_stderr")
 _BUDGET_KEYS = ("avg_bits", "size_bits", "size_bytes", "ratio", "bops", "max_loss")
 _INTERACTION_KEYS = ("layers", "loss")
 _EDGE_KEYS = ("from", "to", "kind")
@@ -134,6 +134,8 @@ def problem_to_dict(problem: AllocationProblem) -> dict[str, Any]:
                     item[key] = _clean(getattr(choice, key))
             if choice.terms != 1:
                 item["terms"] = choice.terms
+            if choice.loss_stderr is not None:
+                item["loss_stderr"] = choice.loss_stderr
             choices.append(item)
         entry["choices"] = choices
         layers.append(entry)

@@ -46,6 +46,8 @@ class Choice:
         bops: bit-operations; ``None`` means macs x bits x activation_bits (needs the layer's MACs).
         rank: low-rank factorisation rank, or ``None`` for the full matrix.
         terms: number of series-expansion basis terms (1 = plain quantisation).
+        loss_stderr: standard error of ``loss`` (same unit, >= 0), or ``None`` when unknown; solvers ignore it,
+            robust cost models and reports read it.
     """
 
     bits: int
@@ -54,6 +56,7 @@ class Choice:
     bops: float | None = None
     rank: int | None = None
     terms: int = 1
+    loss_stderr: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", check_int(self.bits, "bits", low=1, high=MAX_BITS))
@@ -65,6 +68,8 @@ class Choice:
         if self.rank is not None:
             object.__setattr__(self, "rank", check_int(self.rank, "rank", low=1))
         object.__setattr__(self, "terms", check_int(self.terms, "terms", low=1, high=64))
+        if self.loss_stderr is not None:
+            object.__setattr__(self, "loss_stderr", check_float(self.loss_stderr, "loss_stderr", low=0.0))
 
     @property
     def level(self) -> tuple[int, int | None, int]:

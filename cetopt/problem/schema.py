@@ -62,6 +62,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                                 "bops": {"type": "number", "minimum": 0},
                                 "rank": {"type": "integer", "minimum": 1},
                                 "terms": {"type": "integer", "minimum": 1, "maximum": 64},
+                                "loss_stderr": {"type": "number", "minimum": 0},
                             },
                         },
                     },
