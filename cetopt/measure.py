@@ -113,6 +113,16 @@ class Measurer:
                            validation_dloss=self.validation_dloss(weights) if validation else None)
 
 
+def check_same_model(spec: ModelSpec, metadata: Mapping[str, Any], *, what: str = "problem") -> None:
+    """Refuse to measure a problem's or plan's weights on another model than the one it was built on.
+
+    Raises cetopt.fingerprint.FingerprintMismatchError when ``metadata``'s recorded fingerprints differ from
+    ``spec``'s (no-op when it records none, e.g. a hand-written plan)."""
+    from cetopt.fingerprint import check_fingerprint
+
+    check_fingerprint(metadata, spec, what=what)
+
+
 def measure_weights(spec: ModelSpec, weights: Mapping[str, torch.Tensor]) -> Measurement:
     """One-off :meth:`Measurer.measure` (use a Measurer to measure many plans of one model)."""
     return Measurer(spec).measure(weights)

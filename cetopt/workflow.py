@@ -37,8 +37,11 @@ def build_for(spec: ModelSpec, *, method: str = "cet", bits: Sequence[int] = DEF
 
     if budget is None and method != "llc":
         budget = Budget(avg_bits=3.0)
+    from cetopt.fingerprint import fingerprint_spec
+
     metadata = {"model": spec.name, "data": spec.data, "cetopt_version": __version__,
-                **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))}}
+                **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))},
+                **fingerprint_spec(spec).as_metadata()}  # ties the file to these weights and calibration data
     return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options.get("rounding", "nearest")),
                  bits=bits, method=method, budget=budget, layers=spec.quantisable_layers(), metadata=metadata,
                  **options)

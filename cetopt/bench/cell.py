@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cetopt._versions import package_versions
+from cetopt.fingerprint import FingerprintMismatchError, check_fingerprint, fingerprint_spec, recorded
 from cetopt.problem.evaluate import choices_from_bits, evaluate
 from cetopt.problem.io import load_problem
 from cetopt.problem.model import AllocationProblem, Budget
@@ -28,6 +29,8 @@ class Cell:
         budget_avg_bits: the average-bits budget that replaces the file's budget.
         time_limit: seconds per solve (the config's own limit wins when it is smaller).
         measure: apply the plan to the zoo model and measure its metric.
+        reextract: when the problem's recorded fingerprint differs from the local zoo model's, rebuild the
+            problem on the local model (same method, candidate bits and budget) instead of refusing.
     """
 
     problem: str
@@ -35,6 +38,7 @@ class Cell:
     budget_avg_bits: float
     time_limit: float = 60.0
     measure: bool = True
+    reextract: bool = False
 
     @property
     def solver_name(self) -> str:
@@ -80,6 +84,37 @@ def _measurable(problem: AllocationProblem) -> str | None:
     return None
 
 
+@lru_cache(maxsize=8)
+def _reextracted(path: str, model: str) -> AllocationProblem:
+    """The problem file ``path`` rebuilt on the local zoo model (same method, candidate bits and budget)."""
+    from cetopt.workflow import build_for
+
+    base = load_problem(path)
+    if any(c.rank is not None or c.terms != 1 for layer in base.layers for c in layer.choices):
+        raise FingerprintMismatchError(f"{path}: re-extraction covers bit-width candidates only; re-extract this "
+                                       "problem with cetopt extract and its original options", fields=())
+    bits = tuple(sorted({c.bits for layer in base.layers for c in layer.choices}))
+    method = str(base.metadata.get("method", "cet"))
+    return build_for(_task(model), method=method, bits=bits, budget=base.budget).problem  # type: ignore[return-value]
+
+
+def _same_model(cell: Cell, base: AllocationProblem) -> tuple[AllocationProblem, str | None]:
+    """Both sides of a comparison from one model: refuse (or re-extract) a problem built on other weights.
+
+    Returns the problem to use and the fingerprint recorded in the row (None when no zoo model is involved)."""
+    model = _measurable(base)
+    if model is None or not (cell.measure or cell.solver == "hawq-v3"):
+        return base, None
+    try:
+        fp = check_fingerprint(base.metadata, _task(model), what=f"problem {cell.problem}")
+    except FingerprintMismatchError:
+        if not cell.reextract:
+            raise
+        problem = _reextracted(cell.problem, model)
+        return problem, f"{fingerprint_spec(_task(model)).short()} (re-extracted on this model)"
+    return base, fp.short() if recorded(base.metadata) else f"{fp.short()} (problem file records none)"
+
+
 def _empty_row(cell: Cell, problem: AllocationProblem) -> dict[str, Any]:
     from cetopt.bench.store import COLUMNS
 
@@ -112,9 +147,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     from cetopt.solvers.api import solve
 
     start = time.perf_counter()
-    base = load_problem(cell.problem)
+    base, fingerprint = _same_model(cell, load_problem(cell.problem))
     problem = base.with_budget(Budget(avg_bits=cell.budget_avg_bits))
     row = _empty_row(cell, problem)
+    row["fingerprint"] = fingerprint
     bits: dict[str, int] | None = None
     if cell.solver in BASELINES:
         row.update(kind="baseline", backend=cell.solver, options="{}")

@@ -20,7 +20,7 @@ ROW_FORMAT = "cetopt.bench-row/1"
 COLUMNS = (
     "problem", "model", "method", "layers", "solver", "backend", "kind", "budget_avg_bits", "status", "limit",
     "objective", "bound", "gap", "seconds", "wall_seconds", "size_bits", "avg_bits", "metric_name", "metric",
-    "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "message",
+    "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "fingerprint", "message",
 )
 
 
