@@ -15,7 +15,8 @@ import torch
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
 from cetopt.problem.model import Choice
-from cetopt.quant.quantizers import QuantizerSpec, fake_quantize
+from cetopt.quant.compressors import compress
+from cetopt.quant.quantizers import QuantizerSpec
 
 ROUNDINGS = ("nearest", "major-axis", "major-axis-gradient")  # how candidates are rounded
 
@@ -71,7 +72,7 @@ def quantization_candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[
                 compressed.append(major_axis_round(weight, b, quadrics[name], quantizer,
                                                    use_gradient=rounding == "major-axis-gradient").weight)
             else:
-                compressed.append(fake_quantize(weight, b, quantizer))
+                compressed.append(compress(weight, Choice(bits=int(b), loss=0.0), quantizer))
         out.append(LayerCandidates(name=name, original=weight, choices=tuple(Choice(bits=int(b), loss=0.0) for b in bits),
                                    weights=tuple(compressed)))
     return out
@@ -116,9 +117,6 @@ def level_candidates(weights: Mapping[str, torch.Tensor], levels: Levels, *, qua
                      rounding: str = "nearest", quadrics: Mapping[str, LayerQuadric] | None = None
                      ) -> list[LayerCandidates]:
     """Candidates mixing quantisation, low-rank factorisation and series expansion (see :class:`Levels`)."""
-    from cetopt.quant.lowrank import low_rank
-    from cetopt.quant.series import series_expand
-
     plain = {c.name: c for c in quantization_candidates(weights, levels.bits, quantizer=quantizer, rounding=rounding,
                                                         quadrics=quadrics)} if levels.bits else {}
     out = []
@@ -126,15 +124,12 @@ def level_candidates(weights: Mapping[str, torch.Tensor], levels: Levels, *, qua
         weight = weight.detach()
         choices = list(plain[name].choices) if name in plain else []
         compressed = list(plain[name].weights) if name in plain else []
-        for r in _ranks(weight, levels):
-            for b in levels.rank_bits:
-                compressed.append(low_rank(weight, r, bits=b, spec=quantizer).weight)
-                choices.append(Choice(bits=int(b), rank=int(r), loss=0.0))
-        for b in levels.series_bits:
-            for k in levels.series_terms:
-                if k > 1:
-                    compressed.append(series_expand(weight, b, k, quantizer).weight)
-                    choices.append(Choice(bits=int(b), terms=int(k), loss=0.0))
+        extra = [Choice(bits=int(b), rank=int(r), loss=0.0) for r in _ranks(weight, levels) for b in levels.rank_bits]
+        extra += [Choice(bits=int(b), terms=int(k), loss=0.0) for b in levels.series_bits for k in levels.series_terms
+                  if k > 1]
+        for choice in extra:
+            compressed.append(compress(weight, choice, quantizer))
+            choices.append(choice)
         if not choices:
             raise ProblemError(f"layer {name!r} has no candidate: the levels allow no quantisation and no rank that "
                                "saves storage", field="levels")
