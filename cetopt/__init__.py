@@ -8,7 +8,7 @@ Notebook use::
     result.bits, result.objective, result.bound, result.gap
 """
 
-from cetopt.errors import (CetoptError, InfeasibleError, ProblemError, SolverOptionError,
+from cetopt.errors import (CetoptError, ProblemError, SolverOptionError,
                            SolverUnavailableError, UnsupportedProblemError)
 from cetopt.problem import (AllocationProblem, Budget, Choice, Edge, EdgeKind, Interaction, Layer, Minimize,
                             compile_problem, evaluate, load_problem, save_problem)
@@ -18,7 +18,7 @@ from cetopt.solvers import SolveResult, SolverConfig, Status, available_solvers,
 __version__ = "0.1.0"
 
 __all__ = [
-    "AllocationProblem", "Budget", "CetoptError", "Choice", "Edge", "EdgeKind", "InfeasibleError", "Interaction",
+    "AllocationProblem", "Budget", "CetoptError", "Choice", "Edge", "EdgeKind", "Interaction",
     "Layer", "Minimize", "ModelSpec", "load_model_spec", "ProblemError", "SolveResult", "SolverConfig", "SolverOptionError",
     "SolverUnavailableError", "Status", "UnsupportedProblemError", "__version__", "available_solvers",
     "compile_problem", "evaluate", "load_problem", "register", "save_problem", "solve",

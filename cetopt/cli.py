@@ -1,6 +1,8 @@
 """The ``cetopt`` command line.
 
-Exit codes: 0 success, 1 infeasible (or no solution / solver error), 2 bad input (problem, option, config).
+Exit codes: 0 success; 1 infeasible or no solution (the message gives the smallest feasible budget); 2 bad input
+(problem, model, option, config: the message names the field and the fix); 3 a computation failed (NaN/inf
+curvature, a diverging eigen-solver); 130 interrupted.
 Results go to stdout (``--format json`` prints exactly one JSON object); logs and progress go to stderr.
 """
 
@@ -17,7 +19,7 @@ from cetopt.costmodels.registry import cost_model_names
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_FAILED = 0, 1, 2, 3
 
 log = logging.getLogger("cetopt")
 
@@ -83,11 +85,32 @@ def cmd_solve(args: argparse.Namespace) -> int:
     else:
         print(result_table(result))
     if args.out:
-        from cetopt._atomic import atomic_write_text
+        from cetopt.quant.plan import plan_from_result
 
-        atomic_write_text(args.out, json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
-        log.info("wrote %s", args.out)
+        plan = plan_from_result(problem, result)
+        plan = type(plan)(layers=plan.layers, quantizer=plan.quantizer, model=plan.model, problem=plan.problem,
+                          extra={**plan.extra, "result": result.to_dict()})
+        plan.save(args.out)
+        print(f"wrote plan {args.out} (cetopt.plan/2; apply it with: cetopt apply {args.out} --model MODEL --out DIR)",
+              file=sys.stderr)
     return _exit_code(result.status)
+
+
+def _budget_rows(problem: Any, results: Sequence[Any]) -> list[list[str]]:
+    """Per result: budget used and left unused (size), and the packed ratio (cetopt.quant.pack)."""
+    from cetopt.quant.pack import budget_left, problem_packed_size
+    from cetopt.quant.plan import plan_from_result
+
+    rows = []
+    for r in results:
+        if not r.success:
+            continue
+        left = budget_left(problem, r.size_bits)
+        packed = problem_packed_size(problem, plan_from_result(problem, r))
+        rows.append([r.solver, f"{r.avg_bits:.3f}", "-" if left is None else f"{left / problem.total_params:.3f}",
+                     "-" if left is None else f"{100 * left / problem.max_size_bits:.1f}%",
+                     "-" if packed is None else f"{packed.ratio:.2f}"])
+    return rows
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -110,6 +133,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"problem {problem.name}: {len(problem.layers)} layers, {problem.total_params} params, "
               f"budget {problem.budget}")
         print(comparison_table(results))
+        from cetopt.tables import format_table
+
+        rows = _budget_rows(problem, results)
+        if rows:
+            print()
+            print(format_table(["solver", "avg_bits", "unused_avg_bits", "unused_budget", "packed_ratio"], rows))
+            print("unused budget: the size limit minus the plan's size; an optimal plan leaves budget unused when no "
+                  "larger candidate lowers the objective or no swap fits. ratio above: weights at their bits only; "
+                  "packed_ratio: the stored model (codes, scales, other parameters at 32 bits), as `cetopt apply` "
+                  "writes it")
         if args.bits:
             print()
             print(bits_table(results, problem.layer_names))
@@ -173,11 +206,58 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     bits = _int_list(args.bits, "--bits")
     budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
+    from cetopt import distributed
+
+    distributed.init_from_env()  # under torchrun: ranks share the calibration batches, sums are all-reduced
     spec = load_model_spec(args.model)
     problem = build_for(spec, bits=bits, method=args.method, budget=budget, rounding=args.rounding,
-                        interactions=args.interactions).problem
-    save_problem(problem, args.out)
-    print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}")
+                        interactions=args.interactions, target=args.model).problem
+    if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
+        save_problem(problem, args.out)
+        print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
+              + (f" ({distributed.world_size()} ranks)" if distributed.is_distributed() else ""))
+    distributed.barrier()
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from cetopt.quant.plan import Plan
+
+    plan = Plan.load(args.plan)
+    target = args.model or plan.model
+    if not target:
+        raise ProblemError("the plan names no model; pass --model (zoo name, module:function or file.py:function)",
+                           field="--model")
+    from cetopt.artifact import write_artifact
+    from cetopt.modelspec import load_model_spec
+
+    info = write_artifact(load_model_spec(target), plan, args.out, target=target)
+    print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes (packed parameters "
+          f"{info.size.total_bytes} + buffers {info.buffer_bytes} = {info.predicted_bytes} predicted, "
+          f"{info.file_bytes - info.data_bytes} header), packed ratio {info.size.ratio:.2f} vs FP32; plan.json, "
+          "manifest.json")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cetopt.artifact import evaluate_artifact, read_manifest
+    from cetopt.modelspec import load_model_spec
+
+    target = args.model or str(read_manifest(args.directory).get("target", ""))
+    if not target:
+        raise ProblemError("the artefact names no model; pass --model", field="--model")
+    report = evaluate_artifact(args.directory, load_model_spec(target))
+    if args.format == "json":
+        print(json.dumps(report, allow_nan=False))
+        return EXIT_OK
+    metric = report["metric_name"]
+    print(f"{args.directory}: {report['model']}, {report['layers']} packed layers, {report['file_bytes']} bytes on disk, "
+          f"packed ratio {report['packed_ratio']:.2f} vs FP32")
+    if metric is not None:
+        print(f"{metric}: {report['metric']:.4f} (FP32 {report['fp_metric']:.4f})")
+    print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
+    if report["validation_dloss"] is not None:
+        print(f"validation loss change: {report['validation_dloss']:+.6f}")
     return EXIT_OK
 
 
@@ -238,9 +318,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_MODEL_HELP = ("a zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2, minilm), module:function or "
+               "path/to/file.py:function returning a cetopt.ModelSpec (see README, 'Your own model')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, i.e. cores minus "
+                        "the load average, split among torchrun ranks on this machine)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("solve", help="solve one problem file with one backend")
@@ -285,8 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_problem)
 
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
-    p.add_argument("model", help="zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2) or module:function "
-                                 "returning {model, loss_fn, batches}")
+    p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
     p.add_argument("--method", choices=cost_model_names(), default="cet",
                    help="cost model (cetopt.costmodels): cet and its switches, llc, hawq-v3, fisher, ...")
@@ -297,6 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "subject to predicted dL <= 0)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
+                                     "with plan.json and manifest.json (fingerprints, sizes)")
+    p.add_argument("plan", type=Path, help="a plan file (cetopt solve --out PLAN)")
+    p.add_argument("--model", help="zoo model, module:function or path/to/file.py:function (default: the plan's)")
+    p.add_argument("--out", type=Path, required=True, help="artefact directory")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--model", help="the model it was applied to (default: the one its manifest names)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmark problems/ x solvers/ x budgets, with baselines and measured metrics; "
                                      "writes results.csv, summary.md and plots (resumable)")
@@ -315,14 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("levels", help="quantisation vs low-rank vs joint allocation on one Pareto plot, LLC's rank "
                                       "rule and the series-expansion convergence proof, on a zoo model")
-    p.add_argument("model", help="zoo model (digits-mlp is the smallest)")
+    p.add_argument("model", help=_MODEL_HELP + "; digits-mlp is the smallest zoo model")
     p.add_argument("--out", type=Path, required=True, help="report directory")
     p.add_argument("--budgets", default="1.5,2,2.5,3,4,5,6", help="average-bits budgets, comma-separated")
     p.set_defaults(func=cmd_levels)
 
     p = sub.add_parser("prove", help="run the seven numerical checks of the CET geometry on a zoo model; write a "
                                      "markdown report with plots")
-    p.add_argument("model", help="zoo model (digits-mlp is the smallest)")
+    p.add_argument("model", help=_MODEL_HELP + "; digits-mlp is the smallest zoo model")
     p.add_argument("--out", type=Path, required=True, help="report directory (report.md, PNGs, results.json)")
     p.add_argument("--checks", default="1,2,3,4,5,6,7", help="which checks, comma-separated")
     p.add_argument("--table-bits", default="3,4,5", help="average bits of the equal-size table ('' for none)")
@@ -330,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prove)
 
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
-    p.add_argument("model", nargs="?", default="digits-cnn")
+    p.add_argument("model", nargs="?", default="digits-cnn", help=_MODEL_HELP)
     p.add_argument("--avg-bits", type=float, default=3.0)
     p.set_defaults(func=cmd_demo)
 
@@ -339,22 +437,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TORCH_FREE = {"solve", "compare", "solvers", "validate", "schema", "make-problem"}
+
+
+def _configure_torch(args: argparse.Namespace) -> None:
+    """--threads (or the free-core default) and progress bars, for commands that run torch."""
+    if args.threads is not None and args.threads < 1:
+        raise ProblemError(f"--threads must be >= 1, got {args.threads}", field="--threads")
+    if args.command in _TORCH_FREE and args.threads is None:
+        return
+    from cetopt.curvature.progress import configure_progress
+    from cetopt.curvature.threads import configure_threads
+
+    configure_threads(args.threads)
+    configure_progress(enabled=True)  # phase bars on stderr at the default verbosity (after a few seconds)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        _configure_torch(args)
         return int(args.func(args))
     except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError) as err:
         print(f"cetopt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except CetoptError as err:
+    except CetoptError as err:  # a computation failed (e.g. CurvatureError: NaN curvature), not the input
         print(f"cetopt: error: {err}", file=sys.stderr)
-        return EXIT_INFEASIBLE
-    except KeyError as err:
-        print(f"cetopt: error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("cetopt: interrupted", file=sys.stderr)
         return 130

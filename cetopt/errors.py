@@ -36,10 +36,6 @@ class ProblemError(CetoptError, ValueError):
         return ProblemError(self.reason, field=path)
 
 
-class InfeasibleError(CetoptError):
-    """No allocation meets the budget; the message gives the smallest feasible budget."""
-
-
 class SolverOptionError(CetoptError, ValueError):
     """A solver name, config file or option is unknown or has the wrong type."""
 

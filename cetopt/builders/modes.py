@@ -1,7 +1,10 @@
-"""The two joint modes of the low-rank / mixed-level methods, and LLC's rank rule, as problem forms.
+"""The two problem forms, named by what they minimise (one vocabulary across the code, CLI and README), and
+LLC's rank rule.
 
-- ``lossless`` mode: the best predicted loss at a given compression (minimise loss s.t. a size budget).
-- ``compact`` mode: the smallest size with no predicted loss (minimise size s.t. predicted dL <= eps).
+- ``min-loss``: the best predicted loss at a given compression (minimise loss s.t. a size/BOPs budget); the
+  joint low-rank paper's "lossless optimisation".
+- ``min-size``: the smallest size whose predicted loss change stays <= eps (minimise size s.t. dL <= eps); with
+  eps = 0 this is LLC's lossless form, the joint low-rank paper's "compact optimisation".
 - LLC's rank rule: per layer, the smallest rank whose error stays in the lossless neighbourhood
   (the admissible candidates of an ``llc`` problem built on rank levels).
 """
@@ -13,7 +16,7 @@ from typing import Mapping
 from cetopt.errors import ProblemError
 from cetopt.problem.model import AllocationProblem, Budget, Minimize
 
-MODES = ("lossless", "compact")
+MODES = ("min-loss", "min-size")
 
 
 def joint_mode(problem: AllocationProblem, mode: str, *, avg_bits: float | None = None,
@@ -21,13 +24,13 @@ def joint_mode(problem: AllocationProblem, mode: str, *, avg_bits: float | None 
     """``problem`` in one of the two joint forms (choices unchanged).
 
     Args:
-        mode: "lossless" (needs ``avg_bits``) or "compact" (size minimised, predicted change <= ``max_loss``).
+        mode: "min-loss" (needs ``avg_bits``) or "min-size" (size minimised, predicted change <= ``max_loss``).
     """
-    if mode == "lossless":
+    if mode == "min-loss":
         if avg_bits is None:
-            raise ProblemError("the lossless mode needs a size budget, e.g. avg_bits=4", field="avg_bits")
+            raise ProblemError("the min-loss form needs a size budget, e.g. avg_bits=4", field="avg_bits")
         return problem.with_changes(minimize=Minimize.LOSS, budget=Budget(avg_bits=avg_bits))
-    if mode == "compact":
+    if mode == "min-size":
         return problem.with_changes(minimize=Minimize.SIZE, budget=Budget(max_loss=max_loss))
     raise ProblemError(f"unknown mode {mode!r}; use one of {MODES}", field="mode")
 

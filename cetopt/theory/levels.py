@@ -71,7 +71,7 @@ def pareto_points(task: ModelSpec, budgets: Sequence[float] = BUDGETS,
             if result.success:
                 points.append(_measure(task, built, result, mode, b))
     joint = built_problems["joint (bits, ranks, series)"]
-    compact = solve(joint_mode(joint.problem, "compact"), "dp")
+    compact = solve(joint_mode(joint.problem, "min-size"), "dp")
     if compact.success:
         points.append(_measure(task, joint, compact, "joint, compact mode (predicted dL <= 0)", None))
     return points, built_problems

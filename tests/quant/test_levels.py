@@ -89,14 +89,14 @@ def test_joint_problem_is_solved_exactly_by_every_backend(joint) -> None:  # typ
     for name in ("dp", "highs", "ortools", "ortools-mip"):
         assert solve(problem, name).objective == pytest.approx(truth.objective, rel=1e-7, abs=1e-12), name
     assert solve(problem, "greedy").bound <= truth.objective + 1e-12
-    compact = solve(joint_mode(problem, "compact"), "dp")
+    compact = solve(joint_mode(problem, "min-size"), "dp")
     assert compact.success and compact.loss <= 1e-12
     with pytest.raises(ProblemError):
-        joint_mode(problem, "lossless")
+        joint_mode(problem, "min-loss")
     with pytest.raises(ProblemError, match="llc"):
         llc_ranks(problem)
     with pytest.raises(UnsupportedProblemError):
-        solve(joint_mode(problem, "compact"), "waterfilling")
+        solve(joint_mode(problem, "min-size"), "waterfilling")
 
 
 def test_levels_report_on_the_smallest_model(tmp_path, joint) -> None:  # type: ignore[no-untyped-def]
