@@ -24,11 +24,13 @@ def problem_name(spec: ModelSpec, method: str, rounding: str = "nearest") -> str
 
 
 def build_for(spec: ModelSpec, *, method: str = "cet", bits: Sequence[int] = DEFAULT_BITS,
-              budget: Budget | None = None, **options: Any) -> "BuiltProblem":
+              budget: Budget | None = None, target: str | None = None, **options: Any) -> "BuiltProblem":
     """The allocation problem of ``spec`` under cost model ``method`` and its candidates' weights.
 
     Args:
         budget: default 3 average bits (LLC: its own lossless form, size minimised).
+        target: how the model was named (zoo name, module:function, file.py:function), recorded as metadata
+            "model_target" so bench, apply and evaluate can load the model again.
         options: cetopt.builders.second_order.build options (rounding, interactions, layer_eps, settings,
             curvature, levels, max_loss, ...).
     """
@@ -39,9 +41,15 @@ def build_for(spec: ModelSpec, *, method: str = "cet", bits: Sequence[int] = DEF
         budget = Budget(avg_bits=3.0)
     from cetopt.fingerprint import fingerprint_spec
 
+    from cetopt.curvature.layers import find_layers
+    from cetopt.artifact import model_target
+
+    layers = find_layers(spec.model, spec.quantisable_layers(), exclude=spec.exclude)
+    other = sum(p.numel() for p in spec.model.parameters()) - sum(r.weight.numel() for r in layers)
     metadata = {"model": spec.name, "data": spec.data, "cetopt_version": __version__,
+                "model_target": model_target(target or spec.name), "other_params": int(other),
                 **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))},
                 **fingerprint_spec(spec).as_metadata()}  # ties the file to these weights and calibration data
     return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options.get("rounding", "nearest")),
                  bits=bits, method=method, budget=budget, layers=spec.quantisable_layers(), metadata=metadata,
-                 **options)
+                 **{"validation": spec.validation, **options})

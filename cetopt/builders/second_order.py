@@ -106,7 +106,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
           settings: CurvatureSettings | None = None, curvature: CurvatureResult | None = None,
           interactions: bool = False, layer_eps: float | None = None, max_loss: float = 0.0,
           llc_radius: str = "directional", levels: Levels | None = None, metadata: dict | None = None,
-          tie_residuals: bool = True, cache_dir: str | None | bool = None) -> BuiltProblem:
+          tie_residuals: bool = True, cache_dir: str | None | bool = None,
+          validation: Sequence[Batch] = ()) -> BuiltProblem:
     """Build the allocation problem of ``model`` on calibration ``batches``: make candidates, collect the
     signals the cost model needs, score, filter, assemble.
 
@@ -131,6 +132,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
             "lambda-max" (the conservative ball, curvature lambda_max).
         tie_residuals: layers whose outputs are summed (traced with torch.fx) share a bit-width.
         cache_dir: curvature cache (None: default; False: none).
+        validation: held-out batches, disjoint from ``batches``, for cost models that check their estimate on
+            another split (the ``linear_holdout`` signal of cet-holdout).
     """
     costs_model = get_cost_model(method)
     if llc_radius not in ("directional", "lambda-max"):
@@ -143,7 +146,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
     candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics)
     edges, graph_note, ties, pairs = _ties_and_pairs(op, name, tie_residuals, interactions)
-    signals, cross = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius),
+    signals, cross = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
+                                                  validation),
                                      costs_model.needs)
     estimates = {n: costs_model.estimate(s) for n, s in signals.items()}
     costs = {n: np.asarray(e.loss, dtype=np.float64) for n, e in estimates.items()}

@@ -67,6 +67,7 @@ class SignalInputs:
         curvature, quadrics: from :func:`curvature_for` (None when not needed).
         pairs: layer pairs whose cross terms d_a'H_ab d_b are wanted (interactions).
         llc_radius: "directional" (curvature d'Hd/|d|^2 along each error) or "lambda-max".
+        validation: held-out batches (disjoint from the calibration data) for the ``linear_holdout`` signal.
     """
 
     op: CurvatureOperator
@@ -76,6 +77,7 @@ class SignalInputs:
     quadrics: dict[str, LayerQuadric] | None = None
     pairs: Sequence[tuple[str, str]] = ()
     llc_radius: str = "directional"
+    validation: Sequence[object] = ()
 
 
 def _flat(errors: Sequence[torch.Tensor]) -> np.ndarray:
@@ -99,8 +101,27 @@ def _fisher(inputs: SignalInputs, needs: frozenset[str]) -> dict[str, np.ndarray
     return {n: f.detach().double().cpu().numpy().ravel() for n, f in zip(inputs.op.names, diagonal)}
 
 
+def _provided(inputs: SignalInputs, needs: frozenset[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Signals computed by their own provider modules (cetopt.builders.signal_*): signal -> layer -> (K,)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    stacked = (lambda: {c.name: torch.stack(c.errors()) for c in inputs.candidates})
+    if "linear_stderr" in needs:
+        from cetopt.builders.signal_stderr import linear_stderr
+
+        out["linear_stderr"] = linear_stderr(inputs.op, stacked())
+    if "linear_holdout" in needs:
+        from cetopt.builders.signal_holdout import linear_holdout
+
+        out["linear_holdout"] = linear_holdout(inputs.op, inputs.validation, stacked())
+    if "measured" in needs:
+        from cetopt.builders.signal_measured import measured_changes
+
+        out["measured"] = measured_changes(inputs.op, {c.name: c.weights for c in inputs.candidates})
+    return out
+
+
 def _layer_signals(inputs: SignalInputs, cand: LayerCandidates, needs: frozenset[str], forms: QuadraticForms | None,
-                   fisher: dict[str, np.ndarray] | None) -> LayerSignals:
+                   fisher: dict[str, np.ndarray] | None, provided: dict[str, dict[str, np.ndarray]]) -> LayerSignals:
     index = inputs.op.names.index(cand.name)
     flat = _flat(cand.errors())
     grad = inputs.gradient[index].detach().double().cpu().numpy().ravel()
@@ -115,6 +136,8 @@ def _layer_signals(inputs: SignalInputs, cand: LayerCandidates, needs: frozenset
         values["trace_per_weight"] = inputs.curvature.layer(cand.name).mean_eigenvalue  # type: ignore[union-attr]
     if fisher is not None:
         values["fisher"] = (flat ** 2) @ fisher[cand.name]
+    for signal, per_layer in provided.items():
+        values[signal] = per_layer[cand.name]
     if "lossless_radius" in needs:
         directional = (forms.own[cand.name] / np.maximum(energy, 1e-300) if forms is not None
                        else [None] * len(flat))
@@ -128,5 +151,6 @@ def collect_signals(inputs: SignalInputs, needs: frozenset[str]
     """Each layer's signals (only those in ``needs``, plus energy and g.d) and the requested cross terms."""
     forms = _forms(inputs, needs)
     fisher = _fisher(inputs, needs)
-    signals = {c.name: _layer_signals(inputs, c, needs, forms, fisher) for c in inputs.candidates}
+    provided = _provided(inputs, needs)
+    signals = {c.name: _layer_signals(inputs, c, needs, forms, fisher, provided) for c in inputs.candidates}
     return signals, (dict(forms.cross) if forms is not None else {})

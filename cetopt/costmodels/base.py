@@ -31,6 +31,8 @@ SIGNALS = frozenset({
     "trace_per_weight",  # scalar Tr(H_ll)/n (Hutchinson)
     "fisher",            # (K,) sum_i F_ii d_i^2 with F the empirical Fisher diagonal
     "lossless_radius",   # (K,) LLC's radius along each candidate's error (inf where unbounded)
+    "linear_holdout",    # (K,) g.d with g the gradient on the held-out validation batches
+    "measured",          # (K,) calibration loss change measured with the candidate swapped in alone
 })
 
 
@@ -55,6 +57,8 @@ class LayerSignals:
     trace_per_weight: float | None = None
     fisher: np.ndarray | None = None
     lossless_radius: np.ndarray | None = None
+    linear_holdout: np.ndarray | None = None
+    measured: np.ndarray | None = None
 
     def require(self, signal: str) -> np.ndarray:
         """The (K,) array of ``signal``, raising if the builder did not compute it (a model's ``needs`` is wrong)."""

@@ -91,7 +91,8 @@ def test_registered_cost_model_builds_a_problem_on_a_tiny_model(name: str) -> No
 
     settings = CurvatureSettings(k=4, lanczos_iterations=16, dtype="float64", max_probes=64, min_probes=16)
     built = build(tiny_model(), ce_loss, tiny_data(), name="tiny", bits=(2, 4, 8), method=name, settings=settings,
-                  budget=Budget(avg_bits=8.0), cache_dir=False)  # lossless models may drop the small widths
+                  budget=Budget(avg_bits=8.0), cache_dir=False,  # lossless models may drop the small widths
+                  validation=tiny_data(seed=9))  # held-out batches for cet-holdout
     losses = [c.loss for layer in built.problem.layers for c in layer.choices]
     assert losses and np.isfinite(losses).all()
     assert built.problem.metadata["cost_model"]["name"] == name

@@ -1,0 +1,95 @@
+"""The signal providers against plain autograd loops on a tiny float64 model: the standard error of g.d
+(per-sample gradients), g.d on the held-out split, and the measured single-layer loss change; and the builder
+carrying each cost model's standard error into the problem."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from cetopt.builders.second_order import build
+from cetopt.builders.signal_holdout import linear_holdout
+from cetopt.builders.signal_measured import measured_changes
+from cetopt.builders.signal_stderr import linear_stderr
+from cetopt.curvature.operator import CurvatureOperator
+from cetopt.errors import ProblemError
+from cetopt.problem.model import Budget
+from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
+
+LAYERS = ("0", "2")
+
+
+def _errors(model: torch.nn.Module, seed: int = 1, k: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mods = dict(model.named_modules())
+    return {n: 0.05 * torch.randn((k, *mods[n].weight.shape), generator=g, dtype=torch.float64) for n in LAYERS}
+
+
+def test_linear_stderr_matches_a_per_sample_loop() -> None:
+    model, data = tiny_model(), tiny_data(batches=3)
+    errors = _errors(model)
+    got = linear_stderr(CurvatureOperator(model, ce_loss, data, device="cpu"), errors, chunk=5)
+    mods = dict(model.named_modules())
+    rows = {n: [] for n in LAYERS}
+    for x, y in data:
+        for i in range(len(y)):
+            grads = torch.autograd.grad(ce_loss(model, (x[i:i + 1], y[i:i + 1])), [mods[n].weight for n in LAYERS])
+            for n, gr in zip(LAYERS, grads):
+                rows[n].append((errors[n].reshape(len(errors[n]), -1) @ gr.reshape(-1)).numpy())
+    for n in LAYERS:
+        samples = np.array(rows[n])
+        expected = samples.std(axis=0, ddof=1) / np.sqrt(len(samples))
+        np.testing.assert_allclose(got[n], expected, rtol=1e-9)
+
+
+def test_linear_stderr_needs_two_samples() -> None:
+    model = tiny_model()
+    one = [(torch.randn(1, 4, dtype=torch.float64), torch.tensor([0]))]
+    with pytest.raises(ProblemError, match="2 calibration samples"):
+        linear_stderr(CurvatureOperator(model, ce_loss, one, device="cpu"), _errors(model))
+
+
+def test_linear_holdout_is_the_validation_gradient() -> None:
+    model, calibration, validation = tiny_model(), tiny_data(seed=0), tiny_data(seed=5)
+    errors = _errors(model)
+    got = linear_holdout(CurvatureOperator(model, ce_loss, calibration, device="cpu"), validation, errors)
+    mods = dict(model.named_modules())
+    loss = sum(ce_loss(model, b) for b in validation) / len(validation)
+    grads = torch.autograd.grad(loss, [mods[n].weight for n in LAYERS])
+    for n, gr in zip(LAYERS, grads):
+        np.testing.assert_allclose(got[n], (errors[n].reshape(3, -1) @ gr.reshape(-1)).numpy(), rtol=1e-10)
+    with pytest.raises(ProblemError) as info:
+        linear_holdout(CurvatureOperator(model, ce_loss, calibration, device="cpu"), (), errors)
+    assert info.value.field == "validation"
+
+
+def test_measured_changes_swap_one_layer_and_restore_it() -> None:
+    model, data = tiny_model(), tiny_data()
+    before = copy.deepcopy(model.state_dict())
+    mods = dict(model.named_modules())
+    candidates = {n: [mods[n].weight.detach() + e for e in _errors(model)[n]] for n in LAYERS}
+    got = measured_changes(CurvatureOperator(model, ce_loss, data, device="cpu"), candidates)
+    base = float(sum(ce_loss(model, b) for b in data) / len(data))
+    for n in LAYERS:
+        for k, w in enumerate(candidates[n]):
+            other = copy.deepcopy(model)
+            dict(other.named_modules())[n].weight.data.copy_(w)
+            expected = float(sum(ce_loss(other, b) for b in data) / len(data)) - base
+            assert got[n][k] == pytest.approx(expected, rel=1e-10, abs=1e-14)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+@pytest.mark.parametrize("method", ["cet-shrink", "cet-holdout", "measured", "cet-trust"])
+def test_builder_scores_with_the_new_models(method: str) -> None:
+    model, data = tiny_model(), tiny_data()
+    built = build(model, ce_loss, data, name="tiny", bits=(2, 4, 8), method=method, budget=Budget(avg_bits=4.0),
+                  validation=tiny_data(seed=9), cache_dir=False)
+    for layer in built.problem.layers:
+        for choice in layer.choices:
+            assert np.isfinite(choice.loss)
+            assert (choice.loss_stderr is not None) == (method == "cet-shrink")
+    assert built.problem.metadata["cost_model"]["name"] == method
