@@ -1,98 +1,208 @@
-"""Quantisation plans: apply layer -> bits to a copy of a torch model, report the real packed size, and
-export/import the plan as JSON (``cetopt.plan/1``; atomic writes).
+"""Compression plans: one full choice per layer (bits, rank, series terms, rounding, quantiser), applied to a
+copy of a torch model, exported and imported as JSON (``cetopt.plan/2``; ``cetopt.plan/1`` files still
+load; atomic writes).
 
 A plan file::
 
-    {"format": "cetopt.plan/1", "model": "digits-cnn",
+    {"format": "cetopt.plan/2", "model": "digits-cnn", "problem": "digits-cnn-cet",
      "quantizer": {"symmetric": true, "per_channel": true, "clip": "none", ...},
      "activation": null,
-     "layers": {"conv1": {"bits": 4}, "fc": {"bits": 8}}}
+     "layers": {"conv1": {"bits": 4, "rank": null, "terms": 1, "rounding": "nearest"},
+                "fc":    {"bits": 8, "rank": 16, "terms": 1, "rounding": "nearest"}},
+     "extra": {"solver": "dp", "status": "optimal", ...}}
 
-``activation`` is reserved for activation-quantisation settings (weights-only today); layers not listed
-stay in floating point.
+A layer entry may carry its own ``"quantizer"`` (else the plan's applies). ``rank`` r: the weight is the
+truncated-SVD product A B with factors stored at ``bits`` (32 = floating point); ``terms`` K > 1: a series
+of K b-bit terms; ``rounding``: "nearest" or "major-axis[-gradient]" (the grid point toward the layer's
+flat axes, which needs the layer's curvature). Layers not listed stay in floating point; ``activation``
+is reserved for activation quantisation (weights only today).
+
+Plans come from a solve (:func:`plan_from_result`), ``cetopt solve --out``, the bench, or by hand; the
+sizes they report are :mod:`cetopt.quant.pack`'s, the one definition of packed size and ratio.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Mapping
 
 from cetopt._atomic import atomic_write_text
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec, fake_quantize, packed_size_bits
+from cetopt.quant.quantizers import QuantizerSpec
 
-PLAN_FORMAT = "cetopt.plan/1"
-FP32_BITS = 32
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from cetopt.problem.model import AllocationProblem
+    from cetopt.solvers.result import SolveResult
+
+PLAN_FORMAT = "cetopt.plan/2"
+OLD_FORMATS = ("cetopt.plan/1",)
+ROUNDINGS = ("nearest", "major-axis", "major-axis-gradient")
+FINGERPRINT_KEYS = ("fingerprint_weights", "fingerprint_layers", "fingerprint_calibration")  # cetopt.fingerprint
+FLOAT_BITS = 32  # bits >= 32 on a low-rank choice: factors kept in floating point
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """How one layer is compressed.
+
+    Attributes:
+        bits: bits per stored value (1..16; a low-rank choice may say 32 = floating-point factors).
+        rank: truncated-SVD rank r (W ~ A B), or None for the full matrix.
+        terms: series-expansion terms K (1 = plain quantisation).
+        rounding: "nearest", "major-axis" or "major-axis-gradient" (plain quantisation only).
+        quantizer: the grid, or None for the plan's.
+    """
+
+    bits: int
+    rank: int | None = None
+    terms: int = 1
+    rounding: str = "nearest"
+    quantizer: QuantizerSpec | None = None
+
+    def __post_init__(self) -> None:
+        top = FLOAT_BITS if self.rank is not None else 16
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= top:
+            raise ProblemError(f"bits must be an integer in 1..{top}, got {self.bits!r}", field="bits")
+        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
+            raise ProblemError(f"rank must be a positive integer or null, got {self.rank!r}", field="rank")
+        if isinstance(self.terms, bool) or not isinstance(self.terms, int) or not 1 <= self.terms <= 64:
+            raise ProblemError(f"terms must be an integer in 1..64, got {self.terms!r}", field="terms")
+        if self.rounding not in ROUNDINGS:
+            raise ProblemError(f"unknown rounding {self.rounding!r}; use one of {ROUNDINGS}", field="rounding")
+        if self.rounding != "nearest" and (self.rank is not None or self.terms > 1 or self.bits < 2):
+            raise ProblemError("major-axis rounding applies to plain quantisation at >= 2 bits", field="rounding")
+        if self.rank is not None and self.terms > 1:
+            raise ProblemError("a choice is low-rank or a series, not both", field="terms")
+        if self.terms > 1 and self.bits < 2:
+            raise ProblemError("series terms need >= 2 bits each", field="bits")
+
+    @property
+    def label(self) -> str:
+        """``4b``, ``r16@8b``, ``3x4b`` (as cetopt.problem.Choice.label), ``4b/major-axis``."""
+        text = f"{self.terms}x{self.bits}b" if self.terms > 1 else f"{self.bits}b"
+        text = f"r{self.rank}@{text}" if self.rank is not None else text
+        return text if self.rounding == "nearest" else f"{text}/{self.rounding}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"bits": self.bits, "rank": self.rank, "terms": self.terms, "rounding": self.rounding}
+        if self.quantizer is not None:
+            out["quantizer"] = self.quantizer.to_dict()
+        return out
+
+
+def _quantizer_from(data: Any, where: str) -> QuantizerSpec:
+    if not isinstance(data, dict):
+        raise ProblemError("expected an object of quantizer settings", field=where)
+    defaults = QuantizerSpec().to_dict()
+    for key, value in data.items():
+        if key not in defaults:
+            raise ProblemError(f"unknown quantizer setting {key!r}; known: {sorted(defaults)}", field=where)
+        want = type(defaults[key])
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ProblemError(f"expected {want.__name__}, got {value!r:.40}", field=f"{where}.{key}")
+    return QuantizerSpec(**data)
+
+
+def _choice_from(entry: Any, name: str, version: int) -> LayerChoice:
+    where = f"layers.{name}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("bits"), int) or isinstance(entry["bits"], bool):
+        raise ProblemError("expected {\"bits\": <int>, ...}", field=where)
+    known = {"bits"} if version == 1 else {"bits", "rank", "terms", "rounding", "quantizer"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ProblemError(f"unknown key {unknown[0]!r}; a layer entry has {sorted(known)}", field=where)
+    quantizer = _quantizer_from(entry["quantizer"], f"{where}.quantizer") if "quantizer" in entry else None
+    try:
+        return LayerChoice(bits=entry["bits"], rank=entry.get("rank"), terms=entry.get("terms", 1),
+                           rounding=entry.get("rounding", "nearest"), quantizer=quantizer)
+    except ProblemError as err:
+        raise err.under(where) from None
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A per-layer bit plan and the quantiser that realises it.
+    """A compression choice per layer and the quantiser that realises it.
+
+    Give either ``bits`` (layer -> bit-width: plain quantisation, rounded to nearest) or ``layers`` (layer ->
+    :class:`LayerChoice`); the other is filled in.
 
     Attributes:
-        bits: layer (module path) -> weight bit-width.
-        quantizer: the weight quantiser settings.
+        bits: layer (module path) -> bit-width of its choice.
+        quantizer: the default weight quantiser.
         activation: activation quantisation settings (None = weights only).
-        model: the model's name, for provenance.
+        model: the model's name or target, for provenance.
+        extra: provenance (problem, solver, status, predicted loss, curvature settings, ...).
+        layers: layer -> its full choice.
+        problem: the name of the problem the plan solves ("" when written by hand).
     """
 
-    bits: Mapping[str, int]
+    bits: Mapping[str, int] = field(default_factory=dict)
     quantizer: QuantizerSpec = QuantizerSpec()
     activation: Mapping[str, Any] | None = None
     model: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    layers: Mapping[str, LayerChoice] = field(default_factory=dict)
+    problem: str = ""
+
+    def __post_init__(self) -> None:
+        if self.layers and self.bits and dict(self.bits) != {n: c.bits for n, c in self.layers.items()}:
+            raise ProblemError("bits and layers disagree; give one of them", field="bits")
+        if not self.layers:
+            object.__setattr__(self, "layers", {n: LayerChoice(bits=b) for n, b in self.bits.items()})
+        object.__setattr__(self, "bits", {n: c.bits for n, c in self.layers.items()})
+
+    def quantizer_of(self, name: str) -> QuantizerSpec:
+        """The grid of layer ``name`` (its own, else the plan's)."""
+        return self.layers[name].quantizer or self.quantizer
+
+    @property
+    def is_plain(self) -> bool:
+        """True when every layer is plain round-to-nearest quantisation (what a cetopt.plan/1 file could hold)."""
+        return all(c.rank is None and c.terms == 1 and c.rounding == "nearest" for c in self.layers.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PLAN_FORMAT, "model": self.model, "quantizer": self.quantizer.to_dict(),
+        return {"format": PLAN_FORMAT, "model": self.model, "problem": self.problem,
+                "quantizer": self.quantizer.to_dict(),
                 "activation": dict(self.activation) if self.activation is not None else None,
-                "layers": {name: {"bits": int(b)} for name, b in self.bits.items()}, **({"extra": dict(self.extra)}
-                                                                                      if self.extra else {})}
+                "layers": {name: c.to_dict() for name, c in self.layers.items()},
+                **({"extra": dict(self.extra)} if self.extra else {})}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any) -> "Plan":
-        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-            raise ProblemError(f"not a {PLAN_FORMAT} plan", field="format")
+        """A plan from its JSON object (``cetopt.plan/2`` or the older ``cetopt.plan/1``)."""
+        if not isinstance(data, dict) or data.get("format") not in (PLAN_FORMAT, *OLD_FORMATS):
+            hint = " (a solve result? write plans with `cetopt solve --out`)" if isinstance(data, dict) and \
+                "choices" in data and "status" in data else ""
+            raise ProblemError(f"not a {PLAN_FORMAT} (or {', '.join(OLD_FORMATS)}) plan{hint}", field="format")
+        version = 1 if data["format"] in OLD_FORMATS else 2
         layers = data.get("layers")
         if not isinstance(layers, dict):
-            raise ProblemError("expected an object of layer -> {\"bits\": b}", field="layers")
-        bits = {}
-        for name, entry in layers.items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("bits"), int) or isinstance(entry["bits"], bool):
-                raise ProblemError("expected {\"bits\": <int>}", field=f"layers.{name}")
-            if not 1 <= entry["bits"] <= 16:
-                raise ProblemError(f"bits must be in 1..16, got {entry['bits']}", field=f"layers.{name}.bits")
-            bits[name] = entry["bits"]
-        quantizer = data.get("quantizer", {})
-        if not isinstance(quantizer, dict):
-            raise ProblemError("expected an object of quantizer settings", field="quantizer")
-        defaults = QuantizerSpec().to_dict()
-        for key, value in quantizer.items():
-            if key not in defaults:
-                raise ProblemError(f"unknown quantizer setting {key!r}; known: {sorted(defaults)}", field="quantizer")
-            want = type(defaults[key])
-            ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise ProblemError(f"expected {want.__name__}, got {value!r:.40}", field=f"quantizer.{key}")
+            raise ProblemError("expected an object of layer -> {\"bits\": b, ...}", field="layers")
+        choices = {str(name): _choice_from(entry, name, version) for name, entry in layers.items()}
+        quantizer = _quantizer_from(data.get("quantizer", {}), "quantizer")
         activation, model, extra = data.get("activation"), data.get("model", ""), data.get("extra", {})
+        problem = data.get("problem", "")
         if activation is not None and not isinstance(activation, dict):
             raise ProblemError("expected an object or null", field="activation")
-        if not isinstance(model, str):
-            raise ProblemError("expected a string", field="model")
+        for key, value in (("model", model), ("problem", problem)):
+            if not isinstance(value, str):
+                raise ProblemError("expected a string", field=key)
         if not isinstance(extra, dict):
             raise ProblemError("expected an object", field="extra")
-        return cls(bits=bits, quantizer=QuantizerSpec(**quantizer), activation=activation, model=model, extra=extra)
+        return cls(layers=choices, quantizer=quantizer, activation=activation, model=model, extra=extra,
+                   problem=problem)
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "<string>") -> "Plan":
@@ -117,48 +227,87 @@ class Plan:
         return cls.from_json(raw, str(path))
 
 
+def plan_from_result(problem: "AllocationProblem", result: "SolveResult", *, model: str | None = None) -> Plan:
+    """The plan of a solve: each layer's chosen (bits, rank, terms), the problem's rounding and quantiser.
+
+    Args:
+        problem: the problem that was solved (its metadata names the model, rounding and quantiser).
+        result: a successful :class:`cetopt.solvers.result.SolveResult` of ``problem``.
+        model: the model target to record (default: the problem's metadata "model_target", else "model").
+
+    Raises:
+        ProblemError: the result holds no allocation, or does not match the problem's layers.
+    """
+    if not result.choices:
+        raise ProblemError(f"the solve ended {result.status.value} with no allocation: nothing to plan",
+                           field="status")
+    meta = dict(problem.metadata)
+    rounding = str(meta.get("rounding", "nearest"))
+    quantizer = _quantizer_from(meta["quantizer"], "metadata.quantizer") if "quantizer" in meta else QuantizerSpec()
+    layers = {}
+    for layer in problem.layers:
+        if layer.name not in result.choices:
+            raise ProblemError(f"the result has no choice for layer {layer.name!r}", field="choices")
+        c = layer.choices[result.choices[layer.name]]
+        plain = c.rank is None and c.terms == 1 and c.bits >= 2
+        layers[layer.name] = LayerChoice(bits=int(c.bits), rank=c.rank, terms=int(c.terms),
+                                         rounding=rounding if plain else "nearest")
+    extra = {"solver": result.solver, "status": result.status.value, "objective": result.objective,
+             "predicted_loss": result.loss, "budget_size_bits": result.size_bits, "avg_bits": result.avg_bits,
+             "method": meta.get("method"), **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
+             **{k: meta[k] for k in FINGERPRINT_KEYS if isinstance(meta.get(k), str)}}
+    if model is None:
+        model = str(meta.get("model_target") or meta.get("model", ""))
+    return Plan(layers=layers, quantizer=quantizer, model=model,
+                problem=problem.name, extra={k: v for k, v in extra.items() if v is not None})
+
+
 @dataclass(frozen=True)
 class AppliedPlan:
-    """A quantised copy of a model and its real storage.
+    """A compressed copy of a model and its packed storage (cetopt.quant.pack's definition).
 
     Attributes:
-        model: the fake-quantised copy (the original is untouched).
-        size_bits: packed weights (values x bits + scales) plus every other parameter at 32 bits.
-        fp32_size_bits: the original model at 32 bits per parameter.
-        ratio: fp32_size_bits / size_bits.
+        model: the compressed (fake-quantised, floating-point) copy; the original is untouched.
+        size_bits: packed size of the parameters: planned weights (codes, scales, factors, terms) plus every
+            other parameter at 32 bits.
+        fp32_size_bits: every parameter at 32 bits.
         weights: layer -> its compressed weight (what :class:`cetopt.measure.Measurer` swaps in).
     """
 
-    model: nn.Module
+    model: "nn.Module"
     size_bits: int
     fp32_size_bits: int
     weights: Mapping[str, "torch.Tensor"] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
+        """fp32_size_bits / size_bits (the packed ratio)."""
         return self.fp32_size_bits / self.size_bits
 
 
-def apply_plan(model: nn.Module, plan: Plan) -> AppliedPlan:
-    """A copy of ``model`` with each planned layer's weight replaced by Q_b(W)."""
+def apply_plan(model: "nn.Module", plan: Plan, *, quadrics: Mapping[str, Any] | None = None) -> AppliedPlan:
+    """A copy of ``model`` with each planned layer's weight replaced by its compressed weight.
+
+    Args:
+        quadrics: layer -> cetopt.geometry.LayerQuadric, needed by layers with major-axis rounding
+            (:func:`cetopt.artifact.plan_quadrics` computes them from the cached curvature).
+    """
+    import copy
+
+    from cetopt.quant.pack import compress_layer, model_packed_size
+
     modules = dict(model.named_modules())
-    missing = [name for name in plan.bits if name not in modules or not hasattr(modules[name], "weight")]
+    missing = [name for name in plan.layers if name not in modules or not hasattr(modules[name], "weight")]
     if missing:
         raise ProblemError(f"plan names layers the model lacks: {missing[:5]}", field="layers")
     quantised = copy.deepcopy(model)
     copies = dict(quantised.named_modules())
-    size = 0
-    planned_params = set()
     weights = {}
-    for name, bits in plan.bits.items():
+    for name, choice in plan.layers.items():
         weight = copies[name].weight
-        weight.data.copy_(fake_quantize(weight.data, bits, plan.quantizer))
+        packed = compress_layer(weight.data, choice, plan.quantizer_of(name),
+                                quadric=(quadrics or {}).get(name), name=name)
+        weight.data.copy_(packed.weight.to(weight.dtype))
         weights[name] = weight.detach()
-        size += packed_size_bits(tuple(weight.shape), bits, plan.quantizer)
-        planned_params.add(f"{name}.weight")
-    total = 0
-    for pname, param in quantised.named_parameters():
-        total += param.numel()
-        if pname not in planned_params:
-            size += FP32_BITS * param.numel()
-    return AppliedPlan(model=quantised, size_bits=size, fp32_size_bits=FP32_BITS * total, weights=weights)
+    size = model_packed_size(model, plan)
+    return AppliedPlan(model=quantised, size_bits=size.total_bits, fp32_size_bits=size.fp32_bits, weights=weights)

@@ -1,0 +1,300 @@
+"""Packed storage of compressed weights: integer codes bit-packed into bytes, one float32 scale per grid row
+(and an offset on asymmetric grids), low-rank factors and series terms packed alike; and THE definition of
+packed size and ratio that apply, compare, bench and demo all report.
+
+A grid part of R rows x C values at b bits stores ``ceil(R C b / 8)`` bytes of codes plus R float32 scales
+(symmetric: value = code x scale; asymmetric: value = code x scale + offset, R more floats). Rows are
+output channels when the quantiser is per channel, else one row for the whole tensor. A layer is
+
+- plain (rounding nearest or major-axis): one part, the weight as (out, in x kernel);
+- a K-term series: K parts, term k quantising the residual R_k (cetopt.quant.series);
+- rank r: factors A (out, r) and B (r, in x kernel) as two parts, or as float32 when bits >= 32
+  (cetopt.quant.lowrank; singular values split evenly between the factors).
+
+Every other parameter is stored at 32 bits. ``packed_size`` computes the size from shapes alone; the
+tensors written by :func:`compress_layer` have exactly that many bytes (tests/quant/test_pack.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import torch
+
+from cetopt.errors import ProblemError
+from cetopt.quant.plan import LayerChoice, Plan
+from cetopt.quant.quantizers import SCALE_BITS, QuantizerSpec, fake_quantize
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cetopt.problem.model import AllocationProblem
+
+FLOAT_BITS = 32
+TOLERANCE = 0.01  # a recovered code may sit this fraction of a grid step off its value (float rounding only)
+
+
+def _rows(shape: tuple[int, ...], per_channel: bool) -> tuple[int, int]:
+    """(rows, values per row) of a tensor of ``shape`` under the quantiser's channel layout."""
+    numel = math.prod(shape)
+    rows = shape[0] if per_channel and len(shape) > 1 else 1
+    return rows, numel // rows if rows else 0
+
+
+def part_bits(shape: tuple[int, ...], bits: int, spec: QuantizerSpec) -> int:
+    """Stored bits of one grid part: whole bytes of codes plus the per-row float32 scale (and offset)."""
+    rows, cols = _rows(shape, spec.per_channel)
+    return 8 * math.ceil(rows * cols * bits / 8) + rows * SCALE_BITS * (1 if spec.symmetric else 2)
+
+
+def layer_packed_bits(shape: tuple[int, ...], choice: LayerChoice, spec: QuantizerSpec) -> int:
+    """Stored bits of one layer's weight (``shape``: torch layout) under ``choice``."""
+    m = int(shape[0])
+    n = math.prod(shape) // m
+    if choice.rank is not None:
+        r = choice.rank
+        if choice.bits >= FLOAT_BITS:
+            return FLOAT_BITS * r * (m + n)
+        return part_bits((m, r), choice.bits, spec) + part_bits((r, n), choice.bits, spec)
+    return choice.terms * part_bits(tuple(shape), choice.bits, spec)
+
+
+@dataclass(frozen=True)
+class PackedSize:
+    """Packed size of a model under a plan (the one definition every report uses).
+
+    Attributes:
+        layers: planned layer -> stored bits of its weight (codes, scales, factors, terms).
+        other_bits: every parameter the plan leaves alone, at 32 bits.
+        fp32_bits: every parameter at 32 bits.
+    """
+
+    layers: Mapping[str, int]
+    other_bits: int
+    fp32_bits: int
+
+    @property
+    def total_bits(self) -> int:
+        return int(sum(self.layers.values())) + self.other_bits
+
+    @property
+    def total_bytes(self) -> int:
+        return math.ceil(self.total_bits / 8)
+
+    @property
+    def ratio(self) -> float:
+        """FP32 size / packed size."""
+        return self.fp32_bits / self.total_bits if self.total_bits else float("inf")
+
+
+def model_packed_size(model: "nn.Module", plan: Plan) -> PackedSize:
+    """Packed size of ``model``'s parameters under ``plan``."""
+    modules = dict(model.named_modules())
+    layers = {name: layer_packed_bits(tuple(modules[name].weight.shape), c, plan.quantizer_of(name))
+              for name, c in plan.layers.items()}
+    planned = {f"{name}.weight" for name in plan.layers}
+    total = other = 0
+    for pname, param in model.named_parameters():
+        total += param.numel()
+        other += 0 if pname in planned else param.numel()
+    return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total)
+
+
+def problem_packed_size(problem: "AllocationProblem", plan: Plan) -> PackedSize | None:
+    """Packed size from a problem file alone: its layer shapes and quantiser, plus the count of the model's
+    other parameters (metadata "other_params", written by cetopt.workflow.build_for). None when the problem
+    does not describe a model (no shapes or no parameter count)."""
+    other = problem.metadata.get("other_params")
+    if not isinstance(other, int) or any(layer.shape is None for layer in problem.layers):
+        return None
+    layers = {layer.name: layer_packed_bits(tuple(layer.shape), plan.layers[layer.name], plan.quantizer_of(layer.name))
+              for layer in problem.layers}
+    total = problem.total_params + other
+    return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total)
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned integer codes (< 2^bits) -> a uint8 array of ceil(n bits / 8) bytes (little-endian bits)."""
+    planes = (codes.astype(np.uint32).reshape(-1, 1) >> np.arange(bits, dtype=np.uint32)) & 1
+    return np.packbits(planes.astype(np.uint8).reshape(-1), bitorder="little")
+
+
+def unpack_codes(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``count`` codes as int64."""
+    planes = np.unpackbits(data, count=count * bits, bitorder="little").reshape(count, bits).astype(np.int64)
+    return planes @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+
+
+def _symmetric_grid(q: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unsigned codes, scale per row) of grid values q (rows x values) on a symmetric b-bit grid."""
+    top = np.abs(q).max(axis=1)
+    if bits == 1:  # values +-magnitude: one sign bit
+        return (q >= 0).astype(np.int64), top
+    levels = 2 ** (bits - 1) - 1
+    scale = np.where(top > 0, top / levels, 1.0)
+    codes = np.round(q / scale[:, None])
+    bad = np.abs(codes * scale[:, None] - q).max(axis=1, initial=0.0) > TOLERANCE * scale
+    for k in range(levels - 1, 0, -1):  # rows whose largest code is below the top level
+        if not bad.any():
+            break
+        s = top[bad] / k
+        c = np.round(q[bad] / s[:, None])
+        ok = np.abs(c * s[:, None] - q[bad]).max(axis=1) <= TOLERANCE * s
+        rows = np.flatnonzero(bad)[ok]
+        scale[rows], codes[rows] = s[ok], c[ok]
+        bad[rows] = False
+    if bad.any():
+        raise ProblemError(f"row {int(np.flatnonzero(bad)[0])} is not on a {bits}-bit symmetric grid", field="weight")
+    return (codes + levels).astype(np.int64), scale
+
+
+def _asymmetric_grid(q: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, scale, offset) per row: value = code x scale + offset, codes in [0, 2^b - 1]."""
+    low, high = q.min(axis=1), q.max(axis=1)
+    levels = 2 ** bits - 1
+    span = high - low
+    scale, codes = np.ones_like(span), np.zeros_like(q)
+    bad = span > 0
+    for k in range(levels, 0, -1):
+        if not bad.any():
+            break
+        s = span[bad] / k
+        c = np.round((q[bad] - low[bad, None]) / s[:, None])
+        ok = np.abs(c * s[:, None] + low[bad, None] - q[bad]).max(axis=1) <= TOLERANCE * s
+        rows = np.flatnonzero(bad)[ok]
+        scale[rows], codes[rows] = s[ok], c[ok]
+        bad[rows] = False
+    if bad.any():
+        raise ProblemError(f"row {int(np.flatnonzero(bad)[0])} is not on a {bits}-bit grid", field="weight")
+    return codes.astype(np.int64), scale, low
+
+
+def encode(values: torch.Tensor, bits: int, spec: QuantizerSpec, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Grid values (any shape, already quantised) -> stored tensors ``prefix.codes``, ``prefix.scale``
+    (``prefix.offset``) and the part's layout (shape, bits, symmetric)."""
+    shape = tuple(values.shape)
+    rows, cols = _rows(shape, spec.per_channel)
+    q = values.detach().double().cpu().numpy().reshape(rows, cols)
+    if spec.symmetric:
+        codes, scale = _symmetric_grid(q, bits)
+        out = {f"{prefix}.scale": torch.from_numpy(scale.astype(np.float32))}
+    else:
+        codes, scale, offset = _asymmetric_grid(q, bits)
+        out = {f"{prefix}.scale": torch.from_numpy(scale.astype(np.float32)),
+               f"{prefix}.offset": torch.from_numpy(offset.astype(np.float32))}
+    out[f"{prefix}.codes"] = torch.from_numpy(pack_codes(codes, bits))
+    return out, {"shape": list(shape), "rows": rows, "bits": bits, "symmetric": spec.symmetric}
+
+
+def decode(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefix: str) -> torch.Tensor:
+    """Stored part -> float64 values shaped as ``layout["shape"]``."""
+    shape, rows, bits = tuple(layout["shape"]), int(layout["rows"]), int(layout["bits"])
+    count = math.prod(shape)
+    try:
+        data, scale = tensors[f"{prefix}.codes"].numpy(), tensors[f"{prefix}.scale"].double().numpy()
+        codes = unpack_codes(data, bits, count).reshape(rows, count // rows).astype(np.float64)
+        if layout["symmetric"]:
+            signed = 2 * codes - 1 if bits == 1 else codes - (2 ** (bits - 1) - 1)
+            values = signed * scale[:, None]
+        else:
+            values = codes * scale[:, None] + tensors[f"{prefix}.offset"].double().numpy()[:, None]
+    except (KeyError, ValueError) as err:
+        raise ProblemError(f"packed part {prefix!r} is missing or malformed ({err})", field="tensors") from None
+    return torch.from_numpy(values.reshape(shape))
+
+
+@dataclass(frozen=True)
+class PackedLayer:
+    """One layer compressed and packed.
+
+    Attributes:
+        weight: the reconstruction (what the stored tensors decode to), float64, the weight's shape.
+        tensors: stored tensors, keyed ``<layer>.weight.<part>.<codes|scale|offset>`` (or ``.<a|b>`` floats).
+        layout: what :func:`unpack_layer` needs (shape, choice, parts).
+    """
+
+    weight: torch.Tensor
+    tensors: Mapping[str, torch.Tensor]
+    layout: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def stored_bits(self) -> int:
+        return sum(8 * t.numel() * t.element_size() for t in self.tensors.values())
+
+
+def _plain(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpec, quadric: Any, name: str) -> torch.Tensor:
+    if choice.rounding == "nearest":
+        return fake_quantize(weight, choice.bits, spec)
+    if quadric is None:
+        raise ProblemError(f"layer {name!r} is rounded {choice.rounding}: that needs its curvature (quadric); "
+                           "apply through cetopt.artifact, which reads it from the curvature cache", field="rounding")
+    from cetopt.quant.major_axis import major_axis_round
+
+    return major_axis_round(weight, choice.bits, quadric, spec,
+                            use_gradient=choice.rounding == "major-axis-gradient").weight
+
+
+def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (out, r), B (r, in x kernel) of the truncated SVD, singular values split evenly (as cetopt.quant.lowrank)."""
+    matrix = weight.detach().double().reshape(weight.shape[0], -1)
+    m, n = matrix.shape
+    if not 1 <= rank <= min(m, n):
+        raise ProblemError(f"rank must be in 1..{min(m, n)} for a {m}x{n} weight, got {rank}", field="rank")
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, root[:, None] * vh[:rank]
+
+
+def compress_layer(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpec, *, quadric: Any = None,
+                   name: str = "layer") -> PackedLayer:
+    """Compress ``weight`` (torch layout) as ``choice`` says and pack it; ``weight`` of the result is exactly
+    what the packed tensors decode to."""
+    w = weight.detach().double().cpu()
+    prefix = f"{name}.weight"
+    tensors: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict] = {}
+    if choice.rank is not None:
+        a, b = low_rank_factors(w, choice.rank)
+        if choice.bits >= FLOAT_BITS:
+            tensors = {f"{prefix}.a": a.float(), f"{prefix}.b": b.float()}
+        else:
+            for key, factor in (("a", a), ("b", b)):
+                t, parts[key] = encode(fake_quantize(factor, choice.bits, spec), choice.bits, spec, f"{prefix}.{key}")
+                tensors.update(t)
+    else:
+        residual = w if choice.terms > 1 else weight.detach().cpu()  # plain: in the weight's dtype, as scored
+        for k in range(choice.terms):
+            term = _plain(residual, choice, spec, quadric, name) if k == 0 else fake_quantize(residual, choice.bits, spec)
+            t, parts[f"t{k}"] = encode(term, choice.bits, spec, f"{prefix}.t{k}")
+            tensors.update(t)
+            residual = residual - decode(t, parts[f"t{k}"], f"{prefix}.t{k}")
+    layout = {"shape": list(weight.shape), "choice": choice.to_dict(), "parts": parts}
+    return PackedLayer(weight=unpack_layer(tensors, layout, name), tensors=tensors, layout=layout)
+
+
+def unpack_layer(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], name: str) -> torch.Tensor:
+    """The float64 weight of layer ``name`` from its stored tensors and layout."""
+    prefix, shape = f"{name}.weight", tuple(layout["shape"])
+    parts = layout["parts"]
+    if layout["choice"].get("rank") is not None:
+        if not parts:
+            a, b = tensors[f"{prefix}.a"].double(), tensors[f"{prefix}.b"].double()
+        else:
+            a, b = (decode(tensors, parts[k], f"{prefix}.{k}") for k in ("a", "b"))
+        return (a @ b).reshape(shape)
+    total = torch.zeros(shape, dtype=torch.float64)
+    for key in sorted(parts, key=lambda k: int(k[1:])):
+        total = total + decode(tensors, parts[key], f"{prefix}.{key}")
+    return total
+
+
+def budget_left(problem: "AllocationProblem", size_bits: float | None) -> float | None:
+    """Size budget left unused by a plan of ``size_bits`` (bits, the problem's own size model), or None when
+    the budget sets no size limit or there is no plan."""
+    limit = problem.max_size_bits
+    if limit is None or size_bits is None:
+        return None
+    return max(0.0, float(limit) - float(size_bits))
