@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cetopt import distributed
 from cetopt.curvature.hutchinson import hutchinson_traces
 from cetopt.curvature.lanczos import lanczos_eigenpairs
 from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn, check_finite
@@ -122,20 +123,15 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
     if cache_dir is not False:
         key = cache_key(model, loss_fn, batches, settings, layers)
         path = Path(cache_dir if cache_dir not in (None, True) else default_cache_dir()) / f"{key}.npz"
-        if path.exists():
-            try:
-                cached = CurvatureResult.load(path)
-                if cached.metadata.get("cache_key") == key:
-                    log.info("curvature cache hit %s", path)
-                    return cached
-                log.warning("curvature cache %s has another key; recomputing", path)
-            except CacheError as err:
-                log.warning("%s; recomputing", err)
+        cached = _cached(path, key)
+        # under torch.distributed every rank must take the same branch (the computation all-reduces)
+        if distributed.all_reduce_numpy(np.array([cached is None]))[0] == 0:
+            return cached  # type: ignore[return-value]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     operator = CurvatureOperator(model, loss_fn, batches, layers=layers, exclude=exclude, device=settings.device,
                                  dtype=settings.torch_dtype())
-    loss, gradient = operator.loss_and_gradient()
+    loss, gradient = operator.loss_and_gradient(show_progress=show_progress)
     for name, g in zip(operator.names, gradient):
         check_finite(name, "gradient", g)
     seconds["gradient"] = time.perf_counter() - start
@@ -166,8 +162,25 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
     result = CurvatureResult(
         layers=result_layers, loss=loss, settings=asdict(settings), seconds=seconds, device=str(operator.device),
         metadata={"description": description, "cache_key": key, "hvp_count": operator.hvp_count,
-                  "versions": {"torch": torch.__version__, "numpy": np.__version__}},
+                  "versions": {"torch": torch.__version__, "numpy": np.__version__},
+                  "ranks": distributed.world_size()},
     )
-    if path is not None:
+    if path is not None and distributed.is_rank_zero():
         result.save(path)
     return result
+
+
+def _cached(path: Path, key: str) -> CurvatureResult | None:
+    """The stored result at ``path`` if it exists, loads and carries ``key``; None otherwise."""
+    if not path.exists():
+        return None
+    try:
+        cached = CurvatureResult.load(path)
+    except CacheError as err:
+        log.warning("%s; recomputing", err)
+        return None
+    if cached.metadata.get("cache_key") == key:
+        log.info("curvature cache hit %s", path)
+        return cached
+    log.warning("curvature cache %s has another key; recomputing", path)
+    return None

@@ -10,11 +10,14 @@ Two estimators (``mode``):
   batched backward pass (one pass per layer where torch cannot batch): no cross-layer variance.
 
 Rounds continue until every layer's relative standard error is under ``rtol`` or ``max_probes`` is
-reached. Negative estimates are reported as they are.
+reached; in the second case a warning names the layers still above ``rtol`` and their errors (issue 14:
+HAWQ-V3 traces stopped at the cap with a median relative error of 19% and said nothing). Negative
+estimates are reported as they are.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +26,8 @@ import torch
 from cetopt.curvature.operator import CurvatureOperator, check_finite
 from cetopt.curvature.progress import progress
 from cetopt.errors import ProblemError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,26 @@ def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min
                     break
     finally:
         bar.close()
-    return _estimates(samples)
+    estimates = _estimates(samples)
+    watched = range(len(estimates)) if restrict_to is None else [restrict_to]
+    warn_if_capped([operator.names[j] for j in watched], [estimates[j] for j in watched], rtol=rtol,
+                   max_probes=max_probes)
+    return estimates
+
+
+def warn_if_capped(names: list[str], estimates: list[TraceEstimate], *, rtol: float, max_probes: int) -> list[str]:
+    """Log a warning naming the layers whose relative standard error is still >= ``rtol`` after the cap of
+    ``max_probes`` probes; returns their names (empty when every layer met ``rtol``)."""
+    over = [(n, e) for n, e in zip(names, estimates) if not e.relative_error < rtol]
+    if over:
+        worst = sorted(over, key=lambda item: -item[1].relative_error)
+        listed = ", ".join(f"{n} ({e.relative_error:.0%})" for n, e in worst[:10])
+        more = f" and {len(over) - 10} more" if len(over) > 10 else ""
+        median = float(np.median([e.relative_error for e in estimates]))
+        log.warning("Hutchinson traces hit the cap of %d probes before the relative standard error reached "
+                    "%.3g for %d of %d layers: %s%s (median over all layers %.1f%%); raise max_probes or use "
+                    "trace_mode='restricted'", max_probes, rtol, len(over), len(names), listed, more, 100 * median)
+    return [n for n, _ in over]
 
 
 def _restricted_traces(operator: CurvatureOperator, *, max_probes: int, min_probes: int, rtol: float, seed: int,
@@ -127,7 +151,9 @@ def _restricted_traces(operator: CurvatureOperator, *, max_probes: int, min_prob
                 break
     finally:
         bar.close()
-    return _estimates(samples)
+    estimates = _estimates(samples)
+    warn_if_capped(operator.names, estimates, rtol=rtol, max_probes=max_probes)
+    return estimates
 
 
 def _estimates(samples: list[list[float]]) -> list[TraceEstimate]:

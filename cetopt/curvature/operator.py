@@ -8,6 +8,10 @@ benchmarks/curvature.py). Several vectors go through one backward pass with ``is
 
 The caller's model is never changed: it is copied when a device or dtype change is needed, and its
 ``training`` flag is restored.
+
+Under torch.distributed (``torchrun``) every rank keeps its share of the calibration batches
+(cetopt.distributed.shard) and every sum over batches is all-reduced, so each public method returns the
+same numbers on every rank as a single process would (up to the order of floating-point additions).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from cetopt import distributed
 from cetopt.curvature.layers import LayerRef, find_layers
 from cetopt.errors import CetoptError, ProblemError
 
@@ -101,6 +106,10 @@ class CurvatureOperator:
         self.cache_graph = cache_graph
         self._graphs: list[tuple[torch.Tensor, ...]] | None = None
         self.batches = [move_batch(b, self.device, dtype) for b in self.batches_cpu]
+        self.local_batches = distributed.shard(self.batches)
+        if distributed.is_distributed() and not self.local_batches:
+            log.warning("rank %d has no calibration batch (%d batches, %d ranks): it idles; use at least as many "
+                        "batches as ranks", distributed.rank(), len(self.batches), distributed.world_size())
         self.hvp_count = 0
         self.vmap_ok = True
 
@@ -122,26 +131,32 @@ class CurvatureOperator:
             raise CurvatureError(f"the calibration loss is {loss.item()} on a batch; check the data and model")
         return loss
 
-    def loss_and_gradient(self) -> tuple[float, list[torch.Tensor]]:
+    def loss_and_gradient(self, *, show_progress: bool = True) -> tuple[float, list[torch.Tensor]]:
         """The mean loss and its gradient per layer weight (averaged over batches)."""
-        total = 0.0
+        from cetopt.curvature.progress import progress
+
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         grads = [torch.zeros_like(p) for p in self.params]
         with eval_mode(self.model):
-            for batch in self.batches:
+            for batch in progress(total=len(self.local_batches), desc="gradients", disable=not show_progress,
+                                  iterable=self.local_batches):
                 loss = self._loss(batch)
                 parts = torch.autograd.grad(loss, self.params, allow_unused=True)
-                total += float(loss.detach())
+                total += loss.detach().double()
                 for acc, part in zip(grads, parts):
                     if part is not None:
                         acc += part.detach()
+        total, *grads = distributed.all_reduce_sum([total, *grads])
         scale = 1.0 / len(self.batches)
-        return total * scale, [g * scale for g in grads]
+        return float(total) * scale, [g * scale for g in grads]
 
     def _first_order_graphs(self) -> list[tuple[torch.Tensor, ...]]:
         if self._graphs is not None:
             return self._graphs
+        from cetopt.curvature.progress import progress
+
         graphs = []
-        for batch in self.batches:
+        for batch in progress(total=len(self.local_batches), desc="first-order graphs", iterable=self.local_batches):
             loss = self._loss(batch)
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
             graphs.append(tuple(g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)))
@@ -193,6 +208,7 @@ class CurvatureOperator:
                         acc += part.detach()
             if not self.cache_graph:
                 self._graphs = None
+        out = distributed.all_reduce_sum(out)
         self.hvp_count += vectors[0].shape[0] if batched else 1
         scale = 1.0 / len(self.batches)
         return [o * scale for o in out]
@@ -251,6 +267,7 @@ class CurvatureOperator:
                         out[i] += part.detach()
             if not self.cache_graph:
                 self._graphs = None
+        (out,) = distributed.all_reduce_sum([out])
         self.hvp_count += block.shape[0]
         return out / len(self.batches)
 

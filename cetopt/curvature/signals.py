@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from cetopt import distributed
 from cetopt.curvature.operator import Batch, CurvatureOperator, check_finite, eval_mode
 from cetopt.curvature.hutchinson import TraceEstimate, rademacher_like
 
@@ -39,7 +40,7 @@ def fisher_diagonal(operator: CurvatureOperator, *, per_sample_loss: SampleLoss 
     totals = {k: torch.zeros_like(v) for k, v in weights.items()}
     count = 0
     with eval_mode(model):
-        for batch in operator.batches:
+        for batch in operator.local_batches:  # this rank's share; the sums are all-reduced below
             size = _batch_size(batch)
             for start in range(0, size, chunk):
                 part = _slice(batch, start, start + chunk)
@@ -47,7 +48,9 @@ def fisher_diagonal(operator: CurvatureOperator, *, per_sample_loss: SampleLoss 
                 for key in totals:
                     totals[key] += (grads[key] ** 2).sum(dim=0)
                 count += _batch_size(part)
-    out = [totals[f"{n}.weight"] / count for n in names]
+    keys = [f"{n}.weight" for n in names]
+    *summed, total = distributed.all_reduce_sum([totals[k] for k in keys] + [torch.tensor(float(count))])
+    out = [t / float(total) for t in summed]
     for name, value in zip(names, out):
         check_finite(name, "Fisher diagonal", value)
     return out
@@ -114,7 +117,7 @@ def ggn_vector_product(operator: CurvatureOperator, vectors: list[torch.Tensor],
     tangent = {k: v for k, v in zip(keys, vectors)}
     out = {k: torch.zeros_like(v) for k, v in weights.items()}
     with eval_mode(model):
-        for batch in operator.batches:
+        for batch in operator.local_batches:  # this rank's share; the sums are all-reduced below
             def outputs(w: dict[str, torch.Tensor], batch: Batch = batch) -> torch.Tensor:
                 return _call(model, {**others, **w}, buffers, output_fn, batch)
 
@@ -127,7 +130,7 @@ def ggn_vector_product(operator: CurvatureOperator, vectors: list[torch.Tensor],
             for k in out:
                 out[k] += jt[k].detach()
     scale = 1.0 / len(operator.batches)
-    return [out[k] * scale for k in keys]
+    return [t * scale for t in distributed.all_reduce_sum([out[k] for k in keys])]
 
 
 def ggn_traces(operator: CurvatureOperator, *, output_fn: Callable[[nn.Module, Batch], torch.Tensor],

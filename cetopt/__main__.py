@@ -1,0 +1,7 @@
+"""``python -m cetopt`` (what ``torchrun ... -m cetopt extract ...`` runs): the ``cetopt`` command."""
+
+import sys
+
+from cetopt.cli import main
+
+sys.exit(main())
