@@ -6,14 +6,42 @@ Notebook use::
     problem = load_problem("problems/demo/mlp-avg4.json")
     result = solve(problem, solver="ortools")      # or "ortools-mip", "highs", "cvxpy", "greedy", "dp"
     result.bits, result.objective, result.bound, result.gap
+
+Bring a model and ship it (see README, "Your own model")::
+
+    from cetopt import Budget, build_for, load_model_spec, plan_from_result, solve, write_artifact
+    spec = load_model_spec("my_model.py:spec")                   # or a zoo name
+    built = build_for(spec, budget=Budget(avg_bits=4))          # curvature -> problem (+ candidate weights)
+    plan = plan_from_result(built.problem, solve(built.problem, "dp"))
+    write_artifact(spec, plan, "compressed/")                    # packed safetensors + plan + manifest
 """
 
 from cetopt.errors import (CetoptError, ProblemError, SolverOptionError,
                            SolverUnavailableError, UnsupportedProblemError)
-from cetopt.problem import (AllocationProblem, Budget, Choice, Edge, EdgeKind, Interaction, Layer, Minimize,
-                            compile_problem, evaluate, load_problem, save_problem)
 from cetopt.modelspec import ModelSpec, load_model_spec
-from cetopt.solvers import SolveResult, SolverConfig, Status, available_solvers, register, solve
+
+# everything else is imported on first use, so `cetopt extract nosuch` answers before numpy or torch load
+_LAZY = {
+    **dict.fromkeys(("AllocationProblem", "Budget", "Choice", "Edge", "EdgeKind", "Interaction", "Layer", "Minimize",
+                     "compile_problem", "evaluate", "load_problem", "save_problem"), "cetopt.problem"),
+    **dict.fromkeys(("SolveResult", "SolverConfig", "Status", "available_solvers", "register", "solve"),
+                    "cetopt.solvers"),
+    **dict.fromkeys(("LayerChoice", "Plan", "apply_plan", "plan_from_result"), "cetopt.quant.plan"),
+    **dict.fromkeys(("load_compressed", "write_artifact", "evaluate_artifact"), "cetopt.artifact"),
+    "build_for": "cetopt.workflow",
+    "Measurer": "cetopt.measure",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cetopt' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
@@ -22,4 +50,6 @@ __all__ = [
     "Layer", "Minimize", "ModelSpec", "load_model_spec", "ProblemError", "SolveResult", "SolverConfig", "SolverOptionError",
     "SolverUnavailableError", "Status", "UnsupportedProblemError", "__version__", "available_solvers",
     "compile_problem", "evaluate", "load_problem", "register", "save_problem", "solve",
+    "LayerChoice", "Plan", "apply_plan", "plan_from_result", "load_compressed", "write_artifact", "evaluate_artifact",
+    "build_for", "Measurer",
 ]

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from cetopt.costmodels.registry import cost_model_names
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
 
@@ -322,6 +321,22 @@ _MODEL_HELP = ("a zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2
                "path/to/file.py:function returning a cetopt.ModelSpec (see README, 'Your own model')")
 
 
+class _CostModelNames:
+    """argparse choices read from the cost-model registry only when checked or shown (the registry imports
+    numpy; `cetopt extract nosuch` must answer before that)."""
+
+    def _names(self) -> tuple[str, ...]:
+        from cetopt.costmodels.registry import cost_model_names
+
+        return cost_model_names()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._names()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -373,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
     p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
-    p.add_argument("--method", choices=cost_model_names(), default="cet",
+    p.add_argument("--method", choices=_CostModelNames(), default="cet", metavar="METHOD",
                    help="cost model (cetopt.costmodels): cet and its switches, llc, hawq-v3, fisher, ...")
     p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
                    help="candidate rounding: nearest, or toward each layer's major axes")
@@ -459,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if isinstance(getattr(args, "model", None), str):  # an unknown model is refused before torch loads
+            from cetopt.modelspec import check_target
+
+            check_target(args.model)
         _configure_torch(args)
         return int(args.func(args))
     except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError) as err:

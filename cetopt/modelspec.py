@@ -132,6 +132,21 @@ def _import_target(module_part: str, target: str) -> Any:
                            f"path/to/{module_part}.py:function", field="model") from None
 
 
+def check_target(target: str) -> None:
+    """Reject a target that names no zoo model and is not ``module:function`` / an existing
+    ``path/to/file.py:function``, without importing torch (the CLI calls this first, so it answers at once)."""
+    from cetopt.zoo.registry import is_zoo_name, zoo_names
+
+    if is_zoo_name(target):
+        return
+    module_part, sep, function_name = target.rpartition(":")
+    if not sep or not module_part or not function_name or (len(module_part) == 1 and module_part.isalpha()):
+        raise ProblemError(f"unknown model {target!r}: not a zoo model ({', '.join(zoo_names())}) nor "
+                           "module:function / path/to/file.py:function", field="model")
+    if module_part.endswith(".py") and not Path(module_part).is_file():
+        raise ProblemError(f"{target!r}: no such file {module_part!r}", field="model")
+
+
 def load_model_spec(target: str, **zoo_options: Any) -> ModelSpec:
     """The ModelSpec named by ``target``.
 
@@ -144,14 +159,12 @@ def load_model_spec(target: str, **zoo_options: Any) -> ModelSpec:
     Raises:
         ProblemError: unknown zoo name (listing the zoo), unimportable module, missing function, bad return.
     """
-    from cetopt.zoo.registry import is_zoo_name, load_zoo, zoo_names
+    from cetopt.zoo.registry import is_zoo_name, load_zoo
 
+    check_target(target)
     if is_zoo_name(target):
         return load_zoo(target, **zoo_options)
-    module_part, sep, function_name = target.rpartition(":")
-    if not sep or not module_part or not function_name or (len(module_part) == 1 and module_part.isalpha()):
-        raise ProblemError(f"unknown model {target!r}: not a zoo model ({', '.join(zoo_names())}) nor "
-                           "module:function / path/to/file.py:function", field="model")
+    module_part, _, function_name = target.rpartition(":")
     module = _import_target(module_part, target)
     function = getattr(module, function_name, None)
     if not callable(function):
