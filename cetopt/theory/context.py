@@ -22,6 +22,17 @@ from cetopt.problem.model import Budget
 DEFAULT_BITS = (2, 3, 4, 5, 6, 8)
 
 
+def _double(batch: Any) -> Any:
+    """``batch`` with every floating tensor promoted to float64 (labels and other integers unchanged)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.double() if batch.is_floating_point() else batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_double(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _double(v) for k, v in batch.items()}
+    return batch
+
+
 @dataclass
 class ProofContext:
     """One model's curvature and helpers shared by the checks.
@@ -42,6 +53,9 @@ class ProofContext:
     bits: tuple[int, ...] = DEFAULT_BITS
     settings: CurvatureSettings = field(default_factory=CurvatureSettings)
     _work: torch.nn.Module | None = None
+    _work64: torch.nn.Module | None = None
+    _operator64: CurvatureOperator | None = None
+    _base_loss64: float | None = None
     _built: dict[Any, BuiltProblem] = field(default_factory=dict)
     _base_loss: float | None = None
 
@@ -109,6 +123,35 @@ class ProofContext:
         """The task's headline metric (accuracy, agreement or fidelity) with weights replaced."""
         return float(next(iter(self.task.metrics(self._model_with(replaced or {})).values())))
 
+    def outcomes(self, replaced: Mapping[str, torch.Tensor] | None = None) -> np.ndarray | None:
+        """Per-test-example outcomes (1.0 correct, 0.0 wrong) with weights replaced, shape (n_test,), for
+        paired confidence intervals; None when the spec offers none (metadata "test_outcomes")."""
+        per_example = self.task.metadata.get("test_outcomes")
+        if not callable(per_example):
+            return None
+        return np.asarray(per_example(self._model_with(replaced or {})), dtype=np.float64)
+
+    def validation_metric(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
+        """The selection metric on the VALIDATION batches (never the test set): top-1 accuracy when the
+        batches are (inputs, integer labels), else minus the mean validation loss."""
+        if not self.task.validation:
+            raise ValueError(f"{self.task.name}: the spec has no validation batches; selection needs them")
+        model = self._model_with(replaced or {})
+        with torch.no_grad():
+            batches = list(self.task.validation)
+            first = batches[0]
+            if isinstance(first, (tuple, list)) and len(first) == 2 and isinstance(first[1], torch.Tensor) \
+                    and not first[1].is_floating_point():
+                correct = sum(int((model(x).argmax(dim=1) == y).sum()) for x, y in batches)
+                return correct / sum(len(y) for _, y in batches)
+            return -sum(float(self.task.loss_fn(model, b)) for b in batches) / len(batches)
+
+    def packed_ratio(self, bits: Mapping[str, int]) -> float:
+        """FP32 size / packed size of the whole model under ``bits`` (cetopt.quant.plan.apply_plan)."""
+        from cetopt.quant.plan import Plan, apply_plan
+
+        return float(apply_plan(self.task.model, Plan(bits=dict(bits))).ratio)
+
     def perturbed(self, name: str, direction: np.ndarray, step: float) -> dict[str, torch.Tensor]:
         """Layer ``name``'s weight moved by ``step`` x ``direction`` (flattened layout)."""
         w = self.weights[name]
@@ -122,6 +165,53 @@ class ProofContext:
         block = torch.from_numpy(np.asarray(directions, dtype=np.float64)).reshape(-1, *w.shape).to(w)
         products = self.operator.cross_block_hvp(index, index, block)
         return (block * products).reshape(block.shape[0], -1).sum(dim=1).double().cpu().numpy()
+
+    # ------------------------------------------------------------------ float64 ground truth
+    def dloss64(self, replaced: Mapping[str, torch.Tensor]) -> float:
+        """Measured change of the mean calibration loss in float64 (model and inputs promoted): finite
+        differences small enough to see curvatures far below float32's resolution of the loss."""
+        if self._work64 is None:
+            self._work64 = copy.deepcopy(self.task.model).double().eval()
+        modules = dict(self._work64.named_modules())
+
+        def loss() -> float:
+            with torch.no_grad():
+                return sum(float(self.task.loss_fn(self._work64, _double(b))) for b in self.task.calibration
+                           ) / len(self.task.calibration)
+
+        originals = self.weights
+        if self._base_loss64 is None:
+            for name in self.curvature.names:
+                modules[name].weight.data.copy_(originals[name].double())
+            self._base_loss64 = loss()
+        for name in self.curvature.names:
+            modules[name].weight.data.copy_(replaced.get(name, originals[name]).double())
+        return loss() - self._base_loss64
+
+    def perturbed64(self, name: str, direction: np.ndarray, step: float) -> dict[str, torch.Tensor]:
+        """Layer ``name``'s weight in float64 moved by ``step`` x ``direction`` (for :meth:`dloss64`)."""
+        w = self.weights[name].double()
+        return {name: w + torch.from_numpy(np.asarray(direction, dtype=np.float64) * step).reshape(w.shape)}
+
+    def dense_hessian(self, name: str, chunk: int = 64) -> np.ndarray:
+        """Layer ``name``'s Hessian block H_ll, shape (n, n), in float64 from n Hessian-vector products
+        (use for small layers only: cost n products, memory n^2 doubles)."""
+        if self._operator64 is None:
+            self._operator64 = CurvatureOperator(self.task.model, self.task.loss_fn,
+                                                 [_double(b) for b in self.task.calibration],
+                                                 layers=self.curvature.names, device=self.settings.device,
+                                                 dtype=torch.float64)
+        index = self.curvature.names.index(name)
+        shape = tuple(self.weights[name].shape)
+        n = int(np.prod(shape))
+        rows = []
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            block = torch.zeros((stop - start, n), dtype=torch.float64)
+            block[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            out = self._operator64.cross_block_hvp(index, index, block.reshape(-1, *shape))
+            rows.append(out.reshape(stop - start, n).double().cpu().numpy())
+        return np.concatenate(rows)
 
     def full_quadratic(self, errors: Mapping[str, torch.Tensor]) -> tuple[float, float]:
         """(g.d, d'Hd) for a whole-model error (every cross-layer block included), by one full product."""

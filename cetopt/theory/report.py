@@ -16,6 +16,7 @@ class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     PARTIAL = "partial"  # holds where the theory's assumptions hold, and the report says where it does not
+    INCONCLUSIVE = "inconclusive"  # the check's precondition does not hold: the claim was not tested
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class CheckResult:
         statistic: what was measured, in words.
         value: the statistic's value.
         tolerance: the threshold the verdict applies.
-        verdict: pass / fail / partial.
+        verdict: pass / fail / partial / inconclusive (precondition not met: claim untested).
         notes: where it breaks down, caveats.
         table: (header, rows) of per-layer or per-plan details.
         figures: file names of the plots (relative to the report).

@@ -22,8 +22,7 @@ def test_report_lists_every_check_with_a_verdict_and_its_plots(report) -> None: 
     results = json.loads((report / "results.json").read_text())
     assert [c["number"] for c in results["checks"]] == [1, 2, 3, 4, 5, 6, 7]
     for check in results["checks"]:
-        assert check["verdict"] in ("pass", "fail", "partial")
-        assert f"## {check['number']}. " in text
+        assert f"## {check['number']}. {check['title']}: {check['verdict']}" in text
     for name in ("check1_prediction", "check2_spectra", "check3_major_axis", "check4_complementary",
                  "check5_lossless", "check6_additivity", "equal_size"):
         path = report / f"{name}.png"
@@ -35,11 +34,15 @@ def test_report_lists_every_check_with_a_verdict_and_its_plots(report) -> None: 
 
 def test_claims_that_hold_on_digits_mlp(report) -> None:  # type: ignore[no-untyped-def]
     checks = {c["number"]: c for c in json.loads((report / "results.json").read_text())["checks"]}
-    # measured on this model (docs/results/cet-checks/digits-mlp): these hold with margin
+    # measured on the shipped digits-mlp seed 0 (docs/results/cet-checks/digits-mlp): these hold with margin
     assert checks[1]["data"]["correlation"] > 0.9
     assert checks[3]["data"]["ordered_fraction"] == 1.0
-    assert checks[5]["data"]["inside_fraction"] >= 0.95
     assert checks[7]["data"]["agree"] and checks[7]["data"]["bounds_ok"]
+    # identical plans are ties, never wins
+    assert checks[7]["data"]["wins"] + checks[7]["data"]["ties"] + checks[7]["data"]["losses"] == \
+        checks[7]["data"]["comparisons"]
+    # check 2 classifies only resolved layers: fc3 (640 weights) gets its dense float64 block
+    assert checks[2]["data"]["classified"] >= 1
 
 
 def test_bad_check_numbers_are_refused(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
