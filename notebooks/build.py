@@ -64,7 +64,7 @@ SWAP = [
                   "    capabilities = Capabilities(interactions=True)\n"
                   "    def run(self, compiled, options, *, time_limit, seed):\n"
                   "        option = np.array([int(np.argmax(g.size)) for g in compiled.groups])\n"
-                  "        return Outcome(Status.FEASIBLE, option=option)\n\n"
+                  "        return Outcome(Status.FEASIBLE, choice_index=option)\n\n"
                   "unregister('most-precise'); register('most-precise', MostPrecise)\n"
                   "for avg in (3, 4, 6, 8):\n"
                   "    r = solve(problem.with_budget(Budget(avg_bits=avg)), 'most-precise')\n"

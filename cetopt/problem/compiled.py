@@ -165,41 +165,166 @@ def _group_options(problem: AllocationProblem, members: list[int]) -> np.ndarray
     return np.array(rows, dtype=np.int64)
 
 
-def compile_problem(problem: AllocationProblem) -> CompiledProblem:
-    """Reduce ``problem`` to groups and options (tie groups merged, bit constraints applied)."""
-    group_of: dict[int, int] = {}
-    member_lists: list[list[int]] = []
-    for tie in problem.ties:
-        member_lists.append([problem.layer_index(name) for name in tie])
+# Numbers a backend can take: every nonzero loss, size, BOPs and budget must lie within these magnitudes.
+# Losses may span 1e-11 .. 1e9 inside one problem (outliers are reduced away before integer scaling);
+# beyond 1e+-150 float products overflow or lose all precision, so such inputs are refused up front.
+MAX_MAGNITUDE = 1e150
+MIN_MAGNITUDE = 1e-150
+MAX_SIZE_BITS = 2.0**53  # sizes are summed as exact integers in float64
+
+
+def _check_value(value: float, field: str, *, high: float = MAX_MAGNITUDE) -> None:
+    magnitude = abs(value)
+    if magnitude > high:
+        raise ProblemError(f"{value:.6g} is out of range (|value| <= {high:.6g}); rescale the inputs or drop "
+                           "this entry", field=field)
+    if 0 < magnitude < MIN_MAGNITUDE:
+        raise ProblemError(f"{value:.6g} is below {MIN_MAGNITUDE:g} in magnitude (subnormal numbers lose all "
+                           "precision); use 0 or rescale", field=field)
+
+
+@dataclass(frozen=True)
+class _Flat:
+    """Every choice of every layer in one pass: (N,) loss and size, and each layer's first index."""
+
+    loss: np.ndarray
+    size: np.ndarray
+    start: np.ndarray  # (L + 1,) layer i's choices are [start[i], start[i + 1])
+
+    @classmethod
+    def of(cls, problem: AllocationProblem) -> "_Flat":
+        counts = np.array([len(layer.choices) for layer in problem.layers], dtype=np.int64)
+        total = int(counts.sum())
+        loss = np.fromiter((c.loss for layer in problem.layers for c in layer.choices), np.float64, total)
+        size = np.fromiter((layer.size_bits(c) for layer in problem.layers for c in layer.choices), np.float64,
+                           total)
+        return cls(loss, size, np.concatenate(([0], np.cumsum(counts))))
+
+    def field(self, flat_index: int) -> str:
+        layer = int(np.searchsorted(self.start, flat_index, side="right") - 1)
+        return f"layers[{layer}].choices[{flat_index - int(self.start[layer])}]"
+
+
+def _out_of_range(values: np.ndarray, high: float = MAX_MAGNITUDE) -> np.ndarray:
+    magnitude = np.abs(values)
+    return (magnitude > high) | ((magnitude > 0) & (magnitude < MIN_MAGNITUDE))
+
+
+def _check_ranges(problem: AllocationProblem, flat: _Flat) -> None:
+    """Refuse numbers no backend can take (with the field named) before any backend sees them."""
+    for values, key, high in ((flat.loss, "loss", MAX_MAGNITUDE), (flat.size, "size_bits", MAX_SIZE_BITS)):
+        bad = np.flatnonzero(_out_of_range(values, high))
+        if bad.size:
+            _check_value(float(values[bad[0]]), f"{flat.field(int(bad[0]))}.{key}", high=high)
+    for i, layer in enumerate(problem.layers):
+        for j, choice in enumerate(layer.choices):
+            if choice.bops is not None:
+                _check_value(choice.bops, f"layers[{i}].choices[{j}].bops")
+    for t, term in enumerate(problem.interactions):
+        values = np.asarray(term.loss, dtype=np.float64)
+        bad = _out_of_range(values)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            _check_value(float(values[r, c]), f"interactions[{t}].loss[{r}][{c}]")
+    budget = problem.budget
+    for key in ("avg_bits", "size_bits", "size_bytes", "ratio", "bops", "max_loss"):
+        value = getattr(budget, key)
+        if value is not None:  # huge budgets are fine (they cannot bind and are clamped); tiny ones are not
+            _check_value(float(value), f"budget.{key}", high=float("inf"))
+
+
+def _layer_tables(problem: AllocationProblem, index: int, options: np.ndarray, unit: float,
+                  need_bops: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(loss / unit, size, bops) of one layer's choices at ``options`` (choice indices)."""
+    layer = problem.layers[index]
+    picked = [layer.choices[i] for i in options]
+    loss = np.array([c.loss for c in picked], dtype=np.float64) / unit
+    size = np.array([layer.size_bits(c) for c in picked], dtype=np.float64)
+    if not need_bops:
+        return loss, size, None
+    values = [layer.bops(c, problem.activation_bits) for c in picked]
+    if any(v is None for v in values):
+        raise ProblemError("a BOPs budget is set, so this layer needs 'macs' (or 'bops' on every choice)",
+                           field=f"layers[{index}].macs")
+    return loss, size, np.array(values, dtype=np.float64)
+
+
+def _member_lists(problem: AllocationProblem) -> list[list[int]]:
+    """Tie groups and single layers, in layer order (group g follows the network's depth)."""
+    member_lists = [[problem.layer_index(name) for name in tie] for tie in problem.ties]
     tied = {m for members in member_lists for m in members}
-    for i in range(len(problem.layers)):
-        if i not in tied:
-            member_lists.append([i])
-    member_lists.sort(key=min)  # keep layer order, so group g follows the network's depth
-    for g, members in enumerate(member_lists):
-        for m in members:
-            group_of[m] = g
+    member_lists += [[i] for i in range(len(problem.layers)) if i not in tied]
+    member_lists.sort(key=min)
+    return member_lists
+
+
+def compile_problem(problem: AllocationProblem) -> CompiledProblem:
+    """Reduce ``problem`` to groups and options (tie groups merged, bit constraints applied).
+
+    Raises:
+        ProblemError: a number is out of the range backends take (see MAX_MAGNITUDE), naming the field;
+            or tied layers share no bit-width.
+    """
+    flat = _Flat.of(problem)
+    _check_ranges(problem, flat)
+    member_lists = _member_lists(problem)
+    group_of = {m: g for g, members in enumerate(member_lists) for m in members}
     need_bops = problem.budget.bops is not None
-    unit = loss_scale(problem) if loss_scale(problem) > 1e-300 else 1.0  # losses in units of the largest |loss|
+    scale = loss_scale(problem)
+    unit = scale if scale > 1e-300 else 1.0  # losses in units of the largest |loss|
+    flat_loss = flat.loss / unit
     groups = []
     for members in member_lists:
-        options = _group_options(problem, members)
-        layers = [problem.layers[m] for m in members]
+        layer = problem.layers[members[0]]
+        if len(members) == 1 and not need_bops and \
+                layer.min_bits is None and layer.max_bits is None and layer.fixed_bits is None:
+            lo, hi = int(flat.start[members[0]]), int(flat.start[members[0] + 1])  # the fast path: all choices
+            groups.append([members, np.arange(hi - lo, dtype=np.int64).reshape(-1, 1), flat_loss[lo:hi].copy(),
+                           flat.size[lo:hi].copy(), None])
+            continue
+        if len(members) == 1:
+            options = np.array(layer.allowed_choices(), dtype=np.int64).reshape(-1, 1)
+        else:
+            options = _group_options(problem, members)
         loss = np.zeros(options.shape[0])
         size = np.zeros(options.shape[0])
         bops = np.zeros(options.shape[0]) if need_bops else None
-        for col, layer in enumerate(layers):
-            picked = [layer.choices[i] for i in options[:, col]]
-            loss += [c.loss / unit for c in picked]
-            size += [layer.size_bits(c) for c in picked]
+        for col, member in enumerate(members):
+            l_col, s_col, b_col = _layer_tables(problem, member, options[:, col], unit, need_bops)
+            loss += l_col
+            size += s_col
             if bops is not None:
-                values = [layer.bops(c, problem.activation_bits) for c in picked]
-                if any(v is None for v in values):
-                    raise ProblemError(
-                        "a BOPs budget is set, so this layer needs 'macs' (or 'bops' on every choice)",
-                        field=f"layers[{members[col]}].macs")
-                bops += values
+                bops += b_col
         groups.append([members, options, loss, size, bops])
+    pairs = _pair_terms(problem, groups, group_of, unit)
+    compiled_groups = tuple(
+        Group(members=tuple(m), options=o, loss=l, size=s, bops=b) for m, o, l, s, b in groups
+    )
+    for group in compiled_groups:
+        for array in (group.options, group.loss, group.size):
+            array.setflags(write=False)
+    top_loss = sum(float(g.loss.max()) for g in compiled_groups) + sum(float(p.matrix.max()) for p in pairs)
+    top_size = sum(float(g.size.max()) for g in compiled_groups)
+    top_bops = sum(float(g.bops.max()) for g in compiled_groups) if need_bops else 0.0  # type: ignore[union-attr]
+    return CompiledProblem(
+        problem=problem, groups=compiled_groups, pairs=pairs,
+        max_size=_clamp(_with_slack(problem.max_size_bits), top_size),
+        max_bops=_clamp(_with_slack(problem.budget.bops), top_bops),
+        max_loss=None if problem.budget.max_loss is None else
+        _clamp(_with_slack(problem.budget.max_loss / unit), top_loss),
+        minimize=problem.minimize, loss_unit=unit,
+    )
+
+
+def _clamp(limit: float | None, top: float) -> float | None:
+    """A limit above the largest attainable total ``top`` cannot bind: cap it just above ``top``, so no
+    backend sees a number like 1e308 (which overflows integer scaling and row normalisation)."""
+    return None if limit is None else min(limit, top + abs(top) + 1.0)
+
+
+def _pair_terms(problem: AllocationProblem, groups: list[list], group_of: dict[int, int],
+                unit: float) -> tuple[PairTerm, ...]:
+    """Interaction terms between groups (terms inside one group are folded into its option losses)."""
     pair_mats: dict[tuple[int, int], np.ndarray] = {}
     for term in problem.interactions:
         ia, ib = problem.layer_index(term.a), problem.layer_index(term.b)
@@ -214,19 +339,7 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
         if ga > gb:
             ga, gb, block = gb, ga, block.T
         pair_mats[(ga, gb)] = pair_mats.get((ga, gb), 0.0) + block
-    compiled_groups = tuple(
-        Group(members=tuple(m), options=o, loss=l, size=s, bops=b) for m, o, l, s, b in groups
-    )
-    for group in compiled_groups:
-        for array in (group.options, group.loss, group.size):
-            array.setflags(write=False)
-    pairs = tuple(PairTerm(a=a, b=b, matrix=m) for (a, b), m in sorted(pair_mats.items()))
-    return CompiledProblem(
-        problem=problem, groups=compiled_groups, pairs=pairs, max_size=_with_slack(problem.max_size_bits),
-        max_bops=_with_slack(problem.budget.bops),
-        max_loss=None if problem.budget.max_loss is None else _with_slack(problem.budget.max_loss / unit),
-        minimize=problem.minimize, loss_unit=unit,
-    )
+    return tuple(PairTerm(a=a, b=b, matrix=m) for (a, b), m in sorted(pair_mats.items()))
 
 
 def fits(value: float, limit: float | None) -> bool:

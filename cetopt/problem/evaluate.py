@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import numpy as np
+
 from cetopt.errors import ProblemError
 from cetopt.problem.model import AllocationProblem, Minimize
 
@@ -56,9 +58,11 @@ def budget_slack(limit: float, scale: float = 1.0) -> float:
 
 def loss_scale(problem: AllocationProblem) -> float:
     """The largest |loss| of any choice or interaction entry (a tiny positive number when all are 0)."""
-    largest = max((abs(c.loss) for layer in problem.layers for c in layer.choices), default=0.0)
+    count = sum(len(layer.choices) for layer in problem.layers)
+    losses = np.fromiter((c.loss for layer in problem.layers for c in layer.choices), np.float64, count)
+    largest = float(np.abs(losses).max(initial=0.0))
     for term in problem.interactions:
-        largest = max(largest, max(abs(v) for row in term.loss for v in row))
+        largest = max(largest, float(np.abs(np.asarray(term.loss, dtype=np.float64)).max(initial=0.0)))
     return largest if largest > 0 else 1e-300
 
 

@@ -20,11 +20,18 @@ from cetopt.problem.model import AllocationProblem, Minimize
 from cetopt.solvers.base import Solver
 from cetopt.solvers.config import SolverConfig, load_solver_config
 from cetopt.solvers.registry import get_solver
-from cetopt.solvers.result import Outcome, SolveResult, Status, relative_gap
+from cetopt.solvers.quiet import native_stdout_silenced
+from cetopt.solvers.result import GAP_TOLERANCE, Outcome, SolveInterrupted, SolveResult, Status, relative_gap
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOLVER = "ortools"
+DEFAULT_SOLVER = "dp"  # where it applies (one resource, no interactions); else FALLBACK_SOLVER
+FALLBACK_SOLVER = "highs"
+
+
+def default_solver(problem: AllocationProblem) -> str:
+    """dp where it applies (one resource budget, no interaction terms), else the HiGHS MILP."""
+    return DEFAULT_SOLVER if not get_solver(DEFAULT_SOLVER).unsupported(compile_problem(problem)) else FALLBACK_SOLVER
 
 
 def _resolve(solver: str | Path | SolverConfig | Solver, time_limit: float | None, seed: int | None,
@@ -39,7 +46,7 @@ def _resolve(solver: str | Path | SolverConfig | Solver, time_limit: float | Non
     return backend, backend.name, options, time_limit, 0 if seed is None else seed
 
 
-def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver = DEFAULT_SOLVER, *,
+def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver | None = None, *,
           time_limit: float | None = None, seed: int | None = None, check_budgets: bool = True,
           **options: Any) -> SolveResult:
     """Solve ``problem`` with a backend and return a checked :class:`SolveResult`.
@@ -47,7 +54,8 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
     Args:
         problem: the allocation problem.
         solver: a backend name ("ortools", "ortools-mip", "highs", "cvxpy", "greedy", "dp", ...), a solver
-            config (a ``solvers/*.toml`` path or a SolverConfig), or a Solver instance.
+            config (a ``solvers/*.toml`` path or a SolverConfig), or a Solver instance; None picks
+            :func:`default_solver` (dp where it applies).
         time_limit: wall-clock seconds for the backend; the best feasible answer is returned with its gap.
         seed: random seed for backends that use one.
         check_budgets: report budgets that are unattainable on their own at once, with the smallest
@@ -62,7 +70,10 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
         SolverOptionError: unknown solver or option.
         SolverUnavailableError: the backend's package is missing (the message has the install command).
         UnsupportedProblemError: the backend cannot take this problem (the message says what it lacks).
+        SolveInterrupted: Ctrl-C; its ``result`` holds the greedy incumbent (limit "interrupted"), if any.
     """
+    if solver is None:
+        solver = default_solver(problem)
     backend, display, raw_options, limit, run_seed = _resolve(solver, time_limit, seed, dict(options))
     backend.ensure_installed()
     typed = backend.make_options(raw_options)
@@ -78,8 +89,12 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
             return finish(compiled, outcome, solver=display, options=recorded, seconds=0.0)
     start = time.perf_counter()
     try:
-        outcome = backend.run(compiled, typed, time_limit=limit, seed=run_seed)
-    except (MemoryError, KeyboardInterrupt):
+        with native_stdout_silenced():
+            outcome = backend.run(compiled, typed, time_limit=limit, seed=run_seed)
+    except KeyboardInterrupt:
+        seconds = time.perf_counter() - start
+        raise SolveInterrupted(_interrupted(compiled, solver=display, options=recorded, seconds=seconds)) from None
+    except MemoryError:
         raise
     except Exception as err:  # a backend crash is reported as an ERROR result, with the exception named
         log.exception("backend %s failed", display)
@@ -88,8 +103,35 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
     return finish(compiled, outcome, solver=display, options=recorded, seconds=seconds)
 
 
-def _bound_tolerance(objective: float) -> float:
-    return 1e-6 * max(1.0, abs(objective))
+def _interrupted(compiled: CompiledProblem, *, solver: str, options: dict[str, Any], seconds: float) -> SolveResult:
+    """The result handed back on Ctrl-C: the greedy incumbent (it takes milliseconds), else no plan."""
+    from cetopt.solvers.incumbent import greedy_incumbent
+
+    try:
+        incumbent = greedy_incumbent(compiled)
+    except KeyboardInterrupt:
+        incumbent = None
+    if incumbent is not None and incumbent.feasible:
+        outcome = Outcome(Status.FEASIBLE, choice_index=incumbent.choice_index, bound=incumbent.plan.bound,
+                          limit="interrupted", message="interrupted; returning the greedy incumbent")
+    else:
+        outcome = Outcome(Status.NO_SOLUTION, limit="interrupted", message="interrupted before any allocation")
+    return finish(compiled, outcome, solver=solver, options=options, seconds=seconds)
+
+
+def _bound_tolerance(objective: float, bound: float, unit: float) -> float:
+    """How far a backend's bound may sit above its own objective before it is called an error: float noise
+    relative to the values, plus 1e-12 of the loss unit for sums that cancel to about 0."""
+    return 1e-9 * max(abs(objective), abs(bound)) + 1e-12 * unit
+
+
+def _trivial_bound(compiled: CompiledProblem) -> float:
+    """The separable floor (each group at its least objective, each interaction at its least entry): a
+    valid bound on every allocation, so a backend's weaker bound never hides a plan at that floor."""
+    from cetopt.problem.feasibility import floors
+
+    low = floors(compiled)
+    return low.size_bits if compiled.minimize is Minimize.SIZE else low.loss * compiled.loss_unit
 
 
 def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options: dict[str, Any],
@@ -101,8 +143,8 @@ def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options:
         bound = bound * compiled.loss_unit  # backends work in the compiled loss units
     fields: dict[str, Any] = dict(bits={}, choices={}, objective=None, loss=None, size_bits=None, avg_bits=None,
                                   ratio=None, bops=None)
-    if outcome.option is not None and status in (Status.OPTIMAL, Status.FEASIBLE):
-        option = np.asarray(outcome.option, dtype=np.int64)
+    if outcome.choice_index is not None and status in (Status.OPTIMAL, Status.FEASIBLE):
+        option = np.asarray(outcome.choice_index, dtype=np.int64)
         bad = (option.shape != (compiled.n_groups,) or
                any(not 0 <= o < g.n_options for o, g in zip(option, compiled.groups)))
         if bad:
@@ -117,24 +159,29 @@ def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options:
             if score.violations:
                 status = Status.ERROR
                 message = f"backend returned an infeasible allocation ({'; '.join(score.violations)}); {message}"
-            elif bound is not None and bound > score.objective + _bound_tolerance(score.objective):
+            elif bound is not None and bound > score.objective + _bound_tolerance(
+                    score.objective, bound, compiled.loss_unit if compiled.minimize is Minimize.LOSS else 1.0):
                 status = Status.ERROR
-                message = (f"backend's bound {bound:.10g} exceeds its objective {score.objective:.10g}; "
-                           f"{message}")
+                message = (f"backend error: its bound {bound:.10g} exceeds the objective {score.objective:.10g} "
+                           f"of its own plan; {message}")
     elif status in (Status.OPTIMAL, Status.FEASIBLE):
         status, message = Status.ERROR, f"backend claimed {outcome.status.value} without an allocation; {message}"
     if status is Status.INFEASIBLE and not message:
         message = "no allocation meets all budgets together (each budget alone is attainable)"
     objective = fields["objective"]
     if bound is not None and objective is not None and status is not Status.ERROR:
+        bound = max(bound, _trivial_bound(compiled))
         bound = min(bound, objective)  # float noise from a backend may put a proven bound a hair above
     gap = relative_gap(objective, bound) if status is not Status.ERROR else None
-    if status is Status.OPTIMAL and gap is not None and gap > 1e-6:
-        message = f"optimal within the backend's tolerance; certified relative gap {gap:.2e}. {message}".strip()
+    if status is Status.OPTIMAL and (gap is None or gap > GAP_TOLERANCE):
+        status = Status.FEASIBLE
+        shown = "no certified bound" if gap is None else f"certified relative gap {gap:.2e}"
+        message = (f"the backend reported optimal, but {shown} is above the tolerance {GAP_TOLERANCE:g}; "
+                   f"{message}").strip()
     return SolveResult(
         status=status, bound=bound, gap=gap, seconds=seconds, solver=solver, options=options,
         limit=outcome.limit, message=message.strip().strip(";").strip(), problem=problem.name,
         extra=dict(outcome.extra), versions=package_versions(), **fields)
 
 
-__all__ = ["BUDGET_RTOL", "DEFAULT_SOLVER", "finish", "solve"]
+__all__ = ["BUDGET_RTOL", "DEFAULT_SOLVER", "FALLBACK_SOLVER", "default_solver", "finish", "solve"]

@@ -57,6 +57,6 @@ class BruteForceSolver(Solver):
             return Outcome(Status.INFEASIBLE, message=f"none of {len(grid)} allocations meets the budgets")
         objective = np.where(ok, size if compiled.minimize is Minimize.SIZE else loss, np.inf)
         best = int(np.argmin(objective))
-        return Outcome(Status.OPTIMAL, option=grid[best].astype(np.int64), bound=float(objective[best]),
+        return Outcome(Status.OPTIMAL, choice_index=grid[best].astype(np.int64), bound=float(objective[best]),
                        extra={"combinations": len(grid)})
 

@@ -12,8 +12,14 @@ relaxations (``relaxation`` option):
   products x_a x_b under the RLT equalities. Always convex, often tighter, solved by HiGHS.
 - ``auto`` (default): ``qp`` when Q is PSD and no loss bound makes it a quadratic constraint, else ``rlt``.
 
+The relaxation is solved on the reduced problem of :mod:`cetopt.solvers.mip` (LP reduced-cost fixing,
+resource fixing, dominance): it holds every allocation no worse than the greedy incumbent, so its
+relaxed optimum is still a lower bound on the full problem's optimum, and the LP shrinks to the few
+options that can matter (on 10,000 layers x 8 choices: about a third of them).
+
 The relaxed optimum is the certified lower bound; the answer is rounded (largest x per group) and then
-repaired and improved by single-layer moves, so the gap between the two is known.
+repaired and improved by single-layer moves, so the gap between the two is known. A time limit is
+passed to the CVXPY solver; when it strikes, the greedy incumbent is returned with ``limit: "time"``.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.linear_model import build_linear_model, reference_objective
+from cetopt.solvers.linear_model import build_linear_model
 from cetopt.solvers.local_search import improve, is_feasible
+from cetopt.solvers.mip import Prepared, prepare
 from cetopt.solvers.result import Outcome, Status
 
 # relative safety margin subtracted from the solver's optimum before it is reported as a bound
@@ -51,6 +58,12 @@ class CvxpyOptions:
     convexify: str = "diagonal"
     solver: str = ""
     improve: bool = True
+
+    def __post_init__(self) -> None:
+        if self.convexify not in ("diagonal", "refuse"):
+            raise SolverOptionError(f"cvxpy: convexify must be 'diagonal' or 'refuse', got {self.convexify!r:.40}")
+        if self.relaxation not in ("auto", "qp", "rlt"):
+            raise SolverOptionError(f"cvxpy: relaxation must be 'auto', 'qp' or 'rlt', got {self.relaxation!r:.40}")
 
 
 def _quadratic(compiled: CompiledProblem, offsets: np.ndarray, n: int) -> sp.csr_matrix:
@@ -83,6 +96,29 @@ class _Relaxed:
     kind: str
 
 
+def _solve(cp: Any, relaxed: _Relaxed, seconds: float | None) -> str:
+    """Solve the relaxation within ``seconds`` (HiGHS and Clarabel take a time limit); its CVXPY status."""
+    kwargs: dict[str, Any] = {}
+    if seconds is not None and relaxed.solver in ("HIGHS", "CLARABEL"):
+        kwargs["time_limit"] = float(seconds)
+    try:
+        relaxed.problem.solve(solver=relaxed.solver, **kwargs)
+    except cp.error.SolverError as err:
+        return f"solver_error ({err})"
+    return str(relaxed.problem.status)
+
+
+def _without_relaxation(prepared: Prepared, why: str, extra: dict[str, Any]) -> Outcome:
+    """The relaxation gave nothing usable (time limit, solver failure): the greedy incumbent, if feasible."""
+    timed_out = prepared.deadline.limit is not None and prepared.deadline.remaining() <= 0.1 * prepared.deadline.limit
+    limit = "time" if timed_out or "limit" in why else None
+    incumbent = prepared.incumbent
+    if incumbent.feasible:
+        return Outcome(Status.FEASIBLE, choice_index=incumbent.choice_index, bound=incumbent.plan.bound, limit=limit,
+                       extra=extra, message=f"{why}; returning the greedy incumbent with its LP bound")
+    return Outcome(Status.NO_SOLUTION if limit else Status.ERROR, limit=limit, extra=extra, message=why)
+
+
 class CvxpyRelaxationSolver(Solver):
     """Convex relaxation (LP / convex QP / RLT LP) via CVXPY, with rounding; the relaxation is the bound."""
 
@@ -97,10 +133,8 @@ class CvxpyRelaxationSolver(Solver):
             seed: int) -> Outcome:
         import cvxpy as cp
 
-        if options.convexify not in ("diagonal", "refuse"):
-            raise SolverOptionError(f"cvxpy: convexify must be 'diagonal' or 'refuse', got {options.convexify!r}")
-        if options.relaxation not in ("auto", "qp", "rlt"):
-            raise SolverOptionError(f"cvxpy: relaxation must be 'auto', 'qp' or 'rlt', got {options.relaxation!r}")
+        prepared = prepare(compiled, time_limit)
+        full, compiled = compiled, prepared.reduction.compiled
         groups = compiled.groups
         sizes = np.array([g.n_options for g in groups])
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -125,36 +159,32 @@ class CvxpyRelaxationSolver(Solver):
             relaxed = self._rlt(compiled, options, cp)
         else:
             relaxed = self._qp(compiled, options, cp, offsets, n, q_matrix, lam_min, extra)
-        kwargs: dict[str, Any] = {}
-        if time_limit is not None and relaxed.solver == "HIGHS":
-            kwargs["time_limit"] = float(time_limit)
-        try:
-            relaxed.problem.solve(solver=relaxed.solver, **kwargs)
-        except cp.error.SolverError as err:
-            return Outcome(Status.ERROR, message=f"CVXPY/{relaxed.solver} failed: {err}", extra=extra)
-        status = relaxed.problem.status
+        status = _solve(cp, relaxed, prepared.deadline.remaining())
         extra["relaxation_status"] = status
-        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        extra.update(prepared.stats())
+        if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE) and not prepared.incumbent.feasible:
             return Outcome(Status.INFEASIBLE, message=f"the convex relaxation is {status}", extra=extra)
         if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or relaxed.x.value is None:
-            return Outcome(Status.ERROR, message=f"CVXPY/{relaxed.solver} ended with status {status}", extra=extra)
+            return _without_relaxation(prepared, f"CVXPY/{relaxed.solver} ended with status {status}", extra)
         value = float(relaxed.problem.value) * relaxed.obj_scale
         # an inaccurate relaxation still guides the rounding, but its value certifies nothing
-        bound = value - BOUND_MARGIN * max(1.0, abs(value)) if status == cp.OPTIMAL else None
+        bound = value - BOUND_MARGIN * abs(value) if status == cp.OPTIMAL else None
         extra["relaxation_value"] = value * (compiled.loss_unit if compiled.minimize is Minimize.LOSS else 1.0)
-        values = np.asarray(relaxed.x.value)
-        option = np.array([int(np.argmax(values[o:o + k])) for o, k in zip(offsets, sizes)], dtype=np.int64)
-        extra["fractional_groups"] = int(sum(values[o:o + k].max() < 1 - 1e-6 for o, k in zip(offsets, sizes)))
+        values = np.asarray(relaxed.x.value, dtype=np.float64)
+        group = np.repeat(np.arange(len(sizes)), sizes)
+        option = np.lexsort((-values, group))[offsets] - offsets
+        extra["fractional_groups"] = int((np.maximum.reduceat(values, offsets) < 1 - 1e-6).sum())
+        option = prepared.reduction.lift(option)
         if options.improve:
-            option = improve(compiled, option)
-        if not is_feasible(compiled, option):
+            option = improve(full, option)
+        if not is_feasible(full, option):
             return Outcome(Status.NO_SOLUTION, bound=bound, extra=extra, message=(
                 "the rounded relaxation could not be repaired by single-layer moves; use an exact backend"))
-        return Outcome(Status.FEASIBLE, option=option, bound=bound, extra=extra, message=(
+        return Outcome(Status.FEASIBLE, choice_index=option, bound=bound, extra=extra, message=(
             f"{kind.upper()} relaxation via {relaxed.solver}, rounded ({extra['fractional_groups']} fractional groups)"))
 
     def _rlt(self, compiled: CompiledProblem, options: CvxpyOptions, cp: Any) -> _Relaxed:
-        model = build_linear_model(compiled, reference_objective(compiled))
+        model = build_linear_model(compiled)
         z = cp.Variable(model.n_vars)
         constraints = [z >= 0, z <= 1, model.a_eq @ z == model.b_eq]
         if model.a_ub.shape[0]:

@@ -24,7 +24,7 @@ import numpy as np
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.greedy import greedy_plan
+from cetopt.solvers.incumbent import greedy_plan
 from cetopt.solvers.hull import lower_hulls
 from cetopt.solvers.local_search import improve
 from cetopt.solvers.result import Outcome, Status
@@ -70,7 +70,8 @@ def _pad(arrays: list[np.ndarray], fill: float) -> np.ndarray:
 
 
 def _tol(value: float) -> float:
-    return 1e-12 * max(1.0, abs(value)) if np.isfinite(value) else 0.0
+    """Float noise allowed on a total: relative to the value (losses may be 1e-20 of the loss unit)."""
+    return 1e-12 * abs(value) + 1e-300 if np.isfinite(value) else 0.0
 
 
 class DPSolver(Solver):
@@ -95,7 +96,7 @@ class DPSolver(Solver):
         if plan.infeasible:
             return Outcome(Status.INFEASIBLE, message="the LP relaxation is infeasible")
         p, q, q_cap, p_cap = _axes(compiled)
-        incumbent = improve(compiled, plan.option)
+        incumbent = improve(compiled, plan.choice_index)
         inc_p = float(sum(pg[o] for pg, o in zip(p, incumbent)))
         inc_q = float(sum(qg[o] for qg, o in zip(q, incumbent)))
         has_incumbent = inc_q <= q_cap + _tol(q_cap) and inc_p <= p_cap + _tol(p_cap)
@@ -121,7 +122,7 @@ class DPSolver(Solver):
                 why = (f"the DP frontier exceeded max_states={options.max_states}" if search.stopped == "states"
                        else "the time limit was reached")
                 if has_incumbent:
-                    return Outcome(Status.FEASIBLE, option=incumbent, bound=plan.bound, limit=search.stopped,
+                    return Outcome(Status.FEASIBLE, choice_index=incumbent, bound=plan.bound, limit=search.stopped,
                                    message=f"{why}; returning the greedy incumbent with its LP bound", extra=extra)
                 return Outcome(Status.NO_SOLUTION, bound=plan.bound, limit=search.stopped, message=why, extra=extra)
             if found is not None:
@@ -129,12 +130,12 @@ class DPSolver(Solver):
                 if has_incumbent and inc_p < value:
                     option, value = incumbent, inc_p
                 if value <= dual + slack or slack >= total:
-                    return Outcome(Status.OPTIMAL, option=option, bound=value, extra=extra)
+                    return Outcome(Status.OPTIMAL, choice_index=option, bound=value, extra=extra)
                 slack = min(value - dual + _tol(value) + _tol(dual), total)  # one last, exact round
                 continue
             if slack >= total:
                 if has_incumbent:  # nothing better than the incumbent exists
-                    return Outcome(Status.OPTIMAL, option=incumbent, bound=inc_p, extra=extra)
+                    return Outcome(Status.OPTIMAL, choice_index=incumbent, bound=inc_p, extra=extra)
                 return Outcome(Status.INFEASIBLE, message="exhaustive DP: no allocation meets the budgets",
                                extra=extra)
             slack = min(slack * 1.5, total)

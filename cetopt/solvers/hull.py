@@ -131,14 +131,14 @@ class LpSolution:
         steps: number of whole walk steps in the greedy integer answer (the first that fits).
         bound: the LP optimum, a lower bound on the integer optimum.
         multiplier: the split step's slope (loss per unit resource), 0 when the top fits.
-        option: the greedy integer option per group after ``steps`` steps.
+        choice_index: the greedy integer option per group after ``steps`` steps.
     """
 
     feasible: bool
     steps: int
     bound: float
     multiplier: float
-    option: np.ndarray
+    choice_index: np.ndarray
 
 
 def solve_lp(walk: HullWalk, limit: float) -> LpSolution:

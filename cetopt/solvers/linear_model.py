@@ -44,17 +44,30 @@ class LinearModel:
         return self.obj_scale * scaled + self.obj_offset
 
     def option_from_x(self, values: np.ndarray) -> np.ndarray:
-        """One option per group from (near-)binary x values: the largest entry of each group."""
+        """One option per group from (near-)binary x values: the largest entry of each group (vectorised)."""
         sizes = np.diff(np.append(self.offsets, self.n_x))
-        return np.array([int(np.argmax(values[o:o + k])) for o, k in zip(self.offsets, sizes)], dtype=np.int64)
+        group = np.repeat(np.arange(len(sizes)), sizes)
+        order = np.lexsort((-np.asarray(values[: self.n_x], dtype=np.float64), group))
+        return (order[self.offsets] - self.offsets).astype(np.int64)
+
+    def x_from_option(self, choice_index: np.ndarray, pairs: tuple = ()) -> np.ndarray:
+        """The 0/1 variable vector of an allocation (y of each interaction = the product x_a x_b)."""
+        z = np.zeros(self.n_vars)
+        z[self.offsets + np.asarray(choice_index, dtype=np.int64)] = 1.0
+        start = self.n_x
+        for pair in pairs:
+            ka, kb = pair.matrix.shape
+            z[start + int(choice_index[pair.a]) * kb + int(choice_index[pair.b])] = 1.0
+            start += ka * kb
+        return z
 
 
 def reference_objective(compiled: CompiledProblem) -> float:
     """The greedy answer's objective: the scale the MILP objective is normalised to."""
-    from cetopt.solvers.greedy import greedy_plan
-    from cetopt.solvers.local_search import improve
+    from cetopt.solvers.incumbent import greedy_incumbent
 
-    return compiled.objective_values(improve(compiled, greedy_plan(compiled).option))[0]
+    incumbent = greedy_incumbent(compiled)
+    return incumbent.objective if incumbent.feasible else compiled.objective_values(incumbent.choice_index)[0]
 
 
 # The normalised objective puts the reference answer at this value: MIP engines stop at an *absolute*
@@ -124,7 +137,7 @@ def build_linear_model(compiled: CompiledProblem, reference: float | None = None
         add_row(loss, compiled.max_loss, "loss")
     a_ub = sp.csr_matrix(np.vstack(ub_rows)) if ub_rows else sp.csr_matrix((0, n))
     objective = size if compiled.minimize is Minimize.SIZE else loss
-    if reference is not None and abs(reference) > 0:
+    if reference is not None and np.isfinite(reference) and abs(reference) > 0:
         obj_scale = abs(reference) / OBJECTIVE_TARGET
     else:
         obj_scale = float(np.abs(objective).max(initial=0.0)) or 1.0

@@ -10,6 +10,9 @@ and the reported bound is CP-SAT's bound mapped back this way: the answer is opt
 absolute, which the message states. Sizes and BOPs are integral in practice (params x bits) and are used
 exactly; non-integral resource coefficients are rounded conservatively (the answer stays feasible).
 
+The model is built on the reduced problem of :mod:`cetopt.solvers.mip` (LP reduced-cost fixing drops
+outlier losses, so the scaled terms span a narrow range) and hinted with the greedy incumbent.
+
 A loss bound (``max_loss``) with real-valued losses is solved twice: once with every term rounded up and
 the bound rounded down (a feasible answer), once rounded the other way (a relaxation, whose optimum is a
 valid bound). When the two meet, the answer is proved optimal.
@@ -23,12 +26,22 @@ from typing import Any
 
 import numpy as np
 
+from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.greedy import greedy_plan, time_limit_fallback
-from cetopt.solvers.local_search import improve
+from cetopt.solvers.mip import Verdict, conclude, prepare
 from cetopt.solvers.result import Outcome, Status
+
+MAX_RESOLUTION_BITS = 52  # a float64 mantissa; the term count then bounds it further (int64 sums)
+
+
+def native_status_table() -> dict[int, Verdict]:
+    """CP-SAT status -> verdict (UNKNOWN / FEASIBLE: stopped by the time limit or an interrupt)."""
+    from ortools.sat.python import cp_model
+
+    return {cp_model.OPTIMAL: Verdict.OPTIMAL, cp_model.FEASIBLE: Verdict.TIME, cp_model.UNKNOWN: Verdict.TIME,
+            cp_model.INFEASIBLE: Verdict.INFEASIBLE, cp_model.MODEL_INVALID: Verdict.ERROR}
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,15 @@ class CpSatOptions:
     resolution_bits: int = 36
     hint: bool = True
     relative_gap: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise SolverOptionError(f"ortools: workers must be in 1..64, got {self.workers!r}")
+        if not 1 <= self.resolution_bits <= MAX_RESOLUTION_BITS:
+            raise SolverOptionError(f"ortools: resolution_bits must be in 1..{MAX_RESOLUTION_BITS}, "
+                                    f"got {self.resolution_bits!r}")
+        if not 0.0 <= self.relative_gap < 1.0:
+            raise SolverOptionError(f"ortools: relative_gap must be in [0, 1), got {self.relative_gap!r}")
 
 
 def _integral(values: np.ndarray) -> bool:
@@ -70,9 +92,11 @@ def _scale(terms: list[np.ndarray], resolution_bits: int, rounding: Any = np.rou
     offset = float(sum(t.min() for t in terms))
     ranges = [t - t.min() for t in terms]
     largest = max((float(r.max()) for r in ranges), default=0.0)
-    if _integral(np.concatenate([r.ravel() for r in ranges])) and largest < 2**resolution_bits:
+    # the integer objective sums len(terms) values of up to 2**bits each: keep it inside int64
+    bits = min(resolution_bits, 62 - int(np.ceil(np.log2(max(len(terms), 1) + 1))))
+    if _integral(np.concatenate([r.ravel() for r in ranges])) and largest < 2**bits:
         return _Scaled([np.round(r).astype(np.int64) for r in ranges], 1.0, offset)
-    scale = float(2**resolution_bits) / largest if largest > 0 else 1.0
+    scale = float(2**bits) / largest if largest > 0 else 1.0
     return _Scaled([rounding(r * scale).astype(np.int64) for r in ranges], scale, offset)
 
 
@@ -146,7 +170,7 @@ class _Model:
     def solve(self, options: CpSatOptions, time_limit: float | None, seed: int) -> tuple[int, Any]:
         solver = self.cp_model.CpSolver()
         solver.parameters.num_workers = options.workers
-        solver.parameters.random_seed = seed
+        solver.parameters.random_seed = int(seed) % 2**31
         solver.parameters.relative_gap_limit = options.relative_gap
         if time_limit is not None:
             solver.parameters.max_time_in_seconds = float(time_limit)
@@ -174,40 +198,36 @@ class CpSatSolver(Solver):
             seed: int) -> Outcome:
         from ortools.sat.python import cp_model
 
-        primary = _Model(compiled, options, loss_rounding="up")
-        if options.hint:
-            primary.hint(improve(compiled, greedy_plan(compiled).option))
-        code, solver = primary.solve(options, time_limit, seed)
+        prepared = prepare(compiled, time_limit)
+        reduced = prepared.reduction.compiled
+        primary = _Model(reduced, options, loss_rounding="up")
+        if options.hint and prepared.reduction.incumbent is not None:
+            primary.hint(prepared.reduction.incumbent)
+        code, solver = primary.solve(options, prepared.deadline.remaining(), seed)
+        verdict = native_status_table().get(code, Verdict.ERROR)
         extra: dict[str, Any] = {"native_status": solver.status_name(code), "objective_scale": primary.objective.scale,
                                  "branches": int(solver.num_branches)}
-        if code == cp_model.INFEASIBLE and not primary.loss_rounded:
-            return Outcome(Status.INFEASIBLE, message="CP-SAT proved the model infeasible", extra=extra)
+        if code == cp_model.INFEASIBLE and primary.loss_rounded:
+            verdict = Verdict.FEASIBLE  # the rounded-up loss row is stricter: its infeasibility proves nothing
+        remaining = prepared.deadline.remaining()
+        if verdict is Verdict.TIME and (remaining is None or solver.wall_time < 0.9 * remaining):
+            verdict = Verdict.INTERRUPTED  # stopped early without a time limit: CP-SAT caught Ctrl-C
         found = code in (cp_model.OPTIMAL, cp_model.FEASIBLE)
-        option = primary.option(solver) if found else None
+        choice = primary.option(solver) if found else None
         bound = primary.bound(solver) if found else None
         notes = list(primary.notes)
         notes.append(f"objective scaled by {primary.objective.scale:.6g}; optimal within "
                      f"{2 * primary.obj_tol:.3g} absolute" if primary.obj_tol else "integral objective, no scaling error")
-        proved = code == cp_model.OPTIMAL and options.relative_gap == 0.0
         if primary.loss_rounded:
-            relaxed = _Model(compiled, options, loss_rounding="down")
-            r_code, r_solver = relaxed.solve(options, time_limit, seed)
+            relaxed = _Model(reduced, options, loss_rounding="down")
+            r_code, r_solver = relaxed.solve(options, prepared.deadline.remaining(), seed)
             if r_code == cp_model.INFEASIBLE:
                 return Outcome(Status.INFEASIBLE, message="CP-SAT proved even the relaxed model infeasible",
                                extra=extra)
             bound = relaxed.bound(r_solver) if r_code in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
             notes.append("max_loss solved rounded both ways (feasible answer, relaxed bound)")
-            proved = proved and r_code == cp_model.OPTIMAL
-        if option is None and code == cp_model.UNKNOWN and time_limit is not None:
-            return time_limit_fallback(compiled, bound, "CP-SAT")
-        if option is None:
-            timed_out = code == cp_model.UNKNOWN and time_limit is not None
-            status = Status.NO_SOLUTION if timed_out or primary.loss_rounded else Status.ERROR
-            return Outcome(status, bound=bound, limit="time" if timed_out else None, extra=extra,
-                           message=f"CP-SAT stopped with {solver.status_name(code)}; " + "; ".join(notes))
-        if proved and bound is not None:
-            objective = compiled.objective_values(option)[0]
-            proved = objective - bound <= 2 * primary.obj_tol + 1e-9 * max(1.0, abs(objective))
-        limit = None if code == cp_model.OPTIMAL else "time"
-        return Outcome(Status.OPTIMAL if proved else Status.FEASIBLE, option=option, bound=bound, limit=limit,
-                       message="; ".join(notes), extra=extra)
+            if verdict is Verdict.OPTIMAL and r_code != cp_model.OPTIMAL:
+                verdict = Verdict.TIME
+        if verdict is Verdict.OPTIMAL and options.relative_gap > 0:
+            verdict = Verdict.FEASIBLE
+        return conclude(prepared, "CP-SAT", verdict, choice, bound, extra, note="; ".join(notes))

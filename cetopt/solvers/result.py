@@ -13,7 +13,7 @@ import numpy as np
 class Status(StrEnum):
     """Why a solve stopped.
 
-    OPTIMAL: proved optimal (within the backend's stated tolerance).
+    OPTIMAL: proved optimal: the certified relative gap is within GAP_TOLERANCE.
     FEASIBLE: a feasible allocation without a proof of optimality (see ``gap`` and ``limit``).
     INFEASIBLE: proved that no allocation meets the budgets.
     NO_SOLUTION: stopped (e.g. at a time limit) without a feasible allocation or a proof.
@@ -27,7 +27,11 @@ class Status(StrEnum):
     ERROR = "error"
 
 
-Limit = Literal["time", "states"]
+Limit = Literal["time", "states", "interrupted"]
+
+# A result is OPTIMAL only when (objective - bound) <= GAP_TOLERANCE * max(|objective|, |bound|): the
+# certified relative gap every exact backend must reach (otherwise it is FEASIBLE, with its gap).
+GAP_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,8 @@ class Outcome:
 
     Attributes:
         status: the backend's verdict.
-        option: one option index per compiled group, or None when there is no allocation.
+        choice_index: one option index per compiled group (into ``Group.options``), or None when there is
+            no allocation.
         bound: a proven lower bound on the objective (None if the backend proves none).
         limit: which limit stopped the run, if any.
         message: a human-readable note (tolerances, fallbacks, native status names).
@@ -44,7 +49,7 @@ class Outcome:
     """
 
     status: Status
-    option: np.ndarray | None = None
+    choice_index: np.ndarray | None = None
     bound: float | None = None
     limit: Limit | None = None
     message: str = ""
@@ -129,3 +134,11 @@ class SolveResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: exactly what ``cetopt solve --format json`` prints."""
         return _jsonable(asdict(self))  # type: ignore[no-any-return]
+
+
+class SolveInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a solve; ``result`` is the incumbent (limit "interrupted") or a NO_SOLUTION result."""
+
+    def __init__(self, result: SolveResult) -> None:
+        super().__init__("interrupted")
+        self.result = result

@@ -103,7 +103,7 @@ class WaterfillingSolver(Solver):
             option = improve(compiled, option)
         if not is_feasible(compiled, option):
             return Outcome(Status.NO_SOLUTION, message="rounding and single-layer repairs found no feasible plan")
-        return Outcome(Status.FEASIBLE, option=option, message="continuous relaxation rounded; a model, not a bound",
+        return Outcome(Status.FEASIBLE, choice_index=option, message="continuous relaxation rounded; a model, not a bound",
                        extra={"continuous_bits": continuous.tolist(), "continuous_value": float(model.value) * scale * compiled.loss_unit,
                               "budget_bits": a,
                               "cvxpy_status": model.status})

@@ -49,7 +49,7 @@ class _LyingSolver(Solver):
 
     def run(self, compiled, options, *, time_limit, seed) -> Outcome:  # type: ignore[no-untyped-def]
         worst = np.array([int(np.argmax(g.size)) for g in compiled.groups])
-        return Outcome(Status.OPTIMAL, option=worst, bound=0.0)
+        return Outcome(Status.OPTIMAL, choice_index=worst, bound=0.0)
 
 
 def test_solve_rechecks_answers_so_a_backend_cannot_lie() -> None:
