@@ -283,7 +283,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
                      baselines=[b for b in args.baselines.split(",") if b], time_limit=args.time_limit,
                      measure=not args.no_measure)
-    result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots)
+    result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots, executor=args.executor)
     print(f"{result.ran} cells run, {result.reused} reused; wrote " + ", ".join(str(f) for f in result.files))
     return EXIT_OK
 
@@ -423,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-measure", action="store_true", help="do not apply plans to zoo models")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--executor", default="local", help="where cells run: 'local' (--jobs processes) or "
+                   "dask://HOST:PORT (a Dask scheduler; pip install 'cetopt[distributed]')")
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="results directory (reused to resume)")
     p.set_defaults(func=cmd_bench)
 

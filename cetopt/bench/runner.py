@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -93,8 +93,13 @@ def _run_in_worker(cell: Cell) -> tuple[Cell, dict[str, Any]]:
 
 
 def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, show_progress: bool = True,
-              plots: bool = True, on_row: Callable[[dict[str, Any]], None] | None = None) -> BenchResult:
-    """Run every cell of ``spec`` not already finished in ``out``; write results.csv, summary.md and plots."""
+              plots: bool = True, on_row: Callable[[dict[str, Any]], None] | None = None,
+              executor: str | None = None) -> BenchResult:
+    """Run every cell of ``spec`` not already finished in ``out``; write results.csv, summary.md and plots.
+
+    ``executor``: None/"local" (``jobs`` local processes; in this process when jobs is 1) or
+    "dask://HOST:PORT" (cetopt.bench.executor); finished cells are written here, atomically, either way.
+    """
     from tqdm import tqdm
 
     out_dir = Path(out)
@@ -110,11 +115,13 @@ def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, sh
             on_row(row)
 
     try:
-        if jobs <= 1:
+        if jobs <= 1 and executor in (None, "", "local"):
             for cell in todo:
                 finish(cell, run_cell(cell))
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+        elif todo:
+            from cetopt.bench.executor import open_executor
+
+            with open_executor(executor, jobs=jobs) as pool:
                 futures = [pool.submit(_run_in_worker, cell) for cell in todo]
                 for future in as_completed(futures):
                     finish(*future.result())
