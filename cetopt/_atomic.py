@@ -13,6 +13,8 @@ from pathlib import Path
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return the path."""
     target = Path(path)
+    if target.exists() and not target.is_file():  # never rename over a device, FIFO or folder
+        raise IsADirectoryError(21, "not a regular file; refusing to replace it", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from cetopt.cli_args import MAX_SEED, check_out_target, float_in, int_in
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
 
@@ -45,7 +47,7 @@ def _parse_options(items: Sequence[str]) -> dict[str, Any]:
 
 def _add_budget_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("budget overrides (replace the file's budget when any is given)")
-    group.add_argument("--avg-bits", type=float, help="mean bits per weight")
+    group.add_argument("--avg-bits", type=float_in(0.0), help="mean bits per weight")
     group.add_argument("--size-bits", type=float, help="total size in bits")
     group.add_argument("--size-bytes", type=float, help="total size in bytes")
     group.add_argument("--ratio", type=float, help="compression ratio vs FP32")
@@ -74,11 +76,19 @@ def _exit_code(status: Any) -> int:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     from cetopt.solvers.api import solve
+    from cetopt.solvers.result import SolveInterrupted
     from cetopt.tables import result_table
 
+    if args.out:
+        check_out_target(args.out)
     problem = _load_with_overrides(args)
     solver: Any = args.solver_config if args.solver_config else args.solver
-    result = solve(problem, solver, time_limit=args.time_limit, seed=args.seed, **_parse_options(args.option))
+    try:
+        result = solve(problem, solver, time_limit=args.time_limit, seed=args.seed, **_parse_options(args.option))
+    except SolveInterrupted as stop:  # Ctrl-C: print the incumbent (if any), then exit 130
+        print(json.dumps(stop.result.to_dict(), allow_nan=False) if args.format == "json" else
+              result_table(stop.result))
+        raise
     if args.format == "json":
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
@@ -184,6 +194,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_make_problem(args: argparse.Namespace) -> int:
     from cetopt.problem.io import save_problem
 
+    check_out_target(args.out)
     if args.kind == "hawq-v3-resnet18":
         from cetopt.problem.published import hawq_v3_resnet18
 
@@ -346,12 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("solve", help="solve one problem file with one backend")
     p.add_argument("problem", type=Path)
-    p.add_argument("--solver", default="ortools", help="backend name (see 'cetopt solvers')")
+    p.add_argument("--solver", default=None, help="backend name (see 'cetopt solvers'; default: dp where it "
+                                                   "applies, else highs)")
     p.add_argument("--solver-config", type=Path, help="a solvers/*.toml file (overrides --solver)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option, repeatable (values parsed as JSON when they can be)")
-    p.add_argument("--time-limit", type=float, help="seconds")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--time-limit", type=float_in(0.0, 1e7), help="seconds (model building included)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED))
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", type=Path, help="also write the JSON result here (atomically)")
     _add_budget_flags(p)
@@ -360,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="solve one problem with several backends and print a table")
     p.add_argument("problem", type=Path)
     p.add_argument("--solvers", help="comma-separated backends (default: every installed one)")
-    p.add_argument("--time-limit", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--time-limit", type=float_in(0.0, 1e7))
+    p.add_argument("--seed", type=int_in(0, MAX_SEED))
     p.add_argument("--bits", action="store_true", help="also print the per-layer bits of each backend")
     p.add_argument("--format", choices=("table", "json"), default="table")
     _add_budget_flags(p)
@@ -378,11 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("hawq-v3-resnet18", "synthetic"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--constraint", choices=("size", "bops"), default="size", help="hawq-v3: which limit")
-    p.add_argument("--alpha", type=float, default=0.5, help="hawq-v3: limit = INT4 + alpha (INT8 - INT4)")
-    p.add_argument("--layers", type=int, default=50, help="synthetic: number of layers")
-    p.add_argument("--choices", type=int, default=6, help="synthetic: bit-widths per layer")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: seed")
-    p.add_argument("--avg-bits", type=float, default=4.0, help="synthetic: size budget")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0, low_open=False), default=0.5,
+                   help="hawq-v3: limit = INT4 + alpha (INT8 - INT4)")
+    p.add_argument("--layers", type=int_in(1, 10**7), default=50, help="synthetic: number of layers")
+    p.add_argument("--choices", type=int_in(1, 8), default=6, help="synthetic: bit-widths per layer")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="synthetic: seed")
+    p.add_argument("--avg-bits", type=float_in(0.0, 64.0), default=4.0, help="synthetic: size budget")
     p.set_defaults(func=cmd_make_problem)
 
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
@@ -491,6 +504,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cetopt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `cetopt solve ... | head`: stdout closed early
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        print("cetopt: error: output pipe closed before the result was written", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # unwritable --out, full disk, unreadable file: the path and the reason
+        where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
+        print(f"cetopt: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Example ``solvers/ortools-10s.toml``::
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any, Mapping
 from cetopt.errors import SolverOptionError
 
 _KEYS = ("name", "backend", "description", "time_limit", "seed", "options")
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,15 @@ def parse_solver_config(data: Mapping[str, Any], *, default_name: str, source: s
         raise SolverOptionError(f"{source}: [options] must be a table")
     time_limit = data.get("time_limit")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
-                                   or time_limit <= 0):
-        raise SolverOptionError(f"{source}: time_limit must be a positive number of seconds, got {time_limit!r}")
+                                   or not 0 < time_limit <= 1e7):  # NaN fails this too
+        raise SolverOptionError(f"{source}: time_limit must be a positive number of seconds (at most 1e7), "
+                                f"got {time_limit!r}")
     seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SolverOptionError(f"{source}: seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise SolverOptionError(f"{source}: seed must be an integer in 0..{MAX_SEED}, got {str(seed)[:40]}")
+    bad = [key for key, value in dict(options).items() if isinstance(value, float) and not math.isfinite(value)]
+    if bad:
+        raise SolverOptionError(f"{source}: options.{bad[0]} is {options[bad[0]]!r}; use a finite number")
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise SolverOptionError(f"{source}: name must be a non-empty string")
@@ -72,12 +79,15 @@ def parse_solver_config(data: Mapping[str, Any], *, default_name: str, source: s
 
 
 def load_solver_config(path: str | os.PathLike[str]) -> SolverConfig:
-    """Read one ``solvers/*.toml`` file."""
+    """Read one ``solvers/*.toml`` file (a regular file of at most MAX_CONFIG_BYTES)."""
+    from cetopt.errors import ProblemError
+    from cetopt.problem.io import read_regular_file
+
     file = Path(path)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SolverOptionError(f"cannot read solver config {str(file)!r}: {err.strerror}") from None
+        data = tomllib.loads(read_regular_file(file, MAX_CONFIG_BYTES, "solver config").decode("utf-8"))
+    except ProblemError as err:
+        raise SolverOptionError(str(err)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SolverOptionError(f"{file}: not valid TOML ({err})") from None
     return parse_solver_config(data, default_name=file.stem, source=str(file))
