@@ -1,0 +1,71 @@
+"""k-best plans against brute-force enumeration, and re-ranking by a measurement on a tiny real model."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+
+from cetopt.errors import ProblemError
+from cetopt.problem.evaluate import evaluate
+from cetopt.problem.model import AllocationProblem, Budget
+from cetopt.rerank import k_best, rerank
+from strategies import problems
+
+
+def _brute_force(problem: AllocationProblem) -> list[float]:
+    """Objective of every feasible allocation, ascending."""
+    values = []
+    for combo in itertools.product(*(range(len(layer.choices)) for layer in problem.layers)):
+        ev = evaluate(problem, dict(zip(problem.layer_names, combo)))
+        if not ev.violations:
+            values.append(ev.objective)
+    return sorted(values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(max_layers=4))
+def test_k_best_are_the_k_smallest_feasible_objectives(problem: AllocationProblem) -> None:
+    truth = _brute_force(problem)
+    try:
+        plans = k_best(problem, 6, solver="bruteforce")
+    except ProblemError:  # inconsistent problems (e.g. ties without a common bit-width) are refused up front
+        return
+    assert len(plans) == min(6, len(truth))
+    scale = max([1.0] + [abs(v) for v in truth])
+    for plan, expected in zip(plans, truth):
+        assert plan.objective == pytest.approx(expected, abs=1e-9 * scale)
+        ev = evaluate(problem, plan.choices)  # choices index the original problem
+        assert not ev.violations and ev.objective == pytest.approx(plan.objective, abs=1e-9 * scale)
+    assert len({tuple(sorted(p.choices.items())) for p in plans}) == len(plans)  # all distinct
+
+
+def test_k_must_be_positive() -> None:
+    from cetopt.problem.synthetic import synthetic_problem
+
+    with pytest.raises(ProblemError) as info:
+        k_best(synthetic_problem(3, n_choices=3, seed=0), 0)
+    assert info.value.field == "k"
+
+
+def test_rerank_returns_the_best_measured_plan() -> None:
+    from cetopt.builders.second_order import build
+    from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
+
+    model, data = tiny_model(), tiny_data()
+    built = build(model, ce_loss, data, name="tiny", bits=(2, 3, 4, 8), method="cet-nograd",
+                  budget=Budget(avg_bits=4.0), cache_dir=False)
+    validation = tiny_data(seed=7)
+
+    def measure(weights):  # type: ignore[no-untyped-def]
+        from cetopt.builders.second_order import replace_weights
+
+        swapped = replace_weights(model, weights)
+        return float(sum(ce_loss(swapped, b) - ce_loss(model, b) for b in validation) / len(validation))
+
+    result = rerank(built, measure, 5, solver="dp")
+    assert [p.rank for p in result.plans] == list(range(len(result.plans))) and len(result.plans) == 5
+    assert result.best.measured == min(p.measured for p in result.plans)
+    assert result.solver_best.objective == min(p.objective for p in result.plans)
+    assert all(p.size_bits <= built.problem.max_size_bits + 1e-6 for p in result.plans)
