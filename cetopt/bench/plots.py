@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cetopt.bench.store import number as _num
-from cetopt.theory.plots import new_figure, new_grid, predicted_vs_measured, save_figure
+from cetopt.plotting import new_figure, new_grid, predicted_vs_measured, save_figure
 
 FORMATS = ("png", "svg")
 METHOD_OF = {"dp": "CET (dp)", "hawq-v3": "HAWQ-V3", "uniform": "uniform"}

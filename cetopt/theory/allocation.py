@@ -11,7 +11,7 @@ import numpy as np
 
 from cetopt.quant.quantizers import fake_quantize
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.plotting import new_figure, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 EXACT = ("dp", "highs", "ortools", "ortools-mip")

@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 
 from cetopt.quant.quantizers import fake_quantize
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, per_layer_bars, save_figure
+from cetopt.plotting import new_figure, per_layer_bars, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 ORDER_MIN = 0.8  # fraction of layers where bottom <= random <= top holds

@@ -23,7 +23,7 @@ from cetopt.modelspec import ModelSpec
 from cetopt.workflow import build_for
 from cetopt.problem.model import Budget
 from cetopt.tables import markdown_table
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.plotting import new_figure, save_figure
 
 MODES: dict[str, Levels] = {
     "quantisation only": Levels(bits=(2, 3, 4, 5, 6, 8)),

@@ -16,7 +16,7 @@ import torch
 
 from cetopt.quant.quantizers import fake_quantize
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.plotting import new_figure, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 LOSSLESS_MIN = 0.95  # fraction of inside errors whose measured loss does not rise

@@ -9,7 +9,7 @@ import numpy as np
 
 from cetopt.quant.quantizers import fake_quantize
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, predicted_vs_measured, save_figure
+from cetopt.plotting import new_figure, predicted_vs_measured, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 CORRELATION_MIN = 0.9

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from cetopt.theory.context import ProofContext
-from cetopt.theory.plots import new_figure, save_figure
+from cetopt.plotting import new_figure, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
 DENSE_MAX = 1200  # layers up to this many weights get their exact float64 Hessian block

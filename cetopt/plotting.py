@@ -1,4 +1,4 @@
-"""Matplotlib helpers for the proof report (headless backend; files written atomically)."""
+"""Matplotlib helpers shared by the proof reports and the bench plots (headless backend; files written atomically)."""
 
 from __future__ import annotations
 
