@@ -24,53 +24,81 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Any]:
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
 
 
+def _weights_info(name: str, seed: int, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Provenance of the zoo weights: the shipped file's SHA-256 and convergence report, or 'trained here'."""
+    from cetopt.zoo.shipped import shipped_entry
+
+    entry = shipped_entry(name, seed, recipe)
+    if entry is None:
+        return {"weights": "trained on this machine (not shipped)"}
+    return {"weights": f"shipped cetopt/data/zoo/{entry['file']}", "weights_file_sha256": entry["sha256"],
+            "final_grad_norm": float(entry["final_grad_norm"])}
+
+
 def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, *, calibration_size: int,
-                     validation_size: int, batch_size: int, seed: int) -> ModelSpec:
+                     validation_size: int, batch_size: int, seed: int, calibration_seed: int | None,
+                     extra: dict[str, Any]) -> ModelSpec:
     from cetopt.zoo.digits import accuracy
 
     n_cal = min(calibration_size, len(split.y_train))
     n_val = min(validation_size, len(split.y_train) - n_cal)
-    x, y = split.x_train, split.y_train
+    order = (torch.arange(len(split.y_train)) if calibration_seed is None else
+             torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(calibration_seed)))
+    x, y = split.x_train[order], split.y_train[order]
     calibration = _batches(x[:n_cal], y[:n_cal], batch_size)
     validation = _batches(x[n_cal:n_cal + n_val], y[n_cal:n_cal + n_val], batch_size)
+    draw = "first" if calibration_seed is None else f"a random draw (calibration_seed {calibration_seed}) of"
+    if calibration_seed is not None:
+        extra = {**extra, "calibration_seed": calibration_seed}
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         return {"accuracy": accuracy(m, split.x_test, split.y_test)}
 
+    def test_outcomes(m: nn.Module) -> Any:
+        """1.0 where the test example is classified correctly, shape (n_test,): for paired CIs."""
+        with torch.no_grad():
+            return (m(split.x_test).argmax(dim=1) == split.y_test).double().numpy()
+
     return ModelSpec(name=name, model=model, calibration=calibration, loss_fn=ce_loss, evaluate=evaluate,
-                     validation=validation, metadata={"seed": seed},
-                     data=f"{data}: calibration = first {n_cal} training examples, validation = next {n_val}, "
+                     validation=validation, metadata={"seed": seed, "test_outcomes": test_outcomes, **extra},
+                     data=f"{data}: calibration = {draw} {n_cal} training examples, validation = the next {n_val}, "
                           f"test = {len(split.y_test)} held-out examples")
 
 
 def digits_cnn(*, seed: int = 0, calibration_size: int = 256, validation_size: int = 256,
-               batch_size: int = 128) -> ModelSpec:
-    """The 2-conv CNN on scikit-learn's digits (trained here, cached)."""
-    from cetopt.zoo.digits import digits_split, trained_digits_model
+               batch_size: int = 128, calibration_seed: int | None = None) -> ModelSpec:
+    """The 2-conv CNN on scikit-learn's digits (shipped weights for seeds 0-4, else trained here and cached)."""
+    from cetopt.zoo.digits import DIGITS_RECIPE, digits_split, trained_digits_model
 
     return _classifier_spec("digits-cnn", trained_digits_model("digits-cnn", seed=seed), digits_split(seed),
                             "sklearn digits", calibration_size=calibration_size, validation_size=validation_size,
-                            batch_size=batch_size, seed=seed)
+                            batch_size=batch_size, seed=seed, calibration_seed=calibration_seed,
+                            extra=_weights_info("digits-cnn", seed, dict(DIGITS_RECIPE)))
 
 
 def digits_mlp(*, seed: int = 0, calibration_size: int = 256, validation_size: int = 256,
-               batch_size: int = 128) -> ModelSpec:
-    """The 3-layer MLP on scikit-learn's digits (trained here, cached)."""
-    from cetopt.zoo.digits import digits_split, trained_digits_model
+               batch_size: int = 128, calibration_seed: int | None = None) -> ModelSpec:
+    """The 3-layer MLP on scikit-learn's digits (shipped weights for seeds 0-4, else trained here and cached)."""
+    from cetopt.zoo.digits import DIGITS_RECIPE, digits_split, trained_digits_model
 
     return _classifier_spec("digits-mlp", trained_digits_model("digits-mlp", seed=seed), digits_split(seed),
                             "sklearn digits", calibration_size=calibration_size, validation_size=validation_size,
-                            batch_size=batch_size, seed=seed)
+                            batch_size=batch_size, seed=seed, calibration_seed=calibration_seed,
+                            extra=_weights_info("digits-mlp", seed, dict(DIGITS_RECIPE)))
 
 
 def mnist1d_resnet(*, seed: int = 0, calibration_size: int = 256, validation_size: int = 256,
-                   batch_size: int = 128) -> ModelSpec:
-    """The 1-D ResNet on MNIST-1D (generated offline; trained here, cached)."""
-    from cetopt.zoo.mnist1d_resnet import mnist1d_split, trained_mnist1d_resnet
+                   batch_size: int = 128, calibration_seed: int | None = None) -> ModelSpec:
+    """The 1-D ResNet on MNIST-1D (generated offline; shipped weights for seeds 0-4, else trained here)."""
+    from cetopt.zoo.mnist1d_resnet import MNIST1D_RECIPE, mnist1d_split, trained_mnist1d_resnet
 
     return _classifier_spec("mnist1d-resnet", trained_mnist1d_resnet(seed=seed), mnist1d_split(),
                             "MNIST-1D (generated offline)", calibration_size=calibration_size,
-                            validation_size=validation_size, batch_size=batch_size, seed=seed)
+                            validation_size=validation_size, batch_size=batch_size, seed=seed,
+                            calibration_seed=calibration_seed,
+                            extra=_weights_info("mnist1d-resnet", seed, dict(MNIST1D_RECIPE)))
+
+
 
 
 def mobilenetv2(*, seed: int = 0, calibration_size: int = 32, validation_size: int = 32, test_size: int = 32,

@@ -10,13 +10,17 @@ from cetopt.zoo.graph import traced_edges
 from cetopt.zoo.mnist1d_resnet import ResNet1d, mnist1d_split, trained_mnist1d_resnet
 
 
-@pytest.mark.slow
-def test_mnist1d_resnet_reaches_its_accuracy(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("CETOPT_CACHE_DIR", str(tmp_path))
-    model = trained_mnist1d_resnet()
+def test_mnist1d_resnet_ships_converged_weights_and_a_large_test_set() -> None:
+    from cetopt.zoo.mnist1d_resnet import MNIST1D_RECIPE
+    from cetopt.zoo.shipped import sha256_file, shipped_entry, zoo_data_dir
+
     split = mnist1d_split()
-    assert split.x_train.shape == (4000, 1, 40) and split.x_test.shape == (1000, 1, 40)
-    assert accuracy(model, split.x_test, split.y_test) >= 0.85
+    assert split.x_train.shape == (5000, 1, 40) and split.x_test.shape == (5000, 1, 40)
+    model = trained_mnist1d_resnet()  # shipped seed 0
+    entry = shipped_entry("mnist1d-resnet", 0, MNIST1D_RECIPE)
+    assert entry is not None and sha256_file(zoo_data_dir() / entry["file"]) == entry["sha256"]
+    assert accuracy(model, split.x_test, split.y_test) == pytest.approx(entry["test_accuracy"], abs=1e-9)
+    assert entry["test_accuracy"] >= 0.95
 
 
 def test_residual_adds_tie_downsample_and_main_path() -> None:
