@@ -1,0 +1,84 @@
+"""The README's "Your own model" section, run as written: its my_model.py and its four commands, from a
+temporary folder outside the repository, with the command line only (nothing on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CETOPT = Path(sys.executable).with_name("cetopt")
+
+pytest.importorskip("sklearn")
+pytest.importorskip("safetensors")
+
+TRAIN = """
+import torch
+from sklearn.datasets import load_wine
+torch.manual_seed(0)
+x, y = load_wine(return_X_y=True)
+order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+x, y = torch.tensor((x - x.mean(0)) / x.std(0), dtype=torch.float32)[order], torch.tensor(y)[order]
+model = torch.nn.Sequential(torch.nn.Linear(13, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+opt = torch.optim.Adam(model.parameters(), 1e-2)
+for _ in range(200):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x[:128]), y[:128]).backward()
+    opt.step()
+torch.save(model.state_dict(), "mlp.pt")
+"""
+
+
+def readme_section() -> tuple[str, list[str]]:
+    """The section's Python file and its command lines (comments stripped)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    commands = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert code and commands, "README 'Your own model' lost its python or bash block"
+    lines = [line.split("#", 1)[0].strip() for line in commands.group(1).splitlines()]
+    return code.group(1), [line for line in lines if line]
+
+
+def test_readme_section_has_ten_lines_of_commands_and_code() -> None:
+    code, commands = readme_section()
+    assert [c.split()[1] for c in commands] == ["extract", "solve", "apply", "evaluate"]
+    assert "def spec() -> ModelSpec" in code
+
+
+@pytest.mark.slow
+def test_user_model_from_outside_the_repo(tmp_path: Path) -> None:
+    code, commands = readme_section()
+    assert not tmp_path.resolve().is_relative_to(ROOT)
+    (tmp_path / "my_model.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-c", TRAIN], cwd=tmp_path, env=env, check=True, timeout=300)
+    outputs = []
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "cetopt"
+        done = subprocess.run([str(CETOPT), *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        outputs.append(done.stdout)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["format"] == "cetopt.plan/2" and plan["model"].endswith("my_model.py:spec")
+    manifest = json.loads((tmp_path / "compressed" / "manifest.json").read_text())
+    file_bytes = (tmp_path / "compressed" / "model.safetensors").stat().st_size
+    assert manifest["data_bytes"] * 8 == manifest["packed_bits"] + 8 * manifest["buffer_bytes"]  # exact, no slack
+    assert file_bytes == manifest["file_bytes"]
+    report = outputs[-1]
+    assert "accuracy:" in report and "calibration loss change" in report
+    accuracy, fp = map(float, re.search(r"accuracy: ([\d.]+) \(FP32 ([\d.]+)\)", report).groups())
+    assert fp > 0.9 and accuracy > 0.8  # a 4-bit plan of a 13-64-3 MLP keeps it accurate
+    evaluated = subprocess.run([str(CETOPT), "evaluate", "compressed", "--format", "json"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=600)
+    assert json.loads(evaluated.stdout)["metric"] == pytest.approx(accuracy, abs=1e-4)
