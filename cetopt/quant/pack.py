@@ -259,7 +259,7 @@ def compress_layer(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpe
     if choice.rank is not None:
         a, b = low_rank_factors(w, choice.rank)
         if choice.bits >= FLOAT_BITS:
-            tensors = {f"{prefix}.a": a.float(), f"{prefix}.b": b.float()}
+            tensors = {f"{prefix}.a": a.float().contiguous(), f"{prefix}.b": b.float().contiguous()}
         else:
             for key, factor in (("a", a), ("b", b)):
                 t, parts[key] = encode(fake_quantize(factor, choice.bits, spec), choice.bits, spec, f"{prefix}.{key}")
