@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench venv clean problems
+.PHONY: demo test bench venv clean problems results
 
 venv: $(STAMP)
 
@@ -34,6 +34,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+
+# Rebuild docs/results and the README's quality tables from code (tens of minutes on 2 cores): the shipped zoo
+# weights (cetopt/data/zoo) make every machine measure the same models; results record their fingerprints.
+RESULT_MODELS := digits-mlp digits-cnn mnist1d-resnet
+results: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m cetopt.results.quality --out docs/results/quality
+	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --out docs/results/cet-checks/$$m || exit 1; done
+	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
+	$(BIN)/python -m cetopt.results.quality_sections
+	$(BIN)/python -m cetopt.results
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/solvers.py

@@ -1,0 +1,41 @@
+"""The generated quality table states a win only when its confidence interval excludes 0."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cetopt.results import quality_sections as qs
+
+
+def _seed(diff: float, verdict: str, same: bool = False) -> dict:  # type: ignore[type-arg]
+    plan = {"bits": {"a": 3}, "avg_bits": 3.0, "packed_ratio": 9.0, "test_accuracy": 0.9,
+            "calibration_dloss": 0.01, "validation_dloss": 0.01}
+    paired = {"estimate": diff, "low": diff - 0.01, "high": diff + 0.01, "verdict": verdict, "same_plan": same}
+    return {"fingerprint": {"fingerprint_weights": "a" * 64, "fingerprint_layers": "b" * 64,
+                            "fingerprint_calibration": "c" * 64}, "fp_accuracy": 0.95, "test_examples": 100,
+            "budgets": {"3": {"plans": {"cet": plan, "hawq-v3": plan, "uniform": plan},
+                              "paired": {"cet-hawq-v3": paired, "cet-uniform": paired}}}}
+
+
+@pytest.mark.parametrize("diffs, word", [([0.05, 0.06, 0.05, 0.07, 0.06], "CET ahead"),
+                                         ([0.05, -0.05, 0.02, -0.03, 0.0], "tie within CI"),
+                                         ([-0.05, -0.06, -0.05, -0.07, -0.06], "HAWQ-V3 ahead")])
+def test_claims_follow_the_seed_interval(tmp_path, monkeypatch, diffs, word) -> None:  # type: ignore[no-untyped-def]
+    data = {"avg_bits": [3.0], "candidate_bits": [2, 3], "n_boot": 100,
+            "environment": {"versions": {"torch": "x"}, "machine": "m", "threads": 1},
+            "models": {"toy": {"seeds": {str(i): _seed(d, "tie") for i, d in enumerate(diffs)}, "draws": {}}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(qs, "RESULTS", path)
+    text = qs.quality_section()
+    row = next(line for line in text.splitlines() if line.startswith("| toy"))
+    assert word in row.split("|")[8]
+    assert "0 / 5 / 0 (same plan in 0)" in row  # per-seed bootstrap verdicts are all ties here
+
+
+def test_a_missing_results_file_says_how_to_make_it(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(qs, "RESULTS", tmp_path / "none.json")
+    with pytest.raises(FileNotFoundError, match="make results"):
+        qs.quality_section()
