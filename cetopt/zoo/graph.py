@@ -35,13 +35,50 @@ def _producers(node: fx.Node, layers: set[str], memo: dict[fx.Node, frozenset[st
     return result
 
 
+class GraphTraceError(RuntimeError):
+    """torch.fx traced the model, but the graph does not show the layers (so its edges would be empty or
+    partial); callers fall back to the sequential order and record why."""
+
+
+class _LayerTracer(fx.Tracer):
+    """Keeps every named quantisable layer a leaf, whatever its class: a Conv2d/Linear subclass defined
+    outside torch.nn (e.g. EfficientNet's Conv2dStaticSamePadding) would otherwise be traced through and
+    appear as anonymous F.conv2d calls."""
+
+    def __init__(self, layers: set[str]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name in self.layers or super().is_leaf_module(m, module_qualified_name)
+
+
+def traced_graph(model: nn.Module, layers: Sequence[str]) -> fx.Graph:
+    """The fx graph of ``model`` with each named layer as one call_module node.
+
+    Raises:
+        GraphTraceError: some layers never appear as modules in the graph (called through their weights,
+            e.g. ``F.linear(x, self.fc.weight)``), or the graph connects none of several layers.
+        Exception: torch.fx's own error when the model cannot be traced (data-dependent control flow).
+    """
+    wanted = set(layers)
+    graph = _LayerTracer(wanted).trace(model)
+    seen = {str(n.target) for n in graph.nodes if n.op == "call_module"}
+    missing = sorted(wanted - seen)
+    if missing:
+        raise GraphTraceError(f"torch.fx traced the model, but {len(missing)} of {len(wanted)} layers never appear "
+                              f"as module calls (e.g. {missing[:3]}): their weights are used directly")
+    return graph
+
+
 def traced_edges(model: nn.Module, layers: Sequence[str]) -> tuple[Edge, ...]:
     """Edges between the named quantisable layers of ``model`` (feeds / shares_input / adds_with).
 
-    Raises torch.fx's error when the model cannot be traced symbolically (data-dependent control flow);
-    callers fall back to the sequential order and say so.
+    Raises torch.fx's error when the model cannot be traced symbolically (data-dependent control flow), and
+    GraphTraceError when the trace does not show the layers or links none of them; callers fall back to
+    the sequential order and say so (never "traced" with no edges).
     """
-    graph = fx.symbolic_trace(model).graph
+    graph = traced_graph(model, layers)
     wanted = set(layers)
     memo: dict[fx.Node, frozenset[str]] = {}
     edges: list[Edge] = []
@@ -79,4 +116,6 @@ def traced_edges(model: nn.Module, layers: Sequence[str]) -> tuple[Edge, ...]:
     for group in readers.values():
         for a, b in zip(group, group[1:]):
             add(a, b, EdgeKind.SHARES_INPUT)
+    if not edges and len(wanted) > 1:
+        raise GraphTraceError(f"torch.fx traced the model, but no data flow links any of its {len(wanted)} layers")
     return tuple(edges)
