@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cetopt.bench.cell import BASELINES, Cell, run_cell
-from cetopt.bench.store import cell_key, read_cell, write_cell, write_csv
+from cetopt.bench.store import key_for, read_cell, write_cell, write_csv
 from cetopt.errors import ProblemError
 
 QUICK_PROBLEMS = ("problems/digits/*.json", "problems/mnist1d/*.json", "problems/hawq-v3/resnet18-size0.5.json",
@@ -105,11 +105,11 @@ def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, sh
     out_dir = Path(out)
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     cells = spec.cells()
-    todo = [c for c in cells if read_cell(out_dir, cell_key(c.problem_name, c.solver_name, c.budget_avg_bits)) is None]
+    todo = [c for c in cells if read_cell(out_dir, key_for(c)) is None]
     bar = tqdm(total=len(todo), desc="cetopt bench", unit="cell", disable=not show_progress or not todo, mininterval=1)
 
     def finish(cell: Cell, row: dict[str, Any]) -> None:
-        write_cell(out_dir, cell_key(cell.problem_name, cell.solver_name, cell.budget_avg_bits), row)
+        write_cell(out_dir, key_for(cell), row)
         bar.update(1)
         if on_row is not None:
             on_row(row)
@@ -127,8 +127,7 @@ def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, sh
                     finish(*future.result())
     finally:
         bar.close()
-    rows = sorted((r for c in cells if (r := read_cell(out_dir, cell_key(c.problem_name, c.solver_name,
-                                                                        c.budget_avg_bits))) is not None),
+    rows = sorted((r for c in cells if (r := read_cell(out_dir, key_for(c))) is not None),
                   key=lambda r: (r["problem"], r["budget_avg_bits"], r["kind"], r["solver"]))
     files = [write_csv(out_dir, rows)]
     from cetopt.bench.summary import write_summary

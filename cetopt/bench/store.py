@@ -1,8 +1,9 @@
 """Where bench results live: one JSON file per finished cell (written atomically, so a killed run loses
 at most the cell in flight and never leaves half a row), consolidated into ``results.csv``.
 
-Resuming skips every cell whose file exists with the same key; the CSV is rebuilt from the cell files,
-sorted, so it never holds duplicates."""
+Resuming skips every cell whose file exists with the same key (:func:`key_for`: problem and solver files
+by content hash, plus budget and run settings); the CSV is rebuilt from the cell files, sorted, so it
+never holds duplicates."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,8 +21,8 @@ from cetopt._atomic import atomic_write_text
 ROW_FORMAT = "cetopt.bench-row/1"
 COLUMNS = (
     "problem", "model", "method", "layers", "solver", "backend", "kind", "budget_avg_bits", "status", "limit",
-    "objective", "bound", "gap", "seconds", "wall_seconds", "size_bits", "avg_bits", "metric_name", "metric",
-    "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "fingerprint", "message",
+    "objective", "bound", "gap", "seconds", "wall_seconds", "size_bits", "avg_bits", "unused_avg_bits", "metric_name",
+    "metric", "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "fingerprint", "message",
 )
 
 
@@ -33,8 +35,39 @@ def number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def cell_key(problem: str, solver: str, budget: float) -> str:
-    return f"{problem}|{solver}|{budget:g}"
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (first 16 hex digits), or "-" for a name that is not a file (a backend or
+    baseline name); cached per (path, size, times, inode) so a bench run hashes each file once."""
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return "-"
+    return _digest(str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+@lru_cache(maxsize=1024)
+def _digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def cell_key(problem: str, solver: str, budget: float, *, problem_digest: str = "-", solver_digest: str = "-",
+             settings: str = "") -> str:
+    """The identity of a cell: problem name AND content hash, solver name AND config hash, the budget, and
+    the run settings (time limit, measuring), so two problems named x.json in different folders, an edited
+    problem or solver file, or a different time limit never reuse each other's cell."""
+    return f"{problem}#{problem_digest}|{solver}#{solver_digest}|{budget:g}|{settings}"
+
+
+def key_for(cell: Any) -> str:
+    """``cell_key`` of a :class:`cetopt.bench.cell.Cell` (its files are hashed by content)."""
+    return cell_key(cell.problem_name, cell.solver_name, cell.budget_avg_bits, problem_digest=file_digest(cell.problem),
+                    solver_digest=file_digest(cell.solver) if cell.solver.endswith(".toml") else "-",
+                    settings=f"t={cell.time_limit:g};measure={int(bool(cell.measure))};"
+                             f"reextract={int(bool(getattr(cell, 'reextract', False)))}")
 
 
 def cell_path(out: Path, key: str) -> Path:

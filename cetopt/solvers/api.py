@@ -74,6 +74,7 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
     """
     if solver is None:
         solver = default_solver(problem)
+    entered = time.perf_counter()
     backend, display, raw_options, limit, run_seed = _resolve(solver, time_limit, seed, dict(options))
     backend.ensure_installed()
     typed = backend.make_options(raw_options)
@@ -88,9 +89,11 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
             outcome = Outcome(status=Status.INFEASIBLE, message="; ".join(shortfalls))
             return finish(compiled, outcome, solver=display, options=recorded, seconds=0.0)
     start = time.perf_counter()
+    # the limit counts from this call: compiling the problem is part of it (never below 0.05 s left)
+    left = None if limit is None else max(limit - (start - entered), 0.05)
     try:
         with native_stdout_silenced():
-            outcome = backend.run(compiled, typed, time_limit=limit, seed=run_seed)
+            outcome = backend.run(compiled, typed, time_limit=left, seed=run_seed)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - start
         raise SolveInterrupted(_interrupted(compiled, solver=display, options=recorded, seconds=seconds)) from None

@@ -15,7 +15,8 @@ relaxations (``relaxation`` option):
 The relaxation is solved on the reduced problem of :mod:`cetopt.solvers.mip` (LP reduced-cost fixing,
 resource fixing, dominance): it holds every allocation no worse than the greedy incumbent, so its
 relaxed optimum is still a lower bound on the full problem's optimum, and the LP shrinks to the few
-options that can matter (on 10,000 layers x 8 choices: about a third of them).
+options that can matter (on 10,000 layers x 8 choices: about a third of them); without interaction terms
+and with one constraint row, only each group's lower convex hull is kept (the LP optimum lies on it).
 
 The relaxed optimum is the certified lower bound; the answer is rounded (largest x per group) and then
 repaired and improved by single-layer moves, so the gap between the two is known. A time limit is
@@ -37,6 +38,7 @@ from cetopt.solvers.base import Capabilities, Solver
 from cetopt.solvers.linear_model import build_linear_model
 from cetopt.solvers.local_search import improve, is_feasible
 from cetopt.solvers.mip import Prepared, prepare
+from cetopt.solvers.reduce import lp_hull
 from cetopt.solvers.result import Outcome, Status
 
 # relative safety margin subtracted from the solver's optimum before it is reported as a bound
@@ -134,7 +136,8 @@ class CvxpyRelaxationSolver(Solver):
         import cvxpy as cp
 
         prepared = prepare(compiled, time_limit)
-        full, compiled = compiled, prepared.reduction.compiled
+        reduction = lp_hull(prepared.reduction) or prepared.reduction  # the LP needs only hull vertices
+        full, compiled = compiled, reduction.compiled
         groups = compiled.groups
         sizes = np.array([g.n_options for g in groups])
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -174,7 +177,7 @@ class CvxpyRelaxationSolver(Solver):
         group = np.repeat(np.arange(len(sizes)), sizes)
         option = np.lexsort((-values, group))[offsets] - offsets
         extra["fractional_groups"] = int((np.maximum.reduceat(values, offsets) < 1 - 1e-6).sum())
-        option = prepared.reduction.lift(option)
+        option = reduction.lift(option)
         if options.improve:
             option = improve(full, option)
         if not is_feasible(full, option):

@@ -159,3 +159,27 @@ def _binding_limits(compiled: CompiledProblem) -> dict[str, float | None]:
         if top <= compiled.max_loss:
             changes["max_loss"] = None
     return changes
+
+
+def lp_hull(reduction: Reduction) -> Reduction | None:
+    """For the LP relaxation only: keep each group's lower convex hull in the (constrained quantity,
+    objective) plane. With one constraint row and no interaction terms the LP optimum lies on these
+    vertices (Sinha & Zoltners 1979), so the LP value is unchanged; an integer solver must not use this.
+    Returns None when the problem has interactions or more than one constraint row."""
+    from cetopt.solvers.hull import lower_hulls
+
+    compiled = reduction.compiled
+    rows = [t for t, limit in _quantities(compiled) if limit is not None]
+    if compiled.pairs or len(rows) > 1:
+        return None
+    objective = compiled.padded("size" if compiled.minimize is Minimize.SIZE else "loss", np.inf)
+    if not rows:
+        keep = objective == objective.min(axis=1, keepdims=True)
+    else:
+        hull, length = lower_hulls(rows[0], objective)
+        keep = np.zeros(objective.shape, dtype=bool)
+        g, k = np.nonzero(np.arange(hull.shape[1])[None, :] < length[:, None])
+        keep[g, hull[g, k]] = True
+    inner = _restrict(compiled, keep, reduction.lower, None)
+    keep_outer = tuple(outer[k] for outer, k in zip(reduction.keep, inner.keep))
+    return Reduction(inner.compiled, keep_outer, reduction.lower, None, reduction.dropped + inner.dropped)

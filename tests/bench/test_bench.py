@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from cetopt.bench.cell import Cell
 from cetopt.bench.runner import BenchSpec, run_bench
-from cetopt.bench.store import COLUMNS, cell_key, read_cell
+from cetopt.bench.store import COLUMNS, key_for, read_cell
 from cetopt.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,8 +100,9 @@ def test_a_killed_run_resumes_without_duplicates_or_lost_rows(tmp_path: Path) ->
     rows = read_rows(tmp_path / "results.csv")
     assert len(rows) == 36 and len({r["budget_avg_bits"] for r in rows}) == 36
     for i in range(36):
-        key = cell_key("synthetic-50x6-s0", "ortools", round(2.6 + 0.1 * i, 1))
-        assert read_cell(tmp_path, key) is not None
+        cell = Cell(problem=str(ROOT / "problems/synthetic/synthetic-50x6-s0.json"),
+                    solver=str(ROOT / "solvers/ortools.toml"), budget_avg_bits=round(2.6 + 0.1 * i, 1), measure=False)
+        assert read_cell(tmp_path, key_for(cell)) is not None
 
 
 def test_bad_arguments_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
