@@ -1,165 +1,226 @@
-"""Curvature extraction speed, against baselines measured in the same run.
+"""Curvature extraction cost on trained models, every comparison interleaved (cetopt.bench.timing).
 
-1. Cost of one Hessian-vector probe relative to one forward+backward pass (goal <= 2.5x), for single
-   probes and for a block of probes through one batched backward pass.
-2. Per-layer Hutchinson traces for all layers, shared probes and restricted (per-layer, batched)
-   probes, vs a PyHessian-style loop that estimates one layer at a time (its own first-order graph,
-   one unbatched probe per product), at equal standard error (goal >= 10x faster). Times at equal
-   error are assembled from measured per-probe costs and measured per-layer variances (see
-   ``bench_model``), so the comparison does not depend on how long anything is run.
+1. Hessian-vector product vs one forward+backward pass (the goal: <= 2.5x), timed in the same rounds:
+   ``forward+backward`` (loss and gradient w.r.t. the layer weights), ``hvp steady`` (one product on the
+   cached first-order graph: the cost of each further probe once a run is under way) and ``hvp one-off``
+   (an operator with ``cache_graph=False``: the first-order graph built fresh, then the product).
+2. Per-layer Hutchinson traces at equal standard error, against a PyHessian-style per-layer loop (each
+   layer: its own create_graph gradient, then one unbatched probe at a time on that layer). The loop's
+   samples v_l' H_ll v_l have the same distribution as restricted mode's, so the loop needs ``P`` probes per
+   layer wherever restricted mode needs ``P`` rounds; shared probes (one product over all layers) need
+   ``P x max_l var_shared[l] / var_restricted[l]`` rounds, since a run stops only when every layer is there.
+   The variances are measured on the trained weights (``--variance-probes`` probes, fixed seed, so both
+   runs use the same ones; the relative error of a variance from n probes is about sqrt(2 / n)). The
+   per-probe costs are timed in the same rounds (graph build, shared probe, restricted round, loop
+   setups, loop probes) and each round gives its own equal-error times and ratios:
+   loop = setups + P x loop probes; restricted = graph + P x round; shared = graph + ceil(P x m) x probe.
+   ``--direct`` models also time the whole runs end to end (interleaved), to check that assembly.
 
-Models: a ResNet-18 (torchvision layout and stem, 32x32 inputs, batch 32) and a 4-block transformer (seq 32,
-batch 16), random weights and data (timings do not depend on training). On a GPU machine pass
-``--device cuda``.
-
-    python benchmarks/curvature.py [--device cuda] [--probes 64]
+    python benchmarks/curvature.py --run 1        # writes benchmarks/results/curvature-run1.{json,txt}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from cetopt._atomic import atomic_write_text
+from cetopt.bench.timing import Comparison, compare
 from cetopt.curvature import CurvatureOperator, hutchinson_traces
 from cetopt.curvature.hutchinson import rademacher_like
-from cetopt.curvature.operator import eval_mode, resolve_device
-from cetopt.tables import format_table
-from cetopt.zoo.resnet import resnet18
-from cetopt.zoo.transformer import TinyTransformer
+from cetopt.curvature.operator import eval_mode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from curvature_models import MODELS, BenchModel, load_bench_model  # noqa: E402
+from reports import format_curvature  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+MIN_BLOCK = 0.2  # seconds: shorter operations are repeated back to back within a round
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def hvp_cost(bm: BenchModel, rounds: int, sync: Callable[[], None]) -> dict[str, Any]:
+    """Steady-state and one-off HVP against one forward+backward, interleaved."""
+    op = CurvatureOperator(bm.model, bm.loss_fn, [bm.batch])
+    fresh = CurvatureOperator(bm.model, bm.loss_fn, [bm.batch], cache_graph=False)
+    probe = [p[0] for p in rademacher_like(op.params, 1, torch.Generator().manual_seed(0))]
+
+    def forward_backward() -> None:
+        with eval_mode(op.model):
+            torch.autograd.grad(bm.loss_fn(op.model, op.batches[0]), op.params)
+
+    timing = compare({"forward+backward": forward_backward, "hvp steady": lambda: op.hvp(probe),
+                      "hvp one-off": lambda: fresh.hvp(probe)}, rounds=rounds, warmup=1, sync=sync,
+                     min_block=MIN_BLOCK)
+    op.release()
+    return {"timing": timing.to_dict(),
+            "hvp_steady_over_fb": vars(timing.ratio("hvp steady", "forward+backward")),
+            "hvp_one_off_over_fb": vars(timing.ratio("hvp one-off", "forward+backward"))}
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int = 5) -> float:
-    fn()  # warm-up
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def per_sample_variances(op: CurvatureOperator, modes: list[str], probes: int, seed: int) -> dict[str, np.ndarray]:
+    """Per layer, the variance of one probe's trace sample in each mode (stderr^2 x n)."""
+    out = {}
+    for mode in modes:
+        est = hutchinson_traces(op, max_probes=probes, min_probes=probes, rtol=0.0, seed=seed, mode=mode,
+                                show_progress=False)
+        out[mode] = np.array([e.stderr ** 2 * e.n_probes for e in est])
+    return out
 
 
-def layer_loop_costs(op: CurvatureOperator, probes: int, seed: int) -> tuple[list[float], list[float]]:
-    """PyHessian-style, one layer at a time: per layer, the seconds to build its own create_graph gradient
-    and the seconds per unbatched probe on that layer alone (median of ``probes``)."""
-    generator = torch.Generator().manual_seed(seed)
-    setup, per_probe = [], []
+class LayerLoop:
+    """The PyHessian-style baseline, one layer at a time: its own create_graph gradient, unbatched probes."""
+
+    def __init__(self, op: CurvatureOperator, seed: int) -> None:
+        self.op = op
+        self.generator = torch.Generator().manual_seed(seed)
+        self.graphs: list[torch.Tensor] = []
+
+    def setups(self) -> None:
+        """Build every layer's own first-order graph (one forward and create_graph backward each)."""
+        self.graphs = []
+        with eval_mode(self.op.model):
+            for weight in self.op.params:
+                loss = self.op.loss_fn(self.op.model, self.op.batches[0])
+                (g,) = torch.autograd.grad(loss, weight, create_graph=True)
+                self.graphs.append(g)
+
+    def probes(self) -> list[float]:
+        """One probe per layer on that layer's graph; returns the samples v' H_ll v."""
+        samples = []
+        with eval_mode(self.op.model):
+            for g, weight in zip(self.graphs, self.op.params):
+                v = rademacher_like([weight], 1, self.generator)[0][0]
+                (hv,) = torch.autograd.grad(g, weight, grad_outputs=v, retain_graph=True)
+                samples.append(float((v * hv).sum()))
+        return samples
+
+    def run(self, probes: int) -> None:
+        """The whole loop to ``probes`` probes per layer, one layer's graph alive at a time."""
+        with eval_mode(self.op.model):
+            for weight in self.op.params:
+                loss = self.op.loss_fn(self.op.model, self.op.batches[0])
+                (g,) = torch.autograd.grad(loss, weight, create_graph=True)
+                for _ in range(probes):
+                    v = rademacher_like([weight], 1, self.generator)[0][0]
+                    torch.autograd.grad(g, weight, grad_outputs=v, retain_graph=True)
+
+
+def build_graph(op: CurvatureOperator) -> None:
+    """One fresh first-order graph over all layers (what every shared or restricted run pays once)."""
     with eval_mode(op.model):
-        for weight in op.params:
-            start = time.perf_counter()
-            loss = op.loss_fn(op.model, op.batches[0])
-            (g,) = torch.autograd.grad(loss, weight, create_graph=True)
-            _sync(op.device)
-            setup.append(time.perf_counter() - start)
-            times = []
-            for _ in range(probes):
-                v = rademacher_like([weight], 1, generator)[0][0]
-                start = time.perf_counter()
-                torch.autograd.grad(g, weight, grad_outputs=v, retain_graph=True)
-                _sync(op.device)
-                times.append(time.perf_counter() - start)
-            per_probe.append(float(np.median(times)))
-    return setup, per_probe
+        torch.autograd.grad(op.loss_fn(op.model, op.batches[0]), op.params, create_graph=True)
 
 
-def bench_model(name: str, model: nn.Module, batch: Any, loss_fn: Callable, device: torch.device, probes: int,
-                seed: int) -> dict[str, Any]:
-    """Measured per-probe costs and per-layer variances, combined into times at equal standard error.
+def equal_error(bm: BenchModel, args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, Any]:
+    """Equal-standard-error times of each Hutchinson mode and of the per-layer loop, per round."""
+    op = CurvatureOperator(bm.model, bm.loss_fn, [bm.batch])
+    variances = per_sample_variances(op, args.modes, args.variance_probes, args.seed)
+    reference = np.maximum(variances["restricted"], 1e-300)
+    multiplier = {m: variances[m] / reference for m in args.modes}
+    loop = LayerLoop(op, args.seed + 7)
+    things: dict[str, Callable[[], Any]] = {"graph build": lambda: build_graph(op), "loop setups": loop.setups,
+                                            "loop probes": loop.probes}
+    for mode in args.modes:
+        things[f"{mode} round"] = (lambda m: lambda: hutchinson_traces(
+            op, max_probes=1, min_probes=1, rtol=0.0, seed=args.seed, mode=m, show_progress=False))(mode)
+    timing = compare(things, rounds=args.eq_rounds, warmup=1, sync=sync, min_block=MIN_BLOCK)
+    loop.graphs = []
+    op.release()
+    P = args.target_probes
+    rounds_needed = {m: math.ceil(P * float(multiplier[m].max())) for m in args.modes}
+    seconds = {"loop": timing.derived(lambda t: t["loop setups"] + P * t["loop probes"])}
+    for m in args.modes:
+        seconds[m] = timing.derived(lambda t, m=m: t["graph build"] + rounds_needed[m] * t[f"{m} round"])
+    speedup = {m: timing.derived(lambda t, m=m: (t["loop setups"] + P * t["loop probes"])
+                                 / (t["graph build"] + rounds_needed[m] * t[f"{m} round"])) for m in args.modes}
+    names = op.names
+    return {"target_probes": P, "variance_probes": args.variance_probes, "variance_seed": args.seed,
+            "variance_ratio_vs_restricted": {m: {"median": float(np.median(r)), "max": float(r.max()),
+                                                 "argmax_layer": names[int(r.argmax())]} for m, r in multiplier.items()},
+            "rounds_needed": rounds_needed, "timing": timing.to_dict(),
+            "seconds": {k: vars(v) for k, v in seconds.items()},
+            "speedup_vs_loop": {m: vars(v) for m, v in speedup.items()}}
 
-    Target: for every layer, the standard error the per-layer loop reaches with ``probes`` restricted
-    probes. Probes needed: loop ``probes`` per layer; restricted ``probes`` rounds; shared
-    probes x max over layers of (shared variance / restricted variance), since the shared run stops only
-    when every layer is there.
-    """
-    op = CurvatureOperator(model, loss_fn, [batch], device=device)
-    model_on = op.model
 
-    def fwd_bwd() -> None:
-        with eval_mode(model_on):
-            loss = loss_fn(model_on, op.batches[0])
-            torch.autograd.grad(loss, op.params)
+def direct_check(bm: BenchModel, eq: dict[str, Any], args: argparse.Namespace,
+                 sync: Callable[[], None]) -> dict[str, Any]:
+    """Whole equal-error runs end to end, interleaved: each from a fresh operator (graph build included)."""
+    loop = LayerLoop(CurvatureOperator(bm.model, bm.loss_fn, [bm.batch]), args.seed + 11)
+    P = args.target_probes
 
-    base = timed(fwd_bwd, device)
-    op.hvp([torch.zeros_like(p) for p in op.params])  # builds and caches the first-order graph
-    one = [p[0] for p in rademacher_like(op.params, 1, torch.Generator().manual_seed(0))]
-    single = timed(lambda: op.hvp(one), device)
-    block = rademacher_like(op.params, 8, torch.Generator().manual_seed(1))
-    blocked = timed(lambda: op.hvp(block, batched=True), device) / 8
-    round_seconds = timed(lambda: op.layer_hvp(one), device, repeats=3)
-    shared = hutchinson_traces(op, max_probes=probes, min_probes=probes, rtol=0.0, seed=seed, show_progress=False)
-    restricted = hutchinson_traces(op, max_probes=probes, min_probes=probes, rtol=0.0, seed=seed + 1,
-                                   mode="restricted", show_progress=False)
-    var_shared = np.array([(e.stderr ** 2) * e.n_probes for e in shared])
-    var_restricted = np.array([(e.stderr ** 2) * e.n_probes for e in restricted])
-    ratio = var_shared / np.maximum(var_restricted, 1e-300)
-    setup, per_probe = layer_loop_costs(op, 4, seed + 2)
-    t_loop = float(sum(setup) + probes * sum(per_probe))
-    t_shared = float(probes * ratio.max() * single)
-    t_restricted = float(probes * round_seconds)
-    return {
-        "model": name, "layers": len(op.params), "params": sum(p.numel() for p in op.params),
-        "forward_backward_s": base, "hvp_single_s": single, "hvp_block8_per_probe_s": blocked,
-        "hvp_over_fb_single": single / base, "hvp_over_fb_block8": blocked / base,
-        "restricted_round_s": round_seconds, "loop_probe_s_median": float(np.median(per_probe)),
-        "variance_ratio_median": float(np.median(ratio)), "variance_ratio_max": float(ratio.max()),
-        "equal_se_probes_per_layer": probes, "equal_se_seconds_loop": t_loop, "equal_se_seconds_shared": t_shared,
-        "equal_se_seconds_restricted": t_restricted, "speedup_shared_vs_loop": t_loop / t_shared,
-        "speedup_restricted_vs_loop": t_loop / t_restricted,
-        "speedup_shared_vs_loop_if_median_layer": t_loop / float(probes * np.median(ratio) * single),
-    }
+    def mode_run(mode: str) -> Callable[[], Any]:
+        k = eq["rounds_needed"][mode]
+        return lambda: hutchinson_traces(CurvatureOperator(bm.model, bm.loss_fn, [bm.batch]), max_probes=k,
+                                         min_probes=k, rtol=0.0, seed=args.seed, mode=mode, show_progress=False)
+
+    things: dict[str, Callable[[], Any]] = {"loop": lambda: loop.run(P)}
+    # a mode that needs far more rounds than the loop has probes would dominate the benchmark's run time
+    direct = [m for m in args.modes if eq["rounds_needed"][m] <= 2 * P]
+    things.update({m: mode_run(m) for m in direct})
+    timing: Comparison = compare(things, rounds=args.direct_rounds, warmup=1, sync=sync)
+    return {"timing": timing.to_dict(),
+            "speedup_vs_loop": {m: vars(timing.ratio("loop", m)) for m in direct}}
+
+
+def bench_model(name: str, args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, Any]:
+    bm = load_bench_model(name, seed=args.seed)
+    op = CurvatureOperator(bm.model, bm.loss_fn, [bm.batch])
+    row: dict[str, Any] = {"model": name, "training": bm.training, "test_accuracy": bm.test_accuracy,
+                           "layers": len(op.params), "weights": int(sum(p.numel() for p in op.params)),
+                           "batch": int(len(bm.batch[1]))}
+    row["hvp"] = hvp_cost(bm, args.rounds, sync)
+    print(f"  {name}: hvp done", file=sys.stderr)
+    row["equal_error"] = equal_error(bm, args, sync)
+    print(f"  {name}: equal-error done", file=sys.stderr)
+    if name in args.direct:
+        row["direct"] = direct_check(bm, row["equal_error"], args, sync)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--probes", type=int, default=32)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--modes", nargs="+", default=["shared", "restricted"],
+                        help="hutchinson_traces modes; 'restricted' is the variance reference and is always run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the HVP comparison")
+    parser.add_argument("--eq-rounds", type=int, default=3, help="interleaved rounds of the equal-error timing")
+    parser.add_argument("--target-probes", type=int, default=32, help="loop probes per layer (sets the error)")
+    parser.add_argument("--variance-probes", type=int, default=64)
+    parser.add_argument("--direct", nargs="*", default=["digits-cnn", "mnist1d-resnet"])
+    parser.add_argument("--direct-rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "curvature.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--run", default="1", help="run label: results go to curvature-run<label>.json")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if "restricted" not in args.modes:
+        args.modes.append("restricted")
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    torch.manual_seed(0)
+    logging.getLogger("cetopt.curvature").setLevel(logging.ERROR)  # fixed-probe runs "hit the cap" by design
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     rows = []
-    cnn = resnet18(num_classes=10)
-    images = (torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,)))
-    rows.append(bench_model("resnet18 32x32 b32", cnn, images,
-                            lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), device, args.probes, args.seed))
-    print("done resnet18", file=sys.stderr)
-    tf = TinyTransformer(vocab=1000, dim=128, depth=4, heads=4, hidden=512, classes=10, max_len=32)
-    tokens = (torch.randint(0, 1000, (16, 32)), torch.randint(0, 10, (16,)))
-    rows.append(bench_model("transformer d128x4 seq32 b16", tf, tokens,
-                            lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), device, args.probes, args.seed))
-    table = [[r["model"], r["layers"], f"{r['params'] / 1e6:.2f}M", f"{r['forward_backward_s'] * 1e3:.1f}",
-              f"{r['hvp_over_fb_single']:.2f}x", f"{r['hvp_over_fb_block8']:.2f}x",
-              f"{r['variance_ratio_median']:.1f} / {r['variance_ratio_max']:.0f}",
-              f"{r['equal_se_seconds_loop']:.1f}", f"{r['equal_se_seconds_shared']:.1f}",
-              f"{r['equal_se_seconds_restricted']:.1f}", f"{r['speedup_shared_vs_loop']:.2f}x",
-              f"{r['speedup_restricted_vs_loop']:.2f}x"] for r in rows]
-    print(format_table(["model", "layers", "weights", "fwd+bwd ms", "HVP/fb (1)", "HVP/fb (block 8)",
-                        "var shared/restricted (median / max)", "loop s", "shared s", "restricted s",
-                        "shared vs loop", "restricted vs loop"], table))
-    meta = {"device": str(device), "torch": torch.__version__, "threads": args.threads,
-            "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
-    atomic_write_text(args.out, json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    for name in args.models:
+        rows.append(bench_model(name, args, sync))
+        print(f"done {name}", file=sys.stderr)
+    meta = {"benchmark": "curvature", "run": args.run, "torch": torch.__version__, "threads": args.threads,
+            "python": platform.python_version(), "machine": platform.machine(), "device": "cpu",
+            "command": "python benchmarks/curvature.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    data = {"meta": meta, "rows": rows}
+    stem = args.out_dir / f"curvature-run{args.run}"
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
+    report = format_curvature(data)
+    atomic_write_text(stem.with_suffix(".txt"), report + "\n")
+    print(report)
+    print(f"wrote {stem}.json and .txt", file=sys.stderr)
     return 0
 
 

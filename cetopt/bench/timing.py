@@ -15,6 +15,7 @@ and NumPy allocations; torch's CPU allocator is not traced), and a subprocess's 
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -81,7 +82,8 @@ class Comparison:
     """Interleaved timings of several things.
 
     Attributes:
-        seconds: name -> Summary of its per-round wall seconds.
+        seconds: name -> Summary of its per-round wall seconds per call (a round times ``number[name]``
+            back-to-back calls and divides by that count).
         rounds: number of timed rounds; round r ran the things in ``order`` (reversed when r is odd).
         warmup: untimed calls of each thing before the first round.
         order: the names in the order of the even rounds.
@@ -95,6 +97,7 @@ class Comparison:
     order: tuple[str, ...]
     load: MachineLoad
     peak_bytes: dict[str, int] = field(default_factory=dict)
+    number: dict[str, int] = field(default_factory=dict)
 
     def per_round(self, name: str) -> tuple[float, ...]:
         return self.seconds[name].values
@@ -117,7 +120,8 @@ def _sync_noop() -> None:
 
 def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup: int = 1,
             sync: Callable[[], None] = _sync_noop, memory: bool | Sequence[str] = False,
-            after_call: Callable[[str, Any], None] | None = None) -> Comparison:
+            after_call: Callable[[str, Any], None] | None = None, min_block: float = 0.0,
+            calibrate: Sequence[str] | None = None) -> Comparison:
     """Time each callable once per round, interleaved, after ``warmup`` untimed calls of each.
 
     Args:
@@ -126,11 +130,15 @@ def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup:
         warmup: untimed calls of each thing first, in the same interleaved order.
         sync: called before each clock read (``torch.cuda.synchronize`` on a GPU).
         memory: True (every thing) or names: peak bytes traced by tracemalloc in one extra untimed call.
-        after_call: ``after_call(name, return_value)`` after each timed call, outside the clock (to keep
+        after_call: ``after_call(name, return_value)`` after each timed block, outside the clock (to keep
             a result, e.g. a SolveResult or a process's peak memory).
+        min_block: seconds; a thing in ``calibrate`` whose first call (a warm-up call, or one extra untimed
+            call when ``warmup`` is 0) took less is called ``ceil(min_block / that)`` times back to back per
+            round (at most 10,000), so that millisecond calls are not lost in clock and scheduler noise.
+        calibrate: names that may be repeated (default: all).
 
     Returns:
-        A Comparison; ``.ratio(a, b)`` gives per-round ratios.
+        A Comparison; ``.ratio(a, b)`` gives per-round ratios of per-call seconds.
     """
     if not things:
         raise ValueError("nothing to time: pass at least one callable")
@@ -138,22 +146,42 @@ def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup:
         raise ValueError(f"rounds must be >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
     names = tuple(things)
     load_before, cpus, usable, threads, omp = machine_state()
+    first: dict[str, float] = {}
     for r in range(warmup):
         for name in (names if r % 2 == 0 else names[::-1]):
-            things[name]()
+            first.setdefault(name, _clocked(things[name], sync)[0])
+    number = _numbers(things, names, first, sync, min_block, calibrate)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
-            sync()
-            start = time.perf_counter()
-            value = things[name]()
-            sync()
-            times[name].append(time.perf_counter() - start)
+            seconds, value = _clocked(things[name], sync, number[name])
+            times[name].append(seconds / number[name])
             if after_call is not None:
                 after_call(name, value)
     peaks = {name: traced_peak_bytes(things[name]) for name in _memory_names(memory, names)}
     load = MachineLoad(load_before, machine_state()[0], cpus, usable, threads, omp)
-    return Comparison({n: Summary.of(times[n]) for n in names}, rounds, warmup, names, load, peaks)
+    return Comparison({n: Summary.of(times[n]) for n in names}, rounds, warmup, names, load, peaks, number)
+
+
+def _clocked(fn: Callable[[], Any], sync: Callable[[], None], number: int = 1) -> tuple[float, Any]:
+    """Seconds for ``number`` back-to-back calls of ``fn`` and the last call's value."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(number):
+        value = fn()
+    sync()
+    return time.perf_counter() - start, value
+
+
+def _numbers(things: Mapping[str, Callable[[], Any]], names: tuple[str, ...], first: dict[str, float],
+             sync: Callable[[], None], min_block: float, calibrate: Sequence[str] | None) -> dict[str, int]:
+    number = dict.fromkeys(names, 1)
+    if min_block <= 0:
+        return number
+    for name in (names if calibrate is None else [n for n in names if n in calibrate]):
+        seconds = first[name] if name in first else _clocked(things[name], sync)[0]
+        number[name] = int(min(10_000, max(1, math.ceil(min_block / max(seconds, 1e-9)))))
+    return number
 
 
 def _memory_names(memory: bool | Sequence[str], names: tuple[str, ...]) -> tuple[str, ...]:

@@ -127,3 +127,31 @@ def test_process_failure_raises_with_stderr() -> None:
         run_process([sys.executable, "-c", "import sys; sys.exit('boom')"])
     run = run_process([sys.executable, "-c", "raise SystemExit(3)"], check=False)
     assert run.returncode == 3
+
+
+def test_short_calls_are_repeated_to_fill_a_block() -> None:
+    clock = FakeClock()
+    log: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timing.time, "perf_counter", clock)
+        # warm-up call 0.01 s -> 25 calls per round for a 0.25 s block; "slow" (1 s) stays at 1
+        fast = scripted(clock, [0.01] + [0.002] * 50, log, "fast")
+        slow = scripted(clock, [1.0, 3.0, 5.0], log, "slow")
+        result = compare({"fast": fast, "slow": slow}, rounds=2, warmup=1, min_block=0.25)
+    assert result.number == {"fast": 25, "slow": 1}
+    assert result.per_round("fast") == pytest.approx([0.002, 0.002])  # per call
+    assert result.per_round("slow") == pytest.approx([3.0, 5.0])
+    assert log.count("fast") == 1 + 2 * 25 and log.count("slow") == 3
+
+
+def test_calibration_without_warmup_costs_one_extra_call_of_the_named_things() -> None:
+    counts = {"a": 0, "b": 0}
+
+    def bump(name: str):
+        def run() -> None:
+            counts[name] += 1
+        return run
+
+    result = compare({"a": bump("a"), "b": bump("b")}, rounds=2, warmup=0, min_block=1e-4, calibrate=["a"])
+    assert result.number["b"] == 1 and counts["b"] == 2
+    assert counts["a"] == 1 + 2 * result.number["a"]

@@ -1,0 +1,64 @@
+"""Generated README sections: each marked section of README.md is written by one function from results files.
+
+A section is the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in README.md. ``SECTIONS`` maps
+each name to the ``"module:function"`` that returns its markdown body (no arguments; it reads committed
+results files, never runs a benchmark). ``python -m cetopt.results`` rewrites README.md atomically;
+``--check`` exits 1 when README.md is stale. Add a section: write the generator, put the markers in
+README.md, add one line to SECTIONS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from cetopt.errors import CetoptError
+
+SECTIONS: dict[str, str] = {
+    "speed": "cetopt.results.speed:speed_section",
+}
+
+
+class SectionError(CetoptError):
+    """A README section's markers are missing or malformed; the message names the section and the fix."""
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with the lines between section ``name``'s markers replaced by ``body``.
+
+    Raises:
+        SectionError: a marker is missing, repeated, or END comes before BEGIN.
+    """
+    begin, end = _markers(name)
+    counts = (text.count(begin), text.count(end))
+    if counts != (1, 1):
+        raise SectionError(f"README section {name!r}: expected one {begin!r} and one {end!r} line, found "
+                           f"{counts[0]} and {counts[1]}; add the two markers around the section")
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    if stop < start:
+        raise SectionError(f"README section {name!r}: {end!r} comes before {begin!r}; swap them")
+    return text[:start] + "\n" + body.strip("\n") + "\n" + text[stop:]
+
+
+def section_body(name: str) -> str:
+    """The current generated markdown of section ``name`` (calls its registered generator)."""
+    if name not in SECTIONS:
+        raise SectionError(f"no README section named {name!r}; known: {', '.join(SECTIONS)}")
+    module_name, _, function_name = SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module_name), function_name)()
+
+
+def render(text: str, names: list[str] | None = None) -> str:
+    """``text`` (README.md) with every registered section (or ``names``) regenerated."""
+    for name in names or list(SECTIONS):
+        text = replace_section(text, name, section_body(name))
+    return text
+
+
+def section_names(text: str) -> list[str]:
+    """Names of the sections marked in ``text``."""
+    return re.findall(r"<!-- BEGIN ([\w.-]+) -->", text)

@@ -1,0 +1,222 @@
+"""README's speed section, written from the benchmark results files (benchmarks/results/*.json, made by
+``make bench``). Every figure says what it times: ``solver`` (SolveResult.seconds, the backend alone),
+``call`` (one whole ``cetopt.solve()``), ``process`` (a whole ``cetopt solve`` subprocess), or a
+curvature operation. Medians over interleaved rounds; ratios are per round (cetopt.bench.timing), and
+both runs of each benchmark are shown with whether their ratios agree within 20%.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from cetopt.results import SectionError
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+AGREE = 0.20  # two runs' ratios agree when max / min - 1 <= this
+
+
+def load_runs(prefix: str, results: Path = RESULTS) -> dict[str, list[dict[str, Any]]]:
+    """Results files ``<prefix>*run<label>.json`` grouped by run label (a benchmark may be split in parts)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(results.glob(f"{prefix}*run*.json")):
+        match = re.search(r"run([^.]+)\.json$", path.name)
+        if match is None:
+            continue
+        try:
+            runs.setdefault(match.group(1), []).append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            raise SectionError(f"{path}: unreadable results file ({err}); rerun make bench") from None
+    if not runs:
+        raise SectionError(f"no {prefix}*run*.json in {results}; run make bench (it writes two runs)")
+    return dict(sorted(runs.items()))
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.3g} s" if seconds >= 0.01 else f"{seconds * 1e3:.3g} ms"
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.3g}x"
+
+
+def _med(summary: dict[str, Any] | None) -> float | None:
+    return None if not summary else summary["median"]
+
+
+def agree(values: Iterable[float | None]) -> bool | None:
+    """Whether positive values lie within AGREE of each other (None when fewer than two)."""
+    vals = [v for v in values if v is not None]
+    if len(vals) < 2:
+        return None
+    return max(vals) / min(vals) - 1 <= AGREE + 1e-12
+
+
+def solver_cells(files: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+    """(layers, choices) -> {solver: row} merged over one run's part files."""
+    cells: dict[tuple[int, int], dict[str, Any]] = {}
+    for data in files:
+        for cell in data["cells"]:
+            cells.setdefault((cell["layers"], cell["choices"]), {}).update({r["solver"]: r for r in cell["rows"]})
+    return cells
+
+
+def wall_checks(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [data["wall_check"] for data in files if data.get("wall_check")]
+
+
+def loads(files: list[dict[str, Any]]) -> list[float]:
+    """Every 1-minute load average recorded in a run (solver cells, wall check, curvature models)."""
+    out = []
+    for data in files:
+        timings = [c["timing"] for c in data.get("cells", [])] + [r["hvp"]["timing"] for r in data.get("rows", [])]
+        timings += [r["equal_error"]["timing"] for r in data.get("rows", [])]
+        if data.get("wall_check"):
+            timings.append(data["wall_check"]["timing"])
+        for t in timings:
+            out += [t["load"]["load_before"][0], t["load"]["load_after"][0]]
+    return out
+
+
+def _pair(values: list[float | None], fmt: Any) -> str:
+    shown = " / ".join("-" if v is None else fmt(v) for v in values)
+    verdict = agree(values)
+    return shown + ("" if verdict is None or verdict else " (differ > 20%)")
+
+
+def solver_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bool]]:
+    """Markdown table of every solver cell: run 1 / run 2 medians; the agreement verdicts of its ratios."""
+    per_run = [solver_cells(files) for files in runs.values()]
+    keys = sorted(set().union(*per_run))
+    lines = ["| layers x choices | solver | status | solver s | call s | process s | PuLP call / call |",
+             "|---|---|---|---|---|---|---|"]
+    verdicts: list[bool] = []
+    for key in keys:
+        solvers = dict.fromkeys(s for cells in per_run for s in cells.get(key, {}))
+        for name in solvers:
+            rows = [cells.get(key, {}).get(name) for cells in per_run]
+            got = [r for r in rows if r is not None]
+            status = sorted({r["status"] + (f" ({r['limit']})" if r.get("limit") else "") for r in got})
+            col = {f: [None if r is None else _med(r.get(f)) for r in rows]
+                   for f in ("solver_s", "call_s", "process_s", "pulp_over_call")}
+            verdict = agree(col["pulp_over_call"])
+            if verdict is not None:
+                verdicts.append(verdict)
+            cells = [_pair(col["solver_s"], _s) if any(col["solver_s"]) else "-",
+                     " / ".join("-" if v is None else _s(v) for v in col["call_s"]),
+                     " / ".join("-" if v is None else _s(v) for v in col["process_s"]) if any(col["process_s"]) else "-",
+                     _pair(col["pulp_over_call"], _x) if any(col["pulp_over_call"]) else "-"]
+            lines.append(f"| {key[0]:,} x {key[1]} | `{name}` | {', '.join(status)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), verdicts
+
+
+def solver_sentences(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The headline sentences, from run 1 (the first label), with run 2's figure in brackets."""
+    per_run = [solver_cells(files) for files in runs.values()]
+    first = per_run[0]
+    out = []
+    for layers in (10_000, 100_000):
+        dp, greedy = first.get((layers, 8), {}).get("dp"), first.get((layers, 8), {}).get("greedy")
+        if dp is None:
+            continue
+        text = (f"At {layers:,} layers x 8 choices, `dp` proves the optimum in {_s(dp['solver_s']['median'])} of "
+                f"solver time, {_s(dp['call_s']['median'])} per `cetopt.solve()` call")
+        if dp.get("process_s"):
+            share = dp["outside_solver_in_process"]["median"]
+            text += (f" and {_s(dp['process_s']['median'])} for the whole `cetopt solve` process "
+                     f"({share:.0%} of it outside the solver)")
+        if greedy is not None and greedy.get("excess_vs_best") is not None:
+            text += (f"; `greedy` lands within {greedy['excess_vs_best']:.1e} of the optimum in "
+                     f"{_s(greedy['solver_s']['median'])} solver, {_s(greedy['call_s']['median'])} call")
+            if greedy.get("process_s"):
+                text += f", {_s(greedy['process_s']['median'])} process"
+        out.append(text + ".")
+    cell = first.get((1000, 8), {})
+    if "pulp-cbc" in cell:
+        pulp = cell["pulp-cbc"]
+        parts = []
+        for name, row in cell.items():
+            if row.get("pulp_over_call"):
+                ratios = [c.get((1000, 8), {}).get(name, {}).get("pulp_over_call") for c in per_run]
+                parts.append(f"`{name}` {' / '.join(_x(r['median']) for r in ratios if r)}")
+        out.append(f"At 1,000 x 8, HAWQ-V3's integer program in PuLP/CBC takes {_s(pulp['call_s']['median'])} per "
+                   f"call (model building included); PuLP call time / cetopt call time, median of per-round "
+                   f"ratios, run {' / run '.join(runs)}: " + ", ".join(parts) + ".")
+    return out
+
+
+def wall_sentence(runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    checks = [c for files in runs.values() for c in wall_checks(files)]
+    if not checks:
+        return None
+    worst = max((r["process_s"]["max"], r["solver"]) for c in checks for r in c["rows"])
+    statuses = sorted({f"`{r['solver']}` {'/'.join(r['status'])}" for c in checks for r in c["rows"]})
+    return (f"With `--time-limit 3` on 10,000 x 8, every backend's whole `cetopt solve` process ended within "
+            f"{_s(worst[0])} (slowest: `{worst[1]}`; {len(checks)} run(s)); statuses: {', '.join(statuses)}.")
+
+
+def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bool]]:
+    """Markdown table per trained model: HVP costs and equal-error speedups, run 1 / run 2 medians."""
+    per_run = [{r["model"]: r for data in files for r in data["rows"]} for files in runs.values()]
+    models = list(dict.fromkeys(m for rows in per_run for m in rows))
+    lines = ["| model (trained; test acc) | fwd+bwd | HVP steady / fwd+bwd | HVP one-off / fwd+bwd | "
+             "restricted vs loop | shared vs loop (variance ratio max) |", "|---|---|---|---|---|---|"]
+    verdicts: list[bool] = []
+    for model in models:
+        rows = [r.get(model) for r in per_run]
+        first = next(r for r in rows if r is not None)
+
+        def ratio(path: tuple[str, ...]) -> list[float | None]:
+            out = []
+            for r in rows:
+                for key in path:
+                    r = None if r is None else r.get(key)
+                out.append(None if r is None else r["median"])
+            return out
+
+        cols = [ratio(("hvp", "hvp_steady_over_fb")), ratio(("hvp", "hvp_one_off_over_fb")),
+                ratio(("equal_error", "speedup_vs_loop", "restricted")),
+                ratio(("equal_error", "speedup_vs_loop", "shared"))]
+        verdicts += [v for v in (agree(c) for c in cols) if v is not None]
+        fb = " / ".join("-" if r is None else _s(r["hvp"]["timing"]["seconds"]["forward+backward"]["median"])
+                        for r in rows)
+        var = first["equal_error"]["variance_ratio_vs_restricted"]["shared"]["max"]
+        lines.append(f"| {model} ({first['layers']} layers, {first['weights'] / 1e6:.3g}M weights, batch "
+                     f"{first['batch']}; {first['test_accuracy']:.2f}) | {fb} | " + " | ".join(
+                         _pair(c, _x) for c in cols[:3]) + f" | {_pair(cols[3], _x)} ({var:.3g}) |")
+    return "\n".join(lines), verdicts
+
+
+def speed_section(results: Path = RESULTS) -> str:
+    """The README's speed section (markdown), from benchmarks/results/{solvers,curvature}-*run*.json."""
+    solvers = load_runs("solvers-", results)
+    curvature = load_runs("curvature-", results)
+    solver_md, solver_ok = solver_table(solvers)
+    curvature_md, curvature_ok = curvature_table(curvature)
+    every = [load for files in list(solvers.values()) + list(curvature.values()) for load in loads(files)]
+    cpus = {t["load"]["usable_cpus"] for files in solvers.values() for d in files for c in d["cells"]
+            for t in [c["timing"]]}
+    verdicts = solver_ok + curvature_ok
+    lines = [
+        "Measured by `make bench` (benchmarks/solvers.py, benchmarks/curvature.py; results in "
+        "[benchmarks/results](benchmarks/results)) and written here by `python -m cetopt.results`. "
+        "**solver** = the backend alone (`SolveResult.seconds`), **call** = one whole `cetopt.solve()` call, "
+        "**process** = one whole `cetopt solve FILE --format json` subprocess. Times are medians over rounds "
+        "in which everything compared ran interleaved; ratios are taken within each round, then the median. "
+        f"Each benchmark ran {max(len(solvers), len(curvature))} times on {'/'.join(map(str, sorted(cpus)))} "
+        f"CPUs shared with other work (1-minute load {min(every):.1f} to {max(every):.1f}); cells show run "
+        f"{' / run '.join(solvers)}. {sum(verdicts)} of {len(verdicts)} ratios agree within 20% across runs.",
+        "",
+        *[f"- {s}" for s in solver_sentences(solvers)],
+    ]
+    wall = wall_sentence(solvers)
+    if wall:
+        lines.append(f"- {wall}")
+    lines += ["", "Solvers on synthetic problems (bit-widths 1..8, or 1..32 for 32 choices; 3.5 average bits):", "",
+              solver_md, "",
+              "Curvature on trained models (per-layer Hutchinson traces at the standard error a per-layer "
+              "PyHessian-style loop reaches with 32 probes per layer; variance ratios measured on the trained "
+              "weights):", "", curvature_md]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,114 @@
+"""README generation: marked sections, the --check mode, and the speed section built from results files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cetopt.results import SectionError, render, replace_section, section_names
+from cetopt.results.__main__ import main
+from cetopt.results.speed import agree, speed_section
+
+README = "# title\n\nintro\n<!-- BEGIN speed -->\nold text\n<!-- END speed -->\ntail\n"
+
+
+def test_replace_section_keeps_everything_outside_the_markers() -> None:
+    out = replace_section(README, "speed", "new body")
+    assert out == "# title\n\nintro\n<!-- BEGIN speed -->\nnew body\n<!-- END speed -->\ntail\n"
+    assert replace_section(out, "speed", "new body") == out  # idempotent
+    assert section_names(out) == ["speed"]
+
+
+@pytest.mark.parametrize("text, fix", [
+    ("no markers", "add the two markers"),
+    ("<!-- BEGIN speed -->\n<!-- BEGIN speed -->\n<!-- END speed -->", "add the two markers"),
+    ("<!-- END speed -->\n<!-- BEGIN speed -->", "swap them"),
+])
+def test_bad_markers_name_the_section(text: str, fix: str) -> None:
+    with pytest.raises(SectionError, match=f"'speed'.*{fix}"):
+        replace_section(text, "speed", "x")
+
+
+def test_unknown_section_is_named() -> None:
+    with pytest.raises(SectionError, match="no README section named 'nope'"):
+        render(README, ["nope"])
+
+
+def summary(values: list[float]) -> dict:
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2] if len(ordered) % 2 else sum(ordered[len(ordered) // 2 - 1:][:2]) / 2
+    return {"values": values, "min": min(values), "median": median, "max": max(values),
+            "spread": (max(values) - min(values)) / median}
+
+
+LOAD = {"load": {"load_before": [1.5, 1.0, 1.0], "load_after": [2.5, 1.0, 1.0], "cpu_count": 2, "usable_cpus": 2,
+                 "torch_threads": None, "omp_num_threads": None}}
+
+
+def solver_file(run: str, dp_call: float, pulp_ratio: list[float]) -> dict:
+    rows = [
+        {"solver": "dp", "status": "optimal", "limit": None, "objective": 1.0, "gap": 0.0, "excess_vs_best": 0.0,
+         "solver_s": summary([dp_call / 2] * 2), "call_s": summary([dp_call] * 2), "process_s": summary([3.0, 3.0]),
+         "outside_solver_in_process": summary([0.9, 0.9]), "pulp_over_call": summary(pulp_ratio)},
+        {"solver": "pulp-cbc", "status": "optimal", "limit": None, "objective": 1.0, "gap": None,
+         "solver_s": None, "call_s": summary([dp_call * pulp_ratio[0]] * 2), "process_s": None},
+    ]
+    return {"meta": {"run": run}, "cells": [{"layers": 1000, "choices": 8, "timing": LOAD, "rows": rows}],
+            "wall_check": None}
+
+
+def curvature_file(steady: float) -> dict:
+    eq = {"variance_ratio_vs_restricted": {"shared": {"median": 2.0, "max": 7.0}},
+          "speedup_vs_loop": {"restricted": summary([1.05, 1.05]), "shared": summary([3.0, 3.0])}, "timing": LOAD}
+    row = {"model": "resnet18", "layers": 21, "weights": 11_000_000, "batch": 32, "test_accuracy": 0.93,
+           "hvp": {"timing": {**LOAD, "seconds": {"forward+backward": summary([0.1, 0.1])}},
+                   "hvp_steady_over_fb": summary([steady, steady]), "hvp_one_off_over_fb": summary([3.3, 3.3])},
+           "equal_error": eq}
+    return {"meta": {}, "rows": [row]}
+
+
+def write_results(tmp: Path, second_ratio: float) -> Path:
+    tmp.mkdir(exist_ok=True)
+    for run, ratio in (("1", 10.0), ("2", second_ratio)):
+        (tmp / f"solvers-all-run{run}.json").write_text(json.dumps(solver_file(run, 0.5, [ratio, ratio])))
+        (tmp / f"curvature-run{run}.json").write_text(json.dumps(curvature_file(2.0)))
+    return tmp
+
+
+def test_speed_section_quotes_the_files_and_names_each_time(tmp_path: Path) -> None:
+    text = speed_section(write_results(tmp_path / "r", 11.0))
+    assert "| 1,000 x 8 | `dp` | optimal | 0.25 s / 0.25 s | 0.5 s / 0.5 s | 3 s / 3 s | 10x / 11x |" in text
+    assert "**solver** = the backend alone" in text and "**call** = one whole" in text
+    assert "| 2x / 2x | 3.3x / 3.3x | 1.05x / 1.05x | 3x / 3x (7) |" in text
+    assert "differ > 20%" not in text
+    assert "Each benchmark ran 2 times" in text and "load 1.5 to 2.5" in text
+    n = text.count("ratios agree")
+    assert n == 1 and "5 of 5 ratios agree within 20%" in text
+
+
+def test_runs_that_disagree_are_flagged(tmp_path: Path) -> None:
+    text = speed_section(write_results(tmp_path / "r", 13.0))  # 13 / 10 - 1 = 30% > 20%
+    assert "10x / 13x (differ > 20%)" in text and "4 of 5 ratios agree" in text
+    assert agree([1.0, 1.2]) is True and agree([1.0, 1.21]) is False and agree([1.0]) is None
+
+
+def test_missing_results_say_how_to_make_them(tmp_path: Path) -> None:
+    with pytest.raises(SectionError, match="make bench"):
+        speed_section(tmp_path)
+
+
+def test_check_mode_and_rewrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cetopt.results as results
+
+    monkeypatch.setattr(results, "section_body", lambda name: "generated")
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert main(["--readme", str(readme), "--check"]) == 1
+    assert readme.read_text() == README  # --check writes nothing
+    assert main(["--readme", str(readme)]) == 0
+    assert "generated" in readme.read_text() and "old text" not in readme.read_text()
+    assert main(["--readme", str(readme), "--check"]) == 0
+    readme.write_text("no markers here\n")
+    assert main(["--readme", str(readme), "--check"]) == 2
