@@ -45,8 +45,16 @@ results: $(STAMP)
 	$(BIN)/python -m cetopt.results.quality_sections
 	$(BIN)/python -m cetopt.results
 
+# Speed benchmarks, each run twice (the README section shows both runs and whether their ratios agree),
+# then README.md's speed section regenerated from benchmarks/results/. About an hour on a busy 2-core machine.
+BENCH_RUNS ?= 1 2
 bench: $(STAMP)
-	$(BIN)/python benchmarks/solvers.py
+	for run in $(BENCH_RUNS); do \
+	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/curvature.py --run $$run || exit 1; \
+	  $(BIN)/python benchmarks/solvers.py --part mip --sizes 100 1000 --run $$run || exit 1; \
+	  $(BIN)/python benchmarks/solvers.py --part large --sizes 10000 100000 --no-wall-check --run $$run || exit 1; \
+	done
+	$(BIN)/python -m cetopt.results
 
 problems: $(STAMP)
 	$(BIN)/cetopt extract digits-cnn --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-cnn-cet-avg3.json
