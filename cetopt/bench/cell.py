@@ -76,12 +76,15 @@ def _hawq_problem(model: str, bits: tuple[int, ...]) -> AllocationProblem:
 
 
 def _measurable(problem: AllocationProblem) -> str | None:
-    from cetopt.zoo.registry import is_zoo_name
+    """The model target the problem was built on (zoo name, module:function, file.py:function), or None."""
+    from cetopt.modelspec import check_target
 
-    model = problem.metadata.get("model")
-    if isinstance(model, str) and is_zoo_name(model) and problem.metadata.get("rounding", "nearest") == "nearest":
-        return model
-    return None
+    model = problem.metadata.get("model_target") or problem.metadata.get("model")
+    try:
+        check_target(model) if isinstance(model, str) else None
+    except Exception:  # a name that no longer resolves (e.g. a moved file): not measurable, said in the row
+        return None
+    return model if isinstance(model, str) else None
 
 
 @lru_cache(maxsize=8)
@@ -134,7 +137,7 @@ def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, in
         return (bits, "") if bits is not None else (None, f"uniform needs {b:g} among every layer's candidate bits")
     model = _measurable(problem)
     if model is None:
-        return None, "hawq-v3 baseline needs a zoo model to extract traces from"
+        return None, "hawq-v3 baseline needs the problem's model (metadata model_target: a zoo name, module:function or file.py:function) to extract traces from"
     candidates = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
     bits = hawq_v3_bits(_hawq_problem(model, candidates), b)
     if bits is None:
@@ -168,14 +171,27 @@ def run_cell(cell: Cell) -> dict[str, Any]:
                    seconds=result.seconds, size_bits=result.size_bits, avg_bits=result.avg_bits,
                    options=json.dumps(result.options, sort_keys=True, default=str), message=result.message)
         bits = dict(result.bits) if result.success else None
+    from cetopt.quant.pack import budget_left
+
+    left = budget_left(problem, row["size_bits"])
+    row["unused_avg_bits"] = None if left is None else left / problem.total_params
     if bits is not None:
+        from cetopt.quant.pack import problem_packed_size
+        from cetopt.quant.plan import Plan, apply_plan, plan_from_result
+        from cetopt.quant.quantizers import QuantizerSpec
+
         row["bits"] = json.dumps([bits[layer.name] for layer in problem.layers])
+        plan = plan_from_result(problem, result) if row["kind"] == "solver" else Plan(
+            bits=bits, **({"quantizer": QuantizerSpec(**problem.metadata["quantizer"])}
+                          if "quantizer" in problem.metadata else {}))
+        packed = problem_packed_size(problem, plan)
+        row["packed_ratio"] = packed.ratio if packed is not None else None
         model = _measurable(problem) if cell.measure else None
         if model is not None:
-            from cetopt.quant.plan import Plan, apply_plan
+            from cetopt.artifact import plan_quadrics
 
             measurer = _measurer(model)
-            applied = apply_plan(measurer.spec.model, Plan(bits=bits))
+            applied = apply_plan(measurer.spec.model, plan, quadrics=plan_quadrics(measurer.spec, plan))
             measured = measurer.measure(applied.weights, validation=False)
             metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
             row.update(metric_name=metric_name, metric=measured.metric, fp_metric=fp,
