@@ -401,8 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
     p.add_argument("model", help=_MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
-    p.add_argument("--method", choices=_CostModelNames(), default="cet", metavar="METHOD",
-                   help="cost model (cetopt.costmodels): cet and its switches, llc, hawq-v3, fisher, ...")
+    # default = cetopt.costmodels.registry.DEFAULT_COST_MODEL, spelled out (the registry loads numpy); a test ties them
+    p.add_argument("--method", choices=_CostModelNames(), default="cet-shrink", metavar="METHOD",
+                   help="cost model (cetopt.costmodels), default cet-shrink (chosen by benchmarks/cost_models.py): "
+                        "cet and its switches, llc, hawq-v3, fisher, cet-holdout, measured, ...")
     p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
                    help="candidate rounding: nearest, or toward each layer's major axes")
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")

@@ -79,7 +79,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
                                 for r in check])
     header = (f"{spec.name}: metric = {metric_name} (FP32 {fp if fp is None else f'{fp:.4f}'}); "
               f"{len(problem.layers)} layers; budget {avg_bits} avg bits; "
-              f"predicted dL = g.d + 1/2 d'Hd (exact quadratic forms)")
+              f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           metric_name or "metric", "vs_FP"], rows)
     return (header + "\n" + table + "\n\nPredicted vs measured loss change of the dp plan, layer by layer (each "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
+from cetopt.costmodels.registry import DEFAULT_COST_MODEL
 from cetopt.modelspec import ModelSpec
 from cetopt.problem.model import Budget
 
@@ -23,7 +24,7 @@ def problem_name(spec: ModelSpec, method: str, rounding: str = "nearest") -> str
     return f"{spec.name}-{method}" + ("" if rounding == "nearest" else f"-{rounding}")
 
 
-def build_for(spec: ModelSpec, *, method: str = "cet", bits: Sequence[int] = DEFAULT_BITS,
+def build_for(spec: ModelSpec, *, method: str = DEFAULT_COST_MODEL, bits: Sequence[int] = DEFAULT_BITS,
               budget: Budget | None = None, target: str | None = None, **options: Any) -> "BuiltProblem":
     """The allocation problem of ``spec`` under cost model ``method`` and its candidates' weights.
 

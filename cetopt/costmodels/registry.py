@@ -13,6 +13,10 @@ from cetopt.errors import ProblemError
 
 _REGISTRY: dict[str, str | type[CostModel]] = {}
 
+# what `cetopt extract` / `demo` / `bench` use when no --method is given: chosen by measurement, not elegance
+# (benchmarks/results/cost_models.md: ties the best model's plans on every zoo cell, never chases a noisy g.d)
+DEFAULT_COST_MODEL = "cet-shrink"
+
 
 def register(name: str, target: str | type[CostModel], *, replace: bool = False) -> None:
     """Register a cost model under ``name`` (an import string "pkg.module:Class" or a CostModel subclass)."""
