@@ -2,6 +2,11 @@
 cross-layer terms e_a' H_ab e_b. This is the quantity CET needs for a layer's quantisation error at
 each candidate bit-width. Each product differentiates only the layers involved (a layer's gradient
 w.r.t. its own weight, or w.r.t. its neighbour's for cross terms), a fraction of a full Hessian pass.
+
+The own terms use prefix caching (cetopt.curvature.prefix) where the model traces with torch.fx: each
+layer's products run from the layer's cached input on, one layer's graph at a time; elsewhere they use
+the operator's full first-order graph. Both give the same numbers (tests/curvature/test_prefix.py).
+Under torch.distributed the batches are shared among ranks and the sums all-reduced (as the operator does).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cetopt.curvature.operator import CurvatureOperator, check_finite
+from cetopt import distributed
+from cetopt.curvature.operator import CurvatureOperator, check_finite, eval_mode
+from cetopt.curvature.progress import progress
 from cetopt.errors import ProblemError
 
 
@@ -32,8 +39,8 @@ class QuadraticForms:
 
 
 def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torch.Tensor]], *,
-                    pairs: Sequence[tuple[str, str]] = (), gradient: Sequence[torch.Tensor] | None = None
-                    ) -> QuadraticForms:
+                    pairs: Sequence[tuple[str, str]] = (), gradient: Sequence[torch.Tensor] | None = None,
+                    prefix_cache: bool = True, show_progress: bool = True) -> QuadraticForms:
     """e' H e for each layer's error vectors (and e_a' H_ab e_b for ``pairs``).
 
     Args:
@@ -41,6 +48,8 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
         errors: layer name -> list of error tensors shaped like the weight (e.g. Q_b(W) - W per bit-width).
         pairs: layer pairs whose cross terms to compute (e.g. producer/consumer from the layer graph).
         gradient: per-layer gradients, to also return g . e.
+        prefix_cache: compute the own terms from each layer's cached input on (where the model traces).
+        show_progress: a bar per layer (stderr, after a few seconds).
     """
     names = operator.names
     unknown = [n for n in errors if n not in names]
@@ -57,12 +66,15 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
                 raise ProblemError(f"error vector {i} of {name!r} has shape {tuple(tensor.shape)}, the weight "
                                    f"{tuple(target.shape)}", field="errors")
         stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
-    own = {}
-    for name, block in stacked.items():
+    own = _prefix_forms(operator, stacked, show_progress) if prefix_cache else {}
+    rest = [name for name in stacked if name not in own]
+    for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
+        block = stacked[name]
         products = operator.cross_block_hvp(index[name], index[name], block)
         values = (block * products).reshape(block.shape[0], -1).sum(dim=1)
         check_finite(name, "quadratic form", values)
         own[name] = values.double().cpu().numpy()
+    own = {name: own[name] for name in stacked}
     cross = {}
     for a, b in pairs:
         # d(g_b . e_b)/dW_a = H_ab e_b (as a W_a-shaped tensor); dot with e_a gives e_a' H_ab e_b
@@ -75,3 +87,52 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
             g = gradient[index[name]]
             linear[name] = np.array([float((g * e.to(g)).sum()) for e in errors[name]])
     return QuadraticForms(own=own, linear=linear, cross=cross)
+
+
+def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
+                  show_progress: bool) -> dict[str, np.ndarray]:
+    """e' H_ll e for the layers prefix caching supports (layer -> (K,) float64); {} when it is off."""
+    from cetopt.curvature.prefix import prefix_runner
+
+    runner = prefix_runner(operator.model, operator.loss_fn)
+    names = [n for n in stacked if runner is not None and runner.supports(n)]
+    if runner is None or not names:
+        return {}
+    index = {n: i for i, n in enumerate(operator.names)}
+    sums = {n: torch.zeros(stacked[n].shape[0], dtype=torch.float64, device=operator.device) for n in names}
+    batched = operator.device.type == "cuda"  # vmapped backward measured slower than a loop on the CPU
+    bar = progress(total=len(names) * len(operator.local_batches), desc="quadratic forms (prefix cached)",
+                   disable=not show_progress)
+    try:
+        with eval_mode(operator.model):
+            for batch in operator.local_batches:
+                if not runner.record(operator.model, batch):
+                    return {}
+                for name in names:
+                    bar.set_postfix_str(name, refresh=False)
+                    sums[name] += _layer_forms(runner, name, operator.params[index[name]], stacked[name], batched)
+                    bar.update(1)
+                runner.release()
+    finally:
+        bar.close()
+    reduced = distributed.all_reduce_sum([sums[n] for n in names])
+    out = {}
+    for name, total in zip(names, reduced):
+        values = total / len(operator.batches)
+        check_finite(name, "quadratic form", values)
+        out[name] = values.cpu().numpy()
+        operator.hvp_count += stacked[name].shape[0]
+    return out
+
+
+def _layer_forms(runner: object, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool) -> torch.Tensor:
+    """(K,) float64: e_k' H_ll e_k of one recorded batch, from the layer's suffix graph."""
+    g, w = runner.first_order(name, weight)  # type: ignore[attr-defined]
+    if not g.requires_grad:  # the loss does not depend on this layer beyond first order
+        return torch.zeros(block.shape[0], dtype=torch.float64, device=block.device)
+    if batched and block.shape[0] > 1:
+        (products,) = torch.autograd.grad(g, w, grad_outputs=block, is_grads_batched=True)
+    else:
+        parts = [torch.autograd.grad(g, w, grad_outputs=e, retain_graph=True, allow_unused=True)[0] for e in block]
+        products = torch.stack([torch.zeros_like(e) if p is None else p for p, e in zip(parts, block)])
+    return (block * products).reshape(block.shape[0], -1).sum(dim=1).detach().double()
