@@ -324,6 +324,11 @@ def cmd_prove(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cetopt.pipeline import run_demo
 
+    if args.rerank:
+        from cetopt.rerank import rerank_report
+
+        print(rerank_report(args.model, args.rerank, avg_bits=args.avg_bits))
+        return EXIT_OK
     print(run_demo(args.model, avg_bits=args.avg_bits))
     return EXIT_OK
 
@@ -462,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
     p.add_argument("model", nargs="?", default="digits-cnn", help=_MODEL_HELP)
     p.add_argument("--avg-bits", type=float, default=3.0)
+    p.add_argument("--rerank", type=int_in(1, 1000), default=0, metavar="K",
+                   help="instead: dp's K best plans, each measured on the validation batches; the best measured wins")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("schema", help="print the JSON schema of cetopt.problem/1")

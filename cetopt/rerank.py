@@ -134,3 +134,28 @@ def rerank(built: "BuiltProblem", measure: Callable[[Mapping[str, "torch.Tensor"
         measured.append(dataclasses.replace(plan, measured=float(value)))
     best = min(measured, key=lambda p: (p.measured, p.rank))
     return RerankResult(plans=tuple(measured), best=best)
+
+
+def rerank_report(target: str, k: int, *, avg_bits: float = 3.0, method: str | None = None,
+                  solver: str = "dp") -> str:
+    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem at ``avg_bits``, each with its
+    predicted and its measured validation loss change, and which one re-ranking returns (text table)."""
+    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.model import Budget
+    from cetopt.tables import format_table
+    from cetopt.workflow import build_for
+
+    spec = load_model_spec(target)
+    method = method or DEFAULT_COST_MODEL
+    built = build_for(spec, method=method, budget=Budget(avg_bits=avg_bits))
+    measurer = Measurer(spec)
+    result = rerank(built, measurer.validation_dloss, k, solver)
+    rows = [[p.rank, f"{p.size_bits / built.problem.total_params:.3f}", f"{p.predicted_loss:.6f}", f"{p.measured:.6f}",
+             "<- returned" if p is result.best else ""] for p in result.plans]
+    table = format_table(["rank", "avg_bits", "predicted_dL (calibration)", "measured_dL (validation)", ""], rows)
+    return (f"{spec.name}: the {len(result.plans)} best plans of the {method} problem at {avg_bits} avg bits ({solver}), "
+            f"re-ranked by the measured validation loss change:\n{table}\n"
+            f"returned: rank {result.best.rank} (predicted {result.best.predicted_loss:.6f}, measured "
+            f"{result.best.measured:.6f}); the solver's optimum measured {result.solver_best.measured:.6f}")

@@ -69,3 +69,17 @@ def test_rerank_returns_the_best_measured_plan() -> None:
     assert result.best.measured == min(p.measured for p in result.plans)
     assert result.solver_best.objective == min(p.objective for p in result.plans)
     assert all(p.size_bits <= built.problem.max_size_bits + 1e-6 for p in result.plans)
+
+
+def test_demo_rerank_reports_both_objectives() -> None:
+    from cetopt.cli import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["demo", "digits-mlp", "--rerank", "3", "--avg-bits", "4"]) == 0
+    text = out.getvalue()
+    assert "predicted_dL (calibration)" in text and "measured_dL (validation)" in text
+    assert text.count("<- returned") == 1 and "the solver's optimum measured" in text
