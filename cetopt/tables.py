@@ -34,7 +34,7 @@ def comparison_table(results: Sequence[SolveResult]) -> str:
             f"{r.seconds * 1000:.1f}",
         ])
     return format_table(["solver", "status", "objective", "bound", "gap", "size_bits", "avg_bits",
-                         "ratio_vs_fp32", "ms"], rows)
+                         "ratio_vs_fp32", "solver_ms"], rows)
 
 
 def bits_table(results: Sequence[SolveResult], layer_names: Sequence[str]) -> str:

@@ -48,7 +48,7 @@ def solver_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[A
                       f"{statistics.median(seconds):.4f}" if seconds else "-",
                       f"{statistics.median(ratios):.3g}x" if ratios else "-",
                       f"{max(gaps):.2e}" if gaps else "-", f"{max(excess):.2e}" if excess else "-"])
-    return (["solver", "cells", "statuses", "median s", f"median time / {REFERENCE_SOLVER}", "worst gap",
+    return (["solver", "cells", "statuses", "median solver s", f"median solver time / {REFERENCE_SOLVER}", "worst gap",
              "worst gap to best found"], table)
 
 
@@ -91,7 +91,7 @@ def write_summary(out: Path, rows: Sequence[dict[str, Any]], command: str = "cet
         "|d|^2 at the same budget; uniform = every layer at the budget's bit-width. Metric: test accuracy (digits, "
         "MNIST-1D), top-1 agreement with FP32 (MobileNetV2), cosine to FP32 embeddings (MiniLM).",
         markdown_table(quality_header, quality_rows) if quality_rows else "(no zoo problems in this run)",
-        f"## Solvers (time ratios vs {REFERENCE_SOLVER} in the same run)",
+        f"## Solvers (solver time, SolveResult.seconds; ratios vs {REFERENCE_SOLVER} in the same run)",
         markdown_table(solver_header, solver_rows),
     ]) + "\n"
     return atomic_write_text(out / "summary.md", text)
