@@ -3,7 +3,7 @@
 - ``digits-cnn``, ``mnist1d-resnet``: the zoo's trained models (cetopt.zoo.digits, cetopt.zoo.mnist1d_resnet;
   trained and cached on first use), with a calibration batch of 128 training examples.
 - ``resnet18``: cetopt.zoo.resnet's torchvision-layout ResNet-18 (torchvision stem) trained for a few epochs on
-  scikit-learn's digits upsampled to 32x32 RGB (offline data); batch 32.
+  scikit-learn's digits upsampled to 32x32 RGB (offline data); calibration batch 16.
 - ``transformer``: cetopt.zoo.transformer's 4-block encoder (d=128) trained on the digits read as 64-token
   sequences of pixel intensities (vocabulary 17); batch 16.
 
@@ -79,18 +79,18 @@ def load_bench_model(name: str, *, seed: int = 0) -> BenchModel:
         model = trained_mnist1d_resnet(seed=seed)
         label = "the zoo's mnist1d-resnet (8 epochs on MNIST-1D)"
     elif name == "resnet18":
-        split, epochs, batch = digits_rgb32(seed), 3, 32
+        split, epochs, batch = digits_rgb32(seed), 3, 16
         torch.manual_seed(seed)
         model = cached_training(f"bench-resnet18-digits32-s{seed}-e{epochs}", resnet18(num_classes=10),
-                                lambda m: train(m, split, epochs=epochs, seed=seed, lr=1e-3, batch_size=batch))
-        label = f"{epochs} epochs of Adam on sklearn digits upsampled to 32x32 RGB, batch {batch}"
+                                lambda m: train(m, split, epochs=epochs, seed=seed, lr=1e-3, batch_size=32))
+        label = f"{epochs} epochs of Adam (batch 32) on sklearn digits upsampled to 32x32 RGB"
     elif name == "transformer":
         split, epochs, batch = digits_tokens(seed), 12, 16
         torch.manual_seed(seed)
         fresh = TinyTransformer(vocab=17, dim=128, depth=4, heads=4, hidden=512, classes=10, max_len=64)
         model = cached_training(f"bench-transformer-digits-tokens-s{seed}-e{epochs}", fresh,
                                 lambda m: train(m, split, epochs=epochs, seed=seed, lr=2e-3, batch_size=32))
-        label = f"{epochs} epochs of Adam on sklearn digits as 64-token sequences; calibration batch {batch}"
+        label = f"{epochs} epochs of Adam (batch 32) on sklearn digits as 64-token sequences"
     else:
         raise KeyError(f"unknown benchmark model {name!r}; use one of {', '.join(MODELS)}")
     calibration = (split.x_train[:batch], split.y_train[:batch])

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from cetopt import AllocationProblem, solve
 from cetopt._atomic import atomic_write_text
-from cetopt.bench.timing import ProcessRun, compare, run_process
+from cetopt.bench.timing import ProcessRun, Summary, compare, run_process
 from cetopt.problem.io import save_problem
 from cetopt.problem.synthetic import synthetic_problem
 
@@ -102,9 +102,9 @@ def run_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path) -> 
     results: dict[str, list[Any]] = {}
     things: dict[str, Callable[[], Any]] = {}
     for b in backends:
-        things[f"{b} call"] = (lambda b=b: lambda: solve(problem, b, time_limit=args.time_limit))()
+        things[f"{b} call"] = (lambda b=b: lambda: guarded(solve, problem, b, time_limit=args.time_limit))()
         if b in args.process_backends:
-            things[f"{b} process"] = (lambda b=b: lambda: run_process(cli(path, b, args.time_limit)))()
+            things[f"{b} process"] = (lambda b=b: lambda: run_process(cli(path, b, args.time_limit), check=False))()
     if baseline:
         things[PULP] = lambda: pulp_hawq_baseline(problem, args.pulp_time_limit)
     memory = [f"{b} call" for b in backends if b in args.memory_backends] + ([PULP] if baseline else [])
@@ -120,18 +120,39 @@ def run_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path) -> 
             "time_limit": args.time_limit, "timing": timing.to_dict(), "rows": rows}
 
 
+def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or the exception it raised (a failing backend is reported, not fatal)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - reported in the results as the row's status
+        return err
+
+
+def process_output(run: ProcessRun) -> dict[str, Any]:
+    """The CLI's JSON result, or an error status with its exit code and stderr tail."""
+    try:
+        return json.loads(run.stdout)
+    except ValueError:
+        return {"status": f"error (exit {run.returncode}): {run.stderr.strip()[-200:]}", "seconds": None}
+
+
 def backend_row(b: str, timing: Any, results: dict[str, list[Any]], baseline: bool) -> dict[str, Any]:
     solved = results[f"{b} call"]
     runs: list[ProcessRun] = results.get(f"{b} process", [])
+    failed = [r for r in solved if isinstance(r, Exception)]
+    if failed:
+        return {"solver": b, "status": f"error: {type(failed[0]).__name__}: {failed[0]}"[:300], "limit": None,
+                "objective": None, "gap": None, "solver_s": None, "call_s": None, "process_s": None}
     last = solved[-1]
     row = {"solver": b, "status": last.status.value, "limit": last.limit, "objective": last.objective,
-           "gap": last.gap, "solver_s": vars(summary([r.seconds for r in solved])),
+           "gap": last.gap, "solver_s": vars(Summary.of([r.seconds for r in solved])),
            "call_s": vars(timing.seconds[f"{b} call"]), "process_s": None, "outside_solver_in_process": None,
            "peak_call_bytes": timing.peak_bytes.get(f"{b} call"), "peak_process_rss_bytes": None}
     if runs:
-        outs = [json.loads(p.stdout) for p in runs]
+        outs = [process_output(p) for p in runs]
+        inside = [o["seconds"] / p.seconds for o, p in zip(outs, runs) if o.get("seconds") is not None]
         row.update(process_s=vars(timing.seconds[f"{b} process"]),
-                   outside_solver_in_process=vars(summary([1 - o["seconds"] / p.seconds for o, p in zip(outs, runs)])),
+                   outside_solver_in_process=vars(Summary.of([1 - x for x in inside])) if inside else None,
                    peak_process_rss_bytes=max(p.max_rss_bytes for p in runs),
                    process_status=sorted({o["status"] for o in outs}))
     if baseline:
@@ -166,23 +187,17 @@ def finite(value: Any) -> Any:
     return value
 
 
-def summary(values: list[float]) -> Any:
-    from cetopt.bench.timing import Summary
-
-    return Summary.of(values)
-
-
 def wall_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Every backend's CLI on 10,000 x 8 with ``--time-limit 3``: its wall time, interleaved rounds."""
     problem = make_problem(10_000, 8, args.seed, args.avg_bits)
     path = save_problem(problem, tmp / "wall-check.json")
     runs: dict[str, list[ProcessRun]] = {}
-    timing = compare({b: (lambda b=b: lambda: run_process(cli(path, b, 3.0)))() for b in args.backends},
+    timing = compare({b: (lambda b=b: lambda: run_process(cli(path, b, 3.0), check=False))() for b in args.backends},
                      rounds=args.wall_rounds, warmup=0,
                      after_call=lambda name, value: runs.setdefault(name, []).append(value))
     rows = []
     for b in args.backends:
-        out = [json.loads(r.stdout) for r in runs[b]]
+        out = [process_output(r) for r in runs[b]]
         rows.append({"solver": b, "process_s": vars(timing.seconds[b]), "status": sorted({o["status"] for o in out}),
                      "limit": sorted({str(o.get("limit")) for o in out}), "solver_s": [o["seconds"] for o in out],
                      "gap": [o.get("gap") for o in out], "peak_process_rss_bytes": max(r.max_rss_bytes for r in runs[b])})
