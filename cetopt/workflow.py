@@ -44,11 +44,13 @@ def build_for(spec: ModelSpec, *, method: str = DEFAULT_COST_MODEL, bits: Sequen
 
     from cetopt.curvature.layers import find_layers
     from cetopt.artifact import model_target
+    from cetopt.quant.pack import buffer_bits
 
     layers = find_layers(spec.model, spec.quantisable_layers(), exclude=spec.exclude)
     other = sum(p.numel() for p in spec.model.parameters()) - sum(r.weight.numel() for r in layers)
     metadata = {"model": spec.name, "data": spec.data, "cetopt_version": __version__,
                 "model_target": model_target(target or spec.name), "other_params": int(other),
+                "buffer_bits": buffer_bits(spec.model),
                 **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))},
                 **fingerprint_spec(spec).as_metadata()}  # ties the file to these weights and calibration data
     return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options.get("rounding", "nearest")),

@@ -62,7 +62,7 @@ def test_round_trip_gives_the_fake_quantised_outputs(tmp_path: Path, name: str) 
     # every byte of tensor data is accounted for by the packed size (codes, scales, other parameters) + buffers
     buffers = sum(b.numel() * b.element_size() for b in spec.model.buffers())
     assert info.buffer_bytes == buffers
-    assert info.data_bytes == info.size.total_bytes + buffers == info.predicted_bytes
+    assert info.data_bytes == info.size.total_bytes == info.predicted_bytes and info.size.buffer_bits == 8 * buffers
     assert info.size.total_bits == applied.size_bits and info.size.ratio == pytest.approx(applied.ratio)
     assert (tmp_path / "out" / WEIGHTS_FILE).stat().st_size == info.file_bytes
     assert Plan.load(tmp_path / "out" / "plan.json") == plan

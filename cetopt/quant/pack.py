@@ -11,8 +11,9 @@ output channels when the quantiser is per channel, else one row for the whole te
 - rank r: factors A (out, r) and B (r, in x kernel) as two parts, or as float32 when bits >= 32
   (cetopt.quant.lowrank; singular values split evenly between the factors).
 
-Every other parameter is stored at 32 bits. ``packed_size`` computes the size from shapes alone; the
-tensors written by :func:`compress_layer` have exactly that many bytes (tests/quant/test_pack.py).
+Every other parameter is stored at 32 bits, buffers as they are. :func:`layer_packed_bits` computes a layer's
+size from its shape alone; the tensors written by :func:`compress_layer` have exactly that many bytes
+(tests/quant/test_pack.py), and :class:`PackedSize` adds up a model.
 """
 
 from __future__ import annotations
@@ -64,21 +65,24 @@ def layer_packed_bits(shape: tuple[int, ...], choice: LayerChoice, spec: Quantiz
 
 @dataclass(frozen=True)
 class PackedSize:
-    """Packed size of a model under a plan (the one definition every report uses).
+    """Packed size of a model under a plan (the one definition every report uses): what a deployable copy
+    stores, i.e. what ``cetopt apply`` writes, less the file header.
 
     Attributes:
         layers: planned layer -> stored bits of its weight (codes, scales, factors, terms).
         other_bits: every parameter the plan leaves alone, at 32 bits.
-        fp32_bits: every parameter at 32 bits.
+        buffer_bits: the model's buffers (BatchNorm running statistics, ...) at their own precision.
+        fp32_bits: the uncompressed model: every parameter at 32 bits plus the same buffers.
     """
 
     layers: Mapping[str, int]
     other_bits: int
     fp32_bits: int
+    buffer_bits: int = 0
 
     @property
     def total_bits(self) -> int:
-        return int(sum(self.layers.values())) + self.other_bits
+        return int(sum(self.layers.values())) + self.other_bits + self.buffer_bits
 
     @property
     def total_bytes(self) -> int:
@@ -86,12 +90,18 @@ class PackedSize:
 
     @property
     def ratio(self) -> float:
-        """FP32 size / packed size."""
+        """Uncompressed size / packed size."""
         return self.fp32_bits / self.total_bits if self.total_bits else float("inf")
 
 
+def buffer_bits(model: "nn.Module") -> int:
+    """Bits of the state-dict entries that are not parameters (buffers), at their own dtype."""
+    params = {n for n, _ in model.named_parameters()}
+    return sum(8 * t.numel() * t.element_size() for n, t in model.state_dict().items() if n not in params)
+
+
 def model_packed_size(model: "nn.Module", plan: Plan) -> PackedSize:
-    """Packed size of ``model``'s parameters under ``plan``."""
+    """Packed size of ``model`` under ``plan``."""
     modules = dict(model.named_modules())
     layers = {name: layer_packed_bits(tuple(modules[name].weight.shape), c, plan.quantizer_of(name))
               for name, c in plan.layers.items()}
@@ -100,20 +110,23 @@ def model_packed_size(model: "nn.Module", plan: Plan) -> PackedSize:
     for pname, param in model.named_parameters():
         total += param.numel()
         other += 0 if pname in planned else param.numel()
-    return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total)
+    buffers = buffer_bits(model)
+    return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total + buffers,
+                      buffer_bits=buffers)
 
 
 def problem_packed_size(problem: "AllocationProblem", plan: Plan) -> PackedSize | None:
-    """Packed size from a problem file alone: its layer shapes and quantiser, plus the count of the model's
-    other parameters (metadata "other_params", written by cetopt.workflow.build_for). None when the problem
-    does not describe a model (no shapes or no parameter count)."""
-    other = problem.metadata.get("other_params")
-    if not isinstance(other, int) or any(layer.shape is None for layer in problem.layers):
+    """Packed size from a problem file alone: its layer shapes and quantiser, plus the model's other
+    parameters and buffers (metadata "other_params" and "buffer_bits", written by cetopt.workflow.build_for).
+    None when the problem does not describe a model (no shapes or no such metadata)."""
+    other, buffers = problem.metadata.get("other_params"), problem.metadata.get("buffer_bits")
+    if not isinstance(other, int) or not isinstance(buffers, int) or any(layer.shape is None for layer in problem.layers):
         return None
     layers = {layer.name: layer_packed_bits(tuple(layer.shape), plan.layers[layer.name], plan.quantizer_of(layer.name))
               for layer in problem.layers}
     total = problem.total_params + other
-    return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total)
+    return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total + buffers,
+                      buffer_bits=buffers)
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -213,7 +226,7 @@ class PackedLayer:
     Attributes:
         weight: the reconstruction (what the stored tensors decode to), float64, the weight's shape.
         tensors: stored tensors, keyed ``<layer>.weight.<part>.<codes|scale|offset>`` (or ``.<a|b>`` floats).
-        layout: what :func:`unpack_layer` needs (shape, choice, parts).
+        layout: what :func:`unpack_layer` needs (shape, rank, parts).
     """
 
     weight: torch.Tensor
@@ -271,7 +284,7 @@ def compress_layer(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpe
             t, parts[f"t{k}"] = encode(term, choice.bits, spec, f"{prefix}.t{k}")
             tensors.update(t)
             residual = residual - decode(t, parts[f"t{k}"], f"{prefix}.t{k}")
-    layout = {"shape": list(weight.shape), "choice": choice.to_dict(), "parts": parts}
+    layout = {"shape": list(weight.shape), "rank": choice.rank, "parts": parts}
     return PackedLayer(weight=unpack_layer(tensors, layout, name), tensors=tensors, layout=layout)
 
 
@@ -279,7 +292,7 @@ def unpack_layer(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any],
     """The float64 weight of layer ``name`` from its stored tensors and layout."""
     prefix, shape = f"{name}.weight", tuple(layout["shape"])
     parts = layout["parts"]
-    if layout["choice"].get("rank") is not None:
+    if layout.get("rank") is not None:
         if not parts:
             a, b = tensors[f"{prefix}.a"].double(), tensors[f"{prefix}.b"].double()
         else:

@@ -102,7 +102,7 @@ def test_problem_size_agrees_with_the_model_size() -> None:
     layers = tuple(Layer(name=n, params=m.weight.numel(), shape=(m.weight.shape[0], m.weight[0].numel()),
                          choices=(Choice(bits=4, loss=0.0),)) for n, m in (("0", model[0]), ("2", model[2])))
     problem = AllocationProblem(name="p", layers=layers, budget=Budget(avg_bits=4),
-                                metadata={"other_params": 4 + 2})
+                                metadata={"other_params": 4 + 2, "buffer_bits": 0})
     plan = Plan(bits={"0": 4, "2": 4})
     assert problem_packed_size(problem, plan) == model_packed_size(model, plan)
     assert problem_packed_size(problem.with_changes(metadata={}), plan) is None
