@@ -61,7 +61,8 @@ def restrict(problem: AllocationProblem, keep: Mapping[str, Sequence[int]]) -> A
     def kept(name: str, count: int) -> list[int]:
         return list(keep.get(name, range(count)))
 
-    layers = tuple(dataclasses.replace(layer, choices=tuple(layer.choices[i] for i in kept(layer.name, len(layer.choices))))
+    layers = tuple(dataclasses.replace(layer, choices=tuple(layer.choices[i]
+                                                            for i in kept(layer.name, len(layer.choices))))
                    if layer.name in keep else layer for layer in problem.layers)
     sizes = {layer.name: len(layer.choices) for layer in problem.layers}
     terms = tuple(Interaction(a=t.a, b=t.b, loss=tuple(tuple(t.loss[i][j] for j in kept(t.b, sizes[t.b]))
@@ -155,7 +156,7 @@ def rerank_report(target: str, k: int, *, avg_bits: float = 3.0, method: str | N
     rows = [[p.rank, f"{p.size_bits / built.problem.total_params:.3f}", f"{p.predicted_loss:.6f}", f"{p.measured:.6f}",
              "<- returned" if p is result.best else ""] for p in result.plans]
     table = format_table(["rank", "avg_bits", "predicted_dL (calibration)", "measured_dL (validation)", ""], rows)
-    return (f"{spec.name}: the {len(result.plans)} best plans of the {method} problem at {avg_bits} avg bits ({solver}), "
-            f"re-ranked by the measured validation loss change:\n{table}\n"
+    return (f"{spec.name}: the {len(result.plans)} best plans of the {method} problem at {avg_bits} avg bits "
+            f"({solver}), re-ranked by the measured validation loss change:\n{table}\n"
             f"returned: rank {result.best.rank} (predicted {result.best.predicted_loss:.6f}, measured "
             f"{result.best.measured:.6f}); the solver's optimum measured {result.solver_best.measured:.6f}")
