@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cetopt import distributed
+from cetopt.curvature.deflation import deflated_traces
 from cetopt.curvature.hutchinson import hutchinson_traces
 from cetopt.curvature.lanczos import lanczos_eigenpairs
 from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn, check_finite
@@ -37,7 +38,9 @@ class CurvatureSettings:
     Attributes:
         max_probes, min_probes, probe_block, rtol: Hutchinson stopping rule and probes per backward pass
             (None: 1 on the CPU, 8 on CUDA; see hutchinson_traces).
-        trace_mode: "shared" (one probe for all layers) or "restricted" (a probe per layer, batched).
+        trace_mode: "shared" (one probe for all layers), "restricted" (a probe per layer, batched) or
+            "deflated" (restricted probes after deflating each layer's Lanczos Ritz vectors: runs Lanczos with
+            k >= 8 first; cetopt.curvature.deflation).
         k: eigenpairs at each end of every layer's spectrum (0 = skip Lanczos).
         lanczos_iterations: Krylov dimension per layer.
         fisher: also compute the empirical Fisher diagonal.
@@ -135,17 +138,7 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
     for name, g in zip(operator.names, gradient):
         check_finite(name, "gradient", g)
     seconds["gradient"] = time.perf_counter() - start
-    mark = time.perf_counter()
-    traces = hutchinson_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
-                               block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
-                               show_progress=show_progress, mode=settings.trace_mode)
-    seconds["hutchinson"] = time.perf_counter() - mark
-    eig = [None] * len(traces)
-    if settings.k > 0:
-        mark = time.perf_counter()
-        eig = lanczos_eigenpairs(operator, k=settings.k, iterations=settings.lanczos_iterations, seed=settings.seed,
-                                 show_progress=show_progress)
-        seconds["lanczos"] = time.perf_counter() - mark
+    traces, eig = _traces_and_eigenpairs(operator, settings, show_progress, seconds)
     fisher = [None] * len(traces)
     if settings.fisher:
         from cetopt.curvature.signals import fisher_diagonal
@@ -168,6 +161,31 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
     if path is not None and distributed.is_rank_zero():
         result.save(path)
     return result
+
+
+def _traces_and_eigenpairs(operator: CurvatureOperator, settings: CurvatureSettings, show_progress: bool,
+                           seconds: dict[str, float]) -> tuple[list, list]:
+    """Hutchinson traces (``settings.trace_mode``) and Lanczos eigenpairs (k per end; None per layer when k=0).
+
+    "deflated" runs Lanczos first (k = max(settings.k, 8)) and deflates the traces with its Ritz vectors.
+    """
+    eig: list = [None] * len(operator.params)
+    k = max(settings.k, 8) if settings.trace_mode == "deflated" else settings.k
+    if k > 0:
+        mark = time.perf_counter()
+        eig = lanczos_eigenpairs(operator, k=k, iterations=settings.lanczos_iterations, seed=settings.seed,
+                                 show_progress=show_progress)
+        seconds["lanczos"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    if settings.trace_mode == "deflated":
+        traces = deflated_traces(operator, eig, max_probes=settings.max_probes, min_probes=settings.min_probes,
+                                 rtol=settings.rtol, seed=settings.seed, show_progress=show_progress)
+    else:
+        traces = hutchinson_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
+                                   block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
+                                   show_progress=show_progress, mode=settings.trace_mode)
+    seconds["hutchinson"] = time.perf_counter() - mark
+    return traces, eig
 
 
 def _cached(path: Path, key: str) -> CurvatureResult | None:

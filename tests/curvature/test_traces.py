@@ -113,3 +113,16 @@ def test_thread_default_is_between_one_and_the_cores(monkeypatch: pytest.MonkeyP
             configure_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_extraction_with_deflated_traces_matches_the_exact_traces() -> None:
+    from cetopt.curvature import CurvatureSettings, extract_curvature
+
+    model, data = wide_model(4), tiny_data(4)
+    hessian, sizes = exact_hessian(model, data)
+    settings = CurvatureSettings(trace_mode="deflated", k=0, max_probes=400, min_probes=50, rtol=1e-3, device="cpu",
+                                 dtype="float64")
+    result = extract_curvature(model, ce_loss, data, settings=settings, cache_dir=False, show_progress=False)
+    for block, layer in zip(blocks(hessian, sizes), result.layers):
+        assert layer.eig is not None and len(layer.eig.top_values) == min(8, block.shape[0])
+        assert abs(layer.trace - np.trace(block)) <= 4 * layer.trace_stderr + 1e-9 * np.abs(block).sum()
