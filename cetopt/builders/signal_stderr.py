@@ -9,7 +9,8 @@ mean g.d. The whole per-sample gradient is never stored beyond one chunk of samp
 
 from __future__ import annotations
 
-from typing import Mapping
+import logging
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -18,15 +19,51 @@ from torch.func import grad, vmap
 from cetopt.curvature.operator import Batch, CurvatureOperator, eval_mode
 from cetopt.errors import ProblemError
 
+log = logging.getLogger(__name__)
+SampleFn = Callable[[dict[str, torch.Tensor], Batch], torch.Tensor]
 
-def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, chunk: int = 32
-                  ) -> dict[str, np.ndarray]:
+
+def _per_sample_gradients(op: CurvatureOperator, params: dict[str, torch.Tensor], sample_loss: SampleFn,
+                          chunk: int, use_vmap: bool) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+    """Chunks of per-sample gradients {key: (S, *shape)} and S: torch.func.vmap, or, for models vmap cannot batch
+    (data-dependent control flow such as Hugging Face attention masks), one autograd pass per sample: the same
+    numbers, slower (logged as a warning)."""
+    from cetopt.curvature.signals import _batch_size, _slice
+
+    batched = vmap(grad(sample_loss), in_dims=(None, 0))
+    weights = {k: p.detach() for k, p in params.items()}
+    for batch in op.batches:
+        for start in range(0, _batch_size(batch), chunk):
+            part = _slice(batch, start, start + chunk)
+            size = _batch_size(part)
+            grads = None
+            if use_vmap:
+                try:
+                    grads = batched(weights, part)
+                except RuntimeError as err:
+                    log.warning("per-sample gradients: vmap cannot batch this model (%s); one backward pass per "
+                                "sample instead", str(err).split(".")[0][:120])
+                    use_vmap = False
+            if grads is None:
+                rows: dict[str, list[torch.Tensor]] = {k: [] for k in params}
+                for i in range(size):
+                    parts = torch.autograd.grad(op.loss_fn(op.model, _slice(part, i, i + 1)), list(params.values()),
+                                                allow_unused=True)
+                    for key, p, g in zip(params, params.values(), parts):
+                        rows[key].append(torch.zeros_like(p) if g is None else g.detach())
+                grads = {k: torch.stack(v) for k, v in rows.items()}
+            yield grads, size
+
+
+def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, chunk: int = 32,
+                  use_vmap: bool = True) -> dict[str, np.ndarray]:
     """Standard error of g.d per layer and candidate.
 
     Args:
         op: the curvature operator (calibration batches; each batch is split along dimension 0 of every tensor).
         errors: layer name -> (K, *weight.shape) stacked candidate errors d.
         chunk: samples per vmap call (memory: chunk x the layers' weight count).
+        use_vmap: False forces one backward pass per sample (what models vmap cannot batch get anyway).
 
     Returns:
         layer name -> (K,) standard errors (the loss's unit), from per-sample gradients.
@@ -34,12 +71,13 @@ def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, 
     Raises:
         ProblemError(field="calibration"): fewer than 2 calibration samples.
     """
-    from cetopt.curvature.signals import _batch_size, _call, _slice, _unsqueeze
+    from cetopt.curvature.signals import _call, _unsqueeze
 
     names = [n for n in op.names if n in errors]
     keys = {n: f"{n}.weight" for n in names}
-    all_weights = {f"{n}.weight": p.detach() for n, p in zip(op.names, op.params)}
-    weights = {keys[n]: all_weights[keys[n]] for n in names}
+    by_name = dict(zip(op.names, op.params))
+    params = {keys[n]: by_name[n] for n in names}
+    weights = {k: p.detach() for k, p in params.items()}
     others = {k: v.detach() for k, v in op.model.named_parameters() if k not in weights}
     buffers = dict(op.model.named_buffers())
     flat = {n: errors[n].detach().to(device=op.device, dtype=weights[keys[n]].dtype).reshape(len(errors[n]), -1)
@@ -48,20 +86,16 @@ def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, 
     def sample_loss(w: dict[str, torch.Tensor], sample: Batch) -> torch.Tensor:
         return _call(op.model, {**others, **w}, buffers, op.loss_fn, _unsqueeze(sample))
 
-    per_sample = vmap(grad(sample_loss), in_dims=(None, 0))
     sums = {n: torch.zeros(len(flat[n]), dtype=torch.float64) for n in names}
     squares = {n: torch.zeros(len(flat[n]), dtype=torch.float64) for n in names}
     count = 0
     with eval_mode(op.model):
-        for batch in op.batches:
-            for start in range(0, _batch_size(batch), chunk):
-                part = _slice(batch, start, start + chunk)
-                grads = per_sample(weights, part)
-                for n in names:
-                    proj = (grads[keys[n]].reshape(grads[keys[n]].shape[0], -1) @ flat[n].T).double().cpu()
-                    sums[n] += proj.sum(dim=0)
-                    squares[n] += (proj ** 2).sum(dim=0)
-                count += _batch_size(part)
+        for grads, size in _per_sample_gradients(op, params, sample_loss, chunk, use_vmap):
+            for n in names:
+                proj = (grads[keys[n]].reshape(grads[keys[n]].shape[0], -1) @ flat[n].T).double().cpu()
+                sums[n] += proj.sum(dim=0)
+                squares[n] += (proj ** 2).sum(dim=0)
+            count += size
     if count < 2:
         raise ProblemError(f"the standard error of g.d needs >= 2 calibration samples, got {count}",
                            field="calibration")

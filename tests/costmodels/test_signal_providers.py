@@ -28,10 +28,11 @@ def _errors(model: torch.nn.Module, seed: int = 1, k: int = 3) -> dict[str, torc
     return {n: 0.05 * torch.randn((k, *mods[n].weight.shape), generator=g, dtype=torch.float64) for n in LAYERS}
 
 
-def test_linear_stderr_matches_a_per_sample_loop() -> None:
+@pytest.mark.parametrize("use_vmap", [True, False])
+def test_linear_stderr_matches_a_per_sample_loop(use_vmap: bool) -> None:
     model, data = tiny_model(), tiny_data(batches=3)
     errors = _errors(model)
-    got = linear_stderr(CurvatureOperator(model, ce_loss, data, device="cpu"), errors, chunk=5)
+    got = linear_stderr(CurvatureOperator(model, ce_loss, data, device="cpu"), errors, chunk=5, use_vmap=use_vmap)
     mods = dict(model.named_modules())
     rows = {n: [] for n in LAYERS}
     for x, y in data:
@@ -93,3 +94,26 @@ def test_builder_scores_with_the_new_models(method: str) -> None:
             assert np.isfinite(choice.loss)
             assert (choice.loss_stderr is not None) == (method == "cet-shrink")
     assert built.problem.metadata["cost_model"]["name"] == method
+
+
+class _DataDependent(torch.nn.Module):
+    """Data-dependent control flow (like Hugging Face's attention-mask checks): torch.func.vmap refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = tiny_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.abs() > 1e9).any()):
+            x = x.clamp(-1e9, 1e9)
+        return self.body(x)
+
+
+def test_linear_stderr_falls_back_to_one_pass_per_sample_when_vmap_cannot_batch(caplog) -> None:  # type: ignore[no-untyped-def]
+    model, data = _DataDependent(), tiny_data()
+    errors = {"body.0": _errors(model.body)["0"]}
+    op = CurvatureOperator(model, ce_loss, data, device="cpu", layers=["body.0"])
+    auto = linear_stderr(op, errors)
+    looped = linear_stderr(op, errors, use_vmap=False)
+    np.testing.assert_allclose(auto["body.0"], looped["body.0"], rtol=1e-12)
+    assert "vmap cannot batch this model" in caplog.text
