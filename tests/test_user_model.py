@@ -82,3 +82,15 @@ def test_user_model_from_outside_the_repo(tmp_path: Path) -> None:
     evaluated = subprocess.run([str(CETOPT), "evaluate", "compressed", "--format", "json"], cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=600)
     assert json.loads(evaluated.stdout)["metric"] == pytest.approx(accuracy, abs=1e-4)
+    # the bench measures the user's problem too, HAWQ-V3 baseline included (the model target is recorded)
+    bench = subprocess.run([str(CETOPT), "bench", "--problems", "problem.json", "--solvers", "dp", "--budgets", "3",
+                            "--no-plots", "--out", "bench"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    import csv
+
+    rows = {r["solver"]: r for r in csv.DictReader(open(tmp_path / "bench" / "results.csv"))}
+    assert set(rows) == {"dp", "uniform", "hawq-v3"}
+    for row in rows.values():
+        assert row["status"] in ("optimal", "feasible") and row["metric_name"] == "accuracy", row
+        assert float(row["metric"]) > 0.5 and float(row["packed_ratio"]) > 1 and row["unused_avg_bits"] != ""
