@@ -293,6 +293,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
                      baselines=[b for b in args.baselines.split(",") if b], time_limit=args.time_limit,
                      measure=not args.no_measure)
+    from cetopt.bench.executor import parse_executor
+
+    parse_executor(args.executor)  # a bad --executor fails before any cell runs
     result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots, executor=args.executor)
     print(f"{result.ran} cells run, {result.reused} reused; wrote " + ", ".join(str(f) for f in result.files))
     return EXIT_OK
@@ -481,7 +484,7 @@ _TORCH_FREE = {"solve", "compare", "solvers", "validate", "schema", "make-proble
 def _configure_torch(args: argparse.Namespace) -> None:
     """--threads (or the free-core default) and progress bars, for commands that run torch."""
     if args.threads is not None and args.threads < 1:
-        raise ProblemError(f"--threads must be >= 1, got {args.threads}", field="--threads")
+        raise ProblemError(f"must be >= 1, got {args.threads}", field="--threads")
     if args.command in _TORCH_FREE and args.threads is None:
         return
     from cetopt.curvature.progress import configure_progress
