@@ -23,7 +23,7 @@ from cetopt.theory.report import CheckResult, Verdict
 
 DENSE_MAX = 1200  # layers up to this many weights get their exact float64 Hessian block
 RESOLVE_REL = 0.05  # an end is resolved when its error <= 5% of |lambda| at that end
-DEGENERATE_RTOL = 1e-6  # |lambda| <= rtol x lambda_max: a flat direction (a degenerate quadric)
+DEGENERATE_RTOL = 1e-6  # zero within an error below rtol x lambda_max: a flat direction (degenerate quadric)
 CONFIRM_REL = 0.25  # measured curvature along the bottom eigenvector within 25% of lambda_min
 HOLD_MIN = 0.8
 
@@ -46,9 +46,9 @@ def classify_ends(s: Spectrum) -> tuple[str, str]:
     """(kind, reason): ellipsoid / hyperbolic_paraboloid / degenerate when proven, else unresolved and why."""
     if s.lambda_max - s.error_max <= 0 or s.error_max > RESOLVE_REL * abs(s.lambda_max):
         return "unresolved", f"top end not resolved (error {s.error_max:.2g} vs lambda_max {s.lambda_max:.3g})"
-    if abs(s.lambda_min) + s.error_min <= DEGENERATE_RTOL * s.lambda_max:
-        return "degenerate", (f"an eigenvalue within {DEGENERATE_RTOL:g} lambda_max of zero "
-                              f"(|lambda_min| + error = {abs(s.lambda_min) + s.error_min:.2g})")
+    if abs(s.lambda_min) <= s.error_min and 2 * s.error_min <= DEGENERATE_RTOL * s.lambda_max:
+        return "degenerate", (f"zero lies within the bottom end's error, which is below {DEGENERATE_RTOL:g} "
+                              f"lambda_max (|lambda_min| + error = {abs(s.lambda_min) + s.error_min:.2g})")
     if s.error_min > RESOLVE_REL * abs(s.lambda_min):
         return "unresolved", (f"bottom end not resolved: error {s.error_min:.2g} > {RESOLVE_REL:g} "
                               f"|lambda_min| = {RESOLVE_REL * abs(s.lambda_min):.2g}; its sign is undetermined")
@@ -100,9 +100,18 @@ def layer_spectrum(ctx: ProofContext, name: str) -> Spectrum:
                     np.asarray(eig.bottom_vectors[i_min], dtype=np.float64))
 
 
-def measured_curvature(ctx: ProofContext, name: str, u: np.ndarray) -> float:
-    """2 x ((L(W+ru) + L(W-ru))/2 - L(W)) / r^2 in float64, r = 1e-3 |W|: u'Hu from the loss alone."""
-    r = 1e-3 * float(ctx.weights[name].double().norm())
+def fd_radius(loss: float, curvature: float, weight_norm: float) -> float:
+    """The smallest step whose float64 round-off in the second difference (~4 eps |L| / r^2) stays below 1%
+    of |curvature| (small steps see the least higher-order curvature), capped at 1e-3 |W|."""
+    eps = float(np.finfo(np.float64).eps)
+    wanted = np.sqrt(400 * eps * max(abs(loss), 1e-12) / max(abs(curvature), 1e-300))
+    return float(min(wanted, 1e-3 * weight_norm))
+
+
+def measured_curvature(ctx: ProofContext, name: str, u: np.ndarray, curvature: float) -> float:
+    """2 x ((L(W+ru) + L(W-ru))/2 - L(W)) / r^2 in float64 (r from :func:`fd_radius`): u'Hu from the loss
+    alone, with no Hessian-vector product involved."""
+    r = fd_radius(ctx.base_loss, curvature, float(ctx.weights[name].double().norm()))
     plus = ctx.dloss64(ctx.perturbed64(name, u, r))
     minus = ctx.dloss64(ctx.perturbed64(name, u, -r))
     return (plus + minus) / r ** 2
@@ -117,7 +126,8 @@ def check_quadric_types(ctx: ProofContext, outdir: str | os.PathLike[str] | None
         ok = False
         measured = float("nan")
         if kind != "unresolved":
-            measured = measured_curvature(ctx, name, s.bottom_vector)
+            scale = s.lambda_max * DEGENERATE_RTOL if kind == "degenerate" else s.lambda_min
+            measured = measured_curvature(ctx, name, s.bottom_vector, scale)
             ok = confirms(kind, s, measured)
         kinds.append(kind)
         confirmed.append(ok)
@@ -143,8 +153,10 @@ def check_quadric_types(ctx: ProofContext, outdir: str | os.PathLike[str] | None
              f"Lanczos Ritz values and residuals (k = {ctx.settings.k}). An end is resolved when its error is below "
              f"{RESOLVE_REL:.0%} of its own |lambda|; 'degenerate' = an eigenvalue proven within {DEGENERATE_RTOL:g} "
              "lambda_max of zero (a flat direction: the quadric is a cylinder, a counterexample to the claim). "
-             "'measured' = u'Hu along the bottom eigenvector from float64 finite differences of the loss (r = 1e-3 "
-             f"|W|), which must agree in sign and within {CONFIRM_REL:.0%}. |centre shift| = |H^+ g| over the "
+             "'measured' = u'Hu along the bottom eigenvector from float64 finite differences of the loss (the "
+             "smallest step whose round-off stays below 1% of |lambda_min|, at most 1e-3 |W|), which must agree "
+             f"in sign and within {CONFIRM_REL:.0%}; ReLU and max-pool kinks add curvature that the Hessian "
+             "does not see, and show here as a disagreement. |centre shift| = |H^+ g| over the "
              "computed eigenpairs.")
     return CheckResult(
         2, "Layer quadric types",

@@ -33,6 +33,8 @@ def test_check2_classifies_only_resolved_ends() -> None:
     assert classify_ends(_spectrum(0.2, 1e-9))[0] == "ellipsoid"
     assert classify_ends(_spectrum(-0.2, 1e-9))[0] == "hyperbolic_paraboloid"
     assert classify_ends(_spectrum(1e-12, 1e-12))[0] == "degenerate"
+    # tiny but resolved (error far below |lambda_min|): positive definite, an elongated ellipsoid
+    assert classify_ends(_spectrum(4e-8, 6e-15))[0] == "ellipsoid"
     # the case: lambda_min ~1e-6 far below a 1e-3 residual: unresolved, not "degenerate"
     assert classify_ends(_spectrum(1e-6, 1e-3))[0] == "unresolved"
     # Lanczos cannot prove positive definiteness (a Ritz value bounds lambda_min from above)
