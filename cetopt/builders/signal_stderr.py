@@ -42,7 +42,7 @@ def _per_sample_gradients(op: CurvatureOperator, params: dict[str, torch.Tensor]
                     grads = batched(weights, part)
                 except RuntimeError as err:
                     log.warning("per-sample gradients: vmap cannot batch this model (%s); one backward pass per "
-                                "sample instead", str(err).split(".")[0][:120])
+                                "sample instead", " ".join(str(err).split())[:160])
                     use_vmap = False
             if grads is None:
                 rows: dict[str, list[torch.Tensor]] = {k: [] for k in params}
