@@ -103,7 +103,10 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
         log.exception("backend %s failed", display)
         outcome = Outcome(status=Status.ERROR, message=f"{type(err).__name__}: {err}")
     seconds = time.perf_counter() - start
-    return finish(compiled, outcome, solver=display, options=recorded, seconds=seconds)
+    result = finish(compiled, outcome, solver=display, options=recorded, seconds=seconds)
+    if result.limit == "interrupted":  # the engine caught Ctrl-C itself and stopped with its incumbent
+        raise SolveInterrupted(result)
+    return result
 
 
 def _interrupted(compiled: CompiledProblem, *, solver: str, options: dict[str, Any], seconds: float) -> SolveResult:
