@@ -5,13 +5,20 @@ the layer's weight as the only leaf that autograd differentiates, and the first-
 suffix gives the layer's Hessian-vector products. Nothing upstream of the layer is recomputed or kept in
 a graph, and only one layer's graph is alive at a time (the full-graph path keeps every layer's).
 
+For Linear and Conv layers the products go one step further: the layer's output z = W * x + b is
+linear in W, so e' H_ll e = dz' (d^2 L / dz^2) dz with dz = e * x (the layer applied with weight e and no
+bias); the graph starts at the recorded output z, and the layer's own weight-gradient kernels (slow for
+depthwise convolutions on the CPU) drop out of every product (:meth:`PrefixRunner.output_first_order`).
+
 Where the model cannot be traced, the traced graph does not reproduce the model's loss, the loss
 function calls the model other than once with positional tensors, or a layer is called more than once,
 :func:`prefix_runner` returns None and callers use the full graph (a debug log says why).
 
-Measured on MobileNetV2 (16 images at 224x224, 1 thread, trained weights; /tmp runs noted in the issue):
-5 products of features.2.conv.0.0 took 79 s on the full graph vs 5 s to build the suffix graph + 64 s of
-products; for features.9.conv.2, 20 s vs 3 + 21 s: about even in time, lower in memory.
+Measured on MobileNetV2 (16 images at 224x224, 1 thread, trained weights, a machine loaded 11-16 on 2
+cores): 5 quadratic forms of features.2.conv.0.0 took 79 s on the full graph (after its 15 s build); from
+the cached input 5 + 64 s; from the recorded output 6 + 68 s against 10 + 87 s from the input in a paired
+run; for features.9.conv.2 all paths tie (about 20 s). Vmapping the 5 products was 1.2-1.5x slower than
+a loop on the CPU, so candidates are batched only on CUDA.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from torch import fx, nn
 from cetopt.curvature.operator import Batch, LossFn
 
 log = logging.getLogger(__name__)
+LINEAR_IN_WEIGHT = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class _Proxy(nn.Module):
@@ -56,12 +64,13 @@ class _Recorder(fx.Interpreter):
 
 
 class _Suffix(fx.Interpreter):
-    """Runs only the nodes downstream of one layer, with that layer's weight replaced by ``weight``."""
+    """Runs only the nodes downstream of one layer, with that layer's weight replaced by ``weight`` (or, with
+    ``output``, the layer's output replaced by that tensor)."""
 
     def __init__(self, module: fx.GraphModule, values: dict[fx.Node, Any], downstream: set[fx.Node], layer: str,
-                 weight: torch.Tensor) -> None:
+                 weight: torch.Tensor, output: bool = False) -> None:
         super().__init__(module)
-        self.values, self.downstream, self.layer, self.weight = values, downstream, layer, weight
+        self.values, self.downstream, self.layer, self.weight, self.at_output = values, downstream, layer, weight, output
 
     def run_node(self, n: fx.Node) -> Any:
         if n not in self.downstream and n.op != "output":
@@ -69,6 +78,8 @@ class _Suffix(fx.Interpreter):
         return super().run_node(n)
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        if target == self.layer and self.at_output:
+            return self.weight
         if target == self.layer:
             module = self.module.get_submodule(target)
             return torch.func.functional_call(module, {"weight": self.weight}, args, kwargs, strict=False)
@@ -121,6 +132,28 @@ class PrefixRunner:
         loss = self.loss_fn(proxy, self.batch)
         (g,) = torch.autograd.grad(loss, w, create_graph=True)
         return g, w
+
+    def output_first_order(self, layer: str) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
+        """(g_z, z, tangent): the gradient of the recorded batch's loss w.r.t. a leaf copy ``z`` of the layer's
+        recorded output, with its graph, and ``tangent(e)`` = dz, the output change for a weight change e.
+        None when the layer is not a Linear/Conv called with one positional input (use :meth:`first_order`)."""
+        if self.values is None:
+            raise RuntimeError("record() a batch first")
+        (start,) = self._nodes[layer]
+        module = self.traced.get_submodule(layer)
+        if not isinstance(module, LINEAR_IN_WEIGHT) or len(start.args) != 1 or start.kwargs:
+            return None
+        x = self.values[start.args[0]]
+        z = self.values[start].clone().requires_grad_(True)
+        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), layer, z,  # type: ignore[arg-type]
+                                             output=True).run(*args))
+        (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
+        no_bias = {"bias": torch.zeros_like(module.bias)} if getattr(module, "bias", None) is not None else {}
+
+        def tangent(e: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(module, {"weight": e, **no_bias}, (x,), strict=False)
+
+        return (g if g is not None else torch.zeros_like(z)), z, tangent
 
     def release(self) -> None:
         """Drop the recorded values."""

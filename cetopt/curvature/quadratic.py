@@ -126,7 +126,18 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
 
 
 def _layer_forms(runner: object, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool) -> torch.Tensor:
-    """(K,) float64: e_k' H_ll e_k of one recorded batch, from the layer's suffix graph."""
+    """(K,) float64: e_k' H_ll e_k of one recorded batch, from the layer's suffix graph (from its output on
+    for Linear/Conv layers: dz' H_z dz with dz the output change of e_k)."""
+    at_output = runner.output_first_order(name)  # type: ignore[attr-defined]
+    if at_output is not None:
+        g, z, tangent = at_output
+        values = []
+        for e in block:
+            dz = tangent(e)
+            (hz,) = torch.autograd.grad(g, z, grad_outputs=dz, retain_graph=True, allow_unused=True) \
+                if g.requires_grad else (None,)
+            values.append(torch.zeros((), dtype=torch.float64) if hz is None else (dz * hz).sum().double())
+        return torch.stack(values).to(block.device)
     g, w = runner.first_order(name, weight)  # type: ignore[attr-defined]
     if not g.requires_grad:  # the loss does not depend on this layer beyond first order
         return torch.zeros(block.shape[0], dtype=torch.float64, device=block.device)

@@ -93,8 +93,20 @@ def test_the_suffix_runs_only_from_the_layer_on() -> None:
 
 
 @settings(max_examples=4, deadline=None)
-@given(seed=st.integers(0, 10_000))
-def test_prefix_cached_forms_equal_the_full_graph_and_the_exact_hessian(seed: int) -> None:
+@given(seed=st.integers(0, 10_000), at_output=st.booleans())
+def test_prefix_cached_forms_equal_the_full_graph_and_the_exact_hessian(seed: int, at_output: bool) -> None:
+    import cetopt.curvature.prefix as prefix
+
+    saved = prefix.LINEAR_IN_WEIGHT
+    if not at_output:  # products w.r.t. the weight, not the layer output (the path for other module types)
+        prefix.LINEAR_IN_WEIGHT = ()
+    try:
+        check_prefix_forms(seed)
+    finally:
+        prefix.LINEAR_IN_WEIGHT = saved
+
+
+def check_prefix_forms(seed: int) -> None:
     model, data = setup(seed)
     op = CurvatureOperator(model, ce, data, device="cpu")
     assert prefix_runner(op.model, ce) is not None
