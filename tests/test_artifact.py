@@ -122,3 +122,34 @@ def test_cli_apply_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert report["model"] == "small" and report["layers"] == 2
     assert main(["apply", str(tmp_path / "plan.json"), "--out", str(tmp_path / "y")]) == 2  # plan names no model
     assert "--model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rank_series_and_major_axis_plans_reproduce_the_builders_candidates(tmp_path: Path) -> None:
+    """A real built problem (digits MLP, major-axis rounding, low-rank and series levels): a plan that takes a
+    rank, a series and a major-axis choice applies (and ships) exactly the weights the builder scored."""
+    from cetopt.builders.candidates import Levels
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.model import Budget
+    from cetopt.workflow import build_for
+
+    spec = load_model_spec("digits-mlp")
+    levels = Levels(bits=(3, 4), rank_grid=(0.25,), rank_bits=(8,), series_bits=(2,), series_terms=(2,))
+    built = build_for(spec, method="cet", levels=levels, rounding="major-axis", budget=Budget(avg_bits=4))
+    problem = built.problem
+    kinds = [lambda c: c.rank is not None, lambda c: c.terms > 1, lambda c: c.rank is None and c.terms == 1]
+    picks, layers = {}, {}
+    for layer, kind in zip(problem.layers, kinds):
+        index = next(i for i, c in enumerate(layer.choices) if kind(c))
+        c = layer.choices[index]
+        picks[layer.name] = index
+        layers[layer.name] = LayerChoice(c.bits, rank=c.rank, terms=c.terms,
+                                         rounding="major-axis" if c.rank is None and c.terms == 1 else "nearest")
+    plan = Plan(layers=layers, model="digits-mlp", extra={"curvature": problem.metadata["curvature"]})
+    info = write_artifact(spec, plan, tmp_path / "out", target="digits-mlp")  # quadrics from the curvature cache
+    loaded = load_compressed(tmp_path / "out", spec)
+    truth = built.weights_for_choices(picks)
+    for name, weight in truth.items():
+        scale = float(weight.abs().max())
+        assert (loaded.weights[name] - weight).abs().max().item() <= 1e-6 * scale, (name, layers[name])
+    assert info.data_bytes == info.size.total_bytes
