@@ -93,7 +93,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
         print(result_table(result))
-    if args.out:
+    if args.out and not result.success:
+        print(f"no plan written to {args.out}: the solve ended {result.status.value}", file=sys.stderr)
+    elif args.out:
         from cetopt.quant.plan import plan_from_result
 
         plan = plan_from_result(problem, result)
@@ -372,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float_in(0.0, 1e7), help="seconds (model building included)")
     p.add_argument("--seed", type=int_in(0, MAX_SEED))
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--out", type=Path, help="also write the JSON result here (atomically)")
+    p.add_argument("--out", type=Path, help="write the plan here (cetopt.plan/2: the choice of every layer, the full "
+                                             "result under extra.result; atomically), for cetopt apply")
     _add_budget_flags(p)
     p.set_defaults(func=cmd_solve)
 
