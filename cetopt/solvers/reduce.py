@@ -38,6 +38,9 @@ class Reduction:
         lower: the Lagrangian (LP) lower bound L, compiled units (-inf when none).
         incumbent: the incumbent in restricted indices, or None when there is none.
         dropped: how many options were removed.
+        reduced_cost: per group, the Lagrangian reduced cost of each kept option (None when not computed).
+        gap: incumbent value minus ``lower`` (inf without an incumbent): every allocation no worse than the
+            incumbent has reduced costs summing to at most this.
     """
 
     compiled: CompiledProblem
@@ -45,6 +48,8 @@ class Reduction:
     lower: float
     incumbent: np.ndarray | None
     dropped: int
+    reduced_cost: tuple[np.ndarray, ...] | None = None
+    gap: float = float("inf")
 
     def lift(self, choice_index: np.ndarray) -> np.ndarray:
         """Map restricted option indices back to the original problem's."""
@@ -126,7 +131,9 @@ def reduce_problem(compiled: CompiledProblem, incumbent: Incumbent) -> Reduction
     tables = [np.where(keep, t, np.inf) for t in objective]
     keep &= ~(_dominated(tables, protected) & ~paired[:, None])
     keep |= protected  # the incumbent stays representable
-    return _restrict(compiled, keep, lower, incumbent if incumbent.feasible else None)
+    reduction = _restrict(compiled, keep, lower, incumbent if incumbent.feasible else None)
+    costs = tuple(row[k] for row, k in zip(rc, reduction.keep))
+    return dataclasses.replace(reduction, reduced_cost=costs, gap=float(upper - lower))
 
 
 def _restrict(compiled: CompiledProblem, keep: np.ndarray, lower: float, incumbent: Incumbent | None) -> Reduction:
