@@ -180,6 +180,8 @@ def bench_model(name: str, args: argparse.Namespace, sync: Callable[[], None]) -
                            "batch": int(len(bm.batch[1]))}
     row["hvp"] = hvp_cost(bm, args.rounds, sync)
     print(f"  {name}: hvp done", file=sys.stderr)
+    if args.hvp_only:
+        return row
     row["equal_error"] = equal_error(bm, args, sync)
     print(f"  {name}: equal-error done", file=sys.stderr)
     if name in args.direct:
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--direct-rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--hvp-only", action="store_true",
+                        help="only the HVP comparison; results go to curvature-hvp-run<label>.json")
     parser.add_argument("--run", default="1", help="run label: results go to curvature-run<label>.json")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -212,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         rows.append(bench_model(name, args, sync))
         print(f"done {name}", file=sys.stderr)
-    meta = {"benchmark": "curvature", "run": args.run, "torch": torch.__version__, "threads": args.threads,
+    meta = {"benchmark": "curvature", "part": "hvp" if args.hvp_only else "all", "run": args.run, "torch": torch.__version__, "threads": args.threads,
             "python": platform.python_version(), "machine": platform.machine(), "device": "cpu",
             "command": "python benchmarks/curvature.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     data = {"meta": meta, "rows": rows}
-    stem = args.out_dir / f"curvature-run{args.run}"
+    stem = args.out_dir / f"curvature-{'hvp-' if args.hvp_only else ''}run{args.run}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     report = format_curvature(data)
     atomic_write_text(stem.with_suffix(".txt"), report + "\n")

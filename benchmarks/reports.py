@@ -32,7 +32,9 @@ def format_curvature(data: dict[str, Any]) -> str:
         cost.append([r["model"], r["layers"], f"{r['weights'] / 1e6:.3g}M", r["batch"], f"{r['test_accuracy']:.3f}",
                      spread(t["forward+backward"], 1e3, ".3g"), spread(hvp["hvp_steady_over_fb"], 1, ".2f", "x"),
                      spread(hvp["hvp_one_off_over_fb"], 1, ".2f", "x"), hvp["timing"]["rounds"]])
-        eq = r["equal_error"]
+        eq = r.get("equal_error")
+        if eq is None:
+            continue
         modes = list(eq["speedup_vs_loop"])
         for m in modes:
             v = eq["variance_ratio_vs_restricted"][m]
@@ -40,14 +42,14 @@ def format_curvature(data: dict[str, Any]) -> str:
             equal.append([r["model"], m, f"{v['median']:.2f} / {v['max']:.2f}", eq["rounds_needed"][m],
                           spread(eq["seconds"]["loop"], 1, ".3g"), spread(eq["seconds"][m], 1, ".3g"),
                           spread(eq["speedup_vs_loop"][m], 1, ".2f", "x"), spread(direct, 1, ".2f", "x")])
-    tables = [
-        format_table(["model", "layers", "weights", "batch", "test acc", "fwd+bwd ms", "HVP steady / fwd+bwd",
-                      "HVP one-off / fwd+bwd", "rounds"], cost),
-        f"equal standard error: every layer's error as the per-layer loop's with {data['rows'][0]['equal_error']['target_probes']}"
-        " probes; variance ratio vs restricted (median / max over layers) on the trained weights",
-        format_table(["model", "mode", "var ratio", "rounds needed", "loop s", "mode s", "speedup vs loop",
-                      "speedup, whole runs timed"], equal),
-    ]
+    tables = [format_table(["model", "layers", "weights", "batch", "test acc", "fwd+bwd ms", "HVP steady / fwd+bwd",
+                            "HVP one-off / fwd+bwd", "rounds"], cost)]
+    if equal:
+        probes = next(r["equal_error"]["target_probes"] for r in data["rows"] if r.get("equal_error"))
+        tables += [f"equal standard error: every layer's error as the per-layer loop's with {probes} probes; "
+                   "variance ratio vs restricted (median / max over layers) on the trained weights",
+                   format_table(["model", "mode", "var ratio", "rounds needed", "loop s", "mode s", "speedup vs loop",
+                                 "speedup, whole runs timed"], equal)]
     loads = [f"{r['model']}: {load_line(r['hvp']['timing']['load'])}" for r in data["rows"]]
     return "\n\n".join(head + tables + ["\n".join(loads)])
 

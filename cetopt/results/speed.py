@@ -72,7 +72,7 @@ def loads(files: list[dict[str, Any]]) -> list[float]:
     out = []
     for data in files:
         timings = [c["timing"] for c in data.get("cells", [])] + [r["hvp"]["timing"] for r in data.get("rows", [])]
-        timings += [r["equal_error"]["timing"] for r in data.get("rows", [])]
+        timings += [r["equal_error"]["timing"] for r in data.get("rows", []) if "equal_error" in r]
         if data.get("wall_check"):
             timings.append(data["wall_check"]["timing"])
         for t in timings:
@@ -159,10 +159,10 @@ def wall_sentence(runs: dict[str, list[dict[str, Any]]]) -> str | None:
 
 def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bool]]:
     """Markdown table per trained model: HVP costs and equal-error speedups, run 1 / run 2 medians."""
-    per_run = [{r["model"]: r for data in files for r in data["rows"]} for files in runs.values()]
+    per_run = [merged_models(files) for files in runs.values()]
     models = list(dict.fromkeys(m for rows in per_run for m in rows))
-    lines = ["| model (trained; test acc) | fwd+bwd | HVP steady / fwd+bwd | HVP one-off / fwd+bwd | "
-             "restricted vs loop | shared vs loop (variance ratio max) |", "|---|---|---|---|---|---|"]
+    lines = ["| model (trained; test acc) | fwd+bwd | HVP rounds | HVP steady / fwd+bwd | HVP one-off / fwd+bwd | "
+             "restricted vs loop | shared vs loop (variance ratio max) |", "|---|---|---|---|---|---|---|"]
     verdicts: list[bool] = []
     for model in models:
         rows = [r.get(model) for r in per_run]
@@ -182,11 +182,27 @@ def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bo
         verdicts += [v for v in (agree(c) for c in cols) if v is not None]
         fb = " / ".join("-" if r is None else _s(r["hvp"]["timing"]["seconds"]["forward+backward"]["median"])
                         for r in rows)
-        var = first["equal_error"]["variance_ratio_vs_restricted"]["shared"]["max"]
+        var = first.get("equal_error", {}).get("variance_ratio_vs_restricted", {}).get("shared", {}).get("max")
+        rounds = "/".join(sorted({str(r["hvp"]["timing"]["rounds"]) for r in rows if r is not None}))
         lines.append(f"| {model} ({first['layers']} layers, {first['weights'] / 1e6:.3g}M weights, batch "
-                     f"{first['batch']}; {first['test_accuracy']:.2f}) | {fb} | " + " | ".join(
-                         _pair(c, _x) for c in cols[:3]) + f" | {_pair(cols[3], _x)} ({var:.3g}) |")
+                     f"{first['batch']}; {first['test_accuracy']:.2f}) | {fb} | {rounds} | " + " | ".join(
+                         _pair(c, _x) for c in cols[:3]) + f" | {_pair(cols[3], _x)} "
+                     f"({'-' if var is None else format(var, '.3g')}) |")
     return "\n".join(lines), verdicts
+
+
+def merged_models(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """model -> row over one run's curvature files: the HVP comparison with the most rounds (a
+    ``--hvp-only`` file may repeat it with more), the equal-error figures from the file that has them."""
+    models: dict[str, dict[str, Any]] = {}
+    for data in files:
+        for row in data["rows"]:
+            merged = models.setdefault(row["model"], dict(row))
+            if row["hvp"]["timing"]["rounds"] > merged["hvp"]["timing"]["rounds"]:
+                merged["hvp"] = row["hvp"]
+            if "equal_error" in row:
+                merged["equal_error"] = row["equal_error"]
+    return models
 
 
 def speed_section(results: Path = RESULTS) -> str:

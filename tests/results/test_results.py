@@ -63,7 +63,7 @@ def curvature_file(steady: float) -> dict:
     eq = {"variance_ratio_vs_restricted": {"shared": {"median": 2.0, "max": 7.0}},
           "speedup_vs_loop": {"restricted": summary([1.05, 1.05]), "shared": summary([3.0, 3.0])}, "timing": LOAD}
     row = {"model": "resnet18", "layers": 21, "weights": 11_000_000, "batch": 32, "test_accuracy": 0.93,
-           "hvp": {"timing": {**LOAD, "seconds": {"forward+backward": summary([0.1, 0.1])}},
+           "hvp": {"timing": {**LOAD, "rounds": 2, "seconds": {"forward+backward": summary([0.1, 0.1])}},
                    "hvp_steady_over_fb": summary([steady, steady]), "hvp_one_off_over_fb": summary([3.3, 3.3])},
            "equal_error": eq}
     return {"meta": {}, "rows": [row]}
@@ -81,7 +81,7 @@ def test_speed_section_quotes_the_files_and_names_each_time(tmp_path: Path) -> N
     text = speed_section(write_results(tmp_path / "r", 11.0))
     assert "| 1,000 x 8 | `dp` | optimal | 0.25 s / 0.25 s | 0.5 s / 0.5 s | 3 s / 3 s | 10x / 11x |" in text
     assert "**solver** = the backend alone" in text and "**call** = one whole" in text
-    assert "| 2x / 2x | 3.3x / 3.3x | 1.05x / 1.05x | 3x / 3x (7) |" in text
+    assert "| 0.1 s / 0.1 s | 2 | 2x / 2x | 3.3x / 3.3x | 1.05x / 1.05x | 3x / 3x (7) |" in text
     assert "differ > 20%" not in text
     assert "Each benchmark ran 2 times" in text and "load 1.5 to 2.5" in text
     n = text.count("ratios agree")
@@ -94,6 +94,18 @@ def test_runs_that_disagree_are_flagged(tmp_path: Path) -> None:
     assert agree([1.0, 1.2]) is True and agree([1.0, 1.21]) is False and agree([1.0]) is None
 
 
+def test_an_hvp_only_file_with_more_rounds_supersedes_the_hvp_figures(tmp_path: Path) -> None:
+    results = write_results(tmp_path / "r", 11.0)
+    for run in ("1", "2"):
+        extra = curvature_file(2.5)
+        row = extra["rows"][0]
+        del row["equal_error"]
+        row["hvp"]["timing"]["rounds"] = 9
+        (results / f"curvature-hvp-run{run}.json").write_text(json.dumps(extra))
+    text = speed_section(results)
+    assert "| 0.1 s / 0.1 s | 9 | 2.5x / 2.5x | 3.3x / 3.3x | 1.05x / 1.05x | 3x / 3x (7) |" in text
+
+
 def test_missing_results_say_how_to_make_them(tmp_path: Path) -> None:
     with pytest.raises(SectionError, match="make bench"):
         speed_section(tmp_path)
@@ -103,6 +115,7 @@ def test_check_mode_and_rewrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     import cetopt.results as results
 
     monkeypatch.setattr(results, "section_body", lambda name: "generated")
+    monkeypatch.setattr(results, "SECTIONS", {"speed": results.SECTIONS["speed"]})  # this README marks speed only
     readme = tmp_path / "README.md"
     readme.write_text(README)
     assert main(["--readme", str(readme), "--check"]) == 1
