@@ -90,7 +90,8 @@ class HighsSolver(Solver):
         info = h.getInfo()
         extra = {"native_status": h.modelStatusToString(code), "mip_gap": float(info.mip_gap)}
         values = np.asarray(h.getSolution().col_value, dtype=np.float64)
-        has_plan = int(info.primal_solution_status) == 2 and values.size == model.n_vars
+        feasible = int(highspy.SolutionStatus.kSolutionStatusFeasible)
+        has_plan = int(info.primal_solution_status) == feasible and values.size == model.n_vars
         choice = model.option_from_x(values) if has_plan else None
         raw_bound = float(info.mip_dual_bound)
         bound = model.true_objective(raw_bound) if np.isfinite(raw_bound) and verdict is not Verdict.ERROR else None
