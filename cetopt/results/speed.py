@@ -113,7 +113,7 @@ def solver_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bool]
 
 
 def solver_sentences(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The headline sentences, from run 1 (the first label), with run 2's figure in brackets."""
+    """The headline sentences: times from the first run (the table has every run), ratios from each run."""
     per_run = [solver_cells(files) for files in runs.values()]
     first = per_run[0]
     out = []
@@ -121,7 +121,8 @@ def solver_sentences(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         dp, greedy = first.get((layers, 8), {}).get("dp"), first.get((layers, 8), {}).get("greedy")
         if dp is None:
             continue
-        text = (f"At {layers:,} layers x 8 choices, `dp` proves the optimum in {_s(dp['solver_s']['median'])} of "
+        verb = "proves the optimum" if dp["status"] == "optimal" else f"ends {dp['status']}"
+        text = (f"At {layers:,} layers x 8 choices, `dp` {verb} in {_s(dp['solver_s']['median'])} of "
                 f"solver time, {_s(dp['call_s']['median'])} per `cetopt.solve()` call")
         if dp.get("process_s"):
             share = dp["outside_solver_in_process"]["median"]
