@@ -51,6 +51,7 @@ BENCH_RUNS ?= 1 2
 bench: $(STAMP)
 	for run in $(BENCH_RUNS); do \
 	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/curvature.py --run $$run || exit 1; \
+	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/curvature.py --hvp-only --rounds 9 --run $$run || exit 1; \
 	  $(BIN)/python benchmarks/solvers.py --part mip --sizes 100 1000 --run $$run || exit 1; \
 	  $(BIN)/python benchmarks/solvers.py --part large --sizes 10000 100000 --no-wall-check --run $$run || exit 1; \
 	done
