@@ -58,7 +58,8 @@ def format_solvers(data: dict[str, Any]) -> str:
     meta = data["meta"]
     head = (f"solver benchmark run {meta['run']} ({meta['command']}); synthetic problems, seed {meta['seed']}, "
             f"{meta['avg_bits']} average bits; times in s, median [min-max] over interleaved rounds; "
-            "solver = SolveResult.seconds, call = cetopt.solve(), process = `cetopt solve` CLI subprocess")
+            "solver = SolveResult.seconds, call = cetopt.solve(), process = `cetopt solve` CLI subprocess"
+            + ("" if data.get("complete", True) else f"; INCOMPLETE so far: {len(data['cells'])} cell(s)"))
     rows = []
     for cell in data["cells"]:
         for r in cell["rows"]:
