@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Sequence, TypeVar
 
 import numpy as np
@@ -34,7 +35,7 @@ def _dist():  # type: ignore[no-untyped-def]
 
 def is_distributed() -> bool:
     """True when a torch.distributed process group with more than one rank is initialised."""
-    if "torch" not in __import__("sys").modules and "WORLD_SIZE" not in os.environ:
+    if "torch" not in sys.modules:  # nothing can have initialised a process group yet
         return False
     dist = _dist()
     return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
