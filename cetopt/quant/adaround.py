@@ -104,8 +104,10 @@ def adaround_layer(module: nn.Module, inputs: torch.Tensor, bits: int, spec: Qua
         improving = gain.gather(2, best) < -1e-15 * max(error_nearest, 1e-300)
         if not bool(improving.any()):
             break
-        moved = torch.zeros_like(d).scatter_(2, best, delta.gather(2, best)) * improving
-        d, gd = d + moved, gd + torch.einsum("gpq,grq->grp", gram, moved)
+        size = delta.gather(2, best) * improving                      # (groups, rows, 1); 0 where no flip
+        moved = torch.zeros_like(d).scatter_(2, best, size)
+        columns = torch.gather(gram, 1, best.expand(-1, -1, shape[2]))  # G row j_r (= column, G symmetric)
+        d, gd = d + moved, gd + size * columns                         # O(rows p) per step
         sign = torch.where(moved != 0, -sign, sign)
         steps += 1
     quantised = (rows + d.reshape(rows.shape)).reshape(weight.shape)
