@@ -58,11 +58,14 @@ bench: $(STAMP)
 	$(BIN)/python -m cetopt.results
 
 problems: $(STAMP)
-	$(BIN)/cetopt extract digits-cnn --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-cnn-cet-avg3.json
-	$(BIN)/cetopt extract digits-mlp --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-mlp-cet-avg3.json
-	$(BIN)/cetopt extract mnist1d-resnet --bits 2,3,4,6,8 --avg-bits 3 --out problems/mnist1d/mnist1d-resnet-cet-avg3.json
-	$(BIN)/cetopt extract mobilenetv2 --bits 2,3,4,6,8 --avg-bits 4 --out problems/mobilenetv2/mobilenetv2-cet-avg4.json
-	$(BIN)/cetopt extract minilm --bits 2,3,4,6,8 --avg-bits 4 --out problems/minilm/minilm-cet-avg4.json
+	# <model>-<method>-avg<b>.json: the default cost model (cet-shrink) and plain cet (README and docs cite the cet files)
+	for method in cet cet-shrink; do \
+	  $(BIN)/cetopt extract digits-cnn --method $$method --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-cnn-$$method-avg3.json && \
+	  $(BIN)/cetopt extract digits-mlp --method $$method --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-mlp-$$method-avg3.json && \
+	  $(BIN)/cetopt extract mnist1d-resnet --method $$method --bits 2,3,4,6,8 --avg-bits 3 --out problems/mnist1d/mnist1d-resnet-$$method-avg3.json && \
+	  $(BIN)/cetopt extract mobilenetv2 --method $$method --bits 2,3,4,6,8 --avg-bits 4 --out problems/mobilenetv2/mobilenetv2-$$method-avg4.json && \
+	  $(BIN)/cetopt extract minilm --method $$method --bits 2,3,4,6,8 --avg-bits 4 --out problems/minilm/minilm-$$method-avg4.json || exit 1; \
+	done
 	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint size --alpha 0.5 --out problems/hawq-v3/resnet18-size0.5.json
 	$(BIN)/cetopt make-problem hawq-v3-resnet18 --constraint bops --alpha 0.5 --out problems/hawq-v3/resnet18-bops0.5.json
 	$(BIN)/cetopt make-problem synthetic --layers 50 --choices 6 --seed 0 --avg-bits 4 --out problems/synthetic/synthetic-50x6-s0.json
