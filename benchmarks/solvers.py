@@ -50,12 +50,16 @@ MIN_BLOCK = 0.25  # seconds: cheap calls are repeated back to back within a roun
 
 def pulp_hawq_baseline(problem: AllocationProblem, time_limit: float) -> dict[str, Any]:
     """HAWQ-V3's ILP with PuLP + CBC: binary x[layer, choice], sum_c x = 1, sum size x <= limit."""
+    import warnings
+
     import pulp
 
     start = time.perf_counter()
     model = pulp.LpProblem("hawq_v3", pulp.LpMinimize)
-    x = {(i, j): pulp.LpVariable(f"x_{i}_{j}", cat=pulp.LpBinary)
-         for i, layer in enumerate(problem.layers) for j in range(len(layer.choices))}
+    with warnings.catch_warnings():  # HAWQ-V3's notebook builds LpVariable directly (deprecated in PuLP 3)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        x = {(i, j): pulp.LpVariable(f"x_{i}_{j}", cat=pulp.LpBinary)
+             for i, layer in enumerate(problem.layers) for j in range(len(layer.choices))}
     model += pulp.lpSum(layer.choices[j].loss * x[i, j] for i, layer in enumerate(problem.layers)
                         for j in range(len(layer.choices)))
     for i, layer in enumerate(problem.layers):

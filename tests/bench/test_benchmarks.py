@@ -1,0 +1,64 @@
+"""The benchmark scripts run end to end on tiny settings and write results the README generator reads."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from cetopt import solve
+from cetopt.results.speed import merged_models, solver_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+    assert done.value.code == 0
+
+
+@pytest.mark.slow
+def test_solver_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_script("solvers.py", ["--sizes", "4", "--choices", "8", "--backends", "dp", "greedy", "--rounds", "2",
+                              "--no-wall-check", "--part", "t", "--run", "1", "--out-dir", str(tmp_path)],
+               monkeypatch)
+    data = json.loads((tmp_path / "solvers-t-run1.json").read_text())
+    assert data["complete"] and (tmp_path / "solvers-t-run1.txt").exists()
+    rows = solver_cells([data])[(4, 8)]
+    assert set(rows) == {"dp", "greedy", "pulp-cbc"}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from solvers import make_problem  # the same problem, rebuilt independently of the run
+
+    truth = solve(make_problem(4, 8, 1, 3.5), "bruteforce").objective
+    assert rows["dp"]["objective"] == pytest.approx(truth, rel=1e-9)
+    # CBC stops within its default relative gap (1e-4), so its "optimal" may sit above the optimum
+    assert truth * (1 - 1e-12) <= rows["pulp-cbc"]["objective"] <= truth * (1 + 1e-4)
+    assert rows["greedy"]["objective"] >= truth * (1 - 1e-12)
+    for name in ("dp", "greedy"):
+        row = rows[name]
+        assert len(row["call_s"]["values"]) == 2 and row["process_s"]["median"] > row["call_s"]["median"]
+        assert row["peak_process_rss_bytes"] > 10 * 2**20 and row["pulp_over_call"]["median"] > 0
+        assert 0 < row["outside_solver_in_process"]["median"] < 1
+
+
+@pytest.mark.slow
+def test_curvature_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_script("curvature.py", ["--models", "digits-cnn", "--rounds", "2", "--eq-rounds", "2",
+                                "--variance-probes", "6", "--target-probes", "4", "--direct", "digits-cnn",
+                                "--direct-rounds", "1", "--run", "1", "--out-dir", str(tmp_path)], monkeypatch)
+    data = json.loads((tmp_path / "curvature-run1.json").read_text())
+    row = merged_models([data])["digits-cnn"]
+    assert row["test_accuracy"] > 0.9  # trained weights
+    eq = row["equal_error"]
+    assert eq["variance_ratio_vs_restricted"]["restricted"] == {"median": 1.0, "max": 1.0, "argmax_layer": "conv1"}
+    assert eq["rounds_needed"]["restricted"] == 4
+    seconds = eq["timing"]["seconds"]
+    loop = [s + 4 * p for s, p in zip(seconds["loop setups"]["values"], seconds["loop probes"]["values"])]
+    assert eq["seconds"]["loop"]["values"] == pytest.approx(loop)
+    assert "restricted" in row["direct"]["speedup_vs_loop"]
+    assert row["hvp"]["hvp_one_off_over_fb"]["median"] > 0
