@@ -192,6 +192,28 @@ def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bo
     return "\n".join(lines), verdicts
 
 
+def curvature_sentence(runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Ranges over models and runs of the per-round-median ratios, in one sentence."""
+    rows = [r for files in runs.values() for r in merged_models(files).values()]
+    if not rows:
+        return None
+
+    def span(get: Any) -> str:
+        values = [v for v in (get(r) for r in rows) if v is not None]
+        return "-" if not values else f"{min(values):.3g}x to {max(values):.3g}x"
+
+    def eq(r: dict[str, Any], mode: str) -> float | None:
+        s = r.get("equal_error", {}).get("speedup_vs_loop", {}).get(mode)
+        return None if s is None else s["median"]
+
+    return (f"On the trained models, one Hessian-vector product costs {span(lambda r: r['hvp']['hvp_steady_over_fb']['median'])} "
+            f"a forward+backward pass once the first-order graph is cached (steady state), and "
+            f"{span(lambda r: r['hvp']['hvp_one_off_over_fb']['median'])} when the graph is built for it (one-off). "
+            f"At equal standard error, restricted per-layer probes run {span(lambda r: eq(r, 'restricted'))} as fast as "
+            f"the per-layer loop (the same per-layer work, one shared graph), and shared probes "
+            f"{span(lambda r: eq(r, 'shared'))}: their cross-layer variance on the worst layer sets the run length.")
+
+
 def merged_models(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """model -> row over one run's curvature files: the HVP comparison with the most rounds (a
     ``--hvp-only`` file may repeat it with more), the equal-error figures from the file that has them."""
@@ -228,9 +250,9 @@ def speed_section(results: Path = RESULTS) -> str:
         "",
         *[f"- {s}" for s in solver_sentences(solvers)],
     ]
-    wall = wall_sentence(solvers)
-    if wall:
-        lines.append(f"- {wall}")
+    for sentence in (wall_sentence(solvers), curvature_sentence(curvature)):
+        if sentence:
+            lines.append(f"- {sentence}")
     lines += ["", "Solvers on synthetic problems (bit-widths 1..8, or 1..32 for 32 choices; 3.5 average bits):", "",
               solver_md, "",
               "Curvature on trained models (per-layer Hutchinson traces at the standard error a per-layer "
