@@ -16,6 +16,9 @@ from cetopt.errors import CetoptError
 
 SECTIONS: dict[str, str] = {
     "speed": "cetopt.results.speed:speed_section",
+    "cet-checks": "cetopt.results.quality_sections:checks_section",
+    "quality": "cetopt.results.quality_sections:quality_section",
+    "zoo": "cetopt.results.quality_sections:zoo_section",
 }
 
 
