@@ -37,12 +37,16 @@ from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
 from cetopt.solvers.linear_model import build_linear_model
 from cetopt.solvers.local_search import improve, is_feasible
+from cetopt.solvers.deadline import Deadline
 from cetopt.solvers.mip import Prepared, prepare
 from cetopt.solvers.reduce import lp_hull
 from cetopt.solvers.result import Outcome, Status
 
 # relative safety margin subtracted from the solver's optimum before it is reported as a bound
 BOUND_MARGIN = 1e-7
+# CVXPY's canonicalisation cannot be interrupted: the relaxation is built only while less than this
+# fraction of the time limit has gone (else the greedy incumbent is returned with limit "time")
+ROOM_NEEDED = 0.5
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,12 @@ class CvxpyRelaxationSolver(Solver):
 
     def run(self, compiled: CompiledProblem, options: CvxpyOptions, *, time_limit: float | None,
             seed: int) -> Outcome:
+        deadline = Deadline(time_limit)  # importing CVXPY (seconds on a cold start) counts too
         import cvxpy as cp
 
-        prepared = prepare(compiled, time_limit)
+        prepared = prepare(compiled, time_limit, deadline)
+        if deadline.limit is not None and deadline.elapsed() > ROOM_NEEDED * deadline.limit:
+            return _without_relaxation(prepared, "the time limit left no room to build the relaxation", {})
         reduction = lp_hull(prepared.reduction) or prepared.reduction  # the LP needs only hull vertices
         full, compiled = compiled, reduction.compiled
         groups = compiled.groups

@@ -68,9 +68,9 @@ class Prepared:
                 "lp_bound": self.reduction.lower, "prepare_seconds": round(self.seconds, 4)}
 
 
-def prepare(compiled: CompiledProblem, time_limit: float | None) -> Prepared:
-    """Steps 1 of the module docstring (the deadline starts now, so this work counts)."""
-    deadline = Deadline(time_limit)
+def prepare(compiled: CompiledProblem, time_limit: float | None, deadline: Deadline | None = None) -> Prepared:
+    """Steps 1 of the module docstring (the deadline starts now, or is the one given, so this work counts)."""
+    deadline = deadline if deadline is not None else Deadline(time_limit)
     incumbent = greedy_incumbent(compiled)
     reduction = reduce_problem(compiled, incumbent)
     return Prepared(compiled, incumbent, reduction, deadline, deadline.elapsed())

@@ -13,8 +13,9 @@ repaired by single-layer moves. The fit is a model, not a bound: the continuous 
 ``extra`` for comparison with the discrete optimum, and the answer is only ``feasible``.
 
 ``method = "cvxpy"`` (default) solves the convex program with CVXPY under the time limit (Clarabel's
-``time_limit``; when it strikes, or CVXPY fails, the closed form is used and the result says so in
-``extra["method"]``); ``method = "closed-form"`` uses the bisection alone (milliseconds at 10^6 layers).
+``time_limit``; when it strikes, when half the limit has gone before CVXPY could start (its canonicalisation
+cannot be interrupted), or when CVXPY fails, the closed form is used and ``extra["method"]`` says so);
+``method = "closed-form"`` uses the bisection alone (milliseconds at 10^6 layers).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class WaterfillingSolver(Solver):
         if float(n @ high) <= compiled.max_size:  # the budget cannot bind: every group at its widest
             continuous, extra["method"] = high.copy(), "unconstrained"
         elif options.method == "cvxpy":
-            continuous = _cvxpy_bits(c, n, low, high, compiled.max_size, deadline.remaining(), extra)
+            continuous = _cvxpy_bits(c, n, low, high, compiled.max_size, deadline, extra)
         if continuous is None:
             continuous = water_level(c, n, low, high, compiled.max_size)
         option = np.array([int(np.argmin(np.abs(ob - x) + 1e-9 * ob)) for ob, x in zip(option_bits, continuous)])
@@ -120,10 +121,14 @@ class WaterfillingSolver(Solver):
 
 
 def _cvxpy_bits(c: np.ndarray, n: np.ndarray, low: np.ndarray, high: np.ndarray, budget: float,
-                seconds: float | None, extra: dict[str, object]) -> np.ndarray | None:
-    """The continuous optimum by CVXPY (Clarabel, within ``seconds``), or None when it did not finish."""
+                deadline: Deadline, extra: dict[str, object]) -> np.ndarray | None:
+    """The continuous optimum by CVXPY (Clarabel, within the deadline), or None when it did not finish."""
     import cvxpy as cp
 
+    if deadline.limit is not None and deadline.elapsed() > 0.5 * deadline.limit:
+        extra["cvxpy_status"] = "time_limit"  # no room left for the (uninterruptible) canonicalisation
+        return None
+    seconds = deadline.remaining()
     # well-scaled: bits measured from the budget's mean level a, weights normalised to max 1
     a = float(np.clip(budget / float(n.sum()), low.min(), high.max()))
     weights = c * np.power(4.0, -a)
