@@ -35,6 +35,8 @@ class DPOptions:
     """Options of the dp backend.
 
     Attributes:
+        max_memory_mb: memory for the back-pointers of all frontiers (6 bytes per state: at 10^6 layers
+            they, not the frontier, are what grows); beyond it the answer is as for max_states.
         max_states: largest Pareto frontier allowed; beyond it the greedy incumbent is returned as
             FEASIBLE with its LP bound (limit = "states").
         reduce: start from a small reduced-cost slack and grow it (False: one full DP).
@@ -42,6 +44,13 @@ class DPOptions:
 
     max_states: int = 2_000_000
     reduce: bool = True
+    max_memory_mb: int = 2048
+
+    def __post_init__(self) -> None:
+        from cetopt.errors import SolverOptionError
+
+        if self.max_states < 1 or self.max_memory_mb < 1:
+            raise SolverOptionError("dp: max_states and max_memory_mb must be positive")
 
 
 def _axes(compiled: CompiledProblem) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -113,6 +122,7 @@ class DPSolver(Solver):
             return Outcome(Status.INFEASIBLE, message=(
                 f"the Lagrangian bound {dual:.10g} exceeds the cap {upper:.10g}: no allocation meets the budgets"))
         search = _Search(p, q, reduced, q_cap, dual, upper, options.max_states, start, time_limit)
+        search.max_stored = options.max_memory_mb * 2**20 // 6
         slack = total / 256 if options.reduce and np.isfinite(total) else total
         rounds = 0
         while True:
@@ -120,7 +130,8 @@ class DPSolver(Solver):
             found = search.run(slack)
             extra = {"rounds": rounds, "slack": slack, "lagrangian_bound": dual, **search.stats}
             if found is None and search.stopped:
-                why = (f"the DP frontier exceeded max_states={options.max_states}" if search.stopped == "states"
+                why = (f"the DP frontiers exceeded max_states={options.max_states} or "
+                       f"max_memory_mb={options.max_memory_mb}" if search.stopped == "states"
                        else "the time limit was reached")
                 if has_incumbent:
                     return Outcome(Status.FEASIBLE, choice_index=incumbent, bound=plan.bound, limit=search.stopped,
@@ -209,6 +220,7 @@ class _Search:
         self.q_limit = q_cap + _tol(q_cap)
         self.p_limit = upper + _tol(upper)
         self.max_states, self.start, self.time_limit = max_states, start, time_limit
+        self.max_stored = 2**62  # back-pointer entries kept over all groups (set by DPSolver)
         self.stopped: str | None = None
         self.stats: dict[str, int] = {}
 
@@ -230,6 +242,7 @@ class _Search:
         target = min(self.p_limit, self.dual + slack + _tol(self.dual + slack))
         states_q, states_p, states_r = np.array([base_q]), np.array([base_p]), np.array([0.0])
         parents: list[tuple[np.ndarray, np.ndarray]] = []
+        stored = 0
         peak = 1
         for i, g in enumerate(free):
             opts = keep[g]
@@ -248,10 +261,13 @@ class _Search:
             # (the bound h falls as capacity grows), so the order of the two filters changes nothing
             order = order[cand_p[order] + suffix.bound(self.q_limit - cand_q[order]) <= target]
             n_states = len(states_q)
-            parents.append((order % n_states, opts[order // n_states]))
+            # compact back-pointers (int32 state, uint16 option; ties expand to <= 4096 options): 6 bytes
+            # per state instead of 16
+            parents.append(((order % n_states).astype(np.int32), opts[order // n_states].astype(np.uint16)))
+            stored += len(order)
             states_q, states_p, states_r = cand_q[order], cand_p[order], cand_r[order]
             peak = max(peak, len(order))
-            if len(order) > self.max_states:
+            if len(order) > self.max_states or stored > self.max_stored:
                 self.stopped = "states"
             elif self.time_limit is not None and time.perf_counter() - self.start > self.time_limit:
                 self.stopped = "time"
