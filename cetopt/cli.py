@@ -460,11 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default="1.5,2,2.5,3,4,5,6", help="average-bits budgets, comma-separated")
     p.set_defaults(func=cmd_levels)
 
-    p = sub.add_parser("prove", help="run the seven numerical checks of the CET geometry on a zoo model; write a "
+    p = sub.add_parser("prove", help="run the numerical checks of the CET geometry (and check 8, whole-plan prediction per cost model) on a zoo model; write a "
                                      "markdown report with plots")
     p.add_argument("model", help=_MODEL_HELP + "; digits-mlp is the smallest zoo model")
     p.add_argument("--out", type=Path, required=True, help="report directory (report.md, PNGs, results.json)")
-    p.add_argument("--checks", default="1,2,3,4,5,6,7", help="which checks, comma-separated")
+    p.add_argument("--checks", default="1,2,3,4,5,6,7,8", help="which checks, comma-separated")
     p.add_argument("--table-bits", default="3,4,5", help="average bits of the equal-size table ('' for none)")
     p.add_argument("--no-lossless-search", action="store_true", help="skip the smallest-lossless-size search")
     p.set_defaults(func=cmd_prove)

@@ -18,12 +18,13 @@ from cetopt.theory.lossless import check_lossless
 from cetopt.theory.spectra import check_quadric_types
 from cetopt.theory.context import ProofContext
 from cetopt.theory.prediction import check_additivity, check_per_layer_prediction
+from cetopt.theory.plan_prediction import check_plan_prediction
 from cetopt.tables import markdown_table
 from cetopt.theory.report import CheckResult, render_report, text_summary
 
 CHECKS: dict[int, Callable[..., CheckResult]] = {
     1: check_per_layer_prediction, 2: check_quadric_types, 3: check_major_axis, 4: check_complementary,
-    5: check_lossless, 6: check_additivity, 7: check_allocation,
+    5: check_lossless, 6: check_additivity, 7: check_allocation, 8: check_plan_prediction,
 }
 
 

@@ -20,7 +20,7 @@ def report(tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_report_lists_every_check_with_a_verdict_and_its_plots(report) -> None:  # type: ignore[no-untyped-def]
     text = (report / "report.md").read_text()
     results = json.loads((report / "results.json").read_text())
-    assert [c["number"] for c in results["checks"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert [c["number"] for c in results["checks"]] == [1, 2, 3, 4, 5, 6, 7, 8]
     for check in results["checks"]:
         assert f"## {check['number']}. {check['title']}: {check['verdict']}" in text
     for name in ("check1_prediction", "check2_spectra", "check3_major_axis", "check4_complementary",

@@ -1,0 +1,62 @@
+"""Check 8 against exact truth: on two independent least-squares heads the loss is exactly quadratic in the weights
+and block-diagonal over the layers, so plain cet's g.d + 1/2 d'Hd equals every plan's measured change: Spearman 1
+and every sign right. The verdict rule is checked on its own (it can fail)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cetopt.theory.report import Verdict
+
+
+class TwoHeads(nn.Module):
+    """y = [A x, B x] with separate targets: loss block-diagonal and exactly quadratic in (A, B)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 3, bias=False)
+        self.b = nn.Linear(4, 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.a(x), self.b(x)], dim=1)
+
+
+def _context():  # type: ignore[no-untyped-def]
+    from cetopt.curvature.extract import CurvatureSettings
+    from cetopt.modelspec import ModelSpec
+    from cetopt.theory.context import ProofContext
+
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = TwoHeads()
+    x = torch.randn(96, 4, generator=gen)
+    y = model(x).detach() + 0.3 * torch.randn(96, 5, generator=gen)
+    spec = ModelSpec(name="two-heads", model=model, calibration=[(x[:48], y[:48]), (x[48:], y[48:])],
+                     loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).sum(dim=1).mean())
+    return ProofContext.create(spec, settings=CurvatureSettings(k=2, lanczos_iterations=6, max_probes=16,
+                                                                 min_probes=4, device="cpu"))
+
+
+def test_exact_quadratic_loss_is_predicted_exactly_by_cet() -> None:
+    from cetopt.theory.plan_prediction import check_plan_prediction
+
+    result = check_plan_prediction(_context())
+    assert result.number == 8 and result.data["split"] == "calibration"  # the spec has no validation batches
+    measured = np.array(result.data["measured"])
+    cet = np.array(result.data["predicted"]["cet"])
+    np.testing.assert_allclose(cet, measured, rtol=1e-3, atol=1e-6)  # float32 forward passes
+    assert result.data["spearman"]["cet"] == pytest.approx(1.0)
+    assert result.data["sign_agreement"]["cet"] == 1.0
+    assert len(result.data["plans"]) >= 8 and result.verdict in set(Verdict)
+
+
+@pytest.mark.parametrize("spearman, sign, expected", [(0.95, 1.0, Verdict.PASS), (0.95, 0.9, Verdict.PARTIAL),
+                                                      (0.5, 1.0, Verdict.FAIL), (float("nan"), 1.0,
+                                                                                 Verdict.INCONCLUSIVE)])
+def test_verdict_rule(spearman: float, sign: float, expected: Verdict) -> None:
+    from cetopt.theory.plan_prediction import _verdict
+
+    assert _verdict(spearman, sign) is expected
