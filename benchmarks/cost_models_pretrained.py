@@ -181,17 +181,23 @@ def cached_problems(spec: Any, cache: Path | None) -> tuple[Any, dict[str, Any],
 
     from cetopt.fingerprint import fingerprint_spec
 
+    from cetopt.builders.second_order import BuiltProblem
+    from cetopt.problem.io import problem_from_dict, problem_to_dict
+
     fingerprint = fingerprint_spec(spec).as_metadata()
     if cache is not None and cache.is_file():
         saved = torch.load(cache, weights_only=False)
         if saved["fingerprint"] == fingerprint and saved["methods"] == list(METHODS) and saved["bits"] == list(BITS):
-            return saved["built"], saved["problems"], saved["seconds"]
+            problems = {m: problem_from_dict(d) for m, d in saved["problems"].items()}
+            built = BuiltProblem(problem=problem_from_dict(saved["problem"]), weights=saved["weights"])
+            return built, problems, saved["seconds"]
         print(f"  {cache} is for other weights, data, methods or bits: rebuilding", flush=True)
     built, problems, seconds = priced_problems(spec, METHODS)
-    if cache is not None:
+    if cache is not None:  # plain dicts and tensors (problems hold read-only mappings that do not pickle)
         tmp = cache.with_suffix(".tmp")
-        torch.save({"fingerprint": fingerprint, "methods": list(METHODS), "bits": list(BITS), "built": built,
-                    "problems": problems, "seconds": seconds}, tmp)
+        torch.save({"fingerprint": fingerprint, "methods": list(METHODS), "bits": list(BITS),
+                    "problem": problem_to_dict(built.problem), "weights": dict(built.weights),
+                    "problems": {m: problem_to_dict(p) for m, p in problems.items()}, "seconds": seconds}, tmp)
         tmp.replace(cache)
     return built, problems, seconds
 
