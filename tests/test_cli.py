@@ -49,12 +49,14 @@ def test_bad_input_exits_2_with_the_field(tmp_path: Path, root: Path) -> None:
 
 def test_solver_config_and_options_flags(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "result.json"
-    code = main(["solve", HAWQ, "--solver-config", "solvers/ortools-10s.toml", "-o", "workers=1",
+    code = main(["solve", HAWQ, "--solver-config", "solvers/ortools-10s.toml", "-o", "workers=2",
                  "--format", "json", "--out", str(target)])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["solver"] == "ortools-10s" and printed["options"]["workers"] == 1
-    assert json.loads(target.read_text())["objective"] == printed["objective"]
+    assert printed["solver"] == "ortools-10s" and printed["options"]["workers"] == 2
+    written = json.loads(target.read_text())  # --out writes the plan (cetopt.plan/2), with the result inside
+    assert written["format"] == "cetopt.plan/2" and written["extra"]["result"]["objective"] == printed["objective"]
+    assert {name: entry["bits"] for name, entry in written["layers"].items()} == printed["bits"]
 
 
 def test_minimize_size_override(root: Path) -> None:
