@@ -1,0 +1,84 @@
+"""The ``cetopt`` command line: one module per family of subcommands (problems, models, reports), shared
+argument helpers in :mod:`cetopt.cli.args`.
+
+Exit codes: 0 success; 1 infeasible or no solution (the message gives the smallest feasible budget); 2 bad input
+(problem, model, option, config: the message names the field and the fix); 3 a computation failed (NaN/inf
+curvature, a diverging eigen-solver); 130 interrupted.
+Results go to stdout (``--format json`` prints exactly one JSON object); logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from cetopt.cli import models, problems, reports
+from cetopt.cli.args import EXIT_BAD_INPUT, EXIT_FAILED
+from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
+    UnsupportedProblemError
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, i.e. cores minus "
+                        "the load average, split among torchrun ranks on this machine)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (problems, models, reports):
+        module.add_parsers(sub)
+    return parser
+
+
+_TORCH_FREE = {"solve", "compare", "solvers", "validate", "schema", "make-problem"}
+
+
+def _configure_torch(args: argparse.Namespace) -> None:
+    """--threads (or the free-core default) and progress bars, for commands that run torch."""
+    if args.threads is not None and args.threads < 1:
+        raise ProblemError(f"must be >= 1, got {args.threads}", field="--threads")
+    if args.command in _TORCH_FREE and args.threads is None:
+        return
+    from cetopt.curvature.progress import configure_progress
+    from cetopt.curvature.threads import configure_threads
+
+    configure_threads(args.threads)
+    configure_progress(enabled=True)  # phase bars on stderr at the default verbosity (after a few seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if isinstance(getattr(args, "model", None), str):  # an unknown model is refused before torch loads
+            from cetopt.modelspec import check_target
+
+            check_target(args.model)
+        _configure_torch(args)
+        return int(args.func(args))
+    except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError) as err:
+        print(f"cetopt: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except CetoptError as err:  # a computation failed (e.g. CurvatureError: NaN curvature), not the input
+        print(f"cetopt: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("cetopt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `cetopt solve ... | head`: stdout closed early
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        print("cetopt: error: output pipe closed before the result was written", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # unwritable --out, full disk, unreadable file: the path and the reason
+        where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
+        print(f"cetopt: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,123 @@
+"""Model commands: extract a problem, apply a plan into a packed artefact, evaluate it, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, int_in, int_list
+from cetopt.errors import ProblemError
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.io import save_problem
+    from cetopt.problem.model import Budget
+    from cetopt.workflow import build_for
+
+    bits = int_list(args.bits, "--bits")
+    budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
+    from cetopt import distributed
+
+    distributed.init_from_env()  # under torchrun: ranks share the calibration batches, sums are all-reduced
+    spec = load_model_spec(args.model)
+    problem = build_for(spec, bits=bits, method=args.method, budget=budget, rounding=args.rounding,
+                        interactions=args.interactions, target=args.model).problem
+    if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
+        save_problem(problem, args.out)
+        print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
+              + (f" ({distributed.world_size()} ranks)" if distributed.is_distributed() else ""))
+    distributed.barrier()
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from cetopt.quant.plan import Plan
+
+    plan = Plan.load(args.plan)
+    target = args.model or plan.model
+    if not target:
+        raise ProblemError("the plan names no model; pass --model (zoo name, module:function or file.py:function)",
+                           field="--model")
+    from cetopt.artifact import write_artifact
+    from cetopt.modelspec import load_model_spec
+
+    info = write_artifact(load_model_spec(target), plan, args.out, target=target)
+    print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = packed size {info.predicted_bytes} "
+          f"(buffers {info.buffer_bytes} included) + header {info.file_bytes - info.data_bytes}; packed ratio "
+          f"{info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cetopt.artifact import evaluate_artifact, read_manifest
+    from cetopt.modelspec import load_model_spec
+
+    target = args.model or str(read_manifest(args.directory).get("target", ""))
+    if not target:
+        raise ProblemError("the artefact names no model; pass --model", field="--model")
+    report = evaluate_artifact(args.directory, load_model_spec(target))
+    if args.format == "json":
+        print(json.dumps(report, allow_nan=False))
+        return EXIT_OK
+    metric = report["metric_name"]
+    print(f"{args.directory}: {report['model']}, {report['layers']} packed layers, {report['file_bytes']} bytes on disk, "
+          f"packed ratio {report['packed_ratio']:.2f} vs FP32")
+    if metric is not None:
+        print(f"{metric}: {report['metric']:.4f} (FP32 {report['fp_metric']:.4f})")
+    print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
+    if report["validation_dloss"] is not None:
+        print(f"validation loss change: {report['validation_dloss']:+.6f}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cetopt.pipeline import run_demo
+
+    if args.rerank:
+        from cetopt.rerank import rerank_report
+
+        print(rerank_report(args.model, args.rerank, avg_bits=args.avg_bits))
+        return EXIT_OK
+    print(run_demo(args.model, avg_bits=args.avg_bits))
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    """Register this module's subcommands on ``sub`` (argparse subparsers)."""
+    p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    # default = cetopt.costmodels.registry.DEFAULT_COST_MODEL, spelled out (the registry loads numpy); a test ties them
+    p.add_argument("--method", choices=CostModelNames(), default="cet-shrink", metavar="METHOD",
+                   help="cost model (cetopt.costmodels), default cet-shrink (chosen by benchmarks/cost_models.py): "
+                        "cet and its switches, llc, hawq-v3, fisher, cet-holdout, measured, ...")
+    p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
+                   help="candidate rounding: nearest, or toward each layer's major axes")
+    p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
+    p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget (llc: ignored, size minimised "
+                                                                "subject to predicted dL <= 0)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
+                                     "with plan.json and manifest.json (fingerprints, sizes)")
+    p.add_argument("plan", type=Path, help="a plan file (cetopt solve --out PLAN)")
+    p.add_argument("--model", help="zoo model, module:function or path/to/file.py:function (default: the plan's)")
+    p.add_argument("--out", type=Path, required=True, help="artefact directory")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--model", help="the model it was applied to (default: the one its manifest names)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
+    p.add_argument("model", nargs="?", default="digits-cnn", help=MODEL_HELP)
+    p.add_argument("--avg-bits", type=float, default=3.0)
+    p.add_argument("--rerank", type=int_in(1, 1000), default=0, metavar="K",
+                   help="instead: dp's K best plans, each measured on the validation batches; the best measured wins")
+    p.set_defaults(func=cmd_demo)

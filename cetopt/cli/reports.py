@@ -1,0 +1,86 @@
+"""Report commands: the benchmark, the compression-level study and the proofs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cetopt.cli.args import EXIT_OK, MODEL_HELP, float_list, int_list
+from cetopt.errors import ProblemError
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cetopt.bench.runner import QUICK_BUDGETS, QUICK_PROBLEMS, QUICK_SOLVERS, BenchSpec, run_bench
+
+    budgets = float_list(args.budgets, "--budgets") if args.budgets else list(QUICK_BUDGETS)
+    if args.jobs < 1:
+        raise ProblemError(f"--jobs must be >= 1, got {args.jobs}")
+    spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
+                     baselines=[b for b in args.baselines.split(",") if b], time_limit=args.time_limit,
+                     measure=not args.no_measure)
+    from cetopt.bench.executor import parse_executor
+
+    parse_executor(args.executor)  # a bad --executor fails before any cell runs
+    result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots, executor=args.executor)
+    print(f"{result.ran} cells run, {result.reused} reused; wrote " + ", ".join(str(f) for f in result.files))
+    return EXIT_OK
+
+
+def cmd_levels(args: argparse.Namespace) -> int:
+    from cetopt.theory.levels import levels_report
+
+    budgets = float_list(args.budgets, "--budgets")
+    data = levels_report(args.model, args.out, budgets=budgets, log=lambda line: print(line, file=sys.stderr))
+    print(f"wrote {args.out / 'report.md'}: {len(data['points'])} plans")
+    return EXIT_OK
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from cetopt.theory.prove import CHECKS, prove
+
+    checks = int_list(args.checks, "--checks")
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise ProblemError(f"--checks: no check {unknown[0]}; the checks are {sorted(CHECKS)}")
+    results = prove(args.model, args.out, checks=checks, table_bits=int_list(args.table_bits, "--table-bits"),
+                    lossless_search=not args.no_lossless_search, log=lambda line: print(line, file=sys.stderr))
+    print(f"wrote {args.out / 'report.md'}: " + ", ".join(f"{c.number} {c.verdict.value}" for c in results))
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    """Register this module's subcommands on ``sub`` (argparse subparsers)."""
+    p = sub.add_parser("bench", help="benchmark problems/ x solvers/ x budgets, with baselines and measured metrics; "
+                                     "writes results.csv, summary.md and plots (resumable)")
+    p.add_argument("--quick", action="store_true", help="the small default set (digits, MNIST-1D, HAWQ-V3 ResNet-18, "
+                                                        "synthetic; 6 solvers; 5 budgets), about a minute on 2 cores")
+    p.add_argument("--problems", nargs="+", help="problem files or globs (default: the quick set)")
+    p.add_argument("--solvers", nargs="+", help="solver configs (solvers/*.toml), globs or backend names")
+    p.add_argument("--budgets", help="average-bits budgets, comma-separated (default 2.5,3,4,5,6)")
+    p.add_argument("--baselines", default="uniform,hawq-v3", help="baseline allocations ('' for none)")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve")
+    p.add_argument("--no-measure", action="store_true", help="do not apply plans to zoo models")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--executor", default="local", help="where cells run: 'local' (--jobs processes) or "
+                   "dask://HOST:PORT (a Dask scheduler; pip install 'cetopt[distributed]')")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="results directory (reused to resume)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("levels", help="quantisation vs low-rank vs joint allocation on one Pareto plot, LLC's rank "
+                                      "rule and the series-expansion convergence proof, on a zoo model")
+    p.add_argument("model", help=MODEL_HELP + "; digits-mlp is the smallest zoo model")
+    p.add_argument("--out", type=Path, required=True, help="report directory")
+    p.add_argument("--budgets", default="1.5,2,2.5,3,4,5,6", help="average-bits budgets, comma-separated")
+    p.set_defaults(func=cmd_levels)
+
+    p = sub.add_parser("prove", help="run the numerical checks of the CET geometry (and check 8, whole-plan prediction per cost model) on a zoo model; write a "
+                                     "markdown report with plots")
+    p.add_argument("model", help=MODEL_HELP + "; digits-mlp is the smallest zoo model")
+    p.add_argument("--out", type=Path, required=True, help="report directory (report.md, PNGs, results.json)")
+    p.add_argument("--checks", default="1,2,3,4,5,6,7,8", help="which checks, comma-separated")
+    p.add_argument("--table-bits", default="3,4,5", help="average bits of the equal-size table ('' for none)")
+    p.add_argument("--no-lossless-search", action="store_true", help="skip the smallest-lossless-size search")
+    p.set_defaults(func=cmd_prove)
