@@ -13,7 +13,8 @@ halves the error, so the simple exact search is used. Simplifications, said plai
 activations (no sequential re-capture after earlier layers are quantised); the grid is the quantiser's own
 with clipping ratio 1.
 
-Shapes: Linear inputs (N, in_features); Conv2d inputs (N, C_in, H, W) (unfolded to patches); weights as in torch.
+Shapes: Linear inputs (N, in_features); Conv1d (N, C_in, L) and Conv2d (N, C_in, H, W) inputs (unfolded to
+patches); weights as in torch.
 """
 
 from __future__ import annotations
@@ -52,15 +53,19 @@ def _gram(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
     if isinstance(module, nn.Linear):
         x = x.reshape(-1, x.shape[-1])
         return (x.T @ x / x.shape[0])[None], 1
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         if isinstance(module.padding, str):
-            raise ProblemError("AdaRound needs numeric Conv2d padding", field="layers")
-        patches = nn.functional.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+            raise ProblemError("AdaRound needs numeric convolution padding", field="layers")
+        if isinstance(module, nn.Conv1d):  # a Conv2d of height 1
+            patches = nn.functional.unfold(x.unsqueeze(2), (1, *module.kernel_size), (1, *module.dilation),
+                                           (0, *module.padding), (1, *module.stride))
+        else:
+            patches = nn.functional.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
         groups = module.groups
         n, _, positions = patches.shape
         per = patches.reshape(n, groups, -1, positions).permute(1, 0, 3, 2).reshape(groups, n * positions, -1)
         return torch.einsum("gnp,gnq->gpq", per, per) / (n * positions), groups
-    raise ProblemError(f"AdaRound supports Linear and Conv2d layers, not {type(module).__name__}", field="layers")
+    raise ProblemError(f"AdaRound supports Linear, Conv1d and Conv2d layers, not {type(module).__name__}", field="layers")
 
 
 def _energy(d: torch.Tensor, gram: torch.Tensor) -> float:

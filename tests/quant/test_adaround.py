@@ -76,6 +76,18 @@ def test_conv_error_matches_the_convolution(groups: int) -> None:
     assert result.error < result.error_nearest and result.flips > 0
 
 
+def test_conv1d_error_matches_the_convolution() -> None:
+    torch.manual_seed(3)
+    conv = nn.Conv1d(4, 6, 3, stride=2, padding=1, groups=2).double()
+    x = torch.randn(5, 4, 17, dtype=torch.float64)
+    f = (lambda w: nn.functional.conv1d(x, w, None, 2, 1, 1, 2))
+    result = adaround_layer(conv, x, 3)
+    exact = (lambda w: float((f(w) - f(conv.weight.detach())).pow(2).sum(1).mean()))
+    assert result.error_nearest == pytest.approx(exact(fake_quantize(conv.weight.detach(), 3)), rel=1e-9)
+    assert result.error == pytest.approx(exact(result.weight), rel=1e-9)
+    assert result.error < result.error_nearest
+
+
 def test_inputs_are_captured_and_bad_settings_named() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
