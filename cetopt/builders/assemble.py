@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 
 from cetopt.builders.candidates import LayerCandidates
 from cetopt.curvature.operator import Batch, LossFn
-from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer, Minimize
+from cetopt.problem.model import Budget, Choice, Edge, Interaction, Layer, Minimize
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +84,23 @@ def problem_form(budget: Budget | None, lossless: bool, max_loss: float, total_p
     budget = budget or Budget(avg_bits=4.0)
     loss_only = budget.max_loss is not None and budget.bops is None and budget.max_size_bits(total_params) is None
     return budget, Minimize.SIZE if loss_only else Minimize.LOSS
+
+
+def problem_metadata(*, method: str, cost_model: Any, rounding: str, bits: Sequence[int], levels: Any,
+                     quantizer: Any, settings: Any, loss: float, op: Any, graph_note: str, interactions: int,
+                     llc_radius: str, layer_eps: float | None, removed: Mapping[str, list[str]],
+                     curvature: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The problem's provenance: how it was built (cost model, rounding, quantiser, curvature settings, data
+    size, layer graph, filters) plus the caller's ``extra`` (model, data, fingerprints)."""
+    info: dict[str, Any] = {
+        "method": method, "cost_model": cost_model.describe(), "rounding": rounding, "bits": list(bits),
+        **({"levels": levels.to_dict()} if levels is not None else {}),
+        "quantizer": quantizer.to_dict(), "curvature": asdict(settings), "calibration_loss": loss,
+        "calibration_batches": len(op.batches), "device": str(op.device), "layer_graph": graph_note,
+        "interactions": interactions, **({"llc_radius": llc_radius} if cost_model.lossless else {}),
+        **({"layer_eps": layer_eps} if layer_eps is not None else {}),
+        **({"removed_candidates": dict(removed)} if removed else {}), **(extra or {})}
+    if "trace_per_weight" in cost_model.needs and curvature is not None:
+        names = set(op.names)
+        info["traces"] = {l.name: [l.trace, l.trace_stderr, l.n_probes] for l in curvature.layers if l.name in names}
+    return info

@@ -57,3 +57,15 @@ def kept_indices(cand: LayerCandidates, admissible: set[Level], fallback: Level)
     """Indices of ``cand``'s choices that stay in the problem."""
     allowed = admissible or {fallback}
     return np.array([i for i, c in enumerate(cand.choices) if c.level in allowed], dtype=np.int64)
+
+
+def select_candidates(candidates: Sequence[LayerCandidates], signals: Mapping[str, LayerSignals],
+                      costs: Mapping[str, np.ndarray], model: CostModel, layer_eps: float | None,
+                      ties: Sequence[Sequence[str]]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Per layer, the indices of the choices kept in the problem, and the labels of those removed."""
+    admissible, fallback = admissible_levels(candidates, signals, costs, model, layer_eps)
+    apply_ties(candidates, ties, admissible, fallback, least_costly=layer_eps is not None)
+    kept = {c.name: kept_indices(c, admissible[c.name], fallback[c.name]) for c in candidates}
+    removed = {c.name: [ch.label for i, ch in enumerate(c.choices) if i not in set(kept[c.name])]
+               for c in candidates if len(kept[c.name]) < len(c.choices)}
+    return kept, removed

@@ -18,16 +18,17 @@ compressed weight, so a solved plan can be applied exactly as it was scored.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from cetopt.builders.assemble import interaction_terms, layer_edges, layer_macs, problem_form, problem_layers
+from cetopt.builders.assemble import (interaction_terms, layer_edges, layer_macs, problem_form, problem_layers,
+                                     problem_metadata)
 from cetopt.builders.candidates import LayerCandidates, Levels, level_candidates, quantization_candidates
-from cetopt.builders.filters import admissible_levels, apply_ties, kept_indices
+from cetopt.builders.filters import select_candidates
 from cetopt.builders.signals import SignalInputs, collect_signals, curvature_for
 from cetopt.costmodels.registry import get_cost_model
 from cetopt.curvature.extract import CurvatureSettings
@@ -151,24 +152,15 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
                                      costs_model.needs)
     estimates = {n: costs_model.estimate(s) for n, s in signals.items()}
     costs = {n: np.asarray(e.loss, dtype=np.float64) for n, e in estimates.items()}
-    admissible, fallback = admissible_levels(candidates, signals, costs, costs_model, layer_eps)
-    apply_ties(candidates, ties, admissible, fallback, least_costly=layer_eps is not None)
-    kept = {c.name: kept_indices(c, admissible[c.name], fallback[c.name]) for c in candidates}
-    removed = {c.name: [ch.label for i, ch in enumerate(c.choices) if i not in set(kept[c.name])]
-               for c in candidates if len(kept[c.name]) < len(c.choices)}
+    kept, removed = select_candidates(candidates, signals, costs, costs_model, layer_eps, ties)
     stderr = {n: e.stderr for n, e in estimates.items() if e.stderr is not None}
     layer_list = problem_layers(candidates, costs, kept, layer_macs(op.model, op.names, op.batches[0], loss_fn),
                                 stderr or None)
     terms = interaction_terms(cross, kept)
-    info = {"method": method, "cost_model": costs_model.describe(), "rounding": rounding, "bits": list(bits),
-            **({"levels": levels.to_dict()} if levels is not None else {}),
-            "quantizer": quantizer.to_dict(), "curvature": asdict(settings), "calibration_loss": loss,
-            "calibration_batches": len(op.batches), "device": str(op.device), "layer_graph": graph_note,
-            "interactions": len(terms), **({"llc_radius": llc_radius} if costs_model.lossless else {}),
-            **({"layer_eps": layer_eps} if layer_eps is not None else {}),
-            **({"removed_candidates": removed} if removed else {}), **(metadata or {})}
-    if "trace_per_weight" in costs_model.needs and curvature is not None:
-        info["traces"] = {l.name: [l.trace, l.trace_stderr, l.n_probes] for l in curvature.layers if l.name in weights}
+    info = problem_metadata(method=method, cost_model=costs_model, rounding=rounding, bits=bits, levels=levels,
+                            quantizer=quantizer, settings=settings, loss=loss, op=op, graph_note=graph_note,
+                            interactions=len(terms), llc_radius=llc_radius, layer_eps=layer_eps, removed=removed,
+                            curvature=curvature, extra=metadata)
     budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
     problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
                                 minimize=minimize, metadata=info)
