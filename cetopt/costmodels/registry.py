@@ -1,6 +1,6 @@
 """The cost-model registry: name -> "module:Class", imported only when the model is used.
 
-Adding a cost model is one module plus one ``register`` line below; tests/costmodels/test_conformance.py then
+Adding a cost model is one module plus one ``register`` line below; tests/costmodels/test_costmodel_conformance.py then
 holds it to the same checks as every other registered model.
 """
 

@@ -64,7 +64,7 @@ def test_undeclared_signal_reads_fail_loudly() -> None:
 def test_unknown_names_and_signals_are_refused() -> None:
     with pytest.raises(ProblemError, match="unknown cost model"):
         get_cost_model("nosuch")
-    register("bad-needs", "tests.costmodels.test_conformance:_BadNeeds")
+    register("bad-needs", "tests.costmodels.test_costmodel_conformance:_BadNeeds")
     try:
         with pytest.raises(ProblemError, match="unknown signals"):
             get_cost_model("bad-needs")
