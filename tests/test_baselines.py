@@ -73,5 +73,7 @@ def test_adaround_plan_weights_beat_nearest_on_layer_outputs() -> None:
     hidden = torch.tanh(spec.model[0](x)).detach()
     for name, inputs in (("0", x), ("2", hidden)):
         w = dict(spec.model.named_modules())[name].weight.detach()
-        err = (lambda q: float(((inputs @ (q - w).T) ** 2).sum(1).mean()))
+        def err(q: torch.Tensor, inputs: torch.Tensor = inputs, w: torch.Tensor = w) -> float:
+            return float(((inputs @ (q - w).T) ** 2).sum(1).mean())
+
         assert err(rounded[name]) <= err(fake_quantize(w, bits[name])) * (1 + 1e-12)
