@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +30,7 @@ class Measurement:
         metric_name, metric: the headline metric (first key) and its value (None without an evaluation).
         calibration_dloss: change of the mean calibration loss vs the original model (nats, or the loss's unit).
         validation_dloss: the same on the validation batches (None when the spec has none).
+        outcomes: (n_test,) per-example headline outcomes (``spec.test_outcomes``) for paired CIs, or None.
     """
 
     metrics: Mapping[str, float]
@@ -36,6 +38,7 @@ class Measurement:
     metric: float | None
     calibration_dloss: float
     validation_dloss: float | None = None
+    outcomes: np.ndarray | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -104,13 +107,19 @@ class Measurer:
             self._base_val = mean_loss(self.spec, self.model_with({}), self.spec.validation)
         return mean_loss(self.spec, self.model_with(weights), self.spec.validation) - self._base_val
 
-    def measure(self, weights: Mapping[str, torch.Tensor], *, validation: bool = True) -> Measurement:
-        """Metrics on the test data, calibration (and validation) loss change of ``weights``."""
+    def measure(self, weights: Mapping[str, torch.Tensor], *, validation: bool = True,
+                outcomes: bool = False) -> Measurement:
+        """Metrics on the test data, calibration (and validation) loss change of ``weights``; with ``outcomes``
+        also the per-example test outcomes (when the spec defines them)."""
         metrics = self.spec.metrics(self.model_with(weights)) if self.spec.evaluate is not None else {}
         name = next(iter(metrics), None)
+        per_example = None
+        if outcomes and self.spec.test_outcomes is not None:
+            per_example = np.asarray(self.spec.test_outcomes(self.model_with(weights)), dtype=np.float64).ravel()
         return Measurement(metrics=metrics, metric_name=name, metric=metrics[name] if name else None,
                            calibration_dloss=self.calibration_dloss(weights),
-                           validation_dloss=self.validation_dloss(weights) if validation else None)
+                           validation_dloss=self.validation_dloss(weights) if validation else None,
+                           outcomes=per_example)
 
 
 def check_same_model(spec: ModelSpec, metadata: Mapping[str, Any], *, what: str = "problem") -> None:

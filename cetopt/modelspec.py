@@ -46,6 +46,9 @@ class ModelSpec:
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
         evaluate: ``evaluate(model) -> {metric: value, ...}`` on held-out TEST data, higher is better; the first
             key is the headline metric. None: plans are judged on the calibration loss alone.
+        test_outcomes: ``test_outcomes(model) -> (n_test,) array``: the headline metric per test example (1.0 where a
+            classifier is right, a sentence's cosine, ...), the same examples in the same order for every model, so
+            two plans can be compared with a paired bootstrap CI (cetopt.stats). None: no per-example outcomes.
         validation: held-out calibration batches (same form as ``calibration``), disjoint from both the
             calibration and the test data: what selection steps (re-ranking, cost validation) may look at.
         data: a sentence describing the calibration and test data (provenance).
@@ -59,6 +62,7 @@ class ModelSpec:
     calibration: Sequence[Any]
     loss_fn: Callable[["nn.Module", Any], "torch.Tensor"]
     evaluate: Callable[["nn.Module"], Mapping[str, float]] | None = None
+    test_outcomes: Callable[["nn.Module"], Any] | None = None
     validation: Sequence[Any] = ()
     data: str = ""
     exclude: tuple[str, ...] = ()
@@ -72,6 +76,9 @@ class ModelSpec:
             raise ProblemError(f"expected a torch nn.Module, got {type(self.model).__name__}", field="ModelSpec.model")
         if not callable(self.loss_fn):
             raise ProblemError("expected a function loss_fn(model, batch) -> scalar tensor", field="ModelSpec.loss_fn")
+        if self.test_outcomes is not None and not callable(self.test_outcomes):
+            raise ProblemError("expected a function test_outcomes(model) -> per-example array, or None",
+                               field="ModelSpec.test_outcomes")
         if self.evaluate is not None and not callable(self.evaluate):
             raise ProblemError("expected a function evaluate(model) -> {metric: value} or None",
                                field="ModelSpec.evaluate")

@@ -12,6 +12,7 @@ from typing import Any
 
 from cetopt._versions import package_versions
 from cetopt.fingerprint import FingerprintMismatchError, check_fingerprint, fingerprint_spec, recorded
+from cetopt.bench.store import encode_outcomes
 from cetopt.problem.evaluate import choices_from_bits, evaluate
 from cetopt.problem.io import load_problem
 from cetopt.problem.model import AllocationProblem, Budget
@@ -192,9 +193,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 
             measurer = _measurer(model)
             applied = apply_plan(measurer.spec.model, plan, quadrics=plan_quadrics(measurer.spec, plan))
-            measured = measurer.measure(applied.weights, validation=False)
+            measured = measurer.measure(applied.weights, validation=False, outcomes=True)
             metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
             row.update(metric_name=metric_name, metric=measured.metric, fp_metric=fp,
-                       measured_dloss=measured.calibration_dloss, packed_ratio=applied.ratio)
+                       measured_dloss=measured.calibration_dloss, packed_ratio=applied.ratio,
+                       outcomes=encode_outcomes(measured.outcomes) if measured.outcomes is not None else None)
     row["wall_seconds"] = time.perf_counter() - start
     return row

@@ -14,15 +14,18 @@ import json
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from cetopt._atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROW_FORMAT = "cetopt.bench-row/1"
 COLUMNS = (
     "problem", "model", "method", "layers", "solver", "backend", "kind", "budget_avg_bits", "status", "limit",
     "objective", "bound", "gap", "seconds", "wall_seconds", "size_bits", "avg_bits", "unused_avg_bits", "metric_name",
-    "metric", "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "fingerprint", "message",
+    "metric", "fp_metric", "measured_dloss", "packed_ratio", "bits", "options", "versions", "fingerprint", "outcomes", "message",
 )
 
 
@@ -118,3 +121,39 @@ def write_csv(out: Path, rows: Iterable[dict[str, Any]]) -> Path:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def encode_outcomes(outcomes: "np.ndarray") -> str:
+    """Per-example test outcomes as compact text for a row: "bits:<base64>" when every outcome is 0/1 (one bit
+    each), else "f16:<base64>" (float16, enough for a paired CI on metrics in [0, 1] such as cosines)."""
+    import base64
+
+    import numpy as np
+
+    values = np.asarray(outcomes, dtype=np.float64).ravel()
+    if np.isin(values, (0.0, 1.0)).all():
+        packed = np.packbits(values.astype(np.uint8))
+        return f"bits:{values.size}:" + base64.b64encode(packed.tobytes()).decode()
+    return f"f16:{values.size}:" + base64.b64encode(values.astype("<f2").tobytes()).decode()
+
+
+def decode_outcomes(text: str | None) -> "np.ndarray | None":
+    """The array :func:`encode_outcomes` wrote (None for an empty cell or unreadable text)."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    if not text or not isinstance(text, str):
+        return None
+    kind, _, rest = text.partition(":")
+    size_text, _, payload = rest.partition(":")
+    try:
+        size, raw = int(size_text), base64.b64decode(payload, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if kind == "bits":
+        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:size].astype(np.float64)
+    if kind == "f16" and len(raw) == 2 * size:
+        return np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    return None

@@ -52,8 +52,24 @@ def solver_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[A
              "worst gap to best found"], table)
 
 
+def _paired(a: dict[str, Any], b: dict[str, Any] | None) -> str:
+    """CET minus a baseline on the same test examples, with its 95% paired bootstrap CI ("tie" when it holds 0)."""
+    from cetopt.bench.store import decode_outcomes
+    from cetopt.stats import paired_bootstrap_ci
+
+    if b is None:
+        return "-"
+    x, y = decode_outcomes(a.get("outcomes")), decode_outcomes(b.get("outcomes"))
+    if x is None or y is None or x.shape != y.shape:
+        return f"{float(a['metric']) - float(b['metric']):+.4f} (no CI)" if _num(b.get("metric")) is not None else "-"
+    ci = paired_bootstrap_ci(x, y)
+    verdict = "tie" if ci.low <= 0.0 <= ci.high else ("ahead" if ci.low > 0 else "behind")
+    return f"{ci.estimate:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}] {verdict}"
+
+
 def quality_table(rows: Sequence[dict[str, Any]], solver: str = "dp") -> tuple[list[str], list[list[Any]]]:
-    """Per zoo problem and budget: the measured metric of the CET plan (``solver``), HAWQ-V3 and uniform."""
+    """Per zoo problem and budget: the measured metric of the plan (``solver``), HAWQ-V3 and uniform, and the
+    plan's paired differences to both with 95% bootstrap CIs over the test examples."""
     cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
         if _num(r.get("metric")) is not None:
@@ -68,12 +84,11 @@ def quality_table(rows: Sequence[dict[str, Any]], solver: str = "dp") -> tuple[l
         def metric(name: str) -> str:
             return f"{float(by[name]['metric']):.4f}" if name in by else "-"
 
-        hawq = _num(by.get("hawq-v3", {}).get("metric"))
-        table.append([problem, f"{budget:g}", cet["metric_name"], f"{fp:.4f}", metric(solver), metric("hawq-v3"),
-                      metric("uniform"), "-" if hawq is None else f"{float(cet['metric']) - hawq:+.4f}",
-                      f"{float(cet['packed_ratio']):.2f}x"])
-    return (["problem", "avg bits", "metric", "FP32", f"CET ({solver})", "HAWQ-V3", "uniform", "CET - HAWQ-V3",
-             "packed vs FP32"], table)
+        table.append([problem, cet.get("method") or "-", f"{budget:g}", cet["metric_name"], f"{fp:.4f}",
+                      metric(solver), metric("hawq-v3"), metric("uniform"), _paired(cet, by.get("hawq-v3")),
+                      _paired(cet, by.get("uniform")), f"{float(cet['packed_ratio']):.2f}x"])
+    return (["problem", "cost model", "avg bits", "metric", "FP32", f"plan ({solver})", "HAWQ-V3", "uniform",
+             "plan - HAWQ-V3 [95% CI]", "plan - uniform [95% CI]", "packed vs FP32"], table)
 
 
 def write_summary(out: Path, rows: Sequence[dict[str, Any]], command: str = "cetopt bench") -> Path:
@@ -87,9 +102,11 @@ def write_summary(out: Path, rows: Sequence[dict[str, Any]], command: str = "cet
         f"{len(rows)} cells over {len(problems)} problems ({', '.join(problems)}). Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + f". Regenerate: `{command}`; rows: results.csv.",
         "## Measured quality at equal size (zoo models)",
-        "CET = the problem file's own cost model (g.d + 1/2 d'Hd) solved exactly by dp; HAWQ-V3 = Hessian trace x "
-        "|d|^2 at the same budget; uniform = every layer at the budget's bit-width. Metric: test accuracy (digits, "
-        "MNIST-1D), top-1 agreement with FP32 (MobileNetV2), cosine to FP32 embeddings (MiniLM).",
+        "plan = the problem file's own cost model (its name in the second column) solved exactly by dp; HAWQ-V3 = "
+        "Hessian trace x |d|^2 at the same budget, on the same model (fingerprints checked); uniform = every layer at "
+        "the budget's bit-width. Metric: test accuracy (digits, MNIST-1D), top-1 agreement with FP32 (MobileNetV2), "
+        "cosine to FP32 embeddings (MiniLM). Differences carry a 95% paired bootstrap CI over the same test examples "
+        "(cetopt.stats, 2,000 resamples); 'tie' when the CI holds 0.",
         markdown_table(quality_header, quality_rows) if quality_rows else "(no zoo problems in this run)",
         f"## Solvers (solver time, SolveResult.seconds; ratios vs {REFERENCE_SOLVER} in the same run)",
         markdown_table(solver_header, solver_rows),
