@@ -15,6 +15,7 @@ from cetopt.curvature.extract import CurvatureSettings, extract_curvature
 from cetopt.curvature.operator import CurvatureOperator
 from cetopt.curvature.result import CurvatureResult
 from cetopt.geometry.layer import LayerQuadric
+from cetopt.measure import Measurer
 from cetopt.modelspec import ModelSpec
 from cetopt.workflow import build_for
 from cetopt.problem.model import Budget
@@ -52,12 +53,11 @@ class ProofContext:
     operator: CurvatureOperator
     bits: tuple[int, ...] = DEFAULT_BITS
     settings: CurvatureSettings = field(default_factory=CurvatureSettings)
-    _work: torch.nn.Module | None = None
+    _measurer: Measurer | None = None
     _work64: torch.nn.Module | None = None
     _operator64: CurvatureOperator | None = None
     _base_loss64: float | None = None
     _built: dict[Any, BuiltProblem] = field(default_factory=dict)
-    _base_loss: float | None = None
 
     @classmethod
     def create(cls, task: ModelSpec, *, bits: Sequence[int] = DEFAULT_BITS,
@@ -93,43 +93,38 @@ class ProofContext:
         modules = dict(self.task.model.named_modules())
         return {name: modules[name].weight.detach() for name in self.curvature.names}
 
+    @property
+    def measurer(self) -> Measurer:
+        """The shared apply-and-measure path (cetopt.measure), one working copy of the model."""
+        if self._measurer is None:
+            self._measurer = Measurer(self.task)
+        return self._measurer
+
     def _model_with(self, replaced: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-        if self._work is None:
-            self._work = copy.deepcopy(self.task.model)
-        modules = dict(self._work.named_modules())
-        originals = self.weights
-        for name in self.curvature.names:
-            target = modules[name].weight
-            target.data.copy_(replaced.get(name, originals[name]).to(target.dtype))
-        return self._work
+        return self.measurer.model_with(replaced)
 
     def loss(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
         """Mean calibration loss with some layers' weights replaced."""
-        model = self._model_with(replaced or {})
-        with torch.no_grad():
-            return sum(float(self.task.loss_fn(model, b)) for b in self.task.calibration) / len(self.task.calibration)
+        return self.measurer.calibration_loss(replaced)
 
     @property
     def base_loss(self) -> float:
-        if self._base_loss is None:
-            self._base_loss = self.loss()
-        return self._base_loss
+        return self.measurer.calibration_loss()
 
     def dloss(self, replaced: Mapping[str, torch.Tensor]) -> float:
         """Measured change of the mean calibration loss."""
-        return self.loss(replaced) - self.base_loss
+        return self.measurer.calibration_dloss(replaced)
 
     def metric(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
         """The task's headline metric (accuracy, agreement or fidelity) with weights replaced."""
         return float(next(iter(self.task.metrics(self._model_with(replaced or {})).values())))
 
     def outcomes(self, replaced: Mapping[str, torch.Tensor] | None = None) -> np.ndarray | None:
-        """Per-test-example outcomes (1.0 correct, 0.0 wrong) with weights replaced, shape (n_test,), for
-        paired confidence intervals; None when the spec offers none (metadata "test_outcomes")."""
-        per_example = self.task.metadata.get("test_outcomes")
-        if not callable(per_example):
+        """Per-test-example outcomes with weights replaced, shape (n_test,), for paired confidence intervals;
+        None when the spec offers none (ModelSpec.test_outcomes)."""
+        if self.task.test_outcomes is None:
             return None
-        return np.asarray(per_example(self._model_with(replaced or {})), dtype=np.float64)
+        return np.asarray(self.task.test_outcomes(self._model_with(replaced or {})), dtype=np.float64)
 
     def validation_metric(self, replaced: Mapping[str, torch.Tensor] | None = None) -> float:
         """The selection metric on the VALIDATION batches (never the test set): top-1 accuracy when the
