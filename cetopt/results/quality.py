@@ -31,7 +31,11 @@ SEEDS = (0, 1, 2, 3, 4)
 CALIBRATION_DRAWS = (1, 2, 3)  # extra calibration draws on seed 0 (the default draw is the first examples)
 AVG_BITS = (3.0, 4.0)
 CANDIDATE_BITS = (2, 3, 4, 6, 8)
-METHODS = ("cet", "hawq-v3", "uniform")
+# the plans compared with the baselines: the default cost model (cetopt.costmodels.DEFAULT_COST_MODEL) and the
+# theory's plain second-order cost
+PLAN_METHODS = ("cet-shrink", "cet")
+BASELINES = ("hawq-v3", "uniform")
+METHODS = (*PLAN_METHODS, *BASELINES)
 N_BOOT = 2000
 
 
@@ -44,7 +48,7 @@ def _plan_row(spec: Any, measurer: Any, built: Any, bits: dict[str, int] | None)
     if bits is None:
         return None
     weights = built.compressed_weights(bits)
-    outcomes = np.asarray(spec.metadata["test_outcomes"](measurer.model_with(weights)), dtype=float)
+    outcomes = np.asarray(spec.test_outcomes(measurer.model_with(weights)), dtype=float)
     m = measurer.measure(weights)
     params = {layer.name: layer.params for layer in built.problem.layers}
     avg = sum(params[n] * b for n, b in bits.items()) / sum(params.values())
@@ -63,25 +67,30 @@ def _plans(spec: Any, avg_bits: Sequence[float]) -> dict[str, Any]:
     from cetopt.stats import paired_bootstrap_ci
     from cetopt.workflow import build_for
 
-    built = build_for(spec, method="cet", bits=CANDIDATE_BITS)
+    built = {m: build_for(spec, method=m, bits=CANDIDATE_BITS) for m in PLAN_METHODS}
     hawq = hawq_v3_problem(spec, CANDIDATE_BITS)
     measurer = Measurer(spec)
-    fp_outcomes = spec.metadata["test_outcomes"](spec.model)
+    fp_outcomes = spec.test_outcomes(spec.model)
     out: dict[str, Any] = {"fingerprint": fingerprint_spec(spec).as_metadata(), "metadata": {
         k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float))},
         "fp_accuracy": float(fp_outcomes.mean()), "test_examples": int(len(fp_outcomes)), "budgets": {}}
+    reference = built[PLAN_METHODS[0]]  # every built problem holds the same candidates; any applies the baselines
     for b in avg_bits:
-        result = solve(built.problem.with_budget(Budget(avg_bits=b)), "dp")
-        bits = {"cet": dict(result.bits) if result.success else None,
-                "hawq-v3": None if (h := hawq_v3_bits(hawq, b)) is None else dict(h),
-                "uniform": uniform_bits(built.problem, b)}
-        rows = {k: _plan_row(spec, measurer, built, v) for k, v in bits.items()}
+        bits: dict[str, Any] = {}
+        for m in PLAN_METHODS:
+            result = solve(built[m].problem.with_budget(Budget(avg_bits=b)), "dp")
+            bits[m] = dict(result.bits) if result.success else None
+        bits["hawq-v3"] = None if (h := hawq_v3_bits(hawq, b)) is None else dict(h)
+        bits["uniform"] = uniform_bits(reference.problem, b)
+        rows = {k: _plan_row(spec, measurer, reference, v) for k, v in bits.items()}
         paired = {}
-        for other in ("hawq-v3", "uniform"):
-            if rows["cet"] is not None and rows[other] is not None:
-                ci = paired_bootstrap_ci(rows["cet"]["outcomes"], rows[other]["outcomes"], n_boot=N_BOOT, seed=0)
-                paired[f"cet-{other}"] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high,
-                                          "verdict": ci.verdict, "same_plan": rows["cet"]["bits"] == rows[other]["bits"]}
+        for plan in PLAN_METHODS:
+            for other in (*BASELINES, *(m for m in PLAN_METHODS if m != plan)):
+                if rows[plan] is not None and rows[other] is not None and f"{other}-{plan}" not in paired:
+                    ci = paired_bootstrap_ci(rows[plan]["outcomes"], rows[other]["outcomes"], n_boot=N_BOOT, seed=0)
+                    paired[f"{plan}-{other}"] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high,
+                                                 "verdict": ci.verdict,
+                                                 "same_plan": rows[plan]["bits"] == rows[other]["bits"]}
         for row in rows.values():
             if row is not None:
                 row.pop("outcomes")
@@ -97,7 +106,7 @@ def run(out: Path = RESULTS.parent, models: Sequence[str] = MODELS, seeds: Seque
     from cetopt._versions import package_versions
     from cetopt.modelspec import load_model_spec
 
-    data: dict[str, Any] = {"format": "cetopt.quality/1", "avg_bits": list(AVG_BITS),
+    data: dict[str, Any] = {"format": "cetopt.quality/2", "plan_methods": list(PLAN_METHODS), "avg_bits": list(AVG_BITS),
                             "candidate_bits": list(CANDIDATE_BITS), "n_boot": N_BOOT, "models": {},
                             "environment": {"versions": package_versions(), "machine": platform.machine(),
                                             "threads": torch.get_num_threads()}}

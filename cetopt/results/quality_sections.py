@@ -29,12 +29,12 @@ def _mean_ci(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> st
     return seed_summary(values).describe(scale=scale, digits=digits)
 
 
-def _difference(values: Sequence[float], other: str) -> str:
+def _difference(values: Sequence[float], plan: str, other: str) -> str:
     """Mean per-seed difference in points with its t-interval and the verdict."""
     if len(values) < 2:
         return "-"
     s = seed_summary([100 * v for v in values])
-    word = "CET ahead" if s.low > 0 else f"{other} ahead" if s.high < 0 else "tie within CI"
+    word = f"{plan} ahead" if s.low > 0 else f"{other} ahead" if s.high < 0 else "tie within CI"
     return f"{s.mean:+.2f} [{s.low:+.2f}, {s.high:+.2f}] {word}"
 
 
@@ -45,55 +45,77 @@ def _per_seed_verdicts(paired: Sequence[dict[str, Any]]) -> str:
     return f"{better} / {len(paired) - better - worse} / {worse} (same plan in {same})"
 
 
-def _budget_row(model: str, b: str, seeds: dict[str, Any]) -> list[str]:
+def _budget_row(model: str, b: str, seeds: dict[str, Any], plan: str) -> list[str]:
     entries = [s["budgets"][b] for s in seeds.values() if b in s["budgets"]]
-    acc = {m: [e["plans"][m]["test_accuracy"] for e in entries if e["plans"].get(m)] for m in ("cet", "hawq-v3", "uniform")}
-    diffs = {o: [e["paired"][f"cet-{o}"]["estimate"] for e in entries if f"cet-{o}" in e["paired"]]
+    acc = {m: [e["plans"][m]["test_accuracy"] for e in entries if e["plans"].get(m)] for m in (plan, "hawq-v3", "uniform")}
+    diffs = {o: [e["paired"][f"{plan}-{o}"]["estimate"] for e in entries if f"{plan}-{o}" in e["paired"]]
              for o in ("hawq-v3", "uniform")}
-    ratios = {m: [e["plans"][m]["packed_ratio"] for e in entries if e["plans"].get(m)] for m in ("cet", "hawq-v3")}
-    paired = [e["paired"]["cet-hawq-v3"] for e in entries if "cet-hawq-v3" in e["paired"]]
-    return [model, b, str(len(entries)), _mean_ci([s["fp_accuracy"] for s in seeds.values()]),
-            _mean_ci(acc["cet"]), _mean_ci(acc["hawq-v3"]), _mean_ci(acc["uniform"]) if acc["uniform"] else "-",
-            _difference(diffs["hawq-v3"], "HAWQ-V3"), _difference(diffs["uniform"], "uniform"),
+    ratios = {m: [e["plans"][m]["packed_ratio"] for e in entries if e["plans"].get(m)] for m in (plan, "hawq-v3")}
+    paired = [e["paired"][f"{plan}-hawq-v3"] for e in entries if f"{plan}-hawq-v3" in e["paired"]]
+    return [model, plan, b, str(len(entries)), _mean_ci([s["fp_accuracy"] for s in seeds.values()]),
+            _mean_ci(acc[plan]), _mean_ci(acc["hawq-v3"]), _mean_ci(acc["uniform"]) if acc["uniform"] else "-",
+            _difference(diffs["hawq-v3"], plan, "HAWQ-V3"), _difference(diffs["uniform"], plan, "uniform"),
             _per_seed_verdicts(paired) if paired else "-",
             " / ".join(f"{min(r):.2f}-{max(r):.2f}" if r else "-" for r in ratios.values())]
+
+
+def _pair_row(model: str, b: str, seeds: dict[str, Any], a: str, other: str) -> list[str] | None:
+    """The two plan cost models against each other (per-seed paired differences, then over seeds)."""
+    entries = [s["budgets"][b] for s in seeds.values() if b in s["budgets"]]
+    paired = [e["paired"][f"{a}-{other}"] for e in entries if f"{a}-{other}" in e["paired"]]
+    if not paired:
+        return None
+    return [model, b, _difference([p["estimate"] for p in paired], a, other), _per_seed_verdicts(paired)]
 
 
 def quality_section() -> str:
     """The equal-budget quality table over seeds, the calibration draws and the fingerprints."""
     data = _load(RESULTS)
-    rows, draws, prints = [], [], []
+    plans = data.get("plan_methods", ["cet"])
+    rows, pairs, draws, prints = [], [], [], []
     for model, entry in data["models"].items():
         for b in (f"{x:g}" for x in data["avg_bits"]):
-            rows.append(_budget_row(model, b, entry["seeds"]))
+            rows.extend(_budget_row(model, b, entry["seeds"], plan) for plan in plans)
+            if len(plans) > 1 and (row := _pair_row(model, b, entry["seeds"], plans[0], plans[1])) is not None:
+                pairs.append(row)
         for draw, d in entry.get("draws", {}).items():
             for b, budget in d["budgets"].items():
-                p = budget["paired"].get("cet-hawq-v3")
-                if p:
-                    word = {"a": "CET ahead", "b": "HAWQ-V3 ahead", "tie": "tie within CI"}[p["verdict"]]
-                    draws.append([model, draw, b, f"{100 * p['estimate']:+.2f} [{100 * p['low']:+.2f}, "
-                                  f"{100 * p['high']:+.2f}] {word}"])
+                for plan in plans:
+                    p = budget["paired"].get(f"{plan}-hawq-v3")
+                    if p:
+                        word = {"a": f"{plan} ahead", "b": "HAWQ-V3 ahead", "tie": "tie within CI"}[p["verdict"]]
+                        draws.append([model, plan, draw, b, f"{100 * p['estimate']:+.2f} [{100 * p['low']:+.2f}, "
+                                      f"{100 * p['high']:+.2f}] {word}"])
         first = entry["seeds"].get("0")
         if first:
             fp = first["fingerprint"]
             prints.append([model, fp["fingerprint_weights"][:16], fp["fingerprint_calibration"][:16],
                            str(first["test_examples"])])
     table = markdown_table(
-        ["model", "avg bits", "seeds", "FP32", "CET", "HAWQ-V3", "uniform", "CET - HAWQ-V3, points [95% CI]",
-         "CET - uniform, points [95% CI]", "per seed: CET better / tie / worse", "packed x: CET / HAWQ-V3"], rows)
+        ["model", "cost model", "avg bits", "seeds", "FP32", "plan", "HAWQ-V3", "uniform",
+         "plan - HAWQ-V3, points [95% CI]", "plan - uniform, points [95% CI]", "per seed: plan better / tie / worse",
+         "packed x: plan / HAWQ-V3"], rows)
     env = data["environment"]
-    return "\n\n".join([
+    parts = [
         "Test accuracy at equal average-bit budgets (candidate bits "
-        f"{'/'.join(map(str, data['candidate_bits']))}), mean ± 95% t-interval over the shipped seeds. Both "
-        "problems and the uniform plan are built on one model per seed (same weights, calibration data and "
-        "quantiser); differences are paired per seed (bootstrap over test examples, "
-        f"{data['n_boot']} resamples) and then summarised over seeds.", table,
-        "Other calibration draws (seed 0, CET - HAWQ-V3 in points, paired bootstrap 95% CI over test examples):",
-        markdown_table(["model", "calibration draw", "avg bits", "CET - HAWQ-V3"], draws) if draws else "(none)",
+        f"{'/'.join(map(str, data['candidate_bits']))}), mean ± 95% t-interval over the shipped seeds, for the plans "
+        f"of the cost models {', '.join(plans)} (the first is the default, solved exactly by dp). All problems and "
+        "the uniform plan are built on one model per seed (same weights, calibration data and quantiser); "
+        f"differences are paired per seed (bootstrap over test examples, {data['n_boot']} resamples) and then "
+        "summarised over seeds.", table]
+    if pairs:
+        parts += [f"{plans[0]} against {plans[1]} (the same seeds, points):",
+                  markdown_table(["model", "avg bits", f"{plans[0]} - {plans[1]} [95% CI]",
+                                  f"per seed: {plans[0]} better / tie / worse"], pairs)]
+    parts += [
+        "Other calibration draws (seed 0, plan - HAWQ-V3 in points, paired bootstrap 95% CI over test examples):",
+        markdown_table(["model", "cost model", "calibration draw", "avg bits", "plan - HAWQ-V3"], draws)
+        if draws else "(none)",
         "Fingerprints of seed 0 (SHA-256 prefixes; a run elsewhere reproduces these numbers when its fingerprints "
         "are equal):", markdown_table(["model", "weights", "calibration data", "test examples"], prints),
         f"Generated by `make results` (torch {env['versions'].get('torch', '?')}, {env['machine']}, "
-        f"{env['threads']} thread) from docs/results/quality/results.json."])
+        f"{env['threads']} thread) from docs/results/quality/results.json."]
+    return "\n\n".join(parts)
 
 
 def zoo_section() -> str:
