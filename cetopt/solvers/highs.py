@@ -80,13 +80,11 @@ class HighsSolver(Solver):
         remaining = prepared.deadline.remaining()
         if remaining is not None:
             h.setOptionValue("time_limit", float(remaining))
-        h.HandleKeyboardInterrupt = True
-        try:
-            h.solve()
-        except KeyboardInterrupt:
-            pass
+        out_of_time = _solve_until(h, prepared.deadline)
         code = h.getModelStatus()
         verdict = native_status_table().get(code, Verdict.ERROR)
+        if out_of_time and verdict is Verdict.INTERRUPTED:  # our deadline tripped the interrupt, not Ctrl-C
+            verdict = Verdict.TIME
         info = h.getInfo()
         extra = {"native_status": h.modelStatusToString(code), "mip_gap": float(info.mip_gap)}
         values = np.asarray(h.getSolution().col_value, dtype=np.float64)
@@ -96,6 +94,26 @@ class HighsSolver(Solver):
         raw_bound = float(info.mip_dual_bound)
         bound = model.true_objective(raw_bound) if np.isfinite(raw_bound) and verdict is not Verdict.ERROR else None
         return conclude(prepared, "HiGHS", verdict, choice, bound, extra)
+
+
+def _solve_until(h: Any, deadline: Any) -> bool:
+    """Run HiGHS in highspy's solver thread and cancel it (through its user-interrupt callback) once the deadline
+    has passed: HiGHS' own time limit is checked only between phases, which on a loaded machine overran a 3 s
+    limit by seconds. Ctrl-C cancels the same way; HiGHS then stops with its incumbent. Returns whether the
+    deadline (not Ctrl-C) cancelled the run."""
+    h.HandleKeyboardInterrupt = True  # also enables the user-interrupt callback that cancelSolve() trips
+    thread = h.startSolve()
+    out_of_time = False
+    try:
+        while not h.wait(0.02)[0]:
+            if deadline.expired():
+                out_of_time = True
+                h.cancelSolve()
+                break
+    except KeyboardInterrupt:
+        h.cancelSolve()
+    thread.join()
+    return out_of_time
 
 
 def _highs_lp(highspy: Any, model: Any) -> Any:
