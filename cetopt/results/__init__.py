@@ -19,6 +19,7 @@ SECTIONS: dict[str, str] = {
     "cet-checks": "cetopt.results.quality_sections:checks_section",
     "quality": "cetopt.results.quality_sections:quality_section",
     "zoo": "cetopt.results.quality_sections:zoo_section",
+    "published": "cetopt.results.published:published_section",
 }
 
 
