@@ -13,37 +13,7 @@ from torch import nn
 from cetopt.curvature import CurvatureOperator, hutchinson_traces, lanczos_eigenpairs
 from cetopt.curvature.deflation import deflated_traces, deflation_basis
 from cetopt.curvature.threads import configure_threads, default_threads
-
-
-
-def tiny_data(seed: int = 0, batches: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g))
-            for _ in range(batches)]
-
-
-def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(batch[0]), batch[1])
-
-
-def exact_hessian(model: nn.Module, data: list) -> tuple[np.ndarray, list[int]]:
-    """The Hessian of the mean loss w.r.t. both weight matrices (torch.autograd.functional.hessian)."""
-    weights = [model[0].weight, model[2].weight]
-    sizes = [w.numel() for w in weights]
-
-    def loss_of(flat: torch.Tensor) -> torch.Tensor:
-        w0, w2 = flat[: sizes[0]].reshape(weights[0].shape), flat[sizes[0]:].reshape(weights[1].shape)
-        total = sum(nn.functional.cross_entropy(torch.tanh(x @ w0.T + model[0].bias) @ w2.T + model[2].bias, y)
-                    for x, y in data)
-        return total / len(data)
-
-    flat = torch.cat([w.detach().reshape(-1) for w in weights])
-    return torch.autograd.functional.hessian(loss_of, flat).numpy(), sizes
-
-
-def blocks(hessian: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    edges = np.cumsum([0] + sizes)
-    return [hessian[a:b, a:b] for a, b in zip(edges[:-1], edges[1:])]
+from tests.curvature.test_curvature import blocks, ce_loss, exact_hessian, tiny_data  # one exact reference
 
 
 def wide_model(seed: int) -> nn.Module:
