@@ -59,6 +59,16 @@ def _curvature(out: Path | None) -> dict[str, np.ndarray]:
     arrays["cross"] = next(iter(forms.cross.values()))
     for name, value in zip(op.names, fisher_diagonal(op)):
         arrays[f"{name}/fisher"] = value.double().numpy().ravel()
+    from cetopt.builders.signal_measured import measured_changes
+    from cetopt.builders.signal_stderr import linear_stderr
+
+    # the default cost model's noise signal and the measured cost model's forward passes: sums over samples too
+    for name, value in linear_stderr(op, {n: torch.stack(v) for n, v in errors.items()}).items():
+        arrays[f"{name}/linear_stderr"] = value
+    params = dict(zip(op.names, op.params))
+    swapped = {n: [params[n].detach() + e for e in errs] for n, errs in errors.items()}
+    for name, value in measured_changes(op, swapped).items():
+        arrays[f"{name}/measured"] = value
     problem = build_for(spec, bits=(2, 4, 8)).problem
     if out is not None and distributed.is_rank_zero():
         (out / "problem.json").write_text(dumps_problem(problem))

@@ -16,7 +16,13 @@ from cetopt.curvature.operator import CurvatureOperator, eval_mode
 
 
 def _mean_loss(op: CurvatureOperator) -> float:
-    return sum(float(op.loss_fn(op.model, b)) for b in op.batches) / len(op.batches)
+    """Mean loss over every calibration batch (under torchrun each rank holds a shard: sums are all-reduced)."""
+    from cetopt import distributed
+
+    local = torch.tensor([sum(float(op.loss_fn(op.model, b)) for b in op.local_batches),
+                          float(len(op.local_batches))], dtype=torch.float64)
+    total, count = distributed.all_reduce_sum([local])[0].tolist()
+    return total / count
 
 
 def measured_changes(op: CurvatureOperator, weights: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, np.ndarray]:

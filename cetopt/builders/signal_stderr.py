@@ -32,7 +32,7 @@ def _per_sample_gradients(op: CurvatureOperator, params: dict[str, torch.Tensor]
 
     batched = vmap(grad(sample_loss), in_dims=(None, 0))
     weights = {k: p.detach() for k, p in params.items()}
-    for batch in op.batches:
+    for batch in op.local_batches:  # this rank's share; the moments are all-reduced by the caller
         for start in range(0, _batch_size(batch), chunk):
             part = _slice(batch, start, start + chunk)
             size = _batch_size(part)
@@ -96,6 +96,14 @@ def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, 
                 sums[n] += proj.sum(dim=0)
                 squares[n] += (proj ** 2).sum(dim=0)
             count += size
+    from cetopt import distributed
+
+    # under torchrun each rank saw its shard of the samples: the moments are sums, so all-reduce them
+    reduced = distributed.all_reduce_sum([*(sums[n] for n in names), *(squares[n] for n in names),
+                                          torch.tensor([float(count)], dtype=torch.float64)])
+    sums = dict(zip(names, reduced[:len(names)]))
+    squares = dict(zip(names, reduced[len(names):2 * len(names)]))
+    count = int(reduced[-1].item())
     if count < 2:
         raise ProblemError(f"the standard error of g.d needs >= 2 calibration samples, got {count}",
                            field="calibration")
