@@ -17,6 +17,7 @@ import torch
 from torch.func import grad, vmap
 
 from cetopt.curvature.operator import Batch, CurvatureOperator, eval_mode
+from cetopt.curvature.signals import chunk_for_memory
 from cetopt.errors import ProblemError
 
 log = logging.getLogger(__name__)
@@ -53,33 +54,6 @@ def _per_sample_gradients(op: CurvatureOperator, params: dict[str, torch.Tensor]
                         rows[key].append(torch.zeros_like(p) if g is None else g.detach())
                 grads = {k: torch.stack(v) for k, v in rows.items()}
             yield grads, size
-
-
-MEMORY_BUDGET_BYTES = 1 << 30  # per vmap call: per-sample activations and gradients of one chunk of samples
-
-
-def chunk_for_memory(op: CurvatureOperator, budget_bytes: int = MEMORY_BUDGET_BYTES, most: int = 32) -> int:
-    """Samples per vmap call such that a chunk's activations (kept for the backward) and per-sample gradients stay
-    near ``budget_bytes``: one forward pass of a single sample counts the elements every module outputs. (Measured
-    on MobileNetV2 at 224x224: 16 samples per call peaked at 3.0 GB, 32 were OOM-killed on a shared machine.)"""
-    from cetopt.curvature.signals import _slice
-
-    counted = [0]
-
-    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
-        if isinstance(output, torch.Tensor):
-            counted[0] += output.numel()
-
-    handles = [m.register_forward_hook(count) for m in op.model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad(), eval_mode(op.model):
-            op.loss_fn(op.model, _slice(op.batches[0], 0, 1))
-    finally:
-        for h in handles:
-            h.remove()
-    element = next(iter(op.params)).element_size()
-    per_sample = element * (3 * counted[0] + sum(p.numel() for p in op.params))  # forward + backward buffers
-    return int(max(1, min(most, budget_bytes // max(per_sample, 1))))
 
 
 def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, chunk: int | None = None,
