@@ -20,6 +20,7 @@ SECTIONS: dict[str, str] = {
     "quality": "cetopt.results.quality_sections:quality_section",
     "zoo": "cetopt.results.quality_sections:zoo_section",
     "published": "cetopt.results.published:published_section",
+    "pretrained": "cetopt.results.pretrained:pretrained_section",
 }
 
 

@@ -1,0 +1,38 @@
+"""The README's pretrained-model section: the default cost model against HAWQ-V3 and uniform on the real
+pretrained models, read from benchmarks/results/cost_models_pretrained.json (written by
+``python benchmarks/cost_models_pretrained.py``). A model with no results file entry is said to be unmeasured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cetopt.tables import markdown_table
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cost_models_pretrained.json"
+PRETRAINED = ("mobilenetv2", "minilm")
+
+
+def pretrained_section() -> str:
+    """Per pretrained model and budget: the default plan's metric and its paired differences, with verdicts."""
+    if not RESULTS.exists():
+        raise FileNotFoundError(f"{RESULTS} is missing: run python benchmarks/cost_models_pretrained.py")
+    data = json.loads(RESULTS.read_text())
+    default = data["meta"]["default"]
+    rows = []
+    for c in data["comparisons"]:
+        if c["method"] != default or not c.get("headline", True):
+            continue
+        rows.append([c["model"], f"{c['avg_bits']:g}", c["metric"], str(c["n_test"]), f"{100 * c['mean']:.2f}",
+                     *(f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
+                       for v in (c["vs_hawq-v3"], c["vs_uniform"]))])
+    measured = {r[0] for r in rows}
+    missing = [m for m in PRETRAINED if m not in measured]
+    text = [f"The default cost model (`{default}`) against HAWQ-V3 and uniform precision at the same packed size on "
+            "the real pretrained models (metric x100; paired bootstrap 95% CIs over the same test inputs; dp plans):",
+            markdown_table(["model", "avg bits", "metric", "test inputs", default, "vs HAWQ-V3", "vs uniform"], rows)]
+    if missing:
+        text.append(f"Not measured yet: {', '.join(missing)} (the run did not finish on this 2-core machine; "
+                    f"`python benchmarks/cost_models_pretrained.py --models {' '.join(missing)}` measures it).")
+    text.append(f"Generated from {RESULTS.relative_to(RESULTS.parents[2])} (`{data['meta']['command']}`).")
+    return "\n\n".join(text)
