@@ -105,8 +105,9 @@ SWAP = [
 ]
 
 PROOFS = [
-    new_markdown_cell("# 02 Reproduce the allocation proofs\n\nThe seven numerical checks of the CET geometry "
-                      "(`cetopt prove`), on the digits MLP (the smallest zoo model: trained here, cached). Each "
+    new_markdown_cell("# 02 Reproduce the allocation proofs\n\nThe numerical checks of the CET geometry and the "
+                      "whole-plan prediction check (`cetopt prove`), on the digits MLP (the smallest zoo model: "
+                      "shipped weights, SHA-256 checked). Each "
                       "check states the claim, the statistic, the tolerance and the verdict."),
     new_code_cell("import tempfile\n"
                   "from IPython.display import Image, Markdown, display\n"
