@@ -226,39 +226,38 @@ class ProcessError(RuntimeError):
     """A benchmarked subprocess exited with an error; the message has its command and stderr tail."""
 
 
+# A small launcher runs the command as ITS child and reports that child's peak RSS: a child forked straight from
+# this (possibly large) process would count our pages in its ru_maxrss, which survives exec.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_process(argv: Sequence[str], *, env: Mapping[str, str] | None = None, check: bool = True) -> ProcessRun:
-    """Run ``argv`` to completion; its wall time and peak RSS (``os.wait4`` on that child only).
+    """Run ``argv`` to completion; its wall time and peak RSS (``os.wait4`` on that process alone, started from a
+    small launcher so that this process's own memory is not counted; the wall time includes the launcher's
+    Python start-up, about 0.02-0.05 s).
 
     Raises:
         ProcessError: ``check`` and the exit code is not 0.
     """
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=None if env is None else dict(env))
-    stdout, stderr = _drain(proc)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, report.name, *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=None if env is None else dict(env))
+        stdout, stderr = proc.communicate()
+        seconds = time.perf_counter() - start
+        text = report.read().strip()
     # ru_maxrss is in KiB on Linux, in bytes on macOS
-    rss = int(usage.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
+    rss = int(text or 0) * (1 if sys.platform == "darwin" else 1024)
     if check and proc.returncode != 0:
         raise ProcessError(f"{' '.join(argv)} exited with {proc.returncode}: {stderr.strip()[-500:]}")
     return ProcessRun(seconds, rss, proc.returncode, stdout, stderr)
 
 
-def _drain(proc: subprocess.Popen) -> tuple[str, str]:
-    """Read both pipes to EOF without reaping the child (``communicate`` would wait() and lose rusage)."""
-    import threading
-
-    chunks: dict[str, str] = {}
-
-    def read(name: str, stream: Any) -> None:
-        chunks[name] = stream.read()
-        stream.close()
-
-    threads = [threading.Thread(target=read, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return chunks["out"], chunks["err"]
