@@ -67,7 +67,7 @@ def _measure(spec: Any, built: Any, plans: Mapping[str, Mapping[str, int]]) -> d
     from cetopt.problem.evaluate import choices_from_bits, evaluate
 
     measurer = Measurer(spec)
-    outcomes_fn = spec.metadata["test_outcomes"]
+    outcomes_fn = spec.test_outcomes
     out: dict[tuple, dict[str, Any]] = {}
     for bits in plans.values():
         key = _plan_key(bits)

@@ -175,9 +175,9 @@ def zoo_case(name: str) -> dict[str, Any]:
     from cetopt.modelspec import load_model_spec
 
     spec = load_model_spec(name, seed=0)
-    per_example = spec.metadata.get("test_outcomes")
-    if not callable(per_example):
-        raise SystemExit(f"{name}: the zoo spec has no per-example test outcomes (metadata 'test_outcomes')")
+    per_example = spec.test_outcomes
+    if per_example is None:
+        raise SystemExit(f"{name}: the zoo spec has no per-example test outcomes (ModelSpec.test_outcomes)")
     return {"spec": spec, "outcomes": lambda m: {"correct": np.asarray(per_example(m), dtype=np.float64)},
             "headline": "correct", "lower_is_better": set(), "test": "the zoo's test set (seed 0), accuracy"}
 

@@ -76,8 +76,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--budgets", default="1.5,2,2.5,3,4,5,6", help="average-bits budgets, comma-separated")
     p.set_defaults(func=cmd_levels)
 
-    p = sub.add_parser("prove", help="run the numerical checks of the CET geometry (and check 8, whole-plan prediction per cost model) on a zoo model; write a "
-                                     "markdown report with plots")
+    p = sub.add_parser("prove", help="run the numerical checks of the CET geometry (and check 8, whole-plan "
+                                     "prediction per cost model) on a model; write a markdown report with plots")
     p.add_argument("model", help=MODEL_HELP + "; digits-mlp is the smallest zoo model")
     p.add_argument("--out", type=Path, required=True, help="report directory (report.md, PNGs, results.json)")
     p.add_argument("--checks", default="1,2,3,4,5,6,7,8", help="which checks, comma-separated")

@@ -61,7 +61,7 @@ def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, *, cali
 
     return ModelSpec(name=name, model=model, calibration=calibration, loss_fn=ce_loss, evaluate=evaluate,
                      test_outcomes=test_outcomes, validation=validation,
-                     metadata={"seed": seed, "test_outcomes": test_outcomes, **extra},
+                     metadata={"seed": seed, **extra},
                      data=f"{data}: calibration = {draw} {n_cal} training examples, validation = the next {n_val}, "
                           f"test = {len(split.y_test)} held-out examples")
 
