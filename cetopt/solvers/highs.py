@@ -13,7 +13,7 @@ import numpy as np
 
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.mip import Verdict, conclude, prepare
+from cetopt.solvers.mip import Verdict, check_warm_start, conclude, prepare
 from cetopt.solvers.result import Outcome
 
 
@@ -42,11 +42,17 @@ class HighsOptions:
         mip_rel_gap: relative gap at which HiGHS stops (1e-7: inside cetopt's GAP_TOLERANCE of 1e-6).
         presolve: run HiGHS presolve.
         threads: HiGHS threads (0 = its default).
+        warm_start: the incumbent that seeds reduced-cost fixing and the engine's start: "dp" (the dp
+            backend's plan where dp applies; far fewer options survive fixing) or "greedy" (to check dp).
     """
 
     mip_rel_gap: float = 1e-7
     presolve: bool = True
     threads: int = 1
+    warm_start: str = "dp"
+
+    def __post_init__(self) -> None:
+        check_warm_start("highs", self.warm_start)
 
 
 class HighsSolver(Solver):
@@ -63,7 +69,7 @@ class HighsSolver(Solver):
             seed: int) -> Outcome:
         import highspy
 
-        prepared = prepare(compiled, time_limit)
+        prepared = prepare(compiled, time_limit, warm_start=options.warm_start)
         model = prepared.linear_model()
         h = highspy.Highs()
         for key, value in (("output_flag", False), ("log_to_console", False), ("mip_rel_gap", options.mip_rel_gap),

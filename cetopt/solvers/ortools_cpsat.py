@@ -11,7 +11,7 @@ absolute, which the message states. Sizes and BOPs are integral in practice (par
 exactly; non-integral resource coefficients are rounded conservatively (the answer stays feasible).
 
 The model is built on the reduced problem of :mod:`cetopt.solvers.mip` (LP reduced-cost fixing drops
-outlier losses, so the scaled terms span a narrow range) and hinted with the greedy incumbent.
+outlier losses, so the scaled terms span a narrow range) and hinted with the incumbent (dp or greedy).
 
 A loss bound (``max_loss``) with real-valued losses is solved twice: once with every term rounded up and
 the bound rounded down (a feasible answer), once rounded the other way (a relaxation, whose optimum is a
@@ -30,7 +30,7 @@ from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.mip import Verdict, conclude, prepare
+from cetopt.solvers.mip import Verdict, check_warm_start, conclude, prepare
 from cetopt.solvers.result import Outcome, Status
 
 MAX_RESOLUTION_BITS = 52  # a float64 mantissa; the term count then bounds it further (int64 sums)
@@ -52,15 +52,18 @@ class CpSatOptions:
         workers: CP-SAT search workers. 1 (its LP-based search) by default: on 2,000 layers x 8 choices one
             worker proved the optimum in 32 s where the 2-worker portfolio had not closed the gap in 45 s.
         resolution_bits: objective resolution: the largest loss term is scaled to 2**resolution_bits.
-        hint: start from the greedy allocation.
+        hint: start from the incumbent allocation (see warm_start).
         relative_gap: stop when (objective - bound) / objective is below this (5e-7, inside cetopt's
             GAP_TOLERANCE of 1e-6, which cetopt.solve certifies; 0 = prove exactly).
+        warm_start: the incumbent that seeds reduced-cost fixing and the engine's start: "dp" (the dp
+            backend's plan where dp applies; far fewer options survive fixing) or "greedy" (to check dp).
     """
 
     workers: int = 1
     resolution_bits: int = 36
     hint: bool = True
     relative_gap: float = 5e-7
+    warm_start: str = "dp"
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -70,6 +73,7 @@ class CpSatOptions:
                                     f"got {self.resolution_bits!r}")
         if not 0.0 <= self.relative_gap < 1.0:
             raise SolverOptionError(f"ortools: relative_gap must be in [0, 1), got {self.relative_gap!r}")
+        check_warm_start("ortools", self.warm_start)
 
 
 def _integral(values: np.ndarray) -> bool:
@@ -166,7 +170,10 @@ class _Model:
         if reduction.reduced_cost is None or not np.isfinite(reduction.gap) or reduction.gap <= 0:
             return
         scale = float(2**20) / reduction.gap
-        ints = [np.floor(np.maximum(rc, 0.0) * scale).astype(np.int64) for rc in reduction.reduced_cost]
+        # capped: lowering a coefficient only weakens the cut (and a dp incumbent can make the gap ~1e-20,
+        # where rc * scale would overflow int64); a cost above the cap already exceeds the right-hand side
+        cap = float(2**22)
+        ints = [np.floor(np.clip(rc * scale, 0.0, cap)).astype(np.int64) for rc in reduction.reduced_cost]
         self.model.add(self._sum(ints, self.x) <= int(np.ceil(reduction.gap * scale * (1 + 1e-9))) + 1)
 
     def _sum(self, coefs: list[np.ndarray], variables: list[list[Any]]) -> Any:
@@ -210,7 +217,7 @@ class CpSatSolver(Solver):
             seed: int) -> Outcome:
         from ortools.sat.python import cp_model
 
-        prepared = prepare(compiled, time_limit)
+        prepared = prepare(compiled, time_limit, warm_start=options.warm_start)
         reduced = prepared.reduction.compiled
         primary = _Model(reduced, options, loss_rounding="up")
         primary.add_reduced_cost_cut(prepared.reduction)

@@ -15,7 +15,7 @@ import numpy as np
 from cetopt.errors import SolverOptionError
 from cetopt.problem.compiled import CompiledProblem
 from cetopt.solvers.base import Capabilities, Solver
-from cetopt.solvers.mip import Verdict, conclude, prepare
+from cetopt.solvers.mip import Verdict, check_warm_start, conclude, prepare
 from cetopt.solvers.result import Outcome
 
 ENGINES = ("SCIP", "CBC")
@@ -40,11 +40,14 @@ class OrToolsMipOptions:
         engine: "SCIP" (default) or "CBC".
         relative_gap: relative MIP gap at which the engine stops (1e-7: inside cetopt's GAP_TOLERANCE).
         threads: engine threads (>= 1).
+        warm_start: the incumbent that seeds reduced-cost fixing and the engine's start: "dp" (the dp
+            backend's plan where dp applies; far fewer options survive fixing) or "greedy" (to check dp).
     """
 
     engine: str = "SCIP"
     relative_gap: float = 1e-7
     threads: int = 1
+    warm_start: str = "dp"
 
     def __post_init__(self) -> None:
         if self.engine.upper() not in ENGINES:
@@ -53,6 +56,7 @@ class OrToolsMipOptions:
             raise SolverOptionError(f"ortools-mip: relative_gap must be in [0, 1), got {self.relative_gap!r}")
         if not 1 <= self.threads <= 256:
             raise SolverOptionError(f"ortools-mip: threads must be in 1..256, got {self.threads!r}")
+        check_warm_start("ortools-mip", self.warm_start)
 
 
 class OrToolsMipSolver(Solver):
@@ -73,7 +77,7 @@ class OrToolsMipSolver(Solver):
         solver = pywraplp.Solver.CreateSolver(engine)
         if solver is None:
             raise SolverOptionError(f"ortools-mip: this OR-Tools was built without the {engine} engine")
-        prepared = prepare(compiled, time_limit)
+        prepared = prepare(compiled, time_limit, warm_start=options.warm_start)
         model = prepared.linear_model()
         x = _load(solver, model)
         start = prepared.warm_start(model)
