@@ -134,17 +134,19 @@ def solver_sentences(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             if greedy.get("process_s"):
                 text += f", {_s(greedy['process_s']['median'])} process"
         out.append(text + ".")
-    cell = first.get((1000, 8), {})
-    if "pulp-cbc" in cell:
+    for layers in (1000, 10_000):
+        cell = first.get((layers, 8), {})
+        if "pulp-cbc" not in cell:
+            continue
         pulp = cell["pulp-cbc"]
         parts = []
         for name, row in cell.items():
             if row.get("pulp_over_call"):
-                ratios = [c.get((1000, 8), {}).get(name, {}).get("pulp_over_call") for c in per_run]
-                parts.append(f"`{name}` {' / '.join(_x(r['median']) for r in ratios if r)}")
-        out.append(f"At 1,000 x 8, HAWQ-V3's integer program in PuLP/CBC takes {_s(pulp['call_s']['median'])} per "
-                   f"call (model building included); PuLP call time / cetopt call time, median of per-round "
-                   f"ratios, run {' / run '.join(runs)}: " + ", ".join(parts) + ".")
+                ratios = [c.get((layers, 8), {}).get(name, {}).get("pulp_over_call") for c in per_run]
+                parts.append(f"`{name}` {' / '.join(_x(r['median']) for r in ratios if r)} ({row['status']})")
+        out.append(f"At {layers:,} x 8, HAWQ-V3's integer program in PuLP/CBC takes {_s(pulp['call_s']['median'])} "
+                   f"per call (model building included; {pulp['status']}); PuLP call time / cetopt call time, median "
+                   f"of per-round ratios, run {' / run '.join(runs)}: " + ", ".join(parts) + ".")
     return out
 
 
