@@ -1,6 +1,7 @@
 """The README's pretrained-model section: the default cost model against HAWQ-V3 and uniform on the real
-pretrained models, read from benchmarks/results/cost_models_pretrained.json (written by
-``python benchmarks/cost_models_pretrained.py``). A model with no results file entry is said to be unmeasured."""
+pretrained models, read from benchmarks/results/cost_models_pretrained*.json (written by
+``python benchmarks/cost_models_pretrained.py [--models M --out ...cost_models_pretrained_M]``: one file for all
+models, or one per model when they were measured in separate runs). A model with no entry is said to be unmeasured."""
 
 from __future__ import annotations
 
@@ -13,19 +14,35 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cost
 PRETRAINED = ("mobilenetv2", "minilm")
 
 
+def result_files(results: Path | None = None) -> list[Path]:
+    """The combined results file and any per-model ones beside it (``cost_models_pretrained_<model>.json``)."""
+    results = RESULTS if results is None else results
+    return sorted(results.parent.glob(results.stem + "*.json"))
+
+
 def pretrained_section() -> str:
     """Per pretrained model and budget: the default plan's metric and its paired differences, with verdicts."""
-    if not RESULTS.exists():
+    files = result_files()
+    if not files:
         raise FileNotFoundError(f"{RESULTS} is missing: run python benchmarks/cost_models_pretrained.py")
-    data = json.loads(RESULTS.read_text())
-    default = data["meta"]["default"]
+    loaded = [(path, json.loads(path.read_text())) for path in files]
+    defaults = {data["meta"]["default"] for _, data in loaded}
+    if len(defaults) != 1:
+        raise ValueError(f"the pretrained results files disagree on the default cost model ({sorted(defaults)}); "
+                         "rerun the stale ones")
+    default = defaults.pop()
     rows = []
-    for c in data["comparisons"]:
-        if c["method"] != default or not c.get("headline", True):
-            continue
-        rows.append([c["model"], f"{c['avg_bits']:g}", c["metric"], str(c["n_test"]), f"{100 * c['mean']:.2f}",
-                     *(f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
-                       for v in (c["vs_hawq-v3"], c["vs_uniform"]))])
+    seen: set[str] = set()
+    # a per-model file (a later, separate run) wins over the combined file for its model
+    for _, data in sorted(loaded, key=lambda item: item[0].stem == RESULTS.stem):
+        models = {c["model"] for c in data["comparisons"]} - seen
+        seen |= models
+        for c in data["comparisons"]:
+            if c["model"] not in models or c["method"] != default or not c.get("headline", True):
+                continue
+            rows.append([c["model"], f"{c['avg_bits']:g}", c["metric"], str(c["n_test"]), f"{100 * c['mean']:.2f}",
+                         *(f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
+                           for v in (c["vs_hawq-v3"], c["vs_uniform"]))])
     measured = {r[0] for r in rows}
     missing = [m for m in PRETRAINED if m not in measured]
     text = [f"The default cost model (`{default}`) against HAWQ-V3 and uniform precision at the same packed size on "
@@ -34,5 +51,6 @@ def pretrained_section() -> str:
     if missing:
         text.append(f"Not measured yet: {', '.join(missing)} (the run did not finish on this 2-core machine; "
                     f"`python benchmarks/cost_models_pretrained.py --models {' '.join(missing)}` measures it).")
-    text.append(f"Generated from {RESULTS.relative_to(RESULTS.parents[2])} (`{data['meta']['command']}`).")
+    sources = "; ".join(f"{path.relative_to(RESULTS.parents[2])} (`{data['meta']['command']}`)" for path, data in loaded)
+    text.append(f"Generated from {sources}.")
     return "\n\n".join(text)
