@@ -357,7 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default="", help="keep each model's priced problems here (reruns skip the build)")
     parser.add_argument("--out", default=str(OUT / "cost_models_pretrained"), help="output path without extension")
+    parser.add_argument("--extra-methods", default="", help="more registered cost models to compare, comma-separated "
+                        "(e.g. measured)")
     args = parser.parse_args(argv)
+    global METHODS
+    METHODS = METHODS + tuple(m for m in args.extra_methods.split(",") if m and m not in METHODS)
     if METHODS[0] != DEFAULT_COST_MODEL:
         raise SystemExit(f"METHODS[0] is {METHODS[0]!r} but the default cost model is {DEFAULT_COST_MODEL!r}")
     torch.set_num_threads(args.threads)
