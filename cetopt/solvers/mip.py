@@ -97,8 +97,7 @@ def prepare(compiled: CompiledProblem, time_limit: float | None, deadline: Deadl
 
     ``warm_start``: "greedy" (hull walk + moves), or "dp" (the dp backend's plan where dp applies and
     finishes within ``DP_TIME_SHARE`` of the time left and ``DP_MEMORY_MB``; greedy's otherwise)."""
-    if warm_start not in WARM_STARTS:
-        raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {warm_start!r}")
+    check_warm_start("prepare", warm_start)
     deadline = deadline if deadline is not None else Deadline(time_limit)
     incumbent = greedy_incumbent(compiled)
     source = "greedy"
