@@ -46,49 +46,73 @@ class MajorAxisRounding:
     flips: int
 
 
+STALL_ROUNDS = 10
+
+
 def _model(d: np.ndarray, z: np.ndarray, g: np.ndarray | None, rest: float, mu: np.ndarray) -> float:
     linear = float(g @ d) if g is not None else 0.0
     return linear + 0.5 * (rest * float(d @ d) + float(mu @ z ** 2))
 
 
-def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool,
-                  max_rounds: int) -> tuple[np.ndarray, float, int]:
+def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool, max_rounds: int,
+                  curvature: np.ndarray, stall: float) -> tuple[np.ndarray, float, int]:
+    """Greedy rounds of flips from ``d`` toward ``alt`` (both (n,), the two grid neighbours' errors).
+
+    A round takes the ``batch`` most improving single flips (argpartition, O(n)) and prices the batch
+    exactly in O(batch x m): flips of different weights interact only through z = U d. A batch that
+    does not improve is cut to a quarter; one that does lets the next round take twice as many, so a
+    large layer is not left flipping one weight per O(nm) round. ``curvature`` is (n,) rest + sum_i mu_i
+    u_ij^2, the diagonal of the model's Hessian. The search stops early when STALL_ROUNDS rounds together
+    improved the model by less than ``stall`` x |q| (on a 590k-weight layer, 99.9% of the 200-round gain
+    comes in the first 10 to 25 rounds).
+    """
     u, rest = quadric.eigenvectors, quadric.rest
     mu = quadric.eigenvalues - rest
     g = quadric.gradient if use_gradient else None
     d, alt = d.copy(), alt.copy()
     z = u @ d
     value = _model(d, z, g, rest, mu)
-    curvature = rest + (u ** 2).T @ mu
-    batch = max(1, d.size // 50)
+    widest = max(1, d.size // 50)
+    batch = widest
     flips = 0
+    history = [value]
     for _ in range(max_rounds):
+        if len(history) > STALL_ROUNDS and history[-STALL_ROUNDS - 1] - value <= stall * abs(value):
+            break
         delta = alt - d
-        slope = rest * d + u.T @ (mu * z) + (g if g is not None else 0.0)
-        gain = delta * slope + 0.5 * delta ** 2 * curvature
+        slope = rest * d + (mu * z) @ u
+        if g is not None:
+            slope += g
+        gain = delta * (slope + 0.5 * delta * curvature)
         improving = np.flatnonzero(gain < -1e-15 * max(abs(value), 1e-30))
         if improving.size == 0:
             break
         while True:
-            take = improving[np.argsort(gain[improving])[:batch]]
-            new_d = d.copy()
-            new_d[take] = alt[take]
-            new_z = z + u[:, take] @ delta[take]
-            new_value = _model(new_d, new_z, g, rest, mu)
-            if new_value < value or batch == 1:
+            size = min(batch, improving.size)
+            take = improving if size == improving.size else \
+                improving[np.argpartition(gain[improving], size - 1)[:size]]
+            step = delta[take]
+            dz = u[:, take] @ step
+            change = rest * (float(d[take] @ step) + 0.5 * float(step @ step)) + float(mu @ (z * dz + 0.5 * dz ** 2))
+            if g is not None:
+                change += float(g[take] @ step)
+            if change < 0 or size == 1:
                 break
-            batch = max(1, batch // 4)
-        if new_value >= value:
+            batch = max(1, size // 4)
+        if change >= 0:
             break
-        alt[take] = d[take]
-        d, z, value = new_d, new_z, new_value
+        alt[take], d[take] = d[take], alt[take]
+        z += dz
+        value += change
         flips += int(take.size)
-    return d, value, flips
+        batch = min(widest, 2 * size)
+        history.append(value)
+    return d, _model(d, u @ d, g, rest, mu), flips
 
 
 def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spec: QuantizerSpec = QuantizerSpec(),
                      *, ratios: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8), use_gradient: bool = False,
-                     max_rounds: int = 200) -> MajorAxisRounding:
+                     max_rounds: int = 200, stall: float = 1e-3) -> MajorAxisRounding:
     """Quantise ``weight`` to ``bits`` on the quantiser's grid, rounding toward the quadric's major axes.
 
     Args:
@@ -99,6 +123,9 @@ def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spe
         use_gradient: include g.d in the objective (LLC's first-order term) or only the curvature energy
             (the default: CET's rule; with every layer rounded at once the gradient version overfits the
             calibration gradient, e.g. MNIST-1D ResNet at 4 bits: 24.7% vs 91.6% accuracy).
+        max_rounds: most greedy flip rounds per clipping ratio.
+        stall: stop a ratio's search when 10 rounds together improved the model value by less than this
+            fraction of it (0 runs every round until no single flip improves or ``max_rounds``).
     """
     if not 2 <= bits <= 16:
         raise ProblemError(f"major-axis rounding needs 2..16 bits, got {bits}", field="bits")
@@ -114,6 +141,7 @@ def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spe
     g = quadric.gradient if use_gradient else None
     model_rtn = _model(d_rtn, u @ d_rtn, g, rest, mu)
     best: tuple[float, np.ndarray, float, int] = (model_rtn, d_rtn, 1.0, 0)
+    curvature = rest + mu @ u ** 2
     for ratio in ratios:
         ones = torch.full((rows.shape[0], 1), float(ratio), dtype=rows.dtype)
         cell = grid(rows, bits, spec.symmetric, ones)
@@ -123,7 +151,7 @@ def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spe
         other = torch.where(nearest == floor, ceil, floor)
         d = (cell.values(nearest) - rows).reshape(-1).numpy()
         alt = (cell.values(other) - rows).reshape(-1).numpy()
-        d, value, flips = _greedy_flips(d, alt, quadric, use_gradient, max_rounds)
+        d, value, flips = _greedy_flips(d, alt, quadric, use_gradient, max_rounds, curvature, stall)
         if value < best[0]:
             best = (value, d, float(ratio), flips)
     value, d, ratio, flips = best
