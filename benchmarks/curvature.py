@@ -16,6 +16,10 @@
    setups, loop probes) and each round gives its own equal-error times and ratios:
    loop = setups + P x loop probes; restricted = graph + P x round; shared = graph + ceil(P x m) x probe.
    ``--direct`` models also time the whole runs end to end (interleaved), to check that assembly.
+3. Deflated probes (cetopt.curvature.deflated_traces, mode ``deflated``, on by default): restricted probes
+   after projecting out each layer's Lanczos Ritz vectors (k per end, ``--lanczos-iterations``). Its
+   variance is measured like the others'; the Lanczos run is timed in the same rounds, and the speedup is
+   reported without it (free when eigenpairs are extracted anyway, as ``--method cet`` does) and with it.
 
     python benchmarks/curvature.py --run 1        # writes benchmarks/results/curvature-run1.{json,txt}
 """
@@ -36,7 +40,7 @@ import torch
 
 from cetopt._atomic import atomic_write_text
 from cetopt.bench.timing import Comparison, compare
-from cetopt.curvature import CurvatureOperator, hutchinson_traces
+from cetopt.curvature import CurvatureOperator, deflated_traces, hutchinson_traces, lanczos_eigenpairs
 from cetopt.curvature.hutchinson import rademacher_like
 from cetopt.curvature.operator import eval_mode
 
@@ -67,12 +71,20 @@ def hvp_cost(bm: BenchModel, rounds: int, sync: Callable[[], None]) -> dict[str,
             "hvp_one_off_over_fb": vars(timing.ratio("hvp one-off", "forward+backward"))}
 
 
-def per_sample_variances(op: CurvatureOperator, modes: list[str], probes: int, seed: int) -> dict[str, np.ndarray]:
+def trace_round(op: CurvatureOperator, mode: str, probes: int, seed: int, eig: list[Any] | None) -> list[Any]:
+    """``probes`` probes of one trace estimator (a Hutchinson mode, or ``deflated`` with ``eig``), no stopping."""
+    kw = dict(max_probes=probes, min_probes=probes, rtol=0.0, seed=seed, show_progress=False)
+    if mode == "deflated":
+        return deflated_traces(op, eig, **kw)
+    return hutchinson_traces(op, mode=mode, **kw)
+
+
+def per_sample_variances(op: CurvatureOperator, modes: list[str], probes: int, seed: int,
+                         eig: list[Any] | None) -> dict[str, np.ndarray]:
     """Per layer, the variance of one probe's trace sample in each mode (stderr^2 x n)."""
     out = {}
     for mode in modes:
-        est = hutchinson_traces(op, max_probes=probes, min_probes=probes, rtol=0.0, seed=seed, mode=mode,
-                                show_progress=False)
+        est = trace_round(op, mode, probes, seed, eig)
         out[mode] = np.array([e.stderr ** 2 * e.n_probes for e in est])
     return out
 
@@ -124,15 +136,22 @@ def build_graph(op: CurvatureOperator) -> None:
 def equal_error(bm: BenchModel, args: argparse.Namespace, sync: Callable[[], None]) -> dict[str, Any]:
     """Equal-standard-error times of each Hutchinson mode and of the per-layer loop, per round."""
     op = CurvatureOperator(bm.model, bm.loss_fn, [bm.batch])
-    variances = per_sample_variances(op, args.modes, args.variance_probes, args.seed)
+
+    def lanczos() -> list[Any]:
+        return lanczos_eigenpairs(op, k=args.deflation_k, iterations=args.lanczos_iterations, seed=args.seed,
+                                  show_progress=False)
+
+    eig = lanczos() if "deflated" in args.modes else None
+    variances = per_sample_variances(op, args.modes, args.variance_probes, args.seed, eig)
     reference = np.maximum(variances["restricted"], 1e-300)
     multiplier = {m: variances[m] / reference for m in args.modes}
     loop = LayerLoop(op, args.seed + 7)
     things: dict[str, Callable[[], Any]] = {"graph build": lambda: build_graph(op), "loop setups": loop.setups,
                                             "loop probes": loop.probes}
     for mode in args.modes:
-        things[f"{mode} round"] = (lambda m: lambda: hutchinson_traces(
-            op, max_probes=1, min_probes=1, rtol=0.0, seed=args.seed, mode=m, show_progress=False))(mode)
+        things[f"{mode} round"] = (lambda m: lambda: trace_round(op, m, 1, args.seed, eig))(mode)
+    if eig is not None:
+        things["lanczos"] = lanczos
     timing = compare(things, rounds=args.eq_rounds, warmup=1, sync=sync, min_block=MIN_BLOCK)
     loop.graphs = []
     op.release()
@@ -143,6 +162,13 @@ def equal_error(bm: BenchModel, args: argparse.Namespace, sync: Callable[[], Non
         seconds[m] = timing.derived(lambda t, m=m: t["graph build"] + rounds_needed[m] * t[f"{m} round"])
     speedup = {m: timing.derived(lambda t, m=m: (t["loop setups"] + P * t["loop probes"])
                                  / (t["graph build"] + rounds_needed[m] * t[f"{m} round"])) for m in args.modes}
+    if eig is not None:
+        m = "deflated"
+        seconds["deflated + lanczos"] = timing.derived(
+            lambda t: t["lanczos"] + t["graph build"] + rounds_needed[m] * t[f"{m} round"])
+        speedup["deflated + lanczos"] = timing.derived(
+            lambda t: (t["loop setups"] + P * t["loop probes"])
+            / (t["lanczos"] + t["graph build"] + rounds_needed[m] * t[f"{m} round"]))
     names = op.names
     return {"target_probes": P, "variance_probes": args.variance_probes, "variance_seed": args.seed,
             "variance_ratio_vs_restricted": {m: {"median": float(np.median(r)), "max": float(r.max()),
@@ -165,7 +191,8 @@ def direct_check(bm: BenchModel, eq: dict[str, Any], args: argparse.Namespace,
 
     things: dict[str, Callable[[], Any]] = {"loop": lambda: loop.run(P)}
     # a mode that needs far more rounds than the loop has probes would dominate the benchmark's run time
-    direct = [m for m in args.modes if eq["rounds_needed"][m] <= 2 * P]
+    # (deflated runs need the Lanczos vectors; their assembly is the restricted one's with a projection)
+    direct = [m for m in args.modes if m != "deflated" and eq["rounds_needed"][m] <= 2 * P]
     things.update({m: mode_run(m) for m in direct})
     timing: Comparison = compare(things, rounds=args.direct_rounds, warmup=1, sync=sync)
     return {"timing": timing.to_dict(),
@@ -192,8 +219,12 @@ def bench_model(name: str, args: argparse.Namespace, sync: Callable[[], None]) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--modes", nargs="+", default=["shared", "restricted"],
-                        help="hutchinson_traces modes; 'restricted' is the variance reference and is always run")
+    parser.add_argument("--modes", nargs="+", default=["shared", "restricted", "deflated"],
+                        choices=["shared", "restricted", "deflated"],
+                        help="trace estimators: hutchinson_traces modes and 'deflated' (deflated_traces); "
+                             "'restricted' is the variance reference and is always run")
+    parser.add_argument("--deflation-k", type=int, default=8, help="Ritz vectors per end deflated")
+    parser.add_argument("--lanczos-iterations", type=int, default=32, help="Krylov dimension of that Lanczos run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the HVP comparison")
     parser.add_argument("--eq-rounds", type=int, default=2, help="interleaved rounds of the equal-error timing")
     parser.add_argument("--target-probes", type=int, default=32, help="loop probes per layer (sets the error)")

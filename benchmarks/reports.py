@@ -37,9 +37,9 @@ def format_curvature(data: dict[str, Any]) -> str:
             continue
         modes = list(eq["speedup_vs_loop"])
         for m in modes:
-            v = eq["variance_ratio_vs_restricted"][m]
+            v = eq["variance_ratio_vs_restricted"].get(m.split(" + ")[0])
             direct = r.get("direct", {}).get("speedup_vs_loop", {}).get(m)
-            equal.append([r["model"], m, f"{v['median']:.2f} / {v['max']:.2f}", eq["rounds_needed"][m],
+            equal.append([r["model"], m, f"{v['median']:.2f} / {v['max']:.2f}", eq["rounds_needed"][m.split(" + ")[0]],
                           spread(eq["seconds"]["loop"], 1, ".3g"), spread(eq["seconds"][m], 1, ".3g"),
                           spread(eq["speedup_vs_loop"][m], 1, ".2f", "x"), spread(direct, 1, ".2f", "x")])
     tables = [format_table(["model", "layers", "weights", "batch", "test acc", "fwd+bwd ms", "HVP steady / fwd+bwd",

@@ -171,7 +171,8 @@ def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bo
     per_run = [merged_models(files) for files in runs.values()]
     models = list(dict.fromkeys(m for rows in per_run for m in rows))
     lines = ["| model (trained; test acc) | fwd+bwd | HVP rounds | HVP steady / fwd+bwd | HVP one-off / fwd+bwd | "
-             "restricted vs loop | shared vs loop (variance ratio max) |", "|---|---|---|---|---|---|---|"]
+             "restricted vs loop | shared vs loop (variance ratio max) | deflated vs loop (Lanczos free / paid) |",
+             "|---|---|---|---|---|---|---|---|"]
     verdicts: list[bool] = []
     for model in models:
         rows = [r.get(model) for r in per_run]
@@ -187,7 +188,9 @@ def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bo
 
         cols = [ratio(("hvp", "hvp_steady_over_fb")), ratio(("hvp", "hvp_one_off_over_fb")),
                 ratio(("equal_error", "speedup_vs_loop", "restricted")),
-                ratio(("equal_error", "speedup_vs_loop", "shared"))]
+                ratio(("equal_error", "speedup_vs_loop", "shared")),
+                ratio(("equal_error", "speedup_vs_loop", "deflated")),
+                ratio(("equal_error", "speedup_vs_loop", "deflated + lanczos"))]
         verdicts += [v for v in (agree(c) for c in cols) if v is not None]
         fb = " / ".join("-" if r is None else _s(r["hvp"]["timing"]["seconds"]["forward+backward"]["median"])
                         for r in rows)
@@ -196,7 +199,7 @@ def curvature_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[bo
         lines.append(f"| {model} ({first['layers']} layers, {first['weights'] / 1e6:.3g}M weights, batch "
                      f"{first['batch']}; {first['test_accuracy']:.2f}) | {fb} | {rounds} | " + " | ".join(
                          _pair(c, _x) for c in cols[:3]) + f" | {_pair(cols[3], _x)} "
-                     f"({'-' if var is None else format(var, '.3g')}) |")
+                     f"({'-' if var is None else format(var, '.3g')}) | {_pair(cols[4], _x)}; {_pair(cols[5], _x)} |")
     return "\n".join(lines), verdicts
 
 
@@ -219,7 +222,11 @@ def curvature_sentence(runs: dict[str, list[dict[str, Any]]]) -> str | None:
             f"{span(lambda r: r['hvp']['hvp_one_off_over_fb']['median'])} when the graph is built for it (one-off). "
             f"At equal standard error, restricted per-layer probes run {span(lambda r: eq(r, 'restricted'))} as fast as "
             f"the per-layer loop (the same per-layer work, one shared graph), and shared probes "
-            f"{span(lambda r: eq(r, 'shared'))}: their cross-layer variance on the worst layer sets the run length.")
+            f"{span(lambda r: eq(r, 'shared'))}: their cross-layer variance on the worst layer sets the run length."
+            + ("" if not any(eq(r, "deflated") for r in rows) else
+               f" Deflated probes (the Lanczos Ritz vectors projected out) run {span(lambda r: eq(r, 'deflated'))} as "
+               f"fast as the loop when the eigenpairs are computed anyway (`--method cet` extracts them), and "
+               f"{span(lambda r: eq(r, 'deflated + lanczos'))} when the Lanczos run is paid for the traces alone."))
 
 
 def merged_models(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
