@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cetopt._atomic import atomic_write_text
+from cetopt.curvature.extract import CurvatureSettings
 from cetopt.theory.allocation import (PlanMeasurement, _vs_fp, check_allocation, equal_size_figure,
                                       equal_size_table, smallest_lossless)
 from cetopt.theory.axes import check_complementary, check_major_axis
@@ -54,16 +55,19 @@ def _equal_size_section(ctx: ProofContext, rows: Sequence[PlanMeasurement], loss
 
 
 def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] = tuple(CHECKS),
-          table_bits: Sequence[int] = (3, 4, 5), lossless_search: bool = True,
-          log: Callable[[str], None] = lambda _: None) -> list[CheckResult]:
-    """Run ``checks`` on zoo model ``model``; write ``outdir/report.md``, its plots and ``results.json``."""
+          table_bits: Sequence[int] = (3, 4, 5), lossless_search: bool = True, k: int = 16,
+          lanczos_iterations: int = 48, log: Callable[[str], None] = lambda _: None) -> list[CheckResult]:
+    """Run ``checks`` on zoo model ``model``; write ``outdir/report.md``, its plots and ``results.json``.
+
+    ``k`` eigenpairs per end of every layer's spectrum from ``lanczos_iterations`` Lanczos steps (the report's
+    preamble states both; the curvature is cached per settings)."""
     from cetopt.modelspec import load_model_spec
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     task = load_model_spec(model)
-    ctx = ProofContext.create(task)
+    ctx = ProofContext.create(task, settings=CurvatureSettings(k=k, lanczos_iterations=lanczos_iterations))
     log(f"curvature of {len(ctx.quadrics)} layers ready ({time.perf_counter() - start:.1f} s)")
     results = []
     for number in checks:

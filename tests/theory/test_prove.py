@@ -48,3 +48,10 @@ def test_claims_that_hold_on_digits_mlp(report) -> None:  # type: ignore[no-unty
 def test_bad_check_numbers_are_refused(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["prove", "digits-mlp", "--out", str(tmp_path), "--checks", "9"]) == 2
     assert "--checks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, field", [(["--k", "0"], "--k"), (["--k", "8", "--lanczos-iterations", "10"],
+                                                                    "--lanczos-iterations")])
+def test_lanczos_settings_that_cannot_work_are_refused(tmp_path, capsys, flags, field) -> None:  # type: ignore[no-untyped-def]
+    assert main(["prove", "digits-mlp", "--out", str(tmp_path), *flags]) == 2
+    assert field in capsys.readouterr().err
