@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-METHODS = ("cet", "cet-nograd", "cet-shrink", "cet-holdout", "measured", "cet-trust", "hawq-v3")
+METHODS = ("cet", "cet-nograd", "cet-shrink", "cet-holdout", "measured", "measured-shrink", "cet-upper", "cet-trust", "hawq-v3")
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 AVG_BITS = (3.0, 4.0)
 RANDOM_PLANS = 10
