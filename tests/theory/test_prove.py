@@ -55,3 +55,36 @@ def test_bad_check_numbers_are_refused(tmp_path, capsys) -> None:  # type: ignor
 def test_lanczos_settings_that_cannot_work_are_refused(tmp_path, capsys, flags, field) -> None:  # type: ignore[no-untyped-def]
     assert main(["prove", "digits-mlp", "--out", str(tmp_path), *flags]) == 2
     assert field in capsys.readouterr().err
+
+
+def no_validation_spec():  # type: ignore[no-untyped-def]
+    """A tiny classifier whose spec has calibration and test data but no validation batches."""
+    import torch
+    from torch import nn
+
+    from cetopt.modelspec import ModelSpec
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=g), torch.randint(0, 3, (64,), generator=g)
+    reference = model(x).argmax(1).detach()
+
+    def agreement(m: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            return {"agreement": float((m(x).argmax(1) == reference).float().mean())}
+
+    return ModelSpec(name="no-validation", model=model, calibration=[(x[:32], y[:32]), (x[32:], y[32:])],
+                     evaluate=agreement, loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]))
+
+
+def test_without_validation_batches_the_lossless_search_is_skipped_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.theory.prove import prove
+
+    results = prove(f"{__file__}:no_validation_spec", tmp_path, checks=(2,), table_bits=(3,), k=2,
+                    lanczos_iterations=8)
+    assert [r.number for r in results] == [2]
+    report = (tmp_path / "report.md").read_text()
+    assert "Not searched: no-validation has no validation batches" in report
+    assert "| 3 | cet |" in report  # the equal-size table itself ran
+    assert json.loads((tmp_path / "results.json").read_text())["smallest_lossless"] == {}
