@@ -66,3 +66,20 @@ def test_refuses_what_it_cannot_do() -> None:
         major_axis_round(torch.zeros(3, 3), 4, quadric)
     out = major_axis_round(torch.ones(2, 2), 4, quadric, spec=QuantizerSpec(symmetric=False))
     assert out.weight.shape == (2, 2)
+
+
+def test_stopping_early_keeps_the_search_path_and_only_gives_up_its_tail() -> None:
+    """``stall`` ends the same greedy path sooner: never below the full search's value, never above RTN's."""
+    rng = np.random.default_rng(5)
+    n, m = 4000, 6
+    u = np.linalg.qr(rng.normal(size=(n, m)))[0].T
+    quadric = LayerQuadric("w", 1e-3 * rng.normal(size=n), 50.0, np.array([-0.2, 0.0, 0.5, 2.0, 8.0, 30.0]), u)
+    w = torch.from_numpy(0.05 * rng.normal(size=(40, 100)))
+    full = major_axis_round(w, 3, quadric, ratios=(1.0,), stall=0.0)
+    default = major_axis_round(w, 3, quadric, ratios=(1.0,))
+    early = major_axis_round(w, 3, quadric, ratios=(1.0,), stall=0.2)  # stops on a plateau of this layer
+    assert full.model_major <= early.model_major <= early.model_rtn
+    assert early.flips < full.flips
+    # the default tolerance rides out that plateau (the model value passes through zero on the way: an
+    # indefinite quadric)
+    assert default.model_major == pytest.approx(full.model_major, rel=1e-9) and full.model_major < 0
