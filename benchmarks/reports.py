@@ -37,6 +37,7 @@ def format_curvature(data: dict[str, Any]) -> str:
             continue
         modes = list(eq["speedup_vs_loop"])
         for m in modes:
+            # "deflated + lanczos" is the deflated estimator with its Lanczos run paid: same variance, same rounds
             v = eq["variance_ratio_vs_restricted"].get(m.split(" + ")[0])
             direct = r.get("direct", {}).get("speedup_vs_loop", {}).get(m)
             equal.append([r["model"], m, f"{v['median']:.2f} / {v['max']:.2f}", eq["rounds_needed"][m.split(" + ")[0]],

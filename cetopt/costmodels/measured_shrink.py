@@ -12,10 +12,8 @@ the standard error, and one forward pass over the calibration data per candidate
 
 from __future__ import annotations
 
-import numpy as np
-
 from cetopt.costmodels.base import CostEstimate, CostModel, LayerSignals
-from cetopt.costmodels.shrink import Z_THRESHOLD, soft_threshold
+from cetopt.costmodels.shrink import Z_THRESHOLD, shrunk_linear
 
 
 class MeasuredShrink(CostModel):
@@ -26,7 +24,6 @@ class MeasuredShrink(CostModel):
     z = Z_THRESHOLD
 
     def estimate(self, layer: LayerSignals) -> CostEstimate:
-        linear = layer.require("linear")
-        stderr = layer.require("linear_stderr")
-        remainder = layer.require("measured") - linear
-        return CostEstimate(loss=remainder + soft_threshold(linear, self.z * stderr), stderr=np.array(stderr))
+        linear, stderr = shrunk_linear(layer, self.z)
+        remainder = layer.require("measured") - layer.require("linear")
+        return CostEstimate(loss=remainder + linear, stderr=stderr)

@@ -22,6 +22,13 @@ def soft_threshold(value: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     return np.sign(value) * np.maximum(np.abs(value) - threshold, 0.0)
 
 
+def shrunk_linear(layer: LayerSignals, z: float = Z_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """(soft-threshold(g.d, z SE), SE): each candidate's first-order term kept only by what exceeds z standard
+    errors, and the standard error itself; both (K,) in loss units."""
+    stderr = layer.require("linear_stderr")
+    return soft_threshold(layer.require("linear"), z * stderr), np.array(stderr)
+
+
 class CetShrink(CostModel):
     name = "cet-shrink"
     description = "soft-threshold(g.d, 3 SE) + 1/2 d'H_ll d: the gradient term only where it beats its noise"
@@ -29,6 +36,5 @@ class CetShrink(CostModel):
     z = Z_THRESHOLD
 
     def estimate(self, layer: LayerSignals) -> CostEstimate:
-        stderr = layer.require("linear_stderr")
-        linear = soft_threshold(layer.require("linear"), self.z * stderr)
-        return CostEstimate(loss=linear + 0.5 * layer.require("quadratic"), stderr=np.array(stderr))
+        linear, stderr = shrunk_linear(layer, self.z)
+        return CostEstimate(loss=linear + 0.5 * layer.require("quadratic"), stderr=stderr)

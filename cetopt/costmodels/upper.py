@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from cetopt.costmodels.base import CostEstimate, CostModel, LayerSignals
-from cetopt.costmodels.shrink import Z_THRESHOLD, soft_threshold
+from cetopt.costmodels.shrink import Z_THRESHOLD, shrunk_linear
 
 
 class CetUpper(CostModel):
@@ -25,7 +25,6 @@ class CetUpper(CostModel):
     z = Z_THRESHOLD
 
     def estimate(self, layer: LayerSignals) -> CostEstimate:
-        linear = layer.require("linear")
-        stderr = layer.require("linear_stderr")
-        higher = np.maximum(0.5 * layer.require("quadratic"), layer.require("measured") - linear)
-        return CostEstimate(loss=soft_threshold(linear, self.z * stderr) + higher, stderr=np.array(stderr))
+        linear, stderr = shrunk_linear(layer, self.z)
+        higher = np.maximum(0.5 * layer.require("quadratic"), layer.require("measured") - layer.require("linear"))
+        return CostEstimate(loss=linear + higher, stderr=stderr)
