@@ -52,7 +52,7 @@ bench: $(STAMP)
 	for run in $(BENCH_RUNS); do \
 	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/curvature.py --run $$run || exit 1; \
 	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/curvature.py --hvp-only --rounds 9 --run $$run || exit 1; \
-	  $(BIN)/python benchmarks/solvers.py --part mip --sizes 100 1000 --rounds 25 --rounds-large 9 --run $$run || exit 1; \
+	  $(BIN)/python benchmarks/solvers.py --part mip --sizes 100 1000 --rounds 15 --rounds-large 6 --processes 4 --run $$run || exit 1; \
 	  $(BIN)/python benchmarks/solvers.py --part large --sizes 10000 100000 --no-wall-check --run $$run || exit 1; \
 	  $(BIN)/python benchmarks/solvers.py --part parity --sizes 10000 --choices 8 --backends highs ortools ortools-mip cvxpy \
 	    --mip-max-layers 10000 --pulp-max-layers 10000 --rounds-large 4 --no-wall-check --no-memory --run $$run || exit 1; \

@@ -152,7 +152,8 @@ def equal_error(bm: BenchModel, args: argparse.Namespace, sync: Callable[[], Non
         things[f"{mode} round"] = (lambda m: lambda: trace_round(op, m, 1, args.seed, eig))(mode)
     if eig is not None:
         things["lanczos"] = lanczos
-    timing = compare(things, rounds=args.eq_rounds, warmup=1, sync=sync, min_block=MIN_BLOCK)
+    timing = compare(things, rounds=args.eq_rounds, warmup=1, sync=sync, min_block=MIN_BLOCK,
+                     min_seconds=args.eq_seconds, max_rounds=max(args.eq_rounds, args.eq_max_rounds))
     loop.graphs = []
     op.release()
     P = args.target_probes
@@ -227,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanczos-iterations", type=int, default=32, help="Krylov dimension of that Lanczos run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the HVP comparison")
     parser.add_argument("--eq-rounds", type=int, default=2, help="interleaved rounds of the equal-error timing")
+    parser.add_argument("--eq-seconds", type=float, default=150.0,
+                        help="add equal-error rounds until they took this long (small models get more rounds: "
+                             "two rounds of a 15 s comparison moved its median ratio 20%% between runs)")
+    parser.add_argument("--eq-max-rounds", type=int, default=15, help="at most this many equal-error rounds")
     parser.add_argument("--target-probes", type=int, default=32, help="loop probes per layer (sets the error)")
     parser.add_argument("--variance-probes", type=int, default=24)
     parser.add_argument("--direct", nargs="*", default=["digits-cnn"])

@@ -42,7 +42,8 @@ def format_curvature(data: dict[str, Any]) -> str:
             direct = r.get("direct", {}).get("speedup_vs_loop", {}).get(m)
             equal.append([r["model"], m, f"{v['median']:.2f} / {v['max']:.2f}", eq["rounds_needed"][m.split(" + ")[0]],
                           spread(eq["seconds"]["loop"], 1, ".3g"), spread(eq["seconds"][m], 1, ".3g"),
-                          spread(eq["speedup_vs_loop"][m], 1, ".2f", "x"), spread(direct, 1, ".2f", "x")])
+                          spread(eq["speedup_vs_loop"][m], 1, ".2f", "x"), spread(direct, 1, ".2f", "x"),
+                          eq["timing"]["rounds"]])
     tables = [format_table(["model", "layers", "weights", "batch", "test acc", "fwd+bwd ms", "HVP steady / fwd+bwd",
                             "HVP one-off / fwd+bwd", "rounds"], cost)]
     if equal:
@@ -50,15 +51,17 @@ def format_curvature(data: dict[str, Any]) -> str:
         tables += [f"equal standard error: every layer's error as the per-layer loop's with {probes} probes; "
                    "variance ratio vs restricted (median / max over layers) on the trained weights",
                    format_table(["model", "mode", "var ratio", "rounds needed", "loop s", "mode s", "speedup vs loop",
-                                 "speedup, whole runs timed"], equal)]
+                                 "speedup, whole runs timed", "timed rounds"], equal)]
     loads = [f"{r['model']}: {load_line(r['hvp']['timing']['load'])}" for r in data["rows"]]
     return "\n\n".join(head + tables + ["\n".join(loads)])
 
 
 def format_solvers(data: dict[str, Any]) -> str:
     meta = data["meta"]
+    processes = {c["timing"].get("processes", 1) for c in data["cells"]}
+    pooled = f" pooled from {max(processes)} fresh processes per cell" if max(processes, default=1) > 1 else ""
     head = (f"solver benchmark run {meta['run']} ({meta['command']}); synthetic problems, seed {meta['seed']}, "
-            f"{meta['avg_bits']} average bits; times in s, median [min-max] over interleaved rounds; "
+            f"{meta['avg_bits']} average bits; times in s, median [min-max] over interleaved rounds{pooled}; "
             "solver = SolveResult.seconds, call = cetopt.solve(), process = `cetopt solve` CLI subprocess"
             + ("" if data.get("complete", True) else f"; INCOMPLETE so far: {len(data['cells'])} cell(s)"))
     rows = []

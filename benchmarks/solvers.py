@@ -10,7 +10,9 @@ included, timed per call in the same rounds. Every thing, PuLP and the CLI inclu
 one untimed call on a 10-layer problem before the first cell. Ratios vs PuLP are per round (PuLP call /
 backend call). Peak memory: tracemalloc over one extra untimed solve() call (Python and NumPy
 allocations; the MIP solvers allocate in C, where it cannot see) and the kernel's ru_maxrss of each CLI
-process. The wall check runs every backend's CLI with ``--time-limit 3`` on 10,000 x 8.
+process. The wall check runs every backend's CLI with ``--time-limit 3`` on 10,000 x 8. ``--processes N``
+times each cell in N fresh processes, one after another, each warmed up alike, and pools their rounds: the
+machine's speed drifts between processes (cetopt.bench.timing), and one process's median carries that drift.
 
 Bounded for a shared 2-core machine: MIP/relaxation backends up to ``--mip-max-layers`` (1,000), PuLP
 up to ``--pulp-max-layers`` (1,000; at 10,000 x 8 one CBC call took 157 s under load 10 there), dp and
@@ -25,16 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import platform
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 from cetopt import AllocationProblem, solve
 from cetopt._atomic import atomic_write_text
-from cetopt.bench.timing import ProcessRun, Summary, compare, run_process
+from cetopt.bench.timing import ProcessRun, Summary, compare, merge, run_process
 from cetopt.problem.io import save_problem
 from cetopt.problem.synthetic import synthetic_problem
 
@@ -98,8 +102,14 @@ def plan_cell(layers: int, args: argparse.Namespace) -> tuple[list[str], bool, i
     return backends, baseline, rounds
 
 
-def run_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Interleaved call, process and PuLP timings of one (layers, choices) cell."""
+def time_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path | None = None) -> dict[str, Any]:
+    """Interleaved call, process and PuLP timings of one (layers, choices) cell in this process: the
+    Comparison, every timed call's return value by name, and the problem's name and file size. ``tmp`` None:
+    a fresh worker process, which makes its own directory and warms up like the parent would."""
+    if tmp is None:
+        with tempfile.TemporaryDirectory(prefix="cetopt-bench-") as name:
+            warm_up(args, Path(name))
+            return time_cell(layers, choices, args, Path(name))
     problem = make_problem(layers, choices, args.seed, args.avg_bits)
     path = save_problem(problem, tmp / f"{problem.name}.json")
     backends, baseline, rounds = plan_cell(layers, args)
@@ -118,11 +128,32 @@ def run_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path) -> 
     timing = compare(things, rounds=rounds, warmup=0, memory=memory if args.memory else False,
                      min_block=MIN_BLOCK, calibrate=cheap,
                      after_call=lambda name, value: results.setdefault(name, []).append(value))
+    return {"timing": timing, "results": results, "problem": problem.name, "file_bytes": path.stat().st_size}
+
+
+def run_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One cell's rows: timed here (``--processes 1``) or in ``--processes`` fresh worker processes one after
+    another, their rounds pooled (cetopt.bench.timing.merge), each process's median kept beside them."""
+    if args.processes == 1:
+        parts = [time_cell(layers, choices, args, tmp)]
+    else:
+        import solvers  # this file as a module: a spawned worker finds time_cell by module name, not as __main__
+
+        parts = []
+        for _ in range(args.processes):  # one at a time: workers side by side would time each other
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                parts.append(pool.submit(solvers.time_cell, layers, choices, args).result())
+    timing = merge([p["timing"] for p in parts])
+    results: dict[str, list[Any]] = {}
+    for part in parts:
+        for name, values in part["results"].items():
+            results.setdefault(name, []).extend(values)
+    backends, baseline, _ = plan_cell(layers, args)
     rows = [backend_row(b, timing, results, baseline) for b in backends]
     if baseline:
         rows.append(pulp_row(timing, results[PULP]))
     mark_excess(rows)
-    return {"layers": layers, "choices": choices, "problem": problem.name, "file_bytes": path.stat().st_size,
+    return {"layers": layers, "choices": choices, "problem": parts[0]["problem"], "file_bytes": parts[0]["file_bytes"],
             "time_limit": args.time_limit, "timing": timing.to_dict(), "rows": rows}
 
 
@@ -241,6 +272,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="backends whose CLI process is timed in every cell (all of them in the wall check)")
     parser.add_argument("--memory-backends", nargs="+", default=FAST,
                         help="backends traced by tracemalloc (the MIP solvers allocate in C, invisible to it)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="time each cell in this many fresh processes, one after another, and pool their rounds "
+                             "(a shared machine drifts between processes; see cetopt.bench.timing)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-memory", dest="memory", action="store_false")
     parser.add_argument("--no-wall-check", dest="wall_check", action="store_false")
@@ -251,6 +285,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.wall_check = [100], False
+    if args.processes < 1:
+        parser.error(f"--processes must be >= 1, got {args.processes}")
     return args
 
 
@@ -264,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.out_dir / f"solvers-{args.part}-run{args.run}"
     with tempfile.TemporaryDirectory(prefix="cetopt-bench-") as name:
         tmp = Path(name)
-        warm_up(args, tmp)
+        if args.processes == 1:  # workers warm themselves up
+            warm_up(args, tmp)
         for layers in args.sizes:
             for choices in args.choices:
                 if layers > 10_000 and choices > args.max_choices_large:

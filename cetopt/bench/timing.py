@@ -4,10 +4,13 @@ Things compared are run in the same rounds, one after another (A B, then B A, th
 reverses every round so that drift and the machine's load hit every side alike), after the same warm-up.
 Each is reported as min / median / max seconds over the rounds, and every ratio is taken within a round
 (t_A[r] / t_B[r]) and then summarised (median, min, max, relative spread), never from timings taken minutes
-apart. The machine's load (os.getloadavg before and after, CPU count, affinity, torch threads) travels
-with the numbers. Peak memory, where asked, comes from one extra untimed call under tracemalloc (Python
-and NumPy allocations; torch's CPU allocator is not traced), and a subprocess's peak resident set from
-``os.wait4`` (:func:`run_process`).
+apart. A machine shared with other tenants also drifts between processes and in phases of a few seconds
+(measured here: the same 0.1 s solve ran 0.10 or 0.20 s for seconds at a time, and its median moved 1.4x from
+one fresh process to the next), so a benchmark may time each comparison in several fresh processes and pool
+their rounds (:func:`merge`), as pyperf does with its worker processes. The machine's load
+(os.getloadavg before and after, CPU count, affinity, torch threads) travels with the numbers. Peak memory,
+where asked, comes from one extra untimed call under tracemalloc (Python and NumPy allocations; torch's CPU
+allocator is not traced), and a subprocess's peak resident set from ``os.wait4`` (:func:`run_process`).
 
     result = compare({"dp": lambda: solve(p, "dp"), "pulp": lambda: pulp(p)}, rounds=5)
     result.ratio("pulp", "dp").median
@@ -84,11 +87,16 @@ class Comparison:
     Attributes:
         seconds: name -> Summary of its per-round wall seconds per call (a round times ``number[name]``
             back-to-back calls and divides by that count).
-        rounds: number of timed rounds; round r ran the things in ``order`` (reversed when r is odd).
+        rounds: number of timed rounds; round r ran the things in ``order`` (reversed when r is odd; counted
+            within each process when several are merged).
         warmup: untimed calls of each thing before the first round.
         order: the names in the order of the even rounds.
         peak_bytes: name -> peak traced bytes of one extra untimed call (only when asked).
         load: the machine's state before and after.
+        number: name -> calls per timed block (see ``min_block``).
+        processes: how many separate processes' rounds are pooled here (:func:`merge`; 1 for one compare).
+        part_medians: name -> each process's median seconds (empty for one compare): the spread between
+            processes, which pooling averages out and a single process cannot show.
     """
 
     seconds: dict[str, Summary]
@@ -98,6 +106,8 @@ class Comparison:
     load: MachineLoad
     peak_bytes: dict[str, int] = field(default_factory=dict)
     number: dict[str, int] = field(default_factory=dict)
+    processes: int = 1
+    part_medians: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def per_round(self, name: str) -> tuple[float, ...]:
         return self.seconds[name].values
@@ -121,7 +131,8 @@ def _sync_noop() -> None:
 def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup: int = 1,
             sync: Callable[[], None] = _sync_noop, memory: bool | Sequence[str] = False,
             after_call: Callable[[str, Any], None] | None = None, min_block: float = 0.0,
-            calibrate: Sequence[str] | None = None) -> Comparison:
+            calibrate: Sequence[str] | None = None, min_seconds: float = 0.0,
+            max_rounds: int | None = None) -> Comparison:
     """Time each callable once per round, interleaved, after ``warmup`` untimed calls of each.
 
     Args:
@@ -136,6 +147,9 @@ def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup:
             call when ``warmup`` is 0) took less is called ``ceil(min_block / that)`` times back to back per
             round (at most 10,000), so that millisecond calls are not lost in clock and scheduler noise.
         calibrate: names that may be repeated (default: all).
+        min_seconds: after ``rounds`` rounds, keep adding rounds until the timed rounds took this many
+            seconds in all (cheap comparisons get more rounds, expensive ones keep ``rounds``) ...
+        max_rounds: ... but never more than this many rounds (default: ``rounds``, i.e. no extension).
 
     Returns:
         A Comparison; ``.ratio(a, b)`` gives per-round ratios of per-call seconds.
@@ -144,6 +158,10 @@ def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup:
         raise ValueError("nothing to time: pass at least one callable")
     if rounds < 1 or warmup < 0:
         raise ValueError(f"rounds must be >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
+    max_rounds = rounds if max_rounds is None else max_rounds
+    if max_rounds < rounds or min_seconds < 0:
+        raise ValueError(f"max_rounds must be >= rounds and min_seconds >= 0, got max_rounds={max_rounds}, "
+                         f"rounds={rounds}, min_seconds={min_seconds}")
     names = tuple(things)
     load_before, cpus, usable, threads, omp = machine_state()
     first: dict[str, float] = {}
@@ -152,15 +170,43 @@ def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup:
             first.setdefault(name, _clocked(things[name], sync)[0])
     number = _numbers(things, names, first, sync, min_block, calibrate)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
+    timed = 0.0
+    r = 0
+    while r < rounds or (timed < min_seconds and r < max_rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             seconds, value = _clocked(things[name], sync, number[name])
+            timed += seconds
             times[name].append(seconds / number[name])
             if after_call is not None:
                 after_call(name, value)
+        r += 1
     peaks = {name: traced_peak_bytes(things[name]) for name in _memory_names(memory, names)}
     load = MachineLoad(load_before, machine_state()[0], cpus, usable, threads, omp)
-    return Comparison({n: Summary.of(times[n]) for n in names}, rounds, warmup, names, load, peaks, number)
+    return Comparison({n: Summary.of(times[n]) for n in names}, r, warmup, names, load, peaks, number)
+
+
+def merge(parts: Sequence[Comparison]) -> Comparison:
+    """One Comparison from several of the same things, e.g. measured in separate processes: their rounds
+    pooled in order (ratios stay per round), load from the first's start to the last's end, the largest
+    peak memory, and ``processes`` = the number of parts (their medians stay in ``part_medians``).
+
+    Raises:
+        ValueError: no parts, or parts that timed different things.
+    """
+    if not parts:
+        raise ValueError("nothing to merge: pass at least one Comparison")
+    names = parts[0].order
+    if any(p.order != names for p in parts):
+        raise ValueError(f"the parts timed different things: {[list(p.order) for p in parts]}")
+    seconds = {n: Summary.of([v for p in parts for v in p.seconds[n].values]) for n in names}
+    peaks = {n: max(p.peak_bytes[n] for p in parts if n in p.peak_bytes)
+             for n in {n for p in parts for n in p.peak_bytes}}
+    first, last = parts[0].load, parts[-1].load
+    load = MachineLoad(first.load_before, last.load_after, first.cpu_count, first.usable_cpus, first.torch_threads,
+                       first.omp_num_threads)
+    medians = {n: tuple(p.seconds[n].median for p in parts) for n in names}
+    return Comparison(seconds, sum(p.rounds for p in parts), parts[0].warmup, names, load, peaks,
+                      {n: max(p.number.get(n, 1) for p in parts) for n in names}, len(parts), medians)
 
 
 def _clocked(fn: Callable[[], Any], sync: Callable[[], None], number: int = 1) -> tuple[float, Any]:

@@ -253,12 +253,17 @@ def speed_section(results: Path = RESULTS) -> str:
     cpus = {t["load"]["usable_cpus"] for files in solvers.values() for d in files for c in d["cells"]
             for t in [c["timing"]]}
     verdicts = solver_ok + curvature_ok
+    processes = max((c["timing"].get("processes", 1) for files in solvers.values() for d in files for c in d["cells"]),
+                    default=1)
+    pooled = (f" Solver cells pool the rounds of {processes} fresh processes each (the machine's speed drifts "
+              "between processes)." if processes > 1 else "")
     lines = [
         "Measured by `make bench` (benchmarks/solvers.py, benchmarks/curvature.py; results in "
         "[benchmarks/results](benchmarks/results)) and written here by `python -m cetopt.results`. "
         "**solver** = the backend alone (`SolveResult.seconds`), **call** = one whole `cetopt.solve()` call, "
         "**process** = one whole `cetopt solve FILE --format json` subprocess. Times are medians over rounds "
-        "in which everything compared ran interleaved; ratios are taken within each round, then the median. "
+        "in which everything compared ran interleaved; ratios are taken within each round, then the median."
+        f"{pooled} "
         f"Each benchmark ran {max(len(solvers), len(curvature))} times on {'/'.join(map(str, sorted(cpus)))} "
         f"CPUs shared with other work (1-minute load {min(every):.1f} to {max(every):.1f}); cells show run "
         f"{' / run '.join(solvers)}. {sum(verdicts)} of {len(verdicts)} ratios agree within 20% across runs.",

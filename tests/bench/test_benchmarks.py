@@ -47,8 +47,22 @@ def test_solver_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.slow
+def test_solver_benchmark_pools_fresh_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_script("solvers.py", ["--sizes", "4", "--choices", "8", "--backends", "dp", "--process-backends", "dp",
+                              "--rounds", "2", "--processes", "2", "--no-wall-check", "--no-memory", "--part", "p",
+                              "--run", "1", "--out-dir", str(tmp_path)], monkeypatch)
+    data = json.loads((tmp_path / "solvers-p-run1.json").read_text())
+    timing = data["cells"][0]["timing"]
+    assert timing["processes"] == 2 and timing["rounds"] == 4
+    assert len(timing["part_medians"]["dp call"]) == 2
+    rows = solver_cells([data])[(4, 8)]
+    assert len(rows["dp"]["call_s"]["values"]) == 4 and len(rows["dp"]["pulp_over_call"]["values"]) == 4
+    assert "pooled from 2 fresh processes" in (tmp_path / "solvers-p-run1.txt").read_text()
+
+
+@pytest.mark.slow
 def test_curvature_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_script("curvature.py", ["--models", "digits-cnn", "--rounds", "2", "--eq-rounds", "2",
+    run_script("curvature.py", ["--models", "digits-cnn", "--rounds", "2", "--eq-rounds", "2", "--eq-seconds", "0",
                                 "--variance-probes", "6", "--target-probes", "4", "--direct", "digits-cnn",
                                 "--direct-rounds", "1", "--run", "1", "--out-dir", str(tmp_path)], monkeypatch)
     data = json.loads((tmp_path / "curvature-run1.json").read_text())

@@ -155,3 +155,55 @@ def test_calibration_without_warmup_costs_one_extra_call_of_the_named_things() -
     result = compare({"a": bump("a"), "b": bump("b")}, rounds=2, warmup=0, min_block=1e-4, calibrate=["a"])
     assert result.number["b"] == 1 and counts["b"] == 2
     assert counts["a"] == 1 + 2 * result.number["a"]
+
+
+def test_min_seconds_adds_rounds_up_to_max_rounds() -> None:
+    clock = FakeClock()
+    log: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timing.time, "perf_counter", clock)
+        # each round takes 1 + 2 = 3 s: 10 s asks for 4 rounds (12 s), max_rounds 6 allows them
+        result = compare({"a": scripted(clock, [1.0] * 20, log, "a"), "b": scripted(clock, [2.0] * 20, log, "b")},
+                         rounds=2, warmup=0, min_seconds=10.0, max_rounds=6)
+        assert result.rounds == 4 and len(result.per_round("a")) == 4
+        # the cap wins over the time asked for
+        capped = compare({"a": scripted(clock, [1.0] * 20, log, "a"), "b": scripted(clock, [2.0] * 20, log, "b")},
+                         rounds=2, warmup=0, min_seconds=100.0, max_rounds=3)
+        assert capped.rounds == 3
+        # without max_rounds, min_seconds cannot extend the run
+        plain = compare({"a": scripted(clock, [1.0] * 20, log, "a")}, rounds=2, warmup=0, min_seconds=100.0)
+        assert plain.rounds == 2
+    with pytest.raises(ValueError, match="max_rounds"):
+        compare({"a": lambda: None}, rounds=3, max_rounds=2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(parts=st.lists(st.lists(st.tuples(st.floats(0.001, 10.0), st.floats(0.001, 10.0)), min_size=1, max_size=5),
+                      min_size=1, max_size=4))
+def test_merge_pools_rounds_and_keeps_ratios_per_round(parts: list[list[tuple[float, float]]]) -> None:
+    clock = FakeClock()
+    comparisons = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timing.time, "perf_counter", clock)
+        for rounds in parts:
+            log: list[str] = []
+            comparisons.append(compare({"a": scripted(clock, [a for a, _ in rounds], log, "a"),
+                                        "b": scripted(clock, [b for _, b in rounds], log, "b")},
+                                       rounds=len(rounds), warmup=0))
+    merged = timing.merge(comparisons)
+    pooled = [pair for rounds in parts for pair in rounds]
+    assert merged.rounds == len(pooled) and merged.processes == len(parts)
+    assert merged.per_round("a") == pytest.approx([a for a, _ in pooled])
+    assert merged.ratio("a", "b").values == pytest.approx([a / b for a, b in pooled])
+    assert merged.part_medians["b"] == pytest.approx([float(np.median([b for _, b in r])) for r in parts])
+    assert merged.load.load_before == comparisons[0].load.load_before
+    assert merged.load.load_after == comparisons[-1].load.load_after
+
+
+def test_merge_refuses_nothing_and_different_things() -> None:
+    with pytest.raises(ValueError, match="nothing to merge"):
+        timing.merge([])
+    one = compare({"a": lambda: None}, rounds=1, warmup=0)
+    other = compare({"b": lambda: None}, rounds=1, warmup=0)
+    with pytest.raises(ValueError, match="different things"):
+        timing.merge([one, other])
