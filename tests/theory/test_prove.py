@@ -88,3 +88,47 @@ def test_without_validation_batches_the_lossless_search_is_skipped_not_fatal(tmp
     assert "Not searched: no-validation has no validation batches" in report
     assert "| 3 | cet |" in report  # the equal-size table itself ran
     assert json.loads((tmp_path / "results.json").read_text())["smallest_lossless"] == {}
+
+
+def test_a_stopped_run_resumes_from_its_checkpoints(report, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from cetopt.theory import prove as prove_module
+
+    out = tmp_path / "again"
+    shutil.copytree(report, out)
+    before = json.loads((out / "results.json").read_text())
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("recomputed although a checkpoint with the same inputs exists")
+
+    for number in (1, 6):
+        monkeypatch.setitem(prove_module.CHECKS, number, boom)
+    monkeypatch.setattr(prove_module, "equal_size_table", boom)
+    assert main(["prove", "digits-mlp", "--out", str(out), "--checks", "1,6", "--table-bits", "4",
+                 "--no-lossless-search"]) == 0
+    after = json.loads((out / "results.json").read_text())
+    assert after["resumed"] == ["check 1", "check 6", "the 4-bit table rows"]
+    old = {c["number"]: c for c in before["checks"]}
+    for check in after["checks"]:
+        assert {k: check[k] for k in ("title", "verdict", "value", "tolerance")} == \
+            {k: old[check["number"]][k] for k in ("title", "verdict", "value", "tolerance")}
+    assert after["equal_size"] == [r for r in before["equal_size"] if r["budget_bits"] == 4]
+    text = (out / "report.md").read_text()
+    assert "read from the checkpoints of an earlier run" in text and "## 1. " in text and "## 2. " not in text
+    # --fresh recomputes: the stand-ins are called and fail loudly
+    with pytest.raises(AssertionError, match="recomputed"):
+        main(["prove", "digits-mlp", "--out", str(out), "--checks", "1", "--table-bits", "", "--fresh"])
+
+
+def test_checkpoints_of_other_inputs_are_not_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.theory.allocation import PlanMeasurement
+    from cetopt.theory.checkpoint import ProveCheckpoints
+
+    row = PlanMeasurement("cet", 3.0, 3.0, -0.5, 0.25, 0.9, "optimal", float("nan"), float("nan"), {"fc1": 3})
+    ProveCheckpoints(tmp_path, {"model": "m", "k": 16}).save_table_rows(3, [row])
+    assert ProveCheckpoints(tmp_path, {"model": "m", "k": 8}).table_rows(3) is None
+    (back,) = ProveCheckpoints(tmp_path, {"model": "m", "k": 16}).table_rows(3)
+    assert back.bits == {"fc1": 3} and back.predicted == -0.5 and back.packed_ratio != back.packed_ratio  # NaN kept
+    (tmp_path / "checkpoints" / "table3.json").write_text("{ not json")
+    assert ProveCheckpoints(tmp_path, {"model": "m", "k": 16}).table_rows(3) is None

@@ -1,0 +1,107 @@
+"""Finished parts of a ``cetopt prove`` run kept on disk, so that a long run (MobileNetV2: hours on 2 cores)
+can be stopped and resumed: each check's result and each bit-width's rows of the equal-size table are
+written to ``OUTDIR/checkpoints/`` as JSON the moment they are done, and a later run with the same inputs
+reads them instead of recomputing.
+
+The key of a run holds what its numbers depend on: the model's fingerprint (weights, quantised layers,
+calibration data), the curvature settings and the candidate bits. A checkpoint under another key is ignored
+(and overwritten), never mixed in. The code's version is not in the key, as with the curvature cache: after
+changing a check, run with ``fresh=True`` (``cetopt prove --fresh``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from cetopt._atomic import atomic_write_text
+from cetopt.theory.allocation import PlanMeasurement
+from cetopt.theory.report import CheckResult, Verdict
+
+FORMAT = "cetopt.prove-checkpoint/1"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can hold it: arrays to lists, NumPy scalars to Python numbers, tuples to lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell that renders the same after the round trip: Python numbers and strings stay (float64 is a
+    float), anything else (float32, NumPy ints, objects) keeps the text the report would have shown."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class ProveCheckpoints:
+    """The checkpoint folder of one prove run (``OUTDIR/checkpoints``) under one run key."""
+
+    def __init__(self, outdir: str | os.PathLike[str], key: Mapping[str, Any]) -> None:
+        self.folder = Path(outdir) / "checkpoints"
+        self.key = _plain(dict(key))
+
+    def _read(self, name: str) -> Any | None:
+        path = self.folder / f"{name}.json"
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # absent or unreadable: computed again
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("key") != self.key:
+            return None
+        return saved.get("value")
+
+    def _write(self, name: str, value: Any) -> None:
+        atomic_write_text(self.folder / f"{name}.json",
+                          json.dumps({"format": FORMAT, "key": self.key, "value": value}, indent=1, allow_nan=True))
+
+    def check(self, number: int) -> CheckResult | None:
+        """Check ``number``'s result saved under this key, or None."""
+        saved = self._read(f"check{number}")
+        if not isinstance(saved, dict):
+            return None
+        table = saved.get("table")
+        return CheckResult(
+            number=int(saved["number"]), title=saved["title"], claim=saved["claim"], statistic=saved["statistic"],
+            value=saved["value"], tolerance=saved["tolerance"], verdict=Verdict(saved["verdict"]),
+            notes=saved.get("notes", ""), table=None if table is None else (tuple(table[0]), [tuple(r) for r in table[1]]),
+            figures=tuple(saved.get("figures", ())), data=saved.get("data", {}))
+
+    def save_check(self, result: CheckResult) -> None:
+        table = None if result.table is None else [list(result.table[0]),
+                                                    [[_cell(v) for v in row] for row in result.table[1]]]
+        self._write(f"check{result.number}", {
+            "number": result.number, "title": result.title, "claim": result.claim, "statistic": result.statistic,
+            "value": result.value, "tolerance": result.tolerance, "verdict": result.verdict.value,
+            "notes": result.notes, "table": table, "figures": list(result.figures), "data": _plain(result.data)})
+
+    def table_rows(self, bits: int) -> list[PlanMeasurement] | None:
+        """The equal-size table's rows at ``bits`` average bits saved under this key, or None."""
+        saved = self._read(f"table{bits}")
+        if not isinstance(saved, list):
+            return None
+        names = {f.name for f in fields(PlanMeasurement)}
+        return [PlanMeasurement(**{k: v for k, v in row.items() if k in names}) for row in saved]
+
+    def save_table_rows(self, bits: int, rows: Sequence[PlanMeasurement]) -> None:
+        self._write(f"table{bits}", [_plain(asdict(r)) for r in rows])
+
+    def clear(self) -> None:
+        """Forget every checkpoint of this folder (``--fresh``)."""
+        for path in self.folder.glob("*.json") if self.folder.is_dir() else ():
+            path.unlink()
