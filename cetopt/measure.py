@@ -50,6 +50,40 @@ def mean_loss(spec: ModelSpec, model: nn.Module, batches: Sequence[Any]) -> floa
         return sum(float(spec.loss_fn(model, b)) for b in batches) / len(batches)
 
 
+def _leading_sizes(batch: Any) -> set[int]:
+    """The first dimensions of every tensor in ``batch`` (nested tuples, lists and mappings searched)."""
+    if isinstance(batch, torch.Tensor):
+        return {int(batch.shape[0])} if batch.dim() > 0 else set()
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
+    return set().union(*(_leading_sizes(v) for v in values)) if values else set()
+
+
+def _example(batch: Any, i: int) -> Any:
+    """Example ``i`` of ``batch``: every tensor sliced to ``[i:i + 1]``, the structure around it kept."""
+    if isinstance(batch, torch.Tensor):
+        return batch[i:i + 1] if batch.dim() > 0 else batch
+    if isinstance(batch, Mapping):
+        items = {k: _example(v, i) for k, v in batch.items()}
+        return items if type(batch) is dict else type(batch)(items)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_example(v, i) for v in batch)
+    return batch
+
+
+def single_examples(batch: Any) -> list[Any]:
+    """``batch`` split into batches of one example each: a tensor, or tuples / lists / mappings of tensors (nested)
+    that share their first dimension (other values are repeated in every example).
+
+    Raises:
+        ProblemError: no tensor to split, or tensors whose first dimensions differ.
+    """
+    sizes = _leading_sizes(batch)
+    if len(sizes) != 1:
+        raise ProblemError(f"cannot split a batch into examples: its tensors' first dimensions are {sorted(sizes)} "
+                           "(need one shared batch dimension)", field="batches")
+    return [_example(batch, i) for i in range(sizes.pop())]
+
+
 class Measurer:
     """Measures compressed weights on one ModelSpec, reusing one working copy of the model.
 
@@ -66,6 +100,7 @@ class Measurer:
         self._base_cal: float | None = None
         self._base_val: float | None = None
         self._fp_metrics: dict[str, float] | None = None
+        self._base_examples: dict[str, np.ndarray] = {}
 
     def model_with(self, weights: Mapping[str, torch.Tensor]) -> nn.Module:
         """The working copy with ``weights`` swapped in (every other layer at its original weight).
@@ -106,6 +141,30 @@ class Measurer:
         if self._base_val is None:
             self._base_val = mean_loss(self.spec, self.model_with({}), self.spec.validation)
         return mean_loss(self.spec, self.model_with(weights), self.spec.validation) - self._base_val
+
+    def per_example_dloss(self, weights: Mapping[str, torch.Tensor], split: str = "validation") -> np.ndarray:
+        """Loss change of each example of ``split`` ("validation" or "calibration"), shape (n_examples,):
+        ``loss_fn`` on one example at a time, with and without ``weights`` (the original losses computed once).
+        Its mean and standard error say whether a measured change is distinguishable from zero.
+
+        Raises:
+            ProblemError: an unknown split, a spec without that split, or batches that cannot be split.
+        """
+        from cetopt.curvature.operator import eval_mode
+
+        if split not in ("validation", "calibration"):
+            raise ProblemError(f"split must be 'validation' or 'calibration', got {split!r}", field="split")
+        batches = self.spec.validation if split == "validation" else self.spec.calibration
+        if not batches:
+            raise ProblemError(f"{self.spec.name} has no {split} batches", field=split)
+
+        def losses(model: nn.Module) -> np.ndarray:
+            with torch.no_grad(), eval_mode(model):
+                return np.array([float(self.spec.loss_fn(model, one)) for b in batches for one in single_examples(b)])
+
+        if split not in self._base_examples:
+            self._base_examples[split] = losses(self.model_with({}))
+        return losses(self.model_with(weights)) - self._base_examples[split]
 
     def measure(self, weights: Mapping[str, torch.Tensor], *, validation: bool = True,
                 outcomes: bool = False) -> Measurement:

@@ -60,3 +60,43 @@ def test_verdict_rule(spearman: float, sign: float, expected: Verdict) -> None:
     from cetopt.theory.plan_prediction import _verdict
 
     assert _verdict(spearman, sign) is expected
+
+
+def test_a_sign_counts_only_out_of_the_noise() -> None:
+    from cetopt.theory.plan_prediction import _determined
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(400)
+    assert _determined(noise + 1.0)  # mean 1, standard error 0.05
+    assert not _determined(noise - noise.mean() + 0.01)  # mean 0.01, standard error 0.05
+    assert not _determined(np.array([5.0]))  # one example has no standard error
+
+
+def test_per_example_changes_average_to_the_measured_change() -> None:
+    from cetopt.measure import Measurer
+    from cetopt.theory.plan_prediction import check_plan_prediction
+
+    ctx = _context()
+    measurer = Measurer(ctx.task)
+    weights = {"a": ctx.task.model.a.weight.detach() + 0.05, "b": ctx.task.model.b.weight.detach() * 0.9}
+    per_example = measurer.per_example_dloss(weights, "calibration")
+    assert per_example.shape == (96,)
+    # two batches of 48 with a mean loss each: the mean over examples is the mean over batches
+    assert per_example.mean() == pytest.approx(measurer.calibration_dloss(weights), rel=1e-5)
+    result = check_plan_prediction(ctx)
+    assert len(result.data["determined"]) == len(result.data["plans"])
+    assert result.data["sign_agreement_determined"] == 1.0  # exact quadratic: every sign right, noise or not
+
+
+def test_batches_split_into_single_examples() -> None:
+    from cetopt.errors import ProblemError
+    from cetopt.measure import single_examples
+
+    x, y = torch.arange(6.0).reshape(3, 2), torch.tensor([0, 1, 2])
+    pairs = single_examples((x, y))
+    assert len(pairs) == 3 and torch.equal(pairs[1][0], x[1:2]) and torch.equal(pairs[1][1], y[1:2])
+    dicts = single_examples({"input_ids": x, "labels": y, "name": "kept"})
+    assert dicts[2]["labels"].tolist() == [2] and dicts[2]["name"] == "kept"
+    assert [t.tolist() for t in single_examples(x)] == [[[0.0, 1.0]], [[2.0, 3.0]], [[4.0, 5.0]]]
+    with pytest.raises(ProblemError, match="first dimensions"):
+        single_examples((x, torch.zeros(4)))
