@@ -57,6 +57,9 @@ bench: $(STAMP)
 	  $(BIN)/python benchmarks/solvers.py --part parity --sizes 10000 --choices 8 --backends highs ortools ortools-mip cvxpy \
 	    --mip-max-layers 10000 --pulp-max-layers 10000 --rounds-large 4 --no-wall-check --no-memory --run $$run || exit 1; \
 	done
+	# torchrun with 2 ranks vs one process: same problem file, wall time (MobileNetV2: one cold round, ~10 min)
+	$(BIN)/python benchmarks/distributed.py --models digits-cnn mnist1d-resnet --rounds 3 --part zoo
+	$(BIN)/python benchmarks/distributed.py --models mobilenetv2 --rounds 1 --part mobilenetv2
 	$(BIN)/python -m cetopt.results
 
 problems: $(STAMP)

@@ -229,6 +229,37 @@ def curvature_sentence(runs: dict[str, list[dict[str, Any]]]) -> str | None:
                f"{span(lambda r: eq(r, 'deflated + lanczos'))} when the Lanczos run is paid for the traces alone."))
 
 
+def distributed_sentence(results: Path = RESULTS) -> str | None:
+    """torchrun vs one process (benchmarks/distributed.py): the same problem file, and the wall-time ratio."""
+    rows = []
+    for path in sorted(results.glob("distributed-*.json")):
+        try:
+            rows += json.loads(path.read_text(encoding="utf-8"))["rows"]
+        except (OSError, ValueError, KeyError) as err:
+            raise SectionError(f"{path}: unreadable distributed results ({err}); rerun benchmarks/distributed.py")
+    if not rows:
+        return None
+    parts = []
+    for r in rows:
+        d, t = r["difference"], r["timing"]
+        if not d.get("same_layers_and_choices"):
+            parts.append(f"{r['model']}: the problem files DIFFER in their layers or choices")
+            continue
+        se = d.get("max_difference_over_stderr")
+        plan = d.get("same_dp_plan")
+        parts.append(f"{r['model']} {r['speedup']['median']:.2f}x ({t['rounds']} round{'s' if t['rounds'] > 1 else ''}; "
+                     f"largest relative difference of a predicted loss change {d['max_relative_difference']:.1e} over "
+                     f"{d['choices']} choices"
+                     + ("" if se is None else f", at most {se:.1e} of the choice's standard error")
+                     + f", sizes {'identical' if d['sizes_equal'] else 'DIFFERENT'}"
+                     + ("" if plan is None else f", dp {'picks the same plan' if plan else 'picks a DIFFERENT plan'}")
+                     + ")")
+    ranks = "/".join(sorted({str(r["ranks"]) for r in rows}))
+    return (f"`torchrun --nproc-per-node {ranks} -m cetopt extract` against one process with as many threads, each from "
+            f"a cold curvature cache (benchmarks/distributed.py; process wall time, one over torchrun): "
+            + "; ".join(parts) + ".")
+
+
 def merged_models(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """model -> row over one run's curvature files: the HVP comparison with the most rounds (a
     ``--hvp-only`` file may repeat it with more), the equal-error figures from the file that has them."""
@@ -270,7 +301,7 @@ def speed_section(results: Path = RESULTS) -> str:
         "",
         *[f"- {s}" for s in solver_sentences(solvers)],
     ]
-    for sentence in (wall_sentence(solvers), curvature_sentence(curvature)):
+    for sentence in (wall_sentence(solvers), curvature_sentence(curvature), distributed_sentence(results)):
         if sentence:
             lines.append(f"- {sentence}")
     lines += ["", "Solvers on synthetic problems (bit-widths 1..8, or 1..32 for 32 choices; 3.5 average bits):", "",

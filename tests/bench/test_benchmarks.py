@@ -76,3 +76,43 @@ def test_curvature_benchmark_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert eq["seconds"]["loop"]["values"] == pytest.approx(loop)
     assert "restricted" in row["direct"]["speedup_vs_loop"]
     assert row["hvp"]["hvp_one_off_over_fb"]["median"] > 0
+
+
+def test_distributed_benchmark_compares_problem_files_choice_by_choice(tmp_path: Path) -> None:
+    import dataclasses
+
+    from cetopt.problem.io import save_problem
+    from cetopt.problem.synthetic import synthetic_problem
+    from cetopt.results.speed import distributed_sentence
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from distributed import difference
+
+    problem = synthetic_problem(3, n_choices=4, seed=2)
+    layer = problem.layers[1]
+    choices = list(layer.choices)
+    choices[2] = dataclasses.replace(choices[2], loss=choices[2].loss * 1.001)  # one choice 0.1% off
+    changed = problem.with_changes(layers=[problem.layers[0], dataclasses.replace(layer, choices=tuple(choices)),
+                                           problem.layers[2]])
+    save_problem(problem, tmp_path / "one.json")
+    save_problem(changed, tmp_path / "ranks.json")
+    d = difference(tmp_path / "one.json", tmp_path / "ranks.json")
+    assert d["same_layers_and_choices"] and d["sizes_equal"] and d["choices"] == 12
+    assert d["max_relative_difference"] == pytest.approx(0.001 / 1.001, rel=1e-6) and d["worst_choice"] == 6
+    assert d["median_relative_difference"] == 0.0
+    assert d["worst_values"] == pytest.approx([choices[2].loss / 1.001, choices[2].loss])
+    assert difference(tmp_path / "one.json", tmp_path / "one.json")["same_dp_plan"] is True
+    from cetopt.solvers.api import solve
+    picked = solve(problem, "dp").choices[layer.name]  # price dp's pick for layer 1 out: the plan must change
+    repriced = list(layer.choices)
+    repriced[picked] = dataclasses.replace(repriced[picked], loss=1e9)
+    save_problem(problem.with_changes(layers=[problem.layers[0], dataclasses.replace(layer, choices=tuple(repriced)),
+                                              problem.layers[2]]), tmp_path / "other.json")
+    assert difference(tmp_path / "one.json", tmp_path / "other.json")["same_dp_plan"] is False
+    assert difference(tmp_path / "one.json", tmp_path / "one.json")["max_relative_difference"] == 0.0
+    row = {"model": "m", "ranks": 2, "difference": d, "speedup": {"median": 1.5},
+           "timing": {"rounds": 3, "seconds": {}}}
+    (tmp_path / "distributed-zoo.json").write_text(json.dumps({"rows": [row]}))
+    sentence = distributed_sentence(tmp_path)
+    assert sentence is not None and "m 1.50x (3 rounds" in sentence and "1.0e-03" in sentence
+    assert distributed_sentence(tmp_path / "nothing-here") is None
