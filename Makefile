@@ -40,7 +40,7 @@ test: $(STAMP)
 RESULT_MODELS := digits-mlp digits-cnn mnist1d-resnet
 results: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m cetopt.results.quality --out docs/results/quality
-	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --out docs/results/cet-checks/$$m || exit 1; done
+	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --fresh --out docs/results/cet-checks/$$m || exit 1; done
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
 	$(BIN)/python -m cetopt.results.quality_sections
 	$(BIN)/python -m cetopt.results
