@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cetopt.cli.args import EXIT_OK, MODEL_HELP, float_list, int_list
+from cetopt.cli.args import EXIT_OK, MODEL_HELP, float_list, int_in, int_list
 from cetopt.errors import ProblemError
 
 
@@ -51,7 +51,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
                            f"end; use at least 2 x --k = {2 * args.k}")
     results = prove(args.model, args.out, checks=checks, table_bits=int_list(args.table_bits, "--table-bits"),
                     lossless_search=not args.no_lossless_search, k=args.k,
-                    lanczos_iterations=args.lanczos_iterations, resume=not args.fresh,
+                    lanczos_iterations=args.lanczos_iterations, dense_max=args.dense_max, resume=not args.fresh,
                     log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out / 'report.md'}: " + ", ".join(f"{c.number} {c.verdict.value}" for c in results))
     return EXIT_OK
@@ -94,6 +94,9 @@ def add_parsers(sub: Any) -> None:
                    "axes); fewer is faster on large models (MobileNetV2: one Lanczos iteration is one restricted "
                    "product per layer, ~115 s at 1 thread)")
     p.add_argument("--lanczos-iterations", type=int, default=48, help="Krylov dimension per layer (>= 2 x --k)")
+    p.add_argument("--dense-max", type=int_in(0, 100_000), default=1200, help="check 2 builds the exact float64 "
+                   "Hessian block of layers with at most this many weights (n products each); 0 = none, for large "
+                   "inputs (MobileNetV2: ~10 s a product, so an 864-weight layer would take hours)")
     p.add_argument("--fresh", action="store_true", help="recompute every check and table row; by default a run "
                    "reads the finished parts of an earlier run with the same inputs from OUT/checkpoints, so a "
                    "stopped run resumes where it stopped")

@@ -34,6 +34,9 @@ def _double(batch: Any) -> Any:
     return batch
 
 
+DENSE_MAX = 1200  # default: layers up to this many weights get their exact float64 Hessian block
+
+
 @dataclass
 class ProofContext:
     """One model's curvature and helpers shared by the checks.
@@ -45,6 +48,9 @@ class ProofContext:
         operator: exact Hessian-vector products on the calibration data.
         bits: candidate bit-widths of the problems.
         settings: the curvature settings used.
+        dense_max: layers with at most this many weights get their exact float64 Hessian block (n Hessian-vector
+            products each) where a check wants one; 0 turns it off (large inputs: one MobileNetV2 product on
+            32 crops of 224 x 224 takes ~10 s, so an 864-weight layer would take hours).
     """
 
     task: ModelSpec
@@ -53,6 +59,7 @@ class ProofContext:
     operator: CurvatureOperator
     bits: tuple[int, ...] = DEFAULT_BITS
     settings: CurvatureSettings = field(default_factory=CurvatureSettings)
+    dense_max: int = DENSE_MAX
     _measurer: Measurer | None = None
     _work64: torch.nn.Module | None = None
     _operator64: CurvatureOperator | None = None
@@ -61,7 +68,7 @@ class ProofContext:
 
     @classmethod
     def create(cls, task: ModelSpec, *, bits: Sequence[int] = DEFAULT_BITS,
-               settings: CurvatureSettings | None = None) -> "ProofContext":
+               settings: CurvatureSettings | None = None, dense_max: int = DENSE_MAX) -> "ProofContext":
         """Extract (or load from cache) the task's curvature with k eigenpairs per end of each spectrum."""
         settings = settings or CurvatureSettings(k=16, lanczos_iterations=48)
         layers = task.quantisable_layers()
@@ -70,8 +77,10 @@ class ProofContext:
         operator = CurvatureOperator(task.model, task.loss_fn, task.calibration, layers=curvature.names,
                                      device=settings.device, dtype=settings.torch_dtype())
         quadrics = {layer.name: LayerQuadric.from_curvature(layer) for layer in curvature.layers}
+        if dense_max < 0:
+            raise ValueError(f"dense_max must be >= 0 (0 = never build a dense Hessian block), got {dense_max}")
         return cls(task=task, curvature=curvature, quadrics=quadrics, operator=operator, bits=tuple(bits),
-                   settings=settings)
+                   settings=settings, dense_max=dense_max)
 
     # ------------------------------------------------------------------ problems
     def built(self, method: str = "cet", *, avg_bits: float | None = 3.0, **options: Any) -> BuiltProblem:

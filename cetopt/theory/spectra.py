@@ -21,7 +21,6 @@ from cetopt.theory.context import ProofContext
 from cetopt.plotting import new_figure, save_figure
 from cetopt.theory.report import CheckResult, Verdict
 
-DENSE_MAX = 1200  # layers up to this many weights get their exact float64 Hessian block
 RESOLVE_REL = 0.05  # an end is resolved when its error <= 5% of |lambda| at that end
 DEGENERATE_RTOL = 1e-6  # zero within an error below rtol x lambda_max: a flat direction (degenerate quadric)
 CONFIRM_REL = 0.25  # measured curvature along the bottom eigenvector within 25% of lambda_min
@@ -85,7 +84,7 @@ def judge_quadric_types(kinds: Sequence[str], confirmed: Sequence[bool]) -> tupl
 def layer_spectrum(ctx: ProofContext, name: str) -> Spectrum:
     """Dense float64 spectrum for small layers, Lanczos ends (Ritz values and residuals) otherwise."""
     q = ctx.quadrics[name]
-    if q.n <= DENSE_MAX:
+    if q.n <= ctx.dense_max:
         h = ctx.dense_hessian(name)
         asym = float(np.linalg.norm(h - h.T, 2))
         h = 0.5 * (h + h.T)
@@ -148,7 +147,7 @@ def check_quadric_types(ctx: ProofContext, outdir: str | os.PathLike[str] | None
     ax.legend(fontsize=7)
     figures = save_figure(fig, outdir, "check2_spectra")
     untested = ("No layer has both ends resolved: the claim is untested. " if classified == 0 else "")
-    notes = (untested + f"Kinds: {', '.join(f'{v} {k}' for k, v in counts.items())}. Layers with <= {DENSE_MAX} "
+    notes = (untested + f"Kinds: {', '.join(f'{v} {k}' for k, v in counts.items())}. Layers with <= {ctx.dense_max} "
              "weights: the full Hessian block in float64 (error bound = asymmetry + n eps |H|); larger layers: "
              f"Lanczos Ritz values and residuals (k = {ctx.settings.k}). An end is resolved when its error is below "
              f"{RESOLVE_REL:.0%} of its own |lambda|; 'degenerate' = an eigenvalue proven within {DEGENERATE_RTOL:g} "

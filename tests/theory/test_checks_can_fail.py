@@ -128,3 +128,36 @@ def test_check2_end_to_end_on_a_model_with_known_hessian(duplicate: bool, expect
     result = check_quadric_types(_regression_context(duplicate))
     assert result.verdict is expected, result.notes
     assert result.data["kinds"] == ({"degenerate": 1} if duplicate else {"ellipsoid": 1})
+
+
+def test_check2_without_dense_blocks_reads_the_lanczos_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dense_max = 0 (large inputs) must never build a Hessian block; the 6-weight layer then reads its Lanczos
+    ends, and a positive lowest Ritz value only bounds lambda_min from above: the layer stays unresolved (the
+    dense block proves it an ellipsoid, test above), so the claim is untested rather than passed."""
+    import dataclasses
+
+    from cetopt.theory.context import ProofContext
+    from cetopt.theory.spectra import check_quadric_types, layer_spectrum
+
+    ctx = dataclasses.replace(_regression_context(False), dense_max=0)
+    monkeypatch.setattr(ProofContext, "dense_hessian", lambda *a, **k: pytest.fail("dense block built"))
+    assert not layer_spectrum(ctx, next(iter(ctx.quadrics))).exact
+    result = check_quadric_types(ctx)
+    assert result.data["kinds"] == {"unresolved": 1}, result.notes
+    assert result.verdict is Verdict.INCONCLUSIVE and "Layers with <= 0 weights" in result.notes
+
+
+def test_a_negative_dense_limit_is_refused() -> None:
+    from cetopt.theory.context import ProofContext
+
+    ctx = _regression_context(False)
+    with pytest.raises(ValueError, match="dense_max"):
+        ProofContext.create(ctx.task, settings=ctx.settings, dense_max=-1)
+
+
+def test_the_cli_default_dense_limit_is_the_library_default() -> None:
+    from cetopt.cli import build_parser
+    from cetopt.theory.context import DENSE_MAX
+
+    args = build_parser().parse_args(["prove", "digits-mlp", "--out", "x"])
+    assert args.dense_max == DENSE_MAX
