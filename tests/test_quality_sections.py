@@ -40,3 +40,17 @@ def test_a_missing_results_file_says_how_to_make_it(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(qs, "RESULTS", tmp_path / "none.json")
     with pytest.raises(FileNotFoundError, match="make results"):
         qs.quality_section()
+
+
+def test_an_unfinished_prove_run_shows_what_it_finished(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    check = {"number": 1, "title": "Second-order prediction", "verdict": "pass", "value": "r = 0.99"}
+    other = {"number": 3, "title": "Major-axis theorem", "verdict": "fail", "value": "40%"}
+    for model, data in {"digits-mlp": {"checks": [check, other]},
+                        "mobilenetv2": {"finished": False, "checks": [check]}}.items():
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "results.json").write_text(json.dumps(data))
+    monkeypatch.setattr(qs, "CHECKS_DIR", tmp_path)
+    text = qs.checks_section()
+    assert "| digits-mlp | mobilenetv2 (unfinished run) |" in text
+    row3 = next(line for line in text.splitlines() if line.startswith("| 3 "))
+    assert "fail (40%)" in row3 and "not run yet" in row3

@@ -153,9 +153,12 @@ def checks_section() -> str:
         cells = []
         for r in reports.values():
             c = next((c for c in r["checks"] if c["number"] == number), None)
-            cells.append("-" if c is None else f"{c['verdict']} ({c['value']})")
+            cells.append(("not run yet" if r.get("finished") is False else "-") if c is None
+                         else f"{c['verdict']} ({c['value']})")
         rows.append([str(number), title, *cells])
-    return markdown_table(["#", "check", *reports], rows)
+    # a stopped long run (prove resumes from its checkpoints) shows what it finished, marked as such
+    headers = [f"{m} (unfinished run)" if r.get("finished") is False else m for m, r in reports.items()]
+    return markdown_table(["#", "check", *headers], rows)
 
 
 def equal_size_section() -> str:

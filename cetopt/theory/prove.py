@@ -73,7 +73,8 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
           table_bits: Sequence[int] = (3, 4, 5), lossless_search: bool = True, k: int = 16,
           lanczos_iterations: int = 48, dense_max: int = DENSE_MAX, resume: bool = True,
           log: Callable[[str], None] = lambda _: None) -> list[CheckResult]:
-    """Run ``checks`` on zoo model ``model``; write ``outdir/report.md``, its plots and ``results.json``.
+    """Run ``checks`` on zoo model ``model``; write ``outdir/report.md``, its plots and ``results.json`` (its
+    ``finished`` is false, and ``not_finished`` says what is left, while the run is under way or was stopped).
 
     ``k`` eigenpairs per end of every layer's spectrum from ``lanczos_iterations`` Lanczos steps (the report's
     preamble states both; the curvature is cached per settings). Layers with at most ``dense_max`` weights get
@@ -108,10 +109,18 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
     reused: list[str] = []
     results: list[CheckResult] = []
 
+    def checks_json() -> list[dict[str, object]]:
+        return [{"number": c.number, "title": c.title, "verdict": c.verdict.value, "value": c.value,
+                 "tolerance": c.tolerance, "data": c.data} for c in results]
+
     def progress(note: str) -> None:  # keep what is done on disk if a later part fails or is stopped
         atomic_write_text(out / "report.md", render_report(
             f"CET checks on {model}", _preamble(model, ctx, time.perf_counter() - start, reused), results,
             [f"## Not finished\n\n{note} This report is rewritten as the run goes on."]))
+        atomic_write_text(out / "results.json", json.dumps({
+            "model": model, "finished": False, "not_finished": note, "fingerprint": fingerprint, "resumed": reused,
+            "weights": task.metadata.get("weights"), "checks": checks_json(), "equal_size": [],
+            "smallest_lossless": {}}, indent=1, default=str))
 
     for i, number in enumerate(checks):
         mark = time.perf_counter()
@@ -161,9 +170,8 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
                                                        _preamble(model, ctx, time.perf_counter() - start, reused),
                                                        results, sections))
     atomic_write_text(out / "results.json", json.dumps({
-        "model": model, "fp_metric": ctx.metric(), "fingerprint": fingerprint, "resumed": reused,
-        "weights": task.metadata.get("weights"), "checks": [{"number": c.number, "title": c.title, "verdict": c.verdict.value, "value": c.value,
-                                     "tolerance": c.tolerance, "data": c.data} for c in results],
+        "model": model, "finished": True, "fp_metric": ctx.metric(), "fingerprint": fingerprint, "resumed": reused,
+        "weights": task.metadata.get("weights"), "checks": checks_json(),
         "equal_size": [asdict(r) for r in table_rows],
         "smallest_lossless": {k: (asdict(v) if v else None) for k, v in lossless.items()}}, indent=1, default=str))
     log(text_summary(results))

@@ -116,6 +116,15 @@ def test_a_stopped_run_resumes_from_its_checkpoints(report, tmp_path, monkeypatc
     assert after["equal_size"] == [r for r in before["equal_size"] if r["budget_bits"] == 4]
     text = (out / "report.md").read_text()
     assert "read from the checkpoints of an earlier run" in text and "## 1. " in text and "## 2. " not in text
+    assert after["finished"] is True
+    # stopped at check 5: results.json keeps check 1 and says the run is not finished
+    monkeypatch.setitem(prove_module.CHECKS, 5, boom)
+    (out / "checkpoints" / "check5.json").unlink()  # as if the earlier run had stopped before check 5
+    with pytest.raises(AssertionError, match="recomputed"):
+        main(["prove", "digits-mlp", "--out", str(out), "--checks", "1,5", "--table-bits", ""])
+    stopped = json.loads((out / "results.json").read_text())
+    assert stopped["finished"] is False and [c["number"] for c in stopped["checks"]] == [1]
+    assert "Checks still to run: [5]" in stopped["not_finished"]
     # --fresh recomputes: the stand-ins are called and fail loudly
     with pytest.raises(AssertionError, match="recomputed"):
         main(["prove", "digits-mlp", "--out", str(out), "--checks", "1", "--table-bits", "", "--fresh"])
