@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
           interactions: bool = False, layer_eps: float | None = None, max_loss: float = 0.0,
           llc_radius: str = "directional", levels: Levels | None = None, metadata: dict | None = None,
           tie_residuals: bool = True, cache_dir: str | None | bool = None,
-          validation: Sequence[Batch] = ()) -> BuiltProblem:
+          validation: Sequence[Batch] = (), forms_cache: MutableMapping[str, Any] | None = None) -> BuiltProblem:
     """Build the allocation problem of ``model`` on calibration ``batches``: make candidates, collect the
     signals the cost model needs, score, filter, assemble.
 
@@ -135,6 +135,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         cache_dir: curvature cache (None: default; False: none).
         validation: held-out batches, disjoint from ``batches``, for cost models that check their estimate on
             another split (the ``linear_holdout`` signal of cet-holdout).
+        forms_cache: quadratic forms computed by earlier builds on this same model and calibration data
+            (cetopt.builders.signals.SignalInputs.forms_cache); None computes them afresh.
     """
     costs_model = get_cost_model(method)
     if llc_radius not in ("directional", "lambda-max"):
@@ -148,7 +150,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics)
     edges, graph_note, ties, pairs = _ties_and_pairs(op, name, tie_residuals, interactions)
     signals, cross = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
-                                                  validation),
+                                                  validation, forms_cache),
                                      costs_model.needs)
     estimates = {n: costs_model.estimate(s) for n, s in signals.items()}
     costs = {n: np.asarray(e.loss, dtype=np.float64) for n, e in estimates.items()}

@@ -9,8 +9,9 @@ lossless radius or cross-layer terms need them. Each layer's signals come back a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +69,10 @@ class SignalInputs:
         pairs: layer pairs whose cross terms d_a'H_ab d_b are wanted (interactions).
         llc_radius: "directional" (curvature d'Hd/|d|^2 along each error) or "lambda-max".
         validation: held-out batches (disjoint from the calibration data) for the ``linear_holdout`` signal.
+        forms_cache: quadratic forms already computed on this operator's model and calibration data, keyed by
+            the candidate errors and pairs (:func:`forms_key`); several cost models of one model (``cetopt
+            prove`` builds four) then pay for the Hessian products once. The caller owns it and must not share
+            it across models or calibration sets.
     """
 
     op: CurvatureOperator
@@ -78,6 +83,18 @@ class SignalInputs:
     pairs: Sequence[tuple[str, str]] = ()
     llc_radius: str = "directional"
     validation: Sequence[object] = ()
+    forms_cache: MutableMapping[str, QuadraticForms] | None = None
+
+
+def forms_key(errors: Mapping[str, Sequence[torch.Tensor]], pairs: Sequence[tuple[str, str]]) -> str:
+    """A digest of the candidate errors (names, shapes, dtypes and every value) and the cross-term pairs."""
+    digest = hashlib.sha256(repr(sorted(tuple(p) for p in pairs)).encode())
+    for name in sorted(errors):
+        for tensor in errors[name]:
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+            digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _flat(errors: Sequence[torch.Tensor]) -> np.ndarray:
@@ -89,7 +106,12 @@ def _forms(inputs: SignalInputs, needs: frozenset[str]) -> QuadraticForms | None
     if not wants:
         return None
     errors = {c.name: c.errors() for c in inputs.candidates}
-    return quadratic_forms(inputs.op, errors, pairs=inputs.pairs)
+    if inputs.forms_cache is None:
+        return quadratic_forms(inputs.op, errors, pairs=inputs.pairs)
+    key = forms_key(errors, inputs.pairs)
+    if key not in inputs.forms_cache:
+        inputs.forms_cache[key] = quadratic_forms(inputs.op, errors, pairs=inputs.pairs)
+    return inputs.forms_cache[key]
 
 
 def _fisher(inputs: SignalInputs, needs: frozenset[str]) -> dict[str, np.ndarray] | None:

@@ -65,6 +65,7 @@ class ProofContext:
     _operator64: CurvatureOperator | None = None
     _base_loss64: float | None = None
     _built: dict[Any, BuiltProblem] = field(default_factory=dict)
+    _forms: dict[str, Any] = field(default_factory=dict)  # quadratic forms shared by the builds of every method
 
     @classmethod
     def create(cls, task: ModelSpec, *, bits: Sequence[int] = DEFAULT_BITS,
@@ -89,7 +90,8 @@ class ProofContext:
         if key not in self._built:
             budget = None if method == "llc" and avg_bits is None else Budget(avg_bits=avg_bits or 3.0)
             self._built[key] = build_for(self.task, bits=self.bits, method=method, budget=budget,
-                                                  settings=self.settings, curvature=self.curvature, **options)
+                                                  settings=self.settings, curvature=self.curvature,
+                                                  forms_cache=self._forms, **options)
         built = self._built[key]
         if avg_bits is None:
             return built

@@ -100,3 +100,37 @@ def test_batches_split_into_single_examples() -> None:
     assert [t.tolist() for t in single_examples(x)] == [[[0.0, 1.0]], [[2.0, 3.0]], [[4.0, 5.0]]]
     with pytest.raises(ProblemError, match="first dimensions"):
         single_examples((x, torch.zeros(4)))
+
+
+def test_cost_models_of_one_context_share_their_quadratic_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prove builds cet, cet-shrink, cet-nograd (...) on one model: the Hessian products are paid once, and a
+    shared form gives the very problem an unshared build gives."""
+    from cetopt.builders import signals
+    from cetopt.workflow import build_for
+
+    ctx = _context()
+    calls = []
+    real = signals.quadratic_forms
+    monkeypatch.setattr(signals, "quadratic_forms", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = ctx.built("cet").problem
+    shrink = ctx.built("cet-shrink").problem
+    nograd = ctx.built("cet-nograd").problem
+    assert len(calls) == 1
+    ctx.built("cet", interactions=True)  # cross terms are other products: computed, not mistaken for the own ones
+    assert len(calls) == 2
+    for method, problem in (("cet", first), ("cet-shrink", shrink), ("cet-nograd", nograd)):
+        alone = build_for(ctx.task, bits=ctx.bits, method=method, settings=ctx.settings, curvature=ctx.curvature).problem
+        assert [c.loss for layer in problem.layers for c in layer.choices] == \
+            [c.loss for layer in alone.layers for c in layer.choices]
+
+
+def test_the_forms_key_sees_every_value_and_the_pairs() -> None:
+    from cetopt.builders.signals import forms_key
+
+    errors = {"a": [torch.zeros(2, 3), torch.ones(2, 3)]}
+    changed = {"a": [torch.zeros(2, 3), torch.ones(2, 3).index_put_((torch.tensor([1]), torch.tensor([2])),
+                                                                     torch.tensor(1.0001))]}
+    assert forms_key(errors, []) == forms_key({"a": [t.clone() for t in errors["a"]]}, [])
+    assert forms_key(errors, []) != forms_key(changed, [])
+    assert forms_key(errors, []) != forms_key(errors, [("a", "b")])
+    assert forms_key(errors, []) != forms_key({"b": errors["a"]}, [])
