@@ -76,7 +76,7 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
         own[name] = values.double().cpu().numpy()
     own = {name: own[name] for name in stacked}
     cross = {}
-    for a, b in pairs:
+    for a, b in progress(total=len(pairs), desc="cross-layer terms", disable=not show_progress, iterable=pairs):
         # d(g_b . e_b)/dW_a = H_ab e_b (as a W_a-shaped tensor); dot with e_a gives e_a' H_ab e_b
         products = operator.cross_block_hvp(index[b], index[a], stacked[b])  # (K_b, *shape_a)
         flat_a = stacked[a].reshape(counts[a], -1)
