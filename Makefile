@@ -58,8 +58,8 @@ bench: $(STAMP)
 	    --mip-max-layers 10000 --pulp-max-layers 10000 --rounds-large 4 --no-wall-check --no-memory --run $$run || exit 1; \
 	done
 	# torchrun with 2 ranks vs one process: same problem file, wall time (MobileNetV2: one cold round, ~10 min)
-	$(BIN)/python benchmarks/distributed.py --models digits-cnn mnist1d-resnet --rounds 3 --part zoo
-	$(BIN)/python benchmarks/distributed.py --models mobilenetv2 --rounds 1 --part mobilenetv2
+	$(BIN)/python benchmarks/torchrun.py --models digits-cnn mnist1d-resnet --rounds 3 --part zoo
+	$(BIN)/python benchmarks/torchrun.py --models mobilenetv2 --rounds 1 --part mobilenetv2
 	$(BIN)/python -m cetopt.results
 
 problems: $(STAMP)

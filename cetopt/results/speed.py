@@ -230,13 +230,13 @@ def curvature_sentence(runs: dict[str, list[dict[str, Any]]]) -> str | None:
 
 
 def distributed_sentence(results: Path = RESULTS) -> str | None:
-    """torchrun vs one process (benchmarks/distributed.py): the same problem file, and the wall-time ratio."""
+    """torchrun vs one process (benchmarks/torchrun.py): the same problem file, and the wall-time ratio."""
     rows = []
-    for path in sorted(results.glob("distributed-*.json")):
+    for path in sorted(results.glob("torchrun-*.json")):
         try:
             rows += json.loads(path.read_text(encoding="utf-8"))["rows"]
         except (OSError, ValueError, KeyError) as err:
-            raise SectionError(f"{path}: unreadable distributed results ({err}); rerun benchmarks/distributed.py")
+            raise SectionError(f"{path}: unreadable torchrun results ({err}); rerun benchmarks/torchrun.py")
     if not rows:
         return None
     parts = []
@@ -256,7 +256,7 @@ def distributed_sentence(results: Path = RESULTS) -> str | None:
                      + ")")
     ranks = "/".join(sorted({str(r["ranks"]) for r in rows}))
     return (f"`torchrun --nproc-per-node {ranks} -m cetopt extract` against one process with as many threads, each from "
-            f"a cold curvature cache (benchmarks/distributed.py; process wall time, one over torchrun): "
+            f"a cold curvature cache (benchmarks/torchrun.py; process wall time, one over torchrun): "
             + "; ".join(parts) + ".")
 
 

@@ -85,8 +85,14 @@ def test_distributed_benchmark_compares_problem_files_choice_by_choice(tmp_path:
     from cetopt.problem.synthetic import synthetic_problem
     from cetopt.results.speed import distributed_sentence
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from distributed import difference
+    import importlib.util
+
+    # loaded from its path: benchmarks/ on sys.path would shadow installed packages named like its scripts
+    spec = importlib.util.spec_from_file_location("torchrun_benchmark", ROOT / "benchmarks" / "torchrun.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    difference = module.difference
 
     problem = synthetic_problem(3, n_choices=4, seed=2)
     layer = problem.layers[1]
@@ -112,7 +118,7 @@ def test_distributed_benchmark_compares_problem_files_choice_by_choice(tmp_path:
     assert difference(tmp_path / "one.json", tmp_path / "one.json")["max_relative_difference"] == 0.0
     row = {"model": "m", "ranks": 2, "difference": d, "speedup": {"median": 1.5},
            "timing": {"rounds": 3, "seconds": {}}}
-    (tmp_path / "distributed-zoo.json").write_text(json.dumps({"rows": [row]}))
+    (tmp_path / "torchrun-zoo.json").write_text(json.dumps({"rows": [row]}))
     sentence = distributed_sentence(tmp_path)
     assert sentence is not None and "m 1.50x (3 rounds" in sentence and "1.0e-03" in sentence
     assert distributed_sentence(tmp_path / "nothing-here") is None

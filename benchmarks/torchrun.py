@@ -9,8 +9,8 @@ both are below 1e-12 counts as equal), the largest difference in units of the ch
 (``loss_stderr``), whether every other field (sizes, bits, budgets) is identical, and whether ``dp`` picks the same
 plan from both files (the difference that matters to a user).
 
-    python benchmarks/distributed.py --models digits-cnn mnist1d-resnet --rounds 3
-    python benchmarks/distributed.py --models mobilenetv2 --rounds 1 --part mobilenetv2
+    python benchmarks/torchrun.py --models digits-cnn mnist1d-resnet --rounds 3
+    python benchmarks/torchrun.py --models mobilenetv2 --rounds 1 --part mobilenetv2
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--extract-args", nargs=argparse.REMAINDER, default=[],
                         help="passed to cetopt extract after the model (e.g. --bits 2,4,8)")
-    parser.add_argument("--part", default="zoo", help="results go to distributed-<part>.{json,md}")
+    parser.add_argument("--part", default="zoo", help="results go to torchrun-<part>.{json,md}")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.ranks < 2 or args.rounds < 1:
@@ -147,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         rows.append(bench_model(model, args))
         print(f"done {model}", file=sys.stderr)
-    data = {"meta": {"benchmark": "distributed", "python": platform.python_version(), "machine": platform.machine(),
+    data = {"meta": {"benchmark": "torchrun", "python": platform.python_version(), "machine": platform.machine(),
                      "cpus": os.cpu_count(),
-                     "command": "python benchmarks/distributed.py " + " ".join(sys.argv[1:] if argv is None else argv)},
+                     "command": "python benchmarks/torchrun.py " + " ".join(sys.argv[1:] if argv is None else argv)},
             "rows": rows}
-    stem = args.out_dir / f"distributed-{args.part}"
+    stem = args.out_dir / f"torchrun-{args.part}"
     atomic_write_text(stem.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
     text = report(data)
     atomic_write_text(stem.with_suffix(".md"), text)
