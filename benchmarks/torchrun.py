@@ -70,7 +70,9 @@ def difference(one: Path, ranks: Path) -> dict[str, Any]:
             "worst_stderr": None if np.isnan(stderr[worst]) else float(stderr[worst]),
             # the difference against the estimate's own standard error: far below 1 means it cannot matter
             "max_difference_over_stderr": None if np.all(np.isnan(over_se)) else float(np.nanmax(over_se)),
-            "same_dp_plan": dict(plan_a.choices) == dict(plan_b.choices)}
+            # None when dp could not solve one of them: no plan is no evidence of the same plan
+            "same_dp_plan": (dict(plan_a.choices) == dict(plan_b.choices)) if plan_a.success and plan_b.success
+            else None}
 
 
 def bench_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
