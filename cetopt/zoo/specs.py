@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cetopt.errors import ProblemError
 from cetopt.modelspec import ModelSpec
 
 
@@ -130,25 +131,36 @@ def mobilenetv2(*, seed: int = 0, calibration_size: int = 32, validation_size: i
                           f"{val - cal} validation, {len(test)} test crops")
 
 
-def minilm(*, seed: int = 0, **_: Any) -> ModelSpec:
-    """The real pretrained all-MiniLM-L6-v2 (packaged), calibrated on embedding distillation."""
-    from cetopt.zoo.minilm import (distillation_batches, distillation_loss, embedding_fidelity, encode_batch,
+def minilm(*, seed: int = 0, test_size: int | None = None, **_: Any) -> ModelSpec:
+    """The real pretrained all-MiniLM-L6-v2 (packaged), calibrated on embedding distillation.
+
+    Test sentences: the 32 of the held-out pairs, then the shipped prose sentences
+    (:mod:`cetopt.zoo.minilm_text`), ``test_size`` in all (None: every one, 432)."""
+    from cetopt.zoo.minilm import (SentenceSet, distillation_batches, distillation_loss, embedding_fidelity,
                                    load_minilm, text_pairs)
+    from cetopt.zoo.minilm_text import test_sentences
 
     model, tokenizer = load_minilm()
     pairs = text_pairs()
-    half = len(pairs) // 2  # calibration and test never share a sentence (the test set is small: 32 sentences)
+    half = len(pairs) // 2  # calibration and test never share a sentence
     calibration = [s for pair in pairs[:half] for s in pair]
-    test = [s for pair in pairs[half:] for s in pair]
+    test = [s for pair in pairs[half:] for s in pair] + test_sentences()
+    if test_size is not None:
+        if not 2 <= test_size <= len(test):
+            raise ProblemError(f"test_size {test_size}: choose 2 to {len(test)} test sentences", field="test_size")
+        test = test[:test_size]
+    texts = SentenceSet(tokenizer, test)
+    reference = texts.embed(model)  # the FP32 embeddings, before any plan touches the model
 
     def cosines(m: nn.Module) -> Any:
-        ids, mask = encode_batch(tokenizer, test)
-        with torch.no_grad():
-            return (model(ids, mask) * m(ids, mask)).sum(dim=1).double().numpy()
+        return (reference * texts.embed(m)).sum(dim=1).double().numpy()
 
+    extra = len(test) - len(pairs[half:]) * 2
     return ModelSpec(name="minilm", model=model, calibration=distillation_batches(model, tokenizer, calibration),
-                     loss_fn=distillation_loss, evaluate=lambda m: embedding_fidelity(model, m, tokenizer, test),
+                     loss_fn=distillation_loss, evaluate=lambda m: embedding_fidelity(reference, m, tokenizer, texts),
                      test_outcomes=cosines,
                      data=f"shipped sentence pairs (cetopt/data/minilm_pairs.tsv): {len(calibration)} calibration "
-                          f"sentences (1 - cosine to the FP32 embeddings), {len(test)} other test sentences",
+                          f"sentences (1 - cosine to the FP32 embeddings); {len(test)} other test sentences "
+                          f"({min(len(test), 2 * len(pairs[half:]))} from the pairs, {max(extra, 0)} prose sentences "
+                          "from cetopt/data/minilm_test_sentences.txt)",
                      exclude=("bert.pooler.dense",), metadata={"seed": seed})

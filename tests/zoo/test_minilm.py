@@ -61,3 +61,34 @@ def test_distillation_loss_is_zero_with_zero_gradient_at_fp32(loaded) -> None:  
     loss, grads = op.loss_and_gradient()
     assert abs(loss) < 1e-6
     assert max(float(g.abs().max()) for g in grads) < 1e-5
+
+
+def test_sentence_set_embeds_in_order_as_one_padded_batch_does(loaded) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.zoo.minilm import SentenceSet, encode_batch
+    from cetopt.zoo.minilm_text import test_sentences
+
+    model, tokenizer = loaded
+    sentences = test_sentences()[:20] + [s for pair in text_pairs()[:5] for s in pair]  # mixed lengths
+    texts = SentenceSet(tokenizer, sentences, chunk=7)
+    ids, mask = encode_batch(tokenizer, sentences)
+    with torch.no_grad():
+        padded = model(ids, mask)
+    assert torch.allclose(texts.embed(model), padded, atol=1e-5)
+    # the FP embeddings may stand in for the FP model
+    quantised = apply_plan(model, Plan(bits={r.name: 4 for r in find_layers(model, exclude=["bert.pooler.dense"])})).model
+    by_model = embedding_fidelity(model, quantised, tokenizer, texts)
+    by_embeddings = embedding_fidelity(padded, quantised, tokenizer, sentences)
+    assert by_model == pytest.approx(by_embeddings, abs=1e-5)
+    assert by_model["cosine_mean"] < 0.999
+
+
+def test_zoo_spec_tests_on_held_out_sentences() -> None:
+    from cetopt.errors import ProblemError
+    from cetopt.modelspec import load_model_spec
+
+    spec = load_model_spec("minilm", test_size=40)
+    assert "40 other test sentences" in spec.data
+    outcomes = spec.test_outcomes(spec.model)
+    assert outcomes.shape == (40,) and outcomes.min() > 0.99999  # the FP model against its own embeddings
+    with pytest.raises(ProblemError, match="test_size"):
+        load_model_spec("minilm", test_size=10_000)
