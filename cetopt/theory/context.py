@@ -165,12 +165,17 @@ class ProofContext:
         return {name: w + delta}
 
     def directional_curvature(self, name: str, directions: np.ndarray) -> np.ndarray:
-        """u'H_ll u for each row u of ``directions`` (exact, from Hessian-vector products)."""
-        index = self.curvature.names.index(name)
+        """u'H_ll u for each row u of ``directions`` (exact, from Hessian-vector products).
+
+        Computed as :func:`cetopt.curvature.quadratic.quadratic_forms` computes a problem's forms: from the
+        layer's cached input or output on where the model traces (on MobileNetV2 a layer's 16 directions took
+        minutes on the full graph), else on the full graph."""
+        from cetopt.curvature.quadratic import quadratic_forms
+
         w = self.weights[name]
         block = torch.from_numpy(np.asarray(directions, dtype=np.float64)).reshape(-1, *w.shape).to(w)
-        products = self.operator.cross_block_hvp(index, index, block)
-        return (block * products).reshape(block.shape[0], -1).sum(dim=1).double().cpu().numpy()
+        forms = quadratic_forms(self.operator, {name: list(block)}, show_progress=False)
+        return np.asarray(forms.own[name], dtype=np.float64)
 
     # ------------------------------------------------------------------ float64 ground truth
     def dloss64(self, replaced: Mapping[str, torch.Tensor]) -> float:

@@ -161,3 +161,16 @@ def test_the_cli_default_dense_limit_is_the_library_default() -> None:
 
     args = build_parser().parse_args(["prove", "digits-mlp", "--out", "x"])
     assert args.dense_max == DENSE_MAX
+
+
+def test_directional_curvature_is_the_exact_quadratic_form() -> None:
+    """u'Hu against the closed form H = 2/N X'X per output row (W is (2, 3), flattened row-major)."""
+    import numpy as np
+
+    ctx = _regression_context(False)
+    (name,) = ctx.quadrics
+    x = ctx.task.calibration[0][0].double().numpy()
+    gram = 2.0 / len(x) * x.T @ x
+    directions = np.random.default_rng(0).normal(size=(4, 6))
+    expected = [sum(u[3 * r:3 * r + 3] @ gram @ u[3 * r:3 * r + 3] for r in range(2)) for u in directions]
+    np.testing.assert_allclose(ctx.directional_curvature(name, directions), expected, rtol=1e-5)
