@@ -39,7 +39,8 @@ BITS = (2, 3, 4, 5, 6, 8)
 AVG_BITS = (3.0, 4.0, 5.0)
 RANDOM_PLANS = 8
 BASELINES = ("hawq-v3", "uniform", "cet")
-ROUNDINGS = ("mse-clip", "adaround")  # the default plan re-rounded (cetopt.baselines); major-axis needs Lanczos
+ALLOCATIONS = ("cet-shrink", "hawq-v3", "uniform")  # the plans also re-rounded (ROUNDINGS); [0] is the default
+ROUNDINGS = ("mse-clip", "adaround")  # plans re-rounded (cetopt.baselines); major-axis needs Lanczos
 OUT = Path(__file__).resolve().parent / "results"
 _SIGNALS: dict[str, Any] = {}
 
@@ -239,27 +240,28 @@ def run_case(name: str, case: Mapping[str, Any], cache: Path | None = None) -> d
 
 
 def baseline_rows(case: Mapping[str, Any], built: Any, measurer: Any, rows: list, outcomes: dict) -> None:
-    """The reviewer's baselines: the default plan with MSE clipping and with AdaRound (same bits, same packed
-    size), FP32 itself and FP32 after one calibration gradient step (no quantisation)."""
+    """The reviewer's baselines: the default, HAWQ-V3 and uniform plans re-rounded with MSE clipping and with
+    AdaRound (same bits, same packed size; so the allocations are also compared under a better quantiser than
+    round-to-nearest), FP32 itself and FP32 after one calibration gradient step (no quantisation)."""
     from cetopt.baselines import adaround_plan_weights, gradient_step, mse_clip_weights
 
     spec, names = case["spec"], [layer.name for layer in built.problem.layers]
-    default = METHODS[0]
     for avg in AVG_BITS:
-        plan = next((r for r in rows if r["plan"] == f"{default}@{avg:g}"), None)
-        if plan is None:
-            continue
-        for kind, weights in ((ROUNDINGS[0], lambda b: mse_clip_weights(spec, b)),
-                              (ROUNDINGS[1], lambda b: adaround_plan_weights(spec, b, max_batches=1))):
-            start = time.perf_counter()
-            w = weights(plan["bits"])
-            label = f"{default}+{kind}@{avg:g}"
-            outcomes[label] = case["outcomes"](measurer.model_with(w))
-            rows.append({**{k: plan[k] for k in ("model", "bits", "avg_bits_used", "packed_bits")}, "plan": label,
-                         "calibration_dloss": measurer.calibration_dloss(w), "validation_dloss":
-                         measurer.validation_dloss(w), "predicted": {}, "seconds": time.perf_counter() - start,
-                         "metrics": {k: float(v.mean()) for k, v in outcomes[label].items()}})
-            print(f"  {label}: {rows[-1]['metrics']}", flush=True)
+        for allocation in ALLOCATIONS:
+            plan = next((r for r in rows if r["plan"] == f"{allocation}@{avg:g}"), None)
+            if plan is None:
+                continue
+            for kind, weights in ((ROUNDINGS[0], lambda b: mse_clip_weights(spec, b)),
+                                  (ROUNDINGS[1], lambda b: adaround_plan_weights(spec, b, max_batches=1))):
+                start = time.perf_counter()
+                w = weights(plan["bits"])
+                label = f"{allocation}+{kind}@{avg:g}"
+                outcomes[label] = case["outcomes"](measurer.model_with(w))
+                rows.append({**{k: plan[k] for k in ("model", "bits", "avg_bits_used", "packed_bits")}, "plan": label,
+                             "calibration_dloss": measurer.calibration_dloss(w), "validation_dloss":
+                             measurer.validation_dloss(w), "predicted": {}, "seconds": time.perf_counter() - start,
+                             "metrics": {k: float(v.mean()) for k, v in outcomes[label].items()}})
+                print(f"  {label}: {rows[-1]['metrics']}", flush=True)
     step = gradient_step(spec, names)
     for label, w in (("fp32", {}), ("fp32+step", step.weights)):
         outcomes[label] = case["outcomes"](measurer.model_with(w))
@@ -278,10 +280,11 @@ def comparisons(name: str, case: Mapping[str, Any], run: Mapping[str, Any]) -> l
     used = {r["plan"]: r for r in run["rows"]}
     out = []
     for avg in AVG_BITS:
-        for method in METHODS + ("uniform",) + tuple(f"{METHODS[0]}+{r}" for r in ROUNDINGS):
+        for method in METHODS + ("uniform",) + tuple(f"{a}+{r}" for a in ALLOCATIONS for r in ROUNDINGS):
             label = f"{method}@{avg:g}"
             if label not in run["outcomes"]:
                 continue
+            rounding = method.partition("+")[2]  # re-rounded plans are compared with baselines rounded alike
             for metric, values in run["outcomes"][label].items():
                 row: dict[str, Any] = {"model": name, "avg_bits": avg, "method": method, "metric": metric,
                                        "headline": metric == case["headline"], "mean": float(values.mean()),
@@ -289,8 +292,9 @@ def comparisons(name: str, case: Mapping[str, Any], run: Mapping[str, Any]) -> l
                                        "packed_bits": used[label]["packed_bits"]}
                 sign = -1.0 if metric in case["lower_is_better"] else 1.0
                 for baseline in BASELINES:
-                    other = run["outcomes"].get(f"{baseline}@{avg:g}")
-                    if other is None or baseline == method:
+                    against = f"{baseline}+{rounding}" if rounding else baseline
+                    other = run["outcomes"].get(f"{against}@{avg:g}")
+                    if other is None or against == method:
                         continue
                     ci = paired_bootstrap_ci(sign * values, sign * other[metric], n_boot=4000, seed=0)
                     row[f"vs_{baseline}"] = {"estimate": sign * ci.estimate, "low": min(sign * ci.low, sign * ci.high),
@@ -347,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     global METHODS
     METHODS = METHODS + tuple(m for m in args.extra_methods.split(",") if m and m not in METHODS)
-    if METHODS[0] != DEFAULT_COST_MODEL:
+    if METHODS[0] != DEFAULT_COST_MODEL or ALLOCATIONS[0] != DEFAULT_COST_MODEL:
         raise SystemExit(f"METHODS[0] is {METHODS[0]!r} but the default cost model is {DEFAULT_COST_MODEL!r}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -28,6 +28,9 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     for model, info in meta["cases"].items():
         lines.append(f"- **{model}**: test set {info['test']}; signal build {info['build_seconds']:.0f} s.")
     lines += ["", "## At equal packed size", "",
+              "Rows `PLAN+ROUNDING` are a plan's bits re-rounded with MSE clipping or AdaRound (cetopt.baselines); "
+              "their 'vs HAWQ-V3' and 'vs uniform' columns compare with HAWQ-V3's and uniform's plans re-rounded the "
+              "same way, so they compare allocations under that quantiser.", "",
               "| model | bits | method | metric | mean | avg bits used | packed MiB | vs HAWQ-V3 | vs uniform | vs cet |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for c in summary["comparisons"]:
@@ -48,11 +51,12 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
             lines.append(f"| {c['model']} | {c['metric']} | {(c['mean'] if scale == 1 else 100 * c['mean']):.3f} | "
                          f"{_ci_text(c.get('vs_fp32'), scale)} |")
     lines += ["", "## Verdict on the headline metric (the issue's Done-when)", "",
-              "| model | bits | default vs HAWQ-V3 | at least as good as HAWQ-V3 (CI) | default vs uniform | clearly better than uniform |",
-              "|---|---|---|---|---|---|"]
+              "| model | bits | rounding | default vs HAWQ-V3 | at least as good as HAWQ-V3 (CI) | default vs uniform | "
+              "clearly better than uniform |", "|---|---|---|---|---|---|---|"]
     for v in summary["verdicts"]:
-        lines.append(f"| {v['model']} | {v['avg_bits']:g} | {v['vs_hawq']} | {'yes' if v['not_worse_than_hawq'] else 'NO'} | "
-                     f"{v['vs_uniform']} | {'yes' if v['better_than_uniform'] else 'NO'} |")
+        lines.append(f"| {v['model']} | {v['avg_bits']:g} | {v.get('rounding', 'nearest')} | {v['vs_hawq']} | "
+                     f"{'yes' if v['not_worse_than_hawq'] else 'NO'} | {v['vs_uniform']} | "
+                     f"{'yes' if v['better_than_uniform'] else 'NO'} |")
     lines += ["", "## Whole-plan prediction: predicted vs measured loss change across every plan above plus "
               f"{meta['random_plans']} random plans", "",
               "| model | cost model | plans | Spearman (validation) | sign agreement (validation) | Spearman (calibration) | "
@@ -66,13 +70,15 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
 
 
 def verdicts(comparisons_: Sequence[Mapping[str, Any]], default: str) -> list[dict[str, Any]]:
-    """Per (model, budget): the default's headline CI vs HAWQ-V3 and vs uniform, and whether each Done-when holds."""
+    """Per (model, budget, rounding): the default's headline CI vs HAWQ-V3 and vs uniform (rounded alike), and whether
+    each Done-when holds. Round-to-nearest rows first (rounding "nearest"), as before re-rounded rows existed."""
     out = []
-    for c in comparisons_:
-        if c["method"] != default or not c["headline"]:
+    for c in sorted(comparisons_, key=lambda c: "+" in c["method"]):
+        allocation, _, rounding = c["method"].partition("+")
+        if allocation != default or not c["headline"]:
             continue
         hawq, uniform = c.get("vs_hawq-v3"), c.get("vs_uniform")
-        out.append({"model": c["model"], "avg_bits": c["avg_bits"],
+        out.append({"model": c["model"], "avg_bits": c["avg_bits"], "rounding": rounding or "nearest",
                     "vs_hawq": _ci_text(hawq, 100.0), "vs_uniform": _ci_text(uniform, 100.0),
                     "not_worse_than_hawq": hawq is not None and hawq["verdict"] != "worse",
                     "better_than_uniform": uniform is not None and uniform["verdict"] == "better"})

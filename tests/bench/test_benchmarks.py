@@ -122,3 +122,39 @@ def test_distributed_benchmark_compares_problem_files_choice_by_choice(tmp_path:
     sentence = distributed_sentence(tmp_path)
     assert sentence is not None and "m 1.50x (3 rounds" in sentence and "1.0e-03" in sentence
     assert distributed_sentence(tmp_path / "nothing-here") is None
+
+
+def test_pretrained_benchmark_compares_re_rounded_plans_with_baselines_rounded_alike() -> None:
+    """A plan re-rounded with AdaRound is judged against HAWQ-V3 and uniform re-rounded the same way (an allocation
+    comparison under that quantiser), never against their round-to-nearest plans; verdicts are per rounding."""
+    import importlib.util
+
+    import numpy as np
+
+    def load(name: str):  # type: ignore[no-untyped-def]
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    report = load("cost_models_pretrained_report")
+    bench = load("cost_models_pretrained")
+    rng = np.random.default_rng(0)
+    base = rng.random(200)
+    # RTN: the default loses to uniform; with AdaRound it beats both, and HAWQ-V3+adaround beats RTN uniform hugely
+    means = {"cet-shrink": 0.0, "hawq-v3": 0.0, "uniform": 0.2, "cet": 0.0,
+             "cet-shrink+adaround": 0.6, "hawq-v3+adaround": 0.4, "uniform+adaround": 0.4}
+    outcomes = {f"{m}@3": {"cosine": base + shift} for m, shift in means.items()}
+    rows = [{"plan": label, "avg_bits_used": 3.0, "packed_bits": 1} for label in outcomes]
+    case = {"headline": "cosine", "lower_is_better": set()}
+    found = {c["method"]: c for c in bench.comparisons("m", case, {"rows": rows, "outcomes": outcomes})
+             if c["avg_bits"] == 3.0}
+    assert found["cet-shrink+adaround"]["vs_uniform"]["estimate"] == pytest.approx(0.2)  # vs uniform+adaround
+    assert found["hawq-v3+adaround"]["vs_uniform"]["estimate"] == pytest.approx(0.0)
+    assert found["cet-shrink"]["vs_uniform"]["verdict"] == "worse"
+    verdicts = {v["rounding"]: v for v in report.verdicts(list(found.values()), "cet-shrink")}
+    assert set(verdicts) == {"nearest", "adaround"}
+    assert not verdicts["nearest"]["better_than_uniform"] and verdicts["adaround"]["better_than_uniform"]
+    assert verdicts["adaround"]["not_worse_than_hawq"]
