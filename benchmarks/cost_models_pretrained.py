@@ -196,6 +196,7 @@ def cached_problems(spec: Any, cache: Path | None) -> tuple[Any, dict[str, Any],
         print(f"  {cache} is for other weights, data, methods or bits: rebuilding", flush=True)
     built, problems, seconds = priced_problems(spec, METHODS)
     if cache is not None:  # plain dicts and tensors (problems hold read-only mappings that do not pickle)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         torch.save({"fingerprint": fingerprint, "methods": list(METHODS), "bits": list(BITS),
                     "problem": problem_to_dict(built.problem), "weights": dict(built.weights),
