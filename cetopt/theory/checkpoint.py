@@ -4,7 +4,8 @@ written to ``OUTDIR/checkpoints/`` as JSON the moment they are done, and a later
 reads them instead of recomputing.
 
 The key of a run holds what its numbers depend on: the model's fingerprint (weights, quantised layers,
-calibration data), the curvature settings and the candidate bits. A checkpoint under another key is ignored
+calibration data), the curvature settings and the candidate bits; the equal-size table's rows, which report test
+metrics, are also keyed by the test data (``test_key``). A checkpoint under another key is ignored
 (and overwritten), never mixed in. The code's version is not in the key, as with the curvature cache: after
 changing a check, run with ``fresh=True`` (``cetopt prove --fresh``).
 """
@@ -52,23 +53,27 @@ def _cell(value: Any) -> Any:
 class ProveCheckpoints:
     """The checkpoint folder of one prove run (``OUTDIR/checkpoints``) under one run key."""
 
-    def __init__(self, outdir: str | os.PathLike[str], key: Mapping[str, Any]) -> None:
+    def __init__(self, outdir: str | os.PathLike[str], key: Mapping[str, Any],
+                 test_key: Mapping[str, Any] | None = None) -> None:
+        """``key``: what every part depends on; ``test_key``: what identifies the test data (the table's rows)."""
         self.folder = Path(outdir) / "checkpoints"
         self.key = _plain(dict(key))
+        self.table_key = _plain({**dict(key), "test": dict(test_key or {})})
 
-    def _read(self, name: str) -> Any | None:
+    def _read(self, name: str, key: Any = None) -> Any | None:
         path = self.folder / f"{name}.json"
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None  # absent or unreadable: computed again
-        if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("key") != self.key:
+        wanted = self.key if key is None else key
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("key") != wanted:
             return None
         return saved.get("value")
 
-    def _write(self, name: str, value: Any) -> None:
-        atomic_write_text(self.folder / f"{name}.json",
-                          json.dumps({"format": FORMAT, "key": self.key, "value": value}, indent=1, allow_nan=True))
+    def _write(self, name: str, value: Any, key: Any = None) -> None:
+        atomic_write_text(self.folder / f"{name}.json", json.dumps(
+            {"format": FORMAT, "key": self.key if key is None else key, "value": value}, indent=1, allow_nan=True))
 
     def check(self, number: int) -> CheckResult | None:
         """Check ``number``'s result saved under this key, or None."""
@@ -92,14 +97,14 @@ class ProveCheckpoints:
 
     def table_rows(self, bits: int) -> list[PlanMeasurement] | None:
         """The equal-size table's rows at ``bits`` average bits saved under this key, or None."""
-        saved = self._read(f"table{bits}")
+        saved = self._read(f"table{bits}", self.table_key)
         if not isinstance(saved, list):
             return None
         names = {f.name for f in fields(PlanMeasurement)}
         return [PlanMeasurement(**{k: v for k, v in row.items() if k in names}) for row in saved]
 
     def save_table_rows(self, bits: int, rows: Sequence[PlanMeasurement]) -> None:
-        self._write(f"table{bits}", [_plain(asdict(r)) for r in rows])
+        self._write(f"table{bits}", [_plain(asdict(r)) for r in rows], self.table_key)
 
     def clear(self) -> None:
         """Forget every checkpoint of this folder (``--fresh``)."""

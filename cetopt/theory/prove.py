@@ -103,7 +103,8 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
     log(f"curvature of {len(ctx.quadrics)} layers ready ({time.perf_counter() - start:.1f} s)")
     saved = ProveCheckpoints(out, {"model": model, "fingerprint": fingerprint, "k": k,
                                    "lanczos_iterations": lanczos_iterations, "bits": list(ctx.bits),
-                                   "dense_max": dense_max})
+                                   "dense_max": dense_max},
+                              test_key={"data": task.data, "fp_test_metric": ctx.metric()})
     if not resume:
         saved.clear()
     reused: list[str] = []

@@ -141,3 +141,20 @@ def test_checkpoints_of_other_inputs_are_not_used(tmp_path) -> None:  # type: ig
     assert back.bits == {"fc1": 3} and back.predicted == -0.5 and back.packed_ratio != back.packed_ratio  # NaN kept
     (tmp_path / "checkpoints" / "table3.json").write_text("{ not json")
     assert ProveCheckpoints(tmp_path, {"model": "m", "k": 16}).table_rows(3) is None
+
+
+def test_table_rows_of_other_test_data_are_not_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The table reports test metrics: rows measured on other test data are recomputed, while the checks (which
+    never look at the test data) are still reused."""
+    from cetopt.theory.allocation import PlanMeasurement
+    from cetopt.theory.checkpoint import ProveCheckpoints
+    from cetopt.theory.report import CheckResult, Verdict
+
+    row = PlanMeasurement("cet", 3.0, 3.0, -0.5, 0.25, 0.9, "optimal", float("nan"), float("nan"), {"fc1": 3})
+    check = CheckResult(1, "t", "c", "s", "v", "tol", Verdict.PASS)
+    old = ProveCheckpoints(tmp_path, {"model": "m"}, test_key={"data": "32 test sentences"})
+    old.save_table_rows(3, [row])
+    old.save_check(check)
+    new = ProveCheckpoints(tmp_path, {"model": "m"}, test_key={"data": "432 test sentences"})
+    assert new.table_rows(3) is None
+    assert new.check(1) is not None and new.check(1).verdict is Verdict.PASS
