@@ -52,6 +52,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     results = prove(args.model, args.out, checks=checks, table_bits=int_list(args.table_bits, "--table-bits"),
                     lossless_search=not args.no_lossless_search, k=args.k,
                     lanczos_iterations=args.lanczos_iterations, dense_max=args.dense_max, resume=not args.fresh,
+                    lossless_variants=args.lossless_variants,
                     log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out / 'report.md'}: " + ", ".join(f"{c.number} {c.verdict.value}" for c in results))
     return EXIT_OK
@@ -97,6 +98,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--dense-max", type=int_in(0, 100_000), default=1200, help="check 2 builds the exact float64 "
                    "Hessian block of layers with at most this many weights (n products each); 0 = none, for large "
                    "inputs (MobileNetV2: ~10 s a product, so an 864-weight layer would take hours)")
+    p.add_argument("--lossless-variants", type=int_in(1, 1000), default=8, help="check 5: stochastic roundings per "
+                   "layer and bit-width besides round-to-nearest (each costs a Hessian product and a calibration pass; "
+                   "fewer on large models)")
     p.add_argument("--fresh", action="store_true", help="recompute every check and table row; by default a run "
                    "reads the finished parts of an earlier run with the same inputs from OUT/checkpoints, so a "
                    "stopped run resumes where it stopped")

@@ -54,11 +54,14 @@ class ProveCheckpoints:
     """The checkpoint folder of one prove run (``OUTDIR/checkpoints``) under one run key."""
 
     def __init__(self, outdir: str | os.PathLike[str], key: Mapping[str, Any],
-                 test_key: Mapping[str, Any] | None = None) -> None:
-        """``key``: what every part depends on; ``test_key``: what identifies the test data (the table's rows)."""
+                 test_key: Mapping[str, Any] | None = None,
+                 check_keys: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+        """``key``: what every part depends on; ``test_key``: what identifies the test data (the table's rows);
+        ``check_keys``: check number -> the settings only that check depends on (check 5's variant count)."""
         self.folder = Path(outdir) / "checkpoints"
         self.key = _plain(dict(key))
         self.table_key = _plain({**dict(key), "test": dict(test_key or {})})
+        self.check_keys = {int(n): _plain({**dict(key), "check": dict(extra)}) for n, extra in (check_keys or {}).items()}
 
     def _read(self, name: str, key: Any = None) -> Any | None:
         path = self.folder / f"{name}.json"
@@ -77,7 +80,7 @@ class ProveCheckpoints:
 
     def check(self, number: int) -> CheckResult | None:
         """Check ``number``'s result saved under this key, or None."""
-        saved = self._read(f"check{number}")
+        saved = self._read(f"check{number}", self.check_keys.get(number))
         if not isinstance(saved, dict):
             return None
         table = saved.get("table")
@@ -93,7 +96,8 @@ class ProveCheckpoints:
         self._write(f"check{result.number}", {
             "number": result.number, "title": result.title, "claim": result.claim, "statistic": result.statistic,
             "value": result.value, "tolerance": result.tolerance, "verdict": result.verdict.value,
-            "notes": result.notes, "table": table, "figures": list(result.figures), "data": _plain(result.data)})
+            "notes": result.notes, "table": table, "figures": list(result.figures), "data": _plain(result.data)},
+            self.check_keys.get(result.number))
 
     def table_rows(self, bits: int) -> list[PlanMeasurement] | None:
         """The equal-size table's rows at ``bits`` average bits saved under this key, or None."""

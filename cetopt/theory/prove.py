@@ -8,14 +8,14 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from cetopt._atomic import atomic_write_text
 from cetopt.curvature.extract import CurvatureSettings
 from cetopt.theory.allocation import (PlanMeasurement, _vs_fp, check_allocation, equal_size_figure,
                                       equal_size_table, smallest_lossless)
 from cetopt.theory.axes import check_complementary, check_major_axis
-from cetopt.theory.lossless import check_lossless
+from cetopt.theory.lossless import VARIANTS as LOSSLESS_VARIANTS, check_lossless
 from cetopt.theory.spectra import check_quadric_types
 from cetopt.theory.context import DENSE_MAX, ProofContext
 from cetopt.theory.prediction import check_additivity, check_per_layer_prediction
@@ -72,13 +72,16 @@ def _preamble(model: str, ctx: ProofContext, seconds: float, reused: Sequence[st
 def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] = tuple(CHECKS),
           table_bits: Sequence[int] = (3, 4, 5), lossless_search: bool = True, k: int = 16,
           lanczos_iterations: int = 48, dense_max: int = DENSE_MAX, resume: bool = True,
+          lossless_variants: int = LOSSLESS_VARIANTS,
           log: Callable[[str], None] = lambda _: None) -> list[CheckResult]:
     """Run ``checks`` on zoo model ``model``; write ``outdir/report.md``, its plots and ``results.json`` (its
     ``finished`` is false, and ``not_finished`` says what is left, while the run is under way or was stopped).
 
     ``k`` eigenpairs per end of every layer's spectrum from ``lanczos_iterations`` Lanczos steps (the report's
     preamble states both; the curvature is cached per settings). Layers with at most ``dense_max`` weights get
-    their exact float64 Hessian block in check 2 (n products each; 0 for none, as large inputs need). Each finished check and each bit-width of the
+    their exact float64 Hessian block in check 2 (n products each; 0 for none, as large inputs need). Check 5
+    measures round-to-nearest and ``lossless_variants`` stochastic roundings per layer and bit-width (one Hessian
+    product and one calibration pass each; fewer on large models). Each finished check and each bit-width of the
     table is kept in ``outdir/checkpoints`` (cetopt.theory.checkpoint) and report.md is rewritten after each:
     a stopped run loses only the part under way, and with ``resume`` a run with the same inputs reads the
     finished parts back (``resume=False`` computes everything again)."""
@@ -104,7 +107,9 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
     saved = ProveCheckpoints(out, {"model": model, "fingerprint": fingerprint, "k": k,
                                    "lanczos_iterations": lanczos_iterations, "bits": list(ctx.bits),
                                    "dense_max": dense_max},
-                              test_key={"data": task.data, "fp_test_metric": ctx.metric()})
+                              test_key={"data": task.data, "fp_test_metric": ctx.metric()},
+                              check_keys={5: {"variants": lossless_variants}})
+    options: dict[int, dict[str, Any]] = {5: {"variants": lossless_variants}}
     if not resume:
         saved.clear()
     reused: list[str] = []
@@ -127,7 +132,7 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
         mark = time.perf_counter()
         result = saved.check(number)
         if result is None:
-            result = CHECKS[number](ctx, out)
+            result = CHECKS[number](ctx, out, **options.get(number, {}))
             saved.save_check(result)
             how = f"{time.perf_counter() - mark:.1f} s"
         else:

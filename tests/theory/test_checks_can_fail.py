@@ -159,8 +159,10 @@ def test_the_cli_default_dense_limit_is_the_library_default() -> None:
     from cetopt.cli import build_parser
     from cetopt.theory.context import DENSE_MAX
 
+    from cetopt.theory.lossless import VARIANTS
+
     args = build_parser().parse_args(["prove", "digits-mlp", "--out", "x"])
-    assert args.dense_max == DENSE_MAX
+    assert args.dense_max == DENSE_MAX and args.lossless_variants == VARIANTS
 
 
 def test_directional_curvature_is_the_exact_quadratic_form() -> None:

@@ -158,3 +158,16 @@ def test_table_rows_of_other_test_data_are_not_used(tmp_path) -> None:  # type: 
     new = ProveCheckpoints(tmp_path, {"model": "m"}, test_key={"data": "432 test sentences"})
     assert new.table_rows(3) is None
     assert new.check(1) is not None and new.check(1).verdict is Verdict.PASS
+
+
+def test_a_check_keyed_by_its_own_setting_is_recomputed_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Check 5 with another number of stochastic roundings is computed again; the other checks are reused."""
+    from cetopt.theory.checkpoint import ProveCheckpoints
+    from cetopt.theory.report import CheckResult, Verdict
+
+    eight = ProveCheckpoints(tmp_path, {"model": "m"}, check_keys={5: {"variants": 8}})
+    for number in (1, 5):
+        eight.save_check(CheckResult(number, "t", "c", "s", "v", "tol", Verdict.PASS))
+    two = ProveCheckpoints(tmp_path, {"model": "m"}, check_keys={5: {"variants": 2}})
+    assert two.check(5) is None and two.check(1) is not None
+    assert eight.check(5) is not None
