@@ -362,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     global METHODS
     METHODS = METHODS + tuple(m for m in args.extra_methods.split(",") if m and m not in METHODS)
     if METHODS[0] != DEFAULT_COST_MODEL or ALLOCATIONS[0] != DEFAULT_COST_MODEL:
-        raise SystemExit(f"METHODS[0] is {METHODS[0]!r} but the default cost model is {DEFAULT_COST_MODEL!r}")
+        raise SystemExit(f"METHODS[0] is {METHODS[0]!r} and ALLOCATIONS[0] is {ALLOCATIONS[0]!r}, but the default "
+                         f"cost model is {DEFAULT_COST_MODEL!r}: both must name it")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     summary: dict[str, Any] = {"comparisons": [], "prediction": []}

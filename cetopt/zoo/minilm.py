@@ -104,6 +104,8 @@ class SentenceSet:
     than in one padded batch, to within 2e-7), embedded in their original order."""
 
     def __init__(self, tokenizer: object, sentences: list[str], chunk: int = 64) -> None:
+        if not sentences:
+            raise ProblemError("no sentences to embed: pass at least one", field="sentences")
         lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=64)["input_ids"]]  # type: ignore[operator]
         order = sorted(range(len(sentences)), key=lambda i: (lengths[i], i))
         self.sentences = list(sentences)
@@ -122,7 +124,7 @@ class SentenceSet:
                 if out is None:
                     out = part.new_empty((len(self.sentences), part.shape[1]))
                 out[torch.tensor(index)] = part
-        assert out is not None
+        assert out is not None  # __init__ refuses an empty set
         return out
 
 

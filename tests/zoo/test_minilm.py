@@ -92,3 +92,11 @@ def test_zoo_spec_tests_on_held_out_sentences() -> None:
     assert outcomes.shape == (40,) and outcomes.min() > 0.99999  # the FP model against its own embeddings
     with pytest.raises(ProblemError, match="test_size"):
         load_model_spec("minilm", test_size=10_000)
+
+
+def test_an_empty_sentence_set_is_refused_by_name(loaded) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.errors import ProblemError
+    from cetopt.zoo.minilm import SentenceSet
+
+    with pytest.raises(ProblemError, match="no sentences"):
+        SentenceSet(loaded[1], [])
