@@ -149,12 +149,10 @@ def minilm_case() -> dict[str, Any]:
     shipped prose sentences, cetopt.zoo.minilm_text)."""
     from cetopt.modelspec import load_model_spec
 
-    from cetopt.zoo.minilm import text_pairs
-
     spec = load_model_spec("minilm", seed=0)
     per_sentence = spec.test_outcomes
     assert per_sentence is not None  # the zoo spec defines it
-    pairs = 2 * (len(text_pairs()) - len(text_pairs()) // 2)  # the test set starts with the held-out pairs' sentences
+    pairs = int(spec.metadata["test_pair_sentences"])  # the test set starts with the held-out pairs' sentences
 
     def outcomes(m: Any) -> dict[str, np.ndarray]:
         cosine = np.asarray(per_sentence(m), dtype=np.float64)

@@ -155,12 +155,12 @@ def minilm(*, seed: int = 0, test_size: int | None = None, **_: Any) -> ModelSpe
     def cosines(m: nn.Module) -> Any:
         return (reference * texts.embed(m)).sum(dim=1).double().numpy()
 
-    extra = len(test) - len(pairs[half:]) * 2
+    from_pairs = min(len(test), 2 * len(pairs[half:]))  # the test set starts with the held-out pairs' sentences
     return ModelSpec(name="minilm", model=model, calibration=distillation_batches(model, tokenizer, calibration),
                      loss_fn=distillation_loss, evaluate=lambda m: embedding_fidelity(reference, m, tokenizer, texts),
                      test_outcomes=cosines,
                      data=f"shipped sentence pairs (cetopt/data/minilm_pairs.tsv): {len(calibration)} calibration "
                           f"sentences (1 - cosine to the FP32 embeddings); {len(test)} other test sentences "
-                          f"({min(len(test), 2 * len(pairs[half:]))} from the pairs, {max(extra, 0)} prose sentences "
+                          f"({from_pairs} from the pairs, {len(test) - from_pairs} prose sentences "
                           "from cetopt/data/minilm_test_sentences.txt)",
-                     exclude=("bert.pooler.dense",), metadata={"seed": seed})
+                     exclude=("bert.pooler.dense",), metadata={"seed": seed, "test_pair_sentences": from_pairs})

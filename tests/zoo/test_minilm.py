@@ -87,7 +87,9 @@ def test_zoo_spec_tests_on_held_out_sentences() -> None:
     from cetopt.modelspec import load_model_spec
 
     spec = load_model_spec("minilm", test_size=40)
-    assert "40 other test sentences" in spec.data
+    assert "40 other test sentences (32 from the pairs, 8 prose sentences" in spec.data
+    assert spec.metadata["test_pair_sentences"] == 32
+    assert load_model_spec("minilm", test_size=10).metadata["test_pair_sentences"] == 10
     outcomes = spec.test_outcomes(spec.model)
     assert outcomes.shape == (40,) and outcomes.min() > 0.99999  # the FP model against its own embeddings
     with pytest.raises(ProblemError, match="test_size"):
