@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, i.e. cores minus "
                         "the load average, split among torchrun ranks on this machine)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc malloc as it is (by default freed memory stays in the process: large "
+                             "activations stop costing page faults; cetopt.curvature.allocator)")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (problems, models, reports):
         module.add_parsers(sub)
@@ -40,9 +43,12 @@ def _configure_torch(args: argparse.Namespace) -> None:
         raise ProblemError(f"must be >= 1, got {args.threads}", field="--threads")
     if args.command in _TORCH_FREE and args.threads is None:
         return
+    from cetopt.curvature.allocator import keep_freed_memory
     from cetopt.curvature.progress import configure_progress
     from cetopt.curvature.threads import configure_threads
 
+    if not args.system_malloc:
+        keep_freed_memory()
     configure_threads(args.threads)
     configure_progress(enabled=True)  # phase bars on stderr at the default verbosity (after a few seconds)
 

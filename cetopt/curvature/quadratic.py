@@ -40,7 +40,7 @@ class QuadraticForms:
 
 def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torch.Tensor]], *,
                     pairs: Sequence[tuple[str, str]] = (), gradient: Sequence[torch.Tensor] | None = None,
-                    prefix_cache: bool = True, show_progress: bool = True) -> QuadraticForms:
+                    prefix_cache: bool = True, forward_mode: bool = True, show_progress: bool = True) -> QuadraticForms:
     """e' H e for each layer's error vectors (and e_a' H_ab e_b for ``pairs``).
 
     Args:
@@ -49,6 +49,8 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
         pairs: layer pairs whose cross terms to compute (e.g. producer/consumer from the layer graph).
         gradient: per-layer gradients, to also return g . e.
         prefix_cache: compute the own terms from each layer's cached input on (where the model traces).
+        forward_mode: with prefix caching, compute a Linear/Conv layer's own terms by one jvp per error where the
+            model is piecewise linear from the layer's output on (exact there; cetopt.curvature.prefix).
         show_progress: a bar per layer (stderr, after a few seconds).
     """
     names = operator.names
@@ -66,7 +68,7 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
                 raise ProblemError(f"error vector {i} of {name!r} has shape {tuple(tensor.shape)}, the weight "
                                    f"{tuple(target.shape)}", field="errors")
         stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
-    own = _prefix_forms(operator, stacked, show_progress) if prefix_cache else {}
+    own = _prefix_forms(operator, stacked, show_progress, forward_mode) if prefix_cache else {}
     rest = [name for name in stacked if name not in own]
     for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
         block = stacked[name]
@@ -90,7 +92,7 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
 
 
 def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
-                  show_progress: bool) -> dict[str, np.ndarray]:
+                  show_progress: bool, forward_mode: bool = True) -> dict[str, np.ndarray]:
     """e' H_ll e for the layers prefix caching supports (layer -> (K,) float64); {} when it is off."""
     from cetopt.curvature.prefix import prefix_runner
 
@@ -110,7 +112,8 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
                     return {}
                 for name in names:
                     bar.set_postfix_str(name, refresh=False)
-                    sums[name] += _layer_forms(runner, name, operator.params[index[name]], stacked[name], batched)
+                    sums[name] += _layer_forms(runner, name, operator.params[index[name]], stacked[name], batched,
+                                               forward_mode)
                     bar.update(1)
                 runner.release()
     finally:
@@ -125,9 +128,15 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
     return out
 
 
-def _layer_forms(runner: object, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool) -> torch.Tensor:
+def _layer_forms(runner: object, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool,
+                 forward_mode: bool = True) -> torch.Tensor:
     """(K,) float64: e_k' H_ll e_k of one recorded batch, from the layer's suffix graph (from its output on
-    for Linear/Conv layers: dz' H_z dz with dz the output change of e_k)."""
+    for Linear/Conv layers: dz' H_z dz with dz the output change of e_k; by forward mode where the suffix is
+    piecewise linear and ``forward_mode``)."""
+    if forward_mode:
+        values = runner.forward_forms(name, block)  # type: ignore[attr-defined]
+        if values is not None:
+            return values
     at_output = runner.output_first_order(name)  # type: ignore[attr-defined]
     if at_output is not None:
         g, z, tangent = at_output

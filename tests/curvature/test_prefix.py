@@ -144,3 +144,77 @@ def test_untraceable_models_fall_back_to_the_full_graph_and_say_so(cls: type, lo
     for name in op.names:
         np.testing.assert_allclose(cached.own[name], exact_own(model, data, loss_fn, name, errors[name]),
                                    rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+class PiecewiseLinearCNN(ResidualCNN):
+    """ReLU, ReLU6, a constant scale, max pooling and a skip: piecewise linear after every layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(3 * 2 * 2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv1(x)))
+        h = h + nn.functional.relu6(self.conv2(h)) * 0.5
+        return self.head(torch.flatten(self.pool(h), 1))
+
+
+class Gated(ResidualCNN):
+    """A product of two layer-dependent tensors (a gate): not piecewise linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv1(x)))
+        h = h * self.conv2(h)
+        return self.head(h.flatten(1))
+
+
+def recorded(cls: type, seed: int = 0):  # type: ignore[no-untyped-def]
+    model, data = setup(seed, cls)
+    runner = prefix_runner(model.eval(), ce)
+    assert runner is not None and runner.record(model, data[0])
+    return runner
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_forward_mode_forms_equal_the_exact_hessian_where_the_model_is_piecewise_linear(seed: int) -> None:
+    model, data = setup(seed, PiecewiseLinearCNN)
+    op = CurvatureOperator(model, ce, data, device="cpu")
+    errors = errors_for(op, seed)
+    runner = prefix_runner(op.model.eval(), ce)
+    assert runner is not None and runner.record(model, data[0])
+    for name in op.names:  # the forward path runs for every layer
+        assert runner.nonlinear_node(name) is None
+        assert runner.forward_forms(name, torch.stack(errors[name])) is not None
+    forward = quadratic_forms(op, errors, show_progress=False)
+    backward = quadratic_forms(op, errors, forward_mode=False, show_progress=False)
+    for name in op.names:
+        np.testing.assert_allclose(forward.own[name], backward.own[name], rtol=1e-10, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(forward.own[name], exact_own(model, data, ce, name, errors[name]), rtol=1e-10,
+                                   atol=1e-14, err_msg=name)
+
+
+def test_forward_mode_is_refused_downstream_of_a_curved_node_and_the_forms_stay_exact() -> None:
+    assert "tanh" in str(recorded(ResidualCNN).nonlinear_node("conv1"))
+    assert "mul" in str(recorded(Gated).nonlinear_node("conv1"))  # h * conv2(h): both factors depend on conv1
+    assert recorded(Gated).nonlinear_node("conv2") is None  # the gate h is a constant for conv2
+    runner = recorded(ResidualCNN)
+    assert runner.forward_forms("conv1", torch.zeros(1, *runner.traced.conv1.weight.shape)) is None
+    model, data = setup(5, Gated)
+    op = CurvatureOperator(model, ce, data, device="cpu")
+    errors = errors_for(op, 5)
+    forms = quadratic_forms(op, errors, show_progress=False)
+    for name in op.names:
+        np.testing.assert_allclose(forms.own[name], exact_own(model, data, ce, name, errors[name]), rtol=1e-10,
+                                   atol=1e-14, err_msg=name)
+
+
+def test_batchnorm_in_training_mode_is_not_piecewise_linear() -> None:
+    runner = recorded(PiecewiseLinearCNN)
+    assert runner.nonlinear_node("conv1") is None
+    runner.traced.bn.train()
+    try:
+        assert "bn" in str(runner.nonlinear_node("conv1"))
+    finally:
+        runner.traced.bn.eval()
