@@ -1,0 +1,117 @@
+"""Per-layer Hessian traces: output-space probes (cetopt.curvature.output_traces) vs shared weight-space probes
+(cetopt.curvature.hutchinson_traces, the default), at equal standard error, on zoo models that are piecewise linear.
+
+Both estimators run a fixed number of probes (``--probes``, same seed) in one process, timed. From each layer's
+per-probe standard deviation s_l and trace t_l, the probes a run needs before *every* layer's relative standard
+error is below ``--rtol`` are P = max_l (s_l / (rtol |t_l|))^2 (at least 16, the extraction's minimum); the time
+at equal error is P x the measured time per probe. The traces of the two estimators are compared too (their
+difference in units of its standard error). Layers whose trace is within 2 standard errors of 0 are left out of
+the maximum (no finite number of probes reaches a relative error there).
+
+    python benchmarks/trace_output_space.py --models mobilenetv2,digits-cnn --out benchmarks/results/trace-output-space
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cetopt._atomic import atomic_write_text
+from cetopt.curvature import CurvatureOperator, hutchinson_traces, keep_freed_memory
+from cetopt.curvature.layers import find_layers
+from cetopt.curvature.output_traces import exactness_problem, output_space_traces
+from cetopt.curvature.threads import configure_threads
+from cetopt.modelspec import load_model_spec
+
+MIN_PROBES = 16
+
+
+def probes_needed(estimates: list, rtol: float) -> tuple[int, str]:  # type: ignore[type-arg]
+    """(probes for every layer to reach rtol, the layer that needs most)."""
+    worst, name = MIN_PROBES, ""
+    for i, e in enumerate(estimates):
+        sd = e.stderr * math.sqrt(e.n_probes)
+        if abs(e.trace) <= 2 * e.stderr:
+            continue
+        need = math.ceil((sd / (rtol * abs(e.trace))) ** 2)
+        if need > worst:
+            worst, name = need, str(i)
+    return worst, name
+
+
+def run(model_name: str, probes: int, rtol: float) -> dict:  # type: ignore[type-arg]
+    spec = load_model_spec(model_name)
+    model = spec.model.eval()
+    layers = find_layers(model, spec.quantisable_layers(), exclude=spec.exclude)
+    op = CurvatureOperator(model, spec.loss_fn, list(spec.calibration), layers=[r.name for r in layers], device="cpu")
+    problem = exactness_problem(op)
+    if problem is not None:
+        return {"model": model_name, "skipped": problem}
+    t0 = time.perf_counter()
+    output = output_space_traces(op, max_probes=probes, min_probes=probes, rtol=rtol, show_progress=False)
+    t1 = time.perf_counter()
+    shared = hutchinson_traces(op, max_probes=probes, min_probes=probes, rtol=rtol, show_progress=False)
+    t2 = time.perf_counter()
+    assert output is not None
+    result: dict = {"model": model_name, "layers": len(op.names), "probes": probes, "rtol": rtol,  # type: ignore[type-arg]
+                    "batches": len(op.batches)}
+    for label, estimates, seconds in (("output", output, t1 - t0), ("shared", shared, t2 - t1)):
+        need, worst = probes_needed(estimates, rtol)
+        per_probe = seconds / probes
+        result[label] = {"seconds": seconds, "per_probe_s": per_probe, "probes_at_rtol": need,
+                         "worst_layer": op.names[int(worst)] if worst else None, "seconds_at_rtol": need * per_probe,
+                         "median_rel_stderr": float(np.median([e.relative_error for e in estimates]))}
+    z = [abs(a.trace - b.trace) / math.hypot(a.stderr, b.stderr) for a, b in zip(output, shared)]
+    result["traces_differ_in_se"] = {"median": float(np.median(z)), "max": float(max(z)),
+                                     "share_within_3": float(np.mean([v < 3 for v in z]))}
+    result["speedup_at_equal_error"] = result["shared"]["seconds_at_rtol"] / result["output"]["seconds_at_rtol"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mobilenetv2,digits-cnn")
+    parser.add_argument("--probes", type=int, default=24)
+    parser.add_argument("--rtol", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = parser.parse_args()
+    keep_freed_memory()
+    configure_threads(args.threads)
+    rows = []
+    for name in args.models.split(","):
+        rows.append(run(name, args.probes, args.rtol))
+        print(json.dumps(rows[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps({"threads": args.threads, "torch": torch.__version__,
+                                                                 "rows": rows}, indent=1) + "\n")
+    lines = ["# Per-layer traces: output-space probes vs shared weight-space probes", "",
+             f"Generated by `python benchmarks/trace_output_space.py --models {args.models} --probes {args.probes} "
+             f"--rtol {args.rtol} --threads {args.threads} --out {args.out}` (torch {torch.__version__}). Probes at "
+             f"equal error: the probes every layer needs for a relative standard error below {args.rtol} (at least "
+             f"{MIN_PROBES}), from the per-probe spread of {args.probes} probes; time = probes x measured time per "
+             "probe. 'differ (SE)': |trace_output - trace_shared| / the standard error of the difference, per layer.",
+             "", "| model | layers | s/probe output | s/probe shared | probes output | probes shared | time output s | "
+             "time shared s | speedup | median rel SE output / shared | differ (SE) median, max, share < 3 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | skipped: {r['skipped']} | | | | | | | | | |")
+            continue
+        o, s, d = r["output"], r["shared"], r["traces_differ_in_se"]
+        lines.append(f"| {r['model']} | {r['layers']} | {o['per_probe_s']:.2f} | {s['per_probe_s']:.2f} | "
+                     f"{o['probes_at_rtol']} | {s['probes_at_rtol']} | {o['seconds_at_rtol']:.0f} | "
+                     f"{s['seconds_at_rtol']:.0f} | **{r['speedup_at_equal_error']:.1f}x** | "
+                     f"{o['median_rel_stderr']:.1%} / {s['median_rel_stderr']:.1%} | {d['median']:.2f}, {d['max']:.2f}, "
+                     f"{d['share_within_3']:.0%} |")
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
