@@ -60,6 +60,12 @@ bench: $(STAMP)
 	# torchrun with 2 ranks vs one process: same problem file, wall time (MobileNetV2: one cold round, ~10 min)
 	$(BIN)/python benchmarks/torchrun.py --models digits-cnn mnist1d-resnet --rounds 3 --part zoo
 	$(BIN)/python benchmarks/torchrun.py --models mobilenetv2 --rounds 1 --part mobilenetv2
+	# forward-mode forms vs double backward (with and without malloc tuning), output-space traces, the cold demo
+	$(BIN)/python benchmarks/forms_forward.py --threads 2 --out benchmarks/results/forms-forward
+	$(BIN)/python benchmarks/forms_forward.py --threads 2 --system-malloc --out benchmarks/results/forms-forward-system-malloc
+	$(BIN)/python benchmarks/trace_output_space.py --models mobilenetv2,digits-cnn,mnist1d-resnet,digits-mlp,resnet18,transformer \
+	  --out benchmarks/results/trace-output-space
+	$(BIN)/python benchmarks/demo_time.py --model mobilenetv2 --avg-bits 4 --threads 2 --runs 2 --out benchmarks/results/demo-time
 	$(BIN)/python -m cetopt.results
 
 problems: $(STAMP)

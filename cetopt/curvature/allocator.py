@@ -6,7 +6,7 @@ to the kernel on ``free``; the next one page-faults and zero-fills the same page
 the kernel took 2 of its 9.7 CPU minutes (``time``: sys 1m57s). :func:`keep_freed_memory` sets
 ``M_MMAP_MAX = 0`` (every block from the heap) and a large ``M_TRIM_THRESHOLD`` (freed heap memory stays), the
 in-process equivalent of the jemalloc/tcmalloc advice of PyTorch's CPU performance tuning guide. The
-process keeps its peak memory instead of returning it. Measured in benchmarks/curvature_forward.py.
+process keeps its peak memory instead of returning it. Measured in benchmarks/forms_forward.py.
 """
 
 from __future__ import annotations

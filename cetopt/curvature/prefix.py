@@ -15,7 +15,7 @@ piecewise-linear op: convolutions, eval-mode BatchNorm, ReLU/ReLU6, pooling, ski
 :func:`piecewise_linear_node`), the Hessian in the layer's weight is exactly the Gauss-Newton matrix and
 :meth:`PrefixRunner.forward_forms` gets each form from one forward-mode jvp (the errors' tangents vmapped
 through one pass, the primal computed once) and the loss's second derivative on the outputs alone: no
-double backward. On MobileNetV2 this is 3.5-5x faster per layer (benchmarks/results/curvature-forward.md).
+double backward. On MobileNetV2 this is 3.5-5x faster per layer (benchmarks/results/forms-forward.md).
 
 Where the model cannot be traced, the traced graph does not reproduce the model's loss, the loss
 function calls the model other than once with positional tensors, or a layer is called more than once,
@@ -208,7 +208,7 @@ class PrefixRunner:
         out = suffix(z)
         # dz = e * x per error in a loop (vmapping a convolution over its weight is slow on the CPU, depthwise
         # above all), then the K tangents through one vmapped jvp: the primal runs once, where a loop of jvps
-        # re-runs it each time (timings in benchmarks/curvature_forward.py)
+        # re-runs it each time (timings in benchmarks/forms_forward.py)
         dzs = torch.stack([torch.func.functional_call(module, {"weight": e, **no_bias}, (x,), strict=False)
                            for e in block])
         directions = torch.func.vmap(output_change, chunk_size=FORWARD_CHUNK)(dzs)

@@ -260,6 +260,59 @@ def distributed_sentence(results: Path = RESULTS) -> str | None:
             + "; ".join(parts) + ".")
 
 
+def _optional(name: str, results: Path, script: str) -> dict[str, Any] | None:
+    path = results / name
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (OSError, ValueError) as err:
+        raise SectionError(f"{path}: unreadable results ({err}); rerun {script}") from None
+
+
+def forward_forms_sentence(results: Path = RESULTS) -> str | None:
+    """Forward-mode quadratic forms vs double backward (benchmarks/forms_forward.py), with and without malloc tuning."""
+    kept = _optional("forms-forward.json", results, "benchmarks/forms_forward.py")
+    system = _optional("forms-forward-system-malloc.json", results, "benchmarks/forms_forward.py --system-malloc")
+    if kept is None:
+        return None
+    text = (f"Quadratic forms e'H_ll e on {kept['model']} ({kept['layers']} layers x {kept['errors_per_layer']} errors, "
+            f"one batch of {kept['batch_inputs']}, {kept['threads']} threads; benchmarks/forms_forward.py): forward mode "
+            f"{kept['forward_s']:.1f} s against {kept['double_backward_s']:.1f} s of double backward, "
+            f"{kept['ratio']:.2f}x, the same numbers to {kept['max_rel_diff']:.1e} (relative)")
+    if system is not None:
+        text += (f"; with glibc malloc returning freed memory to the kernel (`--system-malloc`) forward mode takes "
+                 f"{system['forward_s']:.1f} s ({system['ratio']:.2f}x)")
+    return text + "."
+
+
+def output_traces_sentence(results: Path = RESULTS) -> str | None:
+    """Output-space trace probes vs shared and restricted ones at equal error (benchmarks/trace_output_space.py)."""
+    data = _optional("trace-output-space.json", results, "benchmarks/trace_output_space.py")
+    if data is None:
+        return None
+    rows = [r for r in data["rows"] if "skipped" not in r]
+    parts = [f"{r['model']} {_x(r['speedup_at_equal_error'])} vs shared"
+             + ("" if r.get("speedup_vs_restricted") is None else f", {_x(r['speedup_vs_restricted'])} vs restricted")
+             for r in rows]
+    skipped = [f"{r['model']} ({r['skipped']})" for r in data["rows"] if "skipped" in r]
+    return ("Per-layer traces at 5% relative standard error on piecewise-linear models, output-space probes (the "
+            "default there) against weight-space probes, shared and restricted (restricted ~ the per-layer loop; "
+            f"benchmarks/trace_output_space.py, {data['threads']} threads): " + "; ".join(parts)
+            + (f"; not applicable to {', '.join(skipped)}" if skipped else "") + ".")
+
+
+def demo_sentence(results: Path = RESULTS) -> str | None:
+    """``cetopt demo`` wall time from a cold cache (benchmarks/demo_time.py)."""
+    data = _optional("demo-time.json", results, "benchmarks/demo_time.py")
+    if data is None:
+        return None
+    times = " / ".join(_s(t) for t in data["seconds"])
+    return (f"`{data['command']}` from a cold cache (fresh process, empty CETOPT_CACHE_DIR; benchmarks/demo_time.py, "
+            f"{data['cpus']} CPUs): {times} wall time, extraction, HAWQ-V3's traces, every backend and the "
+            "measurements included.")
+
+
 def merged_models(files: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """model -> row over one run's curvature files: the HVP comparison with the most rounds (a
     ``--hvp-only`` file may repeat it with more), the equal-error figures from the file that has them."""
@@ -301,7 +354,8 @@ def speed_section(results: Path = RESULTS) -> str:
         "",
         *[f"- {s}" for s in solver_sentences(solvers)],
     ]
-    for sentence in (wall_sentence(solvers), curvature_sentence(curvature), distributed_sentence(results)):
+    for sentence in (wall_sentence(solvers), curvature_sentence(curvature), forward_forms_sentence(results),
+                     output_traces_sentence(results), demo_sentence(results), distributed_sentence(results)):
         if sentence:
             lines.append(f"- {sentence}")
     lines += ["", "Solvers on synthetic problems (bit-widths 1..8, or 1..32 for 32 choices; 3.5 average bits):", "",

@@ -125,3 +125,29 @@ def test_check_mode_and_rewrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert main(["--readme", str(readme), "--check"]) == 0
     readme.write_text("no markers here\n")
     assert main(["--readme", str(readme), "--check"]) == 2
+
+
+def test_the_forward_forms_trace_and_demo_sentences_quote_their_files(tmp_path: Path) -> None:
+    from cetopt.results import SectionError
+    from cetopt.results.speed import demo_sentence, forward_forms_sentence, output_traces_sentence
+
+    assert forward_forms_sentence(tmp_path) is None and output_traces_sentence(tmp_path) is None
+    assert demo_sentence(tmp_path) is None
+    forms = {"model": "m", "layers": 3, "errors_per_layer": 5, "batch_inputs": 16, "threads": 2, "forward_s": 4.0,
+             "double_backward_s": 12.0, "ratio": 3.0, "max_rel_diff": 2e-7}
+    (tmp_path / "forms-forward.json").write_text(json.dumps(forms))
+    (tmp_path / "forms-forward-system-malloc.json").write_text(json.dumps({**forms, "forward_s": 6.5, "ratio": 1.85}))
+    text = forward_forms_sentence(tmp_path)
+    assert "4.0 s against 12.0 s" in text and "3.00x" in text and "6.5 s (1.85x)" in text  # type: ignore[operator]
+    rows = [{"model": "a", "speedup_at_equal_error": 58.3, "speedup_vs_restricted": None},
+            {"model": "b", "speedup_at_equal_error": 4.0, "speedup_vs_restricted": 2.5},
+            {"model": "c", "skipped": "softmax is not piecewise linear"}]
+    (tmp_path / "trace-output-space.json").write_text(json.dumps({"threads": 2, "rows": rows}))
+    text = output_traces_sentence(tmp_path)
+    assert "a 58.3x vs shared;" in text and "b 4x vs shared, 2.5x vs restricted" in text  # type: ignore[operator]
+    assert "not applicable to c (softmax" in text  # type: ignore[operator]
+    (tmp_path / "demo-time.json").write_text(json.dumps({"command": "cetopt demo x", "cpus": 2, "seconds": [243.0, 237.0]}))
+    assert "`cetopt demo x` from a cold cache" in demo_sentence(tmp_path) and "243 s / 237 s" in demo_sentence(tmp_path)  # type: ignore[operator]
+    (tmp_path / "demo-time.json").write_text("{")
+    with pytest.raises(SectionError, match="demo_time.py"):
+        demo_sentence(tmp_path)
