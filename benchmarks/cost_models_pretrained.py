@@ -362,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if METHODS[0] != DEFAULT_COST_MODEL or ALLOCATIONS[0] != DEFAULT_COST_MODEL:
         raise SystemExit(f"METHODS[0] is {METHODS[0]!r} and ALLOCATIONS[0] is {ALLOCATIONS[0]!r}, but the default "
                          f"cost model is {DEFAULT_COST_MODEL!r}: both must name it")
+    from cetopt.curvature import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does: large activations without page faults (cetopt.curvature.allocator)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     summary: dict[str, Any] = {"comparisons": [], "prediction": []}

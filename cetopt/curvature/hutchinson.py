@@ -142,17 +142,30 @@ def _restricted_traces(operator: CurvatureOperator, *, max_probes: int, min_prob
         for done in range(1, max_probes + 1):
             probes = [p[0] for p in rademacher_like(operator.params, 1, generator)]
             products = operator.layer_hvp(probes)
-            for j, (v, hv) in enumerate(zip(probes, products)):
-                value = (v * hv).sum()
-                check_finite(operator.names[j], "Hessian-vector product", value)
-                samples[j].append(float(value))
+            stop = add_probe(operator.names, samples, [(v * hv).sum() for v, hv in zip(probes, products)],
+                             "Hessian-vector product", done=done, min_probes=min_probes, rtol=rtol)
             bar.update(1)
-            if done >= min_probes and all(e.relative_error < rtol for e in _estimates(samples)):
+            if stop:
                 break
     finally:
         bar.close()
+    return finished(operator.names, samples, rtol=rtol, max_probes=max_probes)
+
+
+def add_probe(names: list[str], samples: list[list[float]], values: list[torch.Tensor], what: str, *, done: int,
+              min_probes: int, rtol: float) -> bool:
+    """Append one probe's per-layer samples (checked finite, ``what`` names them in the error); True when the run
+    may stop: ``done`` >= ``min_probes`` probes and every layer's relative standard error below ``rtol``."""
+    for name, layer_samples, value in zip(names, samples, values):
+        check_finite(name, what, value)
+        layer_samples.append(float(value))
+    return done >= min_probes and all(e.relative_error < rtol for e in _estimates(samples))
+
+
+def finished(names: list[str], samples: list[list[float]], *, rtol: float, max_probes: int) -> list[TraceEstimate]:
+    """The per-layer estimates of ``samples``, warning (:func:`warn_if_capped`) about layers short of ``rtol``."""
     estimates = _estimates(samples)
-    warn_if_capped(operator.names, estimates, rtol=rtol, max_probes=max_probes)
+    warn_if_capped(names, estimates, rtol=rtol, max_probes=max_probes)
     return estimates
 
 

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from cetopt import distributed
-from cetopt.curvature.hutchinson import TraceEstimate, _estimates, warn_if_capped
-from cetopt.curvature.operator import CurvatureOperator, check_finite, eval_mode
+from cetopt.curvature.hutchinson import TraceEstimate, add_probe, finished
+from cetopt.curvature.operator import CurvatureOperator, eval_mode
 from cetopt.curvature.progress import progress
 
 log = logging.getLogger(__name__)
@@ -127,18 +127,14 @@ def output_space_traces(operator: CurvatureOperator, *, max_probes: int = 128, m
                     if aj is not None and bj is not None:
                         totals[j] += float((aj * bj).sum())
             (summed,) = distributed.all_reduce_sum([torch.tensor(totals, dtype=torch.float64)])
-            for j, total in enumerate(summed.tolist()):
-                value = torch.tensor(total / len(operator.batches))
-                check_finite(operator.names[j], "output-space trace probe", value)
-                samples[j].append(float(value))
+            stop = add_probe(operator.names, samples, list(summed / len(operator.batches)), "output-space trace probe",
+                             done=done, min_probes=min_probes, rtol=rtol)
             bar.update(1)
-            if done >= min_probes and all(e.relative_error < rtol for e in _estimates(samples)):
+            if stop:
                 break
     finally:
         bar.close()
-    estimates = _estimates(samples)
-    warn_if_capped(operator.names, estimates, rtol=rtol, max_probes=max_probes)
-    return estimates
+    return finished(operator.names, samples, rtol=rtol, max_probes=max_probes)
 
 
 def softmax_ce_scale(out: torch.Tensor, g_out: torch.Tensor, generator: torch.Generator) -> float | None:

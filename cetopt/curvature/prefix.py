@@ -287,6 +287,10 @@ PRODUCT_METHODS = frozenset({"mul", "matmul", "bmm"})
 DIVISION_METHODS = frozenset({"div"})
 
 
+_RULES = {"call_function": (PIECEWISE_LINEAR_FUNCTIONS, PRODUCT_FUNCTIONS, DIVISION_FUNCTIONS),
+          "call_method": (PIECEWISE_LINEAR_METHODS, PRODUCT_METHODS, DIVISION_METHODS)}
+
+
 def piecewise_linear_node(traced: fx.GraphModule, n: fx.Node, downstream: set[fx.Node]) -> bool:
     """True when node ``n`` of ``traced`` is piecewise linear in the values of the ``downstream`` nodes (those
     that depend on the layer): a listed module (BatchNorm and dropout in eval mode), function or method, a
@@ -303,19 +307,13 @@ def piecewise_linear_node(traced: fx.GraphModule, n: fx.Node, downstream: set[fx
         if isinstance(module, EVAL_ONLY_MODULES):
             return not module.training
         return type(module) in PIECEWISE_LINEAR_MODULES
-    if n.op == "call_function":
-        if n.target in PIECEWISE_LINEAR_FUNCTIONS:
-            return True
-        if n.target in PRODUCT_FUNCTIONS:
-            return len(dependent((n.args, n.kwargs))) <= 1
-        if n.target in DIVISION_FUNCTIONS:
-            return not dependent((n.args[1:], n.kwargs))
+    if n.op not in _RULES:
         return False
-    if n.op == "call_method":
-        if n.target in PIECEWISE_LINEAR_METHODS:
-            return True
-        if n.target in PRODUCT_METHODS:
-            return len(dependent((n.args, n.kwargs))) <= 1
-        if n.target in DIVISION_METHODS:
-            return not dependent((n.args[1:], n.kwargs))
+    linear, products, divisions = _RULES[n.op]
+    if n.target in linear:
+        return True
+    if n.target in products:
+        return len(dependent((n.args, n.kwargs))) <= 1
+    if n.target in divisions:
+        return not dependent((n.args[1:], n.kwargs))
     return False
