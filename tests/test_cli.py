@@ -119,3 +119,24 @@ def test_solve_out_writes_a_plan_and_compare_shows_unused_budget(tmp_path: Path,
     assert plan.extra["solver"] == "dp" and len(plan.layers) == 6
     out = run_cli("compare", str(problem), "--solvers", "dp", "--avg-bits", "3", cwd=root)
     assert out.returncode == 0 and "unused_avg_bits" in out.stdout and "packed_ratio" in out.stdout
+
+
+def test_extract_with_mse_clipping_records_the_quantiser_and_the_plan_uses_it(tmp_path: Path, root: Path) -> None:
+    from cetopt.quant.plan import Plan
+
+    paths = {clip: tmp_path / f"user-{clip}.json" for clip in ("none", "mse")}
+    for clip, path in paths.items():
+        code = ("import sys; sys.path.insert(0, 'tests'); from cetopt.cli import main; "
+                f"sys.exit(main(['extract', 'test_cli:user_model', '--bits', '2,4', '--clip', {clip!r}, '--out', "
+                f"{str(path)!r}]))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    data = {clip: json.loads(path.read_text()) for clip, path in paths.items()}
+    assert data["mse"]["metadata"]["quantizer"]["clip"] == "mse" and data["none"]["metadata"]["quantizer"]["clip"] == "none"
+    # MSE clipping shrinks each candidate's error energy, so the 2-bit predicted loss changes
+    assert data["mse"]["layers"][0]["choices"][0]["loss"] != data["none"]["layers"][0]["choices"][0]["loss"]
+    plan = tmp_path / "plan.json"
+    assert main(["solve", str(paths["mse"]), "--solver", "dp", "--avg-bits", "3", "--out", str(plan)]) == 0
+    assert Plan.load(plan).quantizer.clip == "mse"
+    bad = run_cli("extract", "digits-mlp", "--clip", "max", "--out", str(plan), cwd=root)
+    assert bad.returncode == 2 and "--clip" in bad.stderr

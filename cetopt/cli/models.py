@@ -23,8 +23,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     distributed.init_from_env()  # under torchrun: ranks share the calibration batches, sums are all-reduced
     spec = load_model_spec(args.model)
+    from cetopt.quant.quantizers import QuantizerSpec
+
     problem = build_for(spec, bits=bits, method=args.method, budget=budget, rounding=args.rounding,
-                        interactions=args.interactions, target=args.model).problem
+                        interactions=args.interactions, target=args.model,
+                        quantizer=QuantizerSpec(clip=args.clip)).problem
     if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
         save_problem(problem, args.out)
         print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
@@ -97,6 +100,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
                    help="candidate rounding: nearest, or toward each layer's major axes")
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
+    p.add_argument("--clip", choices=("none", "mse"), default="none",
+                   help="the candidates' quantiser: range max|w| per channel (none) or the MSE-optimal clipping ratio "
+                        "(mse); recorded in the problem, so plans and `apply` use the same grid. Re-rounding plans "
+                        "with MSE clipping passed every 3/4/5-bit cell on MobileNetV2 and MiniLM where "
+                        "round-to-nearest failed at 3 bits (benchmarks/results/cost_models_pretrained_*.md)")
     p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget (llc: ignored, size minimised "
                                                                 "subject to predicted dL <= 0)")
     p.add_argument("--out", type=Path, required=True)
