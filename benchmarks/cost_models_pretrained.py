@@ -36,6 +36,7 @@ import numpy as np
 
 METHODS = ("cet-shrink", "hawq-v3", "cet", "cet-nograd")  # cet-shrink is DEFAULT_COST_MODEL (checked in main)
 BITS = (2, 3, 4, 5, 6, 8)
+CLIP = "none"  # the candidates' clipping (--clip): "none" (max |w| per channel) or "mse"
 AVG_BITS = (3.0, 4.0, 5.0)
 RANDOM_PLANS = 8
 BASELINES = ("hawq-v3", "uniform", "cet")
@@ -74,7 +75,9 @@ def priced_problems(spec: Any, methods: Sequence[str]) -> tuple[Any, dict[str, A
 
     _SIGNALS.clear()
     start = time.perf_counter()
-    built = build_for(spec, method=_union_model(methods), bits=BITS)
+    from cetopt.quant.quantizers import QuantizerSpec
+
+    built = build_for(spec, method=_union_model(methods), bits=BITS, quantizer=QuantizerSpec(clip=CLIP))
     seconds = time.perf_counter() - start
     problems = {}
     for method in methods:
@@ -196,16 +199,17 @@ def cached_problems(spec: Any, cache: Path | None) -> tuple[Any, dict[str, Any],
     fingerprint = fingerprint_spec(spec).as_metadata()
     if cache is not None and cache.is_file():
         saved = torch.load(cache, weights_only=False)
-        if saved["fingerprint"] == fingerprint and saved["methods"] == list(METHODS) and saved["bits"] == list(BITS):
+        if saved["fingerprint"] == fingerprint and saved["methods"] == list(METHODS) and saved["bits"] == list(BITS) \
+                and saved.get("clip", "none") == CLIP:
             problems = {m: problem_from_dict(d) for m, d in saved["problems"].items()}
             built = BuiltProblem(problem=problem_from_dict(saved["problem"]), weights=saved["weights"])
             return built, problems, saved["seconds"]
-        print(f"  {cache} is for other weights, data, methods or bits: rebuilding", flush=True)
+        print(f"  {cache} is for other weights, data, methods, bits or clipping: rebuilding", flush=True)
     built, problems, seconds = priced_problems(spec, METHODS)
     if cache is not None:  # plain dicts and tensors (problems hold read-only mappings that do not pickle)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        torch.save({"fingerprint": fingerprint, "methods": list(METHODS), "bits": list(BITS),
+        torch.save({"fingerprint": fingerprint, "methods": list(METHODS), "bits": list(BITS), "clip": CLIP,
                     "problem": problem_to_dict(built.problem), "weights": dict(built.weights),
                     "problems": {m: problem_to_dict(p) for m, p in problems.items()}, "seconds": seconds}, tmp)
         tmp.replace(cache)
@@ -354,10 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default="", help="keep each model's priced problems here (reruns skip the build)")
     parser.add_argument("--out", default=str(OUT / "cost_models_pretrained"), help="output path without extension")
+    parser.add_argument("--clip", choices=("none", "mse"), default="none",
+                        help="the candidates' quantiser for every method and plan (cetopt extract --clip): mse puts "
+                             "all plans, baselines included, on the MSE-clipped grid with costs priced there")
     parser.add_argument("--extra-methods", default="", help="more registered cost models to compare, comma-separated "
                         "(e.g. measured)")
     args = parser.parse_args(argv)
-    global METHODS
+    global METHODS, CLIP
+    CLIP = args.clip
     METHODS = METHODS + tuple(m for m in args.extra_methods.split(",") if m and m not in METHODS)
     if METHODS[0] != DEFAULT_COST_MODEL or ALLOCATIONS[0] != DEFAULT_COST_MODEL:
         raise SystemExit(f"METHODS[0] is {METHODS[0]!r} and ALLOCATIONS[0] is {ALLOCATIONS[0]!r}, but the default "
@@ -383,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["verdicts"] = verdicts(summary["comparisons"], DEFAULT_COST_MODEL)
     meta = {"command": "python benchmarks/cost_models_pretrained.py" + ("".join(" " + a for a in argv) if argv else ""),
             "default": DEFAULT_COST_MODEL, "methods": list(METHODS), "bits": list(BITS), "avg_bits": list(AVG_BITS),
-            "random_plans": RANDOM_PLANS,
+            "random_plans": RANDOM_PLANS, "clip": CLIP,
             "cases": cases_meta, "seconds": time.perf_counter() - start, "torch_threads": args.threads}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

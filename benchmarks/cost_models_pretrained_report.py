@@ -24,7 +24,10 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
              f"cost model is `{meta['default']}`. Differences are paired bootstrap 95% CIs over the same test inputs "
              "(agreement and cosine in points x100, KL in nats; 'better' means the whole interval favours the row's "
              "method, lower KL being better). 'avg bits used' below the budget means the plan stopped short of its "
-             "size; 'packed MiB' is the deployable size (codes, scales, other parameters, buffers).", ""]
+             "size; 'packed MiB' is the deployable size (codes, scales, other parameters, buffers)."
+             + (" **Every candidate, plan and baseline is on the MSE-clipped grid** (`--clip mse`: costs priced on "
+                "those errors); rows and verdicts labelled 'nearest' mean round-to-nearest on that grid, and "
+                "'+mse-clip' re-rounds to the same grid." if meta.get("clip") == "mse" else ""), ""]
     for model, info in meta["cases"].items():
         lines.append(f"- **{model}**: test set {info['test']}; signal build {info['build_seconds']:.0f} s.")
     lines += ["", "## At equal packed size", "",
