@@ -44,3 +44,17 @@ def test_files_that_disagree_on_the_default_are_refused(tmp_path: Path, monkeypa
     monkeypatch.setattr(pretrained, "RESULTS", combined)
     with pytest.raises(ValueError, match="default cost model"):
         pretrained.pretrained_section()
+
+
+def test_runs_on_another_quantiser_grid_stay_out_of_the_default_table(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    combined = tmp_path / "cost_models_pretrained.json"
+    _write(combined, "minilm", 0.5)
+    clipped = tmp_path / "cost_models_pretrained_mseclip.json"
+    _write(clipped, "minilm", 0.9)
+    data = json.loads(clipped.read_text())
+    data["meta"]["clip"] = "mse"
+    clipped.write_text(json.dumps(data))
+    monkeypatch.setattr(pretrained, "RESULTS", combined)
+    text = pretrained.pretrained_section()
+    assert "| minilm | 4 | agreement | 10 | 50.00 |" in text and "90.00" not in text and "mseclip" not in text
