@@ -148,6 +148,19 @@ class PrefixRunner:
         """(g_z, z, tangent): the gradient of the recorded batch's loss w.r.t. a leaf copy ``z`` of the layer's
         recorded output, with its graph, and ``tangent(e)`` = dz, the output change for a weight change e.
         None when the layer is not a Linear/Conv called with one positional input (use :meth:`first_order`)."""
+        found = self._output_tangent(layer)
+        if found is None:
+            return None
+        start, tangent = found
+        z = self.values[start].clone().requires_grad_(True)  # type: ignore[index]
+        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), layer, z,  # type: ignore[arg-type]
+                                             output=True).run(*args))
+        (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
+        return (g if g is not None else torch.zeros_like(z)), z, tangent
+
+    def _output_tangent(self, layer: str) -> tuple[fx.Node, Callable[[torch.Tensor], torch.Tensor]] | None:
+        """(the layer's node, tangent(e) = e * x: the layer's output change for a weight change e, bias left out)
+        for a Linear/Conv called with one positional input; None for any other layer."""
         if self.values is None:
             raise RuntimeError("record() a batch first")
         (start,) = self._nodes[layer]
@@ -155,16 +168,12 @@ class PrefixRunner:
         if not isinstance(module, LINEAR_IN_WEIGHT) or len(start.args) != 1 or start.kwargs:
             return None
         x = self.values[start.args[0]]
-        z = self.values[start].clone().requires_grad_(True)
-        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), layer, z,  # type: ignore[arg-type]
-                                             output=True).run(*args))
-        (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
         no_bias = {"bias": torch.zeros_like(module.bias)} if getattr(module, "bias", None) is not None else {}
 
         def tangent(e: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(module, {"weight": e, **no_bias}, (x,), strict=False)
 
-        return (g if g is not None else torch.zeros_like(z)), z, tangent
+        return start, tangent
 
     def nonlinear_node(self, layer: str) -> str | None:
         """The first node downstream of ``layer`` that is not piecewise linear in the layer's output (as text),
@@ -185,19 +194,16 @@ class PrefixRunner:
         backward gives the same, a ReLU's second derivative being 0): one jvp of the suffix gives J dz, and
         the loss's second derivative along it costs a pass over the outputs only.
         """
-        if self.values is None:
-            raise RuntimeError("record() a batch first")
-        (start,) = self._nodes[layer]
-        module = self.traced.get_submodule(layer)
-        if not isinstance(module, LINEAR_IN_WEIGHT) or len(start.args) != 1 or start.kwargs:
+        found = self._output_tangent(layer)
+        if found is None:
             return None
         reason = self.nonlinear_node(layer)
         if reason is not None:
             log.debug("forward-mode forms off for %s: %s is not piecewise linear; using double backward", layer, reason)
             return None
+        start, tangent = found
         downstream = _downstream(start)
-        x, z = self.values[start.args[0]], self.values[start]
-        no_bias = {"bias": torch.zeros_like(module.bias)} if getattr(module, "bias", None) is not None else {}
+        z = self.values[start]  # type: ignore[index]
 
         def suffix(z_: torch.Tensor) -> Any:
             return _Suffix(self.traced, self.values, downstream, layer, z_, output=True).run(*self.inputs)  # type: ignore[arg-type]
@@ -209,8 +215,7 @@ class PrefixRunner:
         # dz = e * x per error in a loop (vmapping a convolution over its weight is slow on the CPU, depthwise
         # above all), then the K tangents through one vmapped jvp: the primal runs once, where a loop of jvps
         # re-runs it each time (timings in benchmarks/forms_forward.py)
-        dzs = torch.stack([torch.func.functional_call(module, {"weight": e, **no_bias}, (x,), strict=False)
-                           for e in block])
+        dzs = torch.stack([tangent(e) for e in block])
         directions = torch.func.vmap(output_change, chunk_size=FORWARD_CHUNK)(dzs)
         values = [self._loss_curvature(out, torch.utils._pytree.tree_map(lambda d: d[k], directions))
                   for k in range(block.shape[0])]
