@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,7 @@ import numpy as np
 
 METHODS = ("cet", "cet-nograd", "cet-shrink", "cet-holdout", "measured", "measured-shrink", "cet-upper", "cet-trust", "hawq-v3")
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
+CLIP = "none"  # the candidates' clipping for every method and plan (--clip): "none" (max |w| per channel) or "mse"
 AVG_BITS = (3.0, 4.0)
 RANDOM_PLANS = 10
 BASELINES = ("hawq-v3", "uniform", "cet")  # each method's accuracy difference to these, with a paired CI
@@ -93,13 +95,14 @@ def _predictions(built: Mapping[str, Any], plans: Mapping[str, Mapping[str, int]
 def run_model_seed(model: str, seed: int) -> dict[str, Any]:
     """Every plan of one (model, seed): labels, bits, measurements, each method's predictions, timings."""
     from cetopt.modelspec import load_model_spec
+    from cetopt.quant.quantizers import QuantizerSpec
     from cetopt.workflow import DEFAULT_BITS, build_for
 
     spec = load_model_spec(model, seed=seed)
     built, seconds = {}, {}
     for method in METHODS:
         start = time.perf_counter()
-        built[method] = build_for(spec, method=method, bits=DEFAULT_BITS)
+        built[method] = build_for(spec, method=method, bits=DEFAULT_BITS, quantizer=QuantizerSpec(clip=CLIP))
         seconds[method] = time.perf_counter() - start
     plans = _plans(built, seed)
     measured = _measure(spec, built["cet-nograd"], plans)
@@ -197,7 +200,9 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
              f"zoo seeds {meta['seeds']}, dp at {', '.join(f'{a:g}' for a in AVG_BITS)} average bits. Test accuracy "
              "pooled over seeds; differences are paired bootstrap 95% CIs (points) over the pooled test examples. "
              "'min avg bits used' below the budget means a plan stopped short of its size (negative costs or no "
-             "candidate fitting the slack); every method is compared at the budget, and the size it used is shown.", "",
+             "candidate fitting the slack); every method is compared at the budget, and the size it used is shown."
+             + (" **Every candidate and plan is on the MSE-clipped grid** (`--clip mse`), costs priced there."
+                if meta.get("clip") == "mse" else ""), "",
              "## Test accuracy at equal packed size", "",
              "| model | bits | method | accuracy % | min avg bits used | vs HAWQ-V3 | vs uniform | vs cet |",
              "|---|---|---|---|---|---|---|---|"]
@@ -230,7 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=str(OUT / "cost_models"), help="output path without extension")
+    parser.add_argument("--clip", choices=("none", "mse"), default="none",
+                        help="the candidates' quantiser for every method and plan (cetopt extract --clip)")
     args = parser.parse_args(argv)
+    global CLIP
+    CLIP = args.clip
     torch.set_num_threads(1)
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -242,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             all_runs.setdefault(model, {})[seed] = run_model_seed(model, seed)
             print(f"{model} seed {seed}: {time.perf_counter() - t0:.1f} s", flush=True)
     summary = summarise(all_runs)
-    meta = {"command": "python benchmarks/cost_models.py " + " ".join(argv or []) if argv else
-            "python benchmarks/cost_models.py", "models": models, "seeds": seeds, "methods": list(METHODS),
+    given = sys.argv[1:] if argv is None else list(argv)
+    meta = {"command": " ".join(["python benchmarks/cost_models.py", *given]), "clip": CLIP, "models": models, "seeds": seeds, "methods": list(METHODS),
             "avg_bits": list(AVG_BITS), "seconds": time.perf_counter() - start, "torch_threads": 1}
     rows = [r for runs in all_runs.values() for run in runs.values() for r in run["rows"]]
     builds = {f"{m}/{s}": run["build_seconds"] for m, runs in all_runs.items() for s, run in runs.items()}
