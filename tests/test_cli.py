@@ -140,3 +140,17 @@ def test_extract_with_mse_clipping_records_the_quantiser_and_the_plan_uses_it(tm
     assert Plan.load(plan).quantizer.clip == "mse"
     bad = run_cli("extract", "digits-mlp", "--clip", "max", "--out", str(plan), cwd=root)
     assert bad.returncode == 2 and "--clip" in bad.stderr
+
+
+def test_extract_method_choices_come_from_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    """An explicit --method is checked against the registry (a TypeError traceback before: the choices object's
+    __contains__ and __iter__ had lost an underscore); an unknown one exits 2 listing the cost models."""
+    from cetopt.cli import build_parser
+
+    args = build_parser().parse_args(["extract", "digits-mlp", "--method", "cet-upper", "--out", "x.json"])
+    assert args.method == "cet-upper"
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["extract", "digits-mlp", "--method", "nosuch", "--out", "x.json"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nosuch'" in err and "cet-shrink" in err and "hawq-v3" in err

@@ -145,15 +145,15 @@ class CostModelNames:
     """argparse choices read from the cost-model registry only when checked or shown (the registry imports
     numpy; `cetopt extract nosuch` must answer before that)."""
 
-    def names(self) -> tuple[str, ...]:
+    def _names(self) -> tuple[str, ...]:
         from cetopt.costmodels.registry import cost_model_names
 
         return cost_model_names()
 
-    def _contains__(self, item: object) -> bool:
+    def __contains__(self, item: object) -> bool:
         return item in self._names()
 
-    def _iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._names())
 
 
