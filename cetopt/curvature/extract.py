@@ -182,29 +182,26 @@ def _traces_and_eigenpairs(operator: CurvatureOperator, settings: CurvatureSetti
                                  show_progress=show_progress)
         seconds["lanczos"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    traces = None
-    if settings.trace_mode in ("output", "auto"):
+    estimator = settings.trace_mode
+    if estimator in ("output", "auto"):
         from cetopt.curvature.output_traces import exactness_problem, output_space_traces
 
         problem = exactness_problem(operator)
-        if problem is not None and settings.trace_mode == "output":
+        if problem is not None and estimator == "output":
             raise ProblemError(f"trace_mode 'output' is exact only for piecewise-linear models: {problem}; use "
                                "'shared' or 'auto'", field="trace_mode")
-        if problem is None:
-            traces = output_space_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
-                                         rtol=settings.rtol, seed=settings.seed, show_progress=show_progress)
-        log.info("traces: %s", "output-space probes" if traces is not None else f"shared probes ({problem})")
-    estimator = "output" if traces is not None else "shared" if settings.trace_mode == "auto" else settings.trace_mode
-    if traces is not None:
-        pass  # output-space probes ran
-    elif settings.trace_mode == "deflated":
+        estimator = "output" if problem is None else "shared"
+        log.info("traces: %s", "output-space probes" if problem is None else f"shared probes ({problem})")
+    if estimator == "output":
+        traces = output_space_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
+                                     rtol=settings.rtol, seed=settings.seed, show_progress=show_progress, check=False)
+    elif estimator == "deflated":
         traces = deflated_traces(operator, eig, max_probes=settings.max_probes, min_probes=settings.min_probes,
                                  rtol=settings.rtol, seed=settings.seed, show_progress=show_progress)
     else:
         traces = hutchinson_traces(operator, max_probes=settings.max_probes, min_probes=settings.min_probes,
                                    block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
-                                   show_progress=show_progress,
-                                   mode="shared" if settings.trace_mode == "auto" else settings.trace_mode)
+                                   show_progress=show_progress, mode=estimator)
     seconds["hutchinson"] = time.perf_counter() - mark
     return traces, eig, estimator
 

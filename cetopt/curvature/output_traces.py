@@ -74,7 +74,8 @@ def exactness_problem(operator: CurvatureOperator) -> str | None:
 
 
 def output_space_traces(operator: CurvatureOperator, *, max_probes: int = 128, min_probes: int = 16,
-                        rtol: float = 0.05, seed: int = 0, show_progress: bool = True) -> list[TraceEstimate] | None:
+                        rtol: float = 0.05, seed: int = 0, show_progress: bool = True,
+                        check: bool = True) -> list[TraceEstimate] | None:
     """Per-layer traces of the mean calibration loss's Hessian, one TraceEstimate per layer, or None (debug log)
     where :func:`exactness_problem` finds the estimator inexact.
 
@@ -82,8 +83,9 @@ def output_space_traces(operator: CurvatureOperator, *, max_probes: int = 128, m
     (J_l' v) . (J_l' H_o v). Probes stop once every layer's standard error / |trace| < ``rtol`` (after
     ``min_probes``), or at ``max_probes`` with a warning naming the layers (as hutchinson_traces does).
     Each batch's graph is kept for the whole run: memory grows with the number of calibration batches.
+    ``check=False`` skips :func:`exactness_problem` (a trace and a forward pass) for a caller that has just run it.
     """
-    problem = exactness_problem(operator)
+    problem = exactness_problem(operator) if check else None
     if problem is not None:
         log.debug("output-space traces off: %s", problem)
         return None

@@ -21,6 +21,9 @@ def test_the_cli_keeps_freed_memory_unless_told_not_to(monkeypatch: pytest.Monke
                                                       expected: int) -> None:
     calls: list[int] = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    # the rest of the set-up is process-wide (torch threads, progress bars): kept out of the other tests
+    monkeypatch.setattr("cetopt.curvature.threads.configure_threads", lambda threads: 1)
+    monkeypatch.setattr("cetopt.curvature.progress.configure_progress", lambda enabled: None)
     args = build_parser().parse_args([*flag, "--threads", "1", "extract", "digits-mlp", "--out", "x.json"])
     assert isinstance(args, argparse.Namespace)
     _configure_torch(args)
