@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/forms_forward.py --threads 2 --system-malloc --out benchmarks/results/forms-forward-system-malloc
 	$(BIN)/python benchmarks/trace_output_space.py --models mobilenetv2,digits-cnn,mnist1d-resnet,digits-mlp,resnet18,transformer \
 	  --out benchmarks/results/trace-output-space
+	$(BIN)/python benchmarks/measured_prefix.py --models mobilenetv2,mnist1d-resnet,minilm --threads 2 --out benchmarks/results/measured-prefix
 	$(BIN)/python benchmarks/demo_time.py --model mobilenetv2 --avg-bits 4 --threads 2 --runs 2 --out benchmarks/results/demo-time
 	$(BIN)/python -m cetopt.results
 

@@ -102,6 +102,7 @@ class PrefixRunner:
     def __init__(self, traced: fx.GraphModule, loss_fn: LossFn) -> None:
         self.traced, self.loss_fn = traced, loss_fn
         self.values: dict[fx.Node, Any] | None = None
+        self.loss: torch.Tensor | None = None  # the recorded batch's loss through the traced graph
         self.batch: Batch = None
         self.inputs: tuple[Any, ...] = ()
         self._nodes = {n.target: [m for m in traced.graph.nodes if m.op == "call_module" and m.target == n.target]
@@ -128,8 +129,19 @@ class PrefixRunner:
             log.debug("prefix caching off: the loss calls the model %d times or the traced graph gives another loss "
                       "(%s vs %s); using the full graph", proxy.calls, float(traced_loss), float(loss))
             return False
-        self.values, self.batch, self.inputs = recorder.values, batch, proxy.args
+        self.values, self.batch, self.inputs, self.loss = recorder.values, batch, proxy.args, traced_loss.detach()
         return True
+
+    def loss_with(self, layer: str, weight: torch.Tensor) -> torch.Tensor:
+        """The recorded batch's loss with ``layer``'s weight replaced by ``weight`` (same shape), no graph kept:
+        only the layer and the nodes downstream of it run, everything upstream is read from the record."""
+        if self.values is None:
+            raise RuntimeError("record() a batch first")
+        (start,) = self._nodes[layer]
+        downstream = _downstream(start)
+        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, layer, weight).run(*args))  # type: ignore[arg-type]
+        with torch.no_grad():
+            return self.loss_fn(proxy, self.batch).detach()
 
     def first_order(self, layer: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(g, w): the gradient of the recorded batch's loss w.r.t. a leaf copy ``w`` of the layer's weight,
@@ -237,7 +249,7 @@ class PrefixRunner:
 
     def release(self) -> None:
         """Drop the recorded values."""
-        self.values, self.batch, self.inputs = None, None, ()
+        self.values, self.batch, self.inputs, self.loss = None, None, (), None
 
 
 def _downstream(start: fx.Node) -> set[fx.Node]:

@@ -67,12 +67,20 @@ def test_linear_holdout_is_the_validation_gradient() -> None:
     assert info.value.field == "validation"
 
 
-def test_measured_changes_swap_one_layer_and_restore_it() -> None:
+@pytest.mark.parametrize("prefix", [True, False])
+def test_measured_changes_swap_one_layer_and_restore_it(prefix: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cetopt.curvature.prefix import PrefixRunner
+
     model, data = tiny_model(), tiny_data()
     before = copy.deepcopy(model.state_dict())
     mods = dict(model.named_modules())
     candidates = {n: [mods[n].weight.detach() + e for e in _errors(model)[n]] for n in LAYERS}
-    got = measured_changes(CurvatureOperator(model, ce_loss, data, device="cpu"), candidates)
+    suffix_runs = []
+    original = PrefixRunner.loss_with
+    monkeypatch.setattr(PrefixRunner, "loss_with", lambda self, *a: suffix_runs.append(a[0]) or original(self, *a))
+    got = measured_changes(CurvatureOperator(model, ce_loss, data, device="cpu"), candidates, prefix=prefix)
+    # the prefix path really ran from recorded activations (every candidate of every batch), or not at all
+    assert len(suffix_runs) == (len(data) * sum(len(c) for c in candidates.values()) if prefix else 0)
     base = float(sum(ce_loss(model, b) for b in data) / len(data))
     for n in LAYERS:
         for k, w in enumerate(candidates[n]):
@@ -117,3 +125,30 @@ def test_linear_stderr_falls_back_to_one_pass_per_sample_when_vmap_cannot_batch(
     looped = linear_stderr(op, errors, use_vmap=False)
     np.testing.assert_allclose(auto["body.0"], looped["body.0"], rtol=1e-12)
     assert "vmap cannot batch this model" in caplog.text
+
+
+class _Twice(torch.nn.Module):
+    """One Linear called twice (prefix caching cannot isolate it) before a Linear it can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = torch.nn.Linear(4, 4).double()
+        self.head = torch.nn.Linear(4, 3).double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+def test_measured_changes_mix_recorded_and_full_forwards_per_layer() -> None:
+    torch.manual_seed(0)
+    model = _Twice()
+    data = [(torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))) for _ in range(2)]
+    mods = dict(model.named_modules())
+    candidates = {n: [mods[n].weight.detach() + 0.1 * torch.randn_like(mods[n].weight) for _ in range(2)]
+                  for n in ("shared", "head")}
+    op = CurvatureOperator(model, ce_loss, data, layers=["shared", "head"], device="cpu")
+    got = measured_changes(op, candidates)
+    want = measured_changes(op, candidates, prefix=False)
+    for n in candidates:
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-12, atol=1e-15)
+        assert np.all(np.abs(want[n]) > 0)
