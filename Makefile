@@ -70,8 +70,8 @@ bench: $(STAMP)
 	$(BIN)/python -m cetopt.results
 
 problems: $(STAMP)
-	# <model>-<method>-avg<b>.json: the default cost model (cet-shrink) and plain cet (README and docs cite the cet files)
-	for method in cet cet-shrink; do \
+	# <model>-<method>-avg<b>.json: the default cost model (cet-upper) and plain cet, on the default MSE-clipped grid (README and docs cite the cet files)
+	for method in cet cet-upper; do \
 	  $(BIN)/cetopt extract digits-cnn --method $$method --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-cnn-$$method-avg3.json && \
 	  $(BIN)/cetopt extract digits-mlp --method $$method --bits 2,3,4,6,8 --avg-bits 3 --out problems/digits/digits-mlp-$$method-avg3.json && \
 	  $(BIN)/cetopt extract mnist1d-resnet --method $$method --bits 2,3,4,6,8 --avg-bits 3 --out problems/mnist1d/mnist1d-resnet-$$method-avg3.json && \

@@ -29,7 +29,7 @@ import numpy as np
 
 METHODS = ("cet", "cet-nograd", "cet-shrink", "cet-holdout", "measured", "measured-shrink", "cet-upper", "cet-trust", "hawq-v3")
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
-CLIP = "none"  # the candidates' clipping for every method and plan (--clip): "none" (max |w| per channel) or "mse"
+CLIP = "mse"  # the candidates' clipping for every method and plan (--clip): "mse" (the default grid) or "none" (max |w|)
 AVG_BITS = (3.0, 4.0)
 RANDOM_PLANS = 10
 BASELINES = ("hawq-v3", "uniform", "cet")  # each method's accuracy difference to these, with a paired CI
@@ -227,6 +227,7 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global CLIP
     import torch
 
     from cetopt._atomic import atomic_write_text
@@ -235,10 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=str(OUT / "cost_models"), help="output path without extension")
-    parser.add_argument("--clip", choices=("none", "mse"), default="none",
+    parser.add_argument("--clip", choices=("none", "mse"), default=CLIP,
                         help="the candidates' quantiser for every method and plan (cetopt extract --clip)")
     args = parser.parse_args(argv)
-    global CLIP
     CLIP = args.clip
     torch.set_num_threads(1)
     models = [m for m in args.models.split(",") if m]

@@ -18,17 +18,18 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
     next to the measured change of the mean calibration loss; a last row for the whole plan."""
     from cetopt.measure import Measurer
     from cetopt.problem.evaluate import choices_from_bits, evaluate
-    from cetopt.quant.plan import Plan, apply_plan
+    from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
 
     measurer = measurer if measurer is not None else Measurer(spec)
+    grid = problem_quantizer(problem)  # the problem's candidates' grid: what its predictions priced
     rows = []
     for layer in problem.layers:
         choice = next(c for c in layer.choices if c.bits == bits[layer.name])
-        weights = apply_plan(spec.model, Plan(bits={layer.name: bits[layer.name]})).weights
+        weights = apply_plan(spec.model, Plan(bits={layer.name: bits[layer.name]}, quantizer=grid)).weights
         rows.append({"layer": layer.name, "bits": choice.bits, "predicted": choice.loss,
                      "measured": measurer.calibration_dloss(weights)})
     whole = evaluate(problem, choices_from_bits(problem, bits)).loss
-    weights = apply_plan(spec.model, Plan(bits=bits)).weights
+    weights = apply_plan(spec.model, Plan(bits=bits, quantizer=grid)).weights
     rows.append({"layer": "(whole plan)", "bits": None, "predicted": whole, "measured": measurer.calibration_dloss(weights)})
     return rows
 
@@ -46,7 +47,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.evaluate import choices_from_bits, evaluate
-    from cetopt.quant.plan import Plan, apply_plan
+    from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
     from cetopt.solvers.api import solve
     from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
@@ -60,11 +61,13 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     rows = []
     measured: dict[tuple[tuple[str, int], ...], tuple[float, Any]] = {}  # backends often agree: each plan once
 
+    grid = problem_quantizer(problem)  # every plan, baselines included, on the grid the problem priced
+
     def apply_and_measure(bits: dict[str, int]) -> tuple[float, Any]:
         """(packed ratio, Measurement) of the plan ``bits``."""
         key = tuple(sorted(bits.items()))
         if key not in measured:
-            applied = apply_plan(spec.model, Plan(bits=bits))
+            applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
             measured[key] = (applied.ratio, measurer.measure(applied.weights))
         return measured[key]
 
@@ -91,7 +94,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]
                                 for r in check])
     header = (f"{spec.name}: metric = {metric_name} (FP32 {fp if fp is None else f'{fp:.4f}'}); "
-              f"{len(problem.layers)} layers; budget {avg_bits} avg bits; "
+              f"{len(problem.layers)} layers; budget {avg_bits} avg bits; quantiser clipping {grid.clip}; "
               f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           metric_name or "metric", "vs_FP"], rows)

@@ -131,6 +131,7 @@ def test_rank_series_and_major_axis_plans_reproduce_the_builders_candidates(tmp_
     from cetopt.builders.candidates import Levels
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.model import Budget
+    from cetopt.quant.plan import problem_quantizer
     from cetopt.workflow import build_for
 
     spec = load_model_spec("digits-mlp")
@@ -145,7 +146,8 @@ def test_rank_series_and_major_axis_plans_reproduce_the_builders_candidates(tmp_
         picks[layer.name] = index
         layers[layer.name] = LayerChoice(c.bits, rank=c.rank, terms=c.terms,
                                          rounding="major-axis" if c.rank is None and c.terms == 1 else "nearest")
-    plan = Plan(layers=layers, model="digits-mlp", extra={"curvature": problem.metadata["curvature"]})
+    plan = Plan(layers=layers, model="digits-mlp", extra={"curvature": problem.metadata["curvature"]},
+                quantizer=problem_quantizer(problem))  # the grid the builder's candidates are on
     info = write_artifact(spec, plan, tmp_path / "out", target="digits-mlp")  # quadrics from the curvature cache
     loaded = load_compressed(tmp_path / "out", spec)
     truth = built.weights_for_choices(picks)

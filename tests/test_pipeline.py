@@ -10,7 +10,7 @@ from cetopt import Status, solve
 from cetopt.measure import Measurer
 from cetopt.modelspec import load_model_spec
 from cetopt.problem.io import dumps_problem
-from cetopt.quant.plan import Plan, apply_plan
+from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
 from cetopt.workflow import build_for
 from cetopt.zoo.specs import ce_loss
 from cetopt.problem.model import Budget
@@ -27,8 +27,8 @@ def extract_problem(task, **options):  # type: ignore[no-untyped-def]
     return build_for(task, **{"method": "cet", **options}).problem
 
 
-def measure(task, bits):  # type: ignore[no-untyped-def]
-    applied = apply_plan(task.model, Plan(bits=bits))
+def measure(task, bits, problem):  # type: ignore[no-untyped-def]
+    applied = apply_plan(task.model, Plan(bits=bits, quantizer=problem_quantizer(problem)))
     m = Measurer(task).measure(applied.weights)
     return {**m.metrics, "measured_dloss": m.calibration_dloss, "packed_ratio": applied.ratio}
 
@@ -37,7 +37,7 @@ def test_cet_losses_are_the_exact_second_order_change(task) -> None:  # type: ig
     problem = extract_problem(task, bits=(3, 8), budget=Budget(avg_bits=5))
     layer = problem.layers[0]
     weight = dict(task.model.named_modules())[layer.name].weight
-    d = quantization_error(weight, 3)
+    d = quantization_error(weight, 3, problem_quantizer(problem))  # on the problem's grid (MSE-clipped by default)
     params = [weight]
     loss = sum(ce_loss(task.model, b) for b in task.calibration) / len(task.calibration)
     (g,) = torch.autograd.grad(loss, params, create_graph=True)
@@ -56,8 +56,8 @@ def test_solved_plan_beats_uniform_2bit_and_measures(task) -> None:  # type: ign
     problem = extract_problem(task, bits=(2, 3, 4, 6, 8), budget=Budget(avg_bits=3.0))
     result = solve(problem, "dp")
     assert result.status is Status.OPTIMAL and result.avg_bits <= 3.0 + 1e-9
-    planned = measure(task, dict(result.bits))
-    uniform2 = measure(task, {layer.name: 2 for layer in problem.layers})
+    planned = measure(task, dict(result.bits), problem)
+    uniform2 = measure(task, {layer.name: 2 for layer in problem.layers}, problem)
     assert planned["accuracy"] > uniform2["accuracy"]
     assert 8.0 < planned["packed_ratio"] < 32 / 3  # scales and FP32 biases cost real bits
     assert np.isfinite(planned["measured_dloss"])

@@ -69,11 +69,19 @@ def _measurer(model: str) -> Any:
     return Measurer(_task(model))
 
 
+def problem_quantizer(problem: AllocationProblem) -> Any:
+    """The problem's candidates' grid (cetopt.quant.plan.problem_quantizer, imported on use)."""
+    from cetopt.quant import plan
+
+    return plan.problem_quantizer(problem)
+
+
 @lru_cache(maxsize=8)
-def _hawq_problem(model: str, bits: tuple[int, ...]) -> AllocationProblem:
+def _hawq_problem(model: str, bits: tuple[int, ...], quantizer: Any) -> AllocationProblem:
+    """HAWQ-V3's problem of ``model`` with its candidates on ``quantizer``'s grid (the compared problem's)."""
     from cetopt.baselines import hawq_v3_problem
 
-    return hawq_v3_problem(_task(model), bits)
+    return hawq_v3_problem(_task(model), bits, quantizer=quantizer)
 
 
 def _measurable(problem: AllocationProblem) -> str | None:
@@ -99,7 +107,8 @@ def _reextracted(path: str, model: str) -> AllocationProblem:
                                        "problem with cetopt extract and its original options", fields=())
     bits = tuple(sorted({c.bits for layer in base.layers for c in layer.choices}))
     method = str(base.metadata.get("method", "cet"))
-    return build_for(_task(model), method=method, bits=bits, budget=base.budget).problem  # type: ignore[return-value]
+    return build_for(_task(model), method=method, bits=bits, budget=base.budget,  # type: ignore[return-value]
+                     quantizer=problem_quantizer(base)).problem
 
 
 def _same_model(cell: Cell, base: AllocationProblem) -> tuple[AllocationProblem, str | None]:
@@ -140,7 +149,7 @@ def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, in
     if model is None:
         return None, "hawq-v3 baseline needs the problem's model (metadata model_target: a zoo name, module:function or file.py:function) to extract traces from"
     candidates = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
-    bits = hawq_v3_bits(_hawq_problem(model, candidates), b)
+    bits = hawq_v3_bits(_hawq_problem(model, candidates, problem_quantizer(problem)), b)
     if bits is None:
         return None, "hawq-v3 problem: infeasible at this budget"
     return dict(bits), ""
@@ -179,12 +188,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     if bits is not None:
         from cetopt.quant.pack import problem_packed_size
         from cetopt.quant.plan import Plan, apply_plan, plan_from_result
-        from cetopt.quant.quantizers import QuantizerSpec
 
         row["bits"] = json.dumps([bits[layer.name] for layer in problem.layers])
-        plan = plan_from_result(problem, result) if row["kind"] == "solver" else Plan(
-            bits=bits, **({"quantizer": QuantizerSpec(**problem.metadata["quantizer"])}
-                          if "quantizer" in problem.metadata else {}))
+        plan = (plan_from_result(problem, result) if row["kind"] == "solver"
+                else Plan(bits=bits, quantizer=problem_quantizer(problem)))
         packed = problem_packed_size(problem, plan)
         row["packed_ratio"] = packed.ratio if packed is not None else None
         model = _measurable(problem) if cell.measure else None

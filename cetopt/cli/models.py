@@ -94,17 +94,18 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
     # default = cetopt.costmodels.registry.DEFAULT_COST_MODEL, spelled out (the registry loads numpy); a test ties them
-    p.add_argument("--method", choices=CostModelNames(), default="cet-shrink", metavar="METHOD",
-                   help="cost model (cetopt.costmodels), default cet-shrink (chosen by benchmarks/cost_models.py): "
-                        "cet and its switches, llc, hawq-v3, fisher, cet-holdout, measured, ...")
+    p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
+                   help="cost model (cetopt.costmodels), default cet-upper (chosen by benchmarks/cost_models.py and "
+                        "benchmarks/cost_models_pretrained.py): cet and its switches, cet-shrink, llc, hawq-v3, "
+                        "fisher, cet-holdout, measured, ...")
     p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
                    help="candidate rounding: nearest, or toward each layer's major axes")
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
-    p.add_argument("--clip", choices=("none", "mse"), default="none",
-                   help="the candidates' quantiser: range max|w| per channel (none) or the MSE-optimal clipping ratio "
-                        "(mse); recorded in the problem, so plans and `apply` use the same grid. Re-rounding plans "
-                        "with MSE clipping passed every 3/4/5-bit cell on MobileNetV2 and MiniLM where "
-                        "round-to-nearest failed at 3 bits (benchmarks/results/cost_models_pretrained_*.md)")
+    # default = cetopt.workflow.DEFAULT_QUANTIZER.clip, spelled out (a test ties them)
+    p.add_argument("--clip", choices=("none", "mse"), default="mse",
+                   help="the candidates' quantiser: the MSE-optimal clipping ratio per channel (mse, default) or range "
+                        "max|w| (none); recorded in the problem, so plans and `apply` use the same grid. On the plain "
+                        "grid every method lost MobileNetV2 at 3 bits (benchmarks/results/cost_models_pretrained_*.md)")
     p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget (llc: ignored, size minimised "
                                                                 "subject to predicted dL <= 0)")
     p.add_argument("--out", type=Path, required=True)

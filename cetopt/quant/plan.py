@@ -227,6 +227,12 @@ class Plan:
         return cls.from_json(raw, str(path))
 
 
+def problem_quantizer(problem: "AllocationProblem") -> QuantizerSpec:
+    """The quantiser a problem's candidates were built with (metadata "quantizer"; the plain grid when absent)."""
+    meta = problem.metadata
+    return _quantizer_from(meta["quantizer"], "metadata.quantizer") if "quantizer" in meta else QuantizerSpec()
+
+
 def plan_from_result(problem: "AllocationProblem", result: "SolveResult", *, model: str | None = None) -> Plan:
     """The plan of a solve: each layer's chosen (bits, rank, terms), the problem's rounding and quantiser.
 
@@ -243,7 +249,7 @@ def plan_from_result(problem: "AllocationProblem", result: "SolveResult", *, mod
                            field="status")
     meta = dict(problem.metadata)
     rounding = str(meta.get("rounding", "nearest"))
-    quantizer = _quantizer_from(meta["quantizer"], "metadata.quantizer") if "quantizer" in meta else QuantizerSpec()
+    quantizer = problem_quantizer(problem)
     layers = {}
     for layer in problem.layers:
         if layer.name not in result.choices:

@@ -33,7 +33,7 @@ AVG_BITS = (3.0, 4.0)
 CANDIDATE_BITS = (2, 3, 4, 6, 8)
 # the plans compared with the baselines: the default cost model (cetopt.costmodels.DEFAULT_COST_MODEL) and the
 # theory's plain second-order cost
-PLAN_METHODS = ("cet-shrink", "cet")
+PLAN_METHODS = ("cet-upper", "cet")
 BASELINES = ("hawq-v3", "uniform")
 METHODS = (*PLAN_METHODS, *BASELINES)
 N_BOOT = 2000

@@ -17,6 +17,7 @@ from cetopt.curvature.result import CurvatureResult
 from cetopt.geometry.layer import LayerQuadric
 from cetopt.measure import Measurer
 from cetopt.modelspec import ModelSpec
+from cetopt.quant.quantizers import QuantizerSpec
 from cetopt.workflow import build_for
 from cetopt.problem.model import Budget
 
@@ -85,7 +86,12 @@ class ProofContext:
 
     # ------------------------------------------------------------------ problems
     def built(self, method: str = "cet", *, avg_bits: float | None = 3.0, **options: Any) -> BuiltProblem:
-        """The task's problem for ``method`` (cached per arguments; the budget is changed cheaply)."""
+        """The task's problem for ``method`` (cached per arguments; the budget is changed cheaply).
+
+        The candidates are on the plain max|w| grid (QuantizerSpec()) unless ``options`` names a ``quantizer``:
+        the checks of the theory's claims measure round-to-nearest errors on that grid (fake_quantize), so their
+        predictions must price the same errors. Check 8 judges the default pipeline and passes its grid."""
+        options.setdefault("quantizer", QuantizerSpec())
         key = (method, method == "llc" and avg_bits is None, tuple(sorted(options.items())))
         if key not in self._built:
             budget = None if method == "llc" and avg_bits is None else Budget(avg_bits=avg_bits or 3.0)

@@ -25,24 +25,38 @@ import numpy as np
 from cetopt.theory.context import ProofContext
 from cetopt.theory.report import CheckResult, Verdict
 
-COST_MODELS = ("cet-shrink", "cet", "cet-nograd", "hawq-v3")  # the first is DEFAULT_COST_MODEL (checked below)
+COST_MODELS = ("cet-upper", "cet-shrink", "cet", "cet-nograd", "hawq-v3")  # the first is DEFAULT_COST_MODEL (checked)
 SPEARMAN_MIN = 0.8
 RANDOM_PLANS = 8
 SIGN_Z = 2.0  # a measured change has a sign when |mean| > SIGN_Z standard errors over the split's examples
+
+
+def _built(ctx: ProofContext, method: str, **options: Any) -> Any:
+    """``method``'s problem on the default pipeline's grid (cetopt.workflow.DEFAULT_QUANTIZER): this check judges
+    the default as a user runs it."""
+    from cetopt.workflow import DEFAULT_QUANTIZER
+
+    return ctx.built(method, quantizer=DEFAULT_QUANTIZER, **options)
+
+
+def _grid() -> str:
+    from cetopt.workflow import DEFAULT_QUANTIZER
+
+    return DEFAULT_QUANTIZER.clip
 
 
 def _plans(ctx: ProofContext) -> dict[str, dict[str, int]]:
     """Label -> bits: each cost model's dp plan at 3/4/5 average bits, uniform >= 3 bits, random plans."""
     from cetopt.solvers.api import solve
 
-    names = [layer.name for layer in ctx.built(COST_MODELS[0]).problem.layers]
+    names = [layer.name for layer in _built(ctx, COST_MODELS[0]).problem.layers]
     plans: dict[str, dict[str, int]] = {f"uniform {b}": {n: b for n in names} for b in ctx.bits if b >= 3}
     for method in COST_MODELS:
         for avg in (3.0, 4.0, 5.0):
-            result = solve(ctx.built(method, avg_bits=avg).problem, "dp")
+            result = solve(_built(ctx, method, avg_bits=avg).problem, "dp")
             if result.success:
                 plans[f"{method} avg {avg:g}"] = dict(result.bits)
-    ties = {name: group[0] for group in ctx.built(COST_MODELS[0]).problem.ties for name in group}
+    ties = {name: group[0] for group in _built(ctx, COST_MODELS[0]).problem.ties for name in group}
     rng = np.random.default_rng(0)
     usable = [b for b in ctx.bits if b >= 3]
     for i in range(RANDOM_PLANS):
@@ -85,7 +99,7 @@ def check_plan_prediction(ctx: ProofContext, outdir: str | os.PathLike[str] | No
     if COST_MODELS[0] != DEFAULT_COST_MODEL:
         raise RuntimeError(f"COST_MODELS[0] is {COST_MODELS[0]!r}, the default cost model is {DEFAULT_COST_MODEL!r}")
     plans = _plans(ctx)
-    built = {m: ctx.built(m) for m in COST_MODELS}
+    built = {m: _built(ctx, m) for m in COST_MODELS}
     measurer = Measurer(ctx.task)
     split = "validation" if ctx.task.validation else "calibration"
     measured, calibration, predicted = [], [], {m: [] for m in COST_MODELS}
@@ -117,7 +131,7 @@ def check_plan_prediction(ctx: ProofContext, outdir: str | os.PathLike[str] | No
                                                  for m, (s, a) in stats.items())
     notes += (". On the calibration loss the costs were estimated on: " + "; ".join(
         f"{m}: Spearman {s:.3f}, signs agree {a:.0%}" for m, (s, a) in on_calibration.items())
-        + f". {len(plans)} plans, nearest rounding, bits >= 3 except where a dp plan chose 2. HAWQ-V3's cost is a "
+        + f". {len(plans)} plans, nearest rounding on the default grid (clipping {_grid()}), bits >= 3 except where a dp plan chose 2. HAWQ-V3's cost is a "
         "sensitivity, not a loss change, so only its ranking is comparable.")
     return CheckResult(
         8, "Whole-plan prediction per cost model",

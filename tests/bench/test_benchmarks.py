@@ -144,17 +144,18 @@ def test_pretrained_benchmark_compares_re_rounded_plans_with_baselines_rounded_a
     rng = np.random.default_rng(0)
     base = rng.random(200)
     # RTN: the default loses to uniform; with AdaRound it beats both, and HAWQ-V3+adaround beats RTN uniform hugely
-    means = {"cet-shrink": 0.0, "hawq-v3": 0.0, "uniform": 0.2, "cet": 0.0,
-             "cet-shrink+adaround": 0.6, "hawq-v3+adaround": 0.4, "uniform+adaround": 0.4}
+    default = bench.ALLOCATIONS[0]  # the default cost model's plan
+    means = {default: 0.0, "hawq-v3": 0.0, "uniform": 0.2, "cet": 0.0,
+             f"{default}+adaround": 0.6, "hawq-v3+adaround": 0.4, "uniform+adaround": 0.4}
     outcomes = {f"{m}@3": {"cosine": base + shift} for m, shift in means.items()}
     rows = [{"plan": label, "avg_bits_used": 3.0, "packed_bits": 1} for label in outcomes]
     case = {"headline": "cosine", "lower_is_better": set()}
     found = {c["method"]: c for c in bench.comparisons("m", case, {"rows": rows, "outcomes": outcomes})
              if c["avg_bits"] == 3.0}
-    assert found["cet-shrink+adaround"]["vs_uniform"]["estimate"] == pytest.approx(0.2)  # vs uniform+adaround
+    assert found[f"{default}+adaround"]["vs_uniform"]["estimate"] == pytest.approx(0.2)  # vs uniform+adaround
     assert found["hawq-v3+adaround"]["vs_uniform"]["estimate"] == pytest.approx(0.0)
-    assert found["cet-shrink"]["vs_uniform"]["verdict"] == "worse"
-    verdicts = {v["rounding"]: v for v in report.verdicts(list(found.values()), "cet-shrink")}
+    assert found[default]["vs_uniform"]["verdict"] == "worse"
+    verdicts = {v["rounding"]: v for v in report.verdicts(list(found.values()), default)}
     assert set(verdicts) == {"nearest", "adaround"}
     assert not verdicts["nearest"]["better_than_uniform"] and verdicts["adaround"]["better_than_uniform"]
     assert verdicts["adaround"]["not_worse_than_hawq"]

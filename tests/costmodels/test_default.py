@@ -1,4 +1,4 @@
-"""The default cost model is one name, used by the workflow and the CLI alike, and it is registered."""
+"""The default cost model and quantiser grid are one name each, used by the workflow and the CLI alike."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import inspect
 
 from cetopt.cli import build_parser
 from cetopt.costmodels.registry import DEFAULT_COST_MODEL, cost_model_names
-from cetopt.workflow import build_for
+from cetopt.workflow import DEFAULT_QUANTIZER, build_for
 
 
 def test_default_is_registered_and_shared() -> None:
@@ -14,3 +14,9 @@ def test_default_is_registered_and_shared() -> None:
     assert inspect.signature(build_for).parameters["method"].default == DEFAULT_COST_MODEL
     args = build_parser().parse_args(["extract", "digits-mlp", "--out", "x.json"])
     assert args.method == DEFAULT_COST_MODEL
+
+
+def test_default_grid_is_shared() -> None:
+    assert inspect.signature(build_for).parameters["quantizer"].default == DEFAULT_QUANTIZER
+    args = build_parser().parse_args(["extract", "digits-mlp", "--out", "x.json"])
+    assert args.clip == DEFAULT_QUANTIZER.clip

@@ -106,6 +106,7 @@ def test_cost_models_of_one_context_share_their_quadratic_forms(monkeypatch: pyt
     """prove builds cet, cet-shrink, cet-nograd (...) on one model: the Hessian products are paid once, and a
     shared form gives the very problem an unshared build gives."""
     from cetopt.builders import signals
+    from cetopt.quant.quantizers import QuantizerSpec
     from cetopt.workflow import build_for
 
     ctx = _context()
@@ -119,7 +120,8 @@ def test_cost_models_of_one_context_share_their_quadratic_forms(monkeypatch: pyt
     ctx.built("cet", interactions=True)  # cross terms are other products: computed, not mistaken for the own ones
     assert len(calls) == 2
     for method, problem in (("cet", first), ("cet-shrink", shrink), ("cet-nograd", nograd)):
-        alone = build_for(ctx.task, bits=ctx.bits, method=method, settings=ctx.settings, curvature=ctx.curvature).problem
+        alone = build_for(ctx.task, bits=ctx.bits, method=method, settings=ctx.settings, curvature=ctx.curvature,
+                          quantizer=QuantizerSpec()).problem  # the context's grid (the theory checks' plain grid)
         assert [c.loss for layer in problem.layers for c in layer.choices] == \
             [c.loss for layer in alone.layers for c in layer.choices]
 
