@@ -302,6 +302,20 @@ def output_traces_sentence(results: Path = RESULTS) -> str | None:
             + (f"; not applicable to {', '.join(skipped)}" if skipped else "") + ".")
 
 
+def measured_prefix_sentence(results: Path = RESULTS) -> str | None:
+    """The measured signal from recorded activations vs full forwards (benchmarks/measured_prefix.py)."""
+    data = _optional("measured-prefix.json", results, "benchmarks/measured_prefix.py")
+    if data is None:
+        return None
+    parts = [f"{r['model']} {_s(r['prefix_s'])} vs {_s(r['full_s'])} ({_x(r['ratio'])}"
+             + ("" if r["traced"] else ", not traceable by torch.fx: full forwards both ways") + ")"
+             for r in data["rows"]]
+    worst = max(r["max_abs_diff"] for r in data["rows"])
+    return ("Measured loss changes of every candidate (the `measured` signal of the default cost model), each layer "
+            "re-run from recorded activations against full forward passes (benchmarks/measured_prefix.py, "
+            f"{data['threads']} threads): " + "; ".join(parts) + f"; largest difference {worst:.1e}.")
+
+
 def demo_sentence(results: Path = RESULTS) -> str | None:
     """``cetopt demo`` wall time from a cold cache (benchmarks/demo_time.py)."""
     data = _optional("demo-time.json", results, "benchmarks/demo_time.py")
@@ -355,7 +369,8 @@ def speed_section(results: Path = RESULTS) -> str:
         *[f"- {s}" for s in solver_sentences(solvers)],
     ]
     for sentence in (wall_sentence(solvers), curvature_sentence(curvature), forward_forms_sentence(results),
-                     output_traces_sentence(results), demo_sentence(results), distributed_sentence(results)):
+                     output_traces_sentence(results), measured_prefix_sentence(results), demo_sentence(results),
+                     distributed_sentence(results)):
         if sentence:
             lines.append(f"- {sentence}")
     lines += ["", "Solvers on synthetic problems (bit-widths 1..8, or 1..32 for 32 choices; 3.5 average bits):", "",

@@ -129,7 +129,8 @@ def test_check_mode_and_rewrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_the_forward_forms_trace_and_demo_sentences_quote_their_files(tmp_path: Path) -> None:
     from cetopt.results import SectionError
-    from cetopt.results.speed import demo_sentence, forward_forms_sentence, output_traces_sentence
+    from cetopt.results.speed import (demo_sentence, forward_forms_sentence, measured_prefix_sentence,
+                                      output_traces_sentence)
 
     assert forward_forms_sentence(tmp_path) is None and output_traces_sentence(tmp_path) is None
     assert demo_sentence(tmp_path) is None
@@ -146,6 +147,12 @@ def test_the_forward_forms_trace_and_demo_sentences_quote_their_files(tmp_path: 
     text = output_traces_sentence(tmp_path)
     assert "a 58.3x vs shared;" in text and "b 4x vs shared, 2.5x vs restricted" in text  # type: ignore[operator]
     assert "not applicable to c (softmax" in text  # type: ignore[operator]
+    assert measured_prefix_sentence(tmp_path) is None
+    rows = [{"model": "a", "prefix_s": 36.7, "full_s": 94.1, "ratio": 2.56, "traced": True, "max_abs_diff": 0.0},
+            {"model": "b", "prefix_s": 11.7, "full_s": 11.4, "ratio": 0.98, "traced": False, "max_abs_diff": 1e-9}]
+    (tmp_path / "measured-prefix.json").write_text(json.dumps({"threads": 2, "rows": rows}))
+    text = measured_prefix_sentence(tmp_path)
+    assert "a 36.7 s vs 94.1 s (2.56x)" in text and "not traceable" in text and "1.0e-09" in text  # type: ignore[operator]
     (tmp_path / "demo-time.json").write_text(json.dumps({"command": "cetopt demo x", "cpus": 2, "seconds": [243.0, 237.0]}))
     assert "`cetopt demo x` from a cold cache" in demo_sentence(tmp_path) and "243 s / 237 s" in demo_sentence(tmp_path)  # type: ignore[operator]
     (tmp_path / "demo-time.json").write_text("{")

@@ -136,3 +136,17 @@ def test_the_forms_key_sees_every_value_and_the_pairs() -> None:
     assert forms_key(errors, []) != forms_key(changed, [])
     assert forms_key(errors, []) != forms_key(errors, [("a", "b")])
     assert forms_key(errors, []) != forms_key({"b": errors["a"]}, [])
+
+
+def test_theory_checks_price_the_plain_grid_and_check_8_the_default_one() -> None:
+    """The checks of the theory's claims measure fake_quantize's plain grid, so their problems are priced there;
+    check 8 judges the default pipeline on its grid (cetopt.workflow.DEFAULT_QUANTIZER)."""
+    from cetopt.quant.plan import problem_quantizer
+    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.theory.plan_prediction import _built
+    from cetopt.workflow import DEFAULT_QUANTIZER
+
+    ctx = _context()
+    assert problem_quantizer(ctx.built("cet").problem) == QuantizerSpec()
+    assert problem_quantizer(_built(ctx, "cet").problem) == DEFAULT_QUANTIZER
+    assert DEFAULT_QUANTIZER != QuantizerSpec()  # otherwise this test checks nothing
