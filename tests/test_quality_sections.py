@@ -54,3 +54,29 @@ def test_an_unfinished_prove_run_shows_what_it_finished(tmp_path, monkeypatch) -
     assert "| digits-mlp | mobilenetv2 (unfinished run) |" in text
     row3 = next(line for line in text.splitlines() if line.startswith("| 3 "))
     assert "fail (40%)" in row3 and "not run yet" in row3
+
+
+def test_a_check_8_that_judged_an_earlier_default_says_so(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+
+    def check8(judged: str, verdict: str) -> dict:  # type: ignore[type-arg]
+        return {"number": 8, "title": "Whole-plan prediction", "verdict": verdict, "value": f"{judged} value",
+                "data": {"spearman": {judged: 0.9, "hawq-v3": 0.8}}}
+
+    reports = {"digits-mlp": [check8(DEFAULT_COST_MODEL, "pass")], "mobilenetv2": [check8("old-default", "partial")]}
+    for model, checks in reports.items():
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "results.json").write_text(json.dumps({"checks": checks}))
+    monkeypatch.setattr(qs, "CHECKS_DIR", tmp_path)
+    text = qs.checks_section()
+    row = next(line for line in text.splitlines() if line.startswith("| 8 "))
+    assert "judged old-default, an earlier default" in row and row.count("earlier default") == 1
+    assert f"mobilenetv2: check 8 has not been run for the default cost model `{DEFAULT_COST_MODEL}` yet." in text
+    (tmp_path / "mobilenetv2-check8").mkdir()
+    (tmp_path / "mobilenetv2-check8" / "results.json").write_text(
+        json.dumps({"checks": [check8(DEFAULT_COST_MODEL, "pass")]}))
+    text = qs.checks_section()
+    assert f"mobilenetv2, check 8 alone for the default `{DEFAULT_COST_MODEL}`" in text and ": pass (" in text
+    (tmp_path / "mobilenetv2-check8" / "results.json").write_text(json.dumps({"checks": [check8("other", "pass")]}))
+    with pytest.raises(ValueError, match="rerun it"):
+        qs.checks_section()

@@ -141,24 +141,54 @@ def zoo_section() -> str:
 PRETRAINED = ("minilm", "mobilenetv2")
 
 
+PLAN_CHECK = 8  # whole-plan prediction, which judges one cost model (the default when the run was made)
+
+
+def _judged(check: dict[str, Any]) -> str | None:
+    """The cost model check 8 judged (the first it compared), or None for other checks."""
+    spearman = check.get("data", {}).get("spearman") if check["number"] == PLAN_CHECK else None
+    return next(iter(spearman), None) if isinstance(spearman, dict) else None
+
+
 def checks_section() -> str:
-    """The verdict of every check of `cetopt prove` on each model (from docs/results/cet-checks)."""
+    """The verdict of every check of `cetopt prove` on each model (from docs/results/cet-checks). A check 8 that
+    judged another cost model than today's default says so, and a later check-8-only run for the default
+    (docs/results/cet-checks/MODEL-check8) is quoted under the table."""
+    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+
     reports = {m: _load(CHECKS_DIR / m / "results.json") for m in (*MODELS, *PRETRAINED)
                if (CHECKS_DIR / m / "results.json").exists()}
     if not reports:
         raise FileNotFoundError(f"no {CHECKS_DIR}/*/results.json: run `make results`")
     titles = {c["number"]: c["title"] for r in reports.values() for c in r["checks"]}
     rows = []
+    stale = []
     for number, title in sorted(titles.items()):
         cells = []
-        for r in reports.values():
+        for model, r in reports.items():
             c = next((c for c in r["checks"] if c["number"] == number), None)
+            judged = None if c is None else _judged(c)
+            if judged is not None and judged != DEFAULT_COST_MODEL:
+                stale.append(model)
             cells.append(("not run yet" if r.get("finished") is False else "-") if c is None
-                         else f"{c['verdict']} ({c['value']})")
+                         else f"{c['verdict']} ({c['value']}" + ("" if judged in (None, DEFAULT_COST_MODEL)
+                                                                 else f"; judged {judged}, an earlier default") + ")")
         rows.append([str(number), title, *cells])
     # a stopped long run (prove resumes from its checkpoints) shows what it finished, marked as such
     headers = [f"{m} (unfinished run)" if r.get("finished") is False else m for m, r in reports.items()]
-    return markdown_table(["#", "check", *headers], rows)
+    text = [markdown_table(["#", "check", *headers], rows)]
+    for model in stale:
+        path = CHECKS_DIR / f"{model}-check8" / "results.json"
+        if not path.exists():
+            text.append(f"{model}: check 8 has not been run for the default cost model `{DEFAULT_COST_MODEL}` yet.")
+            continue
+        c = next(c for c in _load(path)["checks"] if c["number"] == PLAN_CHECK)
+        if _judged(c) != DEFAULT_COST_MODEL:
+            raise ValueError(f"{path} judged {_judged(c)!r}, not the default {DEFAULT_COST_MODEL!r}: rerun it")
+        text.append(f"{model}, check {PLAN_CHECK} alone for the default `{DEFAULT_COST_MODEL}` "
+                    f"([{path.parent.name}/report.md](docs/results/cet-checks/{path.parent.name}/report.md)): "
+                    f"{c['verdict']} ({c['value']}).")
+    return "\n\n".join(text)
 
 
 def equal_size_section() -> str:
