@@ -1,0 +1,125 @@
+"""The default pipeline on models that are not in the zoo, loaded the way a user loads theirs (``file.py:function``
+returning a ModelSpec; see benchmarks/user_models/): the default cost model's dp plan vs HAWQ-V3's and uniform
+precision at equal average bits, every plan applied on the default problem's grid, compared per test example with
+paired bootstrap 95% CIs. Nothing here is tuned to these models: each is run once, with the library's defaults.
+
+    python benchmarks/user_check.py --threads 2 --out benchmarks/results/user-check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cetopt._atomic import atomic_write_text
+
+TARGETS = ("benchmarks/user_models/mobilenetv2_distill.py:spec", "benchmarks/user_models/minilm_cls.py:spec")
+AVG_BITS = (3.0, 4.0, 5.0)
+
+
+def check(target: str) -> dict[str, Any]:
+    """One model: its default and HAWQ-V3 problems, plans at each budget, per-example outcomes, paired CIs."""
+    from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
+    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.model import Budget
+    from cetopt.quant.plan import problem_quantizer
+    from cetopt.solvers.api import solve
+    from cetopt.stats import paired_bootstrap_ci
+    from cetopt.workflow import DEFAULT_BITS, build_for
+
+    t0 = time.perf_counter()
+    spec = load_model_spec(target)
+    if spec.test_outcomes is None:
+        raise SystemExit(f"{target}: the ModelSpec needs test_outcomes (per-example metric) for paired CIs")
+    built = build_for(spec, target=target)
+    hawq = hawq_v3_problem(spec, DEFAULT_BITS, quantizer=problem_quantizer(built.problem))
+    build_s = time.perf_counter() - t0
+    base = spec.model
+
+    def outcomes(bits: dict[str, int]) -> np.ndarray:
+        import copy
+
+        model = copy.deepcopy(base)
+        modules = dict(model.named_modules())
+        with torch.no_grad():
+            for name, weight in built.compressed_weights(bits).items():
+                modules[name].weight.copy_(weight)
+        return np.asarray(spec.test_outcomes(model), dtype=float)
+
+    fp = np.asarray(spec.test_outcomes(base), dtype=float)
+    rows = []
+    for b in AVG_BITS:
+        result = solve(built.problem.with_budget(Budget(avg_bits=b)), "dp")
+        plans = {DEFAULT_COST_MODEL: dict(result.bits) if result.success else None,
+                 "hawq-v3": (lambda h: None if h is None else dict(h))(hawq_v3_bits(hawq, b)),
+                 "uniform": uniform_bits(built.problem, b)}
+        scored = {m: outcomes(p) for m, p in plans.items() if p is not None}
+        mine = scored[DEFAULT_COST_MODEL]
+        row: dict[str, Any] = {"avg_bits": b, "n_test": int(len(mine)), "fp32": float(fp.mean()),
+                               "avg_bits_used": result.avg_bits,
+                               "means": {m: float(o.mean()) for m, o in scored.items()}}
+        for other in ("hawq-v3", "uniform"):
+            if other in scored:
+                ci = paired_bootstrap_ci(mine, scored[other], n_boot=2000, seed=0)
+                row[f"vs_{other}"] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high,
+                                      "verdict": {"a": "better", "b": "worse"}.get(ci.verdict, "tie")}
+            else:
+                row[f"vs_{other}"] = None
+        rows.append(row)
+        print(json.dumps({"target": target, **row}), flush=True)
+    return {"target": target, "model": spec.name, "data": spec.data, "layers": len(built.problem.layers),
+            "grid": problem_quantizer(built.problem).clip, "method": DEFAULT_COST_MODEL, "build_s": build_s,
+            "seconds": time.perf_counter() - t0, "rows": rows}
+
+
+def _ci(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = parser.parse_args()
+    from cetopt.curvature import keep_freed_memory
+    from cetopt.curvature.threads import configure_threads
+
+    keep_freed_memory()
+    configure_threads(args.threads)
+    models = [check(t) for t in args.targets.split(",") if t]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out.with_suffix(".json"),
+                      json.dumps({"threads": args.threads, "torch": torch.__version__, "models": models}, indent=1) + "\n")
+    lines = ["# The default pipeline on models outside the zoo", "",
+             f"Generated by `python benchmarks/user_check.py --targets {args.targets} --threads {args.threads} --out "
+             f"{args.out}` (torch {torch.__version__}). Each model is loaded as a user loads theirs (`file.py:function`"
+             " returning a ModelSpec), built once with the library defaults (cost model, quantiser grid, curvature "
+             "settings), nothing tuned. Plans solved by dp; HAWQ-V3's on its own problem priced on the same grid; "
+             "every plan applied with the default problem's candidates. Metric x100, paired bootstrap 95% CIs over "
+             "the same test examples.", ""]
+    for m in models:
+        lines += [f"## {m['model']} (`{m['target']}`)", "", f"{m['data']}; {m['layers']} layers; grid clipping "
+                  f"{m['grid']}; default cost model `{m['method']}`; build {m['build_s']:.0f} s, all {m['seconds']:.0f} s.",
+                  "", f"| avg bits | test examples | FP32 | {m['method']} | HAWQ-V3 | uniform | vs HAWQ-V3 | vs uniform |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in m["rows"]:
+            means = r["means"]
+            lines.append(f"| {r['avg_bits']:g} | {r['n_test']} | {100 * r['fp32']:.2f} | {100 * means[m['method']]:.2f} | "
+                         + " | ".join(f"{100 * means[k]:.2f}" if k in means else "-" for k in ("hawq-v3", "uniform"))
+                         + f" | {_ci(r['vs_hawq-v3'])} | {_ci(r['vs_uniform'])} |")
+        lines.append("")
+    atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
