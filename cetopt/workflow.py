@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 DEFAULT_BITS = (2, 3, 4, 6, 8)
 # the candidates' grid that build_for (so extract, demo, bench, rerank) uses when none is given: per-channel
 # symmetric with the MSE-optimal clipping ratio. Chosen with DEFAULT_COST_MODEL by the same measurements: on the
-# plain max|w| grid every method loses MobileNetV2 at 3 bits (top-1 agreement 0-1%), on this one the default keeps
-# 43%. The library's QuantizerSpec() (and a plan file without a quantiser) stays the plain grid.
+# plain max|w| grid every method loses almost all of MobileNetV2's top-1 agreement at 3 bits, on this one the
+# default keeps much of it (benchmarks/results/cost_models_pretrained_*.md). The library's QuantizerSpec() (and a
+# plan file without a quantiser) stays the plain grid.
 DEFAULT_QUANTIZER = QuantizerSpec(clip="mse")
 
 

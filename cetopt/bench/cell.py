@@ -69,13 +69,6 @@ def _measurer(model: str) -> Any:
     return Measurer(_task(model))
 
 
-def problem_quantizer(problem: AllocationProblem) -> Any:
-    """The problem's candidates' grid (cetopt.quant.plan.problem_quantizer, imported on use)."""
-    from cetopt.quant import plan
-
-    return plan.problem_quantizer(problem)
-
-
 @lru_cache(maxsize=8)
 def _hawq_problem(model: str, bits: tuple[int, ...], quantizer: Any) -> AllocationProblem:
     """HAWQ-V3's problem of ``model`` with its candidates on ``quantizer``'s grid (the compared problem's)."""
@@ -99,6 +92,7 @@ def _measurable(problem: AllocationProblem) -> str | None:
 @lru_cache(maxsize=8)
 def _reextracted(path: str, model: str) -> AllocationProblem:
     """The problem file ``path`` rebuilt on the local zoo model (same method, candidate bits and budget)."""
+    from cetopt.quant.plan import problem_quantizer
     from cetopt.workflow import build_for
 
     base = load_problem(path)
@@ -140,6 +134,7 @@ def _empty_row(cell: Cell, problem: AllocationProblem) -> dict[str, Any]:
 
 def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, int] | None, str]:
     from cetopt.baselines import hawq_v3_bits, uniform_bits
+    from cetopt.quant.plan import problem_quantizer
 
     b = cell.budget_avg_bits
     if cell.solver == "uniform":
@@ -187,7 +182,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     row["unused_avg_bits"] = None if left is None else left / problem.total_params
     if bits is not None:
         from cetopt.quant.pack import problem_packed_size
-        from cetopt.quant.plan import Plan, apply_plan, plan_from_result
+        from cetopt.quant.plan import Plan, apply_plan, plan_from_result, problem_quantizer
 
         row["bits"] = json.dumps([bits[layer.name] for layer in problem.layers])
         plan = (plan_from_result(problem, result) if row["kind"] == "solver"
