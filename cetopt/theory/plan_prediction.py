@@ -24,6 +24,7 @@ import numpy as np
 
 from cetopt.theory.context import ProofContext
 from cetopt.theory.report import CheckResult, Verdict
+from cetopt.workflow import DEFAULT_QUANTIZER
 
 COST_MODELS = ("cet-upper", "cet-shrink", "cet", "cet-nograd", "hawq-v3")  # the first is DEFAULT_COST_MODEL (checked)
 SPEARMAN_MIN = 0.8
@@ -34,15 +35,7 @@ SIGN_Z = 2.0  # a measured change has a sign when |mean| > SIGN_Z standard error
 def _built(ctx: ProofContext, method: str, **options: Any) -> Any:
     """``method``'s problem on the default pipeline's grid (cetopt.workflow.DEFAULT_QUANTIZER): this check judges
     the default as a user runs it."""
-    from cetopt.workflow import DEFAULT_QUANTIZER
-
     return ctx.built(method, quantizer=DEFAULT_QUANTIZER, **options)
-
-
-def _grid() -> str:
-    from cetopt.workflow import DEFAULT_QUANTIZER
-
-    return DEFAULT_QUANTIZER.clip
 
 
 def _plans(ctx: ProofContext) -> dict[str, dict[str, int]]:
@@ -131,7 +124,7 @@ def check_plan_prediction(ctx: ProofContext, outdir: str | os.PathLike[str] | No
                                                  for m, (s, a) in stats.items())
     notes += (". On the calibration loss the costs were estimated on: " + "; ".join(
         f"{m}: Spearman {s:.3f}, signs agree {a:.0%}" for m, (s, a) in on_calibration.items())
-        + f". {len(plans)} plans, nearest rounding on the default grid (clipping {_grid()}), bits >= 3 except where a dp plan chose 2. HAWQ-V3's cost is a "
+        + f". {len(plans)} plans, nearest rounding on the default grid (clipping {DEFAULT_QUANTIZER.clip}), bits >= 3 except where a dp plan chose 2. HAWQ-V3's cost is a "
         "sensitivity, not a loss change, so only its ranking is comparable.")
     return CheckResult(
         8, "Whole-plan prediction per cost model",
