@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ def check(target: str) -> dict[str, Any]:
     """One model: its default and HAWQ-V3 problems, plans at each budget, per-example outcomes, paired CIs."""
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+    from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.model import Budget
     from cetopt.quant.plan import problem_quantizer
@@ -41,24 +42,18 @@ def check(target: str) -> dict[str, Any]:
     built = build_for(spec, target=target)
     hawq = hawq_v3_problem(spec, DEFAULT_BITS, quantizer=problem_quantizer(built.problem))
     build_s = time.perf_counter() - t0
-    base = spec.model
+    measurer = Measurer(spec)  # one working copy of the model, each plan's weights swapped in
 
-    def outcomes(bits: dict[str, int]) -> np.ndarray:
-        import copy
+    def outcomes(bits: Mapping[str, int]) -> np.ndarray:
+        return np.asarray(spec.test_outcomes(measurer.model_with(built.compressed_weights(bits))), dtype=float)
 
-        model = copy.deepcopy(base)
-        modules = dict(model.named_modules())
-        with torch.no_grad():
-            for name, weight in built.compressed_weights(bits).items():
-                modules[name].weight.copy_(weight)
-        return np.asarray(spec.test_outcomes(model), dtype=float)
-
-    fp = np.asarray(spec.test_outcomes(base), dtype=float)
+    fp = np.asarray(spec.test_outcomes(spec.model), dtype=float)
     rows = []
     for b in AVG_BITS:
         result = solve(built.problem.with_budget(Budget(avg_bits=b)), "dp")
-        plans = {DEFAULT_COST_MODEL: dict(result.bits) if result.success else None,
-                 "hawq-v3": (lambda h: None if h is None else dict(h))(hawq_v3_bits(hawq, b)),
+        if not result.success:
+            raise SystemExit(f"{target}: the default problem has no plan at {b:g} average bits ({result.status.value})")
+        plans = {DEFAULT_COST_MODEL: dict(result.bits), "hawq-v3": hawq_v3_bits(hawq, b),
                  "uniform": uniform_bits(built.problem, b)}
         scored = {m: outcomes(p) for m, p in plans.items() if p is not None}
         mine = scored[DEFAULT_COST_MODEL]
