@@ -25,6 +25,7 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
     from cetopt.measure import Measurer
     from cetopt.problem.evaluate import choices_from_bits, evaluate
     from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
+    from cetopt.rerank import rerank, selection_measure
 
     measurer = measurer if measurer is not None else Measurer(spec)
     grid = problem_quantizer(problem)  # the problem's candidates' grid: what its predictions priced
@@ -58,6 +59,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.evaluate import choices_from_bits, evaluate
     from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
+    from cetopt.rerank import rerank, selection_measure
     from cetopt.solvers.api import solve
     from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
@@ -66,7 +68,8 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     spec = load_model_spec(name)
     measurer = Measurer(spec)
     metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
-    problem = build_for(spec, budget=Budget(avg_bits=avg_bits)).problem
+    built = build_for(spec, budget=Budget(avg_bits=avg_bits))
+    problem = built.problem
     names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
     rows = []
     measured: dict[tuple[tuple[str, int], ...], tuple[float, Any]] = {}  # backends often agree: each plan once
@@ -89,7 +92,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         ratio, measurement = apply_and_measure(dict(result.bits))
         rows.append(_row(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
                          "-" if result.gap is None else f"{result.gap:.1e}", measurement, fp))
-    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS), avg_bits)}
+    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid), avg_bits)}
     uniform = max(b for b in DEFAULT_BITS if b <= avg_bits)
     baselines[f"uniform {uniform}-bit"] = uniform_bits(problem, uniform)
     for label, bits in baselines.items():
@@ -99,6 +102,12 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         score = evaluate(problem, choices_from_bits(problem, bits))
         ratio, measurement = apply_and_measure(dict(bits))
         rows.append(_row(label, "baseline", score.avg_bits, ratio, score.objective, "-", measurement, fp))
+    measure, split = selection_measure(measurer)
+    hawq = baselines["hawq-v3/dp"]
+    selection = rerank(built, measure, 1, pool={} if hawq is None else {"hawq-v3": hawq})
+    chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
+    select_line = (f"`cetopt plan` (measured selection between the dp plan and HAWQ-V3's, loss change on the {split} "
+                   f"batches): {chosen} -> ships {selection.best.label}")
     check = per_layer_check(spec, problem, dict(solve(problem, "dp").bits), measurer)
     check_table = format_table(["layer", "bits", "predicted_dL", "measured_dL"],
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]
@@ -108,5 +117,5 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
               f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           metric_name or "metric", "vs_FP"], rows)
-    return (header + "\n" + table + "\n\nPredicted vs measured loss change of the dp plan, layer by layer (each "
+    return (header + "\n" + table + "\n" + select_line + "\n\nPredicted vs measured loss change of the dp plan, layer by layer (each "
             "layer quantised alone) and whole:\n" + check_table)

@@ -1,5 +1,11 @@
 """The solver and the measurement in one loop: the k best plans of a problem (Lawler's partitioning over any exact
-backend), each measured on held-out validation data, and the best measured one returned with both objectives.
+backend) and, beside them, the plans other cost models make at the same budget (the pool), each measured on
+held-out validation data, and the best measured one returned with both objectives.
+
+Why a pool: where a cost model's errors do not add up across layers (MobileNetV2, check 6 of ``cetopt prove``),
+its k best plans differ in a layer or two and share its mistake; a plan from another cost model is a genuinely
+different guess, and the measurement picks the better one. Which pool is the default, and what re-ranking the k
+best alone does, was measured: benchmarks/results/selection.md (benchmarks/selection.py).
 
 k-best (Lawler 1972, the scheme of Murty's k-best assignments): after the i-th best plan x of a subproblem S, S
 minus {x} is split into disjoint subproblems S_j = {layers 1..j-1 take x's choices, layer j avoids x's choice},
@@ -21,6 +27,12 @@ if TYPE_CHECKING:
     import torch
 
     from cetopt.builders.second_order import BuiltProblem
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import ModelSpec
+
+# the cost models whose plans join the default's in a measured selection (``cetopt plan``, ``cetopt demo``):
+# chosen by benchmarks/selection.py (results/selection.md) on the pretrained models and the user check
+DEFAULT_POOL: tuple[str, ...] = ("hawq-v3",)
 
 
 @dataclass(frozen=True)
@@ -28,20 +40,28 @@ class RankedPlan:
     """One plan of the k best.
 
     Attributes:
-        rank: 0 for the solver's optimum, 1 for the next best, ...
+        rank: 0 for the solver's optimum, 1 for the next best, ...; None for a plan of the pool.
         choices: layer -> index into the ORIGINAL problem's ``layer.choices``; bits: layer -> bit-width.
         objective: the problem's objective (predicted loss, or size in bits when minimising size).
-        predicted_loss: total predicted loss change; size_bits: packed size in bits.
+        predicted_loss: total predicted loss change (by the problem's cost model, for pool plans too);
+            size_bits: packed size in bits.
         measured: the measured objective (validation loss change), None until measured.
+        source: where the plan came from: the problem's cost model for the k best, the pool member's name else.
     """
 
-    rank: int
+    rank: int | None
     choices: Mapping[str, int]
     bits: Mapping[str, int]
     objective: float
     predicted_loss: float
     size_bits: float
     measured: float | None = None
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """``cet-upper#0`` for the solver's optimum, ``hawq-v3`` for a pool plan."""
+        return self.source if self.rank is None else f"{self.source or 'solver'}#{self.rank}"
 
 
 @dataclass(frozen=True)
@@ -115,17 +135,48 @@ def k_best(problem: AllocationProblem, k: int, solver: str = "dp") -> list[Ranke
     return out
 
 
-def rerank(built: "BuiltProblem", measure: Callable[[Mapping[str, "torch.Tensor"]], float | None], k: int,
-           solver: str = "dp") -> RerankResult:
-    """The k best plans of ``built.problem``, each measured by ``measure(compressed weights)`` (lower is better,
-    e.g. :meth:`cetopt.measure.Measurer.validation_dloss`); the best measured plan is returned with both objectives.
+def pool_plan(problem: AllocationProblem, source: str, bits: Mapping[str, int]) -> RankedPlan:
+    """A plan made elsewhere (another cost model's, at the same budget) as a candidate of ``problem``.
 
     Raises:
-        ProblemError(field="problem"): no feasible plan; ProblemError(field="validation"): ``measure`` gave None.
+        ProblemError(field="pool"): ``bits`` is not a plan of ``problem``'s layers, or breaks its budget.
     """
-    plans = k_best(built.problem, k, solver)
+    from cetopt.problem.evaluate import choices_from_bits, evaluate
+
+    try:
+        choices = choices_from_bits(problem, bits)
+    except ProblemError as err:
+        raise ProblemError(f"the {source} plan is not a plan of {problem.name}: {err}", field="pool") from None
+    score = evaluate(problem, choices)
+    if not score.feasible:
+        raise ProblemError(f"the {source} plan breaks {problem.name}'s constraints ({'; '.join(score.violations)}); "
+                           "a pool plan must be solved at the same budget", field="pool")
+    return RankedPlan(rank=None, choices=choices, bits=dict(bits), objective=float(score.objective),
+                      predicted_loss=float(score.loss), size_bits=float(score.size_bits), source=source)
+
+
+def rerank(built: "BuiltProblem", measure: Callable[[Mapping[str, "torch.Tensor"]], float | None], k: int,
+           solver: str = "dp", *, pool: Mapping[str, Mapping[str, int]] | None = None) -> RerankResult:
+    """The k best plans of ``built.problem`` and the ``pool`` plans (name -> bits, e.g. HAWQ-V3's plan at the same
+    budget), each measured by ``measure(compressed weights)`` (lower is better, e.g.
+    :meth:`cetopt.measure.Measurer.validation_dloss`); the best measured plan is returned with both objectives.
+    A pool plan equal to one of the k best is measured once, under the k-best entry. Ties in the measurement go
+    to the k best, in solver order.
+
+    Raises:
+        ProblemError(field="problem"): no feasible plan; ProblemError(field="validation"): ``measure`` gave None;
+        ProblemError(field="pool"): a pool plan that is not a feasible plan of the problem.
+    """
+    source = str(built.problem.metadata.get("method", ""))
+    plans = [dataclasses.replace(p, source=source) for p in k_best(built.problem, k, solver)]
     if not plans:
         raise ProblemError("no feasible plan to re-rank; loosen the budget", field="problem")
+    seen = {tuple(sorted(p.choices.items())) for p in plans}
+    for name, bits in (pool or {}).items():
+        candidate = pool_plan(built.problem, name, bits)
+        if tuple(sorted(candidate.choices.items())) not in seen:
+            plans.append(candidate)
+            seen.add(tuple(sorted(candidate.choices.items())))
     measured = []
     for plan in plans:
         value = measure(built.weights_for_choices(plan.choices))
@@ -133,30 +184,106 @@ def rerank(built: "BuiltProblem", measure: Callable[[Mapping[str, "torch.Tensor"
             raise ProblemError("re-ranking needs held-out validation batches: give ModelSpec.validation",
                                field="validation")
         measured.append(dataclasses.replace(plan, measured=float(value)))
-    best = min(measured, key=lambda p: (p.measured, p.rank))
+    best = min(measured, key=lambda p: (p.measured, len(measured) if p.rank is None else p.rank))
     return RerankResult(plans=tuple(measured), best=best)
 
 
-def rerank_report(target: str, k: int, *, avg_bits: float = 3.0, method: str | None = None,
-                  solver: str = "dp") -> str:
-    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem at ``avg_bits``, each with its
-    predicted and its measured validation loss change, and which one re-ranking returns (text table)."""
-    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+def selection_measure(measurer: "Measurer") -> tuple[Callable[[Mapping[str, "torch.Tensor"]], float], str]:
+    """(measure, split): the validation loss change when the model has validation batches, else the calibration
+    loss change (measured on the whole plan, so not the costs' additive prediction, but on the data the costs
+    were estimated from: say so when reporting)."""
+    if measurer.spec.validation:
+        return measurer.validation_dloss, "validation"  # type: ignore[return-value]
+    return measurer.calibration_dloss, "calibration"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A measured selection: the re-ranked plans, which split measured them, and the pool members' problems'
+    build seconds (what the pool cost)."""
+
+    result: RerankResult
+    split: str
+    pool_seconds: float
+
+
+def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str], solver: str = "dp",
+              ) -> dict[str, Mapping[str, int]]:
+    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidate bit-widths and
+    grid (name -> bits). A member with no feasible plan is left out, with a warning.
+
+    Raises:
+        ProblemError(field="pool"): an unknown cost model.
+    """
+    import logging
+
+    from cetopt.costmodels.registry import cost_model_names
+    from cetopt.quant.plan import problem_quantizer
+    from cetopt.solvers.api import solve
+    from cetopt.workflow import build_for
+
+    unknown = [name for name in pool if name not in cost_model_names()]
+    if unknown:
+        raise ProblemError(f"unknown cost model(s) {unknown}; choose from {sorted(cost_model_names())}", field="pool")
+    bits = sorted({c.bits for layer in problem.layers for c in layer.choices if c.rank is None and c.terms == 1})
+    out: dict[str, Mapping[str, int]] = {}
+    for name in pool:
+        other = build_for(spec, method=name, bits=bits, budget=problem.budget, quantizer=problem_quantizer(problem))
+        result = _solve(other.problem.with_budget(problem.budget), solver)
+        if result is None:
+            logging.getLogger(__name__).warning("pool member %s has no feasible plan at this budget: left out", name)
+            continue
+        out[name] = dict(result.bits)
+    return out
+
+
+def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: Sequence[str] = DEFAULT_POOL,
+                solver: str = "dp", measurer: "Measurer | None" = None) -> Selection:
+    """The measured selection of ``cetopt plan``: ``built``'s k best plans and each ``pool`` cost model's plan at
+    the same budget, measured by :func:`selection_measure`; ``result.best`` is the plan to ship.
+
+    Raises:
+        ProblemError: as :func:`rerank` and :func:`pool_bits`.
+    """
+    import time
+
     from cetopt.measure import Measurer
+
+    measurer = measurer or Measurer(spec)
+    start = time.perf_counter()
+    others = pool_bits(spec, built.problem, pool, solver)
+    seconds = time.perf_counter() - start
+    measure, split = selection_measure(measurer)
+    return Selection(result=rerank(built, measure, k, solver, pool=others), split=split, pool_seconds=seconds)
+
+
+def selection_table(selection: Selection, total_params: int) -> str:
+    """The measured selection as a text table: each plan's source, size, predicted and measured loss change."""
+    from cetopt.tables import format_table
+
+    result = selection.result
+    rows = [[p.label, f"{p.size_bits / total_params:.3f}", f"{p.predicted_loss:.6f}", f"{p.measured:.6f}",
+             "<- returned" if p is result.best else ""] for p in result.plans]
+    return format_table(["plan", "avg_bits", "predicted_dL (calibration)", f"measured_dL ({selection.split})", ""],
+                        rows)
+
+
+def rerank_report(target: str, k: int, *, avg_bits: float = 3.0, method: str | None = None,
+                  solver: str = "dp", pool: Sequence[str] = DEFAULT_POOL) -> str:
+    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem at ``avg_bits`` and the pool's
+    plans, each with its predicted and its measured loss change, and which one re-ranking returns (text table)."""
+    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.model import Budget
-    from cetopt.tables import format_table
     from cetopt.workflow import build_for
 
     spec = load_model_spec(target)
     method = method or DEFAULT_COST_MODEL
     built = build_for(spec, method=method, budget=Budget(avg_bits=avg_bits))
-    measurer = Measurer(spec)
-    result = rerank(built, measurer.validation_dloss, k, solver)
-    rows = [[p.rank, f"{p.size_bits / built.problem.total_params:.3f}", f"{p.predicted_loss:.6f}", f"{p.measured:.6f}",
-             "<- returned" if p is result.best else ""] for p in result.plans]
-    table = format_table(["rank", "avg_bits", "predicted_dL (calibration)", "measured_dL (validation)", ""], rows)
-    return (f"{spec.name}: the {len(result.plans)} best plans of the {method} problem at {avg_bits} avg bits "
-            f"({solver}), re-ranked by the measured validation loss change:\n{table}\n"
-            f"returned: rank {result.best.rank} (predicted {result.best.predicted_loss:.6f}, measured "
+    selection = select_plan(spec, built, k, pool=pool, solver=solver)
+    result = selection.result
+    return (f"{spec.name}: the {k} best plans of the {method} problem at {avg_bits} avg bits ({solver})"
+            f"{' and the plans of ' + ', '.join(pool) if pool else ''}, re-ranked by the measured {selection.split} "
+            f"loss change:\n{selection_table(selection, built.problem.total_params)}\n"
+            f"returned: {result.best.label} (predicted {result.best.predicted_loss:.6f}, measured "
             f"{result.best.measured:.6f}); the solver's optimum measured {result.solver_best.measured:.6f}")

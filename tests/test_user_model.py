@@ -1,4 +1,4 @@
-"""The README's "Your own model" section, run as written: its my_model.py and its four commands, from a
+"""The README's "Your own model" section, run as written: its my_model.py and its five commands, from a
 temporary folder outside the repository, with the command line only (nothing on PYTHONPATH)."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def readme_section() -> tuple[str, list[str]]:
 
 def test_readme_section_has_ten_lines_of_commands_and_code() -> None:
     code, commands = readme_section()
-    assert [c.split()[1] for c in commands] == ["extract", "solve", "apply", "evaluate"]
+    assert [c.split()[1] for c in commands] == ["extract", "solve", "plan", "apply", "evaluate"]
     assert "def spec() -> ModelSpec" in code
 
 
@@ -69,8 +69,10 @@ def test_user_model_from_outside_the_repo(tmp_path: Path) -> None:
                               timeout=600)
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
         outputs.append(done.stdout)
-    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan = json.loads((tmp_path / "plan.json").read_text())  # cetopt plan's, written over solve's
     assert plan["format"] == "cetopt.plan/2" and plan["model"].endswith("my_model.py:spec")
+    # the wine MLP has no validation batches: the selection says it measured on calibration
+    assert plan["extra"]["selection"]["split"] == "calibration" and plan["extra"]["selected"]
     manifest = json.loads((tmp_path / "compressed" / "manifest.json").read_text())
     file_bytes = (tmp_path / "compressed" / "model.safetensors").stat().st_size
     assert manifest["data_bytes"] * 8 == manifest["packed_bits"]  # exact, no slack

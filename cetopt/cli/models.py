@@ -76,6 +76,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.model import Budget
+    from cetopt.quant.plan import plan_from_choices
+    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.rerank import select_plan, selection_table
+    from cetopt.workflow import build_for
+
+    pool = tuple(name for name in args.pool.split(",") if name.strip())
+    spec = load_model_spec(args.model)
+    built = build_for(spec, method=args.method, bits=int_list(args.bits, "--bits"), budget=Budget(avg_bits=args.avg_bits),
+                      target=args.model, quantizer=QuantizerSpec(clip=args.clip))
+    selection = select_plan(spec, built, args.rerank, pool=pool, solver=args.solver)
+    best = selection.result.best
+    candidates = [{"plan": p.label, "size_bits": p.size_bits, "predicted_loss": p.predicted_loss,
+                   "measured_loss": p.measured} for p in selection.result.plans]
+    extra = {"solver": args.solver, "predicted_loss": best.predicted_loss, "budget_size_bits": best.size_bits,
+             "avg_bits": best.size_bits / built.problem.total_params, "selected": best.label,
+             "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates}}
+    plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
+    plan.save(args.out)
+    print(selection_table(selection, built.problem.total_params))
+    print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
+          f"(the solver's optimum {selection.result.solver_best.measured:+.6f}); `cetopt apply {args.out} --out DIR` "
+          f"packs it")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cetopt.pipeline import run_demo
 
@@ -110,6 +138,23 @@ def add_parsers(sub: Any) -> None:
                                                                 "subject to predicted dL <= 0)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("plan", help="the plan to ship for a model at a budget: the default problem's dp plan and "
+                                    "HAWQ-V3's, measured on held-out data; the better measured one is written")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--avg-bits", type=float, default=4.0, help="average bits per quantised weight (size budget)")
+    p.add_argument("--out", type=Path, required=True, help="plan file to write (JSON, cetopt apply reads it)")
+    p.add_argument("--rerank", type=int_in(1, 1000), default=1, metavar="K",
+                   help="measure the solver's K best plans of the default problem (default 1: its optimum)")
+    # default = cetopt.rerank.DEFAULT_POOL, spelled out (the module loads numpy); a test ties them
+    p.add_argument("--pool", default="hawq-v3", help="cost models whose plans at the same budget are measured too, "
+                   "comma-separated; '' for none (default hawq-v3: benchmarks/results/selection.md)")
+    p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
+                   help="the problem's cost model (default cet-upper, as extract)")
+    p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    p.add_argument("--clip", choices=("none", "mse"), default="mse", help="the candidates' quantiser, as extract")
+    p.add_argument("--solver", default="dp", help="an exact backend for the k best (cetopt solvers)")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
                                      "with plan.json and manifest.json (fingerprints, sizes)")

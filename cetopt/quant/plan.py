@@ -247,20 +247,32 @@ def plan_from_result(problem: "AllocationProblem", result: "SolveResult", *, mod
     if not result.choices:
         raise ProblemError(f"the solve ended {result.status.value} with no allocation: nothing to plan",
                            field="status")
+    extra = {"solver": result.solver, "status": result.status.value, "objective": result.objective,
+             "predicted_loss": result.loss, "budget_size_bits": result.size_bits, "avg_bits": result.avg_bits}
+    return plan_from_choices(problem, result.choices, extra=extra, model=model)
+
+
+def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], *,
+                      extra: Mapping[str, Any] | None = None, model: str | None = None) -> Plan:
+    """The plan of an allocation of ``problem`` (layer -> choice index): each layer's (bits, rank, terms), the
+    problem's rounding and quantiser, its method and fingerprints, and ``extra`` (e.g. how it was chosen).
+
+    Raises:
+        ProblemError: ``choices`` misses a layer of the problem.
+    """
     meta = dict(problem.metadata)
     rounding = str(meta.get("rounding", "nearest"))
     quantizer = problem_quantizer(problem)
     layers = {}
     for layer in problem.layers:
-        if layer.name not in result.choices:
+        if layer.name not in choices:
             raise ProblemError(f"the result has no choice for layer {layer.name!r}", field="choices")
-        c = layer.choices[result.choices[layer.name]]
+        c = layer.choices[choices[layer.name]]
         plain = c.rank is None and c.terms == 1 and c.bits >= 2
         layers[layer.name] = LayerChoice(bits=int(c.bits), rank=c.rank, terms=int(c.terms),
                                          rounding=rounding if plain else "nearest")
-    extra = {"solver": result.solver, "status": result.status.value, "objective": result.objective,
-             "predicted_loss": result.loss, "budget_size_bits": result.size_bits, "avg_bits": result.avg_bits,
-             "method": meta.get("method"), **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
+    extra = {**(extra or {}), "method": meta.get("method"),
+             **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
              **{k: meta[k] for k in FINGERPRINT_KEYS if isinstance(meta.get(k), str)}}
     if model is None:
         model = str(meta.get("model_target") or meta.get("model", ""))

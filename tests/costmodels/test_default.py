@@ -20,3 +20,11 @@ def test_default_grid_is_shared() -> None:
     assert inspect.signature(build_for).parameters["quantizer"].default == DEFAULT_QUANTIZER
     args = build_parser().parse_args(["extract", "digits-mlp", "--out", "x.json"])
     assert args.clip == DEFAULT_QUANTIZER.clip
+
+
+def test_plan_command_shares_the_defaults() -> None:
+    from cetopt.rerank import DEFAULT_POOL
+
+    args = build_parser().parse_args(["plan", "digits-mlp", "--out", "x.json"])
+    assert args.method == DEFAULT_COST_MODEL and args.clip == DEFAULT_QUANTIZER.clip
+    assert tuple(n for n in args.pool.split(",") if n) == DEFAULT_POOL and args.rerank == 1

@@ -83,3 +83,72 @@ def test_demo_rerank_reports_both_objectives() -> None:
     text = out.getvalue()
     assert "predicted_dL (calibration)" in text and "measured_dL (validation)" in text
     assert text.count("<- returned") == 1 and "the solver's optimum measured" in text
+
+
+def _tiny_built():  # type: ignore[no-untyped-def]
+    from cetopt.builders.second_order import build, replace_weights
+    from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
+
+    model, data = tiny_model(), tiny_data()
+    built = build(model, ce_loss, data, name="tiny", bits=(2, 3, 4, 8), method="cet-nograd",
+                  budget=Budget(avg_bits=4.0), cache_dir=False)
+    validation = tiny_data(seed=7)
+
+    def measure(weights):  # type: ignore[no-untyped-def]
+        swapped = replace_weights(model, weights)
+        return float(sum(ce_loss(swapped, b) - ce_loss(model, b) for b in validation) / len(validation))
+
+    return built, measure
+
+
+def test_a_pool_plan_is_measured_beside_the_k_best_and_can_win() -> None:
+    built, measure = _tiny_built()
+    names = built.problem.layer_names
+    cheap = {n: 2 for n in names}  # every layer at 2 bits: within the 4-bit budget, far from the optimum
+    plain = rerank(built, measure, 1)
+    result = rerank(built, measure, 1, pool={"all-2-bit": cheap, "same-as-optimum": dict(plain.best.bits)})
+    labels = [p.label for p in result.plans]
+    assert labels == ["cet-nograd#0", "all-2-bit"]  # the optimum's twin is measured once, under the k-best entry
+    pooled = result.plans[1]
+    assert pooled.rank is None and dict(pooled.bits) == cheap
+    assert pooled.measured == pytest.approx(measure(built.compressed_weights(cheap)))
+    assert result.best.measured == min(p.measured for p in result.plans)
+    assert result.solver_best.rank == 0
+
+
+def test_a_pool_plan_over_budget_is_refused_by_name() -> None:
+    built, measure = _tiny_built()
+    with pytest.raises(ProblemError) as info:
+        rerank(built, measure, 1, pool={"all-8-bit": {n: 8 for n in built.problem.layer_names}})
+    assert info.value.field == "pool" and "all-8-bit" in str(info.value) and "same budget" in str(info.value)
+
+
+def test_plan_command_writes_the_best_measured_plan(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import contextlib
+    import io
+
+    from cetopt.cli import main
+    from cetopt.quant.plan import Plan
+
+    out = io.StringIO()
+    path = tmp_path / "plan.json"
+    with contextlib.redirect_stdout(out):
+        assert main(["plan", "digits-mlp", "--avg-bits", "3", "--rerank", "2", "--out", str(path)]) == 0
+    plan = Plan.load(path)
+    selection = plan.extra["selection"]
+    assert selection["split"] == "validation" and selection["pool"] == ["hawq-v3"]
+    measured = {c["plan"]: c["measured_loss"] for c in selection["candidates"]}
+    assert {"cet-upper#0", "cet-upper#1"} <= set(measured) and len(measured) in (2, 3)  # hawq-v3 unless a twin
+    assert plan.extra["selected"] == min(measured, key=measured.get)
+    assert plan.model == "digits-mlp" and plan.quantizer.clip == "mse" and "fingerprint_weights" in plan.extra
+    assert "<- returned" in out.getvalue()
+
+
+def test_plan_command_names_an_unknown_pool_member() -> None:
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.synthetic import synthetic_problem
+    from cetopt.rerank import pool_bits
+
+    with pytest.raises(ProblemError) as info:
+        pool_bits(load_model_spec("digits-mlp"), synthetic_problem(3, n_choices=3, seed=0), ["nosuch"])
+    assert info.value.field == "pool" and "nosuch" in str(info.value)
