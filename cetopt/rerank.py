@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from cetopt.measure import Measurer
     from cetopt.modelspec import ModelSpec
 
-# the cost models whose plans join the default's in a measured selection (``cetopt plan``, ``cetopt demo``):
-# chosen by benchmarks/selection.py (results/selection.md) on the pretrained models and the user check
+# the cost models whose plans join the default's in a measured selection (``cetopt plan``, ``cetopt demo``), chosen
+# by benchmarks/selection.py (results/selection.md). Adding cet-nograd won one more zoo cell, but its plan needs a
+# second pass of quadratic forms (167 s on MobileNetV2, about as long as the default's own build), while HAWQ-V3's
+# plan is the baseline that the demo and bench compute anyway
 DEFAULT_POOL: tuple[str, ...] = ("hawq-v3",)
 
 

@@ -21,6 +21,7 @@ SECTIONS: dict[str, str] = {
     "zoo": "cetopt.results.quality_sections:zoo_section",
     "published": "cetopt.results.published:published_section",
     "pretrained": "cetopt.results.pretrained:pretrained_section",
+    "selection": "cetopt.results.selection:selection_section",
 }
 
 
