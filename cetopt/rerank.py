@@ -49,6 +49,7 @@ class RankedPlan:
             size_bits: packed size in bits.
         measured: the measured objective (validation loss change), None until measured.
         source: where the plan came from: the problem's cost model for the k best, the pool member's name else.
+        same_as: the pool members whose plan is this one (measured once, here).
     """
 
     rank: int | None
@@ -59,11 +60,14 @@ class RankedPlan:
     size_bits: float
     measured: float | None = None
     source: str = ""
+    same_as: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        """``cet-upper#0`` for the solver's optimum, ``hawq-v3`` for a pool plan."""
-        return self.source if self.rank is None else f"{self.source or 'solver'}#{self.rank}"
+        """``cet-upper#0`` for the solver's optimum, ``hawq-v3`` for a pool plan, ``cet-upper#0 (= hawq-v3)`` when
+        a pool member made the same plan."""
+        name = self.source if self.rank is None else f"{self.source or 'solver'}#{self.rank}"
+        return name + (f" (= {', '.join(self.same_as)})" if self.same_as else "")
 
 
 @dataclass(frozen=True)
@@ -173,12 +177,16 @@ def rerank(built: "BuiltProblem", measure: Callable[[Mapping[str, "torch.Tensor"
     plans = [dataclasses.replace(p, source=source) for p in k_best(built.problem, k, solver)]
     if not plans:
         raise ProblemError("no feasible plan to re-rank; loosen the budget", field="problem")
-    seen = {tuple(sorted(p.choices.items())) for p in plans}
+    index = {tuple(sorted(p.choices.items())): i for i, p in enumerate(plans)}
     for name, bits in (pool or {}).items():
         candidate = pool_plan(built.problem, name, bits)
-        if tuple(sorted(candidate.choices.items())) not in seen:
+        key = tuple(sorted(candidate.choices.items()))
+        if key in index:
+            twin = plans[index[key]]
+            plans[index[key]] = dataclasses.replace(twin, same_as=twin.same_as + (name,))
+        else:
+            index[key] = len(plans)
             plans.append(candidate)
-            seen.add(tuple(sorted(candidate.choices.items())))
     measured = []
     for plan in plans:
         value = measure(built.weights_for_choices(plan.choices))
@@ -201,18 +209,19 @@ def selection_measure(measurer: "Measurer") -> tuple[Callable[[Mapping[str, "tor
 
 @dataclass(frozen=True)
 class Selection:
-    """A measured selection: the re-ranked plans, which split measured them, and the pool members' problems'
-    build seconds (what the pool cost)."""
+    """A measured selection: the re-ranked plans, which split measured them, the pool members' problems' build
+    seconds (what the pool cost), and the pool members left out because they had no feasible plan."""
 
     result: RerankResult
     split: str
     pool_seconds: float
+    left_out: tuple[str, ...] = ()
 
 
 def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str], solver: str = "dp",
               ) -> dict[str, Mapping[str, int]]:
     """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidate bit-widths and
-    grid (name -> bits). A member with no feasible plan is left out, with a warning.
+    grid (name -> bits). A member with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
 
     Raises:
         ProblemError(field="pool"): an unknown cost model.
@@ -256,7 +265,8 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
     others = pool_bits(spec, built.problem, pool, solver)
     seconds = time.perf_counter() - start
     measure, split = selection_measure(measurer)
-    return Selection(result=rerank(built, measure, k, solver, pool=others), split=split, pool_seconds=seconds)
+    return Selection(result=rerank(built, measure, k, solver, pool=others), split=split, pool_seconds=seconds,
+                     left_out=tuple(name for name in pool if name not in others))
 
 
 def selection_table(selection: Selection, total_params: int) -> str:

@@ -94,10 +94,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
                    "measured_loss": p.measured} for p in selection.result.plans]
     extra = {"solver": args.solver, "predicted_loss": best.predicted_loss, "budget_size_bits": best.size_bits,
              "avg_bits": best.size_bits / built.problem.total_params, "selected": best.label,
-             "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates}}
+             "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates,
+                           "left_out": list(selection.left_out)}}
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
     plan.save(args.out)
     print(selection_table(selection, built.problem.total_params))
+    if selection.left_out:
+        print(f"left out of the pool (no feasible plan at this budget): {', '.join(selection.left_out)}")
     print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
           f"(the solver's optimum {selection.result.solver_best.measured:+.6f}); `cetopt apply {args.out} --out DIR` "
           f"packs it")
