@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cetopt.errors import ProblemError
 from cetopt.problem.evaluate import evaluate
@@ -153,3 +154,39 @@ def test_plan_command_names_an_unknown_pool_member() -> None:
     with pytest.raises(ProblemError) as info:
         pool_bits(load_model_spec("digits-mlp"), synthetic_problem(3, n_choices=3, seed=0), ["nosuch"])
     assert info.value.field == "pool" and "nosuch" in str(info.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(max_layers=4, interactions=False), st.integers(0, 2**16))
+def test_rerank_with_a_pool_returns_the_best_measured_of_every_plan(problem: AllocationProblem, seed: int) -> None:
+    import numpy as np
+    import torch
+
+    from cetopt.builders.second_order import BuiltProblem
+
+    feasible = [dict(zip(problem.layer_names, combo))
+                for combo in itertools.product(*(range(len(layer.choices)) for layer in problem.layers))
+                if not evaluate(problem, dict(zip(problem.layer_names, combo))).violations]
+    if not feasible:
+        return
+    rng = np.random.default_rng(seed)
+    other = feasible[int(rng.integers(len(feasible)))]
+    bits = {layer.name: layer.choices[other[layer.name]].bits for layer in problem.layers}
+    weights = {layer.name: [torch.tensor(float(v)) for v in rng.normal(size=len(layer.choices))]
+               for layer in problem.layers}
+
+    def measure(w):  # type: ignore[no-untyped-def]  # a made-up measurement that disagrees with the objective
+        return float(sum(t.item() for t in w.values()))
+
+    try:
+        result = rerank(BuiltProblem(problem=problem, weights=weights), measure, 3, solver="bruteforce",
+                        pool={"other": bits})
+    except ProblemError:  # inconsistent problems are refused up front, as in k_best
+        return
+    values = [measure({n: weights[n][c[n]] for n in problem.layer_names}) for c in (p.choices for p in result.plans)]
+    assert result.best.measured == pytest.approx(min(values))
+    assert all(not evaluate(problem, p.choices).violations for p in result.plans)
+    keys = [tuple(sorted(p.choices.items())) for p in result.plans]
+    assert len(set(keys)) == len(keys)  # every plan measured once
+    named = [p for p in result.plans if p.source == "other" or "other" in p.same_as]
+    assert len(named) == 1 and dict(named[0].choices) == other
