@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cetopt.tables import ci_cell
+
 METHODS = ("cet", "cet-nograd", "cet-shrink", "cet-holdout", "measured", "measured-shrink", "cet-upper", "cet-trust", "hawq-v3")
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 CLIP = "mse"  # the candidates' clipping for every method and plan (--clip): "mse" (the default grid) or "none" (max |w|)
@@ -187,12 +189,6 @@ def summarise(all_runs: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[s
     return {"comparisons": comparisons, "prediction": quality, "ranking": ranking}
 
 
-def _ci_text(entry: Mapping[str, Any] | None) -> str:
-    if entry is None:
-        return "-"
-    return f"{100 * entry['estimate']:+.2f} [{100 * entry['low']:+.2f}, {100 * entry['high']:+.2f}] {entry['verdict']}"
-
-
 def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     """The tables of ``summary`` (accuracy in %, CI differences in points)."""
     lines = ["# Cost models at equal size: which one should be the default?", "",
@@ -208,8 +204,8 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for c in summary["comparisons"]:
         lines.append(f"| {c['model']} | {c['avg_bits']:g} | {c['method']} | {100 * c['accuracy']:.2f} | "
-                     f"{c['avg_bits_used_min']:.3f} | {_ci_text(c.get('vs_hawq-v3'))} | {_ci_text(c.get('vs_uniform'))} | "
-                     f"{_ci_text(c.get('vs_cet'))} |")
+                     f"{c['avg_bits_used_min']:.3f} | {ci_cell(c.get('vs_hawq-v3'))} | {ci_cell(c.get('vs_uniform'))} | "
+                     f"{ci_cell(c.get('vs_cet'))} |")
     lines += ["", "## Whole-plan prediction: predicted vs measured validation loss change across plans", "",
               f"Plans per seed: every method's plan at each budget, uniform, {RANDOM_PLANS} random plans; Spearman is "
               "the mean over seeds (min in brackets).", "",

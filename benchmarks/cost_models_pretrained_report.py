@@ -8,12 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-
-def _ci_text(entry: Mapping[str, Any] | None, scale: float) -> str:
-    if entry is None:
-        return "-"
-    return (f"{scale * entry['estimate']:+.2f} [{scale * entry['low']:+.2f}, {scale * entry['high']:+.2f}] "
-            f"{entry['verdict']}")
+from cetopt.tables import ci_cell
 
 
 def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
@@ -42,8 +37,8 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         scale = 1.0 if c["metric"] == "kl" else 100.0
         lines.append(f"| {c['model']} | {c['avg_bits']:g} | {c['method']} | {c['metric']} | "
                      f"{(c['mean'] if scale == 1 else 100 * c['mean']):.3f} | {c['avg_bits_used']:.3f} | "
-                     f"{c['packed_bits'] / 8 / 2 ** 20:.3f} | {_ci_text(c.get('vs_hawq-v3'), scale)} | "
-                     f"{_ci_text(c.get('vs_uniform'), scale)} | {_ci_text(c.get('vs_cet'), scale)} |")
+                     f"{c['packed_bits'] / 8 / 2 ** 20:.3f} | {ci_cell(c.get('vs_hawq-v3'), scale)} | "
+                     f"{ci_cell(c.get('vs_uniform'), scale)} | {ci_cell(c.get('vs_cet'), scale)} |")
     lines += ["", "## FP32 plus one calibration gradient step (no quantisation)", "",
               "The most favourable single step (step size picked on the calibration loss, cetopt.baselines."
               "gradient_step) against FP32 itself: what a free training step does to the same metrics.", "",
@@ -52,7 +47,7 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         if c["method"] == "fp32+step":
             scale = 1.0 if c["metric"] == "kl" else 100.0
             lines.append(f"| {c['model']} | {c['metric']} | {(c['mean'] if scale == 1 else 100 * c['mean']):.3f} | "
-                         f"{_ci_text(c.get('vs_fp32'), scale)} |")
+                         f"{ci_cell(c.get('vs_fp32'), scale)} |")
     lines += ["", "## Verdict on the headline metric (the issue's Done-when)", "",
               "| model | bits | rounding | default vs HAWQ-V3 | at least as good as HAWQ-V3 (CI) | default vs uniform | "
               "clearly better than uniform |", "|---|---|---|---|---|---|---|"]
@@ -82,7 +77,7 @@ def verdicts(comparisons_: Sequence[Mapping[str, Any]], default: str) -> list[di
             continue
         hawq, uniform = c.get("vs_hawq-v3"), c.get("vs_uniform")
         out.append({"model": c["model"], "avg_bits": c["avg_bits"], "rounding": rounding or "nearest",
-                    "vs_hawq": _ci_text(hawq, 100.0), "vs_uniform": _ci_text(uniform, 100.0),
+                    "vs_hawq": ci_cell(hawq, 100.0), "vs_uniform": ci_cell(uniform, 100.0),
                     "not_worse_than_hawq": hawq is not None and hawq["verdict"] != "worse",
                     "better_than_uniform": uniform is not None and uniform["verdict"] == "better"})
     return out

@@ -115,10 +115,9 @@ def run(name: str, crops: int, cache: Path | None) -> dict[str, Any]:
 
 
 def _cell(row: Mapping[str, Any], other: str) -> str:
-    v = row.get(f"vs_{other}")
-    if v is None:
-        return "-"
-    return f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
+    from cetopt.tables import ci_cell
+
+    return ci_cell(row.get(f"vs_{other}"))
 
 
 def markdown(results: Mapping[str, Any], meta: Mapping[str, Any]) -> str:

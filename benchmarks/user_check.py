@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cetopt._atomic import atomic_write_text
+from cetopt.tables import ci_cell
 
 TARGETS = ("benchmarks/user_models/mobilenetv2_distill.py:spec", "benchmarks/user_models/minilm_cls.py:spec")
 AVG_BITS = (3.0, 4.0, 5.0)
@@ -78,7 +79,7 @@ def check(target: str) -> dict[str, Any]:
             for other in ("hawq-v3", "uniform"):
                 key = f"vs_{other}" if label == DEFAULT_COST_MODEL else f"plan_vs_{other}"
                 if other in scored:
-                    ci = paired_bootstrap_ci(values, scored[other], n_boot=2000, seed=0)
+                    ci = paired_bootstrapci_cell(values, scored[other], n_boot=2000, seed=0)
                     row[key] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high,
                                 "verdict": {"a": "better", "b": "worse"}.get(ci.verdict, "tie")}
                 else:
@@ -88,12 +89,6 @@ def check(target: str) -> dict[str, Any]:
     return {"target": target, "model": spec.name, "data": spec.data, "layers": len(built.problem.layers),
             "grid": problem_quantizer(built.problem).clip, "method": DEFAULT_COST_MODEL, "build_s": build_s,
             "seconds": time.perf_counter() - t0, "rows": rows}
-
-
-def _ci(v: dict[str, Any] | None) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
 
 
 def main() -> None:
@@ -129,9 +124,9 @@ def main() -> None:
             means = r["means"]
             lines.append(f"| {r['avg_bits']:g} | {r['n_test']} | {100 * r['fp32']:.2f} | {100 * means[m['method']]:.2f} | "
                          + " | ".join(f"{100 * means[k]:.2f}" if k in means else "-" for k in ("hawq-v3", "uniform"))
-                         + f" | {_ci(r['vs_hawq-v3'])} | {_ci(r['vs_uniform'])} | {100 * means['plan']:.2f} "
-                         f"({r['selected']}, {r['selection_split']}) | {_ci(r['plan_vs_hawq-v3'])} | "
-                         f"{_ci(r['plan_vs_uniform'])} |")
+                         + f" | {ci_cell(r['vs_hawq-v3'])} | {ci_cell(r['vs_uniform'])} | {100 * means['plan']:.2f} "
+                         f"({r['selected']}, {r['selection_split']}) | {ci_cell(r['plan_vs_hawq-v3'])} | "
+                         f"{ci_cell(r['plan_vs_uniform'])} |")
         lines.append("")
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from cetopt.solvers.result import SolveResult
 
@@ -72,3 +72,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def ci_cell(entry: Mapping[str, Any] | None, scale: float = 100.0) -> str:
+    """A paired difference with its CI as a table cell, ``+1.18 [+1.00, +1.36] better`` ("-" for None).
+
+    ``entry``: {"estimate", "low", "high", "verdict"} as the benchmarks store a :class:`cetopt.stats.PairedCI`;
+    ``scale``: 100 turns fractions (accuracy, agreement, cosine) into points.
+    """
+    if entry is None:
+        return "-"
+    return (f"{scale * entry['estimate']:+.2f} [{scale * entry['low']:+.2f}, {scale * entry['high']:+.2f}] "
+            f"{entry['verdict']}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cetopt.tables import markdown_table
+from cetopt.tables import ci_cell, markdown_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cost_models_pretrained.json"
 PRETRAINED = ("mobilenetv2", "minilm")
@@ -43,8 +43,7 @@ def pretrained_section() -> str:
             if c["model"] not in models or c["method"] != default or not c.get("headline", True):
                 continue
             rows.append([c["model"], f"{c['avg_bits']:g}", c["metric"], str(c["n_test"]), f"{100 * c['mean']:.2f}",
-                         *(f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
-                           for v in (c["vs_hawq-v3"], c["vs_uniform"]))])
+                         ci_cell(c["vs_hawq-v3"]), ci_cell(c["vs_uniform"])])
     measured = {r[0] for r in rows}
     missing = [m for m in PRETRAINED if m not in measured]
     text = [f"The default cost model (`{default}`, candidates on the {grid}-clipped grid, the baselines' plans "

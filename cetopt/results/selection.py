@@ -10,15 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from cetopt.tables import markdown_table
+from cetopt.tables import ci_cell, markdown_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-
-
-def _ci(v: Mapping[str, Any] | None) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v['estimate']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] {v['verdict']}"
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -56,9 +50,9 @@ def selection_section() -> str:
             default = by[(avg, DEFAULT_COST_MODEL)]
             plans.append(r)
             reranked.append(by[(avg, "rerank8")])
-            rows.append([model, f"{avg:g}", r["metric"], str(r["n_test"]), _ci(default.get("vs_hawq-v3")),
-                         f"{r['selection']['returned']} ({res['split']})", _ci(r.get("vs_hawq-v3")),
-                         _ci(r.get("vs_uniform"))])
+            rows.append([model, f"{avg:g}", r["metric"], str(r["n_test"]), ci_cell(default.get("vs_hawq-v3")),
+                         f"{r['selection']['returned']} ({res['split']})", ci_cell(r.get("vs_hawq-v3")),
+                         ci_cell(r.get("vs_uniform"))])
     for m in user["models"]:
         if m["method"] != DEFAULT_COST_MODEL or "plan_vs_hawq-v3" not in m["rows"][0]:
             raise ValueError("benchmarks/results/user-check.json predates the default cost model or cetopt plan: "
@@ -66,8 +60,8 @@ def selection_section() -> str:
         for r in m["rows"]:
             plans.append({"vs_hawq-v3": r["plan_vs_hawq-v3"], "vs_uniform": r["plan_vs_uniform"]})
             rows.append([f"{m['model']} (outside the zoo)", f"{r['avg_bits']:g}", "test metric", str(r["n_test"]),
-                         _ci(r["vs_hawq-v3"]), f"{r['selected']} ({r['selection_split']})", _ci(r["plan_vs_hawq-v3"]),
-                         _ci(r["plan_vs_uniform"])])
+                         ci_cell(r["vs_hawq-v3"]), f"{r['selected']} ({r['selection_split']})", ci_cell(r["plan_vs_hawq-v3"]),
+                         ci_cell(r["plan_vs_uniform"])])
     hawq, uniform = _verdicts(plans, "vs_hawq-v3"), _verdicts(plans, "vs_uniform")
     alone = _verdicts(reranked, f"vs_{DEFAULT_COST_MODEL}")
     table = markdown_table(["model", "avg bits", "metric", "test inputs", f"{DEFAULT_COST_MODEL} dp vs HAWQ-V3",

@@ -50,8 +50,8 @@ def test_k_must_be_positive() -> None:
     assert info.value.field == "k"
 
 
-def test_rerank_returns_the_best_measured_plan() -> None:
-    from cetopt.builders.second_order import build
+def _tiny_built():  # type: ignore[no-untyped-def]
+    from cetopt.builders.second_order import build, replace_weights
     from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
 
     model, data = tiny_model(), tiny_data()
@@ -60,11 +60,14 @@ def test_rerank_returns_the_best_measured_plan() -> None:
     validation = tiny_data(seed=7)
 
     def measure(weights):  # type: ignore[no-untyped-def]
-        from cetopt.builders.second_order import replace_weights
-
         swapped = replace_weights(model, weights)
         return float(sum(ce_loss(swapped, b) - ce_loss(model, b) for b in validation) / len(validation))
 
+    return built, measure
+
+
+def test_rerank_returns_the_best_measured_plan() -> None:
+    built, measure = _tiny_built()
     result = rerank(built, measure, 5, solver="dp")
     assert [p.rank for p in result.plans] == list(range(len(result.plans))) and len(result.plans) == 5
     assert result.best.measured == min(p.measured for p in result.plans)
@@ -84,22 +87,6 @@ def test_demo_rerank_reports_both_objectives() -> None:
     text = out.getvalue()
     assert "predicted_dL (calibration)" in text and "measured_dL (validation)" in text
     assert text.count("<- returned") == 1 and "the solver's optimum measured" in text
-
-
-def _tiny_built():  # type: ignore[no-untyped-def]
-    from cetopt.builders.second_order import build, replace_weights
-    from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
-
-    model, data = tiny_model(), tiny_data()
-    built = build(model, ce_loss, data, name="tiny", bits=(2, 3, 4, 8), method="cet-nograd",
-                  budget=Budget(avg_bits=4.0), cache_dir=False)
-    validation = tiny_data(seed=7)
-
-    def measure(weights):  # type: ignore[no-untyped-def]
-        swapped = replace_weights(model, weights)
-        return float(sum(ce_loss(swapped, b) - ce_loss(model, b) for b in validation) / len(validation))
-
-    return built, measure
 
 
 def test_a_pool_plan_is_measured_beside_the_k_best_and_can_win() -> None:
