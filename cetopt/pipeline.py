@@ -25,7 +25,6 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
     from cetopt.measure import Measurer
     from cetopt.problem.evaluate import choices_from_bits, evaluate
     from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
-    from cetopt.rerank import rerank, selection_measure
 
     measurer = measurer if measurer is not None else Measurer(spec)
     grid = problem_quantizer(problem)  # the problem's candidates' grid: what its predictions priced
@@ -59,7 +58,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.evaluate import choices_from_bits, evaluate
     from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
-    from cetopt.rerank import rerank, selection_measure
+    from cetopt.rerank import DEFAULT_POOL, pool_bits, rerank, selection_measure
     from cetopt.solvers.api import solve
     from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
@@ -102,12 +101,15 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         score = evaluate(problem, choices_from_bits(problem, bits))
         ratio, measurement = apply_and_measure(dict(bits))
         rows.append(_row(label, "baseline", score.avg_bits, ratio, score.objective, "-", measurement, fp))
+    # what `cetopt plan` would ship: the default pool's plans beside the dp plan (HAWQ-V3's is already above)
     measure, split = selection_measure(measurer)
-    hawq = baselines["hawq-v3/dp"]
-    selection = rerank(built, measure, 1, pool={} if hawq is None else {"hawq-v3": hawq})
+    hawq = baselines["hawq-v3/dp"] if "hawq-v3" in DEFAULT_POOL else None
+    pool = {**({} if hawq is None else {"hawq-v3": hawq}),
+            **pool_bits(spec, problem, [name for name in DEFAULT_POOL if name != "hawq-v3"])}
+    selection = rerank(built, measure, 1, pool=pool)
     chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
-    select_line = (f"`cetopt plan` (measured selection between the dp plan and HAWQ-V3's, loss change on the {split} "
-                   f"batches): {chosen} -> ships {selection.best.label}")
+    select_line = (f"`cetopt plan` (measured selection between the dp plan and the pool's, {', '.join(DEFAULT_POOL)}; "
+                   f"loss change on the {split} batches): {chosen} -> ships {selection.best.label}")
     check = per_layer_check(spec, problem, dict(solve(problem, "dp").bits), measurer)
     check_table = format_table(["layer", "bits", "predicted_dL", "measured_dL"],
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]

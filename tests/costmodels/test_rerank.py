@@ -177,3 +177,17 @@ def test_rerank_with_a_pool_returns_the_best_measured_of_every_plan(problem: All
     assert len(set(keys)) == len(keys)  # every plan measured once
     named = [p for p in result.plans if p.source == "other" or "other" in p.same_as]
     assert len(named) == 1 and dict(named[0].choices) == other
+
+
+def test_demo_says_which_plan_cetopt_plan_would_ship() -> None:
+    import re
+
+    from cetopt.pipeline import run_demo
+    from cetopt.rerank import DEFAULT_POOL
+
+    text = run_demo("digits-mlp", avg_bits=3.0, solvers=["dp"])
+    line = next(row for row in text.splitlines() if row.startswith("`cetopt plan`"))
+    measured = {m.group(1): float(m.group(2)) for m in re.finditer(r"([\w.-]+#?\d*(?: \(= [^)]*\))?) ([+-]\d\.\d+)", line)}
+    assert "cet-upper#0" in " ".join(measured) and all(name in line for name in DEFAULT_POOL)
+    shipped = line.rsplit("-> ships ", 1)[1]
+    assert measured[shipped] == min(measured.values())
