@@ -99,6 +99,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
     plan.save(args.out)
     print(selection_table(selection, built.problem.total_params))
+    if pool:
+        print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")
     if selection.left_out:
         print(f"left out of the pool (no feasible plan at this budget): {', '.join(selection.left_out)}")
     print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
