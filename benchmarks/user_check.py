@@ -63,8 +63,8 @@ def check(target: str) -> dict[str, Any]:
         # cetopt plan's selection: the default optimum and the default pool's plans, measured on held-out batches
         # (the test examples play no part); HAWQ-V3's plan is the one solved above
         measure, split = selection_measure(measurer)
-        hawq = plans["hawq-v3"] if "hawq-v3" in DEFAULT_POOL else None
-        pool = {**({} if hawq is None else {"hawq-v3": hawq}),
+        hawq_plan = plans["hawq-v3"] if "hawq-v3" in DEFAULT_POOL else None
+        pool = {**({} if hawq_plan is None else {"hawq-v3": hawq_plan}),
                 **pool_bits(spec, built.problem.with_budget(Budget(avg_bits=b)),
                             [name for name in DEFAULT_POOL if name != "hawq-v3"])}
         selection = rerank(dataclasses.replace(built, problem=built.problem.with_budget(Budget(avg_bits=b))), measure, 1,
@@ -81,7 +81,7 @@ def check(target: str) -> dict[str, Any]:
             for other in ("hawq-v3", "uniform"):
                 key = f"vs_{other}" if label == DEFAULT_COST_MODEL else f"plan_vs_{other}"
                 if other in scored:
-                    ci = paired_bootstrapci_cell(values, scored[other], n_boot=2000, seed=0)
+                    ci = paired_bootstrap_ci(values, scored[other], n_boot=2000, seed=0)
                     row[key] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high,
                                 "verdict": {"a": "better", "b": "worse"}.get(ci.verdict, "tie")}
                 else:
