@@ -154,3 +154,18 @@ def test_extract_method_choices_come_from_the_registry(capsys: pytest.CaptureFix
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'nosuch'" in err and "cet-shrink" in err and "hawq-v3" in err
+
+
+def test_version_and_global_options_after_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from cetopt import __version__
+    from cetopt.cli import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and __version__ in capsys.readouterr().out
+    parser = build_parser()
+    assert parser.parse_args(["solve", "p.json", "--threads", "3"]).threads == 3
+    assert parser.parse_args(["--threads", "2", "solve", "p.json"]).threads == 2  # not reset by the subcommand
+    assert parser.parse_args(["solve", "p.json"]).threads is None
+    assert main(["solvers", "--threads", "0"]) == 2  # validated wherever it is given
+    assert "--threads" in capsys.readouterr().err

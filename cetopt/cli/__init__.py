@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Sequence
 
+from cetopt import __version__
 from cetopt.cli import models, problems, reports
 from cetopt.cli.args import EXIT_BAD_INPUT, EXIT_FAILED
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
@@ -28,10 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc malloc as it is (by default freed memory stays in the process: large "
                              "activations stop costing page faults; cetopt.curvature.allocator)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (problems, models, reports):
         module.add_parsers(sub)
+    for command in sub.choices.values():  # the global options are accepted after the subcommand too
+        _add_global_options(command)
     return parser
+
+
+def _add_global_options(command: argparse.ArgumentParser) -> None:
+    """``cetopt solve --threads 2 ...`` as well as ``cetopt --threads 2 solve ...``: SUPPRESS keeps the value
+    given before the subcommand when the option is not repeated after it."""
+    known = {opt for action in command._actions for opt in action.option_strings}
+    if "--threads" not in known:
+        command.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                             help="torch CPU threads (also accepted before the subcommand)")
+    if "--verbose" not in known and "-v" not in known:
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    if "--system-malloc" not in known:
+        command.add_argument("--system-malloc", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 _TORCH_FREE = {"solve", "compare", "solvers", "validate", "schema", "make-problem"}
