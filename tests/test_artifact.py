@@ -117,7 +117,10 @@ def test_cli_apply_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     manifest = json.loads((tmp_path / "art" / MANIFEST_FILE).read_text())
     assert manifest["target"] == f"{tmp_path / 'small_model.py'}:spec"  # absolute: evaluate works from anywhere
     monkeypatch.chdir(tmp_path.parent)
-    assert main(["evaluate", str(tmp_path / "art"), "--format", "json"]) == 0
+    assert main(["evaluate", str(tmp_path / "art"), "--format", "json"]) == 2  # the recorded target is not imported
+    assert "--model" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "art"), "--model", str(tmp_path / "small_model.py") + ":spec",
+                 "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "small" and report["layers"] == 2
     assert main(["apply", str(tmp_path / "plan.json"), "--out", str(tmp_path / "y")]) == 2  # plan names no model

@@ -31,6 +31,7 @@ class BenchSpec:
         baselines: baseline allocations added per problem and budget ("uniform", "hawq-v3").
         time_limit: seconds per solve.
         measure: measure zoo models' plans.
+        models: model targets the user typed for problems that record a non-zoo model (cetopt.bench.cell.Cell).
     """
 
     problems: Sequence[str] = QUICK_PROBLEMS
@@ -39,6 +40,7 @@ class BenchSpec:
     baselines: Sequence[str] = BASELINES
     time_limit: float = 60.0
     measure: bool = True
+    models: Sequence[str] = ()
 
     def problem_files(self) -> list[str]:
         files: list[str] = []
@@ -65,7 +67,8 @@ class BenchSpec:
     def cells(self) -> list[Cell]:
         if not self.budgets or any(b <= 0 for b in self.budgets):
             raise ProblemError("budgets must be positive average bits, e.g. 2.5,3,4", field="budgets")
-        return [Cell(problem=p, solver=s, budget_avg_bits=float(b), time_limit=self.time_limit, measure=self.measure)
+        return [Cell(problem=p, solver=s, budget_avg_bits=float(b), time_limit=self.time_limit, measure=self.measure,
+                     models=tuple(self.models))
                 for p in self.problem_files() for b in self.budgets for s in [*self.solver_names(), *self.baselines]]
 
 
