@@ -52,11 +52,10 @@ def file_sha256(path: Path) -> str:
 
 
 def model_target(target: str) -> str:
-    """``target`` with a ``file.py:function`` path made absolute (so ``evaluate`` finds it from anywhere)."""
-    module, sep, function = target.rpartition(":")
-    if sep and module.endswith(".py") and Path(module).is_file():
-        return f"{Path(module).resolve()}:{function}"
-    return target
+    """``target`` with a ``file.py:function`` path made absolute (cetopt.modelspec.normalise_target)."""
+    from cetopt.modelspec import normalise_target
+
+    return normalise_target(target)
 
 
 def plan_quadrics(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
@@ -199,14 +198,13 @@ def _provenance(spec: ModelSpec, plan: Plan) -> dict[str, Any]:
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """DIR's manifest (checked: format, files present, weights unchanged since they were written)."""
+    from cetopt.inputs import load_json_file
+
     directory = Path(directory)
-    try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    except OSError as err:
-        raise ProblemError(f"{directory} is not a cetopt artefact ({MANIFEST_FILE}: {err.strerror}); write one with "
-                           "`cetopt apply PLAN --model SPEC --out DIR`", field="artifact") from None
-    except ValueError as err:
-        raise ProblemError(f"{directory / MANIFEST_FILE} is not valid JSON ({err})", field="artifact") from None
+    if not (directory / MANIFEST_FILE).exists():
+        raise ProblemError(f"{directory} is not a cetopt artefact (no {MANIFEST_FILE}); write one with "
+                           "`cetopt apply PLAN --model SPEC --out DIR`", field="artifact")
+    manifest = load_json_file(directory / MANIFEST_FILE, "manifest")  # bounded, regular file, checked JSON
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise ProblemError(f"{directory / MANIFEST_FILE} is not a {ARTIFACT_FORMAT} manifest", field="format")
     weights = directory / WEIGHTS_FILE
@@ -238,12 +236,15 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec) -> Compr
     """Unpack DIR into a copy of ``spec.model`` (every state-dict entry comes from the artefact)."""
     from safetensors import safe_open
 
+    from cetopt.inputs import parse_json
+
     directory = Path(directory)
     manifest = read_manifest(directory)
     plan = Plan.load(directory / PLAN_FILE)
     with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
         meta = handle.metadata() or {}
-        layout, index = json.loads(meta.get("layout", "{}")), json.loads(meta.get("index", "{}"))
+        layout = parse_json(meta.get("layout", "{}"), f"{WEIGHTS_FILE} metadata 'layout'")
+        index = parse_json(meta.get("index", "{}"), f"{WEIGHTS_FILE} metadata 'index'")
         tensors = unbundle({key: handle.get_tensor(key) for key in handle.keys()}, index)
     model = copy.deepcopy(spec.model)
     modules = _check_layers(model, plan)
