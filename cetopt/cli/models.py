@@ -45,7 +45,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from cetopt.artifact import write_artifact
     from cetopt.modelspec import load_model_spec
 
-    info = write_artifact(load_model_spec(target), plan, args.out, target=normalise_target(target))
+    info = write_artifact(load_model_spec(target), plan, args.out, target=normalise_target(target),
+                          require_fingerprint=not args.allow_no_fingerprint)
     print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = packed size {info.predicted_bytes} "
           f"(buffers {info.buffer_bytes} included) + header {info.file_bytes - info.data_bytes}; packed ratio "
           f"{info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
@@ -168,7 +169,11 @@ def add_parsers(sub: Any) -> None:
                    "when it is a zoo name; a target recorded in a file is compared, never imported)")
     p.add_argument("--allow-model-mismatch", action="store_true",
                    help="accept a --model other than the plan's recorded one (renamed or moved; warned)")
-    p.add_argument("--out", type=Path, required=True, help="artefact directory")
+    p.add_argument("--allow-no-fingerprint", action="store_true",
+                   help="apply a plan that records no weights fingerprint (hand-written; warned): nothing then ties "
+                        "it to the model's weights")
+    p.add_argument("--out", type=Path, required=True, help="artefact directory: new, empty, or an artefact to replace "
+                                                            "(built beside it and swapped in whole)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it")
