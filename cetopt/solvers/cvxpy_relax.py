@@ -179,6 +179,7 @@ class CvxpyRelaxationSolver(Solver):
     install_hint = "pip install 'cvxpy==1.8.2' 'highspy==1.11.0'"
     capabilities = Capabilities(exact=False, proves_bound=True, interactions=True)
     Options = CvxpyOptions
+    startup_seconds_per_group = 5e-5  # building the model (measured: ~0.5 s per 10,000 groups, loaded 2 cores)
 
     def run(self, compiled: CompiledProblem, options: CvxpyOptions, *, time_limit: float | None,
             seed: int) -> Outcome:
