@@ -146,3 +146,18 @@ def test_the_reader_itself() -> None:
     with pytest.raises(ProblemError) as err:
         check_tree({"a": [[[1]]]}, "x", max_depth=2)
     assert err.value.field == "x.a[0][0]"
+
+
+def test_a_fifo_among_prove_checkpoints_is_recomputed_not_waited_on(tmp_path: Path) -> None:
+    from cetopt.theory.checkpoint import ProveCheckpoints
+
+    checkpoints = ProveCheckpoints(tmp_path, {"model": "m", "k": 16})
+    checkpoints.folder.mkdir(parents=True)
+    os.mkfifo(checkpoints.folder / "table3.json")
+    import threading
+
+    answer: list[object] = []
+    reader = threading.Thread(target=lambda: answer.append(checkpoints.table_rows(3)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)  # open() of a FIFO blocks until a writer comes: that was a hang
+    assert not reader.is_alive() and answer == [None]
