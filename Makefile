@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench venv clean problems results
+.PHONY: demo test bench venv clean problems results fuzz
 
 venv: $(STAMP)
 
@@ -34,6 +34,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+
+# The long fuzz run (minutes): every backend against bruteforce on random problems of every instance family, hostile
+# problem and plan files through the command line, then the loader and hostile-file properties at 5,000 examples.
+# Prints the counts; fails unless wrong answers, tracebacks and hangs are all 0 (tests/reliability/fuzz_run.py).
+FUZZ_CASES ?= 2000
+FUZZ_FILES ?= 2000
+fuzz: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python tests/reliability/fuzz_run.py --cases $(FUZZ_CASES) --files $(FUZZ_FILES)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -n 0 -p no:cacheprovider tests/reliability/test_fuzz.py
 
 # Rebuild docs/results and the README's quality tables from code (tens of minutes on 2 cores): the shipped zoo
 # weights (cetopt/data/zoo) make every machine measure the same models; results record their fingerprints.

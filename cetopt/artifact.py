@@ -52,11 +52,10 @@ def file_sha256(path: Path) -> str:
 
 
 def model_target(target: str) -> str:
-    """``target`` with a ``file.py:function`` path made absolute (so ``evaluate`` finds it from anywhere)."""
-    module, sep, function = target.rpartition(":")
-    if sep and module.endswith(".py") and Path(module).is_file():
-        return f"{Path(module).resolve()}:{function}"
-    return target
+    """``target`` with a ``file.py:function`` path made absolute (cetopt.modelspec.normalise_target)."""
+    from cetopt.modelspec import normalise_target
+
+    return normalise_target(target)
 
 
 def plan_quadrics(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
@@ -141,19 +140,24 @@ def _check_layers(model: nn.Module, plan: Plan) -> dict[str, nn.Module]:
     return modules
 
 
-def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, target: str | None = None,
-                   quadrics: Mapping[str, Any] | None = None) -> ArtifactInfo:
-    """Compress ``spec.model`` by ``plan`` and write DIR (see the module docstring)."""
-    from safetensors.torch import save
+ARTIFACT_FILES = frozenset((WEIGHTS_FILE, PLAN_FILE, MANIFEST_FILE))
 
-    from cetopt.fingerprint import check_fingerprint
 
+def _check_out(out: Path) -> None:
+    """``out`` must be new, an empty folder, or an artefact to replace (it is swapped out whole)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ProblemError(f"{str(out)!r} exists and is not a folder; give a new folder", field="--out")
+    if out.is_dir():
+        extra = sorted(p.name for p in out.iterdir() if p.name not in ARTIFACT_FILES)
+        if extra:
+            raise ProblemError(f"{str(out)!r} holds files that are not a cetopt artefact's ({extra[:3]}); the artefact "
+                               "replaces the whole folder, so give a new or empty folder", field="--out")
+
+
+def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None) -> \
+        tuple[dict[str, torch.Tensor], dict[str, Any], int]:
+    """What DIR's model.safetensors holds: (tensors by name, layout per planned layer, buffer bytes)."""
     modules = _check_layers(spec.model, plan)
-    check_fingerprint(plan.extra, spec, what="plan", layers=[n for n in plan.layers])
-    if quadrics is None:
-        quadrics = plan_quadrics(spec, plan)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
     for name, choice in plan.layers.items():
@@ -168,23 +172,70 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
         if key not in planned:
             tensors[key] = value.detach().cpu().contiguous().clone()
             buffer_bytes += 0 if key in params else value.numel() * value.element_size()
+    return tensors, layout, buffer_bytes
+
+
+def check_plan_fingerprint(spec: ModelSpec, plan: Plan, *, require: bool = True) -> None:
+    """The plan's recorded fingerprints against ``spec``: every key of cetopt.fingerprint.KEYS must be there
+    (unless ``require`` is False: then a WARNING says nothing ties the plan to these weights) and equal.
+
+    Raises:
+        FingerprintMismatchError: a recorded digest differs, or one is missing while ``require``.
+    """
+    import logging
+
+    from cetopt.fingerprint import KEYS, FingerprintMismatchError, check_fingerprint, recorded
+
+    check_fingerprint(plan.extra, spec, what="plan", layers=list(plan.layers))  # what is recorded must agree
+    missing = [k for k in KEYS if k not in recorded(plan.extra)]
+    if missing and require:
+        raise FingerprintMismatchError(
+            f"the plan records no {', '.join(missing)} (extra), so nothing ties it to the weights of {spec.name!r}; "
+            "write plans with cetopt solve --out / cetopt plan from a problem extracted on this model, or pass "
+            "--allow-no-fingerprint to apply it unverified", fields=missing)
+    if missing:
+        logging.getLogger(__name__).warning("the plan records no %s: applying it to %r unverified "
+                                            "(--allow-no-fingerprint)", ", ".join(missing), spec.name)
+
+
+def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, target: str | None = None,
+                   quadrics: Mapping[str, Any] | None = None, require_fingerprint: bool = True) -> ArtifactInfo:
+    """Compress ``spec.model`` by ``plan`` and write DIR (see the module docstring).
+
+    DIR is built in a staging folder next to it and swapped into place whole (cetopt._atomic.staged_dir): an
+    existing artefact survives a failed or killed run, two runs into one DIR never mix, and nothing is left
+    behind on an error. ``require_fingerprint``: refuse a plan without fingerprints (check_plan_fingerprint).
+
+    Raises:
+        ProblemError: DIR holds other files, or the plan names layers the model lacks.
+        FingerprintMismatchError: the plan was made on other weights, or records no fingerprint.
+    """
+    from safetensors.torch import save
+
+    from cetopt._atomic import atomic_write_bytes, staged_dir
+
+    out = Path(out)
+    _check_out(out)
+    _check_layers(spec.model, plan)
+    check_plan_fingerprint(spec, plan, require=require_fingerprint)
+    if quadrics is None:
+        quadrics = plan_quadrics(spec, plan)
+    tensors, layout, buffer_bytes = _pack(spec, plan, quadrics)
     flat, index = bundle(tensors)
     compact = {"separators": (",", ":")}
     blob = save(flat, metadata={"format": ARTIFACT_FORMAT, "layout": json.dumps(layout, **compact),
                                 "index": json.dumps(index, **compact)})
-    weights_path = out / WEIGHTS_FILE
-    tmp = out / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
-    tmp.write_bytes(blob)
-    os.replace(tmp, weights_path)
-    plan_path = plan.save(out / PLAN_FILE)
     size = model_packed_size(spec.model, plan)
     data_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
-    manifest = {"format": ARTIFACT_FORMAT, "model": spec.name, "target": model_target(target or plan.model),
-                "source_fingerprint": state_fingerprint(spec.model), "plan_sha256": file_sha256(plan_path),
-                "weights_sha256": file_sha256(weights_path), "file_bytes": weights_path.stat().st_size,
-                "data_bytes": data_bytes, "buffer_bytes": buffer_bytes, "packed_bits": size.total_bits,
-                "fp32_bits": size.fp32_bits, "packed_ratio": size.ratio, "provenance": _provenance(spec, plan)}
-    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
+    with staged_dir(out) as stage:
+        weights_path = atomic_write_bytes(stage / WEIGHTS_FILE, blob)
+        plan_path = plan.save(stage / PLAN_FILE)
+        manifest = {"format": ARTIFACT_FORMAT, "model": spec.name, "target": model_target(target or plan.model),
+                    "source_fingerprint": state_fingerprint(spec.model), "plan_sha256": file_sha256(plan_path),
+                    "weights_sha256": file_sha256(weights_path), "file_bytes": weights_path.stat().st_size,
+                    "data_bytes": data_bytes, "buffer_bytes": buffer_bytes, "packed_bits": size.total_bits,
+                    "fp32_bits": size.fp32_bits, "packed_ratio": size.ratio, "provenance": _provenance(spec, plan)}
+        atomic_write_text(stage / MANIFEST_FILE, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
     return ArtifactInfo(directory=out, size=size, file_bytes=manifest["file_bytes"], data_bytes=data_bytes,
                         buffer_bytes=buffer_bytes)
 
@@ -197,23 +248,66 @@ def _provenance(spec: ModelSpec, plan: Plan) -> dict[str, Any]:
             "solver": plan.extra.get("solver"), "model_metadata": meta}
 
 
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _field(manifest: Mapping[str, Any], key: str, kind: str) -> Any:
+    value = manifest.get(key)
+    if kind == "hash":
+        ok = isinstance(value, str) and len(value) == 64 and set(value) <= _HEX64
+    elif kind == "count":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif kind == "positive":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+    elif kind == "string":
+        ok = isinstance(value, str)
+    else:
+        ok = isinstance(value, dict)
+    if not ok:
+        want = {"hash": "a SHA-256 (64 hex digits)", "count": "an integer >= 0", "positive": "a positive number",
+                "string": "a string", "object": "an object"}[kind]
+        raise ProblemError(f"expected {want}, got {value!r:.60}; the manifest is damaged or was edited",
+                           field=f"{MANIFEST_FILE}.{key}")
+    return value
+
+
+MANIFEST_FIELDS = {"model": "string", "target": "string", "source_fingerprint": "hash", "plan_sha256": "hash",
+                   "weights_sha256": "hash", "file_bytes": "count", "data_bytes": "count", "buffer_bytes": "count",
+                   "packed_bits": "count", "fp32_bits": "count", "packed_ratio": "positive", "provenance": "object"}
+
+
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """DIR's manifest (checked: format, files present, weights unchanged since they were written)."""
+    """DIR's manifest, checked: format, every field's type and range, the sizes consistent with each other,
+    model.safetensors and plan.json present, of the recorded size and SHA-256.
+
+    Raises:
+        ProblemError: not an artefact, a field missing / of the wrong type / inconsistent, a file changed.
+    """
+    from cetopt.inputs import load_json_file
+
     directory = Path(directory)
-    try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    except OSError as err:
-        raise ProblemError(f"{directory} is not a cetopt artefact ({MANIFEST_FILE}: {err.strerror}); write one with "
-                           "`cetopt apply PLAN --model SPEC --out DIR`", field="artifact") from None
-    except ValueError as err:
-        raise ProblemError(f"{directory / MANIFEST_FILE} is not valid JSON ({err})", field="artifact") from None
+    if not (directory / MANIFEST_FILE).exists():
+        raise ProblemError(f"{directory} is not a cetopt artefact (no {MANIFEST_FILE}); write one with "
+                           "`cetopt apply PLAN --model SPEC --out DIR`", field="artifact")
+    manifest = load_json_file(directory / MANIFEST_FILE, "manifest")  # bounded, regular file, checked JSON
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise ProblemError(f"{directory / MANIFEST_FILE} is not a {ARTIFACT_FORMAT} manifest", field="format")
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ProblemError(f"{weights} is missing", field="artifact")
-    if file_sha256(weights) != manifest.get("weights_sha256"):
-        raise ProblemError(f"{weights} does not match the manifest's SHA-256 (changed or truncated)", field="artifact")
+    for key, kind in MANIFEST_FIELDS.items():
+        _field(manifest, key, kind)
+    if manifest["buffer_bytes"] > manifest["data_bytes"] or \
+            manifest["data_bytes"] != -(-manifest["packed_bits"] // 8) or manifest["fp32_bits"] < 1 or \
+            abs(manifest["packed_ratio"] * max(manifest["packed_bits"], 1) / manifest["fp32_bits"] - 1) > 1e-9:
+        raise ProblemError("packed_bits, data_bytes, buffer_bytes, fp32_bits and packed_ratio disagree; the manifest "
+                           "is damaged or was edited", field=f"{MANIFEST_FILE}.packed_bits")
+    for name, key in ((WEIGHTS_FILE, "weights_sha256"), (PLAN_FILE, "plan_sha256")):
+        path = directory / name
+        if path.is_symlink() or not path.is_file():
+            raise ProblemError(f"{path} is missing or not a regular file", field="artifact")
+        if name == WEIGHTS_FILE and path.stat().st_size != manifest["file_bytes"]:
+            raise ProblemError(f"{path} is {path.stat().st_size} bytes, the manifest says {manifest['file_bytes']} "
+                               "(truncated or replaced)", field="artifact")
+        if file_sha256(path) != manifest[key]:
+            raise ProblemError(f"{path} does not match the manifest's SHA-256 (changed or truncated)", field="artifact")
     return manifest
 
 
@@ -234,25 +328,85 @@ class CompressedModel:
     weights: Mapping[str, torch.Tensor]
 
 
-def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec) -> CompressedModel:
-    """Unpack DIR into a copy of ``spec.model`` (every state-dict entry comes from the artefact)."""
+def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """model.safetensors' tensors (unbundled) and layout; a damaged file is a ProblemError, not a traceback."""
     from safetensors import safe_open
 
+    from cetopt.inputs import parse_json
+
+    path = directory / WEIGHTS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            layout = parse_json(meta.get("layout", "{}"), f"{WEIGHTS_FILE} metadata 'layout'")
+            index = parse_json(meta.get("index", "{}"), f"{WEIGHTS_FILE} metadata 'index'")
+            flat = {key: handle.get_tensor(key) for key in handle.keys()}
+    except ProblemError:
+        raise
+    except Exception as err:  # safetensors' own error type for a truncated or malformed file, OSError, ...
+        raise ProblemError(f"{path} is not a readable safetensors file ({type(err).__name__}: {str(err)[:200]})",
+                           field="artifact") from None
+    if not isinstance(layout, dict) or not isinstance(index, dict):
+        raise ProblemError(f"{WEIGHTS_FILE}: its metadata 'layout' and 'index' must be objects", field="artifact")
+    return unbundle(flat, index), layout
+
+
+def _verify_source(directory: Path, spec: ModelSpec, plan: Plan, manifest: Mapping[str, Any],
+                   tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> None:
+    """The artefact is exactly what ``plan`` gives on ``spec.model``: same source weights (fingerprint), and
+    every stored tensor, layout entry and size re-derived from the source and compared."""
+    if manifest["source_fingerprint"] != state_fingerprint(spec.model):
+        raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
+                           "differ); evaluate it with the --model it was applied to", field="model")
+    expected, expected_layout, buffer_bytes = _pack(spec, plan, plan_quadrics(spec, plan))
+    size = model_packed_size(spec.model, plan)
+    differ = sorted(set(expected) ^ set(tensors))
+    if not differ:
+        differ = [k for k, t in expected.items() if t.dtype != tensors[k].dtype or t.shape != tensors[k].shape
+                  or not torch.equal(t, tensors[k])]
+    if not differ and json.dumps(expected_layout, sort_keys=True) != json.dumps(layout, sort_keys=True):
+        differ = [next(n for n in expected_layout if json.dumps(expected_layout[n], sort_keys=True)
+                       != json.dumps(layout.get(n), sort_keys=True))]
+    if not differ and (size.total_bits != manifest["packed_bits"] or buffer_bytes != manifest["buffer_bytes"]):
+        differ = [f"{MANIFEST_FILE}.packed_bits"]
+    if differ:
+        raise ProblemError(f"{directory}: what it stores differs from what its plan.json gives on {spec.name!r} "
+                           f"(first: {differ[0]!r:.120}): the artefact was altered after it was written (a re-hashed "
+                           "manifest does not make it valid) or mixes two runs; apply the plan again",
+                           field="artifact")
+
+
+def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verify: bool = True) -> CompressedModel:
+    """Unpack DIR into a copy of ``spec.model`` (every state-dict entry comes from the artefact).
+
+    Args:
+        spec: the model the artefact was applied to.
+        verify: check the artefact against ``spec``: the manifest's source fingerprint equals ``spec.model``'s,
+            and every stored tensor, layout entry and size is what ``plan.json`` gives on it (re-derived, so an
+            edited plan, a flipped data bit under a re-hashed manifest, or one run's plan with another run's
+            weights is refused). False: unpack only (then ``spec`` only has to have the same architecture).
+
+    Raises:
+        ProblemError: not an artefact, a damaged or edited file, another model's artefact.
+    """
     directory = Path(directory)
     manifest = read_manifest(directory)
     plan = Plan.load(directory / PLAN_FILE)
-    with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
-        meta = handle.metadata() or {}
-        layout, index = json.loads(meta.get("layout", "{}")), json.loads(meta.get("index", "{}"))
-        tensors = unbundle({key: handle.get_tensor(key) for key in handle.keys()}, index)
+    tensors, layout = _read_weights(directory)
     model = copy.deepcopy(spec.model)
     modules = _check_layers(model, plan)
+    if verify:
+        _verify_source(directory, spec, plan, manifest, tensors, layout)
     weights = {}
     for name in plan.layers:
         if name not in layout:
             raise ProblemError(f"{WEIGHTS_FILE} has no packed layer {name!r}", field="layout")
         target = modules[name].weight
-        decoded = unpack_layer(tensors, layout[name], name)
+        try:
+            decoded = unpack_layer(tensors, layout[name], name)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            raise ProblemError(f"{WEIGHTS_FILE}: packed layer {name!r} is malformed ({type(err).__name__}: "
+                               f"{str(err)[:120]})", field=f"layout.{name}") from None
         if tuple(decoded.shape) != tuple(target.shape):
             raise ProblemError(f"packed weight {tuple(decoded.shape)} for a layer of shape {tuple(target.shape)}",
                                field=f"layers.{name}")
@@ -262,8 +416,12 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec) -> Compr
     if missing:
         raise ProblemError(f"{WEIGHTS_FILE} lacks {missing[:3]}: not an artefact of this model", field="model")
     with torch.no_grad():
-        for key, value in state.items():
-            value.copy_(tensors[key] if key in tensors else weights[key.removesuffix(".weight")])
+        try:
+            for key, value in state.items():
+                value.copy_(tensors[key] if key in tensors else weights[key.removesuffix(".weight")])
+        except RuntimeError as err:
+            raise ProblemError(f"{WEIGHTS_FILE}: a tensor does not fit the model ({str(err)[:160]})",
+                               field="model") from None
     return CompressedModel(model=model, plan=plan, manifest=manifest, weights=weights)
 
 
@@ -276,10 +434,7 @@ def evaluate_artifact(directory: str | os.PathLike[str], spec: ModelSpec) -> dic
     """
     from cetopt.measure import Measurer
 
-    loaded = load_compressed(directory, spec)
-    if loaded.manifest.get("source_fingerprint") != state_fingerprint(spec.model):
-        raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
-                           "differ); evaluate it with the --model it was applied to", field="model")
+    loaded = load_compressed(directory, spec)  # verified against spec (fingerprint, every stored tensor)
     measurer = Measurer(spec)
     measured = measurer.measure(loaded.weights)
     m = loaded.manifest

@@ -154,6 +154,67 @@ def check_target(target: str) -> None:
         raise ProblemError(f"{target!r}: no such file {module_part!r}", field="model")
 
 
+def normalise_target(target: str) -> str:
+    """``target`` with a ``file.py:function`` path made absolute (when the file exists), so targets typed in
+    different folders compare equal and a recorded one names the file wherever it is read."""
+    module, sep, function = target.rpartition(":")
+    if sep and module.endswith(".py") and Path(module).is_file():
+        return f"{Path(module).resolve()}:{function}"
+    return target
+
+
+def same_target(a: str, b: str) -> bool:
+    """Whether two model targets name the same model (zoo name, module:function or file.py:function)."""
+    return a == b or normalise_target(a) == normalise_target(b)
+
+
+def choose_model(given: str | None, recorded: Any, *, what: str, flag: str = "--model",
+                 allow_mismatch: bool = False, log: Callable[[str], None] | None = None) -> str:
+    """The model target to load for a file (plan, artefact, problem) that records ``recorded``.
+
+    A target written inside a data file is never imported: that would make a downloaded plan or artefact a
+    program. The model comes from ``given`` (what the user typed, e.g. ``--model``); when the user gave none,
+    a recorded *zoo name* is used (a registry lookup that runs no code from the file). A recorded
+    ``module:function`` or ``file.py:function`` is only shown, and compared with ``given``.
+
+    Args:
+        given: the user's target (None: not given).
+        recorded: the target the file records ("" / None / a non-string: none).
+        what: the file, for messages ("plan plan.json").
+        flag: the command-line flag that gives the model, for messages.
+        allow_mismatch: accept a ``given`` that differs from ``recorded`` (a renamed or moved model file;
+            fingerprints are still compared by the caller) with a warning through ``log``.
+        log: where the mismatch warning goes (default: this module's logger at WARNING).
+
+    Raises:
+        ProblemError: no model given and the file records none or a non-zoo target (the message shows the
+            recorded target and the flag to pass), or ``given`` and ``recorded`` differ without
+            ``allow_mismatch``.
+    """
+    import logging
+
+    from cetopt.zoo.registry import is_zoo_name
+
+    recorded = recorded if isinstance(recorded, str) else ""
+    if given is None or given == "":
+        if not recorded:
+            raise ProblemError(f"the {what} names no model; pass {flag} (a zoo name, module:function or "
+                               "path/to/file.py:function)", field=flag)
+        if not is_zoo_name(recorded):
+            raise ProblemError(f"the {what} records the model {recorded!r:.300}, which is not a zoo model; cetopt "
+                               f"never imports code named inside a file. If you trust that model, pass it yourself: "
+                               f"{flag} TARGET", field=flag)
+        logging.getLogger(__name__).info("%s: using its recorded zoo model %r", what, recorded)
+        return recorded
+    if recorded and not same_target(given, recorded):
+        message = (f"{flag} {given!r} differs from the model the {what} records ({recorded!r:.300})")
+        if not allow_mismatch:
+            raise ProblemError(f"{message}; pass the model it was made for, or add --allow-model-mismatch if it is "
+                               "the same model renamed or moved (its fingerprints are still checked)", field=flag)
+        (log or logging.getLogger(__name__).warning)(f"{message}; accepted (--allow-model-mismatch)")
+    return given
+
+
 def load_model_spec(target: str, **zoo_options: Any) -> ModelSpec:
     """The ModelSpec named by ``target``.
 

@@ -41,6 +41,16 @@ def small_spec(seed: int = 0) -> ModelSpec:
                      loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]))
 
 
+def signed(plan: Plan, spec: ModelSpec) -> Plan:
+    """``plan`` with the fingerprints of ``spec`` recorded (what a plan from a problem extracted on it carries)."""
+    from dataclasses import replace
+
+    from cetopt.fingerprint import fingerprint_spec
+
+    marks = fingerprint_spec(spec, layers=list(plan.layers)).as_metadata()
+    return replace(plan, extra={**plan.extra, **marks}, bits={})
+
+
 PLANS = {
     "plain": Plan(bits={"0": 4, "4": 3}),
     "mixed": Plan(layers={"0": LayerChoice(6), "4": LayerChoice(8, rank=5)}, quantizer=QuantizerSpec(symmetric=False)),
@@ -50,7 +60,8 @@ PLANS = {
 
 @pytest.mark.parametrize("name", sorted(PLANS))
 def test_round_trip_gives_the_fake_quantised_outputs(tmp_path: Path, name: str) -> None:
-    spec, plan = small_spec(), PLANS[name]
+    spec = small_spec()
+    plan = signed(PLANS[name], spec)
     info = write_artifact(spec, plan, tmp_path / "out", target="small")
     applied = apply_plan(spec.model, plan)
     loaded = load_compressed(tmp_path / "out", spec)
@@ -70,7 +81,7 @@ def test_round_trip_gives_the_fake_quantised_outputs(tmp_path: Path, name: str) 
 
 def test_evaluate_measures_the_loaded_model(tmp_path: Path) -> None:
     spec = small_spec()
-    write_artifact(spec, PLANS["plain"], tmp_path / "out", target="small")
+    write_artifact(spec, signed(PLANS["plain"], spec), tmp_path / "out", target="small")
     report = evaluate_artifact(tmp_path / "out", spec)
     applied = apply_plan(spec.model, PLANS["plain"])
     with torch.no_grad():  # independent: the fake-quantised copy's loss, computed here
@@ -83,7 +94,7 @@ def test_evaluate_measures_the_loaded_model(tmp_path: Path) -> None:
 def test_tampered_or_foreign_artefacts_are_refused(tmp_path: Path) -> None:
     spec = small_spec()
     out = tmp_path / "out"
-    write_artifact(spec, PLANS["plain"], out)
+    write_artifact(spec, signed(PLANS["plain"], spec), out)
     with pytest.raises(ProblemError, match="fingerprints differ"):
         evaluate_artifact(out, small_spec(seed=1))
     data = bytearray((out / WEIGHTS_FILE).read_bytes())
@@ -110,14 +121,17 @@ def test_cli_apply_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     (tmp_path / "small_model.py").write_text(
         "import sys\nsys.path.insert(0, %r)\nfrom test_artifact import small_spec\n\ndef spec():\n    return small_spec()\n"
         % str(Path(__file__).parent))
-    PLANS["mixed"].save(tmp_path / "plan.json")
+    signed(PLANS["mixed"], small_spec()).save(tmp_path / "plan.json")
     monkeypatch.chdir(tmp_path)
     assert main(["apply", "plan.json", "--model", "small_model.py:spec", "--out", "art"]) == 0
     assert "packed ratio" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "art" / MANIFEST_FILE).read_text())
     assert manifest["target"] == f"{tmp_path / 'small_model.py'}:spec"  # absolute: evaluate works from anywhere
     monkeypatch.chdir(tmp_path.parent)
-    assert main(["evaluate", str(tmp_path / "art"), "--format", "json"]) == 0
+    assert main(["evaluate", str(tmp_path / "art"), "--format", "json"]) == 2  # the recorded target is not imported
+    assert "--model" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "art"), "--model", str(tmp_path / "small_model.py") + ":spec",
+                 "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "small" and report["layers"] == 2
     assert main(["apply", str(tmp_path / "plan.json"), "--out", str(tmp_path / "y")]) == 2  # plan names no model
@@ -148,7 +162,8 @@ def test_rank_series_and_major_axis_plans_reproduce_the_builders_candidates(tmp_
                                          rounding="major-axis" if c.rank is None and c.terms == 1 else "nearest")
     plan = Plan(layers=layers, model="digits-mlp", extra={"curvature": problem.metadata["curvature"]},
                 quantizer=problem_quantizer(problem))  # the grid the builder's candidates are on
-    info = write_artifact(spec, plan, tmp_path / "out", target="digits-mlp")  # quadrics from the curvature cache
+    info = write_artifact(spec, plan, tmp_path / "out", target="digits-mlp",  # quadrics from the curvature cache
+                          require_fingerprint=False)
     loaded = load_compressed(tmp_path / "out", spec)
     truth = built.weights_for_choices(picks)
     for name, weight in truth.items():

@@ -32,6 +32,8 @@ class Cell:
         measure: apply the plan to the zoo model and measure its metric.
         reextract: when the problem's recorded fingerprint differs from the local zoo model's, rebuild the
             problem on the local model (same method, candidate bits and budget) instead of refusing.
+        models: model targets the user typed (``cetopt bench --model``): a problem whose recorded model is not a
+            zoo name is measured only when it records one of these (the target inside a file is never imported).
     """
 
     problem: str
@@ -40,6 +42,7 @@ class Cell:
     time_limit: float = 60.0
     measure: bool = True
     reextract: bool = False
+    models: tuple[str, ...] = ()
 
     @property
     def solver_name(self) -> str:
@@ -77,16 +80,33 @@ def _hawq_problem(model: str, bits: tuple[int, ...], quantizer: Any) -> Allocati
     return hawq_v3_problem(_task(model), bits, quantizer=quantizer)
 
 
-def _measurable(problem: AllocationProblem) -> str | None:
-    """The model target the problem was built on (zoo name, module:function, file.py:function), or None."""
-    from cetopt.modelspec import check_target
-
+def _recorded_model(problem: AllocationProblem) -> str | None:
     model = problem.metadata.get("model_target") or problem.metadata.get("model")
-    try:
-        check_target(model) if isinstance(model, str) else None
-    except Exception:  # a name that no longer resolves (e.g. a moved file): not measurable, said in the row
+    return model if isinstance(model, str) and model else None
+
+
+def _measurable(problem: AllocationProblem, models: tuple[str, ...] = ()) -> str | None:
+    """The model to load for ``problem``: its recorded model when that is a zoo name (a registry lookup), else
+    the one of ``models`` (targets the user typed) it records, else None. A ``module:function`` or
+    ``file.py:function`` written in the problem file is never imported on the file's word."""
+    from cetopt.modelspec import same_target
+    from cetopt.zoo.registry import is_zoo_name
+
+    recorded = _recorded_model(problem)
+    if recorded is None:
         return None
-    return model if isinstance(model, str) else None
+    if is_zoo_name(recorded):
+        return recorded
+    return next((m for m in models if same_target(m, recorded)), None)
+
+
+def _unmeasured_note(problem: AllocationProblem, models: tuple[str, ...]) -> str:
+    """Why a problem's model is not loaded (empty when it is, or when the problem records none)."""
+    recorded = _recorded_model(problem)
+    if recorded is None or ":" not in recorded or _measurable(problem, models) is not None:
+        return ""  # no model, a bare name (e.g. a published problem's "resnet18"), or loaded
+    return (f"model {recorded!r:.200} recorded in the problem is not a zoo model and is never imported from a file; "
+            "pass it with cetopt bench --model TARGET to measure it")
 
 
 @lru_cache(maxsize=8)
@@ -109,7 +129,7 @@ def _same_model(cell: Cell, base: AllocationProblem) -> tuple[AllocationProblem,
     """Both sides of a comparison from one model: refuse (or re-extract) a problem built on other weights.
 
     Returns the problem to use and the fingerprint recorded in the row (None when no zoo model is involved)."""
-    model = _measurable(base)
+    model = _measurable(base, cell.models)
     if model is None or not (cell.measure or cell.solver == "hawq-v3"):
         return base, None
     try:
@@ -140,9 +160,10 @@ def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, in
     if cell.solver == "uniform":
         bits = uniform_bits(problem, b)
         return (bits, "") if bits is not None else (None, f"uniform needs {b:g} among every layer's candidate bits")
-    model = _measurable(problem)
+    model = _measurable(problem, cell.models)
     if model is None:
-        return None, "hawq-v3 baseline needs the problem's model (metadata model_target: a zoo name, module:function or file.py:function) to extract traces from"
+        return None, ("hawq-v3 baseline needs the problem's model to extract traces from: "
+                      + (_unmeasured_note(problem, cell.models) or "the problem records none (metadata model_target)"))
     candidates = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
     bits = hawq_v3_bits(_hawq_problem(model, candidates, problem_quantizer(problem)), b)
     if bits is None:
@@ -189,7 +210,10 @@ def run_cell(cell: Cell) -> dict[str, Any]:
                 else Plan(bits=bits, quantizer=problem_quantizer(problem)))
         packed = problem_packed_size(problem, plan)
         row["packed_ratio"] = packed.ratio if packed is not None else None
-        model = _measurable(problem) if cell.measure else None
+        model = _measurable(problem, cell.models) if cell.measure else None
+        note = _unmeasured_note(problem, cell.models) if cell.measure else ""
+        if note and row["kind"] == "solver":
+            row["message"] = f"{row['message']}; {note}" if row["message"] else note
         if model is not None:
             from cetopt.artifact import plan_quadrics
 

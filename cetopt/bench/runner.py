@@ -11,7 +11,11 @@ from typing import Any, Callable, Sequence
 
 from cetopt.bench.cell import BASELINES, Cell, run_cell
 from cetopt.bench.store import key_for, read_cell, write_cell, write_csv
-from cetopt.errors import ProblemError
+from cetopt.errors import CetoptError, ProblemError
+
+
+class BenchWorkerLost(CetoptError):
+    """A worker process (or Dask worker) died while running cells; the finished cells are saved."""
 
 QUICK_PROBLEMS = ("problems/digits/*.json", "problems/mnist1d/*.json", "problems/hawq-v3/resnet18-size0.5.json",
                   "problems/synthetic/*.json")
@@ -31,6 +35,7 @@ class BenchSpec:
         baselines: baseline allocations added per problem and budget ("uniform", "hawq-v3").
         time_limit: seconds per solve.
         measure: measure zoo models' plans.
+        models: model targets the user typed for problems that record a non-zoo model (cetopt.bench.cell.Cell).
     """
 
     problems: Sequence[str] = QUICK_PROBLEMS
@@ -39,6 +44,7 @@ class BenchSpec:
     baselines: Sequence[str] = BASELINES
     time_limit: float = 60.0
     measure: bool = True
+    models: Sequence[str] = ()
 
     def problem_files(self) -> list[str]:
         files: list[str] = []
@@ -65,7 +71,8 @@ class BenchSpec:
     def cells(self) -> list[Cell]:
         if not self.budgets or any(b <= 0 for b in self.budgets):
             raise ProblemError("budgets must be positive average bits, e.g. 2.5,3,4", field="budgets")
-        return [Cell(problem=p, solver=s, budget_avg_bits=float(b), time_limit=self.time_limit, measure=self.measure)
+        return [Cell(problem=p, solver=s, budget_avg_bits=float(b), time_limit=self.time_limit, measure=self.measure,
+                     models=tuple(self.models))
                 for p in self.problem_files() for b in self.budgets for s in [*self.solver_names(), *self.baselines]]
 
 
@@ -90,6 +97,13 @@ def _run_in_worker(cell: Cell) -> tuple[Cell, dict[str, Any]]:
 
     torch.set_num_threads(1)
     return cell, run_cell(cell)
+
+
+def _worker_lost(err: BaseException) -> bool:
+    """A worker process died (BrokenProcessPool) or Dask gave up on a task whose workers kept dying."""
+    from concurrent.futures import BrokenExecutor
+
+    return isinstance(err, BrokenExecutor) or type(err).__name__ == "KilledWorker"
 
 
 def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, show_progress: bool = True,
@@ -123,8 +137,23 @@ def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, sh
 
             with open_executor(executor, jobs=jobs) as pool:
                 futures = [pool.submit(_run_in_worker, cell) for cell in todo]
+                lost: list[BaseException] = []
                 for future in as_completed(futures):
-                    finish(*future.result())
+                    try:
+                        cell, row = future.result()
+                    except Exception as err:  # noqa: BLE001 (only a lost worker is caught; see below)
+                        if not _worker_lost(err):
+                            raise
+                        lost.append(err)
+                        continue
+                    finish(cell, row)
+                if lost:
+                    saved = sum(1 for c in todo if read_cell(out_dir, key_for(c)) is not None)
+                    raise BenchWorkerLost(
+                        f"a bench worker died ({type(lost[0]).__name__}: {str(lost[0])[:160] or 'killed'}; out of "
+                        f"memory or killed?) with {len(todo) - saved} of {len(todo)} cells unfinished; the {saved} "
+                        f"finished cells are saved in {out_dir / 'cells'}: run the same command again to resume "
+                        "(with --jobs 1 the rest run in this process)")
     finally:
         bar.close()
     rows = sorted((r for c in cells if (r := read_cell(out_dir, key_for(c))) is not None),

@@ -70,7 +70,8 @@ def key_for(cell: Any) -> str:
     return cell_key(cell.problem_name, cell.solver_name, cell.budget_avg_bits, problem_digest=file_digest(cell.problem),
                     solver_digest=file_digest(cell.solver) if cell.solver.endswith(".toml") else "-",
                     settings=f"t={cell.time_limit:g};measure={int(bool(cell.measure))};"
-                             f"reextract={int(bool(getattr(cell, 'reextract', False)))}")
+                             f"reextract={int(bool(getattr(cell, 'reextract', False)))}"
+                             + (f";models={','.join(sorted(cell.models))}" if getattr(cell, "models", ()) else ""))
 
 
 def cell_path(out: Path, key: str) -> Path:
@@ -87,10 +88,15 @@ def write_cell(out: Path, key: str, row: dict[str, Any]) -> Path:
 
 def read_cell(out: Path, key: str) -> dict[str, Any] | None:
     """The stored row of ``key``, or None when absent, unreadable or of another key/format."""
+    from cetopt.errors import ProblemError
+    from cetopt.inputs import read_regular_file
+
     path = cell_path(out, key)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.exists():
+        return None
+    try:  # bounded and regular files only (a FIFO in cells/ must not hang a resume); rows may hold NaN
+        data = json.loads(read_regular_file(path, None, "bench cell"))
+    except (ProblemError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("format") != ROW_FORMAT or data.get("key") != key:
         return None
@@ -99,10 +105,13 @@ def read_cell(out: Path, key: str) -> dict[str, Any] | None:
 
 def all_rows(out: Path) -> list[dict[str, Any]]:
     rows = []
+    from cetopt.errors import ProblemError
+    from cetopt.inputs import read_regular_file
+
     for path in sorted((out / "cells").glob("*.json")):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(read_regular_file(path, None, "bench cell"))
+        except (ProblemError, ValueError):
             continue
         if isinstance(data, dict) and data.get("format") == ROW_FORMAT:
             rows.append(data["row"])

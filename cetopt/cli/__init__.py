@@ -2,7 +2,7 @@
 argument helpers in :mod:`cetopt.cli.args`.
 
 Exit codes: 0 success; 1 infeasible or no solution (the message gives the smallest feasible budget); 2 bad input
-(problem, model, option, config: the message names the field and the fix); 3 a computation failed (NaN/inf
+(problem, model, option, config, a plan or problem of other weights: the message names the field and the fix); 3 a computation failed (NaN/inf
 curvature, a diverging eigen-solver); 130 interrupted.
 Results go to stdout (``--format json`` prints exactly one JSON object); logs and progress go to stderr.
 """
@@ -20,6 +20,7 @@ from cetopt.cli import models, problems, reports
 from cetopt.cli.args import EXIT_BAD_INPUT, EXIT_FAILED
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
+from cetopt.fingerprint import FingerprintMismatchError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -82,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_target(args.model)
         _configure_torch(args)
         return int(args.func(args))
-    except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError) as err:
+    except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError,
+            FingerprintMismatchError) as err:  # a plan or problem of other weights is bad input, not a failure
         print(f"cetopt: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except CetoptError as err:  # a computation failed (e.g. CurvatureError: NaN curvature), not the input

@@ -78,10 +78,13 @@ BUDGET_FLAGS = (("avg_bits", "--avg-bits"), ("size_bits", "--size-bits"), ("size
 
 
 def option_value(text: str) -> Any:
+    """A ``-o KEY=VALUE`` value: JSON when it parses, else the text itself."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+    except (ValueError, RecursionError) as err:  # an integer over the digit limit, nesting past the recursion limit
+        raise SolverOptionError(f"--option value {text[:40]!r}...: {str(err)[:120] or 'nested too deeply'}") from None
 
 
 def parse_options(items: Sequence[str]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, int_in, int_list
-from cetopt.errors import ProblemError
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -37,17 +36,17 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from cetopt.modelspec import choose_model, normalise_target
     from cetopt.quant.plan import Plan
 
     plan = Plan.load(args.plan)
-    target = args.model or plan.model
-    if not target:
-        raise ProblemError("the plan names no model; pass --model (zoo name, module:function or file.py:function)",
-                           field="--model")
+    target = choose_model(args.model, plan.model, what=f"plan {args.plan}",
+                          allow_mismatch=args.allow_model_mismatch)
     from cetopt.artifact import write_artifact
     from cetopt.modelspec import load_model_spec
 
-    info = write_artifact(load_model_spec(target), plan, args.out, target=target)
+    info = write_artifact(load_model_spec(target), plan, args.out, target=normalise_target(target),
+                          require_fingerprint=not args.allow_no_fingerprint)
     print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = packed size {info.predicted_bytes} "
           f"(buffers {info.buffer_bytes} included) + header {info.file_bytes - info.data_bytes}; packed ratio "
           f"{info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
@@ -56,11 +55,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cetopt.artifact import evaluate_artifact, read_manifest
-    from cetopt.modelspec import load_model_spec
+    from cetopt.modelspec import choose_model, load_model_spec
 
-    target = args.model or str(read_manifest(args.directory).get("target", ""))
-    if not target:
-        raise ProblemError("the artefact names no model; pass --model", field="--model")
+    target = choose_model(args.model, read_manifest(args.directory).get("target"), what=f"artefact {args.directory}",
+                          allow_mismatch=args.allow_model_mismatch)
     report = evaluate_artifact(args.directory, load_model_spec(target))
     if args.format == "json":
         print(json.dumps(report, allow_nan=False))
@@ -96,7 +94,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
              "avg_bits": best.size_bits / built.problem.total_params, "selected": best.label,
              "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates,
                            "left_out": list(selection.left_out)}}
-    plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
+    from cetopt.modelspec import normalise_target
+
+    plan = plan_from_choices(built.problem, best.choices, extra=extra, model=normalise_target(args.model))
     plan.save(args.out)
     print(selection_table(selection, built.problem.total_params))
     if pool:
@@ -104,7 +104,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if selection.left_out:
         print(f"left out of the pool (no feasible plan at this budget): {', '.join(selection.left_out)}")
     print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
-          f"(the solver's optimum {selection.result.solver_best.measured:+.6f}); `cetopt apply {args.out} --out DIR` "
+          f"(the solver's optimum {selection.result.solver_best.measured:+.6f}); `cetopt apply {args.out} --model {args.model} "
+          f"--out DIR` "
           f"packs it")
     return EXIT_OK
 
@@ -164,13 +165,23 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
                                      "with plan.json and manifest.json (fingerprints, sizes)")
     p.add_argument("plan", type=Path, help="a plan file (cetopt solve --out PLAN)")
-    p.add_argument("--model", help="zoo model, module:function or path/to/file.py:function (default: the plan's)")
-    p.add_argument("--out", type=Path, required=True, help="artefact directory")
+    p.add_argument("--model", help="zoo model, module:function or path/to/file.py:function (default: the plan's model "
+                   "when it is a zoo name; a target recorded in a file is compared, never imported)")
+    p.add_argument("--allow-model-mismatch", action="store_true",
+                   help="accept a --model other than the plan's recorded one (renamed or moved; warned)")
+    p.add_argument("--allow-no-fingerprint", action="store_true",
+                   help="apply a plan that records no weights fingerprint (hand-written; warned): nothing then ties "
+                        "it to the model's weights")
+    p.add_argument("--out", type=Path, required=True, help="artefact directory: new, empty, or an artefact to replace "
+                                                            "(built beside it and swapped in whole)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it")
     p.add_argument("directory", type=Path)
-    p.add_argument("--model", help="the model it was applied to (default: the one its manifest names)")
+    p.add_argument("--model", help="the model it was applied to (default: the manifest's model when it is a zoo "
+                   "name; a target recorded in a file is compared, never imported)")
+    p.add_argument("--allow-model-mismatch", action="store_true",
+                   help="accept a --model other than the manifest's recorded one (renamed or moved; warned)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_evaluate)
 

@@ -19,13 +19,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ProblemError(f"--jobs must be >= 1, got {args.jobs}")
     spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
                      baselines=[b for b in args.baselines.split(",") if b], time_limit=args.time_limit,
-                     measure=not args.no_measure)
+                     measure=not args.no_measure, models=_bench_models(args.model))
     from cetopt.bench.executor import parse_executor
 
     parse_executor(args.executor)  # a bad --executor fails before any cell runs
     result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots, executor=args.executor)
     print(f"{result.ran} cells run, {result.reused} reused; wrote " + ", ".join(str(f) for f in result.files))
     return EXIT_OK
+
+
+def _bench_models(targets: list[str] | None) -> tuple[str, ...]:
+    """The --model targets, checked (unknown zoo names and missing files refused before any cell runs) and
+    normalised (a file path made absolute, as problems record it)."""
+    from cetopt.modelspec import check_target, normalise_target
+
+    out = []
+    for target in targets or []:
+        check_target(target)
+        out.append(normalise_target(target))
+    return tuple(out)
 
 
 def cmd_levels(args: argparse.Namespace) -> int:
@@ -70,6 +82,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--baselines", default="uniform,hawq-v3", help="baseline allocations ('' for none)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve")
     p.add_argument("--no-measure", action="store_true", help="do not apply plans to zoo models")
+    p.add_argument("--model", action="append", metavar="TARGET",
+                   help="a model (module:function or path/to/file.py:function) to measure the problems that record "
+                        "it; repeatable. A model named inside a problem file is loaded only when it is a zoo name")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     p.add_argument("--executor", default="local", help="where cells run: 'local' (--jobs processes) or "

@@ -16,17 +16,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from cetopt._atomic import atomic_write_text
 from cetopt.errors import ProblemError
+from cetopt.inputs import MAX_BYTES, NonFiniteLiteral, check_tree, parse_json, read_regular_file  # noqa: F401
 from cetopt.problem._checks import MAX_BITS, at
 from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer
 
 FORMAT = "cetopt.problem/1"
-MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_FILE_BYTES = MAX_BYTES["problem file"]  # CETOPT_MAX_INPUT_BYTES overrides it (cetopt.inputs)
 
 _TOP_KEYS = ("format", "name", "description", "minimize", "budget", "activation_bits", "layers", "ties",
              "interactions", "edges", "metadata")
@@ -175,70 +175,23 @@ def problem_to_dict(problem: AllocationProblem) -> dict[str, Any]:
     return out
 
 
-class NonFiniteLiteral:
-    """Stands in for a NaN / Infinity literal while parsing, so the validator that meets it names its field
-    ("layers[3].choices[1].loss: expected a number, got NaN") instead of failing without a path."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"{self.text} (not valid JSON; use a finite number)"
-
-
-def _find_literal(value: Any, path: str) -> str | None:
-    if isinstance(value, NonFiniteLiteral):
-        return path
-    if isinstance(value, dict):
-        return next((p for k, v in value.items() if (p := _find_literal(v, f"{path}.{k}")) is not None), None)
-    if isinstance(value, list):
-        return next((p for i, v in enumerate(value) if (p := _find_literal(v, f"{path}[{i}]")) is not None), None)
-    return None
-
-
 def parse_problem_json(text: str | bytes, source: str = "<string>") -> AllocationProblem:
-    """Parse JSON text into a validated problem."""
-    try:
-        data = json.loads(text, parse_constant=NonFiniteLiteral)
-    except RecursionError:
-        raise ProblemError(f"{source}: JSON nested too deeply") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ProblemError(f"{source}: not valid JSON ({err})") from None
+    """Parse JSON text into a validated problem (duplicate keys, over-long integers and deep nesting refused
+    with the field named: cetopt.inputs.parse_json)."""
+    data = parse_json(text, source, max_depth=None)  # the validators type-check every structured level
     problem = problem_from_dict(data)
-    where = _find_literal(data.get("metadata", {}), "metadata") if isinstance(data, dict) else None
-    if where is not None:  # the only place a free-form value could hide one
-        raise ProblemError("NaN / Infinity is not valid JSON; use a finite number or null", field=where)
+    if isinstance(data, dict) and "metadata" in data:  # the one free-form value: depth, NaN / Infinity
+        try:
+            check_tree(data["metadata"], "metadata")
+        except ProblemError as err:
+            raise ProblemError(f"{source}: {err.reason}", field=err.field) from None
     return problem
 
 
-def read_regular_file(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; devices, FIFOs and folders are refused before
-    they are opened (a FIFO would block, /dev/zero would never end), and the cap holds while reading."""
-    file = Path(path)
-    try:
-        info = os.stat(file)
-    except OSError as err:
-        raise ProblemError(f"cannot read {what} {str(file)!r}: {err.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
-        raise ProblemError(f"{what} {str(file)!r} is {kind}; give a file")
-    if info.st_size > limit:
-        raise ProblemError(f"{file}: {info.st_size} bytes is over the {limit}-byte limit for a {what}")
-    try:
-        with open(file, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ProblemError(f"{what} {str(file)!r} is not a regular file; give a file")
-            raw = handle.read(limit + 1)
-    except OSError as err:
-        raise ProblemError(f"cannot read {what} {str(file)!r}: {err.strerror}") from None
-    if len(raw) > limit:
-        raise ProblemError(f"{file}: over the {limit}-byte limit for a {what}")
-    return raw
-
-
 def load_problem(path: str | os.PathLike[str]) -> AllocationProblem:
-    """Load and validate a ``cetopt.problem/1`` file (a regular file of at most MAX_FILE_BYTES)."""
-    raw = read_regular_file(path, MAX_FILE_BYTES, "problem file")
+    """Load and validate a ``cetopt.problem/1`` file (a regular file of at most MAX_FILE_BYTES, or
+    CETOPT_MAX_INPUT_BYTES when set)."""
+    raw = read_regular_file(path, None, "problem file")
     return parse_problem_json(raw, source=str(path))
 
 

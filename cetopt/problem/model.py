@@ -291,9 +291,15 @@ class AllocationProblem:
                            check_int(self.activation_bits, "activation_bits", low=1, high=MAX_BITS))
         object.__setattr__(self, "ties", self._checked_ties(self.ties))
         interactions = tuple(self.interactions)
+        pairs: dict[frozenset[str], int] = {}
         for i, term in enumerate(interactions):
             with at(f"interactions[{i}]"):
                 self._check_interaction(term)
+                pair = frozenset((term.a, term.b))
+                if pair in pairs:  # every backend sees the same problem: none may sum or drop a repeated term
+                    raise ProblemError(f"the pair {term.a!r}, {term.b!r} is also interactions[{pairs[pair]}]; give "
+                                       "each pair once (add the matrices)", field="layers")
+                pairs[pair] = i
         object.__setattr__(self, "interactions", interactions)
         edges = tuple(self.edges)
         for i, edge in enumerate(edges):
@@ -330,6 +336,9 @@ class AllocationProblem:
         for end, key in ((term.a, "layers[0]"), (term.b, "layers[1]")):
             if end not in self._index:  # type: ignore[attr-defined]
                 raise ProblemError(f"unknown layer {end!r}", field=key)
+        if term.a == term.b:
+            raise ProblemError(f"a layer cannot interact with itself ({term.a!r}); its own loss is in its choices",
+                               field="layers")
         rows, cols = len(term.loss), len(term.loss[0])
         want = (len(self.layer(term.a).choices), len(self.layer(term.b).choices))
         if (rows, cols) != want:

@@ -206,25 +206,18 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "<string>") -> "Plan":
-        """Parse a plan from JSON text (errors name the source and the field)."""
-        def reject(name: str) -> None:
-            raise ProblemError(f"{name} is not a number", field="layers")
+        """Parse a plan from JSON text (errors name the source and the field; duplicate keys, over-long
+        integers, deep nesting and NaN / Infinity refused: cetopt.inputs.parse_json)."""
+        from cetopt.inputs import parse_json
 
-        try:
-            data = json.loads(text, parse_constant=reject)
-        except RecursionError:
-            raise ProblemError(f"{source}: JSON nested too deeply") from None
-        except ValueError as err:  # not JSON, or not UTF-8
-            raise ProblemError(f"{source}: not a valid plan file ({err})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, source))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Plan":
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as err:
-            raise ProblemError(f"cannot read plan {path}: {err.strerror}") from None
-        return cls.from_json(raw, str(path))
+        """Read a plan file: a regular file under the plan size cap (cetopt.inputs), parsed and checked."""
+        from cetopt.inputs import read_regular_file
+
+        return cls.from_json(read_regular_file(path, None, "plan"), str(path))
 
 
 def problem_quantizer(problem: "AllocationProblem") -> QuantizerSpec:

@@ -48,7 +48,7 @@ def _resolve(solver: str | Path | SolverConfig | Solver, time_limit: float | Non
 
 def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver | None = None, *,
           time_limit: float | None = None, seed: int | None = None, check_budgets: bool = True,
-          **options: Any) -> SolveResult:
+          started: float | None = None, **options: Any) -> SolveResult:
     """Solve ``problem`` with a backend and return a checked :class:`SolveResult`.
 
     Args:
@@ -60,6 +60,9 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
         seed: random seed for backends that use one.
         check_budgets: report budgets that are unattainable on their own at once, with the smallest
             feasible value, without calling the backend.
+        started: ``time.perf_counter()`` from which ``time_limit`` counts (default: this call). The command
+            line passes its process's start, less a reserve for writing the result, so the whole process
+            ends within the limit, reading the problem file included (cetopt.solvers.deadline).
         **options: backend options (unknown names raise SolverOptionError).
 
     Returns:
@@ -74,7 +77,7 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
     """
     if solver is None:
         solver = default_solver(problem)
-    entered = time.perf_counter()
+    entered = time.perf_counter() if started is None else min(started, time.perf_counter())
     backend, display, raw_options, limit, run_seed = _resolve(solver, time_limit, seed, dict(options))
     backend.ensure_installed()
     typed = backend.make_options(raw_options)
@@ -89,8 +92,15 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
             outcome = Outcome(status=Status.INFEASIBLE, message="; ".join(shortfalls))
             return finish(compiled, outcome, solver=display, options=recorded, seconds=0.0)
     start = time.perf_counter()
-    # the limit counts from this call: compiling the problem is part of it (never below 0.05 s left)
-    left = None if limit is None else max(limit - (start - entered), 0.05)
+    # the limit counts from this call (or ``started``): compiling the problem is part of it
+    left = None if limit is None else limit - (start - entered)
+    if left is not None and left < max(ENGINE_ROOM * limit, backend.startup_seconds_per_group * compiled.n_groups):
+        # spent before the backend could start (a large file, a slow start-up): building the backend's model
+        # alone would overrun, so the greedy incumbent (milliseconds) is the answer
+        outcome = _spent(compiled, f"the time limit ({limit:g} s) was {100 * (1 - left / limit):.0f}% spent before "
+                                   f"{display} could start (reading and compiling the problem)")
+        return finish(compiled, outcome, solver=display, options=recorded, seconds=time.perf_counter() - start)
+    left = max(left, 0.05) if left is not None else None
     try:
         with native_stdout_silenced():
             outcome = backend.run(compiled, typed, time_limit=left, seed=run_seed)
@@ -107,6 +117,20 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
     if result.limit == "interrupted":  # the engine caught Ctrl-C itself and stopped with its incumbent
         raise SolveInterrupted(result)
     return result
+
+
+ENGINE_ROOM = 0.1  # below this fraction of the limit left, the backend is not started (cetopt.solvers.deadline)
+
+
+def _spent(compiled: CompiledProblem, why: str) -> Outcome:
+    """The greedy incumbent as the answer when no time is left for the backend (limit "time")."""
+    from cetopt.solvers.incumbent import greedy_incumbent
+
+    incumbent = greedy_incumbent(compiled)
+    if incumbent.feasible:
+        return Outcome(Status.FEASIBLE, choice_index=incumbent.choice_index, bound=incumbent.plan.bound,
+                       limit="time", message=f"{why}; returning the greedy incumbent with its bound")
+    return Outcome(Status.NO_SOLUTION, limit="time", message=f"{why}; the greedy walk found no feasible allocation")
 
 
 def _interrupted(compiled: CompiledProblem, *, solver: str, options: dict[str, Any], seconds: float) -> SolveResult:

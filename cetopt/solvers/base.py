@@ -70,6 +70,9 @@ class Solver(ABC):
     install_hint: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
     Options: ClassVar[type] = NoOptions
+    # seconds per group the backend spends before it can stop on time (fitting, building its model); when less
+    # time than that is left of a limit, solve() answers with the greedy incumbent instead of overrunning
+    startup_seconds_per_group: ClassVar[float] = 0.0
 
     @classmethod
     def is_installed(cls) -> bool:

@@ -23,6 +23,16 @@ class BruteForceOptions:
     max_combinations: int = 2_000_000
 
 
+def combinations(compiled: CompiledProblem, stop: int) -> int:
+    """The number of allocations of ``compiled``, counted with Python integers; stops once past ``stop``."""
+    count = 1
+    for group in compiled.groups:
+        count *= int(group.n_options)
+        if count > stop:
+            break
+    return count
+
+
 class BruteForceSolver(Solver):
     """Enumerates every allocation (vectorised); for tests and tiny problems only."""
 
@@ -33,13 +43,18 @@ class BruteForceSolver(Solver):
 
     def unsupported(self, compiled: CompiledProblem) -> list[str]:
         reasons = super().unsupported(compiled)
-        count = int(np.prod([float(g.n_options) for g in compiled.groups]))
-        if count > BruteForceOptions.max_combinations:
-            reasons.append(f"it enumerates {count:.3g} allocations, over {BruteForceOptions.max_combinations}")
+        limit = BruteForceOptions.max_combinations
+        count = combinations(compiled, limit)
+        if count > limit:  # exact integers: 10,000 layers of 3 choices is 3^10000, not a float overflow
+            reasons.append(f"it would enumerate more than {limit} allocations ({len(compiled.groups)} groups); "
+                           "use an exact backend that scales (dp, highs, ortools)")
         return reasons
 
     def run(self, compiled: CompiledProblem, options: BruteForceOptions, *, time_limit: float | None,
             seed: int) -> Outcome:
+        if combinations(compiled, options.max_combinations) > options.max_combinations:
+            return Outcome(Status.ERROR, message=f"more than max_combinations={options.max_combinations} allocations; "
+                                                 "raise the option or use dp / highs / ortools")
         shape = [g.n_options for g in compiled.groups]
         grid = np.indices(shape).reshape(len(shape), -1).T  # (N, G)
         loss = sum(g.loss[grid[:, i]] for i, g in enumerate(compiled.groups))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -81,15 +80,13 @@ def parse_solver_config(data: Mapping[str, Any], *, default_name: str, source: s
 def load_solver_config(path: str | os.PathLike[str]) -> SolverConfig:
     """Read one ``solvers/*.toml`` file (a regular file of at most MAX_CONFIG_BYTES)."""
     from cetopt.errors import ProblemError
-    from cetopt.problem.io import read_regular_file
+    from cetopt.inputs import parse_toml, read_regular_file
 
     file = Path(path)
     try:
-        data = tomllib.loads(read_regular_file(file, MAX_CONFIG_BYTES, "solver config").decode("utf-8"))
+        data = parse_toml(read_regular_file(file, MAX_CONFIG_BYTES, "solver config"), str(file))
     except ProblemError as err:
         raise SolverOptionError(str(err)) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise SolverOptionError(f"{file}: not valid TOML ({err})") from None
     return parse_solver_config(data, default_name=file.stem, source=str(file))
 
 

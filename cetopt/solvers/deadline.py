@@ -34,3 +34,23 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.limit is not None and self.elapsed() >= self.limit
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), from /proc on Linux;
+    0.0 where that cannot be read (then a process budget counts from the caller's first clock reading)."""
+    import os
+
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        with open("/proc/uptime", "rb") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def process_started() -> float:
+    """``time.perf_counter()`` at the moment this process started (see :func:`process_age`)."""
+    return time.perf_counter() - process_age()

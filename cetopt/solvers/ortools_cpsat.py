@@ -212,6 +212,7 @@ class CpSatSolver(Solver):
     install_hint = "pip install 'ortools==9.14.6206'"
     capabilities = Capabilities(exact=True, proves_bound=True, interactions=True)
     Options = CpSatOptions
+    startup_seconds_per_group = 5e-5  # building the model (measured: ~0.5 s per 10,000 groups, loaded 2 cores)
 
     def run(self, compiled: CompiledProblem, options: CpSatOptions, *, time_limit: float | None,
             seed: int) -> Outcome:

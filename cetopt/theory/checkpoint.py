@@ -64,11 +64,16 @@ class ProveCheckpoints:
         self.check_keys = {int(n): _plain({**dict(key), "check": dict(extra)}) for n, extra in (check_keys or {}).items()}
 
     def _read(self, name: str, key: Any = None) -> Any | None:
+        from cetopt.errors import ProblemError
+        from cetopt.inputs import read_regular_file
+
         path = self.folder / f"{name}.json"
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # absent or unreadable: computed again
+        if not path.exists():
+            return None
+        try:  # bounded, regular files only: a FIFO or device in checkpoints/ must not hang a resume
+            saved = json.loads(read_regular_file(path, None, "checkpoint").decode("utf-8"))
+        except (ProblemError, ValueError, RecursionError):
+            return None  # unreadable: computed again
         wanted = self.key if key is None else key
         if not isinstance(saved, dict) or saved.get("format") != FORMAT or saved.get("key") != wanted:
             return None
