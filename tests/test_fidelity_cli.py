@@ -1,5 +1,5 @@
-"""A spec with inputs only (no loss_fn, no labels) through the command line: extract -> plan -> apply -> evaluate,
-with the fidelity objective built by cetopt and the evaluation reporting fidelity to FP32."""
+"""A spec with inputs only (no loss_fn, no labels) through the command line: extract -> plan -> apply -> evaluate
+(and demo), with the fidelity objective built by cetopt and the evaluation reporting fidelity to FP32."""
 
 from __future__ import annotations
 
@@ -50,3 +50,5 @@ def test_inputs_only_spec_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     assert report["calibration_dloss"] >= 0 and report["validation_dloss"] >= 0
     assert main(["evaluate", "packed"]) == 0
     assert "also: kl " in capsys.readouterr().out
+    assert main(["demo", target, "--avg-bits", "4"]) == 0
+    assert "(whole plan)" in capsys.readouterr().out
