@@ -91,3 +91,19 @@ def test_labels_without_loss_fn_are_a_clear_error() -> None:
 def test_unbound_objective_on_plain_batch_is_a_clear_error() -> None:
     with pytest.raises(ProblemError, match="cetopt records the references"):
         kl_to_reference(_mlp(), torch.randn(3, 6))
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 7), st.integers(0, 10_000), st.floats(0.1, 30.0))
+def test_objectives_are_nonnegative_and_zero_only_at_the_reference(rows: int, width: int, seed: int,
+                                                                   scale: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    ref = scale * torch.randn(rows, width, generator=g, dtype=torch.float64)
+    out = ref + torch.randn(rows, width, generator=g, dtype=torch.float64)
+    for objective in (kl_to_reference, output_mse, cosine_to_reference):
+        assert float(objective(nn.Identity(), referenced(out, ref))) >= -1e-12
+    assert float(output_mse(nn.Identity(), referenced(out, ref))) > 0
