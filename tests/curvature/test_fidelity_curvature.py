@@ -92,3 +92,12 @@ def test_output_space_probes_allowed_at_the_reference_only() -> None:
     task = CurvatureOperator(spec.model, lambda m, b: m(b["cetopt.inputs"]).logsumexp(1).mean(), spec.calibration,
                              device="cpu")
     assert exactness_problem(task) is not None  # Tanh and GELU: not exact for a loss with a nonzero gradient
+
+
+def test_empirical_fisher_cost_model_is_refused_under_fidelity() -> None:
+    from cetopt.errors import ProblemError
+    from cetopt.workflow import build_for
+
+    with pytest.raises(ProblemError, match="empirical Fisher") as err:
+        build_for(_spec(torch.float32), method="fisher", bits=(2, 4), cache_dir=False)
+    assert err.value.field == "method"
