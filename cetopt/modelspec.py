@@ -1,16 +1,20 @@
 """What cetopt needs to know about a model: the :class:`ModelSpec` contract, and how a command-line target
 (a zoo name, ``module:function`` or ``path/to/file.py:function``) becomes one.
 
-A user brings a model by writing one function that returns a ModelSpec::
+A user brings a model by writing one function that returns a ModelSpec; inputs alone are enough::
 
     # my_model.py
     from cetopt import ModelSpec
 
     def spec() -> ModelSpec:
         model = build_and_load_my_model()                        # an nn.Module with trained weights
-        batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
-        return ModelSpec(name="my-model", model=model, calibration=batches,
-                         loss_fn=lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1]))
+        return ModelSpec(name="my-model", model=model,
+                         calibration=[x[i:i + 64] for i in range(0, 256, 64)],      # model(batch)
+                         validation=[x[i:i + 64] for i in range(256, 512, 64)])
+
+Without ``loss_fn`` cetopt records the model's FP32 outputs on these inputs once and minimises the fidelity to
+them (cetopt.losses: KL for classifier logits, MSE or 1 - cosine for other outputs), whose minimum is the FP32
+model itself. A ``loss_fn(model, batch)`` of the user's own is still accepted.
 
 and runs ``cetopt extract my_model.py:spec --out problem.json`` (or ``my_model:spec`` when the module is
 importable). The zoo's models are ModelSpecs too (cetopt.zoo.registry).
@@ -38,14 +42,25 @@ if TYPE_CHECKING:
 class ModelSpec:
     """A trained model with its calibration data, loss and (optionally) evaluation.
 
+    Inputs-only form (no ``loss_fn``): each batch holds the model's inputs only and is fed as a tensor
+    ``x`` -> ``model(x)``, a tuple or list -> ``model(*batch)``, a dict -> ``model(**batch)``; the model returns a
+    tensor (or an output with a ``logits`` tensor). At construction the FP32 outputs on the calibration, validation
+    and test batches are recorded once, the batches become ``{"cetopt.inputs": inputs, "cetopt.reference":
+    outputs}`` and ``loss_fn`` the bound fidelity objective (:mod:`cetopt.losses`): KL for classifier logits,
+    1 - cosine for unit-norm embeddings, MSE for one value per example; ``metadata["objective"]`` says which and
+    why. Passing ``loss_fn=cetopt.losses.output_mse`` (or ``kl_to_reference``, ``cosine_to_reference``) names the
+    kind. Without ``evaluate``, the evaluation is the fidelity to FP32 on the test batches (else the validation
+    batches): top-1 agreement and KL for logits, cosine and MSE otherwise, per example in ``test_outcomes``.
+
     Attributes:
         name: a short name (used in problem names and provenance).
         model: the network (never modified by cetopt).
         calibration: batches the curvature and costs are computed on; ``loss_fn(model, batch)`` must return a
             scalar tensor, and the calibration loss is its mean over the batches.
-        loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``; None: the fidelity objective (above).
         evaluate: ``evaluate(model) -> {metric: value, ...}`` on held-out TEST data, higher is better; the first
-            key is the headline metric. None: plans are judged on the calibration loss alone.
+            key is the headline metric. None: plans are judged on the calibration loss alone (inputs-only specs:
+            the fidelity metrics above).
         test_outcomes: ``test_outcomes(model) -> (n_test,) array``: the headline metric per test example (1.0 where a
             classifier is right, a sentence's cosine, ...), the same examples in the same order for every model, so
             two plans can be compared with a paired bootstrap CI (cetopt.stats). None: no per-example outcomes.
@@ -55,12 +70,14 @@ class ModelSpec:
         exclude: layer names left out of the problem (e.g. a pooler that receives no gradient).
         layers: restrict the problem to these layers (default: every Linear/Conv not excluded).
         metadata: free provenance (seed, weights file and its SHA-256, ...).
+        test: held-out inputs-only batches for the fidelity evaluation of a spec without ``loss_fn`` and
+            ``evaluate`` (disjoint from calibration and validation); ignored otherwise.
     """
 
     name: str
     model: "nn.Module"
     calibration: Sequence[Any]
-    loss_fn: Callable[["nn.Module", Any], "torch.Tensor"]
+    loss_fn: Callable[["nn.Module", Any], "torch.Tensor"] | None = None
     evaluate: Callable[["nn.Module"], Mapping[str, float]] | None = None
     test_outcomes: Callable[["nn.Module"], Any] | None = None
     validation: Sequence[Any] = ()
@@ -68,14 +85,16 @@ class ModelSpec:
     exclude: tuple[str, ...] = ()
     layers: tuple[str, ...] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    test: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ProblemError("expected a non-empty string", field="ModelSpec.name")
         if not hasattr(self.model, "named_modules"):
             raise ProblemError(f"expected a torch nn.Module, got {type(self.model).__name__}", field="ModelSpec.model")
-        if not callable(self.loss_fn):
-            raise ProblemError("expected a function loss_fn(model, batch) -> scalar tensor", field="ModelSpec.loss_fn")
+        if self.loss_fn is not None and not callable(self.loss_fn):
+            raise ProblemError("expected a function loss_fn(model, batch) -> scalar tensor, or None for the fidelity "
+                               "objective", field="ModelSpec.loss_fn")
         if self.test_outcomes is not None and not callable(self.test_outcomes):
             raise ProblemError("expected a function test_outcomes(model) -> per-example array, or None",
                                field="ModelSpec.test_outcomes")
@@ -84,6 +103,35 @@ class ModelSpec:
                                field="ModelSpec.evaluate")
         if len(self.calibration) == 0:
             raise ProblemError("the calibration data is empty; give at least one batch", field="ModelSpec.calibration")
+        if self.loss_fn is None or getattr(self.loss_fn, "kind", None) in ("kl", "mse", "cosine"):
+            self._bind_fidelity()
+
+    def _bind_fidelity(self) -> None:
+        """Record the FP32 outputs and bind the fidelity objective (frozen fields set once, here)."""
+        from cetopt.losses import bind_objective, fidelity_metrics, fidelity_outcomes, headline, is_fidelity
+
+        if self.loss_fn is not None and not is_fidelity(self.loss_fn):
+            return
+        bound = bind_objective(self.model, self.calibration, self.validation, self.test, self.loss_fn)
+        set_ = object.__setattr__
+        set_(self, "loss_fn", bound.objective)
+        set_(self, "calibration", bound.calibration)
+        set_(self, "validation", bound.validation)
+        set_(self, "test", bound.test)
+        held_out, split = (bound.test, "test") if bound.test else (bound.validation, "validation")
+        info = {"objective": bound.objective.describe(), "objective_kind": bound.objective.kind}
+        if self.evaluate is None and held_out:
+            kind = bound.objective.kind
+            set_(self, "evaluate", lambda m: fidelity_metrics(m, held_out, kind))
+            if self.test_outcomes is None:
+                set_(self, "test_outcomes", lambda m: fidelity_outcomes(m, held_out, kind)[headline(kind)])
+            info["evaluation"] = f"fidelity to FP32 on the {split} batches"
+        set_(self, "metadata", {**self.metadata, **info})
+
+    @property
+    def fidelity(self) -> bool:
+        """Whether the loss is a fidelity objective (cetopt.losses) bound to this model's FP32 outputs."""
+        return getattr(self.loss_fn, "reference_digest", None) is not None
 
     def quantisable_layers(self) -> list[str] | None:
         """The layer names the problem covers (None: every Linear/Conv)."""

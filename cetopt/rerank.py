@@ -265,8 +265,13 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
     others = pool_bits(spec, built.problem, pool, solver)
     seconds = time.perf_counter() - start
     measure, split = selection_measure(measurer)
-    return Selection(result=rerank(built, measure, k, solver, pool=others), split=split, pool_seconds=seconds,
-                     left_out=tuple(name for name in pool if name not in others))
+    selection = Selection(result=rerank(built, measure, k, solver, pool=others), split=split, pool_seconds=seconds,
+                          left_out=tuple(name for name in pool if name not in others))
+    from cetopt.negatives import warn_if_negative
+
+    best = selection.result.best  # a WARNING naming the layers whose negative changes the shipped plan relies on
+    warn_if_negative(built.problem, best.choices, measured=best.measured)
+    return selection
 
 
 def selection_table(selection: Selection, total_params: int) -> str:

@@ -31,6 +31,16 @@ def problem_name(spec: ModelSpec, method: str, rounding: str = "nearest") -> str
     return f"{spec.name}-{method}" + ("" if rounding == "nearest" else f"-{rounding}")
 
 
+def objective_name(spec: ModelSpec) -> str:
+    """What the spec's problems minimise, for their metadata: the fidelity objective and why it was chosen, or
+    the user's ``loss_fn`` by name."""
+    describe = getattr(spec.loss_fn, "describe", None)
+    if spec.fidelity and callable(describe):
+        return str(describe())
+    fn = spec.loss_fn
+    return f"loss_fn {getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
 def build_for(spec: ModelSpec, *, method: str = DEFAULT_COST_MODEL, bits: Sequence[int] = DEFAULT_BITS,
               budget: Budget | None = None, target: str | None = None, quantizer: QuantizerSpec = DEFAULT_QUANTIZER,
               **options: Any) -> "BuiltProblem":
@@ -61,6 +71,7 @@ def build_for(spec: ModelSpec, *, method: str = DEFAULT_COST_MODEL, bits: Sequen
     metadata = {"model": spec.name, "data": spec.data, "cetopt_version": __version__,
                 "model_target": model_target(target or spec.name), "other_params": int(other),
                 "buffer_bits": buffer_bits(spec.model),
+                "objective": objective_name(spec),
                 **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))},
                 **fingerprint_spec(spec).as_metadata()}  # ties the file to these weights and calibration data
     return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options.get("rounding", "nearest")),

@@ -18,6 +18,7 @@ compressed weight, so a solved plan can be applied exactly as it was scored.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping, Sequence
 
@@ -38,6 +39,9 @@ from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
 from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Layer
 from cetopt.quant.quantizers import QuantizerSpec
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class BuiltProblem:
@@ -163,6 +167,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
                             quantizer=quantizer, settings=settings, loss=loss, op=op, graph_note=graph_note,
                             interactions=len(terms), llc_radius=llc_radius, layer_eps=layer_eps, removed=removed,
                             curvature=curvature, extra=metadata)
+    info.update(_sign_check(op, candidates, kept, costs, signals))
     budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
     problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
                                 minimize=minimize, metadata=info)
@@ -170,6 +175,33 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         problem = problem.with_changes(ties=tuple(ties))
     chosen = {c.name: tuple(c.weights[i] for i in kept[c.name]) for c in candidates}
     return BuiltProblem(problem=problem, weights=chosen, curvature=curvature)
+
+
+def _sign_check(op: CurvatureOperator, candidates: Sequence[LayerCandidates], kept: Mapping[str, np.ndarray],
+                costs: Mapping[str, np.ndarray], signals: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata on negative changes: the kept candidates whose predicted or measured change is negative
+    (cetopt.negatives), and, under a fidelity objective at its reference, the check that every prediction is >= 0
+    (a WARNING naming the candidates where one is not: the objective's minimum is the FP32 model, so a negative
+    prediction is an estimation fault, e.g. a noisy trace)."""
+    from cetopt.negatives import negative_candidates
+
+    labels = {c.name: [c.choices[i].label for i in kept[c.name]] for c in candidates}
+    predicted = {c.name: np.asarray(costs[c.name])[kept[c.name]] for c in candidates}
+    measured = {c.name: (None if getattr(signals[c.name], "measured", None) is None
+                         else np.asarray(signals[c.name].measured)[kept[c.name]]) for c in candidates}
+    negatives = negative_candidates(labels, predicted, measured)
+    info: dict[str, Any] = {"negative_changes": negatives} if negatives else {}
+    if op.stationary:
+        info["gradient"] = "0 exactly: fidelity objective at its FP32 reference (no gradient pass)"
+        wrong = {layer: [label for label, v in found.items() if v["predicted"] < 0] for layer, found in negatives.items()}
+        wrong = {layer: labels_ for layer, labels_ in wrong.items() if labels_}
+        count = sum(len(v) for v in wrong.values())
+        info["fidelity_sign_check"] = "every predicted change >= 0" if not count else f"{count} negative predictions"
+        if count:
+            log.warning("fidelity objective: %d candidate(s) have a negative predicted change although the objective's "
+                        "minimum is the FP32 model (%s); the cost model's estimate is noisy there (stochastic traces?)",
+                        count, ", ".join(f"{layer} {'/'.join(v)}" for layer, v in list(wrong.items())[:8]))
+    return info
 
 
 def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], **kwargs: object) -> AllocationProblem:

@@ -75,6 +75,9 @@ def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, 
     from cetopt.curvature.signals import _call, _unsqueeze
 
     names = [n for n in op.names if n in errors]
+    if op.stationary:  # every per-sample gradient of a fidelity objective is 0 at its reference weights
+        log.info("linear_stderr: 0 (fidelity objective at its reference weights: every per-sample gradient is 0)")
+        return {n: np.zeros(len(errors[n])) for n in names}
     keys = {n: f"{n}.weight" for n in names}
     by_name = dict(zip(op.names, op.params))
     params = {keys[n]: by_name[n] for n in names}

@@ -117,6 +117,10 @@ def _forms(inputs: SignalInputs, needs: frozenset[str]) -> QuadraticForms | None
 def _fisher(inputs: SignalInputs, needs: frozenset[str]) -> dict[str, np.ndarray] | None:
     if "fisher" not in needs:
         return None
+    if inputs.op.stationary:
+        raise ProblemError("the empirical Fisher (mean squared per-sample gradient) of a fidelity objective is 0 at "
+                           "the FP32 weights, so every cost would be 0; use a curvature cost model (cet-upper, "
+                           "hawq-v3, cet) or give ModelSpec.loss_fn", field="method")
     from cetopt.curvature.signals import fisher_diagonal
 
     diagonal = fisher_diagonal(inputs.op)

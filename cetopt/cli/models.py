@@ -68,6 +68,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"packed ratio {report['packed_ratio']:.2f} vs FP32")
     if metric is not None:
         print(f"{metric}: {report['metric']:.4f} (FP32 {report['fp_metric']:.4f})")
+        others = {k: v for k, v in report["metrics"].items() if k != metric}
+        if others:  # e.g. an inputs-only spec's fidelity to FP32: kl, cosine, mse beside the agreement
+            print("also: " + ", ".join(f"{k} {v:.6g}" for k, v in others.items()))
     print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
     if report["validation_dloss"] is not None:
         print(f"validation loss change: {report['validation_dloss']:+.6f}")

@@ -45,6 +45,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), allow_nan=False))
     else:
         print(result_table(result))
+    if result.success and result.choices:
+        from cetopt.negatives import warn_if_negative
+
+        warn_if_negative(problem, result.choices)  # a WARNING on stderr naming the layers and the remedy
     if args.out and not result.success:
         print(f"no plan written to {args.out}: the solve ended {result.status.value}", file=sys.stderr)
     elif args.out:

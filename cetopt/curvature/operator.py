@@ -112,6 +112,20 @@ class CurvatureOperator:
                         "batches as ranks", distributed.rank(), len(self.batches), distributed.world_size())
         self.hvp_count = 0
         self.vmap_ok = True
+        self.gradient_passes = 0  # backward passes loss_and_gradient ran (0 where the gradient is known to be 0)
+        self._stationary: bool | None = None
+
+    @property
+    def stationary(self) -> bool:
+        """Whether the loss is a fidelity objective (cetopt.losses) at the weights its FP32 references were recorded
+        on: there the gradient, every per-sample gradient included, is exactly 0 and the Hessian is the
+        Gauss-Newton matrix J' H_o J for any architecture (the output gradient that multiplies the network's own
+        second derivatives is 0). Decided once, on the weights the operator was built with."""
+        if self._stationary is None:
+            from cetopt.losses import at_reference
+
+            self._stationary = at_reference(self.loss_fn, self.model)
+        return self._stationary
 
     @property
     def names(self) -> list[str]:
@@ -132,16 +146,27 @@ class CurvatureOperator:
         return loss
 
     def loss_and_gradient(self, *, show_progress: bool = True) -> tuple[float, list[torch.Tensor]]:
-        """The mean loss and its gradient per layer weight (averaged over batches)."""
+        """The mean loss and its gradient per layer weight (averaged over batches).
+
+        At a fidelity objective's reference weights (:attr:`stationary`) the gradient is 0 by construction: the
+        loss is computed by forward passes alone and no backward pass runs (logged at INFO)."""
         from cetopt.curvature.progress import progress
 
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         grads = [torch.zeros_like(p) for p in self.params]
+        if self.stationary:
+            log.info("gradient: 0 exactly (fidelity objective at its FP32 reference weights); no backward pass")
+            with torch.no_grad(), eval_mode(self.model):
+                for batch in self.local_batches:
+                    total += self._loss(batch).double()
+            (total,) = distributed.all_reduce_sum([total])
+            return float(total) / len(self.batches), grads
         with eval_mode(self.model):
             for batch in progress(total=len(self.local_batches), desc="gradients", disable=not show_progress,
                                   iterable=self.local_batches):
                 loss = self._loss(batch)
                 parts = torch.autograd.grad(loss, self.params, allow_unused=True)
+                self.gradient_passes += 1
                 total += loss.detach().double()
                 for acc, part in zip(grads, parts):
                     if part is not None:

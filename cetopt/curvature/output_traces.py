@@ -54,6 +54,13 @@ def exactness_problem(operator: CurvatureOperator) -> str | None:
     """Why the output-space estimator would not give the Hessian traces of ``operator`` (None: it does)."""
     from cetopt.curvature.prefix import LINEAR_IN_WEIGHT, prefix_runner
 
+    if operator.stationary:  # fidelity objective at its reference: H = J' H_o J exactly, for any architecture
+        capture = _Capture(operator.model)
+        with torch.no_grad(), eval_mode(operator.model):
+            operator.loss_fn(capture, operator.batches[0])
+        if len(capture.outputs) != 1 or not isinstance(capture.outputs[0], torch.Tensor):
+            return "the model output is not one tensor"
+        return None
     runner = prefix_runner(operator.model, operator.loss_fn)
     if runner is None:
         return "the model does not trace with torch.fx"

@@ -105,6 +105,7 @@ class PrefixRunner:
         self.loss: torch.Tensor | None = None  # the recorded batch's loss through the traced graph
         self.batch: Batch = None
         self.inputs: tuple[Any, ...] = ()
+        self.stationary = False  # True: the loss's output gradient is 0 (a fidelity objective at its reference)
         self._nodes = {n.target: [m for m in traced.graph.nodes if m.op == "call_module" and m.target == n.target]
                        for n in traced.graph.nodes if n.op == "call_module"}
 
@@ -209,7 +210,9 @@ class PrefixRunner:
         found = self._output_tangent(layer)
         if found is None:
             return None
-        reason = self.nonlinear_node(layer)
+        # at a fidelity objective's reference weights (``stationary``, set by the caller) the loss's gradient in
+        # the outputs is 0, so J' H_o J is the exact Hessian whatever the suffix holds (attention, GELU, norms)
+        reason = None if self.stationary else self.nonlinear_node(layer)
         if reason is not None:
             log.debug("forward-mode forms off for %s: %s is not piecewise linear; using double backward", layer, reason)
             return None

@@ -100,6 +100,7 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
     names = [n for n in stacked if runner is not None and runner.supports(n)]
     if runner is None or not names:
         return {}
+    runner.stationary = operator.stationary  # forward-mode forms are the exact Hessian for any suffix there
     index = {n: i for i, n in enumerate(operator.names)}
     sums = {n: torch.zeros(stacked[n].shape[0], dtype=torch.float64, device=operator.device) for n in names}
     batched = operator.device.type == "cuda"  # vmapped backward measured slower than a loop on the CPU
