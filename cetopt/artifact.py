@@ -234,17 +234,23 @@ class CompressedModel:
     weights: Mapping[str, torch.Tensor]
 
 
-def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec) -> CompressedModel:
-    """Unpack DIR into a copy of ``spec.model`` (every state-dict entry comes from the artefact)."""
+def read_packed(directory: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """DIR/model.safetensors as stored: (tensor name -> tensor, unbundled; planned layer -> its layout)."""
     from safetensors import safe_open
 
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    plan = Plan.load(directory / PLAN_FILE)
-    with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
+    with safe_open(str(Path(directory) / WEIGHTS_FILE), framework="pt") as handle:
         meta = handle.metadata() or {}
         layout, index = json.loads(meta.get("layout", "{}")), json.loads(meta.get("index", "{}"))
         tensors = unbundle({key: handle.get_tensor(key) for key in handle.keys()}, index)
+    return tensors, layout
+
+
+def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec) -> CompressedModel:
+    """Unpack DIR into a copy of ``spec.model`` (every state-dict entry comes from the artefact)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    plan = Plan.load(directory / PLAN_FILE)
+    tensors, layout = read_packed(directory)
     model = copy.deepcopy(spec.model)
     modules = _check_layers(model, plan)
     weights = {}

@@ -58,6 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cetopt.artifact import evaluate_artifact, read_manifest
     from cetopt.modelspec import load_model_spec
 
+    if args.directory.is_file():  # an ONNX file written by cetopt export
+        return _evaluate_onnx(args)
     target = args.model or str(read_manifest(args.directory).get("target", ""))
     if not target:
         raise ProblemError("the artefact names no model; pass --model", field="--model")
@@ -73,6 +75,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
     if report["validation_dloss"] is not None:
         print(f"validation loss change: {report['validation_dloss']:+.6f}")
+    return EXIT_OK
+
+
+def _evaluate_onnx(args: argparse.Namespace) -> int:
+    from cetopt.export.onnx_eval import evaluate_onnx
+    from cetopt.modelspec import load_model_spec
+
+    if not args.model:
+        raise ProblemError("evaluating an ONNX file needs the model it was exported from: pass --model",
+                           field="--model")
+    report = evaluate_onnx(args.directory, load_model_spec(args.model), artifact=args.artifact,
+                           int8_matmul=args.int8_matmul)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), allow_nan=False))
+        return EXIT_OK
+    print(f"{args.directory}: {report.model} in onnxruntime, {report.file_bytes} bytes on disk (the artefact's packed "
+          f"size: {report.packed_bytes} bytes)")
+    for name, value in report.metrics.items():
+        print(f"{name}: {value:.4f} (torch artefact {report.artifact_metrics[name]:.4f}, FP32 "
+              f"{report.fp_metrics[name]:.4f})")
+    agreement = "" if report.argmax_agreement is None else f", argmax equal on {report.argmax_agreement:.2%} of rows"
+    print(f"outputs vs the unpacked torch artefact: max relative error {report.max_relative_error:.2e} over "
+          f"{report.compared_calls} calls{agreement}")
+    print(f"calibration loss change: {report.calibration_dloss:+.6f}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cetopt.export.onnx_export import export_onnx
+    from cetopt.modelspec import load_model_spec
+
+    info = export_onnx(args.directory, load_model_spec(args.model), args.out)
+    kinds: dict[str, int] = {}
+    for storage in info.storage.values():
+        kinds[storage] = kinds.get(storage, 0) + 1
+    exact = sum(1 for e in info.weight_error.values() if e == 0.0)
+    print(f"wrote {info.path}: {info.file_bytes} bytes = codes {info.code_bytes} + scales {info.scale_bytes} + other "
+          f"parameters {info.other_bytes} + container overhead {info.overhead_bytes} (the artefact's packed size: "
+          f"{info.packed_bytes} bytes)")
+    print(f"{len(info.storage)} layers with integer weights ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
+          f"{exact} dequantise to exactly the artefact's weights, the largest relative difference is "
+          f"{max(info.weight_error.values(), default=0.0):.2e}")
     return EXIT_OK
 
 
@@ -168,11 +212,24 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="artefact directory")
     p.set_defaults(func=cmd_apply)
 
-    p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it")
-    p.add_argument("directory", type=Path)
+    p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it, or "
+                                        "run an ONNX file written by cetopt export in onnxruntime")
+    p.add_argument("directory", type=Path, help="an artefact directory, or an ONNX file from cetopt export")
     p.add_argument("--model", help="the model it was applied to (default: the one its manifest names)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--artifact", type=Path, help="for an ONNX file: the artefact it was exported from (default: the "
+                                                 "directory recorded in the file)")
+    p.add_argument("--int8-matmul", action="store_true", help="for an ONNX file: let onnxruntime quantise the inputs "
+                   "of MatMuls it fuses with DequantizeLinear to int8 (faster, outputs move ~1e-3; default float32)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write an artefact as a file a runtime executes: ONNX with int4/int8 weights and "
+                                      "DequantizeLinear (cetopt evaluate FILE.onnx --model SPEC runs it)")
+    p.add_argument("directory", type=Path, help="an artefact directory written by cetopt apply")
+    p.add_argument("--model", required=True, help="the model the artefact was applied to: " + MODEL_HELP)
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
+    p.add_argument("--out", type=Path, required=True, help="the file to write (atomically)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
     p.add_argument("model", nargs="?", default="digits-cnn", help=MODEL_HELP)
