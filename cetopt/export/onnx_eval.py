@@ -26,12 +26,15 @@ from cetopt.modelspec import ModelSpec
 MATMUL_ACCURACY = "session.qdq_matmulnbits_accuracy_level"  # onnxruntime's session option
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, int8_matmul: bool = False) -> Any:
+def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, int8_matmul: bool = False,
+                 fold_weights: bool = False) -> Any:
     """An onnxruntime CPU session of ``path`` (``threads`` intra-op threads; default torch's count).
 
     onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits, and by default (accuracy level 4) quantises
     that MatMul's input to int8 on the fly: outputs move by ~1e-3 relative. Here the fused MatMul computes
     in float32 (level 1) unless ``int8_matmul``, so the file computes what the torch artefact computes.
+    Other weights' DequantizeLinear runs on every call; ``fold_weights`` (onnxruntime's
+    ``session.disable_quant_qdq``) dequantises them once at load instead (float weights in memory).
     """
     import onnxruntime as ort
 
@@ -40,6 +43,8 @@ def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, in
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry(MATMUL_ACCURACY, "4" if int8_matmul else "1")
+    if fold_weights:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile classes
