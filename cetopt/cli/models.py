@@ -48,9 +48,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from cetopt.modelspec import load_model_spec
 
     info = write_artifact(load_model_spec(target), plan, args.out, target=target)
-    print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = packed size {info.predicted_bytes} "
-          f"(buffers {info.buffer_bytes} included) + header {info.file_bytes - info.data_bytes}; packed ratio "
-          f"{info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
+    print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = codes {info.code_bytes} + scales "
+          f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
+          f"container overhead {info.overhead_bytes}; packed size {info.predicted_bytes} (all but the overhead), "
+          f"packed ratio {info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
     return EXIT_OK
 
 
