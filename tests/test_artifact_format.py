@@ -78,3 +78,15 @@ def test_numpy_reader_matches_load_compressed(tmp_path: Path, name: str) -> None
     floats = sum(t.numel() * 4 for k, t in spec.model.state_dict().items()
                  if k.removesuffix(".weight") not in PLANS_HERE[name].layers and t.dtype == torch.float32)
     assert manifest["other_bytes"] >= floats  # every unplanned float tensor is an "other parameter"
+
+
+@pytest.mark.parametrize("name", sorted(PLANS_HERE))
+def test_predicted_size_parts_are_the_written_ones(tmp_path: Path, name: str) -> None:
+    """cetopt.quant.pack's codes / scales / other split (what `cetopt plan` prints) is what apply writes."""
+    from cetopt.quant.pack import model_packed_size
+
+    spec = small_spec()
+    info = write_artifact(spec, PLANS_HERE[name], tmp_path / "art")
+    size = model_packed_size(spec.model, PLANS_HERE[name])
+    assert (size.code_bits, size.scale_bits, size.rest_bits) == (8 * info.code_bytes, 8 * info.scale_bytes,
+                                                                 8 * info.other_bytes)

@@ -144,6 +144,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
     plan.save(args.out)
     print(selection_table(selection, built.problem.total_params))
+    from cetopt.quant.pack import model_packed_size
+
+    size = model_packed_size(spec.model, plan)
+    print(f"packed size of the plan: codes {-(-size.code_bits // 8)} + scales {size.scale_bits // 8} + other parameters "
+          f"{size.rest_bits // 8} bytes ({size.total_bytes} bytes, ratio {size.ratio:.2f} vs FP32; avg_bits counts "
+          "codes only; the file adds its container overhead)")
     if pool:
         print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")
     if selection.left_out:
