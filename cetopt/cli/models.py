@@ -107,7 +107,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cetopt.export.onnx_export import export_onnx
     from cetopt.modelspec import load_model_spec
 
-    info = export_onnx(args.directory, load_model_spec(args.model), args.out)
+    info = export_onnx(args.directory, load_model_spec(args.model), args.out, activation_bits=args.activation_bits,
+                       observer=args.observer)
     kinds: dict[str, int] = {}
     for storage in info.storage.values():
         kinds[storage] = kinds.get(storage, 0) + 1
@@ -118,6 +119,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{len(info.storage)} layers with integer weights ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
           f"{exact} dequantise to exactly the artefact's weights, the largest relative difference is "
           f"{max(info.weight_error.values(), default=0.0):.2e}")
+    if info.activations:
+        print(f"{len(info.activations)} activation inputs quantised to {args.activation_bits} bits per tensor "
+              f"(QuantizeLinear/DequantizeLinear, {args.observer} ranges from the calibration batches)")
     return EXIT_OK
 
 
@@ -236,6 +240,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--model", required=True, help="the model the artefact was applied to: " + MODEL_HELP)
     p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
     p.add_argument("--out", type=Path, required=True, help="the file to write (atomically)")
+    p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the activation input of every "
+                   "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches); "
+                   "default: weights only")
+    p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
+                   help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")

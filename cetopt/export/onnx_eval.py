@@ -26,9 +26,10 @@ from cetopt.modelspec import ModelSpec
 MATMUL_ACCURACY = "session.qdq_matmulnbits_accuracy_level"  # onnxruntime's session option
 
 
-def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, int8_matmul: bool = False,
+def onnx_session(path: str | os.PathLike[str] | bytes, threads: int | None = None, *, int8_matmul: bool = False,
                  fold_weights: bool = False) -> Any:
-    """An onnxruntime CPU session of ``path`` (``threads`` intra-op threads; default torch's count).
+    """An onnxruntime CPU session of ``path`` (or a serialised model; ``threads`` intra-op threads, default
+    torch's count).
 
     onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits, and by default (accuracy level 4) quantises
     that MatMul's input to int8 on the fly: outputs move by ~1e-3 relative. Here the fused MatMul computes
@@ -46,9 +47,11 @@ def onnx_session(path: str | os.PathLike[str], threads: int | None = None, *, in
     if fold_weights:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=options,
+                                    providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile classes
-        raise ProblemError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0]}", field="model") from None
+        where = "the model" if isinstance(path, bytes) else path
+        raise ProblemError(f"onnxruntime cannot load {where}: {str(err).splitlines()[0]}", field="model") from None
 
 
 @dataclass

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -268,6 +268,7 @@ class OnnxExport:
         packed_bytes: the artefact's packed size (cetopt.quant.pack), for comparison.
         storage: layer -> how its codes are stored (``int4``, ``2 x int8``, ``rank 8 int8``, ...).
         weight_error: layer -> max |ONNX weight - artefact weight| / max |artefact weight| (0.0: identical).
+        activations: activation tensor -> its calibrated grid (cetopt.export.activations; empty: weights only).
     """
 
     path: Path
@@ -278,6 +279,7 @@ class OnnxExport:
     packed_bytes: int
     storage: Mapping[str, str]
     weight_error: Mapping[str, float]
+    activations: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def overhead_bytes(self) -> int:
@@ -299,9 +301,16 @@ def _initializer_bytes(proto: "onnx.ModelProto") -> tuple[int, int, int]:
     return code, scale, other
 
 
-def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | os.PathLike[str]) -> OnnxExport:
+def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | os.PathLike[str], *,
+                activation_bits: int | None = None, observer: str = "minmax") -> OnnxExport:
     """Export the artefact DIR of ``spec``'s model as ONNX with integer weights (see the module docstring),
     check it (onnx.checker, the planned weights in onnxruntime) and write it to ``out`` atomically.
+
+    Args:
+        activation_bits: also quantise the activation input of every quantised Conv/Gemm/MatMul to this many
+            bits (4 or 8; per tensor, static), calibrated on the spec's calibration batches
+            (:mod:`cetopt.export.activations`); None: weights only.
+        observer: the calibration's range: "minmax" or "percentile".
 
     Raises:
         ProblemError: DIR is not an artefact of ``spec.model``'s weights, the exporter renamed a planned
@@ -327,10 +336,18 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
         if exact and errors[name] != 0.0:
             raise ProblemError(f"layer {name!r}: the ONNX weight differs from the artefact's by {errors[name]:.3g} "
                                "(relative); a plain symmetric layer must match exactly", field="layers")
+    grids: dict[str, Any] = {}
+    if activation_bits is not None:
+        from cetopt.export.activations import activation_inputs, calibrate, insert_qdq
+
+        names = activation_inputs(proto, {f"{name}.weight" for name in loaded.plan.layers})
+        grids = calibrate(proto, call, spec.loss_fn, spec.calibration, names, bits=activation_bits, observer=observer)
+        insert_qdq(proto, grids)
     m = loaded.manifest
     props = {"format": ONNX_FORMAT, "model": spec.name, "artifact": str(Path(directory).resolve()),
              "artifact_weights_sha256": m["weights_sha256"], "source_fingerprint": m["source_fingerprint"],
-             "plan_sha256": m["plan_sha256"], "packed_bits": str(m["packed_bits"])}
+             "plan_sha256": m["plan_sha256"], "packed_bits": str(m["packed_bits"]),
+             "activation_bits": str(activation_bits or ""), "observer": observer if activation_bits else ""}
     helper.set_model_props(proto, {f"cetopt.{k}": str(v) for k, v in props.items()})
     proto.producer_name = "cetopt"
     onnx.checker.check_model(proto, full_check=True)
@@ -338,4 +355,5 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
     path = atomic_write_bytes(out, blob)
     code, scale, other = _initializer_bytes(proto)
     return OnnxExport(path=path, file_bytes=len(blob), code_bytes=code, scale_bytes=scale, other_bytes=other,
-                      packed_bytes=-(-int(m["packed_bits"]) // 8), storage=storage, weight_error=errors)
+                      packed_bytes=-(-int(m["packed_bits"]) // 8), storage=storage, weight_error=errors,
+                      activations=grids)
