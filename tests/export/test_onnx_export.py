@@ -25,7 +25,7 @@ from cetopt.errors import ProblemError  # noqa: E402
 from cetopt.export.onnx_eval import evaluate_onnx  # noqa: E402
 from cetopt.export.onnx_export import export_onnx  # noqa: E402
 from cetopt.modelspec import ModelSpec  # noqa: E402
-from cetopt.quant.plan import LayerChoice, Plan  # noqa: E402
+from cetopt.quant.plan import Plan  # noqa: E402
 from cetopt.quant.quantizers import QuantizerSpec  # noqa: E402
 
 
@@ -77,7 +77,8 @@ def test_export_matches_the_artefact(tmp_path: Path, name: str) -> None:
         assert key not in inits and set(consumers[key]) <= {"Conv", "Gemm", "MatMul", "Gather"}
         if choice.rank is None and choice.terms == 1:  # plain: one DequantizeLinear of integer codes
             codes, scale = inits[f"{key}.t0.codes"], inits[f"{key}.t0.scale"]
-            assert producer[key].op_type == "DequantizeLinear" or producer[key].op_type == "Add"
+            symmetric = plan.quantizer_of(layer).symmetric
+            assert producer[key].op_type == ("DequantizeLinear" if symmetric else "Add")  # Add: the row offsets
             want = "int4" if choice.bits <= 4 else "int8"
             assert str(codes.dtype).startswith(want if plan.quantizer_of(layer).symmetric else "u" + want)
             if plan.quantizer_of(layer).symmetric:  # numpy dequantisation of the file: exactly the artefact's
