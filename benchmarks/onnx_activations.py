@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cetopt.export.onnx_export import export_onnx
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.io import load_problem
-    from cetopt.quant.plan import plan_from_result
+    from cetopt.quant.plan import Plan, plan_from_result
     from cetopt.solvers.api import solve
     from cetopt.stats import paired_bootstrap_ci
 
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-size", type=int, default=384, help="test examples (zoo option test_size; 0: the spec's default)")
     parser.add_argument("--rounds", type=int, default=20, help="latency rounds")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stale-calibration", action="store_true",
+                        help="use a problem whose calibration fingerprint differs from the spec's (same weights): the "
+                             "plan stays a valid plan of these weights; the results file says so")
     parser.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -54,6 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec.test_outcomes is None:
         raise SystemExit(f"{args.model} has no per-example test outcomes to compare")
     plan = plan_from_result(problem, result, model=args.model)
+    from cetopt.fingerprint import fingerprint_spec
+
+    now = fingerprint_spec(spec, list(plan.layers)).as_metadata()["fingerprint_calibration"]
+    stale = plan.extra.get("fingerprint_calibration", now) != now
+    if stale and not args.stale_calibration:
+        raise SystemExit(f"{args.problem} was built on other calibration batches than {args.model}'s today; pass "
+                         "--stale-calibration to use its plan anyway")
+    if stale:  # the weights fingerprint is still checked by write_artifact
+        plan = Plan(layers=plan.layers, quantizer=plan.quantizer, model=plan.model, problem=plan.problem,
+                    extra={k: v for k, v in plan.extra.items() if k != "fingerprint_calibration"})
     variants = {"weights only": {}, "8-bit activations, min-max": {"activation_bits": 8, "observer": "minmax"},
                 "8-bit activations, percentile": {"activation_bits": 8, "observer": "percentile"}}
     outcomes, metrics, runs, quantised = {}, {}, {}, {}
@@ -80,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             comparisons[name] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "verdict": ci.verdict,
                                  "n": ci.n, "n_boot": ci.n_boot}
     out = {"model": spec.name, "problem": args.problem, "solver": args.solver, "avg_bits": result.avg_bits,
+           "calibration_fingerprint_checked": not stale,
            "test_examples": len(outcomes[base]), "data": spec.data, "activation_inputs": quantised,
            "metrics": metrics, "mean_outcome": {k: sum(v) / len(v) for k, v in outcomes.items()},
            "vs_weights_only": comparisons,
@@ -93,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(prefix.with_suffix(".md"), render(out))
     print(render(out))
     return 0
+
+
+STALE = ("The problem file's calibration fingerprint differs from today's zoo spec (its weights fingerprint matches), "
+         "so its plan is used as a plan of these weights, not as the optimum for today's calibration batches.")
 
 
 def render(r: dict[str, Any]) -> str:
@@ -111,6 +129,8 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['activation_inputs'].get(name, '-')} | {mean:.4f} | "
                      f"{ci_cell(r['vs_weights_only'].get(name))} | "
                      + (f"{ratio['median']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]" if ratio else "-") + " |")
+    if not r["calibration_fingerprint_checked"]:
+        lines += ["", STALE]
     lines += ["", "Verdict a: activations better; b: weights only better; tie: the CI contains 0. Latency: median of "
               f"per-round ratios over {lat['rounds']} interleaved rounds on one calibration batch {lat['batch']}, "
               "bootstrap 95% CI; the Q/DQ pairs run in float (no output quantisation, so onnxruntime does not fuse "

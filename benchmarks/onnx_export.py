@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--embedding-bits", type=int, default=0, help="also quantise nn.Embedding tables (0: no)")
     parser.add_argument("--rounds", type=int, default=30, help="latency rounds")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stale-calibration", action="store_true",
+                        help="use a problem whose calibration fingerprint differs from the spec's (same weights): the "
+                             "plan stays a valid plan of these weights; the results file says so")
     parser.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -81,6 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = solve(problem, args.solver)
     spec = load_model_spec(args.model)
     plan = plan_from_result(problem, result, model=args.model)
+    from cetopt.fingerprint import fingerprint_spec
+
+    now = fingerprint_spec(spec, list(plan.layers)).as_metadata()["fingerprint_calibration"]
+    stale = plan.extra.get("fingerprint_calibration", now) != now
+    if stale and not args.stale_calibration:
+        raise SystemExit(f"{args.problem} was built on other calibration batches than {args.model}'s today; pass "
+                         "--stale-calibration to use its plan anyway")
+    if stale:  # the weights fingerprint is still checked by write_artifact
+        plan = Plan(layers=plan.layers, quantizer=plan.quantizer, model=plan.model, problem=plan.problem,
+                    extra={k: v for k, v in plan.extra.items() if k != "fingerprint_calibration"})
     if args.embedding_bits:
         tables = {n: LayerChoice(bits=args.embedding_bits) for n, m in spec.model.named_modules()
                   if isinstance(m, torch.nn.Embedding)}
@@ -123,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = {k: list(v.shape) for k, v in feed.items()}
     out = {
         "model": spec.name, "problem": args.problem, "solver": args.solver, "avg_bits": result.avg_bits,
+        "calibration_fingerprint_checked": not stale,
         "plan_bits": {str(k): v for k, v in sorted(bits.items())}, "layers": len(plan.layers),
         "embedding_bits": args.embedding_bits, "storage": kinds,
         "sizes": {"onnx_file_bytes": exported.file_bytes, "onnx_code_bytes": exported.code_bytes,
@@ -153,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+STALE = ("The problem file's calibration fingerprint differs from today's zoo spec (its weights fingerprint matches), "
+         "so its plan is used as a plan of these weights, not as the optimum for today's calibration batches.")
+
+
 def render(r: dict[str, Any]) -> str:
     """The results file's markdown (generated from the JSON)."""
     s, lat = r["sizes"], r["latency"]
@@ -162,7 +180,8 @@ def render(r: dict[str, Any]) -> str:
              f"Plan: {r['solver']} on `{r['problem']}` ({r['avg_bits']:.2f} average bits; layers per bit-width "
              f"{r['plan_bits']}{'; embeddings at %d bits' % r['embedding_bits'] if r['embedding_bits'] else ''}), "
              "written by `benchmarks/onnx_export.py` (one run; onnxruntime "
-             f"{r['versions']['onnxruntime']}, torch {r['versions']['torch']}, {lat['threads']} threads).", "",
+             f"{r['versions']['onnxruntime']}, torch {r['versions']['torch']}, {lat['threads']} threads)."
+             + ("" if r["calibration_fingerprint_checked"] else " " + STALE), "",
              "| size | bytes |", "| --- | ---: |",
              f"| ONNX file | {s['onnx_file_bytes']} |",
              f"| - codes ({', '.join(f'{n} {k}' for k, n in sorted(r['storage'].items()))}) | {s['onnx_code_bytes']} |",
