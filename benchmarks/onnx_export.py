@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--problem", required=True)
     parser.add_argument("--solver", default="dp")
     parser.add_argument("--embedding-bits", type=int, default=0, help="also quantise nn.Embedding tables (0: no)")
+    parser.add_argument("--uniform-bits", type=int, default=4, help="also export every planned layer at this many "
+                        "bits (a width ONNX stores without padding), sizes only (0: no)")
     parser.add_argument("--rounds", type=int, default=30, help="latency rounds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stale-calibration", action="store_true",
@@ -127,6 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs["torch_artifact"] = torch_run
         times = latency(runs, args.rounds)
         int8 = evaluate_onnx(path, spec, threads=args.threads, int8_matmul=True)
+        uniform = None
+        if args.uniform_bits:
+            flat = Plan(layers={n: LayerChoice(bits=args.uniform_bits) for n in plan.layers}, quantizer=plan.quantizer,
+                        model=plan.model, problem=plan.problem,
+                        extra={k: v for k, v in plan.extra.items() if not k.startswith("fingerprint_")
+                               or k == "fingerprint_weights"})
+            flat_info = write_artifact(spec, flat, Path(tmp) / "uniform", target=args.model)
+            flat_export = export_onnx(Path(tmp) / "uniform", spec, Path(tmp) / "uniform.onnx")
+            uniform = {"bits": args.uniform_bits, "onnx_file_bytes": flat_export.file_bytes,
+                       "onnx_overhead_bytes": flat_export.overhead_bytes, "packed_bytes": flat_info.predicted_bytes,
+                       "onnx_code_bytes": flat_export.code_bytes, "packed_code_bytes": flat_info.code_bytes,
+                       "onnx_over_packed": flat_export.file_bytes / flat_info.predicted_bytes}
     kinds: dict[str, int] = {}
     for storage in exported.storage.values():
         kinds[storage] = kinds.get(storage, 0) + 1
@@ -144,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "onnx_overhead_bytes": exported.overhead_bytes, "packed_bytes": info.predicted_bytes,
                   "safetensors_file_bytes": info.file_bytes, "fp32_onnx_bytes": fp32_bytes,
                   "onnx_over_packed": exported.file_bytes / info.predicted_bytes},
+        "uniform": uniform,
         "weights_exact": sum(e == 0.0 for e in exported.weight_error.values()),
         "weight_error_max": max(exported.weight_error.values()),
         "metrics": {"onnx": report.metrics, "torch_artifact": report.artifact_metrics, "fp32": report.fp_metrics,
@@ -193,6 +208,13 @@ def render(r: dict[str, Any]) -> str:
              f"ONNX file / packed size: {s['onnx_over_packed']:.3f}. {r['weights_exact']} of {r['layers']} planned "
              f"weights dequantise bit-identically to the artefact's (largest relative difference "
              f"{r['weight_error_max']:.1e}).", ""]
+    u = r.get("uniform")
+    if u:
+        lines += [f"The same layers all at {u['bits']} bits (sizes only): ONNX file {u['onnx_file_bytes']} bytes (codes "
+                  f"{u['onnx_code_bytes']}, container overhead {u['onnx_overhead_bytes']}) vs packed size "
+                  f"{u['packed_bytes']} (codes {u['packed_code_bytes']}): ratio {u['onnx_over_packed']:.3f}. ONNX "
+                  "has 4-, 8- and 16-bit integer types at opset 21, so a plan's 2- and 3-bit codes take 4 bits in the "
+                  "file and 5- to 7-bit codes take 8.", ""]
     if metric is not None:
         m = r["metrics"]
         lines += ["| model | " + " | ".join(m["onnx"]) + " |", "| --- |" + " ---: |" * len(m["onnx"])]
