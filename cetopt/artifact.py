@@ -7,7 +7,10 @@ DIR holds
   dtype (:func:`bundle`: a small header); the index and the layout of the packed parts in its metadata;
 - ``plan.json``: the plan (cetopt.plan/2);
 - ``manifest.json``: format, model target, fingerprints (SHA-256 of the source weights, of the plan and of
-  model.safetensors), the predicted packed size next to the file's bytes, cetopt and torch versions.
+  model.safetensors), the predicted packed size next to the file's bytes (codes, scales, other parameters,
+  container overhead), cetopt and torch versions.
+
+docs/artifact-format.md specifies the layout well enough to read it without cetopt.
 
 :func:`load_compressed` unpacks DIR into a copy of the spec's model; :func:`evaluate_artifact` measures it
 through cetopt.measure. Files are written atomically.
@@ -21,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -116,6 +119,11 @@ class ArtifactInfo:
         file_bytes: bytes of model.safetensors (header included).
         data_bytes: bytes of its tensors (no header).
         buffer_bytes: bytes of the stored buffers (BatchNorm statistics; part of the packed size).
+        code_bytes: bytes of the planned layers' bit-packed integer codes.
+        scale_bytes: bytes of their float32 scales and offsets.
+
+    ``data_bytes`` = codes + scales + other parameters (:attr:`other_bytes`, buffers included), and the file
+    adds its container overhead (:attr:`overhead_bytes`): the size vocabulary of docs/artifact-format.md.
     """
 
     directory: Path
@@ -123,6 +131,18 @@ class ArtifactInfo:
     file_bytes: int
     data_bytes: int
     buffer_bytes: int
+    code_bytes: int = 0
+    scale_bytes: int = 0
+
+    @property
+    def other_bytes(self) -> int:
+        """Everything stored in floating point: unplanned parameters, float low-rank factors, buffers."""
+        return self.data_bytes - self.code_bytes - self.scale_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """The container's own bytes: the safetensors header."""
+        return self.file_bytes - self.data_bytes
 
     @property
     def predicted_bytes(self) -> int:
@@ -154,17 +174,31 @@ def _check_out(out: Path) -> None:
                                "replaces the whole folder, so give a new or empty folder", field="--out")
 
 
-def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None) -> \
-        tuple[dict[str, torch.Tensor], dict[str, Any], int]:
-    """What DIR's model.safetensors holds: (tensors by name, layout per planned layer, buffer bytes)."""
+class _Packed(NamedTuple):
+    """What DIR's model.safetensors holds, with its byte split (codes, scales and offsets, buffers)."""
+
+    tensors: dict[str, torch.Tensor]
+    layout: dict[str, Any]
+    buffer_bytes: int
+    code_bytes: int
+    scale_bytes: int
+
+
+def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None) -> _Packed:
+    """What DIR's model.safetensors holds: tensors by name, layout per planned layer and the byte split."""
     modules = _check_layers(spec.model, plan)
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
+    code_bytes = scale_bytes = 0
     for name, choice in plan.layers.items():
         packed = compress_layer(modules[name].weight, choice, plan.quantizer_of(name),
                                 quadric=(quadrics or {}).get(name), name=name)
         tensors.update(packed.tensors)
         layout[name] = packed.layout
+        for key, t in packed.tensors.items():
+            nbytes = t.numel() * t.element_size()
+            code_bytes += nbytes if key.endswith(".codes") else 0
+            scale_bytes += nbytes if key.endswith((".scale", ".offset")) else 0
     planned = {f"{name}.weight" for name in plan.layers}
     params = {n for n, _ in spec.model.named_parameters()}
     buffer_bytes = 0
@@ -172,7 +206,7 @@ def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None) -> \
         if key not in planned:
             tensors[key] = value.detach().cpu().contiguous().clone()
             buffer_bytes += 0 if key in params else value.numel() * value.element_size()
-    return tensors, layout, buffer_bytes
+    return _Packed(tensors, layout, buffer_bytes, code_bytes, scale_bytes)
 
 
 def check_plan_fingerprint(spec: ModelSpec, plan: Plan, *, require: bool = True) -> None:
@@ -220,7 +254,7 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
     check_plan_fingerprint(spec, plan, require=require_fingerprint)
     if quadrics is None:
         quadrics = plan_quadrics(spec, plan)
-    tensors, layout, buffer_bytes = _pack(spec, plan, quadrics)
+    tensors, layout, buffer_bytes, code_bytes, scale_bytes = _pack(spec, plan, quadrics)
     flat, index = bundle(tensors)
     compact = {"separators": (",", ":")}
     blob = save(flat, metadata={"format": ARTIFACT_FORMAT, "layout": json.dumps(layout, **compact),
@@ -233,11 +267,13 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
         manifest = {"format": ARTIFACT_FORMAT, "model": spec.name, "target": model_target(target or plan.model),
                     "source_fingerprint": state_fingerprint(spec.model), "plan_sha256": file_sha256(plan_path),
                     "weights_sha256": file_sha256(weights_path), "file_bytes": weights_path.stat().st_size,
-                    "data_bytes": data_bytes, "buffer_bytes": buffer_bytes, "packed_bits": size.total_bits,
+                    "data_bytes": data_bytes, "code_bytes": code_bytes, "scale_bytes": scale_bytes,
+                    "other_bytes": data_bytes - code_bytes - scale_bytes, "buffer_bytes": buffer_bytes,
+                    "packed_bits": size.total_bits,
                     "fp32_bits": size.fp32_bits, "packed_ratio": size.ratio, "provenance": _provenance(spec, plan)}
         atomic_write_text(stage / MANIFEST_FILE, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
     return ArtifactInfo(directory=out, size=size, file_bytes=manifest["file_bytes"], data_bytes=data_bytes,
-                        buffer_bytes=buffer_bytes)
+                        buffer_bytes=buffer_bytes, code_bytes=code_bytes, scale_bytes=scale_bytes)
 
 
 def _provenance(spec: ModelSpec, plan: Plan) -> dict[str, Any]:
@@ -351,6 +387,11 @@ def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return unbundle(flat, index), layout
 
 
+def read_packed(directory: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """DIR/model.safetensors as stored: (tensor name -> tensor, unbundled; planned layer -> its layout)."""
+    return _read_weights(Path(directory))
+
+
 def _verify_source(directory: Path, spec: ModelSpec, plan: Plan, manifest: Mapping[str, Any],
                    tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> None:
     """The artefact is exactly what ``plan`` gives on ``spec.model``: same source weights (fingerprint), and
@@ -358,7 +399,7 @@ def _verify_source(directory: Path, spec: ModelSpec, plan: Plan, manifest: Mappi
     if manifest["source_fingerprint"] != state_fingerprint(spec.model):
         raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
                            "differ); evaluate it with the --model it was applied to", field="model")
-    expected, expected_layout, buffer_bytes = _pack(spec, plan, plan_quadrics(spec, plan))
+    expected, expected_layout, buffer_bytes, _, _ = _pack(spec, plan, plan_quadrics(spec, plan))
     size = model_packed_size(spec.model, plan)
     differ = sorted(set(expected) ^ set(tensors))
     if not differ:

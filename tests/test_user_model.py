@@ -1,5 +1,6 @@
-"""The README's "Your own model" section, run as written: its my_model.py and its five commands, from a
-temporary folder outside the repository, with the command line only (nothing on PYTHONPATH)."""
+"""The README's "Your own model" section, run as written: its my_model.py, its five commands and its ONNX
+export and evaluation, from a temporary folder outside the repository, with the command line only (nothing on
+PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ CETOPT = Path(sys.executable).with_name("cetopt")
 
 pytest.importorskip("sklearn")
 pytest.importorskip("safetensors")
+pytest.importorskip("onnxruntime")
 
 TRAIN = """
 import torch
@@ -85,6 +87,17 @@ def test_user_model_from_outside_the_repo(tmp_path: Path) -> None:
                                cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=600)
     assert json.loads(evaluated.stdout)["metric"] == pytest.approx(accuracy, abs=1e-4)
+    # the section's ONNX sentence, run as written: export, then evaluate the file in onnxruntime
+    text = (ROOT / "README.md").read_text().split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    export, run = (re.search(rf"`(cetopt {verb} [^`]+)`", " ".join(text.split())).group(1)
+                   for verb in ("export", r"evaluate \S+\.onnx"))
+    for command in (export, run + " --format json"):
+        done = subprocess.run([str(CETOPT), *shlex.split(command)[1:]], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    onnx_report = json.loads(done.stdout)
+    assert onnx_report["max_relative_error"] <= 1e-4 and onnx_report["argmax_agreement"] >= 0.99
+    assert onnx_report["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     # the bench measures the user's problem too, HAWQ-V3 baseline included, with the model the user names (the
     # target recorded in the problem is compared, never imported)
     bench = subprocess.run([str(CETOPT), "bench", "--problems", "problem.json", "--solvers", "dp", "--budgets", "3",

@@ -47,9 +47,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     info = write_artifact(load_model_spec(target), plan, args.out, target=normalise_target(target),
                           require_fingerprint=not args.allow_no_fingerprint)
-    print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = packed size {info.predicted_bytes} "
-          f"(buffers {info.buffer_bytes} included) + header {info.file_bytes - info.data_bytes}; packed ratio "
-          f"{info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
+    print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = codes {info.code_bytes} + scales "
+          f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
+          f"container overhead {info.overhead_bytes}; packed size {info.predicted_bytes} (all but the overhead), "
+          f"packed ratio {info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
     return EXIT_OK
 
 
@@ -57,6 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cetopt.artifact import evaluate_artifact, read_manifest
     from cetopt.modelspec import choose_model, load_model_spec
 
+    if args.directory.is_file():  # an ONNX file written by cetopt export
+        return _evaluate_onnx(args)
     target = choose_model(args.model, read_manifest(args.directory).get("target"), what=f"artefact {args.directory}",
                           allow_mismatch=args.allow_model_mismatch)
     report = evaluate_artifact(args.directory, load_model_spec(target))
@@ -74,6 +77,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
     if report["validation_dloss"] is not None:
         print(f"validation loss change: {report['validation_dloss']:+.6f}")
+    return EXIT_OK
+
+
+def _evaluate_onnx(args: argparse.Namespace) -> int:
+    from cetopt.errors import ProblemError
+    from cetopt.export.onnx_eval import evaluate_onnx
+    from cetopt.modelspec import load_model_spec
+
+    if not args.model:
+        raise ProblemError("evaluating an ONNX file needs the model it was exported from: pass --model",
+                           field="--model")
+    report = evaluate_onnx(args.directory, load_model_spec(args.model), artifact=args.artifact,
+                           int8_matmul=args.int8_matmul)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), allow_nan=False))
+        return EXIT_OK
+    print(f"{args.directory}: {report.model} in onnxruntime, {report.file_bytes} bytes on disk (the artefact's packed "
+          f"size: {report.packed_bytes} bytes)")
+    for name, value in report.metrics.items():
+        print(f"{name}: {value:.4f} (torch artefact {report.artifact_metrics[name]:.4f}, FP32 "
+              f"{report.fp_metrics[name]:.4f})")
+    agreement = "" if report.argmax_agreement is None else f", argmax equal on {report.argmax_agreement:.2%} of rows"
+    print(f"outputs vs the unpacked torch artefact: max relative error {report.max_relative_error:.2e} over "
+          f"{report.compared_calls} calls{agreement}")
+    print(f"calibration loss change: {report.calibration_dloss:+.6f}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cetopt.export.onnx_export import export_onnx
+    from cetopt.modelspec import load_model_spec
+
+    info = export_onnx(args.directory, load_model_spec(args.model), args.out, activation_bits=args.activation_bits,
+                       observer=args.observer)
+    kinds: dict[str, int] = {}
+    for storage in info.storage.values():
+        kinds[storage] = kinds.get(storage, 0) + 1
+    exact = sum(1 for e in info.weight_error.values() if e == 0.0)
+    print(f"wrote {info.path}: {info.file_bytes} bytes = codes {info.code_bytes} + scales {info.scale_bytes} + other "
+          f"parameters {info.other_bytes} + container overhead {info.overhead_bytes} (the artefact's packed size: "
+          f"{info.packed_bytes} bytes)")
+    print(f"{len(info.storage)} layers with integer weights ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
+          f"{exact} dequantise to exactly the artefact's weights, the largest relative difference is "
+          f"{max(info.weight_error.values(), default=0.0):.2e}")
+    if info.activations:
+        print(f"{len(info.activations)} activation inputs quantised to {args.activation_bits} bits per tensor "
+              f"(QuantizeLinear/DequantizeLinear, {args.observer} ranges from the calibration batches)")
     return EXIT_OK
 
 
@@ -102,6 +152,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=normalise_target(args.model))
     plan.save(args.out)
     print(selection_table(selection, built.problem.total_params))
+    from cetopt.quant.pack import model_packed_size
+
+    size = model_packed_size(spec.model, plan)
+    print(f"packed size of the plan: codes {-(-size.code_bits // 8)} + scales {size.scale_bits // 8} + other parameters "
+          f"{size.rest_bits // 8} bytes ({size.total_bytes} bytes, ratio {size.ratio:.2f} vs FP32; avg_bits counts "
+          "codes only; the file adds its container overhead)")
     if pool:
         print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")
     if selection.left_out:
@@ -179,14 +235,33 @@ def add_parsers(sub: Any) -> None:
                                                             "(built beside it and swapped in whole)")
     p.set_defaults(func=cmd_apply)
 
-    p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it")
-    p.add_argument("directory", type=Path)
+    p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it, or "
+                                        "run an ONNX file written by cetopt export in onnxruntime")
+    p.add_argument("directory", type=Path, help="an artefact directory, or an ONNX file from cetopt export")
     p.add_argument("--model", help="the model it was applied to (default: the manifest's model when it is a zoo "
                    "name; a target recorded in a file is compared, never imported)")
     p.add_argument("--allow-model-mismatch", action="store_true",
                    help="accept a --model other than the manifest's recorded one (renamed or moved; warned)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--artifact", type=Path, help="for an ONNX file: the artefact it was exported from (default: the "
+                                                 "directory recorded in the file)")
+    p.add_argument("--int8-matmul", action="store_true", help="for an ONNX file: let onnxruntime quantise the inputs "
+                   "of MatMuls it fuses with DequantizeLinear to int8 (onnxruntime's own default, which moves outputs by about "
+                   "1e-3 relative; cetopt's default keeps them float32)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write an artefact as a file a runtime executes: ONNX with int4/int8 weights and "
+                                      "DequantizeLinear (cetopt evaluate FILE.onnx --model SPEC runs it)")
+    p.add_argument("directory", type=Path, help="an artefact directory written by cetopt apply")
+    p.add_argument("--model", required=True, help="the model the artefact was applied to: " + MODEL_HELP)
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
+    p.add_argument("--out", type=Path, required=True, help="the file to write (atomically)")
+    p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the activation input of every "
+                   "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches); "
+                   "default: weights only")
+    p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
+                   help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
     p.add_argument("model", nargs="?", default="digits-cnn", help=MODEL_HELP)

@@ -45,22 +45,36 @@ def _rows(shape: tuple[int, ...], per_channel: bool) -> tuple[int, int]:
     return rows, numel // rows if rows else 0
 
 
+def part_size(shape: tuple[int, ...], bits: int, spec: QuantizerSpec) -> tuple[int, int]:
+    """(code bits, scale bits) of one grid part: whole bytes of codes; the per-row float32 scale (and offset)."""
+    rows, cols = _rows(shape, spec.per_channel)
+    return 8 * math.ceil(rows * cols * bits / 8), rows * SCALE_BITS * (1 if spec.symmetric else 2)
+
+
 def part_bits(shape: tuple[int, ...], bits: int, spec: QuantizerSpec) -> int:
     """Stored bits of one grid part: whole bytes of codes plus the per-row float32 scale (and offset)."""
-    rows, cols = _rows(shape, spec.per_channel)
-    return 8 * math.ceil(rows * cols * bits / 8) + rows * SCALE_BITS * (1 if spec.symmetric else 2)
+    return sum(part_size(shape, bits, spec))
 
 
-def layer_packed_bits(shape: tuple[int, ...], choice: LayerChoice, spec: QuantizerSpec) -> int:
-    """Stored bits of one layer's weight (``shape``: torch layout) under ``choice``."""
+def layer_size_parts(shape: tuple[int, ...], choice: LayerChoice, spec: QuantizerSpec) -> tuple[int, int, int]:
+    """(code bits, scale bits, float bits) of one layer's stored weight (``shape``: torch layout) under
+    ``choice``: the size vocabulary's codes, scales and (float32 low-rank factors) other parameters."""
     m = int(shape[0])
     n = math.prod(shape) // m
     if choice.rank is not None:
         r = choice.rank
         if choice.bits >= FLOAT_BITS:
-            return FLOAT_BITS * r * (m + n)
-        return part_bits((m, r), choice.bits, spec) + part_bits((r, n), choice.bits, spec)
-    return choice.terms * part_bits(tuple(shape), choice.bits, spec)
+            return 0, 0, FLOAT_BITS * r * (m + n)
+        parts = [(m, r), (r, n)]
+    else:
+        parts = [tuple(shape)] * choice.terms
+    sizes = [part_size(p, choice.bits, spec) for p in parts]
+    return sum(c for c, _ in sizes), sum(s for _, s in sizes), 0
+
+
+def layer_packed_bits(shape: tuple[int, ...], choice: LayerChoice, spec: QuantizerSpec) -> int:
+    """Stored bits of one layer's weight (``shape``: torch layout) under ``choice``."""
+    return sum(layer_size_parts(shape, choice, spec))
 
 
 @dataclass(frozen=True)
@@ -73,12 +87,25 @@ class PackedSize:
         other_bits: every parameter the plan leaves alone, at 32 bits.
         buffer_bits: the model's buffers (BatchNorm running statistics, ...) at their own precision.
         fp32_bits: the uncompressed model: every parameter at 32 bits plus the same buffers.
+        code_bits: the planned layers' integer codes (part of ``layers``).
+        scale_bits: their float32 scales and offsets (part of ``layers``).
+
+    The size vocabulary (docs/artifact-format.md): codes + scales + other parameters (:attr:`rest_bits`) =
+    :attr:`total_bits`; a file adds its container overhead.
     """
 
     layers: Mapping[str, int]
     other_bits: int
     fp32_bits: int
     buffer_bits: int = 0
+    code_bits: int = 0
+    scale_bits: int = 0
+
+    @property
+    def rest_bits(self) -> int:
+        """Other parameters: everything stored in floating point (unplanned parameters, float low-rank
+        factors, buffers)."""
+        return self.total_bits - self.code_bits - self.scale_bits
 
     @property
     def total_bits(self) -> int:
@@ -103,8 +130,9 @@ def buffer_bits(model: "nn.Module") -> int:
 def model_packed_size(model: "nn.Module", plan: Plan) -> PackedSize:
     """Packed size of ``model`` under ``plan``."""
     modules = dict(model.named_modules())
-    layers = {name: layer_packed_bits(tuple(modules[name].weight.shape), c, plan.quantizer_of(name))
-              for name, c in plan.layers.items()}
+    parts = {name: layer_size_parts(tuple(modules[name].weight.shape), c, plan.quantizer_of(name))
+             for name, c in plan.layers.items()}
+    layers = {name: sum(p) for name, p in parts.items()}
     planned = {f"{name}.weight" for name in plan.layers}
     total = other = 0
     for pname, param in model.named_parameters():
@@ -112,7 +140,8 @@ def model_packed_size(model: "nn.Module", plan: Plan) -> PackedSize:
         other += 0 if pname in planned else param.numel()
     buffers = buffer_bits(model)
     return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total + buffers,
-                      buffer_bits=buffers)
+                      buffer_bits=buffers, code_bits=sum(p[0] for p in parts.values()),
+                      scale_bits=sum(p[1] for p in parts.values()))
 
 
 def problem_packed_size(problem: "AllocationProblem", plan: Plan) -> PackedSize | None:
@@ -122,11 +151,13 @@ def problem_packed_size(problem: "AllocationProblem", plan: Plan) -> PackedSize 
     other, buffers = problem.metadata.get("other_params"), problem.metadata.get("buffer_bits")
     if not isinstance(other, int) or not isinstance(buffers, int) or any(layer.shape is None for layer in problem.layers):
         return None
-    layers = {layer.name: layer_packed_bits(tuple(layer.shape), plan.layers[layer.name], plan.quantizer_of(layer.name))
-              for layer in problem.layers}
+    parts = {layer.name: layer_size_parts(tuple(layer.shape), plan.layers[layer.name], plan.quantizer_of(layer.name))
+             for layer in problem.layers}
+    layers = {name: sum(p) for name, p in parts.items()}
     total = problem.total_params + other
     return PackedSize(layers=layers, other_bits=FLOAT_BITS * other, fp32_bits=FLOAT_BITS * total + buffers,
-                      buffer_bits=buffers)
+                      buffer_bits=buffers, code_bits=sum(p[0] for p in parts.values()),
+                      scale_bits=sum(p[1] for p in parts.values()))
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:

@@ -1,0 +1,359 @@
+"""ONNX export of an artefact written by ``cetopt apply``: the model as torch's exporter writes it, with each
+planned layer's float weight replaced by its integer codes and a DequantizeLinear node.
+
+The graph comes from ``torch.onnx.export`` of the unpacked model (TorchScript exporter, opset 20, no
+constant folding: parameter names stay initializer names and BatchNorm stays unfolded, so every planned
+weight is one initializer), lifted to opset 21 by onnx's version converter. Then each planned layer's
+initializer ``<layer>.weight`` is removed and the same name becomes the output of a small subgraph built
+straight from the artefact's stored parts (:func:`cetopt.quant.pack.unpack_codes`, no requantisation):
+
+- a grid part of b bits: codes as INT4 (b <= 4), INT8 (b <= 8) or INT16 initializers (UINT4/8/16 on an
+  asymmetric grid), signed ``code - (2^(b-1) - 1)`` on a symmetric grid (``2 code - 1`` at 1 bit), and
+  ``DequantizeLinear(codes, scale, axis=0)`` with the per-row float32 scales (a scalar scale per tensor);
+  an asymmetric grid adds its per-row offset with ``Add``;
+- a K-term series: the K parts' DequantizeLinear outputs summed (``Sum``);
+- rank r: ``MatMul`` of the two factors (dequantised, or float32 initializers), ``Reshape``-d to the weight.
+
+Whatever consumes the weight (Conv, Gemm, MatMul, Gather) is untouched. cetopt has no group-wise
+quantiser, so no layer needs block-wise scales. A plain layer on a symmetric grid dequantises to exactly
+the artefact's float32 weight (code x scale rounded once, as cetopt.quant.pack.decode then ``float()``);
+series, low-rank and asymmetric layers are computed in float32 where the artefact sums in float64, so they
+may differ in the last bits. :func:`export_onnx` checks both in onnxruntime before writing (``weight_error``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from cetopt._atomic import atomic_write_bytes
+from cetopt.errors import ProblemError
+from cetopt.export.call import ModelCall, capture_call
+from cetopt.modelspec import ModelSpec
+from cetopt.quant.pack import unpack_codes
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+ONNX_FORMAT = "cetopt.onnx/1"
+OPSET = 21  # INT4/UINT4 and INT16 DequantizeLinear
+TORCH_OPSET = 20  # the newest opset torch's TorchScript exporter writes; onnx.version_converter lifts it
+IR_VERSION = 10  # opset 21's IR; onnxruntime 1.30 reads up to 13
+
+
+def require_onnx() -> None:
+    """Raise a ProblemError naming the extra when onnx or onnxruntime is missing."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ProblemError(f"ONNX export needs {', '.join(missing)}: pip install 'cetopt[export]'", field="--format")
+
+
+def storage_type(bits: int, symmetric: bool) -> tuple[int, Any]:
+    """(onnx TensorProto type, numpy dtype) holding b-bit codes: signed on a symmetric grid, else unsigned."""
+    import ml_dtypes
+    from onnx import TensorProto
+
+    if bits <= 4:
+        return (TensorProto.INT4, ml_dtypes.int4) if symmetric else (TensorProto.UINT4, ml_dtypes.uint4)
+    if bits <= 8:
+        return (TensorProto.INT8, np.int8) if symmetric else (TensorProto.UINT8, np.uint8)
+    return (TensorProto.INT16, np.int16) if symmetric else (TensorProto.UINT16, np.uint16)
+
+
+def storage_name(bits: int, symmetric: bool) -> str:
+    """``int4``, ``uint8``, ...: the ONNX type a part's codes are stored as."""
+    from onnx import TensorProto
+
+    return TensorProto.DataType.Name(storage_type(bits, symmetric)[0]).lower()
+
+
+def part_codes(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefix: str) -> np.ndarray:
+    """The stored integer codes of part ``prefix`` as ONNX holds them, shaped as the part: signed around the
+    grid's centre on a symmetric grid (cetopt.quant.pack.decode's ``signed``), unsigned otherwise."""
+    shape, bits = tuple(layout["shape"]), int(layout["bits"])
+    try:
+        codes = unpack_codes(tensors[f"{prefix}.codes"].numpy(), bits, math.prod(shape))
+    except (KeyError, ValueError) as err:
+        raise ProblemError(f"packed part {prefix!r} is missing or malformed ({err})", field="tensors") from None
+    if layout["symmetric"]:
+        codes = 2 * codes - 1 if bits == 1 else codes - (2 ** (bits - 1) - 1)
+    return codes.reshape(shape).astype(storage_type(bits, bool(layout["symmetric"]))[1])
+
+
+def _dequantize_part(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefix: str,
+                     output: str) -> tuple[list, list]:
+    """Nodes and initializers computing part ``prefix`` into tensor ``output`` (float32, the part's shape)."""
+    from onnx import helper, numpy_helper
+
+    shape, rows = tuple(layout["shape"]), int(layout["rows"])
+    scale = tensors[f"{prefix}.scale"].numpy().astype(np.float32)
+    inits = [numpy_helper.from_array(part_codes(tensors, layout, prefix), f"{prefix}.codes")]
+    per_row = rows > 1
+    inits.append(numpy_helper.from_array(scale if per_row else scale.reshape(()), f"{prefix}.scale"))
+    attrs = {"axis": 0} if per_row else {}
+    if layout["symmetric"]:
+        return [helper.make_node("DequantizeLinear", [f"{prefix}.codes", f"{prefix}.scale"], [output],
+                                 name=f"{prefix}.dequantize", **attrs)], inits
+    offset = tensors[f"{prefix}.offset"].numpy().astype(np.float32)
+    offset = offset.reshape((rows,) + (1,) * (len(shape) - 1)) if per_row else offset.reshape(())
+    inits.append(numpy_helper.from_array(offset, f"{prefix}.offset"))
+    nodes = [helper.make_node("DequantizeLinear", [f"{prefix}.codes", f"{prefix}.scale"], [f"{prefix}.scaled"],
+                              name=f"{prefix}.dequantize", **attrs),
+             helper.make_node("Add", [f"{prefix}.scaled", f"{prefix}.offset"], [output], name=f"{prefix}.add_offset")]
+    return nodes, inits
+
+
+def layer_subgraph(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], name: str) -> tuple[list, list, str]:
+    """(nodes, initializers, storage) computing layer ``name``'s weight into tensor ``<name>.weight`` from its
+    stored parts (see the module docstring); storage names the code types, e.g. ``int4`` or ``3 x int4``."""
+    from onnx import helper, numpy_helper
+
+    key, shape, parts = f"{name}.weight", tuple(layout["shape"]), layout["parts"]
+    if layout.get("rank") is not None:
+        nodes, inits = [], []
+        for k in ("a", "b"):
+            if parts:
+                n, i = _dequantize_part(tensors, parts[k], f"{key}.{k}", f"{key}.{k}")
+                nodes += n
+                inits += i
+            else:
+                inits.append(numpy_helper.from_array(tensors[f"{key}.{k}"].numpy().astype(np.float32), f"{key}.{k}"))
+        product = key if len(shape) == 2 else f"{key}.product"
+        nodes.append(helper.make_node("MatMul", [f"{key}.a", f"{key}.b"], [product], name=f"{key}.matmul"))
+        if len(shape) != 2:
+            inits.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{key}.shape"))
+            nodes.append(helper.make_node("Reshape", [product, f"{key}.shape"], [key], name=f"{key}.reshape"))
+        kind = "float32" if not parts else storage_name(int(parts["a"]["bits"]), bool(parts["a"]["symmetric"]))
+        return nodes, inits, f"rank {layout['rank']} {kind}"
+    order = sorted(parts, key=lambda k: int(k[1:]))
+    nodes, inits = [], []
+    outputs = [key] if len(order) == 1 else [f"{key}.{k}" for k in order]
+    for k, out in zip(order, outputs):
+        n, i = _dequantize_part(tensors, parts[k], f"{key}.{k}", out)
+        nodes += n
+        inits += i
+    if len(order) > 1:
+        nodes.append(helper.make_node("Sum", outputs, [key], name=f"{key}.sum"))
+    first = parts[order[0]]
+    kind = storage_name(int(first["bits"]), bool(first["symmetric"]))
+    return nodes, inits, kind if len(order) == 1 else f"{len(order)} x {kind}"
+
+
+def torch_to_onnx(model: nn.Module, call: ModelCall) -> "onnx.ModelProto":
+    """``model`` exported for ``call`` (inputs named after its forward's parameters, every dimension dynamic,
+    outputs ``output_<i>``), at opset :data:`OPSET`, parameters as initializers under their own names."""
+    import onnx
+    from onnx import version_converter
+
+    require_onnx()
+    bound = call.signature.bind(*call.args, **call.kwargs).arguments
+    dynamic = {k: {d: f"{k}_{d}" for d in range(bound[k].dim())} for k in call.inputs}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(model.eval(), call.args, buffer, kwargs=dict(call.kwargs) or None, dynamo=False,
+                          opset_version=TORCH_OPSET, do_constant_folding=False, input_names=list(call.inputs),
+                          output_names=call.output_names, dynamic_axes=dynamic, export_params=True,
+                          keep_initializers_as_inputs=False)
+    for warning in caught:
+        log.info("torch.onnx.export: %s", str(warning.message).splitlines()[0])
+    proto = onnx.load_from_string(buffer.getvalue())
+    graph_inputs = [i.name for i in proto.graph.input]
+    if graph_inputs != list(call.inputs):
+        raise ProblemError(f"torch's exporter made inputs {graph_inputs} for the call's tensors {list(call.inputs)}",
+                           field="inputs")
+    proto = version_converter.convert_version(proto, OPSET)
+    proto.ir_version = IR_VERSION
+    return proto
+
+
+def quantise_graph(proto: "onnx.ModelProto", tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any],
+                   weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Replace each planned layer's float initializer in ``proto`` (in place) by its integer subgraph.
+
+    Args:
+        tensors, layout: the artefact's stored tensors and layouts (:func:`cetopt.artifact.read_packed`).
+        weights: layer -> its unpacked weight: the initializer must hold exactly this (else the export named
+            another tensor ``<layer>.weight``).
+
+    Returns:
+        layer -> storage of its codes (``int4``, ``3 x int4``, ``rank 8 int8``, ...).
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    initializers = {t.name: i for i, t in enumerate(graph.initializer)}
+    nodes, inits, storage, drop = [], [], {}, set()
+    for name, weight in weights.items():
+        key = f"{name}.weight"
+        if key not in initializers:
+            raise ProblemError(f"the exported graph has no initializer {key!r} (torch's exporter merged or renamed "
+                               "it); this model cannot be exported with integer weights", field="layers")
+        stored = numpy_helper.to_array(graph.initializer[initializers[key]])
+        if not np.array_equal(stored, weight.detach().cpu().float().numpy()):
+            raise ProblemError(f"initializer {key!r} of the exported graph is not layer {name!r}'s weight",
+                               field="layers")
+        n, i, storage[name] = layer_subgraph(tensors, layout[name], name)
+        nodes += n
+        inits += i
+        drop.add(key)
+    kept = [t for t in graph.initializer if t.name not in drop]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + inits)
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)  # the subgraphs read initializers only: first is a valid order
+    return storage
+
+
+def weight_error(proto: "onnx.ModelProto", weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Layer -> max |ONNX weight - artefact weight| / max |artefact weight|, the ONNX weights computed by
+    onnxruntime from ``proto``'s dequantisation subgraphs alone, unoptimised (0.0: bit-identical)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    keys = {f"{name}.weight" for name in weights}
+    produced: set[str] = set(keys)
+    nodes = []
+    for node in reversed(proto.graph.node):  # the subgraphs: nodes feeding the weights, back to initializers
+        if any(o in produced for o in node.output):
+            nodes.append(node)
+            produced.update(node.input)
+    inits = [t for t in proto.graph.initializer if t.name in produced]
+    outputs = [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, None) for k in sorted(keys)]
+    small = helper.make_model(helper.make_graph(list(reversed(nodes)), "weights", [], outputs, initializer=inits),
+                              opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graph's own semantics
+    session = ort.InferenceSession(small.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    values = dict(zip(sorted(keys), session.run(None, {})))
+    out = {}
+    for name, weight in weights.items():
+        truth = weight.detach().cpu().float().numpy()
+        got = values[f"{name}.weight"]
+        if got.shape != truth.shape:
+            raise ProblemError(f"layer {name!r}: the ONNX weight has shape {got.shape}, the layer {truth.shape}",
+                               field="layers")
+        top = float(np.abs(truth).max())
+        out[name] = float(np.abs(got.astype(np.float64) - truth).max() / top) if top > 0 else float(np.abs(got).max())
+    return out
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: the ONNX file.
+        file_bytes: its size.
+        code_bytes: bytes of the integer code initializers (INT4 packs two codes a byte).
+        scale_bytes: bytes of the float32 scales and offsets.
+        other_bytes: bytes of every other initializer (float parameters, buffers, low-rank float factors,
+            shapes and constants the exporter wrote).
+        packed_bytes: the artefact's packed size (cetopt.quant.pack), for comparison.
+        storage: layer -> how its codes are stored (``int4``, ``2 x int8``, ``rank 8 int8``, ...).
+        weight_error: layer -> max |ONNX weight - artefact weight| / max |artefact weight| (0.0: identical).
+        activations: activation tensor -> its calibrated grid (cetopt.export.activations; empty: weights only).
+    """
+
+    path: Path
+    file_bytes: int
+    code_bytes: int
+    scale_bytes: int
+    other_bytes: int
+    packed_bytes: int
+    storage: Mapping[str, str]
+    weight_error: Mapping[str, float]
+    activations: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Container overhead: the file less its initializers' data (graph, names, protobuf framing)."""
+        return self.file_bytes - self.code_bytes - self.scale_bytes - self.other_bytes
+
+
+def _initializer_bytes(proto: "onnx.ModelProto") -> tuple[int, int, int]:
+    """(code, scale/offset, other) bytes of the initializers' data."""
+    code = scale = other = 0
+    for t in proto.graph.initializer:
+        size = len(t.raw_data) if t.HasField("raw_data") else t.ByteSize()
+        if t.name.endswith(".codes"):
+            code += size
+        elif t.name.endswith((".scale", ".offset")) and ".weight." in t.name:
+            scale += size
+        else:
+            other += size
+    return code, scale, other
+
+
+def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | os.PathLike[str], *,
+                activation_bits: int | None = None, observer: str = "minmax") -> OnnxExport:
+    """Export the artefact DIR of ``spec``'s model as ONNX with integer weights (see the module docstring),
+    check it (onnx.checker, the planned weights in onnxruntime) and write it to ``out`` atomically.
+
+    Args:
+        activation_bits: also quantise the activation input of every quantised Conv/Gemm/MatMul to this many
+            bits (4 or 8; per tensor, static), calibrated on the spec's calibration batches
+            (:mod:`cetopt.export.activations`); None: weights only.
+        observer: the calibration's range: "minmax" or "percentile".
+
+    Raises:
+        ProblemError: DIR is not an artefact of ``spec.model``'s weights, the exporter renamed a planned
+            weight, or a plain symmetric layer does not dequantise to exactly the artefact's weight.
+    """
+    import onnx
+    from onnx import helper
+
+    from cetopt.artifact import load_compressed, read_packed, state_fingerprint
+
+    require_onnx()
+    loaded = load_compressed(directory, spec)
+    if loaded.manifest.get("source_fingerprint") != state_fingerprint(spec.model):
+        raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
+                           "differ); export it with the --model it was applied to", field="model")
+    call = capture_call(loaded.model, spec.loss_fn, spec.calibration[0])
+    proto = torch_to_onnx(loaded.model, call)
+    tensors, layout = read_packed(directory)
+    storage = quantise_graph(proto, tensors, layout, loaded.weights)
+    errors = weight_error(proto, loaded.weights)
+    for name, choice in loaded.plan.layers.items():
+        exact = choice.rank is None and choice.terms == 1 and loaded.plan.quantizer_of(name).symmetric
+        if exact and errors[name] != 0.0:
+            raise ProblemError(f"layer {name!r}: the ONNX weight differs from the artefact's by {errors[name]:.3g} "
+                               "(relative); a plain symmetric layer must match exactly", field="layers")
+    grids: dict[str, Any] = {}
+    if activation_bits is not None:
+        from cetopt.export.activations import activation_inputs, calibrate, insert_qdq
+
+        names = activation_inputs(proto, {f"{name}.weight" for name in loaded.plan.layers})
+        grids = calibrate(proto, call, spec.loss_fn, spec.calibration, names, bits=activation_bits, observer=observer)
+        insert_qdq(proto, grids)
+    m = loaded.manifest
+    props = {"format": ONNX_FORMAT, "model": spec.name, "artifact": str(Path(directory).resolve()),
+             "artifact_weights_sha256": m["weights_sha256"], "source_fingerprint": m["source_fingerprint"],
+             "plan_sha256": m["plan_sha256"], "packed_bits": str(m["packed_bits"]),
+             "activation_bits": str(activation_bits or ""), "observer": observer if activation_bits else ""}
+    helper.set_model_props(proto, {f"cetopt.{k}": str(v) for k, v in props.items()})
+    proto.producer_name = "cetopt"
+    onnx.checker.check_model(proto, full_check=True)
+    blob = proto.SerializeToString()
+    path = atomic_write_bytes(out, blob)
+    code, scale, other = _initializer_bytes(proto)
+    return OnnxExport(path=path, file_bytes=len(blob), code_bytes=code, scale_bytes=scale, other_bytes=other,
+                      packed_bytes=-(-int(m["packed_bits"]) // 8), storage=storage, weight_error=errors,
+                      activations=grids)

@@ -1,0 +1,173 @@
+"""ONNX export of artefacts: integer initializers with DequantizeLinear feeding the original consumers, weights
+equal to the artefact's (checked here with numpy from the file's own initializers), outputs equal to the
+unpacked torch model's in onnxruntime, sizes accounted for, and foreign or malformed inputs refused."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("safetensors")
+
+from onnx import numpy_helper  # noqa: E402
+from test_artifact import PLANS, signed, small_spec  # noqa: E402
+
+from cetopt.artifact import load_compressed, write_artifact  # noqa: E402
+from cetopt.errors import ProblemError  # noqa: E402
+from cetopt.export.onnx_eval import evaluate_onnx  # noqa: E402
+from cetopt.export.onnx_export import export_onnx  # noqa: E402
+from cetopt.modelspec import ModelSpec  # noqa: E402
+from cetopt.quant.plan import Plan  # noqa: E402
+from cetopt.quant.quantizers import QuantizerSpec  # noqa: E402
+
+
+class Tagger(nn.Module):
+    """Embedding -> Linear on (batch, tokens, dim) -> mean over tokens -> Linear: Gather and MatMul consumers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.mix, self.head = nn.Embedding(20, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.mix(self.embed(ids))) * mask.unsqueeze(-1)
+        return self.head(hidden.sum(1) / mask.sum(1, keepdim=True))
+
+
+def tagger_spec() -> ModelSpec:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    ids, mask, y = torch.randint(0, 20, (12, 5), generator=g), torch.ones(12, 5), torch.randint(0, 3, (12,), generator=g)
+    mask[::3, 3:] = 0
+    return ModelSpec(name="tagger", model=Tagger().eval(), calibration=[(ids[:6], mask[:6], y[:6]), (ids[6:], mask[6:], y[6:])],
+                     loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0], b[1]), b[2]))
+
+
+def graph_parts(path: Path) -> tuple[dict[str, np.ndarray], dict[str, onnx.NodeProto], dict[str, list[str]]]:
+    """(initializers, producer of each tensor, consumers' op types of each tensor) of an ONNX file."""
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node.op_type)
+    return inits, producer, consumers
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_export_matches_the_artefact(tmp_path: Path, name: str) -> None:
+    spec, plan = small_spec(), PLANS[name]
+    write_artifact(spec, signed(plan, spec), tmp_path / "art")
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    loaded = load_compressed(tmp_path / "art", spec)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 21
+    inits, producer, consumers = graph_parts(tmp_path / "m.onnx")
+    for layer, choice in plan.layers.items():
+        key = f"{layer}.weight"
+        assert key not in inits and set(consumers[key]) <= {"Conv", "Gemm", "MatMul", "Gather"}
+        if choice.rank is None and choice.terms == 1:  # plain: one DequantizeLinear of integer codes
+            codes, scale = inits[f"{key}.t0.codes"], inits[f"{key}.t0.scale"]
+            symmetric = plan.quantizer_of(layer).symmetric
+            assert producer[key].op_type == ("DequantizeLinear" if symmetric else "Add")  # Add: the row offsets
+            want = "int4" if choice.bits <= 4 else "int8"
+            assert str(codes.dtype).startswith(want if plan.quantizer_of(layer).symmetric else "u" + want)
+            if plan.quantizer_of(layer).symmetric:  # numpy dequantisation of the file: exactly the artefact's
+                rows = scale.reshape((-1,) + (1,) * (codes.ndim - 1))
+                np.testing.assert_array_equal(codes.astype(np.float32) * rows, loaded.weights[layer].numpy())
+                assert info.weight_error[layer] == 0.0
+        else:
+            assert info.weight_error[layer] < 1e-6
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))  # another batch size than the export's
+    with torch.no_grad():
+        want = loaded.model(x).numpy()
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert info.file_bytes == (tmp_path / "m.onnx").stat().st_size
+    assert info.code_bytes + info.scale_bytes + info.other_bytes + info.overhead_bytes == info.file_bytes
+
+
+def test_code_bytes_are_packed_nibbles_and_bytes(tmp_path: Path) -> None:
+    spec = small_spec()
+    plan = Plan(bits={"0": 3, "4": 6})
+    write_artifact(spec, signed(plan, spec), tmp_path / "art")
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    sizes = {n: m.weight.numel() for n, m in spec.model.named_modules() if n in plan.layers}
+    assert info.storage == {"0": "int4", "4": "int8"}
+    assert info.code_bytes == math.ceil(sizes["0"] / 2) + sizes["4"]
+    assert info.scale_bytes == 4 * (8 + 10)  # one float32 scale per output channel
+
+
+def test_embeddings_and_matmul_consumers(tmp_path: Path) -> None:
+    spec = tagger_spec()
+    plan = Plan(bits={"embed": 4, "mix": 8, "head": 2}, quantizer=QuantizerSpec(symmetric=True))
+    write_artifact(spec, signed(plan, spec), tmp_path / "art")
+    export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    _, _, consumers = graph_parts(tmp_path / "m.onnx")
+    assert "Gather" in consumers["embed.weight"]
+    report = evaluate_onnx(tmp_path / "m.onnx", spec)
+    assert report.compared_calls == len(spec.calibration) and report.max_relative_error <= 1e-5
+    # onnxruntime's default for a fused DequantizeLinear + MatMul quantises its input to int8: asked for, it shows
+    assert evaluate_onnx(tmp_path / "m.onnx", spec, int8_matmul=True).max_relative_error > 1e-4
+    loaded = load_compressed(tmp_path / "art", spec)
+    with torch.no_grad():  # independent: the calibration loss of the torch artefact, computed here
+        base = np.mean([float(spec.loss_fn(spec.model, b)) for b in spec.calibration])
+        quant = np.mean([float(spec.loss_fn(loaded.model, b)) for b in spec.calibration])
+    assert report.calibration_dloss == pytest.approx(quant - base, abs=1e-5)
+
+
+def test_evaluate_reports_the_spec_metric(tmp_path: Path) -> None:
+    spec = small_spec()
+    write_artifact(spec, signed(PLANS["plain"], spec), tmp_path / "art")
+    export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    report = evaluate_onnx(tmp_path / "m.onnx", spec)
+    assert report.metrics == report.artifact_metrics and report.fp_metrics == {"agreement": 1.0}
+    assert report.max_relative_error <= 1e-5 and report.argmax_agreement == 1.0
+
+
+def test_foreign_moved_or_malformed_inputs_are_refused(tmp_path: Path) -> None:
+    spec = small_spec()
+    write_artifact(spec, signed(PLANS["plain"], spec), tmp_path / "art")
+    with pytest.raises(ProblemError, match="fingerprints differ"):
+        export_onnx(tmp_path / "art", small_spec(seed=1), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    with pytest.raises(ProblemError, match="fingerprints differ"):
+        evaluate_onnx(tmp_path / "m.onnx", small_spec(seed=1))
+    (tmp_path / "art").rename(tmp_path / "moved")
+    with pytest.raises(ProblemError, match="--artifact"):
+        evaluate_onnx(tmp_path / "m.onnx", spec)
+    assert evaluate_onnx(tmp_path / "m.onnx", spec, artifact=tmp_path / "moved").max_relative_error <= 1e-5
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ProblemError, match="not an ONNX file|not written by"):
+        evaluate_onnx(tmp_path / "junk.onnx", spec)
+
+
+def test_cli_export_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from cetopt.cli import main
+
+    (tmp_path / "small_model.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom test_artifact import small_spec\n\ndef spec():\n    return small_spec()\n"
+        % str(Path(__file__).parents[1]))
+    signed(PLANS["mixed"], small_spec()).save(tmp_path / "plan.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(["apply", "plan.json", "--model", "small_model.py:spec", "--out", "art"]) == 0
+    assert main(["export", "art", "--model", "small_model.py:spec", "--format", "onnx", "--out", "m.onnx"]) == 0
+    out = capsys.readouterr().out
+    assert "container overhead" in out and "1 uint8" in out  # layer 0: 6 bits on an asymmetric grid
+    assert main(["evaluate", "m.onnx", "--model", "small_model.py:spec", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics"] == report["artifact_metrics"] and report["max_relative_error"] <= 1e-5
+    assert main(["evaluate", "m.onnx"]) == 2 and "--model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --model is required
+        main(["export", "art", "--out", "x.onnx"])
