@@ -37,7 +37,6 @@ def check(target: str) -> dict[str, Any]:
     from cetopt.quant.plan import problem_quantizer
     from cetopt.rerank import DEFAULT_POOL, pool_bits, rerank, selection_measure
     from cetopt.solvers.api import solve
-    from cetopt.stats import paired_bootstrap_ci
     from cetopt.workflow import DEFAULT_BITS, build_for
 
     t0 = time.perf_counter()
@@ -81,8 +80,8 @@ def check(target: str) -> dict[str, Any]:
             for other in ("hawq-v3", "uniform"):
                 key = f"vs_{other}" if label == DEFAULT_COST_MODEL else f"plan_vs_{other}"
                 if other in scored:
-                    ci = paired_bootstrap_ci(values, scored[other], n_boot=2000, seed=0)
-                    row[key] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high,
+                    ci = spec.paired_ci(values, scored[other], n_boot=2000, seed=0)  # by source when the spec says
+                    row[key] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "ci_method": ci.method,
                                 "verdict": {"a": "better", "b": "worse"}.get(ci.verdict, "tie")}
                 else:
                     row[key] = None

