@@ -409,8 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cases": cases_meta, "seconds": time.perf_counter() - start, "torch_threads": args.threads}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, **summary, "plans": rows}, indent=1,
-                                                           sort_keys=True))
+    from cetopt.results.provenance import record_for
+
+    version = record_for(out.with_suffix(".json").resolve(), "benchmarks/cost_models_pretrained.py")
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, **summary, "plans": rows,
+                                                            "code_version": version}, indent=1, sort_keys=True))
     atomic_write_text(out.with_suffix(".md"), markdown(summary, meta))
     print(markdown(summary, meta))
     return 0

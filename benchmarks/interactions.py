@@ -81,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "terms": len(inter.problem.interactions), "torch_threads": args.threads, "test": case["test"]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+    from cetopt.results.provenance import record_for
+
+    version = record_for(out.with_suffix(".json").resolve(), "benchmarks/interactions.py")
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows, "code_version": version},
+                                                           indent=1))
 
     def cell(row: dict[str, Any], other: str) -> str:
         return ci_cell(row.get(f"vs_{other}"))

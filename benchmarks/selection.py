@@ -169,8 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": time.perf_counter() - start, "torch_threads": args.threads, "k": K, "avg_bits": list(AVG_BITS)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "results": results}, indent=1,
-                                                           sort_keys=True))
+    from cetopt.results.provenance import record_for
+
+    version = record_for(out.with_suffix(".json").resolve(), "benchmarks/selection.py")
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "results": results,
+                                                            "code_version": version}, indent=1, sort_keys=True))
     text = markdown(results, meta)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)

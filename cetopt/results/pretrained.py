@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cetopt.results.provenance import stale_note
 from cetopt.tables import ci_cell, markdown_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cost_models_pretrained.json"
@@ -55,4 +56,6 @@ def pretrained_section() -> str:
                     f"`python benchmarks/cost_models_pretrained.py --models {' '.join(missing)}` measures it).")
     sources = "; ".join(f"{path.relative_to(RESULTS.parents[2])} (`{data['meta']['command']}`)" for path, data in loaded)
     text.append(f"Generated from {sources}.")
+    if note := stale_note("pretrained"):
+        text.append(note)
     return "\n\n".join(text)
