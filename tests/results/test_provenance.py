@@ -72,7 +72,7 @@ def test_the_ledger_declares_and_the_note_quotes(repo: Path) -> None:
 
 
 def test_writers_record_the_registered_code() -> None:
-    assert generator_code("benchmarks/results/selection.json") == ("benchmarks/selection.py",)
+    assert generator_code("benchmarks/results/selection.json")[0] == "benchmarks/selection.py"
     assert generator_code(ROOT / "benchmarks/results/cost_models_pretrained_minilm.json")[0] == \
         "benchmarks/cost_models_pretrained.py"
     with pytest.raises(KeyError, match="SECTION_SOURCES"):
