@@ -43,6 +43,7 @@ results: $(STAMP)
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --fresh --out docs/results/cet-checks/$$m || exit 1; done
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
 	$(BIN)/python -m cetopt.results.quality_sections
+	$(BIN)/python -m cetopt.results.interpretation
 	$(BIN)/python -m cetopt.results
 
 # Speed benchmarks, each run twice (the README section shows both runs and whether their ratios agree),
