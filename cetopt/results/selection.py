@@ -83,8 +83,9 @@ def selection_section() -> str:
                             "`cetopt plan` ships", "plan vs HAWQ-V3", "plan vs uniform"], rows)
     return "\n\n".join([
         f"`cetopt plan MODEL --avg-bits B --out plan.json` measures the default problem's dp plan and the plans of "
-        f"the pool ({', '.join(DEFAULT_POOL)}) at the same budget on held-out batches (validation, or calibration "
-        "when the model has none; never the test set) and writes the better one. Differences x100, paired bootstrap "
+        f"the pool ({', '.join(DEFAULT_POOL)}) at the same budget on its validation batches (held out from the costs, which are fitted on "
+        "calibration batches; calibration batches only when a model has no validation split, and the table says so; "
+        "never the test set) and writes the better one. Differences x100, paired bootstrap "
         "95% CIs over the same test inputs; one seed per model (the zoo's seed 0; the 5-seed comparison of the "
         "default alone is the quality table below):",
         table,
