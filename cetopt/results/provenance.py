@@ -56,7 +56,9 @@ SECTION_SOURCES: dict[str, tuple[ResultSource, ...]] = {
     "pretrained": (_PRETRAINED,),
     "selection": (ResultSource("benchmarks/results/selection.json",
                                ("benchmarks/selection.py", *_MOBILENET_DATA[1:], *_MINILM_DATA)),
-                  ResultSource("benchmarks/results/user-check.json", ("benchmarks/user_check.py",))),
+                  ResultSource("benchmarks/results/user-check.json",
+                               ("benchmarks/user_check.py", "benchmarks/user_models/mobilenetv2_distill.py",
+                                "benchmarks/user_models/minilm_cls.py"))),
     "cet-checks": (ResultSource("docs/results/cet-checks/mobilenetv2*/results.json", _MOBILENET_DATA),
                    ResultSource("docs/results/cet-checks/minilm*/results.json", _MINILM_DATA)),
 }
