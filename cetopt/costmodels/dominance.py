@@ -7,7 +7,9 @@ signal s is measured by ablation over every candidate of every layer:
     effect(s) = sum_candidates |cost - cost with s set to zero| / sum_candidates |cost|
 
 0 means the signal never moves a price; 1 means removing it moves the prices by as much as their whole size. The
-effects need not sum to 1 (a ``max`` lets one signal stand in for another). The builder records them in every
+effects need not sum to 1 (a ``max`` lets one signal stand in for another). A threshold signal reads the other way
+round: removing ``linear_stderr`` removes the shrinkage of g.d, so its effect is how much of the gradient term the
+shrinkage takes out of the prices (and ``linear``'s effect is what is left of it). The builder records them in every
 problem's metadata (``cost_signal_effects``), and ``cetopt prove`` prints them beside its checks.
 """
 
