@@ -46,6 +46,9 @@ def pretrained_section() -> str:
             rows.append([c["model"], f"{c['avg_bits']:g}", c["metric"], str(c["n_test"]), f"{100 * c['mean']:.2f}",
                          ci_cell(c["vs_hawq-v3"]), ci_cell(c["vs_uniform"])])
     measured = {r[0] for r in rows}
+    methods = sorted({(c.get("vs_hawq-v3") or {}).get("ci_method", "paired bootstrap over test examples")
+                      for _, data in loaded for c in data["comparisons"]
+                      if c["method"] == default and c.get("headline", True) and c["model"] in measured})
     missing = [m for m in PRETRAINED if m not in measured]
     text = [f"The default cost model (`{default}`, candidates on the {grid}-clipped grid, the baselines' plans "
             "applied on the same grid) against HAWQ-V3 and uniform precision at the same packed size on the real "
@@ -55,7 +58,8 @@ def pretrained_section() -> str:
         text.append(f"Not measured yet: {', '.join(missing)} (the run did not finish on this 2-core machine; "
                     f"`python benchmarks/cost_models_pretrained.py --models {' '.join(missing)}` measures it).")
     sources = "; ".join(f"{path.relative_to(RESULTS.parents[2])} (`{data['meta']['command']}`)" for path, data in loaded)
-    text.append(f"Generated from {sources}.")
+    text.append(f"{len(measured)} development models (they chose the default, docs/protocol.md), one seed each; "
+                f"CIs: {'; '.join(methods)}. Generated from {sources}.")
     if note := stale_note("pretrained"):
         text.append(note)
     return "\n\n".join(text)

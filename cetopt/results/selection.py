@@ -78,6 +78,8 @@ def selection_section() -> str:
                          ci_cell(r["vs_hawq-v3"]), f"{r['selected']} ({r['selection_split']})", ci_cell(r["plan_vs_hawq-v3"]),
                          ci_cell(r["plan_vs_uniform"])])
     hawq, uniform = _verdicts(plans, "vs_hawq-v3"), _verdicts(plans, "vs_uniform")
+    ci_methods = sorted({str((p.get("vs_hawq-v3") or {}).get("ci_method", "bootstrap over test examples"))
+                         for p in plans})
     alone = _verdicts(reranked, f"vs_{DEFAULT_COST_MODEL}")
     table = markdown_table(["model", "avg bits", "metric", "test inputs", f"{DEFAULT_COST_MODEL} dp vs HAWQ-V3",
                             "`cetopt plan` ships", "plan vs HAWQ-V3", "plan vs uniform"], rows)
@@ -85,9 +87,10 @@ def selection_section() -> str:
         f"`cetopt plan MODEL --avg-bits B --out plan.json` measures the default problem's dp plan and the plans of "
         f"the pool ({', '.join(DEFAULT_POOL)}) at the same budget on its validation batches (held out from the costs, which are fitted on "
         "calibration batches; calibration batches only when a model has no validation split, and the table says so; "
-        "never the test set) and writes the better one. Differences x100, paired bootstrap "
-        "95% CIs over the same test inputs; one seed per model (the zoo's seed 0; the 5-seed comparison of the "
-        "default alone is the quality table below):",
+        "never the test set) and writes the better one. Differences x100, paired 95% CIs over the same test inputs "
+        f"({'; '.join(ci_methods)}); {len(zoo['results'])} development models of the zoo (they chose the default, "
+        f"docs/protocol.md) and {len(user['models'])} loaded through the user path that share their weights; one "
+        "seed per model (the zoo's seed 0; the 5-seed comparison of the default alone is the quality table below):",
         table,
         f"Over these {len(plans)} cells the shipped plan is better than HAWQ-V3 in {hawq['better']}, ties in "
         f"{hawq['tie']} and is worse in {hawq['worse']}; against uniform (where the budget is a candidate width): "
