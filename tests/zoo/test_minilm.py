@@ -113,7 +113,7 @@ def test_zoo_spec_splits_sentences_by_source_and_selects_on_validation() -> None
     from cetopt.rerank import selection_measure
     from cetopt.zoo.minilm_text import split_sentences
 
-    spec = load_model_spec("minilm")
+    spec = load_model_spec("minilm", test_size=64)  # 32 pair sentences and 32 prose: enough to check the clusters
     calibration = {s for pair in text_pairs()[:16] for s in pair}
     validation = {s.text for s in split_sentences("validation")}
     test_prose = {s.text for s in split_sentences("test")}
