@@ -134,7 +134,8 @@ def mobilenetv2(*, seed: int = 0, calibration_size: int = 32, validation_size: i
                      loss_fn=ce_loss, evaluate=lambda m: fidelity(model, m, test), test_outcomes=agreement,
                      test_clusters=test_crops.photos,
                      validation=_batches(val.images, top1(model, val.images), batch_size) if len(val) else (),
-                     metadata={"seed": seed, "photos": {k: list(v) for k, v in SPLITS.items()}},
+                     metadata={"seed": seed,  # a string, so problem files and artefacts record it (scalars only)
+                               "photos": "; ".join(f"{k}: {', '.join(v)}" for k, v in SPLITS.items())},
                      data=f"crops of the photos scikit-learn and scikit-image ship, FP32 top-1 as labels, split by "
                           f"photo: {len(cal)} calibration crops of {len(SPLITS['calibration'])} photos, {len(val)} "
                           f"validation crops of {len(SPLITS['validation'])} other photos, {len(test)} test crops of "
