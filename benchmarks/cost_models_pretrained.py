@@ -4,11 +4,13 @@ packed size, every plan on the default quantiser grid (MSE clipping; ``--clip no
 paired bootstrap CIs over per-example outcomes.
 
 - MobileNetV2 (zoo "mobilenetv2", seed 0): the zoo's 32 calibration and 32 validation crops; ``--crops`` test
-  crops of scikit-learn's two sample photos (default 384, same generator as the zoo, disjoint from calibration).
-  Per-crop outcomes: top-1 agreement with FP32 (1/0) and KL(FP32 || quantised) in nats.
-- MiniLM (zoo "minilm", seed 0): pairs 0-15 of the shipped pairs (32 sentences) calibrate; the test set is held
-  out: the 32 sentences of pairs 16-31 and 400 prose sentences shipped in cetopt/data/minilm_test_sentences.txt
-  (cetopt.zoo.minilm_text). Per-sentence outcome: cosine between FP32 and quantised embeddings.
+  crops (default 384) of the zoo's test photos, which no calibration or validation crop comes from
+  (cetopt.zoo.photos). Per-crop outcomes: top-1 agreement with FP32 (1/0) and KL(FP32 || quantised) in nats; CIs
+  resample photos (cluster bootstrap), not crops.
+- MiniLM (zoo "minilm", seed 0): pairs 0-15 of the shipped pairs (32 sentences) calibrate; validation and test
+  are the zoo's splits by source: the test set is the 32 sentences of pairs 16-31 and the prose sentences of the
+  test sources in cetopt/data/minilm_prose.tsv (cetopt.zoo.minilm_text). Per-sentence outcome: cosine between
+  FP32 and quantised embeddings; CIs resample sources (a pair, a documentation topic group).
 
 The curvature signals are collected once per model (one build with the union of what the compared cost models
 need) and each cost model prices the same candidates from them, exactly as ``build`` would (no candidate
@@ -130,10 +132,11 @@ def mobilenet_case(crops: int) -> dict[str, Any]:
     import torch
 
     from cetopt.modelspec import load_model_spec
-    from cetopt.zoo.mobilenet import sample_crops
+    from cetopt.zoo.photos import split_crops
 
     spec = load_model_spec("mobilenetv2", seed=0, test_size=32)
-    test = sample_crops(count=64 + crops, seed=0)[64:]  # the zoo's generator: crops 0-63 are its cal/val crops
+    test_crops = split_crops("test", crops, seed=0)  # the zoo's test photos: no calibration/validation crop's photo
+    test = test_crops.images
     with torch.no_grad():
         reference = torch.cat([torch.log_softmax(spec.model(test[i:i + 32]), 1) for i in range(0, len(test), 32)])
 
@@ -144,8 +147,11 @@ def mobilenet_case(crops: int) -> dict[str, Any]:
         kl = (reference.exp() * (reference - cand)).sum(1).double().numpy()
         return {"top1_agreement": agree, "kl": kl}
 
+    photos = test_crops.photos
     return {"spec": spec, "outcomes": outcomes, "headline": "top1_agreement", "lower_is_better": {"kl"},
-            "test": f"{crops} crops of scikit-learn's sample photos (disjoint from the 64 calibration/validation crops)"}
+            "clusters": {"top1_agreement": photos, "kl": photos},
+            "test": f"{crops} crops of {len(set(photos))} test photos (no calibration or validation crop comes from "
+                    "them); CIs resample photos"}
 
 
 def minilm_case() -> dict[str, Any]:
@@ -163,8 +169,10 @@ def minilm_case() -> dict[str, Any]:
         # the paraphrase sentences alone: the calibration text's own kind (the prose is another distribution)
         return {"cosine": cosine, "cosine_pairs": cosine[:pairs]}
 
+    clusters = spec.test_clusters
     return {"spec": spec, "outcomes": outcomes, "headline": "cosine", "lower_is_better": set(),
-            "test": spec.data + f"; metric cosine_pairs: the {pairs} pair sentences alone"}
+            "clusters": {"cosine": clusters, "cosine_pairs": None if clusters is None else clusters[:pairs]},
+            "test": spec.data + f"; metric cosine_pairs: the {pairs} pair sentences alone; CIs resample sources"}
 
 
 def zoo_case(name: str) -> dict[str, Any]:
@@ -288,8 +296,11 @@ def baseline_rows(case: Mapping[str, Any], built: Any, measurer: Any, rows: list
 
 
 def comparisons(name: str, case: Mapping[str, Any], run: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per (budget, method, metric): mean and the paired bootstrap CI of the difference to each baseline."""
-    from cetopt.stats import paired_bootstrap_ci
+    """Per (budget, method, metric): mean and the paired bootstrap CI of the difference to each baseline (over the
+    case's clusters when it has them: ``case["clusters"][metric]``)."""
+    from cetopt.stats import paired_ci
+
+    clusters = case.get("clusters", {})
 
     used = {r["plan"]: r for r in run["rows"]}
     out = []
@@ -310,19 +321,19 @@ def comparisons(name: str, case: Mapping[str, Any], run: Mapping[str, Any]) -> l
                     other = run["outcomes"].get(f"{against}@{avg:g}")
                     if other is None or against == method:
                         continue
-                    ci = paired_bootstrap_ci(sign * values, sign * other[metric], n_boot=4000, seed=0)
+                    ci = paired_ci(sign * values, sign * other[metric], clusters.get(metric), n_boot=4000, seed=0)
                     row[f"vs_{baseline}"] = {"estimate": sign * ci.estimate, "low": min(sign * ci.low, sign * ci.high),
-                                             "high": max(sign * ci.low, sign * ci.high),
+                                             "high": max(sign * ci.low, sign * ci.high), "ci_method": ci.method,
                                              "verdict": {"a": "better", "b": "worse", "tie": "tie"}[ci.verdict]}
                 out.append(row)
     for metric, values in run["outcomes"].get("fp32+step", {}).items():
         sign = -1.0 if metric in case["lower_is_better"] else 1.0
-        ci = paired_bootstrap_ci(sign * values, sign * run["outcomes"]["fp32"][metric], n_boot=4000, seed=0)
+        ci = paired_ci(sign * values, sign * run["outcomes"]["fp32"][metric], clusters.get(metric), n_boot=4000, seed=0)
         out.append({"model": name, "avg_bits": 32.0, "method": "fp32+step", "metric": metric,
                     "headline": metric == case["headline"], "mean": float(values.mean()), "n_test": int(values.size),
                     "avg_bits_used": 32.0, "packed_bits": -1,
                     "vs_fp32": {"estimate": sign * ci.estimate, "low": min(sign * ci.low, sign * ci.high),
-                                "high": max(sign * ci.low, sign * ci.high),
+                                "high": max(sign * ci.low, sign * ci.high), "ci_method": ci.method,
                                 "verdict": {"a": "better", "b": "worse", "tie": "tie"}[ci.verdict]}})
     return out
 
@@ -398,8 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cases": cases_meta, "seconds": time.perf_counter() - start, "torch_threads": args.threads}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, **summary, "plans": rows}, indent=1,
-                                                           sort_keys=True))
+    from cetopt.results.provenance import record_for
+
+    version = record_for(out.with_suffix(".json").resolve(), "benchmarks/cost_models_pretrained.py")
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, **summary, "plans": rows,
+                                                            "code_version": version}, indent=1, sort_keys=True))
     atomic_write_text(out.with_suffix(".md"), markdown(summary, meta))
     print(markdown(summary, meta))
     return 0

@@ -11,10 +11,11 @@ Per model and budget (3, 4, 5 average bits) the plans are:
 - ``select8``: the default's 8 best plans and the default pool's, the best measured one.
 - ``hawq-v3`` and ``uniform``: the baselines.
 
-Selection measures the loss change on the model's validation batches (the zoo MobileNetV2's 32 validation crops),
-or on its calibration batches where it has none (MiniLM), never on the test set. The test sets are those of
-benchmarks/cost_models_pretrained.py (MobileNetV2: 384 held-out crops, top-1 agreement with FP32; MiniLM: 432
-held-out sentences, cosine to FP32) and the zoo's own test sets (seed 0) for the trained zoo models. Every plan
+Selection measures the loss change on the model's validation batches (the zoo MobileNetV2's 32 validation crops of
+4 validation photos, MiniLM's validation sentences of their own sources), never on the test set. The test sets are
+those of benchmarks/cost_models_pretrained.py (MobileNetV2: 384 crops of 11 test photos, top-1 agreement with
+FP32; MiniLM: the test sentences of other sources, cosine to FP32; CIs resample photos / sources) and the zoo's own
+test sets (seed 0) for the trained zoo models. Every plan
 is applied on the default problem's grid. Writes ``benchmarks/results/selection.{json,md}``::
 
     OMP_NUM_THREADS=2 python benchmarks/selection.py --cache-dir .cache/bench-signals
@@ -86,9 +87,10 @@ def plans_of(case: Mapping[str, Any], cache: Path | None) -> tuple[Any, dict[str
 
 def run(name: str, crops: int, cache: Path | None) -> dict[str, Any]:
     from cetopt.measure import Measurer
-    from cetopt.stats import paired_bootstrap_ci
+    from cetopt.stats import paired_ci
 
     case = case_for(name, crops)
+    clusters = case.get("clusters", {}).get(case["headline"])  # photos / sentence sources: CIs resample them
     default, by_budget, split, seconds = plans_of(case, cache)
     measurer = Measurer(case["spec"])
     head, sign = case["headline"], (-1.0 if case["headline"] in case["lower_is_better"] else 1.0)
@@ -105,9 +107,9 @@ def run(name: str, crops: int, cache: Path | None) -> dict[str, Any]:
             for other in AGAINST:
                 if other == label or other not in outcomes:
                     continue
-                ci = paired_bootstrap_ci(sign * outcomes[label], sign * outcomes[other], n_boot=4000, seed=0)
+                ci = paired_ci(sign * outcomes[label], sign * outcomes[other], clusters, n_boot=4000, seed=0)
                 row[f"vs_{other}"] = {"estimate": sign * ci.estimate, "low": min(sign * ci.low, sign * ci.high),
-                                      "high": max(sign * ci.low, sign * ci.high),
+                                      "high": max(sign * ci.low, sign * ci.high), "ci_method": ci.method,
                                       "verdict": {"a": "better", "b": "worse", "tie": "tie"}[ci.verdict]}
             rows.append(row)
             print(f"  {name} @{avg} {label}: {row['mean']:.4f}", flush=True)
@@ -167,8 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": time.perf_counter() - start, "torch_threads": args.threads, "k": K, "avg_bits": list(AVG_BITS)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "results": results}, indent=1,
-                                                           sort_keys=True))
+    from cetopt.results.provenance import record_for
+
+    version = record_for(out.with_suffix(".json").resolve(), "benchmarks/selection.py")
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "results": results,
+                                                            "code_version": version}, indent=1, sort_keys=True))
     text = markdown(results, meta)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)

@@ -64,6 +64,9 @@ class ModelSpec:
         test_outcomes: ``test_outcomes(model) -> (n_test,) array``: the headline metric per test example (1.0 where a
             classifier is right, a sentence's cosine, ...), the same examples in the same order for every model, so
             two plans can be compared with a paired bootstrap CI (cetopt.stats). None: no per-example outcomes.
+        test_clusters: the source of each test example, in ``test_outcomes``' order (the photo a crop was cut from,
+            the document a sentence came from): examples of one source are not independent draws, so CIs resample
+            sources (cetopt.stats.clustered_bootstrap_ci). None: the examples are independent draws.
         validation: held-out calibration batches (same form as ``calibration``), disjoint from both the
             calibration and the test data: what selection steps (re-ranking, cost validation) may look at.
         data: a sentence describing the calibration and test data (provenance).
@@ -80,6 +83,7 @@ class ModelSpec:
     loss_fn: Callable[["nn.Module", Any], "torch.Tensor"] | None = None
     evaluate: Callable[["nn.Module"], Mapping[str, float]] | None = None
     test_outcomes: Callable[["nn.Module"], Any] | None = None
+    test_clusters: Sequence[str] | None = None
     validation: Sequence[Any] = ()
     data: str = ""
     exclude: tuple[str, ...] = ()
@@ -98,6 +102,10 @@ class ModelSpec:
         if self.test_outcomes is not None and not callable(self.test_outcomes):
             raise ProblemError("expected a function test_outcomes(model) -> per-example array, or None",
                                field="ModelSpec.test_outcomes")
+        if self.test_clusters is not None and (self.test_outcomes is None or isinstance(self.test_clusters, str)
+                                               or len(self.test_clusters) == 0):
+            raise ProblemError("expected one source id per test example, alongside test_outcomes (or None)",
+                               field="ModelSpec.test_clusters")
         if self.evaluate is not None and not callable(self.evaluate):
             raise ProblemError("expected a function evaluate(model) -> {metric: value} or None",
                                field="ModelSpec.evaluate")
@@ -132,6 +140,13 @@ class ModelSpec:
     def fidelity(self) -> bool:
         """Whether the loss is a fidelity objective (cetopt.losses) bound to this model's FP32 outputs."""
         return getattr(self.loss_fn, "reference_digest", None) is not None
+
+    def paired_ci(self, a: Any, b: Any, **options: Any) -> Any:
+        """Paired CI of ``mean(a) - mean(b)`` over this spec's test examples (``test_outcomes`` of two models), by
+        source when ``test_clusters`` is set (:func:`cetopt.stats.paired_ci`; options: confidence, n_boot, seed)."""
+        from cetopt.stats import paired_ci
+
+        return paired_ci(a, b, self.test_clusters, **options)
 
     def quantisable_layers(self) -> list[str] | None:
         """The layer names the problem covers (None: every Linear/Conv)."""

@@ -88,3 +88,82 @@ def test_interval_contains_the_point_estimate_and_is_ordered(values: list[float]
     ci = paired_bootstrap_ci(d, np.zeros_like(d), n_boot=300, seed=seed)
     assert d.min() - 1e-12 <= ci.low <= ci.high <= d.max() + 1e-12
     assert ci.verdict == ("a" if ci.low > 0 else "b" if ci.high < 0 else "tie")
+
+
+# ---- cluster bootstrap -------------------------------------------------------------------------------------------
+
+def test_singleton_clusters_match_the_example_bootstrap() -> None:
+    # every cluster of size 1: resampling clusters is resampling examples, so both intervals estimate the same
+    # percentiles (different random streams: compare within Monte Carlo error)
+    from cetopt.stats import clustered_bootstrap_ci
+
+    rng = np.random.default_rng(4)
+    a = rng.binomial(1, 0.8, size=300).astype(float)
+    b = rng.binomial(1, 0.7, size=300).astype(float)
+    clustered = clustered_bootstrap_ci(a, b, np.arange(300), n_boot=20_000, seed=1)
+    example = paired_bootstrap_ci(a, b, n_boot=20_000, seed=2)
+    assert clustered.n_clusters == 300 and clustered.estimate == pytest.approx(example.estimate)
+    assert clustered.low == pytest.approx(example.low, abs=0.006)
+    assert clustered.high == pytest.approx(example.high, abs=0.006)
+
+
+def test_constant_clusters_match_the_enumerated_bootstrap_of_cluster_means() -> None:
+    # 4 equal-size clusters, constant inside: the cluster bootstrap's law is that of the mean of 4 cluster means
+    # drawn with replacement, enumerated exactly over all 4^4 draws
+    from cetopt.stats import clustered_bootstrap_ci
+
+    means = np.array([1.0, 0.0, -1.0, 1.0])
+    d = np.repeat(means, 25)
+    exact = np.array([means[list(idx)].mean() for idx in itertools.product(range(4), repeat=4)])
+    lo, hi = np.quantile(exact, [0.1, 0.9])
+    ci = clustered_bootstrap_ci(d, np.zeros_like(d), np.repeat(["p", "q", "r", "s"], 25), confidence=0.8,
+                                n_boot=40_000, seed=3)
+    assert ci.low == pytest.approx(lo, abs=0.13) and ci.high == pytest.approx(hi, abs=0.13)
+    assert ci.n_clusters == 4 and ci.n == 100
+
+
+def test_correlated_clusters_widen_the_interval() -> None:
+    # 12 photos x 30 crops whose outcomes share a photo effect: the crops are not 360 independent draws, and the
+    # example-level interval is several times too narrow
+    from cetopt.stats import clustered_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    effect = np.repeat(rng.normal(0.0, 0.3, size=12), 30)
+    d = effect + rng.normal(0.0, 0.05, size=360)
+    photos = np.repeat(np.arange(12), 30)
+    clustered = clustered_bootstrap_ci(d, np.zeros_like(d), photos, n_boot=4000, seed=0)
+    example = paired_bootstrap_ci(d, np.zeros_like(d), n_boot=4000, seed=0)
+    assert (clustered.high - clustered.low) > 3.0 * (example.high - example.low)
+    assert "12 clusters" in clustered.method and "360 examples" in example.method
+
+
+def test_cluster_coverage_is_close_to_nominal() -> None:
+    # the true mean difference is 0.05; clusters carry a shared effect, so only the cluster bootstrap covers it
+    from cetopt.stats import clustered_bootstrap_ci
+
+    rng = np.random.default_rng(11)
+    hits = 0
+    trials = 150
+    for t in range(trials):
+        effect = np.repeat(rng.normal(0.0, 0.2, size=30), 10)
+        d = 0.05 + effect + rng.normal(0.0, 0.1, size=300)
+        ci = clustered_bootstrap_ci(d, np.zeros_like(d), np.repeat(np.arange(30), 10), n_boot=400, seed=t)
+        hits += ci.low <= 0.05 <= ci.high
+    assert 0.85 <= hits / trials <= 0.99
+
+
+def test_paired_ci_picks_the_method_from_the_clusters() -> None:
+    from cetopt.stats import paired_ci
+
+    a, b = np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0])
+    assert paired_ci(a, b).n_clusters is None
+    assert paired_ci(a, b, ["x", "x", "y", "y"]).n_clusters == 2
+
+
+def test_cluster_bootstrap_names_bad_fields() -> None:
+    from cetopt.stats import clustered_bootstrap_ci
+
+    with pytest.raises(ValueError, match="clusters: one cluster id per example"):
+        clustered_bootstrap_ci([1.0, 0.0], [0.0, 0.0], ["a"])
+    one = clustered_bootstrap_ci([1.0, 0.0], [0.0, 0.0], ["a", "a"])
+    assert one.low == one.high == one.estimate == 0.5  # one cluster: nothing to resample

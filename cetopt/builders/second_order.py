@@ -31,6 +31,7 @@ from cetopt.builders.assemble import (interaction_terms, layer_edges, layer_macs
 from cetopt.builders.candidates import LayerCandidates, Levels, level_candidates, quantization_candidates
 from cetopt.builders.filters import select_candidates
 from cetopt.builders.signals import SignalInputs, collect_signals, curvature_for
+from cetopt.costmodels.dominance import signal_effects
 from cetopt.costmodels.registry import get_cost_model
 from cetopt.curvature.extract import CurvatureSettings
 from cetopt.curvature.operator import Batch, CurvatureOperator, LossFn
@@ -168,6 +169,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
                             interactions=len(terms), llc_radius=llc_radius, layer_eps=layer_eps, removed=removed,
                             curvature=curvature, extra=metadata)
     info.update(_sign_check(op, candidates, kept, costs, signals))
+    # what dominates this problem's prices (cetopt.costmodels.dominance): said beside the cost model's name
+    info = {**info, "cost_signal_effects": signal_effects(costs_model, signals)}
     budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
     problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
                                 minimize=minimize, metadata=info)

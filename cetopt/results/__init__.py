@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "published": "cetopt.results.published:published_section",
     "pretrained": "cetopt.results.pretrained:pretrained_section",
     "selection": "cetopt.results.selection:selection_section",
+    "evaluation": "cetopt.results.evaluation:evaluation_section",
 }
 
 

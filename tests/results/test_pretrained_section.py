@@ -54,3 +54,11 @@ def test_runs_without_the_default_model_or_on_another_grid_stay_out(tmp_path: Pa
     text = pretrained.pretrained_section()
     assert "| minilm | 4 | agreement | 10 | 50.00 |" in text and "90.00" not in text and "80.00" not in text
     assert "Not measured yet: mobilenetv2" in text
+
+
+def test_packed_size_difference_is_relative_to_the_baseline() -> None:
+    from cetopt.results.pretrained import _size_difference
+
+    assert _size_difference(110, 100) == "+10.00%" and _size_difference(90, 100) == "-10.00%"
+    assert _size_difference(100_000_000, 100_000_001) == "+0.00%"  # a rounding-level gap is not a signed size
+    assert _size_difference(-1, 100) == "-" and _size_difference(None, 100) == "-"

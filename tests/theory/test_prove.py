@@ -171,3 +171,15 @@ def test_a_check_keyed_by_its_own_setting_is_recomputed_alone(tmp_path) -> None:
     two = ProveCheckpoints(tmp_path, {"model": "m"}, check_keys={5: {"variants": 2}})
     assert two.check(5) is None and two.check(1) is not None
     assert eight.check(5) is not None
+
+
+def test_prove_reports_what_dominates_each_cost_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.theory.prove import prove
+
+    prove(f"{__file__}:no_validation_spec", tmp_path, checks=(2,), table_bits=(3,), k=2, lanczos_iterations=8)
+    effects = json.loads((tmp_path / "results.json").read_text())["cost_signal_effects"]
+    cet = effects["cet [nearest rounding, none grid]"]
+    assert set(cet) == {"linear", "quadratic"} and all(v >= 0 for v in cet.values())
+    assert effects["hawq-v3 [nearest rounding, none grid]"] == pytest.approx({"trace_per_weight": 1.0})
+    report = (tmp_path / "report.md").read_text()
+    assert "## What dominates each cost model's cost" in report and "(dominant: " in report

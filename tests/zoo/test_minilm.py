@@ -65,10 +65,10 @@ def test_distillation_loss_is_zero_with_zero_gradient_at_fp32(loaded) -> None:  
 
 def test_sentence_set_embeds_in_order_as_one_padded_batch_does(loaded) -> None:  # type: ignore[no-untyped-def]
     from cetopt.zoo.minilm import SentenceSet, encode_batch
-    from cetopt.zoo.minilm_text import test_sentences
+    from cetopt.zoo.minilm_text import shipped_sentences
 
     model, tokenizer = loaded
-    sentences = test_sentences()[:20] + [s for pair in text_pairs()[:5] for s in pair]  # mixed lengths
+    sentences = [s.text for s in shipped_sentences()[:20]] + [s for pair in text_pairs()[:5] for s in pair]  # mixed lengths
     texts = SentenceSet(tokenizer, sentences, chunk=7)
     ids, mask = encode_batch(tokenizer, sentences)
     with torch.no_grad():
@@ -87,8 +87,10 @@ def test_zoo_spec_tests_on_held_out_sentences() -> None:
     from cetopt.modelspec import load_model_spec
 
     spec = load_model_spec("minilm", test_size=40)
-    assert "40 other test sentences (32 from the pairs, 8 prose sentences" in spec.data
+    assert "40 test sentences (32 from pairs 16-31, 8 prose sentences" in spec.data
     assert spec.metadata["test_pair_sentences"] == 32
+    assert spec.test_clusters is not None and len(spec.test_clusters) == 40
+    assert spec.test_clusters[:2] == ("pair-16", "pair-16")  # a pair's two sentences are one cluster
     assert load_model_spec("minilm", test_size=10).metadata["test_pair_sentences"] == 10
     outcomes = spec.test_outcomes(spec.model)
     assert outcomes.shape == (40,) and outcomes.min() > 0.99999  # the FP model against its own embeddings
@@ -102,3 +104,21 @@ def test_an_empty_sentence_set_is_refused_by_name(loaded) -> None:  # type: igno
 
     with pytest.raises(ProblemError, match="no sentences"):
         SentenceSet(loaded[1], [])
+
+
+def test_zoo_spec_splits_sentences_by_source_and_selects_on_validation() -> None:
+    # the measured selection of `cetopt plan` must not look at the calibration sentences the costs were fitted on
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import load_model_spec
+    from cetopt.rerank import selection_measure
+    from cetopt.zoo.minilm_text import split_sentences
+
+    spec = load_model_spec("minilm", test_size=64)  # 32 pair sentences and 32 prose: enough to check the clusters
+    calibration = {s for pair in text_pairs()[:16] for s in pair}
+    validation = {s.text for s in split_sentences("validation")}
+    test_prose = {s.text for s in split_sentences("test")}
+    assert calibration.isdisjoint(validation) and validation.isdisjoint(test_prose)
+    assert sum(len(batch[0]) for batch in spec.validation) == len(validation)
+    assert {s.source for s in split_sentences("validation")}.isdisjoint(spec.test_clusters)
+    _, split = selection_measure(Measurer(spec))
+    assert split == "validation"

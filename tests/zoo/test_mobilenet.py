@@ -39,3 +39,18 @@ def test_fidelity_degrades_with_fewer_bits(model: torch.nn.Module) -> None:
     assert scores[8]["top1_agreement"] >= 0.75 and scores[8]["kl"] < 0.1
     assert scores[4]["kl"] > scores[8]["kl"]
     assert fidelity(model, model, images) == {"top1_agreement": 1.0, "kl": 0.0}
+
+
+def test_zoo_spec_takes_test_crops_from_photos_no_other_split_uses() -> None:
+    from cetopt.modelspec import load_model_spec
+    from cetopt.zoo.photos import SPLITS, split_crops
+
+    spec = load_model_spec("mobilenetv2", calibration_size=8, validation_size=8, test_size=22)
+    assert spec.test_clusters is not None and len(spec.test_clusters) == 22
+    assert set(spec.test_clusters) == set(SPLITS["test"])  # 22 crops visit all 11 test photos twice
+    held = set(split_crops("calibration", 8).photos) | set(split_crops("validation", 8).photos)
+    assert held and held.isdisjoint(spec.test_clusters)
+    # the spec's calibration and validation batches are those crops, in order
+    assert torch.equal(torch.cat([b[0] for b in spec.calibration]), split_crops("calibration", 8).images)
+    assert torch.equal(torch.cat([b[0] for b in spec.validation]), split_crops("validation", 8).images)
+    assert spec.test_outcomes(spec.model).shape == (22,)
