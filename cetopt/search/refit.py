@@ -65,21 +65,29 @@ def fit_correction(predicted: np.ndarray, onehot: np.ndarray, measured: np.ndarr
                    lambdas: Sequence[float] = LAMBDAS) -> Correction:
     """Ridge fit of ``measured ~ s predicted + onehot @ delta`` (s unpenalised), lambda by leave-one-out.
 
+    Solved in the plans' dual (n x n, n plans, however many features): with K = P P' and M = (K + lambda I)^-1,
+    minimising over delta leaves lambda (y - s p)' M (y - s p), so s = p'M y / p'M p and delta = P' M (y - s p);
+    the fit is linear in y with hat matrix H = K M + lambda M p c', c = M p / p'M p, which gives the exact
+    leave-one-out residuals (y - H y) / (1 - diag H).
+
     Args:
         predicted: (n,) the surrogate's value of each plan; onehot: (n, d) plan features; measured: (n,).
     """
-    X = np.column_stack([predicted, onehot])
+    p, P, y = np.asarray(predicted, float), np.asarray(onehot, float), np.asarray(measured, float)
+    K = P @ P.T
+    identity = np.eye(len(y))
     best: Correction | None = None
     for lam in lambdas:
-        penalty = np.full(X.shape[1], lam)
-        penalty[0] = 1e-12 * max(1.0, float(predicted @ predicted))
-        inverse = np.linalg.pinv(X.T @ X + np.diag(penalty))
-        w = inverse @ X.T @ measured
-        hat = np.einsum("ij,jk,ik->i", X, inverse, X)
-        residual = (measured - X @ w) / np.maximum(1.0 - hat, 1e-9)
+        M = np.linalg.inv(K + lam * identity)
+        curvature = float(p @ M @ p)
+        c = M @ p / curvature if curvature > 0 else np.zeros_like(p)
+        scale = float(c @ y)
+        delta = P.T @ (M @ (y - scale * p))
+        hat = K @ M + lam * np.outer(M @ p, c)
+        residual = (y - hat @ y) / np.maximum(1.0 - np.diag(hat), 1e-9)
         rmse = float(np.sqrt(np.mean(residual ** 2)))
         if best is None or rmse < best.loo_rmse:
-            best = Correction(scale=float(w[0]), delta=w[1:], lam=float(lam), loo_rmse=rmse)
+            best = Correction(scale=scale, delta=delta, lam=float(lam), loo_rmse=rmse)
     assert best is not None
     return best
 
@@ -102,10 +110,15 @@ def corrected_value(evaluator: Evaluator, problem: AllocationProblem,
                     correction: Correction) -> Callable[[np.ndarray], float]:
     """The corrected model's value of an option vector (the measurement's units)."""
     scale = max(correction.scale, 0.0)
+    offsets = np.cumsum([0] + [len(layer.choices) for layer in problem.layers])
+    table = np.zeros((evaluator.compiled.n_groups, evaluator.compiled.max_options))
+    for g, group in enumerate(evaluator.compiled.groups):  # each group option's summed corrections
+        for o, row in enumerate(group.options):
+            table[g, o] = sum(correction.delta[offsets[m] + c] for m, c in zip(group.members, row))
+    rows = np.arange(evaluator.compiled.n_groups)
 
     def value(option: np.ndarray) -> float:
-        features = plan_features(problem, evaluator.choices(option))
-        return scale * evaluator.predicted(option) * evaluator.compiled.loss_unit + float(features @ correction.delta)
+        return scale * evaluator.predicted(option) * evaluator.compiled.loss_unit + float(table[rows, option].sum())
 
     return value
 
