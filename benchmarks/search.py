@@ -34,7 +34,7 @@ import numpy as np
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 AVG_BITS = (3.0, 4.0, 5.0)
 STRATEGIES = ("evopress", "local", "refit")
-BUDGETS = (100, 200, 400, 800)
+BUDGETS = (200, 400, 800, 1600)
 AGAINST = ("dp", "pool", "hawq-v3", "uniform")
 OUT = Path(__file__).resolve().parent / "results" / "search"
 

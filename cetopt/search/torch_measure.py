@@ -4,7 +4,8 @@ Successive halving needs many small calibration subsets, and the zoo's calibrati
 so each calibration batch is cut into equal pieces (:func:`cetopt.measure.split_batch`) until there are at least
 ``chunks`` of them, and one piece of one plan is one forward pass. A piece's loss change is ``loss_fn`` on the
 piece with the plan's compressed weights minus the same with the original weights (computed once per piece, not
-counted in the search's budget); the mean over equal pieces is the calibration loss change of
+counted in the search's budget); a validation batch counts as many forwards as a calibration batch has pieces; the
+mean over equal pieces is the calibration loss change of
 :meth:`cetopt.measure.Measurer.calibration_dloss` (up to pieces of unequal size when a batch does not divide).
 """
 
@@ -34,8 +35,8 @@ class ModelMeasure:
     """``measure(choices, subset)`` and ``validate(choices)`` for ``built``'s plans on ``spec`` (module docstring).
 
     Attributes:
-        chunks: the calibration pieces; n_batches: how many; validation_forwards: validation batches (one
-            validation of one plan costs that many forwards); base_forwards: forwards spent on the original
+        chunks: the calibration pieces; n_batches: how many; validation_forwards: what one validation of one plan
+            costs, in piece-sized forwards (validation batches x pieces per calibration batch); base_forwards: forwards spent on the original
             model's per-piece losses (outside the search's budget).
     """
 
@@ -48,9 +49,10 @@ class ModelMeasure:
             self.chunks: list[Any] = [piece for batch in spec.calibration for piece in split_batch(batch, parts)]
         except ProblemError as err:
             log.info("the search measures whole calibration batches (%s)", err)
-            self.chunks = list(spec.calibration)
+            self.chunks, parts = list(spec.calibration), 1
         self.n_batches = len(self.chunks)
-        self.validation_forwards = len(spec.validation)
+        # in piece-sized forwards, the search's unit: a validation batch is as large as a calibration batch
+        self.validation_forwards = len(spec.validation) * parts
         self._base: dict[int, float] = {}
         self.base_forwards = 0
 

@@ -38,7 +38,7 @@ def test_split_batch_keeps_every_example_once() -> None:
 def test_the_pieces_mean_is_the_calibration_loss_change() -> None:
     spec, built = _tiny()
     measure = ModelMeasure(spec, built, chunks=8)
-    assert measure.n_batches == 8 and measure.validation_forwards == 2
+    assert measure.n_batches == 8 and measure.validation_forwards == 8  # 2 batches of 4 pieces' size
     rng = np.random.default_rng(0)
     choices = {layer.name: int(rng.integers(len(layer.choices))) for layer in built.problem.layers}
     weights = built.weights_for_choices(choices)
