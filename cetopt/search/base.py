@@ -2,9 +2,9 @@
 
 A strategy searches the plans of an :class:`~cetopt.problem.model.AllocationProblem` by *measuring* them, not by
 trusting the problem's additive costs (the surrogate). It works on the compiled problem (tie groups folded, so
-every option vector it builds keeps ties and per-layer bit limits) through a :class:`~cetopt.search.evaluator.Evaluator`,
-which measures plans batch by batch, caches every (plan, batch) value, counts forward passes and stops the
-strategy when its budget is spent. A strategy is one module and one line in :mod:`cetopt.search.registry`::
+every option vector it builds keeps ties and per-layer bit limits) through an
+:class:`~cetopt.search.evaluator.Evaluator`, which measures plans batch by batch, caches every (plan, batch) value,
+counts forward passes and stops the strategy when its budget is spent. A strategy is one module and one line in :mod:`cetopt.search.registry`::
 
     class MyStrategy:
         name = "mine"

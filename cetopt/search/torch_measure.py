@@ -36,8 +36,8 @@ class ModelMeasure:
 
     Attributes:
         chunks: the calibration pieces; n_batches: how many; validation_forwards: what one validation of one plan
-            costs, in piece-sized forwards (validation batches x pieces per calibration batch); base_forwards: forwards spent on the original
-            model's per-piece losses (outside the search's budget).
+            costs, in piece-sized forwards (validation batches x pieces per calibration batch);
+        base_forwards: forwards spent on the original model's per-piece losses (outside the search's budget).
     """
 
     def __init__(self, spec: "ModelSpec", built: "BuiltProblem", *, chunks: int = MIN_CHUNKS,
@@ -79,7 +79,8 @@ class ModelMeasure:
 
 
 def search_plan(spec: "ModelSpec", built: "BuiltProblem", strategy: str = DEFAULT_STRATEGY, *,
-                budget: SearchBudget = SearchBudget(DEFAULT_FORWARDS), seeds: Mapping[str, Mapping[str, int]] | None = None,
+                budget: SearchBudget = SearchBudget(DEFAULT_FORWARDS),
+                seeds: Mapping[str, Mapping[str, int]] | None = None,
                 k: int = 4, backends: bool = True, options: Mapping[str, Any] | None = None, seed: int = 0,
                 measurer: Measurer | None = None, chunks: int = MIN_CHUNKS, progress: bool = False) -> SearchResult:
     """The library call of ``cetopt plan --search``: search ``built.problem``'s plans measured on ``spec``
