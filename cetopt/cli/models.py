@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, int_in, int_list
+from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, float_in, int_in, int_list
 from cetopt.errors import ProblemError
 
 
@@ -86,10 +86,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from cetopt.workflow import build_for
 
     pool = tuple(name for name in args.pool.split(",") if name.strip())
-    if args.search_forwards < 1:
-        raise ProblemError(f"--search-forwards must be >= 1, got {args.search_forwards}", field="--search-forwards")
-    if args.search_seconds is not None and args.search_seconds <= 0:
-        raise ProblemError(f"--search-seconds must be > 0, got {args.search_seconds}", field="--search-seconds")
     spec = load_model_spec(args.model)
     built = build_for(spec, method=args.method, bits=int_list(args.bits, "--bits"), budget=Budget(avg_bits=args.avg_bits),
                       target=args.model, quantizer=QuantizerSpec(clip=args.clip))
@@ -194,9 +190,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--search", choices=("evopress", "local", "refit"), default=None, metavar="STRATEGY",
                    help="also run a measured search over plans (evopress, local, refit; cetopt.search) seeded by "
                         "every plan above, and measure its plan beside them (default: no search)")
-    p.add_argument("--search-forwards", type=int, default=400, metavar="N",
+    p.add_argument("--search-forwards", type=int_in(1, 10**9), default=400, metavar="N",
                    help="the search's budget in forward passes of one calibration piece (validation included)")
-    p.add_argument("--search-seconds", type=float, default=None, metavar="S",
+    p.add_argument("--search-seconds", type=float_in(0.0), default=None, metavar="S",
                    help="the search phase's wall-clock limit (default none)")
     p.set_defaults(func=cmd_plan)
 

@@ -65,3 +65,11 @@ def test_a_search_budget_too_small_is_refused_by_name(tmp_path) -> None:  # type
         code = main(["plan", "digits-mlp", "--search", "evopress", "--search-forwards", "3",
                      "--out", str(tmp_path / "p.json")])
     assert code != 0 and "search_forwards" in err.getvalue() and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("flags", [["--search-forwards", "0"], ["--search-forwards", "9" * 5000],
+                                   ["--search-seconds", "nan"], ["--search-seconds", "-1"], ["--search", "annealing"]])
+def test_bad_search_flags_are_refused_by_the_parser(flags: list[str]) -> None:
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()):
+        build_parser().parse_args(["plan", "digits-mlp", "--out", "x.json", *flags])
+    assert stop.value.code == 2
