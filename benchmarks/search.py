@@ -34,7 +34,7 @@ import numpy as np
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 AVG_BITS = (3.0, 4.0, 5.0)
 STRATEGIES = ("evopress", "local", "refit")
-BUDGETS = (200, 400, 800, 1600)
+BUDGETS = (200, 400, 800)
 AGAINST = ("dp", "pool", "hawq-v3", "uniform")
 OUT = Path(__file__).resolve().parent / "results" / "search"
 
@@ -237,6 +237,21 @@ def _jsonable(results: Mapping[str, Any]) -> Any:
     return out
 
 
+def save_cell(path: Path, cell: Mapping[str, Any]) -> None:
+    """One finished (model, seed, bits) cell, outcomes as lists (a rerun skips it)."""
+    from cetopt._atomic import atomic_write_text
+
+    plain = {**cell, "plans": {label: {**p, "outcomes": p["outcomes"].tolist()} for label, p in cell["plans"].items()}}
+    atomic_write_text(path, json.dumps(plain))
+
+
+def load_cell(path: Path) -> dict[str, Any]:
+    cell = json.loads(path.read_text())
+    for plan in cell["plans"].values():
+        plan["outcomes"] = np.asarray(plan["outcomes"], dtype=np.float64)
+    return cell
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
@@ -251,22 +266,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crops", type=int, default=384, help="MobileNetV2 test crops")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(OUT), help="output path without extension")
+    parser.add_argument("--cells", default=".cache/search-cells", help="finished cells are kept here; a rerun "
+                        "with the same strategies and budgets reuses them")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     strategies = [s for s in args.strategies.split(",") if s]
     budgets = [int(b) for b in args.budgets.split(",") if b]
     start = time.perf_counter()
+    cells = Path(args.cells)
+    cells.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     tests: dict[str, str] = {}
     for model in [m for m in args.models.split(",") if m]:
         results[model] = {}
         for seed in (seeds if model != "mobilenetv2" else [0]):
-            case = mobilenet_case(args.crops) if model == "mobilenetv2" else zoo_case(model, seed)
-            tests[model] = f"{case['metric']} on {case['test']}"
+            case = None
             for avg in [float(b) for b in args.avg_bits.split(",") if b]:
-                print(f"{model} seed {seed} @ {avg:g} bits", flush=True)
-                results[model].setdefault(f"{avg:g}", []).append(run_cell(case, avg, strategies, budgets, seed))
+                path = cells / f"{model}-seed{seed}-{avg:g}bits-{'_'.join(strategies)}-{'_'.join(map(str, budgets))}.json"
+                if path.is_file():  # a finished cell of an earlier (interrupted) run
+                    cell = load_cell(path)
+                else:
+                    if case is None:
+                        case = mobilenet_case(args.crops) if model == "mobilenetv2" else zoo_case(model, seed)
+                    print(f"{model} seed {seed} @ {avg:g} bits", flush=True)
+                    cell = run_cell(case, avg, strategies, budgets, seed)
+                    cell["test"] = f"{case['metric']} on {case['test']}"
+                    save_cell(path, cell)
+                tests[model] = cell["test"]
+                results[model].setdefault(f"{avg:g}", []).append(cell)
     labels = ["dp", "pool", "hawq-v3", "uniform"] + [f"{p}{s}@{b}" for s in strategies for b in budgets
                                                      for p in ("", "ship:")]
     rows = summarise(results, labels)
