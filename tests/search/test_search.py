@@ -157,3 +157,19 @@ def test_every_backend_plan_seeds_the_search(wrong_toy: Toy) -> None:
     assert {"dp", "greedy", "cvxpy", "waterfilling"} <= set(fate) and fate["uniform3"] == "seed"
     assert fate["uniform4"].startswith("left out")  # 4 bits everywhere breaks the 3.5-bit budget
     assert set(strategy_names()) >= set(STRATEGIES)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_time_limit_stops_the_search_phase(wrong_toy: Toy, strategy: str) -> None:
+    import time
+
+    def slow(choices: Mapping[str, int], subset: Sequence[int]) -> float:
+        time.sleep(0.002)
+        return wrong_toy.measure(choices, subset)
+
+    result = run_search(wrong_toy.problem, slow, wrong_toy.n_batches, strategy=strategy,
+                        budget=SearchBudget(forwards=10**6, seconds=0.3), validate=wrong_toy.validate,
+                        validation_forwards=2, backends=False)
+    assert result.provenance["stopped"] == "seconds"
+    assert result.provenance["search_seconds"] < 0.3 + 2.0  # stops at the first measurement past the limit
+    assert not evaluate(wrong_toy.problem, result.choices).violations
