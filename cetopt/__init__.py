@@ -14,6 +14,12 @@ Bring a model and ship it (see README, "Your own model")::
     built = build_for(spec, budget=Budget(avg_bits=4))          # curvature -> problem (+ candidate weights)
     plan = plan_from_result(built.problem, solve(built.problem, "dp"))
     write_artifact(spec, plan, "compressed/")                    # packed safetensors + plan + manifest
+
+Measure plans instead of trusting the additive costs (a measured search seeded by the exact solvers)::
+
+    from cetopt import SearchBudget, search_plan
+    found = search_plan(spec, built, "evopress", budget=SearchBudget(forwards=400))
+    found.bits, found.validation_dloss, found.surrogate_measured, found.forwards
 """
 
 from cetopt.errors import (CetoptError, ProblemError, SolverOptionError,
@@ -30,6 +36,8 @@ _LAZY = {
     **dict.fromkeys(("load_compressed", "write_artifact", "evaluate_artifact"), "cetopt.artifact"),
     "build_for": "cetopt.workflow",
     "Measurer": "cetopt.measure",
+    **dict.fromkeys(("SearchBudget", "SearchResult", "run_search"), "cetopt.search"),
+    "search_plan": "cetopt.search.torch_measure",
 }
 
 
@@ -51,5 +59,5 @@ __all__ = [
     "SolverUnavailableError", "Status", "UnsupportedProblemError", "__version__", "available_solvers",
     "compile_problem", "evaluate", "load_problem", "register", "save_problem", "solve",
     "LayerChoice", "Plan", "apply_plan", "plan_from_result", "load_compressed", "write_artifact", "evaluate_artifact",
-    "build_for", "Measurer",
+    "build_for", "Measurer", "SearchBudget", "SearchResult", "run_search", "search_plan",
 ]

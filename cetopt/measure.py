@@ -58,16 +58,37 @@ def _leading_sizes(batch: Any) -> set[int]:
     return set().union(*(_leading_sizes(v) for v in values)) if values else set()
 
 
-def _example(batch: Any, i: int) -> Any:
-    """Example ``i`` of ``batch``: every tensor sliced to ``[i:i + 1]``, the structure around it kept."""
+def batch_rows(batch: Any, start: int, stop: int) -> Any:
+    """Examples ``start:stop`` of ``batch``: every tensor sliced on its first dimension, the structure around it
+    kept (nested tuples, lists and mappings; other values repeated)."""
     if isinstance(batch, torch.Tensor):
-        return batch[i:i + 1] if batch.dim() > 0 else batch
+        return batch[start:stop] if batch.dim() > 0 else batch
     if isinstance(batch, Mapping):
-        items = {k: _example(v, i) for k, v in batch.items()}
+        items = {k: batch_rows(v, start, stop) for k, v in batch.items()}
         return items if type(batch) is dict else type(batch)(items)
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_example(v, i) for v in batch)
+        return type(batch)(batch_rows(v, start, stop) for v in batch)
     return batch
+
+
+def _example(batch: Any, i: int) -> Any:
+    """Example ``i`` of ``batch``: every tensor sliced to ``[i:i + 1]``, the structure around it kept."""
+    return batch_rows(batch, i, i + 1)
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """``batch`` cut into ``parts`` consecutive pieces of (nearly) equal size (fewer when it has fewer examples).
+
+    Raises:
+        ProblemError: as :func:`single_examples` (no shared batch dimension).
+    """
+    sizes = _leading_sizes(batch)
+    if len(sizes) != 1:
+        raise ProblemError(f"cannot split a batch: its tensors' first dimensions are {sorted(sizes)} "
+                           "(need one shared batch dimension)", field="batches")
+    n = sizes.pop()
+    edges = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+    return [batch_rows(batch, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def single_examples(batch: Any) -> list[Any]:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from cetopt.builders.second_order import BuiltProblem
     from cetopt.measure import Measurer
     from cetopt.modelspec import ModelSpec
+    from cetopt.search.base import SearchBudget, SearchResult
 
 # the cost models whose plans join the default's in a measured selection (``cetopt plan``, ``cetopt demo``), chosen
 # by benchmarks/selection.py (results/selection.md). Adding cet-nograd won one more zoo cell, but its plan needs a
@@ -210,12 +211,26 @@ def selection_measure(measurer: "Measurer") -> tuple[Callable[[Mapping[str, "tor
 @dataclass(frozen=True)
 class Selection:
     """A measured selection: the re-ranked plans, which split measured them, the pool members' problems' build
-    seconds (what the pool cost), and the pool members left out because they had no feasible plan."""
+    seconds (what the pool cost), and the pool members left out because they had no feasible plan.
+
+    Attributes:
+        backends: the backends whose plans joined the pool (as ``METHOD/BACKEND``); backend_seconds: their solves.
+        search: the measured search's result when one ran (its plan joined the pool as ``search:STRATEGY``).
+        surrogate_optimum, surrogate_bound: the exact solver's optimal predicted value of the problem and its
+            certified lower bound, reported beside the measured winner.
+        seconds: the whole selection's wall time.
+    """
 
     result: RerankResult
     split: str
     pool_seconds: float
     left_out: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ()
+    backend_seconds: float = 0.0
+    search: "SearchResult | None" = None
+    surrogate_optimum: float | None = None
+    surrogate_bound: float | None = None
+    seconds: float = 0.0
 
 
 def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str], solver: str = "dp",
@@ -248,30 +263,70 @@ def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str]
     return out
 
 
+def _bits_of(problem: AllocationProblem, choices: Mapping[str, int]) -> dict[str, int]:
+    return {name: problem.layer(name).choices[i].bits for name, i in choices.items()}
+
+
 def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: Sequence[str] = DEFAULT_POOL,
-                solver: str = "dp", measurer: "Measurer | None" = None) -> Selection:
-    """The measured selection of ``cetopt plan``: ``built``'s k best plans and each ``pool`` cost model's plan at
-    the same budget, measured by :func:`selection_measure`; ``result.best`` is the plan to ship.
+                solver: str = "dp", measurer: "Measurer | None" = None, backends: bool = True,
+                search: str | None = None, search_budget: "SearchBudget | None" = None, search_seed: int = 0,
+                progress: bool = False) -> Selection:
+    """The measured selection of ``cetopt plan``: ``built``'s k best plans, each ``pool`` cost model's plan at
+    the same budget, every installed backend's plan of ``built.problem`` (``backends``) and, with ``search`` (a
+    :mod:`cetopt.search` strategy), the measured search's plan, all measured by :func:`selection_measure`;
+    ``result.best`` is the plan to ship.
 
     Raises:
-        ProblemError: as :func:`rerank` and :func:`pool_bits`.
+        ProblemError: as :func:`rerank`, :func:`pool_bits` and :func:`cetopt.search.api.run_search`.
     """
     import time
 
     from cetopt.measure import Measurer
+    from cetopt.solvers.api import solve
 
     measurer = measurer or Measurer(spec)
-    start = time.perf_counter()
+    begin = time.perf_counter()
     others = pool_bits(spec, built.problem, pool, solver)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - begin
+    members: dict[str, Mapping[str, int]] = dict(others)
+    method = str(built.problem.metadata.get("method", "")) or "problem"
+    found, plans = None, {}
+    start = time.perf_counter()
+    if backends:
+        from cetopt.search.api import backend_plans
+
+        plans = backend_plans(built.problem, skip=(solver,))
+        members.update({f"{method}/{name}": _bits_of(built.problem, c) for name, c in plans.items()})
+    backend_seconds = time.perf_counter() - start
+    if search:
+        from cetopt.baselines import uniform_bits
+        from cetopt.problem.evaluate import choices_from_bits
+        from cetopt.search.api import DEFAULT_FORWARDS
+        from cetopt.search.base import SearchBudget
+        from cetopt.search.torch_measure import search_plan
+
+        seeds: dict[str, Mapping[str, int]] = dict(plans)
+        seeds.update({name: choices_from_bits(built.problem, bits) for name, bits in others.items()})
+        avg = built.problem.budget.avg_bits
+        uniform = uniform_bits(built.problem, avg) if avg is not None else None
+        if uniform is not None:
+            seeds["uniform"] = choices_from_bits(built.problem, uniform)
+        found = search_plan(spec, built, search, budget=search_budget or SearchBudget(DEFAULT_FORWARDS),
+                            seeds=seeds, k=max(k, 4), backends=False, seed=search_seed, measurer=measurer,
+                            progress=progress)
+        members[f"search:{search}"] = dict(found.bits)
+    optimum = solve(built.problem, solver)
     measure, split = selection_measure(measurer)
-    selection = Selection(result=rerank(built, measure, k, solver, pool=others), split=split, pool_seconds=seconds,
-                          left_out=tuple(name for name in pool if name not in others))
+    result = rerank(built, measure, k, solver, pool=members)
     from cetopt.negatives import warn_if_negative
 
-    best = selection.result.best  # a WARNING naming the layers whose negative changes the shipped plan relies on
-    warn_if_negative(built.problem, best.choices, measured=best.measured)
-    return selection
+    # a WARNING naming the layers whose negative changes the shipped plan relies on
+    warn_if_negative(built.problem, result.best.choices, measured=result.best.measured)
+    return Selection(result=result, split=split, pool_seconds=seconds,
+                     left_out=tuple(name for name in pool if name not in others),
+                     backends=tuple(f"{method}/{name}" for name in plans), backend_seconds=backend_seconds,
+                     search=found, surrogate_optimum=optimum.objective, surrogate_bound=optimum.bound,
+                     seconds=time.perf_counter() - begin)
 
 
 def selection_table(selection: Selection, total_params: int) -> str:

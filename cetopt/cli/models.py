@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, int_in, int_list
+from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, float_in, int_in, int_list
+from cetopt.errors import ProblemError
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -81,7 +82,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_onnx(args: argparse.Namespace) -> int:
-    from cetopt.errors import ProblemError
     from cetopt.export.onnx_eval import evaluate_onnx
     from cetopt.modelspec import load_model_spec
 
@@ -133,20 +133,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from cetopt.quant.plan import plan_from_choices
     from cetopt.quant.quantizers import QuantizerSpec
     from cetopt.rerank import select_plan, selection_table
+    from cetopt.search.base import SearchBudget
     from cetopt.workflow import build_for
 
     pool = tuple(name for name in args.pool.split(",") if name.strip())
     spec = load_model_spec(args.model)
     built = build_for(spec, method=args.method, bits=int_list(args.bits, "--bits"), budget=Budget(avg_bits=args.avg_bits),
                       target=args.model, quantizer=QuantizerSpec(clip=args.clip))
-    selection = select_plan(spec, built, args.rerank, pool=pool, solver=args.solver)
-    best = selection.result.best
+    budget = SearchBudget(forwards=args.search_forwards, seconds=args.search_seconds)
+    selection = select_plan(spec, built, args.rerank, pool=pool, solver=args.solver, backends=not args.no_backends,
+                            search=args.search, search_budget=budget, progress=True)
+    result, found = selection.result, selection.search
+    best = result.best
     candidates = [{"plan": p.label, "size_bits": p.size_bits, "predicted_loss": p.predicted_loss,
-                   "measured_loss": p.measured} for p in selection.result.plans]
+                   "measured_loss": p.measured} for p in result.plans]
+    member = best.source if best.rank is None else f"{best.source}#{best.rank}"
+    cost = {"selection_seconds": selection.seconds, "pool_seconds": selection.pool_seconds,
+            "backend_seconds": selection.backend_seconds, "plans_measured": len(result.plans),
+            "search_forwards": found.forwards if found else 0, "search_seconds": found.seconds if found else 0.0}
     extra = {"solver": args.solver, "predicted_loss": best.predicted_loss, "budget_size_bits": best.size_bits,
              "avg_bits": best.size_bits / built.problem.total_params, "selected": best.label,
+             "source": {"member": member, "same_as": list(best.same_as),
+                        "strategy": args.search if member.startswith("search:") or
+                        any(m.startswith("search:") for m in best.same_as) else None},
+             "cost": cost,
+             "surrogate": {"optimum": selection.surrogate_optimum, "bound": selection.surrogate_bound,
+                           "measured": result.solver_best.measured, "split": selection.split},
              "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates,
-                           "left_out": list(selection.left_out)}}
+                           "left_out": list(selection.left_out), "backends": list(selection.backends)},
+             **({"search": found.summary()} if found else {})}
     from cetopt.modelspec import normalise_target
 
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=normalise_target(args.model))
@@ -160,12 +175,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
           "codes only; the file adds its container overhead)")
     if pool:
         print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")
+    if selection.backends:
+        print(f"the backends' plans ({', '.join(selection.backends)}) took {selection.backend_seconds:.1f} s")
     if selection.left_out:
         print(f"left out of the pool (no feasible plan at this budget): {', '.join(selection.left_out)}")
+    if found:
+        print(f"search {found.strategy}: {found.forwards} forward passes, {found.seconds:.0f} s (stopped: "
+              f"{found.provenance['stopped']}); its plan descends from {found.provenance['descends_from']}, measured "
+              f"calibration {found.calibration_dloss:+.6f}, {found.selected_on} {found.selected_value:+.6f}")
+    bound = "none" if selection.surrogate_bound is None else f"{selection.surrogate_bound:.6f}"
+    print(f"surrogate ({args.solver}): optimum predicted {selection.surrogate_optimum:.6f}, certified bound {bound}, "
+          f"measured {selection.split} {result.solver_best.measured:+.6f}; shipped {best.label}: predicted "
+          f"{best.predicted_loss:.6f}, measured {best.measured:+.6f}")
     print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
-          f"(the solver's optimum {selection.result.solver_best.measured:+.6f}); `cetopt apply {args.out} --model {args.model} "
-          f"--out DIR` "
-          f"packs it")
+          f"(the solver's optimum {result.solver_best.measured:+.6f}); `cetopt apply {args.out} --model {args.model} "
+          f"--out DIR` packs it")
     return EXIT_OK
 
 
@@ -219,6 +243,17 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
     p.add_argument("--clip", choices=("none", "mse"), default="mse", help="the candidates' quantiser, as extract")
     p.add_argument("--solver", default="dp", help="an exact backend for the k best (cetopt solvers)")
+    p.add_argument("--no-backends", action="store_true",
+                   help="leave the other installed backends' plans of the problem out of the measured pool")
+    # choices and default = cetopt.search (registry names, DEFAULT_FORWARDS), spelled out (the package loads numpy);
+    # a test ties them
+    p.add_argument("--search", choices=("evopress", "local", "refit"), default=None, metavar="STRATEGY",
+                   help="also run a measured search over plans (evopress, local, refit; cetopt.search) seeded by "
+                        "every plan above, and measure its plan beside them (default: no search)")
+    p.add_argument("--search-forwards", type=int_in(1, 10**9), default=400, metavar="N",
+                   help="the search's budget in forward passes of one calibration piece (validation included)")
+    p.add_argument("--search-seconds", type=float_in(0.0), default=None, metavar="S",
+                   help="the search phase's wall-clock limit (default none)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
