@@ -9,8 +9,11 @@ DIR holds
 - ``manifest.json``: format, model target, fingerprints (SHA-256 of the source weights, of the plan and of
   model.safetensors), the predicted packed size next to the file's bytes, cetopt and torch versions.
 
-:func:`load_compressed` unpacks DIR into a copy of the spec's model; :func:`evaluate_artifact` measures it
-through cetopt.measure. Files are written atomically.
+:func:`load_compressed` unpacks DIR into a copy of the spec's model, after checking every manifest field,
+both files' SHA-256 and sizes, and that the stored data are what plan.json gives on the source model
+(re-derived); :func:`evaluate_artifact` measures it through cetopt.measure. DIR is built in a staging
+folder beside it and swapped in whole (cetopt._atomic.staged_dir). The model is never taken from the
+manifest's ``target``: that is shown and compared (cetopt.modelspec.choose_model).
 """
 
 from __future__ import annotations
