@@ -21,7 +21,6 @@ cannot be interrupted), or when CVXPY fails, the closed form is used and ``extra
 from __future__ import annotations
 
 import logging
-
 import math
 from dataclasses import dataclass
 
