@@ -12,8 +12,11 @@ DIR holds
 
 docs/artifact-format.md specifies the layout well enough to read it without cetopt.
 
-:func:`load_compressed` unpacks DIR into a copy of the spec's model; :func:`evaluate_artifact` measures it
-through cetopt.measure. Files are written atomically.
+:func:`load_compressed` unpacks DIR into a copy of the spec's model, after checking every manifest field,
+both files' SHA-256 and sizes, and that the stored data are what plan.json gives on the source model
+(re-derived); :func:`evaluate_artifact` measures it through cetopt.measure. DIR is built in a staging
+folder beside it and swapped in whole (cetopt._atomic.staged_dir). The model is never taken from the
+manifest's ``target``: that is shown and compared (cetopt.modelspec.choose_model).
 """
 
 from __future__ import annotations

@@ -99,6 +99,7 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
         # alone would overrun, so the greedy incumbent (milliseconds) is the answer
         outcome = _spent(compiled, f"the time limit ({limit:g} s) was {100 * (1 - left / limit):.0f}% spent before "
                                    f"{display} could start (reading and compiling the problem)")
+        log.info("%s: %s", display, outcome.message)
         return finish(compiled, outcome, solver=display, options=recorded, seconds=time.perf_counter() - start)
     left = max(left, 0.05) if left is not None else None
     try:

@@ -20,6 +20,7 @@ cannot be interrupted), or when CVXPY fails, the closed form is used and ``extra
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -114,6 +115,8 @@ class WaterfillingSolver(Solver):
             option = improve(compiled, option)
         elif options.improve:  # the limit has struck: the rounded plan is feasible, so it is the answer
             extra["improve"] = "skipped: time limit"
+            logging.getLogger(__name__).info("waterfilling: the time limit struck; the rounded plan is returned "
+                                             "without single-layer improvement")
         if not is_feasible(compiled, option):
             return Outcome(Status.NO_SOLUTION, message="rounding and single-layer repairs found no feasible plan")
         value = float(c @ np.power(4.0, -continuous)) * compiled.loss_unit
