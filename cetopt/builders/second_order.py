@@ -149,7 +149,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
     candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics)
     edges, graph_note, ties, pairs = _ties_and_pairs(op, name, tie_residuals, interactions)
-    signals, cross = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
+    signals, cross, paths = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
                                                   validation, forms_cache),
                                      costs_model.needs)
     estimates = {n: costs_model.estimate(s) for n, s in signals.items()}
@@ -163,6 +163,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
                             quantizer=quantizer, settings=settings, loss=loss, op=op, graph_note=graph_note,
                             interactions=len(terms), llc_radius=llc_radius, layer_eps=layer_eps, removed=removed,
                             curvature=curvature, extra=metadata)
+    info["coverage"] = _coverage(op, paths, curvature).to_dict()
     budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
     problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
                                 minimize=minimize, metadata=info)
@@ -170,6 +171,16 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         problem = problem.with_changes(ties=tuple(ties))
     chosen = {c.name: tuple(c.weights[i] for i in kept[c.name]) for c in candidates}
     return BuiltProblem(problem=problem, weights=chosen, curvature=curvature)
+
+
+def _coverage(op: CurvatureOperator, paths: Mapping[str, Any], curvature: CurvatureResult | None) -> Any:
+    """The build's coverage report (cetopt.curvature.coverage), logged at INFO."""
+    from cetopt.curvature.coverage import coverage_report
+
+    meta = curvature.metadata if curvature is not None else {}
+    report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"))
+    report.log()
+    return report
 
 
 def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], **kwargs: object) -> AllocationProblem:

@@ -32,8 +32,17 @@ def cmd_extract(args: argparse.Namespace) -> int:
         save_problem(problem, args.out)
         print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
               + (f" ({distributed.world_size()} ranks)" if distributed.is_distributed() else ""))
+        _print_coverage(problem.metadata)
     distributed.barrier()
     return EXIT_OK
+
+
+def _print_coverage(metadata: Any) -> None:
+    """The coverage report recorded in a problem's metadata (cetopt.curvature.coverage), one line each."""
+    from cetopt.curvature.coverage import coverage_lines
+
+    for line in coverage_lines(metadata.get("coverage")):
+        print(f"coverage: {line}")
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -98,6 +107,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                            "left_out": list(selection.left_out)}}
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
     plan.save(args.out)
+    _print_coverage(built.problem.metadata)
     print(selection_table(selection, built.problem.total_params))
     if pool:
         print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")

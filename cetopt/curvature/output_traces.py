@@ -51,23 +51,24 @@ class _Capture(torch.nn.Module):
 
 
 def exactness_problem(operator: CurvatureOperator) -> str | None:
-    """Why the output-space estimator would not give the Hessian traces of ``operator`` (None: it does)."""
-    from cetopt.curvature.prefix import LINEAR_IN_WEIGHT, prefix_runner
+    """Why the output-space estimator would not give the Hessian traces of ``operator`` (None: it does): the
+    model does not trace, or some layer is called other than once, has an output not affine in its weight, or
+    a downstream node that is not piecewise linear (cetopt.curvature.prefix.PrefixRunner.forward_problem)."""
+    from cetopt.curvature.prefix import make_prefix_runner
 
-    runner = prefix_runner(operator.model, operator.loss_fn)
+    runner, reason = make_prefix_runner(operator.model, operator.loss_fn, operator.names)
     if runner is None:
-        return "the model does not trace with torch.fx"
-    modules = dict(operator.model.named_modules())
+        return str(reason)
     with eval_mode(operator.model):
         if not runner.record(operator.model, operator.batches[0]):  # the same batch on every rank: one decision
-            return "the traced model does not reproduce the loss, or the loss calls the model more than once"
+            return f"prefix caching is off: {runner.failure}"
         try:
             for name in operator.names:
-                if not isinstance(modules[name], LINEAR_IN_WEIGHT) or not runner.supports(name):
-                    return f"layer {name} is not a Linear/Conv called once"
-                node = runner.nonlinear_node(name)
-                if node is not None:
-                    return f"{node} downstream of {name} is not piecewise linear"
+                if not runner.supports(name):
+                    return f"layer {name} is not a module call in the traced graph"
+                problem = runner.forward_problem(name)
+                if problem is not None:
+                    return f"downstream of {name}: {problem}" if "piecewise" in problem else problem
         finally:
             runner.release()
     return None

@@ -11,16 +11,20 @@ Under torch.distributed the batches are shared among ranks and the sums all-redu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from cetopt import distributed
+from cetopt.curvature.coverage import FULL, FORWARD, OUTPUT_BACKWARD, PREFIX, WEIGHT_BACKWARD, LayerPath
 from cetopt.curvature.operator import CurvatureOperator, check_finite, eval_mode
 from cetopt.curvature.progress import progress
 from cetopt.errors import ProblemError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,13 @@ class QuadraticForms:
         own: layer name -> (K,) array of e_k' H_ll e_k for that layer's K error vectors.
         linear: layer name -> (K,) array of g_l . e_k (the first-order term), if a gradient was given.
         cross: (a, b) -> (K_a, K_b) array of e_a,i' H_ab e_b,j for the requested pairs.
+        paths: layer name -> how its own terms were computed (cetopt.curvature.coverage.LayerPath).
     """
 
     own: dict[str, np.ndarray]
     linear: dict[str, np.ndarray] = field(default_factory=dict)
     cross: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    paths: dict[str, LayerPath] = field(default_factory=dict)
 
 
 def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torch.Tensor]], *,
@@ -68,8 +74,15 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
                 raise ProblemError(f"error vector {i} of {name!r} has shape {tuple(tensor.shape)}, the weight "
                                    f"{tuple(target.shape)}", field="errors")
         stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
-    own = _prefix_forms(operator, stacked, show_progress, forward_mode) if prefix_cache else {}
+    paths: dict[str, LayerPath] = {}
+    if prefix_cache:
+        own, paths = _prefix_forms(operator, stacked, show_progress, forward_mode)
+    else:
+        own = {}
     rest = [name for name in stacked if name not in own]
+    for name in rest:
+        reason = paths[name].fallback if name in paths else "prefix caching not asked for"
+        paths[name] = LayerPath(name, FULL, WEIGHT_BACKWARD, reason)
     for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
         block = stacked[name]
         products = operator.cross_block_hvp(index[name], index[name], block)
@@ -88,18 +101,22 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
         for name in errors:
             g = gradient[index[name]]
             linear[name] = np.array([float((g * e.to(g)).sum()) for e in errors[name]])
-    return QuadraticForms(own=own, linear=linear, cross=cross)
+    return QuadraticForms(own=own, linear=linear, cross=cross, paths={n: paths[n] for n in stacked})
 
 
-def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
-                  show_progress: bool, forward_mode: bool = True) -> dict[str, np.ndarray]:
-    """e' H_ll e for the layers prefix caching supports (layer -> (K,) float64); {} when it is off."""
-    from cetopt.curvature.prefix import prefix_runner
+def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor], show_progress: bool,
+                  forward_mode: bool = True) -> tuple[dict[str, np.ndarray], dict[str, LayerPath]]:
+    """e' H_ll e for the layers prefix caching supports (layer -> (K,) float64; {} when it is off) and the path
+    each layer took (for the others: why the full graph, as a :data:`FULL` path)."""
+    from cetopt.curvature.prefix import make_prefix_runner
 
-    runner = prefix_runner(operator.model, operator.loss_fn)
+    runner, reason = make_prefix_runner(operator.model, operator.loss_fn, operator.names)
     names = [n for n in stacked if runner is not None and runner.supports(n)]
+    paths = {n: LayerPath(n, FULL, WEIGHT_BACKWARD, reason or f"module {n} is not called in the traced graph")
+             for n in stacked if n not in names}
     if runner is None or not names:
-        return {}
+        _log_full_graph(paths)
+        return {}, paths
     index = {n: i for i, n in enumerate(operator.names)}
     sums = {n: torch.zeros(stacked[n].shape[0], dtype=torch.float64, device=operator.device) for n in names}
     batched = operator.device.type == "cuda"  # vmapped backward measured slower than a loop on the CPU
@@ -109,15 +126,19 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
         with eval_mode(operator.model):
             for batch in operator.local_batches:
                 if not runner.record(operator.model, batch):
-                    return {}
+                    paths = {n: LayerPath(n, FULL, WEIGHT_BACKWARD, runner.failure) for n in stacked}
+                    _log_full_graph(paths)
+                    return {}, paths
                 for name in names:
                     bar.set_postfix_str(name, refresh=False)
-                    sums[name] += _layer_forms(runner, name, operator.params[index[name]], stacked[name], batched,
-                                               forward_mode)
+                    values, paths[name] = _layer_forms(runner, name, operator.params[index[name]], stacked[name],
+                                                       batched, forward_mode)
+                    sums[name] += values
                     bar.update(1)
                 runner.release()
     finally:
         bar.close()
+    _log_full_graph({n: p for n, p in paths.items() if n not in names})
     reduced = distributed.all_reduce_sum([sums[n] for n in names])
     out = {}
     for name, total in zip(names, reduced):
@@ -125,19 +146,30 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
         check_finite(name, "quadratic form", values)
         out[name] = values.cpu().numpy()
         operator.hvp_count += stacked[name].shape[0]
-    return out
+    return out, paths
 
 
-def _layer_forms(runner: object, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool,
-                 forward_mode: bool = True) -> torch.Tensor:
+def _log_full_graph(paths: dict[str, LayerPath]) -> None:
+    """An INFO line per distinct reason the full graph serves some layers."""
+    reasons: dict[str | None, list[str]] = {}
+    for name, path in paths.items():
+        reasons.setdefault(path.fallback, []).append(name)
+    for reason, names in reasons.items():
+        log.info("quadratic forms on the full graph for %d layer(s) (%s): %s", len(names), ", ".join(names[:5])
+                 + (" ..." if len(names) > 5 else ""), reason)
+
+
+def _layer_forms(runner: Any, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool,
+                 forward_mode: bool = True) -> tuple[torch.Tensor, LayerPath]:
     """(K,) float64: e_k' H_ll e_k of one recorded batch, from the layer's suffix graph (from its output on
-    for Linear/Conv layers: dz' H_z dz with dz the output change of e_k; by forward mode where the suffix is
-    piecewise linear and ``forward_mode``)."""
-    if forward_mode:
-        values = runner.forward_forms(name, block)  # type: ignore[attr-defined]
+    where the output is affine in the weight: dz' H_z dz with dz the output change of e_k; by forward mode
+    where the suffix is also piecewise linear and ``forward_mode``), and the path taken."""
+    forward_reason = runner.forward_problem(name) if forward_mode else "forward mode not asked for"
+    if forward_reason is None:
+        values = runner.forward_forms(name, block)
         if values is not None:
-            return values
-    at_output = runner.output_first_order(name)  # type: ignore[attr-defined]
+            return values, LayerPath(name, PREFIX, FORWARD)
+    at_output = runner.output_first_order(name)
     if at_output is not None:
         g, z, tangent = at_output
         values = []
@@ -146,13 +178,14 @@ def _layer_forms(runner: object, name: str, weight: torch.Tensor, block: torch.T
             (hz,) = torch.autograd.grad(g, z, grad_outputs=dz, retain_graph=True, allow_unused=True) \
                 if g.requires_grad else (None,)
             values.append(torch.zeros((), dtype=torch.float64) if hz is None else (dz * hz).sum().double())
-        return torch.stack(values).to(block.device)
-    g, w = runner.first_order(name, weight)  # type: ignore[attr-defined]
+        return torch.stack(values).to(block.device), LayerPath(name, PREFIX, OUTPUT_BACKWARD, forward_reason)
+    path = LayerPath(name, PREFIX, WEIGHT_BACKWARD, runner.shortcut_problem(name))
+    g, w = runner.first_order(name, weight)
     if not g.requires_grad:  # the loss does not depend on this layer beyond first order
-        return torch.zeros(block.shape[0], dtype=torch.float64, device=block.device)
+        return torch.zeros(block.shape[0], dtype=torch.float64, device=block.device), path
     if batched and block.shape[0] > 1:
         (products,) = torch.autograd.grad(g, w, grad_outputs=block, is_grads_batched=True)
     else:
         parts = [torch.autograd.grad(g, w, grad_outputs=e, retain_graph=True, allow_unused=True)[0] for e in block]
         products = torch.stack([torch.zeros_like(e) if p is None else p for p, e in zip(parts, block)])
-    return (block * products).reshape(block.shape[0], -1).sum(dim=1).detach().double()
+    return (block * products).reshape(block.shape[0], -1).sum(dim=1).detach().double(), path
