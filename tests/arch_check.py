@@ -12,11 +12,11 @@ from torch import nn
 
 from cetopt.builders.second_order import build
 from cetopt.curvature import CurvatureOperator, quadratic_forms
-from cetopt.curvature.coverage import FORWARD, FULL, OUTPUT_BACKWARD, PREFIX, WEIGHT_BACKWARD
+from cetopt.curvature.coverage import FORWARD, FULL, HOOKED, OUTPUT_BACKWARD, PREFIX, WEIGHT_BACKWARD
 from cetopt.curvature.extract import CurvatureSettings, extract_curvature
 
 PATHS = {"forward": (PREFIX, FORWARD), "output": (PREFIX, OUTPUT_BACKWARD), "weight": (PREFIX, WEIGHT_BACKWARD),
-         "full": (FULL, WEIGHT_BACKWARD)}
+         "hooked": (HOOKED, OUTPUT_BACKWARD), "full": (FULL, WEIGHT_BACKWARD)}
 
 
 def ce(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -43,7 +43,7 @@ def check_architecture(model: nn.Module, batches: list[Any], expected: Mapping[s
                        fallbacks: Mapping[str, str] = {}, seed: int = 0) -> dict[str, Any]:
     """Run the suite's checks on ``model`` (converted to float64, eval mode) and return the coverage record.
 
-    ``expected``: layer -> "forward" / "output" / "weight" / "full" (:data:`PATHS`), for every quantisable
+    ``expected``: layer -> "forward" / "output" / "weight" / "hooked" / "full" (:data:`PATHS`), for every quantisable
     layer; ``fallbacks``: layer -> text its recorded fallback must contain; ``trace_estimator``: the estimator
     ``trace_mode="auto"`` must pick ("output" or "shared").
     """

@@ -21,6 +21,7 @@ OUTPUT_BACKWARD = "double backward from the output"
 WEIGHT_BACKWARD = "double backward in the weight"
 PREFIX = "prefix cached"
 FULL = "full graph"
+HOOKED = "full forward, suffix backward (hooks)"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class LayerPath:
 
     Attributes:
         name: the layer (module path).
-        graph: :data:`PREFIX` or :data:`FULL`.
+        graph: :data:`PREFIX`, :data:`HOOKED` (the model does not trace: the layer's output recorded with a
+            forward hook) or :data:`FULL`.
         forms: :data:`FORWARD`, :data:`OUTPUT_BACKWARD` or :data:`WEIGHT_BACKWARD`.
         fallback: what kept the layer off the fastest path (a node, a module, a trace error); None on it.
     """

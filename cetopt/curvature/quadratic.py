@@ -4,8 +4,10 @@ each candidate bit-width. Each product differentiates only the layers involved (
 w.r.t. its own weight, or w.r.t. its neighbour's for cross terms), a fraction of a full Hessian pass.
 
 The own terms use prefix caching (cetopt.curvature.prefix) where the model traces with torch.fx: each
-layer's products run from the layer's cached input on, one layer's graph at a time; elsewhere they use
-the operator's full first-order graph. Both give the same numbers (tests/curvature/test_prefix.py).
+layer's products run from the layer's cached input on, one layer's graph at a time; where it does not, a layer
+called once whose output is affine in its weight takes its products from its hooked output
+(cetopt.curvature.hooked); the rest use the operator's full first-order graph. All give the same numbers
+(tests/curvature/test_prefix.py, tests/curvature/architectures/). ``QuadraticForms.paths`` says which ran.
 Under torch.distributed the batches are shared among ranks and the sums all-reduced (as the operator does).
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from cetopt import distributed
-from cetopt.curvature.coverage import FULL, FORWARD, OUTPUT_BACKWARD, PREFIX, WEIGHT_BACKWARD, LayerPath
+from cetopt.curvature.coverage import FORWARD, FULL, HOOKED, OUTPUT_BACKWARD, PREFIX, WEIGHT_BACKWARD, LayerPath
 from cetopt.curvature.operator import CurvatureOperator, check_finite, eval_mode
 from cetopt.curvature.progress import progress
 from cetopt.errors import ProblemError
@@ -83,6 +85,9 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
     for name in rest:
         reason = paths[name].fallback if name in paths else "prefix caching not asked for"
         paths[name] = LayerPath(name, FULL, WEIGHT_BACKWARD, reason)
+    if prefix_cache and rest and not distributed.is_distributed():  # ranks could disagree on a refusal
+        _hooked(operator, stacked, rest, own, paths)
+        rest = [name for name in rest if name not in own]
     for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
         block = stacked[name]
         products = operator.cross_block_hvp(index[name], index[name], block)
@@ -147,6 +152,23 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
         out[name] = values.cpu().numpy()
         operator.hvp_count += stacked[name].shape[0]
     return out, paths
+
+
+def _hooked(operator: CurvatureOperator, stacked: dict[str, torch.Tensor], names: list[str],
+            own: dict[str, np.ndarray], paths: dict[str, LayerPath]) -> None:
+    """Forms of the layers prefix caching could not serve, from each one's hooked output where it allows
+    (cetopt.curvature.hooked); fills ``own`` and ``paths`` in place, adding each refusal's reason."""
+    from cetopt.curvature.hooked import hooked_forms
+
+    for name in names:
+        values = hooked_forms(operator, name, stacked[name])
+        if isinstance(values, str):
+            paths[name] = LayerPath(name, FULL, WEIGHT_BACKWARD, f"{paths[name].fallback}; hooks: {values}")
+            continue
+        check_finite(name, "quadratic form", values)
+        own[name] = values.cpu().numpy()
+        operator.hvp_count += stacked[name].shape[0]
+        paths[name] = LayerPath(name, HOOKED, OUTPUT_BACKWARD, paths[name].fallback)
 
 
 def _log_full_graph(paths: dict[str, LayerPath]) -> None:

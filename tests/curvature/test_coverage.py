@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cetopt.curvature import CurvatureOperator, quadratic_forms
-from cetopt.curvature.coverage import FULL, PREFIX, LayerPath, coverage_lines, coverage_report, weight_coverage
+from cetopt.curvature.coverage import FULL, HOOKED, OUTPUT_BACKWARD, PREFIX, LayerPath, coverage_lines, coverage_report, weight_coverage
 
 
 class Tied(nn.Module):
@@ -60,12 +60,44 @@ class Branchy(nn.Module):
         return self.b(torch.tanh(self.a(x)))
 
 
-def test_an_untraceable_model_takes_the_full_graph_with_the_trace_error_recorded() -> None:
+def test_an_untraceable_model_takes_its_forms_from_hooked_outputs_with_the_trace_error_recorded() -> None:
     torch.manual_seed(0)
-    data = [(torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))]
+    data = [(torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,))) for _ in range(2)]
     op = CurvatureOperator(Branchy().double(), lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), data,
                            device="cpu")
-    forms = quadratic_forms(op, {n: [torch.ones_like(p)] for n, p in zip(op.names, op.params)}, show_progress=False)
+    g = torch.Generator().manual_seed(0)
+    errors = {n: [torch.randn(p.shape, generator=g, dtype=torch.float64) for _ in range(2)]
+              for n, p in zip(op.names, op.params)}
+    forms = quadratic_forms(op, errors, show_progress=False)
+    reference = quadratic_forms(op, errors, prefix_cache=False, show_progress=False)
     for name in op.names:
-        assert forms.paths[name].graph == FULL and "torch.fx cannot trace Branchy" in str(forms.paths[name].fallback)
-        assert np.isfinite(forms.own[name]).all()
+        assert (forms.paths[name].graph, forms.paths[name].forms) == (HOOKED, OUTPUT_BACKWARD)
+        assert "torch.fx cannot trace Branchy" in str(forms.paths[name].fallback)
+        assert reference.paths[name].graph == FULL
+        np.testing.assert_allclose(forms.own[name], reference.own[name], rtol=1e-10)
+        assert np.abs(reference.own[name]).max() > 0
+
+
+class StdLinear(nn.Linear):
+    """Weight-standardised: its output is not affine in its weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        return nn.functional.linear(x, (w - w.mean()) / w.std(), self.bias)
+
+
+def test_hooks_refuse_a_layer_not_affine_in_its_weight_and_the_full_graph_serves_it() -> None:
+    torch.manual_seed(1)
+    model = Branchy().double()
+    model.a = StdLinear(3, 4).double()
+    data = [(torch.randn(5, 3, dtype=torch.float64), torch.randint(0, 2, (5,)))]
+    op = CurvatureOperator(model, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), data, device="cpu")
+    g = torch.Generator().manual_seed(1)
+    errors = {n: [torch.randn(p.shape, generator=g, dtype=torch.float64)] for n, p in zip(op.names, op.params)}
+    forms = quadratic_forms(op, errors, show_progress=False)
+    assert forms.paths["a"].graph == FULL and "StdLinear): its output is not affine in its weight" in str(
+        forms.paths["a"].fallback)
+    assert forms.paths["b"].graph == HOOKED
+    reference = quadratic_forms(op, errors, prefix_cache=False, show_progress=False)
+    for name in op.names:
+        np.testing.assert_allclose(forms.own[name], reference.own[name], rtol=1e-10)
