@@ -104,7 +104,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     extra = {"solver": args.solver, "predicted_loss": best.predicted_loss, "budget_size_bits": best.size_bits,
              "avg_bits": best.size_bits / built.problem.total_params, "selected": best.label,
              "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates,
-                           "left_out": list(selection.left_out)}}
+                           "left_out": list(selection.left_out)},
+             "coverage": built.problem.metadata.get("coverage")}
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=args.model)
     plan.save(args.out)
     _print_coverage(built.problem.metadata)
