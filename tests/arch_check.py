@@ -40,15 +40,17 @@ def randomise_norms(model: nn.Module, seed: int) -> None:
 
 def check_architecture(model: nn.Module, batches: list[Any], expected: Mapping[str, str], *,
                        loss_fn: Callable[[nn.Module, Any], torch.Tensor] = ce, trace_estimator: str | None = None,
-                       fallbacks: Mapping[str, str] = {}, seed: int = 0) -> dict[str, Any]:
+                       fallbacks: Mapping[str, str] = {}, seed: int = 0,
+                       layers: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the suite's checks on ``model`` (converted to float64, eval mode) and return the coverage record.
 
     ``expected``: layer -> "forward" / "output" / "weight" / "hooked" / "full" (:data:`PATHS`), for every quantisable
     layer; ``fallbacks``: layer -> text its recorded fallback must contain; ``trace_estimator``: the estimator
-    ``trace_mode="auto"`` must pick ("output" or "shared").
+    ``trace_mode="auto"`` must pick ("output" or "shared"); ``layers``: the modules to plan (default: every
+    Linear/Conv).
     """
     model = model.double().eval()
-    op = CurvatureOperator(model, loss_fn, batches, device="cpu", dtype=torch.float64)
+    op = CurvatureOperator(model, loss_fn, batches, layers=layers, device="cpu", dtype=torch.float64)
     assert sorted(op.names) == sorted(expected), (op.names, sorted(expected))
     g = torch.Generator().manual_seed(seed)
     errors = {n: [torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.05 for _ in range(2)]
@@ -63,7 +65,7 @@ def check_architecture(model: nn.Module, batches: list[Any], expected: Mapping[s
     assert taken == {n: PATHS[e] for n, e in expected.items()}, {n: p for n, p in fast.paths.items()}
     for name, text in fallbacks.items():
         assert text in str(fast.paths[name].fallback), (name, fast.paths[name].fallback)
-    built = build(model, loss_fn, batches, name="arch", bits=(4, 8), method="cet", cache_dir=False,
+    built = build(model, loss_fn, batches, name="arch", bits=(4, 8), method="cet", cache_dir=False, layers=layers,
                   settings=CurvatureSettings(k=0, dtype="float64"))
     record = built.problem.metadata["coverage"]
     assert {n: (p["graph"], p["forms"]) for n, p in record["layers"].items()} == taken
@@ -71,7 +73,7 @@ def check_architecture(model: nn.Module, batches: list[Any], expected: Mapping[s
     total = sum(p.numel() for p in model.parameters())
     assert record["weights"]["planned_count"] == planned and record["weights"]["kept_count"] == total - planned
     if trace_estimator is not None:
-        result = extract_curvature(model, loss_fn, batches, cache_dir=False, show_progress=False,
+        result = extract_curvature(model, loss_fn, batches, cache_dir=False, show_progress=False, layers=layers,
                                    settings=CurvatureSettings(k=0, dtype="float64", max_probes=2, min_probes=2))
         assert result.metadata["trace_estimator"] == trace_estimator, result.metadata["trace_fallback"]
         assert (result.metadata["trace_fallback"] is None) == (trace_estimator == "output")

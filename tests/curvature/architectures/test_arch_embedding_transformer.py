@@ -39,6 +39,15 @@ def test_embedding_and_transformer_encoder_extract_with_any_sdpa_backend() -> No
                                   "encoder.self_attn.out_proj": "called 0 times"}, trace_estimator="shared")
 
 
+def test_an_embedding_named_as_a_layer_takes_the_output_shortcut() -> None:
+    """nn.Embedding is a leaf whose output (a row lookup) is affine in its weight: named as a layer, its forms come
+    from its output, exact against the full double backward."""
+    torch.manual_seed(12)
+    check_architecture(TextClassifier(), token_batches(12), {"embed": "output", "encoder.linear1": "hooked",
+                                                             "head": "forward"},
+                       layers=["embed", "encoder.linear1", "head"], fallbacks={"embed": "encoder"})
+
+
 class MaskedAttentionClassifier(nn.Module):
     """Embedding -> nn.MultiheadAttention (packed in_proj_weight, a key padding mask) -> Linear."""
 
