@@ -21,7 +21,7 @@ OUTPUT_BACKWARD = "double backward from the output"
 WEIGHT_BACKWARD = "double backward in the weight"
 PREFIX = "prefix cached"
 FULL = "full graph"
-HOOKED = "full forward, suffix backward (hooks)"
+HOOKED = "hooked outputs (full forward)"
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,13 @@ def _hooked(operator: CurvatureOperator, stacked: dict[str, torch.Tensor], names
     (cetopt.curvature.hooked); fills ``own`` and ``paths`` in place, adding each refusal's reason."""
     from cetopt.curvature.hooked import hooked_forms
 
+    served, refused = hooked_forms(operator, {n: stacked[n] for n in names})
     for name in names:
-        values = hooked_forms(operator, name, stacked[name])
-        if isinstance(values, str):
-            paths[name] = LayerPath(name, FULL, WEIGHT_BACKWARD, f"{paths[name].fallback}; hooks: {values}")
+        if name in refused:
+            paths[name] = LayerPath(name, FULL, WEIGHT_BACKWARD, f"{paths[name].fallback}; hooks: {refused[name]}")
             continue
-        check_finite(name, "quadratic form", values)
-        own[name] = values.cpu().numpy()
+        check_finite(name, "quadratic form", served[name])
+        own[name] = served[name].cpu().numpy()
         operator.hvp_count += stacked[name].shape[0]
         paths[name] = LayerPath(name, HOOKED, OUTPUT_BACKWARD, paths[name].fallback)
 
