@@ -110,6 +110,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan.save(args.out)
     _print_coverage(built.problem.metadata)
     print(selection_table(selection, built.problem.total_params))
+    from cetopt.cli.problems import packed_ratio_line
+
+    packed = packed_ratio_line(built.problem, plan)
+    if packed:
+        print(packed)
     if pool:
         print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")
     if selection.left_out:
