@@ -88,6 +88,7 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
     if prefix_cache and rest and not distributed.is_distributed():  # ranks could disagree on a refusal
         _hooked(operator, stacked, rest, own, paths)
         rest = [name for name in rest if name not in own]
+    _log_fallbacks(paths)
     for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
         block = stacked[name]
         products = operator.cross_block_hvp(index[name], index[name], block)
@@ -120,7 +121,6 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
     paths = {n: LayerPath(n, FULL, WEIGHT_BACKWARD, reason or f"module {n} is not called in the traced graph")
              for n in stacked if n not in names}
     if runner is None or not names:
-        _log_full_graph(paths)
         return {}, paths
     index = {n: i for i, n in enumerate(operator.names)}
     sums = {n: torch.zeros(stacked[n].shape[0], dtype=torch.float64, device=operator.device) for n in names}
@@ -131,9 +131,7 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
         with eval_mode(operator.model):
             for batch in operator.local_batches:
                 if not runner.record(operator.model, batch):
-                    paths = {n: LayerPath(n, FULL, WEIGHT_BACKWARD, runner.failure) for n in stacked}
-                    _log_full_graph(paths)
-                    return {}, paths
+                    return {}, {n: LayerPath(n, FULL, WEIGHT_BACKWARD, runner.failure) for n in stacked}
                 for name in names:
                     bar.set_postfix_str(name, refresh=False)
                     values, paths[name] = _layer_forms(runner, name, operator.params[index[name]], stacked[name],
@@ -143,7 +141,6 @@ def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor],
                 runner.release()
     finally:
         bar.close()
-    _log_full_graph({n: p for n, p in paths.items() if n not in names})
     reduced = distributed.all_reduce_sum([sums[n] for n in names])
     out = {}
     for name, total in zip(names, reduced):
@@ -171,14 +168,15 @@ def _hooked(operator: CurvatureOperator, stacked: dict[str, torch.Tensor], names
         paths[name] = LayerPath(name, HOOKED, OUTPUT_BACKWARD, paths[name].fallback)
 
 
-def _log_full_graph(paths: dict[str, LayerPath]) -> None:
-    """An INFO line per distinct reason the full graph serves some layers."""
-    reasons: dict[str | None, list[str]] = {}
+def _log_fallbacks(paths: dict[str, LayerPath]) -> None:
+    """An INFO line per distinct (graph, reason) of the layers off prefix caching."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
     for name, path in paths.items():
-        reasons.setdefault(path.fallback, []).append(name)
-    for reason, names in reasons.items():
-        log.info("quadratic forms on the full graph for %d layer(s) (%s): %s", len(names), ", ".join(names[:5])
-                 + (" ..." if len(names) > 5 else ""), reason)
+        if path.graph != PREFIX:
+            groups.setdefault((path.graph, path.fallback), []).append(name)
+    for (graph, reason), names in groups.items():
+        log.info("quadratic forms of %d layer(s) (%s) on the %s: %s", len(names), ", ".join(names[:5])
+                 + (" ..." if len(names) > 5 else ""), graph, reason)
 
 
 def _layer_forms(runner: Any, name: str, weight: torch.Tensor, block: torch.Tensor, batched: bool,
