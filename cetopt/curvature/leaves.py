@@ -59,7 +59,8 @@ def affine_problem(fn: Callable[[torch.Tensor], Any], like: torch.Tensor, *, wha
     generator = torch.Generator().manual_seed(seed)
     scale = float(like.detach().double().std()) if like.numel() > 1 else 1.0
     scale = scale if scale > 0 and scale == scale else 1.0
-    a, b = (torch.randn(like.shape, generator=generator, dtype=torch.float64).to(like) * scale for _ in range(2))
+    dtype = like.dtype if like.is_floating_point() else torch.float64
+    a, b = (torch.randn(like.shape, generator=generator, dtype=dtype).to(like.device) * scale for _ in range(2))
     with torch.no_grad():
         outs = [fn(v) for v in (torch.zeros_like(like), a, b, a + 2 * b)]
     if not all(isinstance(o, torch.Tensor) and torch.is_floating_point(o) for o in outs):

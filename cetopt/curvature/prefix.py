@@ -254,9 +254,9 @@ class PrefixRunner:
         for n in self.traced.graph.nodes:
             if n not in downstream or n in starts or piecewise_linear_node(self.traced, n, downstream):
                 continue
-            if self.values is not None and n in self.values and not _carries_float(self.values[n]):
-                continue
             if n.op == "call_module" and self._affine_leaf(n):
+                continue
+            if self.values is not None and n in self.values and not _carries_float(self.values[n]):
                 continue
             return f"{n.op} {getattr(n.target, '__name__', n.target)} ({n.name})"
         return None
@@ -339,6 +339,10 @@ class PrefixRunner:
 
 def _carries_float(value: Any) -> bool:
     """True when ``value`` (a node's recorded value) holds a floating-point tensor anywhere."""
+    if isinstance(value, torch.Tensor):  # the common case, without pytree's overhead
+        return value.is_floating_point()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Size, torch.dtype, torch.device)):
+        return False
     return any(isinstance(t, torch.Tensor) and torch.is_floating_point(t)
                for t in torch.utils._pytree.tree_leaves(value))
 
