@@ -20,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,12 +136,18 @@ def main() -> None:
              for a, b in zip(last["subclass"]["own"][n], last["plain"]["own"][n])]
     trace_diff = max(abs(a - b) / max(abs(b), 1e-30) for a, b in zip(last["subclass"]["traces"], last["plain"]["traces"]))
     ratios = {k: [r["subclass"][k] / r["plain"][k] for r in rounds] for k in ("forms_s", "traces_s", "total_s")}
+    from scipy.stats import bootstrap
+
+    ci = {k: list(bootstrap((np.asarray(v),), np.median, confidence_level=0.95, random_state=args.seed,
+                            method="percentile").confidence_interval) if len(v) > 1 else [v[0], v[0]]
+          for k, v in ratios.items()}
     summary = {"threads": args.threads, "rounds": args.rounds, "batch": args.batch, "seed": args.seed,
                "probes": args.probes, "load_1min": os.getloadavg()[0],
                "torch": torch.__version__, "bits": list(BITS), "params": sum(p.numel() for p in copies["plain"].parameters()),
                "paths": {n: {k: last[n][k] for k in ("forward_layers", "layers", "trace_estimator")} for n in last},
                "ratio_median": {k: statistics.median(v) for k, v in ratios.items()},
                "ratio_range": {k: [min(v), max(v)] for k, v in ratios.items()},
+               "ratio_median_ci95": ci,
                "max_rel_diff_forms": max(diffs), "max_rel_diff_traces": trace_diff,
                "rounds_s": [{n: {k: r[n][k] for k in ("forms_s", "traces_s", "total_s")} for n in r} for r in rounds]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,10 +164,12 @@ def main() -> None:
              f"- paths: plain {p['plain']['forward_layers']}/{p['plain']['layers']} layers by forward mode, traces "
              f"'{p['plain']['trace_estimator']}'; subclass {p['subclass']['forward_layers']}/{p['subclass']['layers']}, "
              f"traces '{p['subclass']['trace_estimator']}'.",
-             f"- subclass / plain time, median over rounds (min-max): quadratic forms **{median['forms_s']:.2f}x** "
-             f"({spread['forms_s'][0]:.2f}-{spread['forms_s'][1]:.2f}), traces {median['traces_s']:.2f}x "
-             f"({spread['traces_s'][0]:.2f}-{spread['traces_s'][1]:.2f}), both **{median['total_s']:.2f}x** "
-             f"({spread['total_s'][0]:.2f}-{spread['total_s'][1]:.2f}).",
+             f"- subclass / plain time, median of the per-round ratios (95% percentile-bootstrap CI of the median; "
+             f"min-max): quadratic forms **{median['forms_s']:.2f}x** ({ci['forms_s'][0]:.2f}-{ci['forms_s'][1]:.2f}; "
+             f"{spread['forms_s'][0]:.2f}-{spread['forms_s'][1]:.2f}), traces {median['traces_s']:.2f}x "
+             f"({ci['traces_s'][0]:.2f}-{ci['traces_s'][1]:.2f}; {spread['traces_s'][0]:.2f}-{spread['traces_s'][1]:.2f}), "
+             f"both **{median['total_s']:.2f}x** ({ci['total_s'][0]:.2f}-{ci['total_s'][1]:.2f}; "
+             f"{spread['total_s'][0]:.2f}-{spread['total_s'][1]:.2f}).",
              f"- largest relative difference between the copies: forms {summary['max_rel_diff_forms']:.1e}, traces "
              f"{summary['max_rel_diff_traces']:.1e}.", "",
              "| round | plain s | subclass s | ratio |", "|---|---|---|---|"]
