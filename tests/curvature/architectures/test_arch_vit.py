@@ -69,3 +69,22 @@ def test_the_flash_kernel_would_fail_the_double_backward_without_the_math_kernel
         pytest.skip(f"this torch picks {type(out.grad_fn).__name__} for SDPA here")
     with pytest.raises(RuntimeError, match="not implemented"):
         torch.autograd.grad(g, q, grad_outputs=torch.ones_like(q))
+
+
+def test_gauss_newton_products_run_through_attention_and_are_symmetric() -> None:
+    """The Gauss-Newton signal takes a forward-mode jvp through the model: the flash kernel has none, the math
+    kernel does. u' G v = v' G u checks the products."""
+    from cetopt.curvature import CurvatureOperator
+    from cetopt.curvature.signals import ggn_vector_product
+
+    torch.manual_seed(13)
+    model = TinyViT().double().eval()
+    data = image_batches(13, (3, 3, 6, 6), 4)
+    op = CurvatureOperator(model, lambda m, b: F.cross_entropy(m(b[0]), b[1]), data, device="cpu")
+    g = torch.Generator().manual_seed(13)
+    u, v = ([torch.randn(p.shape, generator=g, dtype=torch.float64) for p in op.params] for _ in range(2))
+    kwargs = {"output_fn": lambda m, b: m(b[0]), "output_loss": lambda out, b: F.cross_entropy(out, b[1])}
+    gu, gv = ggn_vector_product(op, u, **kwargs), ggn_vector_product(op, v, **kwargs)
+    left = sum(float((a * b).sum()) for a, b in zip(u, gv))
+    right = sum(float((a * b).sum()) for a, b in zip(v, gu))
+    assert abs(left - right) <= 1e-10 * max(abs(left), 1e-12) and left != 0.0
