@@ -1,8 +1,9 @@
 """Per-layer Hessian traces from probes in the model's output space, for piecewise-linear models.
 
-Where every quantisable layer is linear in its weight (Linear, Conv) and the model is piecewise linear from
-each layer's output on (ReLU networks with eval-mode BatchNorm, pooling and skips: the check of
-cetopt.curvature.prefix), a layer's Hessian block is exactly H_ll = J_l' H_o J_l, with J_l the Jacobian of the
+Where every quantisable layer is called once with an output affine in its weight (Linear, Conv and subclasses
+that pass the numerical check, cetopt.curvature.leaves) and the model is piecewise linear from each layer's
+output on (ReLU networks with eval-mode BatchNorm, pooling and skips: the check of cetopt.curvature.prefix), a
+layer's Hessian block is exactly H_ll = J_l' H_o J_l, with J_l the Jacobian of the
 model output o in the layer's weight and H_o the Hessian of the loss in o (a ReLU's second derivative is 0,
 as autograd also takes it). For a probe v in output space with E[v v'] = I,
 
