@@ -72,3 +72,34 @@ def test_a_zeroed_bias_tangent_would_be_wrong_for_lora() -> None:
         torch.func.functional_call(layer, {"weight": torch.zeros_like(e)}, (x,))
     torch.testing.assert_close(differenced, x @ e.T)
     assert (zeroed - x @ e.T).abs().max() > 0.1
+
+
+class NestedLoRALinear(nn.Linear):
+    """Older peft style: an nn.Linear subclass whose adapters are nn.Linear children (in a ModuleDict)."""
+
+    def __init__(self, n_in: int, n_out: int, rank: int = 2) -> None:
+        super().__init__(n_in, n_out)
+        self.lora_A = nn.ModuleDict({"default": nn.Linear(n_in, rank, bias=False)})
+        self.lora_B = nn.ModuleDict({"default": nn.Linear(rank, n_out, bias=False)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias) + self.lora_B["default"](self.lora_A["default"](x)) * 0.5
+
+
+class NestedMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = NestedLoRALinear(6, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.fc(x)))
+
+
+def test_adapters_inside_a_leaf_take_their_forms_from_hooked_outputs() -> None:
+    """The subclass stays one leaf, so its adapter Linears are no calls in the trace: forward hooks serve them."""
+    torch.manual_seed(14)
+    check_architecture(NestedMLP(), image_batches(14, (6, 6), 3),
+                       {"fc": "output", "fc.lora_A.default": "hooked", "fc.lora_B.default": "hooked",
+                        "head": "forward"},
+                       fallbacks={"fc": "tanh", "fc.lora_A.default": "not called in the traced graph"})
