@@ -210,7 +210,8 @@ class PrefixRunner:
 
     def shortcut_problem(self, layer: str) -> str | None:
         """Why ``layer``'s output may not stand in for its weight (None: it may): the module is called other
-        than once, or its output is not one tensor affine in its weight (checked once on the recorded input)."""
+        than once, or its output is not one tensor affine in its weight (torch's own Linear/Conv classes are by
+        definition; any other class, subclasses included, is checked once on the recorded input)."""
         if self.values is None:
             raise RuntimeError("record() a batch first")
         nodes = self._nodes.get(layer, [])
@@ -219,6 +220,8 @@ class PrefixRunner:
         module = self.traced.get_submodule(layer)
         if not isinstance(getattr(module, "weight", None), torch.Tensor):
             return f"module {layer} has no weight tensor"
+        if layer not in self._affine and type(module) in LINEAR_IN_WEIGHT:  # torch's own: affine by definition
+            self._affine[layer] = None
         if layer not in self._affine:
             problem = affine_problem(self._replay(nodes[0]), module.weight, what="its weight")
             self._affine[layer] = None if problem is None else \
