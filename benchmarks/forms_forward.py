@@ -60,9 +60,9 @@ def main() -> None:
             weight = modules[name].weight.detach()
             block = torch.stack([quantization_error(weight, b) for b in DEFAULT_BITS])
             t0 = time.perf_counter()
-            backward = _layer_forms(runner, name, weight, block, False, forward_mode=False)
+            backward, _ = _layer_forms(runner, name, weight, block, False, forward_mode=False)
             t1 = time.perf_counter()
-            forward = _layer_forms(runner, name, weight, block, False, forward_mode=True)
+            forward, _ = _layer_forms(runner, name, weight, block, False, forward_mode=True)
             t2 = time.perf_counter()
             rows.append({"layer": name, "piecewise_linear": runner.nonlinear_node(name) is None,
                          "double_backward_s": t1 - t0, "forward_s": t2 - t1,

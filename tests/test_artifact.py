@@ -170,3 +170,29 @@ def test_rank_series_and_major_axis_plans_reproduce_the_builders_candidates(tmp_
         scale = float(weight.abs().max())
         assert (loaded.weights[name] - weight).abs().max().item() <= 1e-6 * scale, (name, layers[name])
     assert info.data_bytes == info.size.total_bytes
+
+
+def test_solve_and_plan_print_the_packed_ratio_that_apply_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """The ratio `solve` and `plan` print counts what `apply` stores (BatchNorm, biases and buffers included), not
+    the planned weights alone (issue 36: MiniLM's solve printed 8x for a 1.69x file)."""
+    import re
+
+    from cetopt.cli import main
+
+    (tmp_path / "small_model.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom test_artifact import small_spec\n\ndef spec():\n    return small_spec()\n"
+        % str(Path(__file__).parent))
+    monkeypatch.chdir(tmp_path)
+    ratio = lambda text: re.search(r"packed ratio ([0-9.]+) vs FP32", text).group(1)  # noqa: E731
+    assert main(["extract", "small_model.py:spec", "--bits", "2,4,8", "--avg-bits", "4", "--out", "p.json"]) == 0
+    capsys.readouterr()
+    assert main(["solve", "p.json", "--solver", "dp", "--out", "solved.json"]) == 0
+    out = capsys.readouterr().out
+    solved, weights_only = ratio(out), float(re.search(r"ratio_vs_fp32: ([0-9.]+)", out).group(1))
+    assert main(["apply", "solved.json", "--model", "small_model.py:spec", "--out", "art"]) == 0
+    assert ratio(capsys.readouterr().out) == solved and float(solved) < weights_only
+    assert main(["plan", "small_model.py:spec", "--avg-bits", "4", "--pool", "", "--out", "planned.json"]) == 0
+    planned = ratio(capsys.readouterr().out)
+    assert main(["apply", "planned.json", "--model", "small_model.py:spec", "--out", "art2"]) == 0
+    assert ratio(capsys.readouterr().out) == planned

@@ -95,6 +95,10 @@ def test_extract_a_users_module_function(tmp_path: Path, root: Path) -> None:
     data = json.loads(out.read_text())
     assert data["name"].startswith("user-mlp-") and [l["name"] for l in data["layers"]] == ["0", "2"]  # <model>-<method>
     assert [c["bits"] for c in data["layers"][0]["choices"]] == [2, 4, 8]
+    # the coverage report: printed, and recorded per layer with the weights split (issue 36)
+    assert "coverage: quadratic forms: 2 of 2 layers prefix cached, 2 by forward mode" in done.stdout
+    coverage = data["metadata"]["coverage"]
+    assert set(coverage["layers"]) == {"0", "2"} and coverage["weights"]["kept_count"] == 8 + 3
     bad = run_cli("extract", "nosuchmodule:f", "--out", str(out), cwd=root)
     assert bad.returncode == 2 and "cannot import module 'nosuchmodule'" in bad.stderr
 

@@ -154,7 +154,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
     candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics)
     edges, graph_note, ties, pairs = _ties_and_pairs(op, name, tie_residuals, interactions)
-    signals, cross = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
+    signals, cross, paths = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
                                                   validation, forms_cache),
                                      costs_model.needs)
     estimates = {n: costs_model.estimate(s) for n, s in signals.items()}
@@ -171,6 +171,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     info.update(_sign_check(op, candidates, kept, costs, signals))
     # what dominates this problem's prices (cetopt.costmodels.dominance): said beside the cost model's name
     info = {**info, "cost_signal_effects": signal_effects(costs_model, signals)}
+    info["coverage"] = _coverage(op, paths, curvature).to_dict()
     budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
     problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
                                 minimize=minimize, metadata=info)
@@ -205,6 +206,16 @@ def _sign_check(op: CurvatureOperator, candidates: Sequence[LayerCandidates], ke
                         "minimum is the FP32 model (%s); the cost model's estimate is noisy there (stochastic traces?)",
                         count, ", ".join(f"{layer} {'/'.join(v)}" for layer, v in list(wrong.items())[:8]))
     return info
+
+
+def _coverage(op: CurvatureOperator, paths: Mapping[str, Any], curvature: CurvatureResult | None) -> Any:
+    """The build's coverage report (cetopt.curvature.coverage), logged at INFO."""
+    from cetopt.curvature.coverage import coverage_report
+
+    meta = curvature.metadata if curvature is not None else {}
+    report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"))
+    report.log()
+    return report
 
 
 def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], **kwargs: object) -> AllocationProblem:

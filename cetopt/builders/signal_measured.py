@@ -8,8 +8,9 @@ Where the model traces with torch.fx (:mod:`cetopt.curvature.prefix`), each batc
 candidate then runs only its layer and the nodes downstream of it, the upstream activations read from that
 record: the same numbers as full forwards (tested), for a fraction of the work on a deep network (the stem's
 candidates cost a full pass, the classifier's almost nothing; speed in benchmarks/measured_prefix.py).
-Elsewhere, and for layers the trace cannot isolate (a module called twice), the weight is swapped into the
-model and the whole batch runs forward.
+A module called more than once runs from its first call on, with the candidate weight in every call. Elsewhere,
+and for layers that are no module call in the trace (a weight used directly, as nn.MultiheadAttention's out_proj),
+the weight is swapped into the model and the whole batch runs forward.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def measured_changes(op: CurvatureOperator, weights: Mapping[str, Sequence[torch
     params = dict(zip(op.names, op.params))
     sums = {n: torch.zeros(len(weights[n]), dtype=torch.float64) for n in names}
     base = torch.zeros(1, dtype=torch.float64)
-    runner = prefix_runner(op.model, op.loss_fn) if prefix else None
+    runner = prefix_runner(op.model, op.loss_fn, op.names) if prefix else None
     bar = progress(total=len(op.local_batches) * sum(len(weights[n]) for n in names), desc="measured changes",
                    disable=not show_progress)
     try:

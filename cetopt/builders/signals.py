@@ -18,6 +18,7 @@ import torch
 
 from cetopt.builders.candidates import LayerCandidates
 from cetopt.costmodels.base import LayerSignals
+from cetopt.curvature.coverage import LayerPath
 from cetopt.curvature.extract import CurvatureSettings, extract_curvature
 from cetopt.curvature.operator import CurvatureOperator
 from cetopt.curvature.quadratic import QuadraticForms, quadratic_forms
@@ -173,10 +174,11 @@ def _layer_signals(inputs: SignalInputs, cand: LayerCandidates, needs: frozenset
 
 
 def collect_signals(inputs: SignalInputs, needs: frozenset[str]
-                    ) -> tuple[dict[str, LayerSignals], dict[tuple[str, str], np.ndarray]]:
-    """Each layer's signals (only those in ``needs``, plus energy and g.d) and the requested cross terms."""
+                    ) -> tuple[dict[str, LayerSignals], dict[tuple[str, str], np.ndarray], dict[str, LayerPath]]:
+    """Each layer's signals (only those in ``needs``, plus energy and g.d), the requested cross terms and how each
+    layer's quadratic forms were computed (empty when none were)."""
     forms = _forms(inputs, needs)
     fisher = _fisher(inputs, needs)
     provided = _provided(inputs, needs)
     signals = {c.name: _layer_signals(inputs, c, needs, forms, fisher, provided) for c in inputs.candidates}
-    return signals, (dict(forms.cross) if forms is not None else {})
+    return signals, (dict(forms.cross) if forms is not None else {}), (dict(forms.paths) if forms is not None else {})

@@ -32,8 +32,17 @@ def cmd_extract(args: argparse.Namespace) -> int:
         save_problem(problem, args.out)
         print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
               + (f" ({distributed.world_size()} ranks)" if distributed.is_distributed() else ""))
+        _print_coverage(problem.metadata)
     distributed.barrier()
     return EXIT_OK
+
+
+def _print_coverage(metadata: Any) -> None:
+    """The coverage report recorded in a problem's metadata (cetopt.curvature.coverage), one line each."""
+    from cetopt.curvature.coverage import coverage_lines
+
+    for line in coverage_lines(metadata.get("coverage")):
+        print(f"coverage: {line}")
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -161,11 +170,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
                            "measured": result.solver_best.measured, "split": selection.split},
              "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates,
                            "left_out": list(selection.left_out), "backends": list(selection.backends)},
+             "coverage": built.problem.metadata.get("coverage"),
              **({"search": found.summary()} if found else {})}
     from cetopt.modelspec import normalise_target
 
     plan = plan_from_choices(built.problem, best.choices, extra=extra, model=normalise_target(args.model))
     plan.save(args.out)
+    _print_coverage(built.problem.metadata)
     print(selection_table(selection, built.problem.total_params))
     from cetopt.quant.pack import model_packed_size
 

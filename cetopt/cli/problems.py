@@ -49,6 +49,12 @@ def cmd_solve(args: argparse.Namespace) -> int:
         from cetopt.negatives import warn_if_negative
 
         warn_if_negative(problem, result.choices)  # a WARNING on stderr naming the layers and the remedy
+    if result.success and args.format != "json":
+        from cetopt.quant.plan import plan_from_result
+
+        line = packed_ratio_line(problem, plan_from_result(problem, result))
+        if line:
+            print(line)
     if args.out and not result.success:
         print(f"no plan written to {args.out}: the solve ended {result.status.value}", file=sys.stderr)
     elif args.out:
@@ -61,6 +67,20 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(f"wrote plan {args.out} (cetopt.plan/2; apply it with: cetopt apply {args.out} --model MODEL --out DIR)",
               file=sys.stderr)
     return exit_code(result.status)
+
+
+def packed_ratio_line(problem: Any, plan: Any) -> str | None:
+    """'packed ratio ...': FP32 size / the size of the file `cetopt apply` writes for ``plan`` (codes, scales, every
+    parameter left in FP32 and the buffers: cetopt.quant.pack.problem_packed_size); None when the problem does not
+    describe its model's other parameters."""
+    from cetopt.quant.pack import problem_packed_size
+
+    packed = problem_packed_size(problem, plan)
+    if packed is None:
+        return None
+    return (f"packed ratio {packed.ratio:.2f} vs FP32 (the stored model as `cetopt apply` writes it: codes, scales, "
+            f"{problem.metadata['other_params']} other parameters in FP32, buffers; ratio_vs_fp32 above counts the "
+            f"planned weights alone)")
 
 
 def _budget_rows(problem: Any, results: Sequence[Any]) -> list[list[str]]:

@@ -142,7 +142,7 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
     for name, g in zip(operator.names, gradient):
         check_finite(name, "gradient", g)
     seconds["gradient"] = time.perf_counter() - start
-    traces, eig, estimator = _traces_and_eigenpairs(operator, settings, show_progress, seconds)
+    traces, eig, estimator, trace_fallback = _traces_and_eigenpairs(operator, settings, show_progress, seconds)
     fisher = [None] * len(traces)
     if settings.fisher:
         from cetopt.curvature.signals import fisher_diagonal
@@ -160,7 +160,8 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
         layers=result_layers, loss=loss, settings=asdict(settings), seconds=seconds, device=str(operator.device),
         metadata={"description": description, "cache_key": key, "hvp_count": operator.hvp_count,
                   "versions": {"torch": torch.__version__, "numpy": np.__version__},
-                  "ranks": distributed.world_size(), "trace_estimator": estimator},
+                  "ranks": distributed.world_size(), "trace_estimator": estimator,
+                  "trace_fallback": trace_fallback},
     )
     if path is not None and distributed.is_rank_zero():
         result.save(path)
@@ -168,9 +169,10 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
 
 
 def _traces_and_eigenpairs(operator: CurvatureOperator, settings: CurvatureSettings, show_progress: bool,
-                           seconds: dict[str, float]) -> tuple[list, list, str]:
-    """Hutchinson traces (``settings.trace_mode``), Lanczos eigenpairs (k per end; None per layer when k=0) and
-    the trace estimator that ran ("output", "shared", "restricted" or "deflated").
+                           seconds: dict[str, float]) -> tuple[list, list, str, str | None]:
+    """Hutchinson traces (``settings.trace_mode``), Lanczos eigenpairs (k per end; None per layer when k=0), the
+    trace estimator that ran ("output", "shared", "restricted" or "deflated") and, when "auto" could not take
+    output-space probes, why (the node or module that makes them inexact).
 
     "deflated" runs Lanczos first (k = max(settings.k, 8)) and deflates the traces with its Ritz vectors.
     """
@@ -182,7 +184,7 @@ def _traces_and_eigenpairs(operator: CurvatureOperator, settings: CurvatureSetti
                                  show_progress=show_progress)
         seconds["lanczos"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    estimator = settings.trace_mode
+    estimator, problem = settings.trace_mode, None
     if estimator in ("output", "auto"):
         from cetopt.curvature.output_traces import exactness_problem, output_space_traces
 
@@ -203,7 +205,7 @@ def _traces_and_eigenpairs(operator: CurvatureOperator, settings: CurvatureSetti
                                    block=settings.probe_block, rtol=settings.rtol, seed=settings.seed,
                                    show_progress=show_progress, mode=estimator)
     seconds["hutchinson"] = time.perf_counter() - mark
-    return traces, eig, estimator
+    return traces, eig, estimator, problem
 
 
 def _cached(path: Path, key: str) -> CurvatureResult | None:

@@ -64,6 +64,18 @@ def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype | None = N
 
 
 @contextmanager
+def second_order_attention() -> Iterator[None]:
+    """Within: scaled dot-product attention runs on torch's math kernel, the one whose backward can itself be
+    differentiated (the flash kernel's backward cannot: "derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"), whatever kernel the
+    model selects outside. Every graph that is differentiated twice is built inside it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+@contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put ``model`` in eval mode (BatchNorm uses running statistics) and restore its flags after."""
     flags = {m: m.training for m in model.modules()}
@@ -182,8 +194,9 @@ class CurvatureOperator:
 
         graphs = []
         for batch in progress(total=len(self.local_batches), desc="first-order graphs", iterable=self.local_batches):
-            loss = self._loss(batch)
-            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            with second_order_attention():
+                loss = self._loss(batch)
+                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
             graphs.append(tuple(g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)))
         if self.cache_graph:
             self._graphs = graphs

@@ -1,8 +1,9 @@
 """Per-layer Hessian traces from probes in the model's output space, for piecewise-linear models.
 
-Where every quantisable layer is linear in its weight (Linear, Conv) and the model is piecewise linear from
-each layer's output on (ReLU networks with eval-mode BatchNorm, pooling and skips: the check of
-cetopt.curvature.prefix), a layer's Hessian block is exactly H_ll = J_l' H_o J_l, with J_l the Jacobian of the
+Where every quantisable layer is called once with an output affine in its weight (Linear, Conv and subclasses
+that pass the numerical check, cetopt.curvature.leaves) and the model is piecewise linear from each layer's
+output on (ReLU networks with eval-mode BatchNorm, pooling and skips: the check of cetopt.curvature.prefix), a
+layer's Hessian block is exactly H_ll = J_l' H_o J_l, with J_l the Jacobian of the
 model output o in the layer's weight and H_o the Hessian of the loss in o (a ReLU's second derivative is 0,
 as autograd also takes it). For a probe v in output space with E[v v'] = I,
 
@@ -51,8 +52,10 @@ class _Capture(torch.nn.Module):
 
 
 def exactness_problem(operator: CurvatureOperator) -> str | None:
-    """Why the output-space estimator would not give the Hessian traces of ``operator`` (None: it does)."""
-    from cetopt.curvature.prefix import LINEAR_IN_WEIGHT, prefix_runner
+    """Why the output-space estimator would not give the Hessian traces of ``operator`` (None: it does): the
+    model does not trace, or some layer is called other than once, has an output not affine in its weight, or
+    a downstream node that is not piecewise linear (cetopt.curvature.prefix.PrefixRunner.forward_problem)."""
+    from cetopt.curvature.prefix import make_prefix_runner
 
     if operator.stationary:  # fidelity objective at its reference: H = J' H_o J exactly, for any architecture
         capture = _Capture(operator.model)
@@ -61,20 +64,19 @@ def exactness_problem(operator: CurvatureOperator) -> str | None:
         if len(capture.outputs) != 1 or not isinstance(capture.outputs[0], torch.Tensor):
             return "the model output is not one tensor"
         return None
-    runner = prefix_runner(operator.model, operator.loss_fn)
+    runner, reason = make_prefix_runner(operator.model, operator.loss_fn, operator.names)
     if runner is None:
-        return "the model does not trace with torch.fx"
-    modules = dict(operator.model.named_modules())
+        return str(reason)
     with eval_mode(operator.model):
         if not runner.record(operator.model, operator.batches[0]):  # the same batch on every rank: one decision
-            return "the traced model does not reproduce the loss, or the loss calls the model more than once"
+            return f"prefix caching is off: {runner.failure}"
         try:
             for name in operator.names:
-                if not isinstance(modules[name], LINEAR_IN_WEIGHT) or not runner.supports(name):
-                    return f"layer {name} is not a Linear/Conv called once"
-                node = runner.nonlinear_node(name)
-                if node is not None:
-                    return f"{node} downstream of {name} is not piecewise linear"
+                if not runner.supports(name):
+                    return f"layer {name} is not a module call in the traced graph"
+                problem = runner.forward_problem(name)
+                if problem is not None:
+                    return f"downstream of {name}: {problem}" if "piecewise" in problem else problem
         finally:
             runner.release()
     return None

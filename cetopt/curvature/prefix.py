@@ -1,25 +1,35 @@
 """Prefix caching: a layer's quadratic forms e' H_ll e need only the layer's input and the forward from the
-layer on. The model is traced once with torch.fx; one forward pass per batch records every node's value
-(the prefix activations); then, for each layer, only the nodes downstream of that layer run again, with
-the layer's weight as the only leaf that autograd differentiates, and the first-order graph of that
-suffix gives the layer's Hessian-vector products. Nothing upstream of the layer is recomputed or kept in
-a graph, and only one layer's graph is alive at a time (the full-graph path keeps every layer's).
+layer on. The model is traced once with torch.fx (:class:`cetopt.curvature.leaves.LeafTracer`: every
+quantisable layer and every Linear/Conv/Embedding subclass stays one ``call_module`` node, whatever its
+forward does); one forward pass per batch records every node's value (the prefix activations); then, for
+each layer, only the nodes downstream of that layer run again, the layer replayed from its recorded input
+with its weight swapped (``torch.func.functional_call`` on the module, so its own forward stays exact) as
+the only leaf that autograd differentiates, and the first-order graph of that suffix gives the layer's
+Hessian-vector products. Nothing upstream of the layer is recomputed or kept in a graph, and only one
+layer's graph is alive at a time (the full-graph path keeps every layer's). A module called more than once
+runs from its first call on with the weight swapped in every call: the Hessian of the shared weight, every
+call's curvature and their cross terms summed.
 
-For Linear and Conv layers the products go one step further: the layer's output z = W * x + b is
-linear in W, so e' H_ll e = dz' (d^2 L / dz^2) dz with dz = e * x (the layer applied with weight e and no
-bias); the graph starts at the recorded output z, and the layer's own weight-gradient kernels (slow for
-depthwise convolutions on the CPU) drop out of every product (:meth:`PrefixRunner.output_first_order`).
+Where a layer called once has an output z affine in its weight (checked numerically on the recorded input,
+:func:`cetopt.curvature.leaves.affine_problem`; a plain Linear/Conv, a padding subclass or a LoRA-style
+subclass are, a weight-standardised convolution is not), e' H_ll e = dz' (d^2 L / dz^2) dz with
+dz = z(e) - z(0) (bias and adapters cancel); the graph starts at the recorded output z, and the layer's own
+weight-gradient kernels (slow for depthwise convolutions on the CPU) drop out of every product
+(:meth:`PrefixRunner.output_first_order`).
 
 Where the model is piecewise linear from such a layer's output on (every downstream node a listed linear or
-piecewise-linear op: convolutions, eval-mode BatchNorm, ReLU/ReLU6, pooling, skips, products with a constant;
-:func:`piecewise_linear_node`), the Hessian in the layer's weight is exactly the Gauss-Newton matrix and
-:meth:`PrefixRunner.forward_forms` gets each form from one forward-mode jvp (the errors' tangents vmapped
-through one pass, the primal computed once) and the loss's second derivative on the outputs alone: no
-double backward. On MobileNetV2 this is 3.5-5x faster per layer (benchmarks/results/forms-forward.md).
+piecewise-linear op: convolutions, eval-mode BatchNorm, ReLU/ReLU6, pooling, skips, products with a constant,
+a Linear/Conv subclass checked affine in its input, or a node that carries no floating-point tensor, e.g.
+shape arithmetic; :meth:`PrefixRunner.nonlinear_node`), the Hessian in the layer's weight is exactly the
+Gauss-Newton matrix and :meth:`PrefixRunner.forward_forms` gets each form from one forward-mode jvp (the
+errors' tangents vmapped through one pass, the primal computed once) and the loss's second derivative on the
+outputs alone: no double backward. On MobileNetV2 this is 3.5-5x faster per layer
+(benchmarks/results/forms-forward.md). Nested forward mode through LayerNorm/SiLU is not used (torch 2.13's
+is wrong for ``F.layer_norm``): smooth suffixes take the double backward.
 
-Where the model cannot be traced, the traced graph does not reproduce the model's loss, the loss
-function calls the model other than once with positional tensors, or a layer is called more than once,
-:func:`prefix_runner` returns None and callers use the full graph (a debug log says why).
+Where the model cannot be traced, the traced graph does not reproduce the model's loss, or the loss function
+calls the model other than once with positional tensors, :func:`prefix_runner` returns None and callers use
+the full graph; :func:`make_prefix_runner` says why (the coverage report records it).
 
 Measured on MobileNetV2 (16 images at 224x224, 1 thread, trained weights, a machine loaded 11-16 on 2
 cores): 5 quadratic forms of features.2.conv.0.0 took 79 s on the full graph (after its 15 s build); from
@@ -31,13 +41,14 @@ a loop on the CPU, so candidates are batched only on CUDA.
 from __future__ import annotations
 
 import logging
-import operator
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import fx, nn
 
-from cetopt.curvature.operator import Batch, LossFn
+from cetopt.curvature.leaves import affine_problem, trace_with_leaves
+from cetopt.curvature.operator import Batch, LossFn, second_order_attention
+from cetopt.curvature.piecewise import piecewise_linear_node
 
 log = logging.getLogger(__name__)
 LINEAR_IN_WEIGHT = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -74,8 +85,8 @@ class _Recorder(fx.Interpreter):
 
 
 class _Suffix(fx.Interpreter):
-    """Runs only the nodes downstream of one layer, with that layer's weight replaced by ``weight`` (or, with
-    ``output``, the layer's output replaced by that tensor)."""
+    """Runs only the nodes downstream of one layer, with that layer's weight replaced by ``weight`` in every call
+    (or, with ``output``, the layer's one call replaced by that tensor)."""
 
     def __init__(self, module: fx.GraphModule, values: dict[fx.Node, Any], downstream: set[fx.Node], layer: str,
                  weight: torch.Tensor, output: bool = False) -> None:
@@ -106,16 +117,23 @@ class PrefixRunner:
         self.batch: Batch = None
         self.inputs: tuple[Any, ...] = ()
         self.stationary = False  # True: the loss's output gradient is 0 (a fidelity objective at its reference)
+        self.failure: str | None = None  # why the last record() failed
         self._nodes = {n.target: [m for m in traced.graph.nodes if m.op == "call_module" and m.target == n.target]
                        for n in traced.graph.nodes if n.op == "call_module"}
+        self._affine: dict[str, str | None] = {}  # layer -> why its output is not affine in its weight (None: it is)
+        self._zero: dict[str, torch.Tensor] = {}  # layer -> z(0) on the recorded batch
+
+    def calls(self, layer: str) -> int:
+        """How many times ``layer`` is called in the traced graph (0: it is not a module call there)."""
+        return len(self._nodes.get(layer, []))
 
     def supports(self, layer: str) -> bool:
-        """True when ``layer`` is one module called exactly once in the traced graph."""
-        return len(self._nodes.get(layer, [])) == 1
+        """True when ``layer`` is a module called (once or more) in the traced graph."""
+        return self.calls(layer) >= 1
 
     def record(self, model: nn.Module, batch: Batch) -> bool:
-        """Run ``batch`` once, keeping the prefix values; False (and a debug log) when the traced graph does not
-        reproduce ``loss_fn(model, batch)`` or the loss calls the model other than once."""
+        """Run ``batch`` once, keeping the prefix values; False (and a debug log, and :attr:`failure`) when the
+        traced graph does not reproduce ``loss_fn(model, batch)`` or the loss calls the model other than once."""
         recorder = _Recorder(self.traced)
         proxy = _Proxy(recorder.run)
         try:
@@ -123,44 +141,52 @@ class PrefixRunner:
                 traced_loss = self.loss_fn(proxy, batch)
                 loss = self.loss_fn(model, batch)
         except Exception as err:  # noqa: BLE001 - any failure means: use the full graph
-            log.debug("prefix caching off: the traced model failed on the loss function (%s: %s); using the full "
-                      "graph", type(err).__name__, err)
+            self.failure = f"the traced model failed on the loss function ({type(err).__name__}: {err})"
+            log.debug("prefix caching off: %s; using the full graph", self.failure)
             return False
         if proxy.calls != 1 or not torch.allclose(traced_loss, loss, rtol=1e-5, atol=1e-7):
-            log.debug("prefix caching off: the loss calls the model %d times or the traced graph gives another loss "
-                      "(%s vs %s); using the full graph", proxy.calls, float(traced_loss), float(loss))
+            self.failure = (f"the loss calls the model {proxy.calls} times or the traced graph gives another loss "
+                            f"({float(traced_loss)} vs {float(loss)})")
+            log.debug("prefix caching off: %s; using the full graph", self.failure)
             return False
         self.values, self.batch, self.inputs, self.loss = recorder.values, batch, proxy.args, traced_loss.detach()
+        self.failure = None
         return True
+
+    def _downstream(self, layer: str) -> set[fx.Node]:
+        """Every node that depends on any call of ``layer`` (the calls included)."""
+        out: set[fx.Node] = set()
+        for node in self._nodes[layer]:
+            out |= _downstream(node)
+        return out
+
+    def _suffix_proxy(self, layer: str, weight: torch.Tensor) -> _Proxy:
+        downstream = self._downstream(layer)
+        return _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, layer, weight).run(*args))  # type: ignore[arg-type]
 
     def loss_with(self, layer: str, weight: torch.Tensor) -> torch.Tensor:
         """The recorded batch's loss with ``layer``'s weight replaced by ``weight`` (same shape), no graph kept:
         only the layer and the nodes downstream of it run, everything upstream is read from the record."""
         if self.values is None:
             raise RuntimeError("record() a batch first")
-        (start,) = self._nodes[layer]
-        downstream = _downstream(start)
-        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, layer, weight).run(*args))  # type: ignore[arg-type]
         with torch.no_grad():
-            return self.loss_fn(proxy, self.batch).detach()
+            return self.loss_fn(self._suffix_proxy(layer, weight), self.batch).detach()
 
     def first_order(self, layer: str, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(g, w): the gradient of the recorded batch's loss w.r.t. a leaf copy ``w`` of the layer's weight,
-        with its graph (create_graph), built from the layer's input on; products are grad(g, w, v)."""
+        with its graph (create_graph), built from the layer's (first) input on; products are grad(g, w, v)."""
         if self.values is None:
             raise RuntimeError("record() a batch first")
-        (start,) = self._nodes[layer]
-        downstream = _downstream(start)
         w = weight.detach().requires_grad_(True)
-        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, layer, w).run(*args))  # type: ignore[arg-type]
-        loss = self.loss_fn(proxy, self.batch)
-        (g,) = torch.autograd.grad(loss, w, create_graph=True)
+        with second_order_attention():
+            loss = self.loss_fn(self._suffix_proxy(layer, w), self.batch)
+            (g,) = torch.autograd.grad(loss, w, create_graph=True)
         return g, w
 
     def output_first_order(self, layer: str) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
         """(g_z, z, tangent): the gradient of the recorded batch's loss w.r.t. a leaf copy ``z`` of the layer's
         recorded output, with its graph, and ``tangent(e)`` = dz, the output change for a weight change e.
-        None when the layer is not a Linear/Conv called with one positional input (use :meth:`first_order`)."""
+        None when :meth:`shortcut_problem` refuses the layer (use :meth:`first_order`)."""
         found = self._output_tangent(layer)
         if found is None:
             return None
@@ -168,54 +194,116 @@ class PrefixRunner:
         z = self.values[start].clone().requires_grad_(True)  # type: ignore[index]
         proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), layer, z,  # type: ignore[arg-type]
                                              output=True).run(*args))
-        (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
+        with second_order_attention():
+            (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
         return (g if g is not None else torch.zeros_like(z)), z, tangent
 
-    def _output_tangent(self, layer: str) -> tuple[fx.Node, Callable[[torch.Tensor], torch.Tensor]] | None:
-        """(the layer's node, tangent(e) = e * x: the layer's output change for a weight change e, bias left out)
-        for a Linear/Conv called with one positional input; None for any other layer."""
+    def _replay(self, node: fx.Node) -> Callable[[torch.Tensor], Any]:
+        """weight -> the module call ``node`` replayed on its recorded arguments with that weight."""
+        module = self.traced.get_submodule(node.target)  # type: ignore[arg-type]
+        args = fx.node.map_arg(node.args, lambda a: self.values[a])  # type: ignore[index]
+        kwargs = fx.node.map_arg(node.kwargs, lambda a: self.values[a])  # type: ignore[index]
+
+        def replay(weight: torch.Tensor) -> Any:
+            return torch.func.functional_call(module, {"weight": weight}, args, kwargs, strict=False)
+
+        return replay
+
+    def shortcut_problem(self, layer: str) -> str | None:
+        """Why ``layer``'s output may not stand in for its weight (None: it may): the module is called other
+        than once, or its output is not one tensor affine in its weight (torch's own Linear/Conv classes are by
+        definition; any other class, subclasses included, is checked once on the recorded input)."""
         if self.values is None:
             raise RuntimeError("record() a batch first")
-        (start,) = self._nodes[layer]
+        nodes = self._nodes.get(layer, [])
+        if len(nodes) != 1:
+            return f"module {layer} is called {len(nodes)} times"
         module = self.traced.get_submodule(layer)
-        if not isinstance(module, LINEAR_IN_WEIGHT) or len(start.args) != 1 or start.kwargs:
+        if not isinstance(getattr(module, "weight", None), torch.Tensor):
+            return f"module {layer} has no weight tensor"
+        if layer not in self._affine and type(module) in LINEAR_IN_WEIGHT:  # torch's own: affine by definition
+            self._affine[layer] = None
+        if layer not in self._affine:
+            problem = affine_problem(self._replay(nodes[0]), module.weight, what="its weight")
+            self._affine[layer] = None if problem is None else \
+                f"module {layer} ({type(module).__name__}): {problem}"
+            if problem is not None:
+                log.info("output shortcut off for %s: %s; exact per-layer products instead", layer, self._affine[layer])
+        return self._affine[layer]
+
+    def _output_tangent(self, layer: str) -> tuple[fx.Node, Callable[[torch.Tensor], torch.Tensor]] | None:
+        """(the layer's node, tangent(e) = z(e) - z(0): the layer's output change for a weight change e, the
+        bias and adapters cancelling) where :meth:`shortcut_problem` allows it; None otherwise."""
+        if self.shortcut_problem(layer) is not None:
             return None
-        x = self.values[start.args[0]]
-        no_bias = {"bias": torch.zeros_like(module.bias)} if getattr(module, "bias", None) is not None else {}
+        (start,) = self._nodes[layer]
+        replay = self._replay(start)
+        if layer not in self._zero:
+            with torch.no_grad():
+                self._zero[layer] = replay(torch.zeros_like(self.traced.get_submodule(layer).weight))
 
         def tangent(e: torch.Tensor) -> torch.Tensor:
-            return torch.func.functional_call(module, {"weight": e, **no_bias}, (x,), strict=False)
+            with torch.no_grad():  # a constant direction: no graph through the bias or adapters
+                return replay(e) - self._zero[layer]
 
         return start, tangent
 
     def nonlinear_node(self, layer: str) -> str | None:
         """The first node downstream of ``layer`` that is not piecewise linear in the layer's output (as text),
-        or None when every one is (see :func:`piecewise_linear_node`)."""
-        (start,) = self._nodes[layer]
-        downstream = _downstream(start)
+        or None when every one is (see :func:`piecewise_linear_node`; nodes whose recorded value holds no
+        floating-point tensor, such as shape arithmetic, are constants here; a Linear/Conv subclass counts as
+        linear where it is checked affine in its input)."""
+        downstream = self._downstream(layer)
+        starts = set(self._nodes[layer])
         for n in self.traced.graph.nodes:
-            if n in downstream and n is not start and not piecewise_linear_node(self.traced, n, downstream):
-                return f"{n.op} {getattr(n.target, '__name__', n.target)} ({n.name})"
+            if n not in downstream or n in starts or piecewise_linear_node(self.traced, n, downstream):
+                continue
+            if n.op == "call_module" and self._affine_leaf(n):
+                continue
+            if self.values is not None and n in self.values and not _carries_float(self.values[n]):
+                continue
+            return f"{n.op} {getattr(n.target, '__name__', n.target)} ({n.name})"
         return None
 
+    def _affine_leaf(self, n: fx.Node) -> bool:
+        """True for a call of a Linear/Conv subclass with one tensor argument, checked affine in it."""
+        module = self.traced.get_submodule(n.target)  # type: ignore[arg-type]
+        if (self.values is None or not isinstance(module, LINEAR_IN_WEIGHT) or len(n.args) != 1 or n.kwargs
+                or not isinstance(n.args[0], fx.Node) or not isinstance(self.values.get(n.args[0]), torch.Tensor)):
+            return False
+        key = f"input of {n.name}"
+        if key not in self._affine:
+            self._affine[key] = affine_problem(module, self.values[n.args[0]])
+        return self._affine[key] is None
+
+    def forward_problem(self, layer: str) -> str | None:
+        """Why :meth:`forward_forms` cannot serve ``layer`` (None: it can): the shortcut's reason, or the first
+        node downstream that is not piecewise linear."""
+        problem = self.shortcut_problem(layer)
+        if problem is not None or self.stationary:
+            # at a fidelity objective's reference weights (``stationary``, set by the caller) the loss's gradient in
+            # the outputs is 0, so J' H_o J is the exact Hessian whatever the suffix holds (attention, GELU, norms);
+            # the output tangent itself still needs the layer's output affine in its weight (the shortcut)
+            return problem
+        node = self.nonlinear_node(layer)
+        return None if node is None else f"{node} is not piecewise linear"
+
     def forward_forms(self, layer: str, block: torch.Tensor) -> torch.Tensor | None:
-        """(K,) float64 e_k' H_ll e_k of the recorded batch by forward mode, for a Linear/Conv layer whose suffix
-        is piecewise linear in its output z (:meth:`nonlinear_node` is None); None otherwise.
+        """(K,) float64 e_k' H_ll e_k of the recorded batch by forward mode, for a layer whose output is affine in
+        its weight and whose suffix is piecewise linear in that output (:meth:`forward_problem` is None); None
+        otherwise.
 
         There the model output is locally linear in z, o(z + dz) = o(z) + J dz, so the Hessian of the loss in
         the layer's weight is exactly J' (d^2 loss / do^2) J (the Gauss-Newton matrix; autograd's double
         backward gives the same, a ReLU's second derivative being 0): one jvp of the suffix gives J dz, and
         the loss's second derivative along it costs a pass over the outputs only.
         """
-        found = self._output_tangent(layer)
-        if found is None:
-            return None
-        # at a fidelity objective's reference weights (``stationary``, set by the caller) the loss's gradient in
-        # the outputs is 0, so J' H_o J is the exact Hessian whatever the suffix holds (attention, GELU, norms)
-        reason = None if self.stationary else self.nonlinear_node(layer)
+        reason = self.forward_problem(layer)
         if reason is not None:
-            log.debug("forward-mode forms off for %s: %s is not piecewise linear; using double backward", layer, reason)
+            log.debug("forward-mode forms off for %s: %s; using double backward", layer, reason)
             return None
+        found = self._output_tangent(layer)
+        assert found is not None  # forward_problem checked the shortcut
         start, tangent = found
         downstream = _downstream(start)
         z = self.values[start]  # type: ignore[index]
@@ -253,6 +341,17 @@ class PrefixRunner:
     def release(self) -> None:
         """Drop the recorded values."""
         self.values, self.batch, self.inputs, self.loss = None, None, (), None
+        self._zero = {}
+
+
+def _carries_float(value: Any) -> bool:
+    """True when ``value`` (a node's recorded value) holds a floating-point tensor anywhere."""
+    if isinstance(value, torch.Tensor):  # the common case, without pytree's overhead
+        return value.is_floating_point()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Size, torch.dtype, torch.device)):
+        return False
+    return any(isinstance(t, torch.Tensor) and torch.is_floating_point(t)
+               for t in torch.utils._pytree.tree_leaves(value))
 
 
 def _downstream(start: fx.Node) -> set[fx.Node]:
@@ -266,74 +365,20 @@ def _downstream(start: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def prefix_runner(model: nn.Module, loss_fn: LossFn) -> PrefixRunner | None:
-    """A PrefixRunner for ``model``, or None (debug log) when torch.fx cannot trace it."""
+def make_prefix_runner(model: nn.Module, loss_fn: LossFn, layers: Sequence[str] = ()
+                       ) -> tuple[PrefixRunner | None, str | None]:
+    """(a PrefixRunner for ``model``, None) or (None, why not: torch.fx cannot trace it). ``layers`` are kept as
+    leaves of the trace whatever their class (:class:`cetopt.curvature.leaves.LeafTracer`)."""
     try:
-        traced = fx.symbolic_trace(model)
+        traced = trace_with_leaves(model, layers)
     except Exception as err:  # noqa: BLE001 - fx raises many types on data-dependent code
-        log.debug("prefix caching off: torch.fx cannot trace %s (%s: %s); using the full graph",
-                  type(model).__name__, type(err).__name__, str(err).splitlines()[0][:120] if str(err) else "")
-        return None
-    return PrefixRunner(traced, loss_fn)
+        first = str(err).splitlines()[0][:120] if str(err) else ""
+        reason = f"torch.fx cannot trace {type(model).__name__} ({type(err).__name__}: {first})"
+        log.debug("prefix caching off: %s; using the full graph", reason)
+        return None, reason
+    return PrefixRunner(traced, loss_fn), None
 
 
-# Modules whose output is piecewise linear in their input (their parameters and buffers being constants): the
-# forward-mode forms are exact through them. BatchNorm and dropout only in eval mode.
-PIECEWISE_LINEAR_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Identity, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-    nn.ConvTranspose2d, nn.ConvTranspose3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.PReLU, nn.MaxPool1d,
-    nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Flatten, nn.Unflatten,
-    nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.Upsample)
-EVAL_ONLY_MODULES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-_F = torch.nn.functional
-# functions linear or piecewise linear in every tensor argument
-PIECEWISE_LINEAR_FUNCTIONS = frozenset({
-    operator.add, operator.sub, operator.neg, operator.pos, operator.getitem, getattr, torch.add, torch.sub,
-    torch.neg, torch.flatten, torch.cat, torch.stack, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
-    torch.unsqueeze, torch.mean, torch.sum, torch.relu, torch.clamp, torch.narrow, torch.chunk, torch.split,
-    _F.relu, _F.relu6, _F.hardtanh, _F.leaky_relu, _F.adaptive_avg_pool1d, _F.adaptive_avg_pool2d,
-    _F.adaptive_avg_pool3d, _F.avg_pool1d, _F.avg_pool2d, _F.avg_pool3d, _F.max_pool1d, _F.max_pool2d,
-    _F.max_pool3d, _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d, _F.pad})
-# linear in each argument separately: piecewise linear while at most one argument depends on the layer
-PRODUCT_FUNCTIONS = frozenset({operator.mul, operator.matmul, torch.mul, torch.matmul, torch.bmm, _F.linear,
-                               _F.conv1d, _F.conv2d, _F.conv3d})
-DIVISION_FUNCTIONS = frozenset({operator.truediv, torch.div})
-PIECEWISE_LINEAR_METHODS = frozenset({
-    "view", "view_as", "reshape", "reshape_as", "flatten", "permute", "transpose", "contiguous", "size", "dim",
-    "squeeze", "unsqueeze", "mean", "sum", "relu", "clamp", "clamp_min", "clamp_max", "add", "sub", "neg", "expand",
-    "expand_as", "t", "chunk", "split", "narrow", "__getitem__"})
-PRODUCT_METHODS = frozenset({"mul", "matmul", "bmm"})
-DIVISION_METHODS = frozenset({"div"})
-
-
-_RULES = {"call_function": (PIECEWISE_LINEAR_FUNCTIONS, PRODUCT_FUNCTIONS, DIVISION_FUNCTIONS),
-          "call_method": (PIECEWISE_LINEAR_METHODS, PRODUCT_METHODS, DIVISION_METHODS)}
-
-
-def piecewise_linear_node(traced: fx.GraphModule, n: fx.Node, downstream: set[fx.Node]) -> bool:
-    """True when node ``n`` of ``traced`` is piecewise linear in the values of the ``downstream`` nodes (those
-    that depend on the layer): a listed module (BatchNorm and dropout in eval mode), function or method, a
-    product with at most one factor downstream, a division whose divisor is not downstream."""
-    def dependent(values: Any) -> list[fx.Node]:
-        found: list[fx.Node] = []
-        fx.node.map_arg(values, lambda a: found.append(a) if a in downstream else None)  # type: ignore[func-returns-value]
-        return found
-
-    if n.op in ("output", "placeholder", "get_attr"):
-        return True
-    if n.op == "call_module":
-        module = traced.get_submodule(n.target)  # type: ignore[arg-type]
-        if isinstance(module, EVAL_ONLY_MODULES):
-            return not module.training
-        return type(module) in PIECEWISE_LINEAR_MODULES
-    if n.op not in _RULES:
-        return False
-    linear, products, divisions = _RULES[n.op]
-    if n.target in linear:
-        return True
-    if n.target in products:
-        return len(dependent((n.args, n.kwargs))) <= 1
-    if n.target in divisions:
-        return not dependent((n.args[1:], n.kwargs))
-    return False
+def prefix_runner(model: nn.Module, loss_fn: LossFn, layers: Sequence[str] = ()) -> PrefixRunner | None:
+    """A PrefixRunner for ``model``, or None (debug log) when torch.fx cannot trace it."""
+    return make_prefix_runner(model, loss_fn, layers)[0]

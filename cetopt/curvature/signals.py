@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from cetopt import distributed
-from cetopt.curvature.operator import Batch, CurvatureOperator, check_finite, eval_mode
+from cetopt.curvature.operator import Batch, CurvatureOperator, check_finite, eval_mode, second_order_attention
 from cetopt.curvature.hutchinson import TraceEstimate, rademacher_like
 
 SampleLoss = Callable[[nn.Module, Batch], torch.Tensor]
@@ -148,7 +148,8 @@ def ggn_vector_product(operator: CurvatureOperator, vectors: list[torch.Tensor],
             def outputs(w: dict[str, torch.Tensor], batch: Batch = batch) -> torch.Tensor:
                 return _call(model, {**others, **w}, buffers, output_fn, batch)
 
-            y, jv = jvp(outputs, (weights,), (tangent,))
+            with second_order_attention():  # forward mode through attention: the math kernel has it
+                y, jv = jvp(outputs, (weights,), (tangent,))
             y = y.detach().requires_grad_(True)
             (g_out,) = torch.autograd.grad(output_loss(y, batch), y, create_graph=True)
             (h_jv,) = torch.autograd.grad(g_out, y, grad_outputs=jv)

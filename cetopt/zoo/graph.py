@@ -40,19 +40,6 @@ class GraphTraceError(RuntimeError):
     partial); callers fall back to the sequential order and record why."""
 
 
-class _LayerTracer(fx.Tracer):
-    """Keeps every named quantisable layer a leaf, whatever its class: a Conv2d/Linear subclass defined
-    outside torch.nn (e.g. EfficientNet's Conv2dStaticSamePadding) would otherwise be traced through and
-    appear as anonymous F.conv2d calls."""
-
-    def __init__(self, layers: set[str]) -> None:
-        super().__init__()
-        self.layers = layers
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name in self.layers or super().is_leaf_module(m, module_qualified_name)
-
-
 def traced_graph(model: nn.Module, layers: Sequence[str]) -> fx.Graph:
     """The fx graph of ``model`` with each named layer as one call_module node.
 
@@ -61,8 +48,13 @@ def traced_graph(model: nn.Module, layers: Sequence[str]) -> fx.Graph:
             e.g. ``F.linear(x, self.fc.weight)``), or the graph connects none of several layers.
         Exception: torch.fx's own error when the model cannot be traced (data-dependent control flow).
     """
+    from cetopt.curvature.leaves import LeafTracer
+
     wanted = set(layers)
-    graph = _LayerTracer(wanted).trace(model)
+    # every named layer and every Linear/Conv/Embedding subclass a leaf: a subclass defined outside torch.nn
+    # (e.g. EfficientNet's Conv2dStaticSamePadding) would otherwise be traced through and appear as anonymous
+    # F.conv2d calls, or fail to trace (padding computed from the input's shape)
+    graph = LeafTracer(wanted).trace(model)
     seen = {str(n.target) for n in graph.nodes if n.op == "call_module"}
     missing = sorted(wanted - seen)
     if missing:
