@@ -203,11 +203,45 @@ def markdown(summary: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _arrays(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return np.asarray(value["__array__"], dtype=np.float64)
+        return {k: _arrays(v) for k, v in value.items()}
+    return value
+
+
+def _part(folder: Path | None, key: str, compute: Any) -> Any:
+    """``compute()``, kept as ``folder/key.json`` and read back from there when present (no folder: computed)."""
+    if folder is None:
+        return compute()
+    path = folder / f"{key}.json"
+    if path.exists():
+        return _arrays(json.loads(path.read_text()))
+    value = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    from cetopt._atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_jsonable(value)))
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--parts", type=Path, default=None,
+                        help="folder keeping each model/seed's raw outcomes: a later run reuses them, so the work can "
+                             "go in small pieces (same numbers: every step is deterministic)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats of the gradient passes (best kept)")
     args = parser.parse_args(argv)
     from cetopt._atomic import atomic_write_text
@@ -216,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_progress(enabled=False)
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    runs = {name: {seed: seed_outcomes(name, seed) for seed in seeds} for name in models}
-    timing = {name: gradient_timing(name, args.repeats) for name in models}
+    runs = {name: {seed: _part(args.parts, f"{name}-seed{seed}", lambda: seed_outcomes(name, seed))
+                   for seed in seeds} for name in models}
+    timing = {name: _part(args.parts, f"{name}-timing", lambda: gradient_timing(name, args.repeats)) for name in models}
     summary = summarise(runs, timing)
     command = "python benchmarks/fidelity_objective.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
