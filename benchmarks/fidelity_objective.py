@@ -1,8 +1,8 @@
 """Task loss vs fidelity objective (issue 35): which objective gives plans that behave like FP32 and stay accurate?
 
 Per zoo model (digits-mlp, digits-cnn, mnist1d-resnet; also mobilenetv2, whose zoo loss is cross-entropy against
-the FP32 model's own top-1 and whose metric is top-1 agreement on held-out crops, no labels) and seed, two problems are built by the default cost model
-on the same calibration inputs: one with the zoo's task loss (cross-entropy with the labels) and one with the
+the FP32 model's own top-1 and whose metric is top-1 agreement on held-out crops, no labels) and seed, two problems
+are built by the default cost model on the same calibration inputs: one with the zoo's task loss (cross-entropy with the labels) and one with the
 fidelity objective (the same inputs without labels: ModelSpec without loss_fn, KL from the FP32 softmax). Each is
 solved by dp at 3, 4 and 5 average bits; every plan is applied and measured on the test set:
 
