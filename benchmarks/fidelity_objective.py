@@ -56,8 +56,9 @@ def fidelity_spec(task: Any) -> Any:
                      test_outcomes=task.test_outcomes, data=task.data, metadata=dict(task.metadata))
 
 
-def seed_outcomes(name: str, seed: int) -> dict[str, Any]:
-    """Objective -> budget -> per-example agreement and accuracy (one seed), and the build seconds."""
+def objective_outcomes(name: str, seed: int, objective: str) -> dict[str, Any]:
+    """Budget -> per-example agreement (and accuracy) of the dp plan built with ``objective`` ("task" or
+    "fidelity") on one seed, with the build seconds and the problem's negative-change candidates."""
     import torch
 
     from cetopt.measure import Measurer
@@ -67,36 +68,33 @@ def seed_outcomes(name: str, seed: int) -> dict[str, Any]:
     from cetopt.zoo.registry import load_zoo
 
     task = load_zoo(name, seed=seed)
+    spec = task if objective == "task" else fidelity_spec(task)
     labelled = name in MODELS  # mobilenetv2: no labels offline; its test_outcomes are already the agreement
     if labelled:
         x_test = test_inputs(name, seed)
         with torch.no_grad():
             fp_top1 = task.model.eval()(x_test).argmax(1)
-    out: dict[str, Any] = {}
-    for objective, spec in (("task", task), ("fidelity", fidelity_spec(task))):
-        start = time.perf_counter()
-        built = build_for(spec, cache_dir=False)
-        seconds = time.perf_counter() - start
-        measurer = Measurer(spec)
-        cells = {}
-        for avg_bits in AVG_BITS:
-            result = solve(built.problem.with_changes(budget=Budget(avg_bits=avg_bits)), "dp")
-            model = measurer.model_with(built.weights_for_choices(result.choices))
-            outcomes = np.asarray(spec.test_outcomes(model), dtype=np.float64)
-            if labelled:
-                with torch.no_grad():
-                    agreement = (model(x_test).argmax(1) == fp_top1).double().numpy()
-                cells[str(avg_bits)] = {"agreement": agreement, "accuracy": outcomes}
-            else:
-                cells[str(avg_bits)] = {"agreement": outcomes}
-            cells[str(avg_bits)].update(bits=dict(result.bits), predicted=float(result.objective))
-        out[objective] = {"cells": cells, "build_seconds": seconds,
-                          "negative_candidates": sum(len(v) for v in
-                                                     built.problem.metadata.get("negative_changes", {}).values())}
-        print(f"{name} seed {seed} {objective}: built in {seconds:.1f} s; "
-              + ", ".join(f"{b} bits " + " ".join(f"{m} {c[m].mean():.4f}" for m in ("agreement", "accuracy") if m in c)
-                          for b, c in cells.items()), file=sys.stderr, flush=True)
-    return out
+    start = time.perf_counter()
+    built = build_for(spec, cache_dir=False)
+    seconds = time.perf_counter() - start
+    measurer = Measurer(spec)
+    cells: dict[str, Any] = {}
+    for avg_bits in AVG_BITS:
+        result = solve(built.problem.with_changes(budget=Budget(avg_bits=avg_bits)), "dp")
+        model = measurer.model_with(built.weights_for_choices(result.choices))
+        outcomes = np.asarray(spec.test_outcomes(model), dtype=np.float64)
+        if labelled:
+            with torch.no_grad():
+                agreement = (model(x_test).argmax(1) == fp_top1).double().numpy()
+            cells[str(avg_bits)] = {"agreement": agreement, "accuracy": outcomes}
+        else:
+            cells[str(avg_bits)] = {"agreement": outcomes}
+        cells[str(avg_bits)].update(bits=dict(result.bits), predicted=float(result.objective))
+    print(f"{name} seed {seed} {objective}: built in {seconds:.1f} s; "
+          + ", ".join(f"{b} bits " + " ".join(f"{m} {c[m].mean():.4f}" for m in ("agreement", "accuracy") if m in c)
+                      for b, c in cells.items()), file=sys.stderr, flush=True)
+    return {"cells": cells, "build_seconds": seconds,
+            "negative_candidates": sum(len(v) for v in built.problem.metadata.get("negative_changes", {}).values())}
 
 
 def gradient_timing(name: str, repeats: int = 3) -> dict[str, float]:
@@ -242,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts", type=Path, default=None,
                         help="folder keeping each model/seed's raw outcomes: a later run reuses them, so the work can "
                              "go in small pieces (same numbers: every step is deterministic)")
+    parser.add_argument("--objectives", default="task,fidelity", choices=("task,fidelity", "task", "fidelity"),
+                        help="compute one objective's parts only (with --parts; no summary is written)")
+    parser.add_argument("--timing-only", action="store_true", help="compute the timing parts only (with --parts)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats of the gradient passes (best kept)")
     args = parser.parse_args(argv)
     from cetopt._atomic import atomic_write_text
@@ -250,8 +251,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_progress(enabled=False)
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    runs = {name: {seed: _part(args.parts, f"{name}-seed{seed}", lambda: seed_outcomes(name, seed))
+    if args.timing_only:
+        for name in models:
+            _part(args.parts, f"{name}-timing", lambda: gradient_timing(name, args.repeats))
+        return 0
+    runs = {name: {seed: {objective: _part(args.parts, f"{name}-seed{seed}-{objective}",
+                                           lambda: objective_outcomes(name, seed, objective))
+                          for objective in args.objectives.split(",")}
                    for seed in seeds} for name in models}
+    if args.objectives != "task,fidelity":  # a piece of the work: its parts are kept, the summary needs both
+        return 0
     timing = {name: _part(args.parts, f"{name}-timing", lambda: gradient_timing(name, args.repeats)) for name in models}
     summary = summarise(runs, timing)
     command = "python benchmarks/fidelity_objective.py " + " ".join(argv if argv is not None else sys.argv[1:])
