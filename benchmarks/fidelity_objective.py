@@ -1,8 +1,8 @@
 """Task loss vs fidelity objective (issue 35): which objective gives plans that behave like FP32 and stay accurate?
 
 Per zoo model (digits-mlp, digits-cnn, mnist1d-resnet; also mobilenetv2, whose zoo loss is cross-entropy against
-the FP32 model's own top-1 and whose metric is top-1 agreement on held-out crops, no labels) and seed, two problems are built by the default cost model
-on the same calibration inputs: one with the zoo's task loss (cross-entropy with the labels) and one with the
+the FP32 model's own top-1 and whose metric is top-1 agreement on held-out crops, no labels) and seed, two problems
+are built by the default cost model on the same calibration inputs: one with the zoo's task loss (cross-entropy with the labels) and one with the
 fidelity objective (the same inputs without labels: ModelSpec without loss_fn, KL from the FP32 softmax). Each is
 solved by dp at 3, 4 and 5 average bits; every plan is applied and measured on the test set:
 
@@ -56,8 +56,9 @@ def fidelity_spec(task: Any) -> Any:
                      test_outcomes=task.test_outcomes, data=task.data, metadata=dict(task.metadata))
 
 
-def seed_outcomes(name: str, seed: int) -> dict[str, Any]:
-    """Objective -> budget -> per-example agreement and accuracy (one seed), and the build seconds."""
+def objective_outcomes(name: str, seed: int, objective: str) -> dict[str, Any]:
+    """Budget -> per-example agreement (and accuracy) of the dp plan built with ``objective`` ("task" or
+    "fidelity") on one seed, with the build seconds and the problem's negative-change candidates."""
     import torch
 
     from cetopt.measure import Measurer
@@ -67,36 +68,33 @@ def seed_outcomes(name: str, seed: int) -> dict[str, Any]:
     from cetopt.zoo.registry import load_zoo
 
     task = load_zoo(name, seed=seed)
+    spec = task if objective == "task" else fidelity_spec(task)
     labelled = name in MODELS  # mobilenetv2: no labels offline; its test_outcomes are already the agreement
     if labelled:
         x_test = test_inputs(name, seed)
         with torch.no_grad():
             fp_top1 = task.model.eval()(x_test).argmax(1)
-    out: dict[str, Any] = {}
-    for objective, spec in (("task", task), ("fidelity", fidelity_spec(task))):
-        start = time.perf_counter()
-        built = build_for(spec, cache_dir=False)
-        seconds = time.perf_counter() - start
-        measurer = Measurer(spec)
-        cells = {}
-        for avg_bits in AVG_BITS:
-            result = solve(built.problem.with_changes(budget=Budget(avg_bits=avg_bits)), "dp")
-            model = measurer.model_with(built.weights_for_choices(result.choices))
-            outcomes = np.asarray(spec.test_outcomes(model), dtype=np.float64)
-            if labelled:
-                with torch.no_grad():
-                    agreement = (model(x_test).argmax(1) == fp_top1).double().numpy()
-                cells[str(avg_bits)] = {"agreement": agreement, "accuracy": outcomes}
-            else:
-                cells[str(avg_bits)] = {"agreement": outcomes}
-            cells[str(avg_bits)].update(bits=dict(result.bits), predicted=float(result.objective))
-        out[objective] = {"cells": cells, "build_seconds": seconds,
-                          "negative_candidates": sum(len(v) for v in
-                                                     built.problem.metadata.get("negative_changes", {}).values())}
-        print(f"{name} seed {seed} {objective}: built in {seconds:.1f} s; "
-              + ", ".join(f"{b} bits " + " ".join(f"{m} {c[m].mean():.4f}" for m in ("agreement", "accuracy") if m in c)
-                          for b, c in cells.items()), file=sys.stderr, flush=True)
-    return out
+    start = time.perf_counter()
+    built = build_for(spec, cache_dir=False)
+    seconds = time.perf_counter() - start
+    measurer = Measurer(spec)
+    cells: dict[str, Any] = {}
+    for avg_bits in AVG_BITS:
+        result = solve(built.problem.with_changes(budget=Budget(avg_bits=avg_bits)), "dp")
+        model = measurer.model_with(built.weights_for_choices(result.choices))
+        outcomes = np.asarray(spec.test_outcomes(model), dtype=np.float64)
+        if labelled:
+            with torch.no_grad():
+                agreement = (model(x_test).argmax(1) == fp_top1).double().numpy()
+            cells[str(avg_bits)] = {"agreement": agreement, "accuracy": outcomes}
+        else:
+            cells[str(avg_bits)] = {"agreement": outcomes}
+        cells[str(avg_bits)].update(bits=dict(result.bits), predicted=float(result.objective))
+    print(f"{name} seed {seed} {objective}: built in {seconds:.1f} s; "
+          + ", ".join(f"{b} bits " + " ".join(f"{m} {c[m].mean():.4f}" for m in ("agreement", "accuracy") if m in c)
+                      for b, c in cells.items()), file=sys.stderr, flush=True)
+    return {"cells": cells, "build_seconds": seconds,
+            "negative_candidates": sum(len(v) for v in built.problem.metadata.get("negative_changes", {}).values())}
 
 
 def gradient_timing(name: str, repeats: int = 3) -> dict[str, float]:
@@ -160,7 +158,9 @@ def summarise(runs: dict[str, dict[int, dict[str, Any]]], timing: dict[str, dict
 def markdown(summary: dict[str, Any], command: str) -> str:
     lines = ["# Task loss vs fidelity objective", "",
              "Generated by `benchmarks/fidelity_objective.py` (issue 35); do not edit by hand.", "",
-             f"Command: `{command}`", "",
+             f"Command: `{command}`" + (" (the parts were computed in pieces first, per model, seed and objective "
+                                        "with `--parts`; every step is deterministic)" if "--parts" in command else ""),
+             "",
              "Per cell: dp plan of the default cost model at the budget, built once with the zoo's task loss "
              "(cross-entropy with the labels) and once with the fidelity objective (the same calibration inputs, no "
              "labels: KL from the FP32 softmax). Fidelity minus task, paired bootstrap 95% CI over the test examples "
@@ -195,12 +195,43 @@ def markdown(summary: dict[str, Any], command: str) -> str:
                      f"{t['computed_seconds'] - t['skipped_seconds']:.3f} | {t['max_abs_gradient_computed']:.2e} | "
                      f"{np.mean(builds['task']):.1f} | {np.mean(builds['fidelity']):.1f} |")
     lines += ["", "Build seconds are means over seeds of one whole `build_for` (curvature, candidates, measured "
-              "changes) on a shared 2-core machine; the task build runs first in every seed and carries one-off "
-              "warm-up costs (imports, tracing), so the two build columns are not a fair comparison: the gradient "
-              "columns are.", "",
+              "changes) on a shared 2-core machine; the first build of a process carries one-off warm-up costs (imports, "
+              "tracing), and where both objectives ran in one process the task build came first, so the two build "
+              "columns are not a fair comparison: the gradient columns are.", "",
               "Negative-change candidates recorded per problem (task / fidelity, per seed): " + "; ".join(
                   f"{n}: {v['task']} / {v['fidelity']}" for n, v in summary["negative_candidates"].items()), ""]
     return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _arrays(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return np.asarray(value["__array__"], dtype=np.float64)
+        return {k: _arrays(v) for k, v in value.items()}
+    return value
+
+
+def _part(folder: Path | None, key: str, compute: Any) -> Any:
+    """``compute()``, kept as ``folder/key.json`` and read back from there when present (no folder: computed)."""
+    if folder is None:
+        return compute()
+    path = folder / f"{key}.json"
+    if path.exists():
+        return _arrays(json.loads(path.read_text()))
+    value = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    from cetopt._atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_jsonable(value)))
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--parts", type=Path, default=None,
+                        help="folder keeping each model/seed's raw outcomes: a later run reuses them, so the work can "
+                             "go in small pieces (same numbers: every step is deterministic)")
+    parser.add_argument("--objectives", default="task,fidelity", choices=("task,fidelity", "task", "fidelity"),
+                        help="compute one objective's parts only (with --parts; no summary is written)")
+    parser.add_argument("--timing-only", action="store_true", help="compute the timing parts only (with --parts)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats of the gradient passes (best kept)")
     args = parser.parse_args(argv)
     from cetopt._atomic import atomic_write_text
@@ -216,8 +253,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_progress(enabled=False)
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    runs = {name: {seed: seed_outcomes(name, seed) for seed in seeds} for name in models}
-    timing = {name: gradient_timing(name, args.repeats) for name in models}
+    if args.timing_only:
+        for name in models:
+            _part(args.parts, f"{name}-timing", lambda: gradient_timing(name, args.repeats))
+        return 0
+    runs = {name: {seed: {objective: _part(args.parts, f"{name}-seed{seed}-{objective}",
+                                           lambda: objective_outcomes(name, seed, objective))
+                          for objective in args.objectives.split(",")}
+                   for seed in seeds} for name in models}
+    if args.objectives != "task,fidelity":  # a piece of the work: its parts are kept, the summary needs both
+        return 0
+    timing = {name: _part(args.parts, f"{name}-timing", lambda: gradient_timing(name, args.repeats)) for name in models}
     summary = summarise(runs, timing)
     command = "python benchmarks/fidelity_objective.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -227,7 +227,20 @@ def bind_objective(model: nn.Module, calibration: Sequence[Any], validation: Seq
     """Record the FP32 outputs on every split once and bind the objective (``None``: :func:`choose_kind` on the
     first calibration output) to these weights.
 
-    Already referenced batches are kept as they are (a ModelSpec rebuilt by dataclasses.replace)."""
+    Already referenced batches are kept as they are (a ModelSpec rebuilt by dataclasses.replace), and so is a bound
+    objective's digest: the references stay those of the weights they were recorded on, so another model is never
+    taken for their minimum. New inputs beside them must come from those same weights.
+
+    Raises:
+        ProblemError: a batch fails in the model (labels left in an inputs-only batch), or new inputs would be
+            referenced on other weights than the existing references.
+    """
+    current = weights_digest(model)
+    recorded_on = objective.reference_digest if objective is not None else None
+    if recorded_on is not None and recorded_on != current and any(
+            not is_referenced(b) for split in (calibration, validation, test) for b in split):
+        raise ProblemError("new inputs-only batches beside references recorded on other weights: build the ModelSpec "
+                           "from inputs-only batches and an unbound objective (loss_fn=None)", field="ModelSpec.loss_fn")
     splits = {}
     for field, batches in (("ModelSpec.calibration", calibration), ("ModelSpec.validation", validation),
                            ("ModelSpec.test", test)):
@@ -239,7 +252,7 @@ def bind_objective(model: nn.Module, calibration: Sequence[Any], validation: Seq
         kind, reason = choose_kind(splits["ModelSpec.calibration"][0][REFERENCE])
     else:
         kind, reason = objective.kind, objective.reason or "named by ModelSpec.loss_fn"
-    bound = FidelityObjective(kind, reason, weights_digest(model))
+    bound = FidelityObjective(kind, reason, recorded_on or current)
     log.info("objective: %s", bound.describe())
     return BoundObjective(bound, splits["ModelSpec.calibration"], splits["ModelSpec.validation"],
                           splits["ModelSpec.test"])

@@ -71,6 +71,11 @@ def test_inputs_only_spec_records_references_once() -> None:
     # dataclasses.replace keeps the recorded batches and references new ones
     again = dataclasses.replace(spec, calibration=[*spec.calibration, x[:8]])
     assert again.calibration[0] is spec.calibration[0] and torch.equal(again.calibration[2][INPUTS], x[:8])
+    # another model keeps the references and their digest: it is not taken for the objective's minimum
+    other = dataclasses.replace(spec, model=_mlp(seed=1))
+    assert other.loss_fn.reference_digest == spec.loss_fn.reference_digest != weights_digest(other.model)
+    with pytest.raises(ProblemError, match="other weights"):
+        dataclasses.replace(spec, model=_mlp(seed=1), calibration=[x[:8]])
 
 
 def test_named_objective_and_mse_metrics() -> None:

@@ -197,7 +197,8 @@ def _sign_check(op: CurvatureOperator, candidates: Sequence[LayerCandidates], ke
     info: dict[str, Any] = {"negative_changes": negatives} if negatives else {}
     if op.stationary:
         info["gradient"] = "0 exactly: fidelity objective at its FP32 reference (no gradient pass)"
-        wrong = {layer: [label for label, v in found.items() if v["predicted"] < 0] for layer, found in negatives.items()}
+        wrong = {layer: [label for label, v in found.items() if v["predicted"] < 0]
+                 for layer, found in negatives.items()}
         wrong = {layer: labels_ for layer, labels_ in wrong.items() if labels_}
         count = sum(len(v) for v in wrong.values())
         info["fidelity_sign_check"] = "every predicted change >= 0" if not count else f"{count} negative predictions"
