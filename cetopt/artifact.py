@@ -59,10 +59,27 @@ def model_target(target: str) -> str:
     return target
 
 
+def _layers_needing(plan: Plan, what: str) -> list[str]:
+    from cetopt.quant.rounding import rounding_needs
+
+    return [n for n, c in plan.layers.items() if what in rounding_needs(c.rounding)]
+
+
+def plan_grams(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
+    """Layer-input Gram matrices for the plan's layers rounded by adaround or gptq, on the spec's calibration
+    batches: the same function and data the problem's candidates were rounded with, so the codes match."""
+    from cetopt.builders.second_order import rounding_grams
+
+    names = _layers_needing(plan, "gram")
+    if not names:
+        return None
+    return rounding_grams(spec.model, spec.loss_fn, spec.calibration, names, "gptq")
+
+
 def plan_quadrics(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
     """Layer quadrics for the plan's major-axis layers, from the curvature the problem was built with (the
     settings in ``plan.extra["curvature"]``; extracted once, then read from the curvature cache)."""
-    names = [n for n, c in plan.layers.items() if c.rounding != "nearest"]
+    names = _layers_needing(plan, "quadric")
     if not names:
         return None
     from cetopt.curvature.extract import CurvatureSettings, extract_curvature
@@ -142,7 +159,7 @@ def _check_layers(model: nn.Module, plan: Plan) -> dict[str, nn.Module]:
 
 
 def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, target: str | None = None,
-                   quadrics: Mapping[str, Any] | None = None) -> ArtifactInfo:
+                   quadrics: Mapping[str, Any] | None = None, grams: Mapping[str, Any] | None = None) -> ArtifactInfo:
     """Compress ``spec.model`` by ``plan`` and write DIR (see the module docstring)."""
     from safetensors.torch import save
 
@@ -152,13 +169,17 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
     check_fingerprint(plan.extra, spec, what="plan", layers=[n for n in plan.layers])
     if quadrics is None:
         quadrics = plan_quadrics(spec, plan)
+    if grams is None:
+        grams = plan_grams(spec, plan)
+    from cetopt.quant.rounding.base import RoundingContext
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
     for name, choice in plan.layers.items():
-        packed = compress_layer(modules[name].weight, choice, plan.quantizer_of(name),
-                                quadric=(quadrics or {}).get(name), name=name)
+        context = RoundingContext(quadric=(quadrics or {}).get(name), gram=(grams or {}).get(name))
+        packed = compress_layer(modules[name].weight, choice, plan.quantizer_of(name), context=context, name=name)
         tensors.update(packed.tensors)
         layout[name] = packed.layout
     planned = {f"{name}.weight" for name in plan.layers}

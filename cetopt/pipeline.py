@@ -51,8 +51,10 @@ def _row(label: str, status: str, avg_bits: float, ratio: float, predicted: floa
             "-" if metric is None else f"{metric:.4f}", "-" if metric is None or fp is None else f"{metric - fp:+.4f}"]
 
 
-def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None) -> str:
-    """The demo table as text (``name``: a zoo model, ``module:function`` or ``file.py:function``)."""
+def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
+             rounding: str | None = None) -> str:
+    """The demo table as text (``name``: a zoo model, ``module:function`` or ``file.py:function``; ``rounding``: a
+    registered rounding for every plan, baselines included, default cetopt.workflow.DEFAULT_ROUNDING)."""
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -62,12 +64,14 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.solvers.api import solve
     from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
-    from cetopt.workflow import DEFAULT_BITS, build_for
+    from cetopt.quant.pack import model_packed_size
+    from cetopt.workflow import DEFAULT_BITS, DEFAULT_ROUNDING, build_for
 
+    rounding = rounding or DEFAULT_ROUNDING
     spec = load_model_spec(name)
     measurer = Measurer(spec)
     metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
-    built = build_for(spec, budget=Budget(avg_bits=avg_bits))
+    built = build_for(spec, budget=Budget(avg_bits=avg_bits), rounding=rounding)
     problem = built.problem
     names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
     rows = []
@@ -79,8 +83,12 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         """(packed ratio, Measurement) of the plan ``bits``."""
         key = tuple(sorted(bits.items()))
         if key not in measured:
-            applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
-            measured[key] = (applied.ratio, measurer.measure(applied.weights))
+            if rounding == "nearest":
+                applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
+                measured[key] = (applied.ratio, measurer.measure(applied.weights))
+            else:  # the candidates' own rounded weights: what was priced, what `apply` packs
+                ratio = model_packed_size(spec.model, Plan(bits=bits, quantizer=grid)).ratio
+                measured[key] = (ratio, measurer.measure(built.compressed_weights(bits)))
         return measured[key]
 
     for solver in names:
@@ -91,7 +99,8 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         ratio, measurement = apply_and_measure(dict(result.bits))
         rows.append(_row(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
                          "-" if result.gap is None else f"{result.gap:.1e}", measurement, fp))
-    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid), avg_bits)}
+    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid, rounding=rounding),
+                                            avg_bits)}
     uniform = max(b for b in DEFAULT_BITS if b <= avg_bits)
     baselines[f"uniform {uniform}-bit"] = uniform_bits(problem, uniform)
     for label, bits in baselines.items():
@@ -116,6 +125,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
                                 for r in check])
     header = (f"{spec.name}: metric = {metric_name} (FP32 {fp if fp is None else f'{fp:.4f}'}); "
               f"{len(problem.layers)} layers; budget {avg_bits} avg bits; quantiser clipping {grid.clip}; "
+              f"rounding {rounding} (every plan); "
               f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           metric_name or "metric", "vs_FP"], rows)

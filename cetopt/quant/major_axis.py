@@ -25,7 +25,7 @@ import torch
 
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.quant.quantizers import QuantizerSpec, channels, fake_quantize, grid
+from cetopt.quant.quantizers import QuantizerSpec
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,23 @@ class MajorAxisRounding:
 
 
 STALL_ROUNDS = 10
+RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8)  # clipping ratios tried, the full range first
+
+
+def model_value(d: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False) -> float:
+    """q(d) of the layer's model for the flat error ``d`` (n,): [g.d] + 1/2 (rest |d|^2 + sum_i mu_i (u_i.d)^2)."""
+    mu = quadric.eigenvalues - quadric.rest
+    return _model(d, quadric.eigenvectors @ d, quadric.gradient if use_gradient else None, quadric.rest, mu)
+
+
+def flip_search(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
+                max_rounds: int = 200, stall: float = 1e-3) -> tuple[np.ndarray, float]:
+    """Greedy flips from ``d`` toward ``alt`` ((n,) errors of each weight's two grid neighbours): (bool mask of
+    the weights that end on their other neighbour, the model value reached)."""
+    mu = quadric.eigenvalues - quadric.rest
+    curvature = quadric.rest + mu @ quadric.eigenvectors ** 2
+    final, value, _ = _greedy_flips(d, alt, quadric, use_gradient, max_rounds, curvature, stall)
+    return final != d, value
 
 
 def _model(d: np.ndarray, z: np.ndarray, g: np.ndarray | None, rest: float, mu: np.ndarray) -> float:
@@ -129,31 +146,11 @@ def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spe
     """
     if not 2 <= bits <= 16:
         raise ProblemError(f"major-axis rounding needs 2..16 bits, got {bits}", field="bits")
-    if quadric.n != weight.numel():
-        raise ProblemError(f"quadric of {quadric.name!r} has n = {quadric.n}, the weight {weight.numel()} values",
-                           field="quadric")
-    rows = channels(weight.detach().double().cpu(), spec.per_channel)
-    flat_w = rows.reshape(-1).numpy()
-    rtn = fake_quantize(weight.detach().double().cpu(), bits, QuantizerSpec(spec.symmetric, spec.per_channel))
-    d_rtn = rtn.reshape(-1).numpy() - flat_w
-    u, rest = quadric.eigenvectors, quadric.rest
-    mu = quadric.eigenvalues - rest
-    g = quadric.gradient if use_gradient else None
-    model_rtn = _model(d_rtn, u @ d_rtn, g, rest, mu)
-    best: tuple[float, np.ndarray, float, int] = (model_rtn, d_rtn, 1.0, 0)
-    curvature = rest + mu @ u ** 2
-    for ratio in ratios:
-        ones = torch.full((rows.shape[0], 1), float(ratio), dtype=rows.dtype)
-        cell = grid(rows, bits, spec.symmetric, ones)
-        floor = torch.clamp(torch.floor(rows / cell.scale) + cell.zero, cell.low, cell.high)
-        ceil = torch.clamp(floor + 1, cell.low, cell.high)
-        nearest = cell.codes(rows)
-        other = torch.where(nearest == floor, ceil, floor)
-        d = (cell.values(nearest) - rows).reshape(-1).numpy()
-        alt = (cell.values(other) - rows).reshape(-1).numpy()
-        d, value, flips = _greedy_flips(d, alt, quadric, use_gradient, max_rounds, curvature, stall)
-        if value < best[0]:
-            best = (value, d, float(ratio), flips)
-    value, d, ratio, flips = best
-    quantised = torch.from_numpy(flat_w + d).reshape(weight.shape).to(dtype=weight.dtype, device=weight.device)
-    return MajorAxisRounding(weight=quantised, ratio=ratio, model_rtn=model_rtn, model_major=value, flips=flips)
+    from cetopt.quant.rounding.base import RoundingContext
+    from cetopt.quant.rounding.major_axis import MajorAxis, MajorAxisGradient
+
+    rounding = (MajorAxisGradient if use_gradient else MajorAxis)(ratios, max_rounds, stall)
+    out = rounding.round(weight, bits, QuantizerSpec(spec.symmetric, spec.per_channel, group_size=spec.group_size),
+                         RoundingContext(quadric=quadric))
+    return MajorAxisRounding(weight=out.weight, ratio=out.info["ratio"], model_rtn=out.info["model_nearest"],
+                             model_major=out.info["model"], flips=out.info["flips"])

@@ -34,7 +34,7 @@ def test_on_grid_within_one_step_and_never_worse(seed: int, bits: int, indefinit
     out = major_axis_round(w, bits, quadric, ratios=(1.0,), use_gradient=use_gradient)
     assert out.model_major <= out.model_rtn + 1e-12
     rtn = fake_quantize(w, bits)
-    scale = w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
+    scale = (w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)).float().double()  # stored as float32
     codes = out.weight / scale
     assert torch.allclose(codes, torch.round(codes), atol=1e-9)  # on the grid
     assert ((out.weight - rtn).abs() <= scale * (1 + 1e-9)).all()  # one step at most
@@ -47,7 +47,7 @@ def test_close_to_exhaustive_search_on_a_tiny_layer() -> None:
     quadric, h = quadric_for(8, 3)
     w = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 8)))
     out = major_axis_round(w, 2, quadric, ratios=(1.0,), use_gradient=True)
-    scale = float(w.abs().max())  # 2 bits symmetric: levels -1, 0, 1
+    scale = float(w.abs().max().float())  # 2 bits symmetric: levels -1, 0, 1; the scale is stored as float32
     lo = np.clip(np.floor(w.numpy().ravel() / scale), -1, 1)
     best = np.inf
     for choice in itertools.product([0, 1], repeat=8):
