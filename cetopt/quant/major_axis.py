@@ -56,6 +56,79 @@ def model_value(d: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False
     return _model(d, quadric.eigenvectors @ d, quadric.gradient if use_gradient else None, quadric.rest, mu)
 
 
+def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
+                     max_rounds: int = 200, stall: float = 1e-3, curvature: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_greedy_flips` on r problems of one layer at once (the clipping ratios): ``d``, ``alt`` (r, n).
+
+    Each round prices every weight of every still-searching problem with one (r, m) x (m, n) product (the
+    slopes) and elementwise passes over (r, n); each problem then takes its own batch exactly as
+    :func:`_greedy_flips` does (argpartition, batch priced in O(batch x m), quartered when it does not improve,
+    doubled when it does, STALL_ROUNDS stall rule). Memory: a few (r, n) arrays beside U (m, n). ``curvature``
+    (n,): rest + sum_i mu_i u_ij^2, computed once per layer when not given.
+
+    Returns:
+        (bool (r, n): weights ending on their other neighbour, (r,) model values reached).
+    """
+    u, rest = quadric.eigenvectors, quadric.rest
+    mu = quadric.eigenvalues - rest
+    g = quadric.gradient if use_gradient else None
+    if curvature is None:
+        curvature = rest + mu @ u ** 2
+    start = np.array(d, dtype=np.float64, copy=True)
+    d, alt = start.copy(), np.array(alt, dtype=np.float64, copy=True)
+    r, n = d.shape
+    z = d @ u.T                                                     # (r, m)
+    values = np.array([_model(d[i], z[i], g, rest, mu) for i in range(r)])
+    widest = max(1, n // 50)
+    batch = np.full(r, widest)
+    history = [[v] for v in values]
+    active = np.ones(r, dtype=bool)
+    for _ in range(max_rounds):
+        for i in np.flatnonzero(active):
+            h = history[i]
+            if len(h) > STALL_ROUNDS and h[-STALL_ROUNDS - 1] - values[i] <= stall * abs(values[i]):
+                active[i] = False
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        delta = alt[rows] - d[rows]
+        slope = (mu * z[rows]) @ u                                 # the one O(r n m) product of the round
+        slope += rest * d[rows]
+        if g is not None:
+            slope += g
+        gain = np.multiply(delta, curvature)                        # gain = delta (slope + delta curvature / 2),
+        gain *= 0.5                                                 # in place: (r, n) temporaries bound memory
+        gain += slope
+        gain *= delta
+        for k, i in enumerate(rows):
+            improving = np.flatnonzero(gain[k] < -1e-15 * max(abs(values[i]), 1e-30))
+            if improving.size == 0:
+                active[i] = False
+                continue
+            while True:
+                size = min(int(batch[i]), improving.size)
+                take = improving if size == improving.size else                     improving[np.argpartition(gain[k, improving], size - 1)[:size]]
+                step = delta[k, take]
+                dz = u[:, take] @ step
+                change = rest * (float(d[i, take] @ step) + 0.5 * float(step @ step)) +                     float(mu @ (z[i] * dz + 0.5 * dz ** 2))
+                if g is not None:
+                    change += float(g[take] @ step)
+                if change < 0 or size == 1:
+                    break
+                batch[i] = max(1, size // 4)
+            if change >= 0:
+                active[i] = False
+                continue
+            alt[i, take], d[i, take] = d[i, take], alt[i, take]
+            z[i] += dz
+            values[i] += change
+            batch[i] = min(widest, 2 * size)
+            history[i].append(values[i])
+    final = np.array([_model(d[i], u @ d[i], g, rest, mu) for i in range(r)])
+    return d != start, final
+
+
 def flip_search(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
                 max_rounds: int = 200, stall: float = 1e-3) -> tuple[np.ndarray, float]:
     """Greedy flips from ``d`` toward ``alt`` ((n,) errors of each weight's two grid neighbours): (bool mask of

@@ -54,7 +54,9 @@ def _grouped(rows: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def expand(per_group: torch.Tensor, group: int, cols: int) -> torch.Tensor:
-    """(R, G) -> (R, cols): each group's value repeated over its columns."""
+    """(R, G) -> (R, cols): each group's value repeated over its columns (a broadcast view for one group)."""
+    if per_group.shape[1] == 1:
+        return per_group.expand(per_group.shape[0], cols)
     return per_group.repeat_interleave(group, dim=1)[:, :cols]
 
 

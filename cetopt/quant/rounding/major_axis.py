@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
+import numpy as np
 import torch
 
-from cetopt.quant.major_axis import RATIOS, flip_search, model_value
+from cetopt.quant.major_axis import RATIOS, flip_search_many, model_value
 from cetopt.quant.quantizers import QuantizerSpec
 from cetopt.quant.rounding.base import QUADRIC, Rounding, RoundingContext
 from cetopt.quant.rounding.grid import Grid, make_grid
@@ -31,20 +32,25 @@ class MajorAxis(Rounding):
         quadric = context.quadric
         full = make_grid(rows, bits, spec)
         nearest = full.nearest(rows)
-        rtn = model_value((full.values(nearest) - rows.double()).reshape(-1).numpy(), quadric, self.use_gradient)
-        best: tuple[float, torch.Tensor, Grid, float, int] = (rtn, nearest, full, 1.0, 0)
-        for ratio in self.ratios:
+        exact = rows.double()
+        rtn = model_value((full.values(nearest) - exact).reshape(-1).numpy(), quadric, self.use_gradient)
+        grids, starts, others, ds, alts = [], [], [], [], []
+        for ratio in self.ratios:  # every clipping ratio searched at once (one slope product per round)
             grid = full if ratio == 1.0 else make_grid(rows, bits, spec, float(ratio))
             floor, ceil = grid.floor_ceil(rows)
             start = grid.nearest(rows)
             other = torch.where(start == floor, ceil, floor)
-            d = (grid.values(start) - rows.double()).reshape(-1).numpy()
-            alt = (grid.values(other) - rows.double()).reshape(-1).numpy()
-            moved, value = flip_search(d, alt, quadric, self.use_gradient, max_rounds=self.max_rounds,
-                                       stall=self.stall)
-            if value < best[0]:
-                flipped = torch.from_numpy(moved).reshape(rows.shape)
-                best = (value, torch.where(flipped, other, start), grid, float(ratio), int(moved.sum()))
+            grids.append(grid), starts.append(start), others.append(other)
+            ds.append((grid.values(start) - exact).reshape(-1).numpy())
+            alts.append((grid.values(other) - exact).reshape(-1).numpy())
+        moved, values = flip_search_many(np.stack(ds), np.stack(alts), quadric, self.use_gradient,
+                                         max_rounds=self.max_rounds, stall=self.stall)
+        best: tuple[float, torch.Tensor, Grid, float, int] = (rtn, nearest, full, 1.0, 0)
+        for i, ratio in enumerate(self.ratios):
+            if values[i] < best[0]:
+                flipped = torch.from_numpy(moved[i]).reshape(rows.shape)
+                best = (float(values[i]), torch.where(flipped, others[i], starts[i]), grids[i], float(ratio),
+                        int(moved[i].sum()))
         value, codes, grid, ratio, flips = best
         return codes, grid, {"ratio": ratio, "flips": flips, "model_nearest": rtn, "model": value}
 
