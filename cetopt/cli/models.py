@@ -29,7 +29,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from cetopt.problem.model import Budget
     from cetopt.workflow import build_for
 
+    from cetopt.workflow import DEFAULT_ROUNDING
+
     bits = int_list(args.bits, "--bits")
+    roundings = rounding_list(args.rounding) if args.rounding else (DEFAULT_ROUNDING,)  # named before any work
+    groups = int_list(args.group_sizes, "--group-sizes") if args.group_sizes else None
     budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
     from cetopt import distributed
 
@@ -37,10 +41,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
     spec = load_model_spec(args.model)
     from cetopt.quant.quantizers import QuantizerSpec
 
-    from cetopt.workflow import DEFAULT_ROUNDING
-
-    roundings = rounding_list(args.rounding) if args.rounding else (DEFAULT_ROUNDING,)
-    groups = int_list(args.group_sizes, "--group-sizes") if args.group_sizes else None
     problem = build_for(spec, bits=bits, method=args.method, budget=budget,
                         rounding=roundings[0] if len(roundings) == 1 else roundings, group_sizes=groups,
                         interactions=args.interactions, target=args.model,
