@@ -141,12 +141,17 @@ def make_grid(rows: torch.Tensor, bits: int, spec: QuantizerSpec, ratio: torch.T
         raise ProblemError(f"bits must be an integer in 1..16, got {bits!r}", field="bits")
     cols = rows.shape[1]
     group = group_columns(cols, spec)
-    g = _grouped(rows, group)
+    return _grid_of_groups(_grouped(rows, group), bits, spec, ratio, cols)
+
+
+def _grid_of_groups(g: torch.Tensor, bits: int, spec: QuantizerSpec, ratio: torch.Tensor | float, cols: int) -> Grid:
+    """:func:`make_grid` from the grouped rows ``g`` (R, G, group)."""
+    group = g.shape[2]
     if torch.is_tensor(ratio):
-        ratio = ratio.to(rows.dtype)
+        ratio = ratio.to(g.dtype)
     if spec.symmetric:
         if bits == 1:
-            valid = _valid_mask(cols, group, rows.device).to(rows.dtype)
+            valid = _valid_mask(cols, group, g.device).to(g.dtype)
             scale = _as_float32((g.abs() * valid).sum(dim=2) / valid.sum(dim=2) * ratio)
             return Grid(scale, torch.zeros_like(scale), None, bits, True, group, cols)
         levels = 2 ** (bits - 1) - 1
@@ -157,7 +162,7 @@ def make_grid(rows: torch.Tensor, bits: int, spec: QuantizerSpec, ratio: torch.T
     levels = 2 ** bits - 1
     span = high - low
     scale32 = torch.where(span > 0, span / levels, torch.ones_like(span)).float()
-    zero = torch.round(-low.float() / scale32).double() if rows.dtype != torch.float64 else \
+    zero = torch.round(-low.float() / scale32).double() if g.dtype != torch.float64 else \
         torch.round(-low / scale32.double())
     scale = scale32.double()
     return Grid(scale, zero, _as_float32(-zero * scale), bits, False, group, cols)
@@ -175,20 +180,41 @@ def group_sums(values: torch.Tensor, group: int) -> torch.Tensor:
     return (_grouped(values, group) * _valid_mask(cols, group, values.device)).sum(dim=2)
 
 
+def _nearest_errors(g: torch.Tensor, exact: torch.Tensor, valid: torch.Tensor | None, grid: Grid) -> torch.Tensor:
+    """(R, G) |d|^2 of round-to-nearest on ``grid`` per group: :meth:`Grid.nearest` and :func:`dequantize` on the
+    grouped rows (R, G, group), the scales broadcast instead of expanded. Symmetric codes are used signed,
+    clamp(round(w / s), -L, L) = u - L exactly (integers), so the values are those :func:`dequantize` gives."""
+    scale = grid.scale[..., None]
+    if grid.symmetric and grid.bits == 1:
+        values = (2 * (g >= 0).double() - 1) * scale
+    elif grid.symmetric:
+        levels = 2 ** (grid.bits - 1) - 1
+        values = torch.round(g / scale.to(g.dtype)).clamp_(-levels, levels).double().mul_(scale)
+    else:
+        zero = grid.zero[..., None]
+        codes = torch.clamp(torch.round(g / scale.to(g.dtype)).double() + zero, 0, grid.top)
+        values = codes * scale + grid.offset[..., None]  # type: ignore[index]
+    values.sub_(exact).square_()
+    return (values if valid is None else values.mul_(valid)).sum(dim=2)
+
+
 def mse_grid(rows: torch.Tensor, bits: int, spec: QuantizerSpec) -> Grid:
     """The grid whose clipping ratio, per (row, group), minimises the round-to-nearest error |d|^2 over the
     ratios 1 and linspace(spec.clip_min, 1, spec.clip_grid) (ratio 1 first; a ratio replaces it only when
     strictly better: the search of cetopt.quant.quantizers.fake_quantize, per group)."""
-    best = make_grid(rows, bits, spec)
-    best_err = group_sums((best.values(best.nearest(rows)) - rows) ** 2, best.group)
+    cols = rows.shape[1]
+    group = group_columns(cols, spec)
+    g = _grouped(rows, group)
+    exact = g.double()
+    valid = _valid_mask(cols, group, rows.device) if cols % group else None
+    best_err = _nearest_errors(g, exact, valid, _grid_of_groups(g, bits, spec, 1.0, cols))
     ratio = torch.ones_like(best_err)
     for r in torch.linspace(spec.clip_min, 1.0, spec.clip_grid, dtype=rows.dtype).tolist()[:-1]:
-        candidate = make_grid(rows, bits, spec, r)
-        err = group_sums((candidate.values(candidate.nearest(rows)) - rows) ** 2, candidate.group)
+        err = _nearest_errors(g, exact, valid, _grid_of_groups(g, bits, spec, r, cols))
         better = err < best_err
         ratio = torch.where(better, torch.full_like(ratio, r), ratio)
         best_err = torch.where(better, err, best_err)
-    return make_grid(rows, bits, spec, ratio)
+    return _grid_of_groups(g, bits, spec, ratio, cols)
 
 
 def spec_grid(rows: torch.Tensor, bits: int, spec: QuantizerSpec) -> Grid:
