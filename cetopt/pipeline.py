@@ -3,7 +3,7 @@ measure it beside the uniform and HAWQ-V3 baselines (``cetopt demo``, ``make dem
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cetopt.modelspec import ModelSpec
 from cetopt.problem.model import AllocationProblem, Budget
@@ -13,9 +13,11 @@ if TYPE_CHECKING:
 
 
 def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str, int],
-                    measurer: "Measurer | None" = None) -> list[dict[str, Any]]:
+                    measurer: "Measurer | None" = None, weights: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """For each layer alone at its planned bit-width: the predicted loss change (the problem's choice loss)
-    next to the measured change of the mean calibration loss; a last row for the whole plan.
+    next to the measured change of the mean calibration loss; a last row for the whole plan. ``weights``: the
+    plan's compressed weights as priced (a rounding other than nearest: BuiltProblem.compressed_weights); default
+    round-to-nearest on the problem's grid.
 
     The single-layer changes come from :func:`cetopt.builders.signal_measured.measured_changes` (each layer re-run
     from recorded activations where the model traces: on MobileNetV2 2.6x faster than a full forward per layer,
@@ -28,7 +30,8 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
 
     measurer = measurer if measurer is not None else Measurer(spec)
     grid = problem_quantizer(problem)  # the problem's candidates' grid: what its predictions priced
-    weights = apply_plan(spec.model, Plan(bits=bits, quantizer=grid)).weights
+    if weights is None:
+        weights = apply_plan(spec.model, Plan(bits=bits, quantizer=grid)).weights
     names = [layer.name for layer in problem.layers]
     work = measurer.model_with({})  # the measurer's copy at the original weights, restored after each swap
     device = next(work.parameters()).device
@@ -119,7 +122,9 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
     select_line = (f"`cetopt plan` (measured selection between the dp plan and the pool's, {', '.join(DEFAULT_POOL)}; "
                    f"loss change on the {split} batches): {chosen} -> ships {selection.best.label}")
-    check = per_layer_check(spec, problem, dict(solve(problem, "dp").bits), measurer)
+    dp_bits = dict(solve(problem, "dp").bits)
+    check = per_layer_check(spec, problem, dp_bits, measurer,
+                            None if rounding == "nearest" else built.compressed_weights(dp_bits))
     check_table = format_table(["layer", "bits", "predicted_dL", "measured_dL"],
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]
                                 for r in check])

@@ -29,3 +29,16 @@ def test_extract_joint_roundings_and_group_sizes(tmp_path: Path, root: Path) -> 
     bad = subprocess.run([sys.executable, "-m", "cetopt", "extract", "test_cli:user_model", "--rounding", "floor", "--out",
                           str(tmp_path / "x.json")], capture_output=True, text=True, cwd=root, timeout=300)
     assert bad.returncode == 2 and "unknown rounding 'floor'" in bad.stderr
+
+
+def test_demo_measures_every_plan_with_the_rounding_it_priced(root: Path, monkeypatch) -> None:
+    """`cetopt demo --rounding gptq`: the whole-plan check measures the dp plan's gptq weights, so it equals the dp
+    row's measured change (with nearest weights it would not)."""
+    monkeypatch.syspath_prepend(str(root / "tests"))
+    from cetopt.pipeline import run_demo
+
+    text = run_demo("test_cli:user_model", avg_bits=3.0, solvers=["dp"], rounding="gptq")
+    assert "rounding gptq (every plan)" in text
+    dp_row = next(line.split() for line in text.splitlines() if line.startswith("cet/dp"))
+    whole = next(line.split() for line in text.splitlines() if line.startswith("(whole plan)"))
+    assert abs(float(dp_row[6]) - float(whole[-1])) <= 5e-6  # printed to 5 and 6 decimals
