@@ -1,5 +1,6 @@
-"""Uniform weight quantisers: symmetric or asymmetric, per-tensor or per output channel, round to nearest,
-with an optional MSE-optimal clipping search; any bit-width from 1 to 16.
+"""Uniform weight quantisers: symmetric or asymmetric, per-tensor, per output channel or per group of inputs,
+round to nearest, with an optional MSE-optimal clipping search; any bit-width from 1 to 16. The grid itself and
+every other rounding live in cetopt.quant.rounding.
 
 ``fake_quantize`` returns Q_b(W) in the weight's dtype; ``quantization_error`` returns d = Q_b(W) - W,
 the error vector whose quadratic form the problem builders evaluate.
@@ -64,52 +65,6 @@ def _check_bits(bits: int) -> None:
 
 def channels(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1) if per_channel and weight.dim() > 1 else weight.reshape(1, -1)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A per-row uniform grid: value = (code - zero) * scale with integer codes in [low, high].
-
-    Attributes:
-        scale, zero: (rows, 1) tensors.
-        low, high: the integer code range.
-    """
-
-    scale: torch.Tensor
-    zero: torch.Tensor
-    low: int
-    high: int
-
-    def codes(self, rows: torch.Tensor) -> torch.Tensor:
-        """Round-to-nearest integer codes of ``rows`` (rows x values), clamped to the range."""
-        return torch.clamp(torch.round(rows / self.scale) + self.zero, self.low, self.high)
-
-    def values(self, codes: torch.Tensor) -> torch.Tensor:
-        return (codes - self.zero) * self.scale
-
-
-def grid(rows: torch.Tensor, bits: int, symmetric: bool, ratio: torch.Tensor) -> Grid:
-    """The b-bit grid of each row of ``rows`` with its range scaled by ``ratio`` (rows x 1), bits >= 2."""
-    if symmetric:
-        levels = 2 ** (bits - 1) - 1
-        top = rows.abs().amax(dim=1, keepdim=True) * ratio
-        scale = torch.where(top > 0, top / levels, torch.ones_like(top))
-        return Grid(scale, torch.zeros_like(scale), -levels, levels)
-    low = rows.amin(dim=1, keepdim=True) * ratio
-    high = rows.amax(dim=1, keepdim=True) * ratio
-    levels = 2 ** bits - 1
-    span = high - low
-    scale = torch.where(span > 0, span / levels, torch.ones_like(span))
-    return Grid(scale, torch.round(-low / scale), 0, levels)
-
-
-def _quantize_rows(rows: torch.Tensor, bits: int, symmetric: bool, ratio: torch.Tensor) -> torch.Tensor:
-    """Quantise each row of ``rows`` (channels x values) with its range scaled by ``ratio`` (channels x 1)."""
-    if symmetric and bits == 1:  # binary: sign times the (clipped) mean magnitude
-        magnitude = rows.abs().mean(dim=1, keepdim=True) * ratio
-        return torch.where(rows >= 0, magnitude, -magnitude)
-    g = grid(rows, bits, symmetric, ratio)
-    return g.values(g.codes(rows))
 
 
 def fake_quantize(weight: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec()) -> torch.Tensor:
