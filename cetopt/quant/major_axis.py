@@ -12,7 +12,9 @@ mu_i = lambda_i - rest, z = U d; all n candidates cost O(nm). Greedy rounds flip
 weights, backtracking when a batch interacts badly, until no single flip improves (a local optimum of
 the flip neighbourhood; AdaRound's search space with CET's objective, no training). Every error stays
 within one grid step of round-to-nearest's, so |d|_inf <= scale. Each clipping ratio is tried and the
-best model value wins.
+best model value wins: :func:`flip_search_many` searches every ratio in one pass (one (r, m) x (m, n) product
+per round; memory a few (r, n) arrays beside U), and :func:`major_axis_round` goes through the registered
+rounding (cetopt.quant.rounding.major_axis), whose codes and float32 scales the packed artefact stores.
 """
 
 from __future__ import annotations
