@@ -1,0 +1,100 @@
+"""Whole-model plans with each rounding (issue 29, measurement c, on the models this machine can run without the
+shared lock): the default pipeline's dp plan, HAWQ-V3's plan and the uniform plan, every one rounded and priced
+with the same rounding, at 3 and 4 average bits; the headline test metric (accuracy on the digits models) and
+per-example outcomes, so a paired bootstrap (cetopt.stats.paired_bootstrap_ci) compares any two cells.
+
+One run per (model, rounding) writes ``benchmarks/results/rounding-plans/<model>-<rounding>.json``; the summary
+``benchmarks/results/rounding-plans.{json,md}`` is rebuilt from every file present::
+
+    OMP_NUM_THREADS=2 python benchmarks/rounding_plans.py --model digits-mlp --rounding gptq
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "results" / "rounding-plans"
+AVG_BITS = (3.0, 4.0)
+
+
+def run(model: str, rounding: str) -> dict[str, Any]:
+    from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.model import Budget
+    from cetopt.quant.plan import problem_quantizer
+    from cetopt.solvers.api import solve
+    from cetopt.workflow import DEFAULT_BITS, build_for
+
+    spec = load_model_spec(model)
+    measurer = Measurer(spec)
+    built = build_for(spec, budget=Budget(avg_bits=AVG_BITS[0]), rounding=rounding)
+    problem = built.problem
+    hawq = hawq_v3_problem(spec, DEFAULT_BITS, quantizer=problem_quantizer(problem), rounding=rounding)
+    cells = []
+    for avg in AVG_BITS:
+        plans = {"default dp": dict(solve(problem.with_budget(Budget(avg_bits=avg)), "dp").bits),
+                 "hawq-v3": hawq_v3_bits(hawq, avg), "uniform": uniform_bits(problem, avg)}
+        for name, bits in plans.items():
+            if bits is None:
+                continue
+            m = measurer.measure(built.compressed_weights(bits), outcomes=True)
+            cells.append({"model": model, "rounding": rounding, "avg_bits": avg, "plan": name, "bits": bits,
+                          "metric_name": m.metric_name, "metric": m.metric,
+                          "fp_metric": next(iter(measurer.fp_metrics.values()), None),
+                          "validation_dloss": m.validation_dloss,
+                          "outcomes": None if m.outcomes is None else m.outcomes.tolist()})
+    return {"model": model, "rounding": rounding, "cells": cells}
+
+
+def write(results: list[dict[str, Any]], command: str) -> None:
+    from cetopt._atomic import atomic_write_text
+    from cetopt.stats import paired_bootstrap_ci
+    from cetopt.tables import format_table
+
+    cells = [c for r in results for c in r["cells"]]
+    rows = []
+    for c in cells:
+        base = next((b for b in cells if b["model"] == c["model"] and b["avg_bits"] == c["avg_bits"]
+                     and b["plan"] == "default dp" and b["rounding"] == "nearest"), None)
+        ci = None
+        if base is not None and base is not c and c["outcomes"] and base["outcomes"]:
+            ci = paired_bootstrap_ci(np.array(c["outcomes"]), np.array(base["outcomes"]))
+        rows.append([c["model"], f"{c['avg_bits']:g}", c["rounding"], c["plan"], f"{c['metric']:.4f}",
+                     f"{c['metric'] - c['fp_metric']:+.4f}", f"{c['validation_dloss']:+.5f}",
+                     "-" if ci is None else f"{ci.estimate:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"])
+    rows.sort(key=lambda r: (r[0], r[1], r[2], r[3]))
+    atomic_write_text(OUT.with_suffix(".json"), json.dumps({"command": command, "cells": cells}, indent=1) + "\n")
+    lines = ["# Whole-model plans with each rounding", "",
+             f"Written by `{command}` (benchmarks/rounding_plans.py; its docstring says how). Every plan (the "
+             "default pipeline's dp plan, HAWQ-V3's, uniform) is priced and applied with the rounding of its row, on "
+             "the default grid (MSE clipping). Metric: the zoo's test metric (digits: accuracy); last column: paired "
+             "bootstrap 95% CI (2000 resamples over test examples, one zoo seed) of the metric minus that of the "
+             "default dp plan with nearest rounding at the same budget.", "",
+             format_table(["model", "avg bits", "rounding", "plan", "metric", "vs FP32", "validation dL",
+                           "vs default+nearest"], rows), ""]
+    atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--rounding", required=True)
+    args = parser.parse_args(argv)
+    from cetopt._atomic import atomic_write_text
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    result = run(args.model, args.rounding)
+    atomic_write_text(OUT / f"{args.model}-{args.rounding}.json", json.dumps(result) + "\n")
+    results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING, once per file in "
+                   "benchmarks/results/rounding-plans/")
+
+
+if __name__ == "__main__":
+    main()
