@@ -11,7 +11,7 @@ original weights before the search ("static groups"), so the codes and scales st
 searched; columns are taken in their natural order (no act-order); the FP32 model's inputs are used for every
 layer (no sequential re-capture). Damping lambda = ``DAMPING`` x mean diag(H) (x 10 until H is positive
 definite, logged). The result is compared with nearest on the same grid in the reconstruction error and the
-lower one is kept (recorded as info["chose"]; it is GPTQ on every layer measured so far).
+lower one is kept (recorded as info["chose"], logged at INFO when it is nearest).
 """
 
 from __future__ import annotations
