@@ -69,7 +69,8 @@ def quantization_candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[
         quadrics: layer -> LayerQuadric, for roundings that need the loss quadric (major-axis).
         grams: layer -> (groups, p, p) layer-input Gram matrix, for roundings that need it (adaround, gptq).
         group_sizes: several scale layouts (0 = per channel, g = a scale per g inputs) as candidates of their
-            own, recorded in each Choice with its packed size (codes + scales); None: the quantiser's alone.
+            own, recorded in each Choice with its packed size (codes + scales); None: the quantiser's alone (with
+            its packed size when it has group scales).
     """
     from cetopt.quant.rounding import get_rounding
     from cetopt.quant.rounding.base import GRAM, QUADRIC, RoundingContext
@@ -91,7 +92,9 @@ def quantization_candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[
         for b in bits:
             for group in layouts:
                 spec = replace(quantizer, group_size=group)
-                size = float(packed_size_bits(tuple(weight.shape), int(b), spec)) if group_sizes is not None else None
+                # group scales cost up to a bit per weight: such candidates carry their packed size (codes + scales)
+                sized = group_sizes is not None or quantizer.group_size > 0
+                size = float(packed_size_bits(tuple(weight.shape), int(b), spec)) if sized else None
                 for r in (names if b >= 2 else ("nearest",)):
                     choice = Choice(bits=int(b), loss=0.0, size_bits=size, rounding=r if joint else None,
                                     group_size=group if group_sizes is not None else None)

@@ -60,3 +60,10 @@ def test_apply_packs_exactly_the_priced_codes(tmp_path: Path, rounding: object, 
     modules = dict(loaded.model.named_modules())
     for name, weight in priced.items():
         assert torch.equal(modules[name].weight.detach(), weight), name
+
+
+def test_a_grouped_quantiser_prices_its_scales() -> None:
+    w = {"l": torch.randn(8, 64, generator=torch.Generator().manual_seed(0))}
+    grouped = quantization_candidates(w, [2, 4], quantizer=QuantizerSpec(group_size=32))[0]
+    assert [c.size_bits for c in grouped.choices] == [8 * 64 * b + 8 * 2 * 32 for b in (2, 4)]  # 2 fp32 scales a row
+    assert all(c.size_bits is None for c in quantization_candidates(w, [2, 4])[0].choices)  # per channel: as before
