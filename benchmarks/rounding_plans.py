@@ -69,7 +69,8 @@ def write(results: list[dict[str, Any]], command: str) -> None:
                      f"{c['metric'] - c['fp_metric']:+.4f}", f"{c['validation_dloss']:+.5f}",
                      "-" if ci is None else f"{ci.estimate:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"])
     rows.sort(key=lambda r: (r[0], r[1], r[2], r[3]))
-    atomic_write_text(OUT.with_suffix(".json"), json.dumps({"command": command, "cells": cells}, indent=1) + "\n")
+    summary = [{k: v for k, v in c.items() if k != "outcomes"} for c in cells]  # outcomes: in the per-run files
+    atomic_write_text(OUT.with_suffix(".json"), json.dumps({"command": command, "cells": summary}, indent=1) + "\n")
     lines = ["# Whole-model plans with each rounding", "",
              f"Written by `{command}` (benchmarks/rounding_plans.py; its docstring says how). Every plan (the "
              "default pipeline's dp plan, HAWQ-V3's, uniform) is priced and applied with the rounding of its row, on "
