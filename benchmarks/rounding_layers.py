@@ -39,8 +39,9 @@ def label(rounding: str, clip: str) -> str:
     return rounding if clip == "none" else f"{rounding}@{clip}-grid"
 
 
-def model_rows(model: str) -> list[dict[str, Any]]:
-    """One row per (layer, bits, group size, rounding variant) of ``model``."""
+def model_rows(model: str, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per (layer, bits, group size, rounding variant) of ``model``; roundings in ``skip`` left out (without
+    major-axis no curvature is extracted, and the CET quadric column is then absent)."""
     import torch
 
     from cetopt.curvature.extract import extract_curvature
@@ -57,18 +58,21 @@ def model_rows(model: str) -> list[dict[str, Any]]:
     spec = load_model_spec(model)
     layers = [r.name for r in find_layers(spec.model, spec.quantisable_layers(), exclude=spec.exclude)]
     grams = layer_grams(spec.model, layers, spec.loss_fn, spec.calibration)
-    curvature = extract_curvature(spec.model, spec.loss_fn, spec.calibration, layers=layers, show_progress=False,
-                                  description=spec.name)
-    quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in layers}
+    variants = [(r, c) for r, c in VARIANTS if r not in skip]
+    quadrics: dict[str, Any] = {}
+    if "major-axis" not in skip:
+        curvature = extract_curvature(spec.model, spec.loss_fn, spec.calibration, layers=layers, show_progress=False,
+                                      description=spec.name)
+        quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in layers}
     measurer = Measurer(spec)
     modules = dict(spec.model.named_modules())
     rows = []
     for name in layers:
         weight = modules[name].weight.detach()
-        context = RoundingContext(quadric=quadrics[name], gram=grams[name])
+        context = RoundingContext(quadric=quadrics.get(name), gram=grams[name])
         for bits in BITS:
             for group in GROUPS:
-                for rounding, clip in VARIANTS:
+                for rounding, clip in variants:
                     grid = QuantizerSpec(clip=clip, group_size=group)
                     start = time.perf_counter()
                     out = get_rounding(rounding).round(weight, bits, grid, context)
@@ -78,7 +82,8 @@ def model_rows(model: str) -> list[dict[str, Any]]:
                                  "group": group, "rounding": label(rounding, clip), "seconds": seconds,
                                  "validation_dloss": measurer.validation_dloss({name: out.weight}),
                                  "calibration_dloss": measurer.calibration_dloss({name: out.weight}),
-                                 "quadric_model": model_value(d.reshape(-1).numpy(), quadrics[name]),
+                                 "quadric_model": model_value(d.reshape(-1).numpy(), quadrics[name])
+                                 if name in quadrics else None,
                                  "gram_energy": gram_energy(d, grams[name].double())})
         print(f"{model} {name}: done", file=sys.stderr, flush=True)
     del torch
@@ -120,6 +125,8 @@ def proxy_correlations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in rows if r["model"] == model and r["validation_dloss"] is not None]
         measured = [r["validation_dloss"] for r in mine]
         for proxy in ("quadric_model", "gram_energy"):
+            if any(r[proxy] is None for r in mine):
+                continue
             rho = spearmanr([r[proxy] for r in mine], measured).statistic
             out.append({"model": model, "proxy": proxy, "candidates": len(mine), "spearman": float(rho)})
     return out
@@ -159,6 +166,7 @@ def write(rows: list[dict[str, Any]], command: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--skip", default="", help="roundings left out, comma-separated (major-axis: no curvature)")
     args = parser.parse_args(argv)
     import torch
 
@@ -167,10 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     for model in args.models.split(","):
-        rows = model_rows(model)
+        rows = model_rows(model, tuple(r for r in args.skip.split(",") if r))
         atomic_write_text(OUT / f"{model}.json", json.dumps(rows, indent=1) + "\n")
     rows = [r for path in sorted(OUT.glob("*.json")) for r in json.loads(path.read_text())]
-    write(rows, "python benchmarks/rounding_layers.py --models MODEL, once per model file in "
+    write(rows, "python benchmarks/rounding_layers.py --models MODEL [--skip major-axis where the curvature extraction "
+                "would need the shared lock], once per model file in "
                 "benchmarks/results/rounding-layers/")
 
 
