@@ -22,7 +22,7 @@ OUT = Path(__file__).resolve().parent / "results" / "rounding-plans"
 AVG_BITS = (3.0, 4.0)
 
 
-def run(model: str, rounding: str) -> dict[str, Any]:
+def run(model: str, rounding: str, clip: str) -> dict[str, Any]:
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -33,7 +33,11 @@ def run(model: str, rounding: str) -> dict[str, Any]:
 
     spec = load_model_spec(model)
     measurer = Measurer(spec)
-    built = build_for(spec, budget=Budget(avg_bits=AVG_BITS[0]), rounding=rounding)
+    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.workflow import DEFAULT_QUANTIZER
+
+    grid = DEFAULT_QUANTIZER if clip == DEFAULT_QUANTIZER.clip else QuantizerSpec(clip=clip)
+    built = build_for(spec, budget=Budget(avg_bits=AVG_BITS[0]), rounding=rounding, quantizer=grid)
     problem = built.problem
     hawq = hawq_v3_problem(spec, DEFAULT_BITS, quantizer=problem_quantizer(problem), rounding=rounding)
     cells = []
@@ -44,12 +48,13 @@ def run(model: str, rounding: str) -> dict[str, Any]:
             if bits is None:
                 continue
             m = measurer.measure(built.compressed_weights(bits), outcomes=True)
-            cells.append({"model": model, "rounding": rounding, "avg_bits": avg, "plan": name, "bits": bits,
+            cells.append({"model": model, "rounding": rounding if grid == DEFAULT_QUANTIZER else f"{rounding}@{clip}-grid",
+                          "avg_bits": avg, "plan": name, "bits": bits,
                           "metric_name": m.metric_name, "metric": m.metric,
                           "fp_metric": next(iter(measurer.fp_metrics.values()), None),
                           "validation_dloss": m.validation_dloss,
                           "outcomes": None if m.outcomes is None else m.outcomes.tolist()})
-    return {"model": model, "rounding": rounding, "cells": cells}
+    return {"model": model, "rounding": rounding, "clip": clip, "cells": cells}
 
 
 def write(results: list[dict[str, Any]], command: str) -> None:
@@ -74,7 +79,7 @@ def write(results: list[dict[str, Any]], command: str) -> None:
     lines = ["# Whole-model plans with each rounding", "",
              f"Written by `{command}` (benchmarks/rounding_plans.py; its docstring says how). Every plan (the "
              "default pipeline's dp plan, HAWQ-V3's, uniform) is priced and applied with the rounding of its row, on "
-             "the default grid (MSE clipping). Metric: the zoo's test metric (digits: accuracy); last column: paired "
+             "the default grid (MSE clipping) unless the row says @none-grid (range max|w|). Metric: the zoo's test metric (digits: accuracy); last column: paired "
              "bootstrap 95% CI (2000 resamples over test examples, one zoo seed) of the metric minus that of the "
              "default dp plan with nearest rounding at the same budget.", "",
              format_table(["model", "avg bits", "rounding", "plan", "metric", "vs FP32", "validation dL",
@@ -86,14 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--rounding", required=True)
+    parser.add_argument("--clip", choices=("none", "mse"), default="mse", help="the grid (default: the default "
+                        "quantiser's, MSE clipping)")
     args = parser.parse_args(argv)
     from cetopt._atomic import atomic_write_text
 
     OUT.mkdir(parents=True, exist_ok=True)
-    result = run(args.model, args.rounding)
-    atomic_write_text(OUT / f"{args.model}-{args.rounding}.json", json.dumps(result) + "\n")
+    result = run(args.model, args.rounding, args.clip)
+    suffix = "" if args.clip == "mse" else f"-{args.clip}-grid"
+    atomic_write_text(OUT / f"{args.model}-{args.rounding}{suffix}.json", json.dumps(result) + "\n")
     results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
-    write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING, once per file in "
+    write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING [--clip none], once per file in "
                    "benchmarks/results/rounding-plans/")
 
 
