@@ -42,8 +42,6 @@ def label(rounding: str, clip: str) -> str:
 def model_rows(model: str, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One row per (layer, bits, group size, rounding variant) of ``model``; roundings in ``skip`` left out (without
     major-axis no curvature is extracted, and the CET quadric column is then absent)."""
-    import torch
-
     from cetopt.curvature.extract import extract_curvature
     from cetopt.curvature.layers import find_layers
     from cetopt.geometry.layer import LayerQuadric
@@ -86,7 +84,6 @@ def model_rows(model: str, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
                                  if name in quadrics else None,
                                  "gram_energy": gram_energy(d, grams[name].double())})
         print(f"{model} {name}: done", file=sys.stderr, flush=True)
-    del torch
     return rows
 
 
