@@ -22,6 +22,34 @@ OUT = Path(__file__).resolve().parent / "results" / "rounding-plans"
 AVG_BITS = (3.0, 4.0)
 
 
+def run_joint(model: str, roundings: tuple[str, ...], groups: tuple[int, ...], clip: str) -> dict[str, Any]:
+    """The default pipeline's dp plan of the joint problem: every (bits, group size, rounding) a candidate, sized with
+    its scales (so its budget is stricter than the other rows', which leave per-channel scales out)."""
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import load_model_spec
+    from cetopt.problem.model import Budget
+    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.solvers.api import solve
+    from cetopt.workflow import build_for
+
+    spec = load_model_spec(model)
+    measurer = Measurer(spec)
+    built = build_for(spec, budget=Budget(avg_bits=AVG_BITS[0]), rounding=roundings, group_sizes=groups,
+                      quantizer=QuantizerSpec(clip=clip))
+    label = f"joint {'+'.join(roundings)} g{'/'.join(map(str, groups))}@{clip}-grid"
+    cells = []
+    for avg in AVG_BITS:
+        result = solve(built.problem.with_budget(Budget(avg_bits=avg)), "dp")
+        m = measurer.measure(built.weights_for_choices(result.choices), outcomes=True)
+        chosen = [layer.choices[result.choices[layer.name]].label for layer in built.problem.layers]
+        cells.append({"model": model, "rounding": label, "avg_bits": avg, "plan": "default dp", "bits": chosen,
+                      "metric_name": m.metric_name, "metric": m.metric,
+                      "fp_metric": next(iter(measurer.fp_metrics.values()), None),
+                      "validation_dloss": m.validation_dloss,
+                      "outcomes": None if m.outcomes is None else m.outcomes.tolist()})
+    return {"model": model, "rounding": label, "clip": clip, "cells": cells}
+
+
 def run(model: str, rounding: str, clip: str) -> dict[str, Any]:
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
@@ -93,15 +121,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounding", required=True)
     parser.add_argument("--clip", choices=("none", "mse"), default="mse", help="the grid (default: the default "
                         "quantiser's, MSE clipping)")
+    parser.add_argument("--group-sizes", default="", help="joint problem: these scale layouts (e.g. 0,32) x the "
+                        "comma-separated --rounding list, the default dp plan only")
     args = parser.parse_args(argv)
     from cetopt._atomic import atomic_write_text
 
     OUT.mkdir(parents=True, exist_ok=True)
-    result = run(args.model, args.rounding, args.clip)
-    suffix = "" if args.clip == "mse" else f"-{args.clip}-grid"
+    if args.group_sizes:
+        roundings = tuple(args.rounding.split(","))
+        result = run_joint(args.model, roundings, tuple(int(g) for g in args.group_sizes.split(",")), args.clip)
+        suffix = f"-g{args.group_sizes.replace(',', '-')}-{args.clip}-grid"
+        args.rounding = "+".join(roundings)
+    else:
+        result = run(args.model, args.rounding, args.clip)
+        suffix = "" if args.clip == "mse" else f"-{args.clip}-grid"
     atomic_write_text(OUT / f"{args.model}-{args.rounding}{suffix}.json", json.dumps(result) + "\n")
     results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
-    write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING [--clip none], once per file in "
+    write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING[,ROUNDING] [--clip none] "
+                   "[--group-sizes 0,32], once per file in "
                    "benchmarks/results/rounding-plans/")
 
 
