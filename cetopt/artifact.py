@@ -64,10 +64,27 @@ def model_target(target: str) -> str:
     return normalise_target(target)
 
 
+def _layers_needing(plan: Plan, what: str) -> list[str]:
+    from cetopt.quant.rounding import rounding_needs
+
+    return [n for n, c in plan.layers.items() if what in rounding_needs(c.rounding)]
+
+
+def plan_grams(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
+    """Layer-input Gram matrices for the plan's layers rounded by adaround or gptq, on the spec's calibration
+    batches: the same function and data the problem's candidates were rounded with, so the codes match."""
+    from cetopt.builders.second_order import rounding_grams
+
+    names = _layers_needing(plan, "gram")
+    if not names:
+        return None
+    return rounding_grams(spec.model, spec.loss_fn, spec.calibration, names, "gptq")
+
+
 def plan_quadrics(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
     """Layer quadrics for the plan's major-axis layers, from the curvature the problem was built with (the
     settings in ``plan.extra["curvature"]``; extracted once, then read from the curvature cache)."""
-    names = [n for n, c in plan.layers.items() if c.rounding != "nearest"]
+    names = _layers_needing(plan, "quadric")
     if not names:
         return None
     from cetopt.curvature.extract import CurvatureSettings, extract_curvature
@@ -187,15 +204,18 @@ class _Packed(NamedTuple):
     scale_bytes: int
 
 
-def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None) -> _Packed:
+def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None,
+          grams: Mapping[str, Any] | None) -> _Packed:
     """What DIR's model.safetensors holds: tensors by name, layout per planned layer and the byte split."""
     modules = _check_layers(spec.model, plan)
+    from cetopt.quant.rounding.base import RoundingContext
+
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, Any] = {}
     code_bytes = scale_bytes = 0
     for name, choice in plan.layers.items():
-        packed = compress_layer(modules[name].weight, choice, plan.quantizer_of(name),
-                                quadric=(quadrics or {}).get(name), name=name)
+        context = RoundingContext(quadric=(quadrics or {}).get(name), gram=(grams or {}).get(name))
+        packed = compress_layer(modules[name].weight, choice, plan.quantizer_of(name), context=context, name=name)
         tensors.update(packed.tensors)
         layout[name] = packed.layout
         for key, t in packed.tensors.items():
@@ -236,7 +256,8 @@ def check_plan_fingerprint(spec: ModelSpec, plan: Plan, *, require: bool = True)
 
 
 def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, target: str | None = None,
-                   quadrics: Mapping[str, Any] | None = None, require_fingerprint: bool = True) -> ArtifactInfo:
+                   quadrics: Mapping[str, Any] | None = None, grams: Mapping[str, Any] | None = None,
+                   require_fingerprint: bool = True) -> ArtifactInfo:
     """Compress ``spec.model`` by ``plan`` and write DIR (see the module docstring).
 
     DIR is built in a staging folder next to it and swapped into place whole (cetopt._atomic.staged_dir): an
@@ -257,7 +278,9 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
     check_plan_fingerprint(spec, plan, require=require_fingerprint)
     if quadrics is None:
         quadrics = plan_quadrics(spec, plan)
-    tensors, layout, buffer_bytes, code_bytes, scale_bytes = _pack(spec, plan, quadrics)
+    if grams is None:
+        grams = plan_grams(spec, plan)
+    tensors, layout, buffer_bytes, code_bytes, scale_bytes = _pack(spec, plan, quadrics, grams)
     flat, index = bundle(tensors)
     compact = {"separators": (",", ":")}
     blob = save(flat, metadata={"format": ARTIFACT_FORMAT, "layout": json.dumps(layout, **compact),
@@ -402,7 +425,7 @@ def _verify_source(directory: Path, spec: ModelSpec, plan: Plan, manifest: Mappi
     if manifest["source_fingerprint"] != state_fingerprint(spec.model):
         raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
                            "differ); evaluate it with the --model it was applied to", field="model")
-    expected, expected_layout, buffer_bytes, _, _ = _pack(spec, plan, plan_quadrics(spec, plan))
+    expected, expected_layout, buffer_bytes, _, _ = _pack(spec, plan, plan_quadrics(spec, plan), plan_grams(spec, plan))
     size = model_packed_size(spec.model, plan)
     differ = sorted(set(expected) ^ set(tensors))
     if not differ:

@@ -104,3 +104,38 @@ def adaround_plan_weights(spec: ModelSpec, bits: Mapping[str, int], *, max_batch
     batches = list(spec.calibration)[:max_batches] if max_batches else list(spec.calibration)
     inputs = layer_inputs(spec.model, list(bits), spec.loss_fn, batches)
     return {n: r.weight for n, r in adaround_weights(spec.model, bits, inputs).items()}
+
+
+def rounded_plan_weights(spec: ModelSpec, bits: Mapping[str, int], rounding: str, quantizer: object = None, *,
+                         quadrics: Mapping[str, object] | None = None, grams: Mapping[str, "torch.Tensor"] | None = None
+                         ) -> dict[str, "torch.Tensor"]:
+    """Each layer of ``bits`` (any allocation: uniform, HAWQ-V3's, the plan's) rounded by the registered
+    ``rounding`` (cetopt.quant.rounding) on ``quantizer``'s grid (default cetopt.workflow.DEFAULT_QUANTIZER): the
+    baselines given the same rounding as the plan they are compared with, so a table separates what the allocation
+    adds from what the rounding adds. Gram matrices (adaround, gptq) come from the spec's calibration batches and
+    quadrics (major-axis) from its cached curvature, unless given."""
+    from cetopt.builders.second_order import rounding_grams
+    from cetopt.quant.rounding import get_rounding
+    from cetopt.quant.rounding.base import QUADRIC, RoundingContext
+    from cetopt.workflow import DEFAULT_QUANTIZER
+
+    grid = quantizer if quantizer is not None else DEFAULT_QUANTIZER
+    chosen = get_rounding(rounding)
+    plain = {n: b for n, b in bits.items() if b >= chosen.min_bits}
+    if grams is None:
+        grams = rounding_grams(spec.model, spec.loss_fn, spec.calibration, list(plain), rounding) or {}
+    if quadrics is None and QUADRIC in chosen.needs:
+        from cetopt.curvature.extract import extract_curvature
+        from cetopt.geometry.layer import LayerQuadric
+
+        curvature = extract_curvature(spec.model, spec.loss_fn, spec.calibration, layers=spec.quantisable_layers(),
+                                      exclude=spec.exclude, show_progress=False, description=spec.name)
+        quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in plain}
+    modules = dict(spec.model.named_modules())
+    out = {}
+    for name, b in bits.items():
+        weight = modules[name].weight.detach()
+        use = rounding if name in plain else "nearest"
+        context = RoundingContext(quadric=(quadrics or {}).get(name), gram=grams.get(name))
+        out[name] = get_rounding(use).round(weight, b, grid, context).weight  # type: ignore[arg-type]
+    return out

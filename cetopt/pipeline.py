@@ -3,7 +3,7 @@ measure it beside the uniform and HAWQ-V3 baselines (``cetopt demo``, ``make dem
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cetopt.modelspec import ModelSpec
 from cetopt.problem.model import AllocationProblem, Budget
@@ -13,9 +13,11 @@ if TYPE_CHECKING:
 
 
 def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str, int],
-                    measurer: "Measurer | None" = None) -> list[dict[str, Any]]:
+                    measurer: "Measurer | None" = None, weights: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """For each layer alone at its planned bit-width: the predicted loss change (the problem's choice loss)
-    next to the measured change of the mean calibration loss; a last row for the whole plan.
+    next to the measured change of the mean calibration loss; a last row for the whole plan. ``weights``: the
+    plan's compressed weights as priced (a rounding other than nearest: BuiltProblem.compressed_weights); default
+    round-to-nearest on the problem's grid.
 
     The single-layer changes come from :func:`cetopt.builders.signal_measured.measured_changes` (each layer re-run
     from recorded activations where the model traces: on MobileNetV2 2.6x faster than a full forward per layer,
@@ -28,7 +30,8 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
 
     measurer = measurer if measurer is not None else Measurer(spec)
     grid = problem_quantizer(problem)  # the problem's candidates' grid: what its predictions priced
-    weights = apply_plan(spec.model, Plan(bits=bits, quantizer=grid)).weights
+    if weights is None:
+        weights = apply_plan(spec.model, Plan(bits=bits, quantizer=grid)).weights
     names = [layer.name for layer in problem.layers]
     work = measurer.model_with({})  # the measurer's copy at the original weights, restored after each swap
     device = next(work.parameters()).device
@@ -51,8 +54,10 @@ def _row(label: str, status: str, avg_bits: float, ratio: float, predicted: floa
             "-" if metric is None else f"{metric:.4f}", "-" if metric is None or fp is None else f"{metric - fp:+.4f}"]
 
 
-def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None) -> str:
-    """The demo table as text (``name``: a zoo model, ``module:function`` or ``file.py:function``)."""
+def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
+             rounding: str | None = None) -> str:
+    """The demo table as text (``name``: a zoo model, ``module:function`` or ``file.py:function``; ``rounding``: a
+    registered rounding for every plan, baselines included, default cetopt.workflow.DEFAULT_ROUNDING)."""
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -62,12 +67,14 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.solvers.api import solve
     from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
-    from cetopt.workflow import DEFAULT_BITS, build_for
+    from cetopt.quant.pack import model_packed_size
+    from cetopt.workflow import DEFAULT_BITS, DEFAULT_ROUNDING, build_for
 
+    rounding = rounding or DEFAULT_ROUNDING
     spec = load_model_spec(name)
     measurer = Measurer(spec)
     metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
-    built = build_for(spec, budget=Budget(avg_bits=avg_bits))
+    built = build_for(spec, budget=Budget(avg_bits=avg_bits), rounding=rounding)
     problem = built.problem
     names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
     rows = []
@@ -79,8 +86,12 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         """(packed ratio, Measurement) of the plan ``bits``."""
         key = tuple(sorted(bits.items()))
         if key not in measured:
-            applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
-            measured[key] = (applied.ratio, measurer.measure(applied.weights))
+            if rounding == "nearest":
+                applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
+                measured[key] = (applied.ratio, measurer.measure(applied.weights))
+            else:  # the candidates' own rounded weights: what was priced, what `apply` packs
+                ratio = model_packed_size(spec.model, Plan(bits=bits, quantizer=grid)).ratio
+                measured[key] = (ratio, measurer.measure(built.compressed_weights(bits)))
         return measured[key]
 
     for solver in names:
@@ -91,7 +102,8 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         ratio, measurement = apply_and_measure(dict(result.bits))
         rows.append(_row(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
                          "-" if result.gap is None else f"{result.gap:.1e}", measurement, fp))
-    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid), avg_bits)}
+    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid, rounding=rounding),
+                                            avg_bits)}
     uniform = max(b for b in DEFAULT_BITS if b <= avg_bits)
     baselines[f"uniform {uniform}-bit"] = uniform_bits(problem, uniform)
     for label, bits in baselines.items():
@@ -110,12 +122,15 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
     select_line = (f"`cetopt plan` (measured selection between the dp plan and the pool's, {', '.join(DEFAULT_POOL)}; "
                    f"loss change on the {split} batches): {chosen} -> ships {selection.best.label}")
-    check = per_layer_check(spec, problem, dict(solve(problem, "dp").bits), measurer)
+    dp_bits = dict(solve(problem, "dp").bits)
+    check = per_layer_check(spec, problem, dp_bits, measurer,
+                            None if rounding == "nearest" else built.compressed_weights(dp_bits))
     check_table = format_table(["layer", "bits", "predicted_dL", "measured_dL"],
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]
                                 for r in check])
     header = (f"{spec.name}: metric = {metric_name} (FP32 {fp if fp is None else f'{fp:.4f}'}); "
               f"{len(problem.layers)} layers; budget {avg_bits} avg bits; quantiser clipping {grid.clip}; "
+              f"rounding {rounding} (every plan); "
               f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           metric_name or "metric", "vs_FP"], rows)

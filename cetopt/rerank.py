@@ -235,8 +235,8 @@ class Selection:
 
 def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str], solver: str = "dp",
               ) -> dict[str, Mapping[str, int]]:
-    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidate bit-widths and
-    grid (name -> bits). A member with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
+    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidate bit-widths, grid
+    and rounding (name -> bits). A member with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
 
     Raises:
         ProblemError(field="pool"): an unknown cost model.
@@ -254,7 +254,8 @@ def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str]
     bits = sorted({c.bits for layer in problem.layers for c in layer.choices if c.rank is None and c.terms == 1})
     out: dict[str, Mapping[str, int]] = {}
     for name in pool:
-        other = build_for(spec, method=name, bits=bits, budget=problem.budget, quantizer=problem_quantizer(problem))
+        other = build_for(spec, method=name, bits=bits, budget=problem.budget, quantizer=problem_quantizer(problem),
+                          rounding=problem.metadata.get("rounding", "nearest"))
         result = _solve(other.problem.with_budget(problem.budget), solver)
         if result is None:
             logging.getLogger(__name__).warning("pool member %s has no feasible plan at this budget: left out", name)

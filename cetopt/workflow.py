@@ -24,11 +24,16 @@ DEFAULT_BITS = (2, 3, 4, 6, 8)
 # default keeps much of it (benchmarks/results/cost_models_pretrained_*.md). The library's QuantizerSpec() (and a
 # plan file without a quantiser) stays the plain grid.
 DEFAULT_QUANTIZER = QuantizerSpec(clip="mse")
+# how build_for (so extract, plan, demo) rounds the candidates when no rounding is given: a registered rounding of
+# cetopt.quant.rounding. Switching the project's default is this one line (benchmarks/results/rounding_*.md).
+DEFAULT_ROUNDING = "nearest"
 
 
-def problem_name(spec: ModelSpec, method: str, rounding: str = "nearest") -> str:
-    """``<model>-<method>[-<rounding>]``: distinct per method, so problem files of one model never collide."""
-    return f"{spec.name}-{method}" + ("" if rounding == "nearest" else f"-{rounding}")
+def problem_name(spec: ModelSpec, method: str, rounding: str | Sequence[str] = "nearest") -> str:
+    """``<model>-<method>[-<rounding>[+<rounding>...]]``: distinct per method and rounding, so problem files of
+    one model never collide."""
+    text = rounding if isinstance(rounding, str) else "+".join(rounding)
+    return f"{spec.name}-{method}" + ("" if text == "nearest" else f"-{text}")
 
 
 def objective_name(spec: ModelSpec) -> str:
@@ -52,8 +57,8 @@ def build_for(spec: ModelSpec, *, method: str = DEFAULT_COST_MODEL, bits: Sequen
             ``apply`` use it.
         target: how the model was named (zoo name, module:function, file.py:function), recorded as metadata
             "model_target" so bench, apply and evaluate can load the model again.
-        options: cetopt.builders.second_order.build options (rounding, interactions, layer_eps, settings,
-            curvature, levels, max_loss, ...).
+        options: cetopt.builders.second_order.build options (rounding: default :data:`DEFAULT_ROUNDING`;
+            group_sizes, interactions, layer_eps, settings, curvature, levels, max_loss, ...).
     """
     from cetopt import __version__
     from cetopt.builders.second_order import build
@@ -74,6 +79,8 @@ def build_for(spec: ModelSpec, *, method: str = DEFAULT_COST_MODEL, bits: Sequen
                 "objective": objective_name(spec),
                 **{k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))},
                 **fingerprint_spec(spec).as_metadata()}  # ties the file to these weights and calibration data
-    return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options.get("rounding", "nearest")),
+    if options.get("rounding") is None:
+        options["rounding"] = DEFAULT_ROUNDING
+    return build(spec.model, spec.loss_fn, spec.calibration, name=problem_name(spec, method, options["rounding"]),
                  bits=bits, method=method, budget=budget, layers=spec.quantisable_layers(), metadata=metadata,
                  quantizer=quantizer, **{"validation": spec.validation, **options})

@@ -77,3 +77,28 @@ def test_adaround_plan_weights_beat_nearest_on_layer_outputs() -> None:
             return float(((inputs @ (q - w).T) ** 2).sum(1).mean())
 
         assert err(rounded[name]) <= err(fake_quantize(w, bits[name])) * (1 + 1e-12)
+
+
+def test_baselines_take_any_rounding() -> None:
+    """rounded_plan_weights rounds a baseline allocation exactly as the rounding does on its own (Gram matrices from
+    the spec's calibration batches), and nearest on the default grid is fake_quantize."""
+    import torch
+
+    from cetopt.baselines import rounded_plan_weights
+    from cetopt.quant.adaround import layer_grams
+    from cetopt.quant.quantizers import fake_quantize
+    from cetopt.quant.rounding import round_weight
+    from cetopt.quant.rounding.base import RoundingContext
+    from cetopt.workflow import DEFAULT_QUANTIZER
+    from tests.test_artifact import small_spec
+
+    spec = small_spec()
+    bits = {"0": 3, "4": 1}
+    modules = dict(spec.model.named_modules())
+    gptq = rounded_plan_weights(spec, bits, "gptq")
+    gram = layer_grams(spec.model, ["0"], spec.loss_fn, spec.calibration)["0"]
+    truth = round_weight("gptq", modules["0"].weight, 3, DEFAULT_QUANTIZER, RoundingContext(gram=gram)).weight
+    assert torch.equal(gptq["0"], truth)
+    assert torch.equal(gptq["4"], fake_quantize(modules["4"].weight, 1, DEFAULT_QUANTIZER))  # 1 bit: nearest
+    nearest = rounded_plan_weights(spec, bits, "nearest")
+    assert all(torch.equal(nearest[n], fake_quantize(modules[n].weight, b, DEFAULT_QUANTIZER)) for n, b in bits.items())

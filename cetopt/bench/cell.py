@@ -215,10 +215,11 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         if note and row["kind"] == "solver":
             row["message"] = f"{row['message']}; {note}" if row["message"] else note
         if model is not None:
-            from cetopt.artifact import plan_quadrics
+            from cetopt.artifact import plan_grams, plan_quadrics
 
             measurer = _measurer(model)
-            applied = apply_plan(measurer.spec.model, plan, quadrics=plan_quadrics(measurer.spec, plan))
+            applied = apply_plan(measurer.spec.model, plan, quadrics=plan_quadrics(measurer.spec, plan),
+                                 grams=plan_grams(measurer.spec, plan))
             measured = measurer.measure(applied.weights, validation=False, outcomes=True)
             metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
             row.update(metric_name=metric_name, metric=measured.metric, fp_metric=fp,

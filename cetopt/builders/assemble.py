@@ -64,6 +64,7 @@ def problem_layers(candidates: Sequence[LayerCandidates], costs: Mapping[str, np
         layer_stderr = (stderr or {}).get(cand.name)
         choices = tuple(Choice(bits=cand.choices[i].bits, loss=float(costs[cand.name][i]), rank=cand.choices[i].rank,
                                terms=cand.choices[i].terms, size_bits=cand.choices[i].size_bits,
+                               rounding=cand.choices[i].rounding, group_size=cand.choices[i].group_size,
                                **({"loss_stderr": float(layer_stderr[i])} if layer_stderr is not None else {}))
                         for i in kept[cand.name])
         out.append(Layer(name=cand.name, params=int(w.numel()), macs=macs.get(cand.name),

@@ -86,11 +86,28 @@ def replace_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn
 
 
 def _candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[int], levels: Levels | None,
-                quantizer: QuantizerSpec, rounding: str, quadrics: Mapping[str, LayerQuadric] | None
-                ) -> list[LayerCandidates]:
+                quantizer: QuantizerSpec, rounding: str | tuple[str, ...], quadrics: Mapping[str, LayerQuadric] | None,
+                grams: Mapping[str, torch.Tensor] | None, group_sizes: Sequence[int] | None) -> list[LayerCandidates]:
     if levels is None:
-        return quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
-    return level_candidates(weights, levels, quantizer=quantizer, rounding=rounding, quadrics=quadrics)
+        return quantization_candidates(weights, bits, quantizer=quantizer, rounding=rounding, quadrics=quadrics,
+                                       grams=grams, group_sizes=group_sizes)
+    if group_sizes is not None:
+        raise ProblemError("group sizes as candidates apply to plain bit-widths, not to levels", field="group_sizes")
+    return level_candidates(weights, levels, quantizer=quantizer, rounding=rounding, quadrics=quadrics, grams=grams)
+
+
+def rounding_grams(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], names: Sequence[str],
+                   rounding: str | Sequence[str]) -> dict[str, torch.Tensor] | None:
+    """Layer-input Gram matrices (cetopt.quant.adaround.layer_grams over every calibration batch) when a rounding
+    needs them, else None. ``cetopt.artifact`` calls the same function, so apply rounds on the same matrices."""
+    from cetopt.quant.adaround import layer_grams
+    from cetopt.quant.rounding import rounding_needs
+    from cetopt.quant.rounding.base import GRAM
+
+    names_r = (rounding,) if isinstance(rounding, str) else tuple(rounding)
+    if not any(GRAM in rounding_needs(r) for r in names_r):
+        return None
+    return layer_grams(model, list(names), loss_fn, list(batches))
 
 
 def _ties_and_pairs(op: CurvatureOperator, name: str, tie_residuals: bool, interactions: bool
@@ -108,7 +125,8 @@ def _ties_and_pairs(op: CurvatureOperator, name: str, tie_residuals: bool, inter
 
 def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: str,
           bits: Sequence[int] = (2, 3, 4, 6, 8), method: str = "cet", budget: Budget | None = None,
-          quantizer: QuantizerSpec = QuantizerSpec(), rounding: str = "nearest", layers: Sequence[str] | None = None,
+          quantizer: QuantizerSpec = QuantizerSpec(), rounding: str | Sequence[str] = "nearest",
+          group_sizes: Sequence[int] | None = None, layers: Sequence[str] | None = None,
           settings: CurvatureSettings | None = None, curvature: CurvatureResult | None = None,
           interactions: bool = False, layer_eps: float | None = None, max_loss: float = 0.0,
           llc_radius: str = "directional", levels: Levels | None = None, metadata: dict | None = None,
@@ -125,8 +143,11 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
         budget: the budget (default: 4 average bits; LLC: predicted change <= ``max_loss``). A budget that
             only bounds the predicted loss (``Budget(max_loss=eps)``) gives the size-minimising form.
         quantizer: the grid of Q_b.
-        rounding: "nearest", "major-axis" (error pushed toward each layer's flat axes) or
-            "major-axis-gradient" (also using g.d).
+        rounding: a registered rounding (cetopt.quant.rounding: nearest, mse, major-axis, major-axis-gradient,
+            adaround, gptq), or several: each (bits, rounding) is then a candidate of its own, priced after its
+            rounding (joint allocation).
+        group_sizes: scale layouts offered as candidates (0 = per channel, g = a scale per g inputs), each
+            priced with its packed size (codes + scales); None: the quantiser's layout alone.
         layers: restrict to these module names (default: every Linear/Conv).
         settings: curvature settings (traces, Lanczos k, device, dtype, seed).
         curvature: a precomputed CurvatureResult of these layers (else extracted, and cached on disk).
@@ -144,6 +165,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
             (cetopt.builders.signals.SignalInputs.forms_cache); None computes them afresh.
     """
     costs_model = get_cost_model(method)
+    if not isinstance(rounding, str):
+        rounding = tuple(rounding) if len(tuple(rounding)) != 1 else tuple(rounding)[0]
     if llc_radius not in ("directional", "lambda-max"):
         raise ProblemError(f"llc_radius must be 'directional' or 'lambda-max', got {llc_radius!r}", field="llc_radius")
     settings = settings or CurvatureSettings()
@@ -152,7 +175,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     curvature, quadrics = curvature_for(op, costs_model.needs, rounding, settings, curvature, cache_dir=cache_dir,
                                         description=name)
     weights = {n: p.detach() for n, p in zip(op.names, op.params)}
-    candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics)
+    grams = rounding_grams(model, loss_fn, batches, op.names, rounding)
+    candidates = _candidates(weights, bits, levels, quantizer, rounding, quadrics, grams, group_sizes)
     edges, graph_note, ties, pairs = _ties_and_pairs(op, name, tie_residuals, interactions)
     signals, cross, paths = collect_signals(SignalInputs(op, gradient, candidates, curvature, quadrics, pairs, llc_radius,
                                                   validation, forms_cache),
@@ -172,6 +196,8 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
     # what dominates this problem's prices (cetopt.costmodels.dominance): said beside the cost model's name
     info = {**info, "cost_signal_effects": signal_effects(costs_model, signals)}
     info["coverage"] = _coverage(op, paths, curvature).to_dict()
+    if group_sizes is not None:
+        info["group_sizes"] = [int(g) for g in group_sizes]
     budget, minimize = problem_form(budget, costs_model.lossless, max_loss, sum(int(w.numel()) for w in weights.values()))
     problem = AllocationProblem(name=name, layers=layer_list, budget=budget, edges=edges, interactions=terms,
                                 minimize=minimize, metadata=info)

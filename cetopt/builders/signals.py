@@ -30,16 +30,24 @@ SPECTRUM_SIGNALS = frozenset({"eigen", "lossless_radius"})  # need Lanczos eigen
 TRACE_SIGNALS = frozenset({"trace_per_weight"})              # need Hutchinson traces only (k = 0 suffices)
 
 
-def needs_curvature(needs: frozenset[str], rounding: str) -> bool:
+def _rounding_needs_quadric(rounding: str | tuple[str, ...]) -> bool:
+    from cetopt.quant.rounding import rounding_needs
+    from cetopt.quant.rounding.base import QUADRIC
+
+    names = (rounding,) if isinstance(rounding, str) else tuple(rounding)
+    return any(QUADRIC in rounding_needs(r) for r in names)
+
+
+def needs_curvature(needs: frozenset[str], rounding: str | tuple[str, ...]) -> bool:
     """Whether a CurvatureResult (traces, maybe eigenpairs) must be extracted."""
-    return bool(needs & (SPECTRUM_SIGNALS | TRACE_SIGNALS)) or rounding != "nearest"
+    return bool(needs & (SPECTRUM_SIGNALS | TRACE_SIGNALS)) or _rounding_needs_quadric(rounding)
 
 
-def needs_eigenpairs(needs: frozenset[str], rounding: str) -> bool:
-    return bool(needs & SPECTRUM_SIGNALS) or rounding != "nearest"
+def needs_eigenpairs(needs: frozenset[str], rounding: str | tuple[str, ...]) -> bool:
+    return bool(needs & SPECTRUM_SIGNALS) or _rounding_needs_quadric(rounding)
 
 
-def curvature_for(op: CurvatureOperator, needs: frozenset[str], rounding: str, settings: CurvatureSettings,
+def curvature_for(op: CurvatureOperator, needs: frozenset[str], rounding: str | tuple[str, ...], settings: CurvatureSettings,
                   given: CurvatureResult | None, *, cache_dir: str | None | bool, description: str
                   ) -> tuple[CurvatureResult | None, dict[str, LayerQuadric] | None]:
     """The curvature result and layer quadrics the signals and rounding need (None where not needed)."""

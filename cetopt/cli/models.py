@@ -11,13 +11,29 @@ from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, float_in, int_i
 from cetopt.errors import ProblemError
 
 
+def rounding_list(text: str) -> tuple[str, ...]:
+    """``--rounding a,b``: registered roundings (cetopt.quant.rounding), at least one."""
+    from cetopt.quant.rounding.registry import ROUNDINGS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ROUNDINGS]
+    if not names or unknown:
+        raise ProblemError(f"unknown rounding {unknown[0] if unknown else text!r}; use one or more of {ROUNDINGS}, "
+                           "comma-separated", field="--rounding")
+    return names
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from cetopt.modelspec import load_model_spec
     from cetopt.problem.io import save_problem
     from cetopt.problem.model import Budget
     from cetopt.workflow import build_for
 
+    from cetopt.workflow import DEFAULT_ROUNDING
+
     bits = int_list(args.bits, "--bits")
+    roundings = rounding_list(args.rounding) if args.rounding else (DEFAULT_ROUNDING,)  # named before any work
+    groups = int_list(args.group_sizes, "--group-sizes") if args.group_sizes else None
     budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
     from cetopt import distributed
 
@@ -25,7 +41,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     spec = load_model_spec(args.model)
     from cetopt.quant.quantizers import QuantizerSpec
 
-    problem = build_for(spec, bits=bits, method=args.method, budget=budget, rounding=args.rounding,
+    problem = build_for(spec, bits=bits, method=args.method, budget=budget,
+                        rounding=roundings[0] if len(roundings) == 1 else roundings, group_sizes=groups,
                         interactions=args.interactions, target=args.model,
                         quantizer=QuantizerSpec(clip=args.clip)).problem
     if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
@@ -148,7 +165,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     pool = tuple(name for name in args.pool.split(",") if name.strip())
     spec = load_model_spec(args.model)
     built = build_for(spec, method=args.method, bits=int_list(args.bits, "--bits"), budget=Budget(avg_bits=args.avg_bits),
-                      target=args.model, quantizer=QuantizerSpec(clip=args.clip))
+                      target=args.model, quantizer=QuantizerSpec(clip=args.clip), rounding=args.rounding)
     budget = SearchBudget(forwards=args.search_forwards, seconds=args.search_seconds)
     selection = select_plan(spec, built, args.rerank, pool=pool, solver=args.solver, backends=not args.no_backends,
                             search=args.search, search_budget=budget, progress=True)
@@ -212,12 +229,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         print(rerank_report(args.model, args.rerank, avg_bits=args.avg_bits))
         return EXIT_OK
-    print(run_demo(args.model, avg_bits=args.avg_bits))
+    print(run_demo(args.model, avg_bits=args.avg_bits, rounding=args.rounding))
     return EXIT_OK
 
 
 def add_parsers(sub: Any) -> None:
     """Register this module's subcommands on ``sub`` (argparse subparsers)."""
+    from cetopt.quant.rounding.registry import ROUNDINGS
+
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
@@ -226,8 +245,13 @@ def add_parsers(sub: Any) -> None:
                    help="cost model (cetopt.costmodels), default cet-upper (chosen by benchmarks/cost_models.py and "
                         "benchmarks/cost_models_pretrained.py): cet and its switches, cet-shrink, llc, hawq-v3, "
                         "fisher, cet-holdout, measured, ...")
-    p.add_argument("--rounding", choices=("nearest", "major-axis", "major-axis-gradient"), default="nearest",
-                   help="candidate rounding: nearest, or toward each layer's major axes")
+    p.add_argument("--rounding", default=None, metavar="NAME[,NAME...]",
+                   help=f"candidate rounding (cetopt.quant.rounding): {', '.join(ROUNDINGS)}; default "
+                        "cetopt.workflow.DEFAULT_ROUNDING; several, comma-separated: each is a candidate of its own "
+                        "(joint allocation of bits x rounding)")
+    p.add_argument("--group-sizes", default="", metavar="G[,G...]",
+                   help="scale layouts offered as candidates: 0 = a scale per output channel, g = a scale per g "
+                        "inputs (e.g. 0,32,128); each priced with its packed size (codes + scales)")
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
     # default = cetopt.workflow.DEFAULT_QUANTIZER.clip, spelled out (a test ties them)
     p.add_argument("--clip", choices=("none", "mse"), default="mse",
@@ -265,6 +289,9 @@ def add_parsers(sub: Any) -> None:
                    help="the search's budget in forward passes of one calibration piece (validation included)")
     p.add_argument("--search-seconds", type=float_in(0.0), default=None, metavar="S",
                    help="the search phase's wall-clock limit (default none)")
+    p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
+                   help=f"the candidates' rounding, the pool's too: {', '.join(ROUNDINGS)} (default "
+                        "cetopt.workflow.DEFAULT_ROUNDING)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
@@ -314,4 +341,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--avg-bits", type=float, default=3.0)
     p.add_argument("--rerank", type=int_in(1, 1000), default=0, metavar="K",
                    help="instead: dp's K best plans, each measured on the validation batches; the best measured wins")
+    p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
+                   help=f"every plan's rounding, baselines included: {', '.join(ROUNDINGS)} (default "
+                        "cetopt.workflow.DEFAULT_ROUNDING)")
     p.set_defaults(func=cmd_demo)

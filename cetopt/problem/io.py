@@ -31,7 +31,7 @@ MAX_FILE_BYTES = MAX_BYTES["problem file"]  # CETOPT_MAX_INPUT_BYTES overrides i
 _TOP_KEYS = ("format", "name", "description", "minimize", "budget", "activation_bits", "layers", "ties",
              "interactions", "edges", "metadata")
 _LAYER_KEYS = ("name", "params", "macs", "shape", "min_bits", "max_bits", "fixed_bits", "choices")
-_CHOICE_KEYS = ("bits", "loss", "size_bits", "bops", "rank", "terms", "loss_stderr")
+_CHOICE_KEYS = ("bits", "loss", "size_bits", "bops", "rank", "terms", "loss_stderr", "rounding", "group_size")
 _BUDGET_KEYS = ("avg_bits", "size_bits", "size_bytes", "ratio", "bops", "max_loss")
 _INTERACTION_KEYS = ("layers", "loss")
 _EDGE_KEYS = ("from", "to", "kind")
@@ -56,7 +56,8 @@ def _list(value: Any, field: str) -> list[Any]:
 
 
 _FAST_KEYS = frozenset(("bits", "loss"))
-_FAST_DEFAULTS = {"size_bits": None, "bops": None, "rank": None, "terms": 1, "loss_stderr": None}
+_FAST_DEFAULTS = {"size_bits": None, "bops": None, "rank": None, "terms": 1, "loss_stderr": None, "rounding": None,
+                  "group_size": None}
 
 
 def _choice_from_dict(data: Any) -> Choice:
@@ -154,6 +155,9 @@ def problem_to_dict(problem: AllocationProblem) -> dict[str, Any]:
                 item["terms"] = choice.terms
             if choice.loss_stderr is not None:
                 item["loss_stderr"] = choice.loss_stderr
+            for key in ("rounding", "group_size"):
+                if getattr(choice, key) is not None:
+                    item[key] = getattr(choice, key)
             choices.append(item)
         entry["choices"] = choices
         layers.append(entry)

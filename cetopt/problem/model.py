@@ -48,6 +48,9 @@ class Choice:
         terms: number of series-expansion basis terms (1 = plain quantisation).
         loss_stderr: standard error of ``loss`` (same unit, >= 0), or ``None`` when unknown; solvers ignore it,
             robust cost models and reports read it.
+        rounding: how a plain choice's codes are chosen (a cetopt.quant.rounding name), or ``None`` for the
+            problem's (metadata "rounding"); set when one layer offers several roundings (joint allocation).
+        group_size: inputs per scale of a plain choice (0 = per channel), or ``None`` for the problem's quantiser.
     """
 
     bits: int
@@ -57,6 +60,8 @@ class Choice:
     rank: int | None = None
     terms: int = 1
     loss_stderr: float | None = None
+    rounding: str | None = None
+    group_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", check_int(self.bits, "bits", low=1, high=MAX_BITS))
@@ -70,11 +75,15 @@ class Choice:
         object.__setattr__(self, "terms", check_int(self.terms, "terms", low=1, high=64))
         if self.loss_stderr is not None:
             object.__setattr__(self, "loss_stderr", check_float(self.loss_stderr, "loss_stderr", low=0.0))
+        if self.rounding is not None and (not isinstance(self.rounding, str) or not self.rounding):
+            raise ProblemError(f"rounding must be a rounding's name or null, got {self.rounding!r}", field="rounding")
+        if self.group_size is not None:
+            object.__setattr__(self, "group_size", check_int(self.group_size, "group_size", low=0))
 
     @property
-    def level(self) -> tuple[int, int | None, int]:
-        """The identity of the choice inside its layer: (bits, rank, terms)."""
-        return (self.bits, self.rank, self.terms)
+    def level(self) -> tuple[int, int | None, int, str | None, int | None]:
+        """The identity of the choice inside its layer: (bits, rank, terms, rounding, group_size)."""
+        return (self.bits, self.rank, self.terms, self.rounding, self.group_size)
 
     @property
     def label(self) -> str:
@@ -84,6 +93,10 @@ class Choice:
             text = f"{self.terms}x{text}"
         if self.rank is not None:
             text = f"r{self.rank}@{text}"
+        if self.group_size:
+            text = f"{text}/g{self.group_size}"
+        if self.rounding is not None:
+            text = f"{text}/{self.rounding}"
         return text
 
 

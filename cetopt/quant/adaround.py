@@ -19,6 +19,7 @@ patches); weights as in torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec, grid
+from cetopt.quant.quantizers import QuantizerSpec
 
 
 @dataclass(frozen=True)
@@ -47,30 +48,87 @@ class AdaRoundResult:
     steps: int
 
 
+GRAM_CHUNK_VALUES = 1 << 24  # unfolded patch values per chunk (128 MiB in float64): bounds a conv's memory
+
+
+def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(groups, samples x positions, p) unfolded inputs of a Conv1d/Conv2d for images ``x``."""
+    if isinstance(module.padding, str):
+        raise ProblemError("AdaRound and GPTQ need numeric convolution padding", field="layers")
+    if isinstance(module, nn.Conv1d):  # a Conv2d of height 1
+        patches = nn.functional.unfold(x.unsqueeze(2), (1, *module.kernel_size), (1, *module.dilation),
+                                       (0, *module.padding), (1, *module.stride))
+    else:
+        patches = nn.functional.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+    n, _, positions = patches.shape
+    return patches.reshape(n, module.groups, -1, positions).permute(1, 0, 3, 2).reshape(module.groups, n * positions, -1)
+
+
+def _gram_sum(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(X'X summed over the rows of ``inputs``: (groups, p, p) float64, number of rows)."""
+    if isinstance(module, nn.Linear):
+        x = inputs.detach().double().reshape(-1, inputs.shape[-1])
+        return (x.T @ x)[None], x.shape[0]
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        x = inputs.detach()
+        per_image = max(1, x[0].numel() * math.prod(module.kernel_size))  # unfolded values of one image (bound)
+        chunk = max(1, GRAM_CHUNK_VALUES // per_image)
+        total, count = None, 0
+        for start in range(0, x.shape[0], chunk):
+            per = _patches(module, x[start:start + chunk].double())
+            part = torch.einsum("gnp,gnq->gpq", per, per)
+            total = part if total is None else total + part
+            count += per.shape[1]
+        return total, count  # type: ignore[return-value]
+    raise ProblemError(f"AdaRound and GPTQ support Linear, Conv1d and Conv2d layers, not {type(module).__name__}",
+                       field="layers")
+
+
 def _gram(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(G: (groups, p, p) = X'X / N per input group, groups) with p the weights per output row."""
-    x = inputs.detach().double()
-    if isinstance(module, nn.Linear):
-        x = x.reshape(-1, x.shape[-1])
-        return (x.T @ x / x.shape[0])[None], 1
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        if isinstance(module.padding, str):
-            raise ProblemError("AdaRound needs numeric convolution padding", field="layers")
-        if isinstance(module, nn.Conv1d):  # a Conv2d of height 1
-            patches = nn.functional.unfold(x.unsqueeze(2), (1, *module.kernel_size), (1, *module.dilation),
-                                           (0, *module.padding), (1, *module.stride))
-        else:
-            patches = nn.functional.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
-        groups = module.groups
-        n, _, positions = patches.shape
-        per = patches.reshape(n, groups, -1, positions).permute(1, 0, 3, 2).reshape(groups, n * positions, -1)
-        return torch.einsum("gnp,gnq->gpq", per, per) / (n * positions), groups
-    raise ProblemError(f"AdaRound supports Linear, Conv1d and Conv2d layers, not {type(module).__name__}", field="layers")
+    total, count = _gram_sum(module, inputs)
+    return total / count, total.shape[0]
 
 
 def _energy(d: torch.Tensor, gram: torch.Tensor) -> float:
     """sum_rows d_r' G_group(r) d_r for d: (groups, rows per group, p)."""
     return float(torch.einsum("grp,gpq,grq->", d, gram, d))
+
+
+def gram_flips(d: torch.Tensor, step: torch.Tensor, up: torch.Tensor, gram: torch.Tensor,
+               max_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Exact greedy flips of E(d) = sum_rows d_r' G d_r between each weight's two grid neighbours.
+
+    Args:
+        d: (groups, rows per group, p) errors of the starting point (nearest).
+        step: same shape, ceiling value - floor value (0 where the two coincide at the grid's edge).
+        up: same shape, bool: the starting point is the ceiling.
+        gram: (groups, p, p).
+        max_steps: cap on greedy iterations (default p: every weight may flip once).
+
+    Returns:
+        (final d, bool mask of the weights moved to their other neighbour, iterations run).
+    """
+    scale = max(_energy(d, gram), 1e-300)
+    sign = torch.where(up, -1.0, 1.0).double()
+    gd = torch.einsum("gpq,grq->grp", gram, d)
+    diag = torch.diagonal(gram, dim1=1, dim2=2)[:, None, :]
+    steps, limit = 0, max_steps if max_steps is not None else d.shape[2]
+    start = sign.clone()
+    while steps < limit:
+        delta = sign * step
+        gain = 2 * delta * gd + delta ** 2 * diag                   # change of E if weight j of row r flips
+        best = gain.argmin(dim=2, keepdim=True)
+        improving = gain.gather(2, best) < -1e-15 * scale
+        if not bool(improving.any()):
+            break
+        size = delta.gather(2, best) * improving                      # (groups, rows, 1); 0 where no flip
+        moved = torch.zeros_like(d).scatter_(2, best, size)
+        columns = torch.gather(gram, 1, best.expand(-1, -1, d.shape[2]))  # G row j_r (= column, G symmetric)
+        d, gd = d + moved, gd + size * columns                         # O(rows p) per step
+        sign = torch.where(moved != 0, -sign, sign)
+        steps += 1
+    return d, sign != start, steps
 
 
 def adaround_layer(module: nn.Module, inputs: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec(), *,
@@ -79,46 +137,22 @@ def adaround_layer(module: nn.Module, inputs: torch.Tensor, bits: int, spec: Qua
 
     Args:
         inputs: the layer's input activations (Linear: (..., in_features); Conv2d: (N, C, H, W)).
+        spec: the grid (per channel; any clipping or group setting): cetopt.quant.rounding.adaround.
         max_steps: cap on greedy iterations (default: weights per row, enough for every weight to flip once).
     """
-    if spec.clip != "none" or not spec.per_channel:
-        raise ProblemError("AdaRound uses the per-channel plain grid; pass QuantizerSpec(clip='none', "
-                           "per_channel=True)", field="quantizer")
+    from cetopt.quant.rounding.adaround import AdaRound
+    from cetopt.quant.rounding.base import RoundingContext, gram_energy
+
     if bits < 2:
         raise ProblemError(f"AdaRound needs bits >= 2 (got {bits})", field="bits")
-    gram, groups = _gram(module, inputs)
+    gram, _ = _gram(module, inputs)
     weight = module.weight.detach()
     rows = weight.double().reshape(weight.shape[0], -1)
-    g = grid(rows, bits, spec.symmetric, torch.ones(rows.shape[0], 1, dtype=rows.dtype))
-    floor = torch.clamp(torch.floor(rows / g.scale) + g.zero, g.low, g.high)
-    ceil = torch.clamp(floor + 1, g.low, g.high)
-    nearest = g.codes(rows)
-    up = (nearest == ceil) & (ceil != floor)                      # h: which neighbour each weight takes
-    shape = (groups, rows.shape[0] // groups, rows.shape[1])
-    d = (g.values(torch.where(up, ceil, floor)) - rows).reshape(shape)
-    step = (g.values(ceil) - g.values(floor)).reshape(shape)      # ceil - floor value (0 where clamped)
-    sign = torch.where(up, -1.0, 1.0).double().reshape(shape)
-    gd = torch.einsum("gpq,grq->grp", gram, d)
-    diag = torch.diagonal(gram, dim1=1, dim2=2)[:, None, :]
-    error_nearest = _energy(d, gram)
-    steps, limit = 0, max_steps if max_steps is not None else shape[2]
-    while steps < limit:
-        delta = sign * step
-        gain = 2 * delta * gd + delta ** 2 * diag                   # change of E if weight j of row r flips
-        best = gain.argmin(dim=2, keepdim=True)
-        improving = gain.gather(2, best) < -1e-15 * max(error_nearest, 1e-300)
-        if not bool(improving.any()):
-            break
-        size = delta.gather(2, best) * improving                      # (groups, rows, 1); 0 where no flip
-        moved = torch.zeros_like(d).scatter_(2, best, size)
-        columns = torch.gather(gram, 1, best.expand(-1, -1, shape[2]))  # G row j_r (= column, G symmetric)
-        d, gd = d + moved, gd + size * columns                         # O(rows p) per step
-        sign = torch.where(moved != 0, -sign, sign)
-        steps += 1
-    quantised = (rows + d.reshape(rows.shape)).reshape(weight.shape)
-    flips = int((sign.reshape(rows.shape) != torch.where(up, -1.0, 1.0).double()).sum())
-    return AdaRoundResult(weight=quantised.to(weight.dtype), error_nearest=error_nearest, error=_energy(d, gram),
-                          flips=flips, steps=steps)
+    out = AdaRound(max_steps).round(weight, bits, spec, RoundingContext(gram=gram))
+    nearest = out.grid.values(out.grid.nearest(weight.reshape(rows.shape)))
+    return AdaRoundResult(weight=out.weight, error_nearest=gram_energy(nearest - rows, gram),
+                          error=gram_energy(out.weight.double().reshape(rows.shape) - rows, gram),
+                          flips=out.info["flips"], steps=out.info["steps"])
 
 
 def layer_inputs(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module, Any], Any],
@@ -143,6 +177,39 @@ def layer_inputs(model: nn.Module, names: Sequence[str], run: Callable[[nn.Modul
         x = torch.cat([t.reshape(-1, t.shape[-1]) if isinstance(modules[n], nn.Linear) else t for t in seen[n]])
         out[n] = x[:max_rows]
     return out
+
+
+def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module, Any], Any],
+                batches: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Each named layer's input Gram matrix G = X'X / N ((groups, p, p) float64; Linear: rows of the flattened
+    input; conv: unfolded patches) over every batch of ``batches`` (``run(model, batch)`` does the forward
+    pass), accumulated batch by batch: only the Gram matrices are kept, not the activations."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ProblemError(f"the model has no layer {missing[0]!r}", field="layers")
+    sums: dict[str, list] = {n: [None, 0] for n in names}
+
+    def record(name: str, module: nn.Module, args: tuple) -> None:
+        total, count = _gram_sum(module, args[0])
+        acc = sums[name]
+        acc[0] = total if acc[0] is None else acc[0] + total
+        acc[1] += count
+
+    from cetopt.curvature.operator import eval_mode
+
+    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            for b in batches:
+                run(model, b)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    unseen = [n for n, (total, _) in sums.items() if total is None]
+    if unseen:
+        raise ProblemError(f"layer {unseen[0]!r} never ran on the calibration batches", field="layers")
+    return {n: total / count for n, (total, count) in sums.items()}
 
 
 def adaround_weights(model: nn.Module, bits: Mapping[str, int], inputs: Mapping[str, torch.Tensor],

@@ -12,7 +12,9 @@ mu_i = lambda_i - rest, z = U d; all n candidates cost O(nm). Greedy rounds flip
 weights, backtracking when a batch interacts badly, until no single flip improves (a local optimum of
 the flip neighbourhood; AdaRound's search space with CET's objective, no training). Every error stays
 within one grid step of round-to-nearest's, so |d|_inf <= scale. Each clipping ratio is tried and the
-best model value wins.
+best model value wins: :func:`flip_search_many` searches every ratio in one pass (one (r, m) x (m, n) product
+per round; memory a few (r, n) arrays beside U), and :func:`major_axis_round` goes through the registered
+rounding (cetopt.quant.rounding.major_axis), whose codes and float32 scales the packed artefact stores.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.quant.quantizers import QuantizerSpec, channels, fake_quantize, grid
+from cetopt.quant.quantizers import QuantizerSpec
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,96 @@ class MajorAxisRounding:
 
 
 STALL_ROUNDS = 10
+RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8)  # clipping ratios tried, the full range first
+
+
+def model_value(d: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False) -> float:
+    """q(d) of the layer's model for the flat error ``d`` (n,): [g.d] + 1/2 (rest |d|^2 + sum_i mu_i (u_i.d)^2)."""
+    mu = quadric.eigenvalues - quadric.rest
+    return _model(d, quadric.eigenvectors @ d, quadric.gradient if use_gradient else None, quadric.rest, mu)
+
+
+def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
+                     max_rounds: int = 200, stall: float = 1e-3, curvature: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_greedy_flips` on r problems of one layer at once (the clipping ratios): ``d``, ``alt`` (r, n).
+
+    Each round prices every weight of every still-searching problem with one (r, m) x (m, n) product (the
+    slopes) and elementwise passes over (r, n); each problem then takes its own batch exactly as
+    :func:`_greedy_flips` does (argpartition, batch priced in O(batch x m), quartered when it does not improve,
+    doubled when it does, STALL_ROUNDS stall rule). Memory: a few (r, n) arrays beside U (m, n). ``curvature``
+    (n,): rest + sum_i mu_i u_ij^2, computed once per layer when not given.
+
+    Returns:
+        (bool (r, n): weights ending on their other neighbour, (r,) model values reached).
+    """
+    u, rest = quadric.eigenvectors, quadric.rest
+    mu = quadric.eigenvalues - rest
+    g = quadric.gradient if use_gradient else None
+    if curvature is None:
+        curvature = rest + mu @ u ** 2
+    start = np.array(d, dtype=np.float64, copy=True)
+    d, alt = start.copy(), np.array(alt, dtype=np.float64, copy=True)
+    r, n = d.shape
+    z = d @ u.T                                                     # (r, m)
+    values = np.array([_model(d[i], z[i], g, rest, mu) for i in range(r)])
+    widest = max(1, n // 50)
+    batch = np.full(r, widest)
+    history = [[v] for v in values]
+    active = np.ones(r, dtype=bool)
+    for _ in range(max_rounds):
+        for i in np.flatnonzero(active):
+            h = history[i]
+            if len(h) > STALL_ROUNDS and h[-STALL_ROUNDS - 1] - values[i] <= stall * abs(values[i]):
+                active[i] = False
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        delta = alt[rows] - d[rows]
+        slope = (mu * z[rows]) @ u                                 # the one O(r n m) product of the round
+        slope += rest * d[rows]
+        if g is not None:
+            slope += g
+        gain = np.multiply(delta, curvature)                        # gain = delta (slope + delta curvature / 2),
+        gain *= 0.5                                                 # in place: (r, n) temporaries bound memory
+        gain += slope
+        gain *= delta
+        for k, i in enumerate(rows):
+            improving = np.flatnonzero(gain[k] < -1e-15 * max(abs(values[i]), 1e-30))
+            if improving.size == 0:
+                active[i] = False
+                continue
+            while True:
+                size = min(int(batch[i]), improving.size)
+                take = improving if size == improving.size else                     improving[np.argpartition(gain[k, improving], size - 1)[:size]]
+                step = delta[k, take]
+                dz = u[:, take] @ step
+                change = rest * (float(d[i, take] @ step) + 0.5 * float(step @ step)) +                     float(mu @ (z[i] * dz + 0.5 * dz ** 2))
+                if g is not None:
+                    change += float(g[take] @ step)
+                if change < 0 or size == 1:
+                    break
+                batch[i] = max(1, size // 4)
+            if change >= 0:
+                active[i] = False
+                continue
+            alt[i, take], d[i, take] = d[i, take], alt[i, take]
+            z[i] += dz
+            values[i] += change
+            batch[i] = min(widest, 2 * size)
+            history[i].append(values[i])
+    final = np.array([_model(d[i], u @ d[i], g, rest, mu) for i in range(r)])
+    return d != start, final
+
+
+def flip_search(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
+                max_rounds: int = 200, stall: float = 1e-3) -> tuple[np.ndarray, float]:
+    """Greedy flips from ``d`` toward ``alt`` ((n,) errors of each weight's two grid neighbours): (bool mask of
+    the weights that end on their other neighbour, the model value reached)."""
+    mu = quadric.eigenvalues - quadric.rest
+    curvature = quadric.rest + mu @ quadric.eigenvectors ** 2
+    final, value, _ = _greedy_flips(d, alt, quadric, use_gradient, max_rounds, curvature, stall)
+    return final != d, value
 
 
 def _model(d: np.ndarray, z: np.ndarray, g: np.ndarray | None, rest: float, mu: np.ndarray) -> float:
@@ -129,31 +221,11 @@ def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spe
     """
     if not 2 <= bits <= 16:
         raise ProblemError(f"major-axis rounding needs 2..16 bits, got {bits}", field="bits")
-    if quadric.n != weight.numel():
-        raise ProblemError(f"quadric of {quadric.name!r} has n = {quadric.n}, the weight {weight.numel()} values",
-                           field="quadric")
-    rows = channels(weight.detach().double().cpu(), spec.per_channel)
-    flat_w = rows.reshape(-1).numpy()
-    rtn = fake_quantize(weight.detach().double().cpu(), bits, QuantizerSpec(spec.symmetric, spec.per_channel))
-    d_rtn = rtn.reshape(-1).numpy() - flat_w
-    u, rest = quadric.eigenvectors, quadric.rest
-    mu = quadric.eigenvalues - rest
-    g = quadric.gradient if use_gradient else None
-    model_rtn = _model(d_rtn, u @ d_rtn, g, rest, mu)
-    best: tuple[float, np.ndarray, float, int] = (model_rtn, d_rtn, 1.0, 0)
-    curvature = rest + mu @ u ** 2
-    for ratio in ratios:
-        ones = torch.full((rows.shape[0], 1), float(ratio), dtype=rows.dtype)
-        cell = grid(rows, bits, spec.symmetric, ones)
-        floor = torch.clamp(torch.floor(rows / cell.scale) + cell.zero, cell.low, cell.high)
-        ceil = torch.clamp(floor + 1, cell.low, cell.high)
-        nearest = cell.codes(rows)
-        other = torch.where(nearest == floor, ceil, floor)
-        d = (cell.values(nearest) - rows).reshape(-1).numpy()
-        alt = (cell.values(other) - rows).reshape(-1).numpy()
-        d, value, flips = _greedy_flips(d, alt, quadric, use_gradient, max_rounds, curvature, stall)
-        if value < best[0]:
-            best = (value, d, float(ratio), flips)
-    value, d, ratio, flips = best
-    quantised = torch.from_numpy(flat_w + d).reshape(weight.shape).to(dtype=weight.dtype, device=weight.device)
-    return MajorAxisRounding(weight=quantised, ratio=ratio, model_rtn=model_rtn, model_major=value, flips=flips)
+    from cetopt.quant.rounding.base import RoundingContext
+    from cetopt.quant.rounding.major_axis import MajorAxis, MajorAxisGradient
+
+    rounding = (MajorAxisGradient if use_gradient else MajorAxis)(ratios, max_rounds, stall)
+    out = rounding.round(weight, bits, QuantizerSpec(spec.symmetric, spec.per_channel, group_size=spec.group_size),
+                         RoundingContext(quadric=quadric))
+    return MajorAxisRounding(weight=out.weight, ratio=out.info["ratio"], model_rtn=out.info["model_nearest"],
+                             model_major=out.info["model"], flips=out.info["flips"])

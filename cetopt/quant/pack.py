@@ -28,9 +28,12 @@ import torch
 from cetopt.errors import ProblemError
 from cetopt.quant.plan import LayerChoice, Plan
 from cetopt.quant.quantizers import SCALE_BITS, QuantizerSpec, fake_quantize
+from cetopt.quant.rounding.grid import dequantize, scale_count
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from cetopt.quant.rounding.base import Rounded
 
     from cetopt.problem.model import AllocationProblem
 
@@ -46,13 +49,14 @@ def _rows(shape: tuple[int, ...], per_channel: bool) -> tuple[int, int]:
 
 
 def part_size(shape: tuple[int, ...], bits: int, spec: QuantizerSpec) -> tuple[int, int]:
-    """(code bits, scale bits) of one grid part: whole bytes of codes; the per-row float32 scale (and offset)."""
+    """(code bits, scale bits) of one grid part: whole bytes of codes; one float32 scale (and offset) per row, or
+    per group of ``spec.group_size`` inputs of a row (cetopt.quant.rounding.grid.scale_count)."""
     rows, cols = _rows(shape, spec.per_channel)
-    return 8 * math.ceil(rows * cols * bits / 8), rows * SCALE_BITS * (1 if spec.symmetric else 2)
+    return 8 * math.ceil(rows * cols * bits / 8), scale_count(shape, spec) * SCALE_BITS * (1 if spec.symmetric else 2)
 
 
 def part_bits(shape: tuple[int, ...], bits: int, spec: QuantizerSpec) -> int:
-    """Stored bits of one grid part: whole bytes of codes plus the per-row float32 scale (and offset)."""
+    """Stored bits of one grid part: codes plus scales (:func:`part_size`)."""
     return sum(part_size(shape, bits, spec))
 
 
@@ -237,6 +241,8 @@ def decode(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefi
     """Stored part -> float64 values shaped as ``layout["shape"]``."""
     shape, rows, bits = tuple(layout["shape"]), int(layout["rows"]), int(layout["bits"])
     count = math.prod(shape)
+    if "group" in layout:
+        return _decode_groups(tensors, layout, prefix)
     try:
         data, scale = tensors[f"{prefix}.codes"].numpy(), tensors[f"{prefix}.scale"].double().numpy()
         codes = unpack_codes(data, bits, count).reshape(rows, count // rows).astype(np.float64)
@@ -248,6 +254,34 @@ def decode(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefi
     except (KeyError, ValueError) as err:
         raise ProblemError(f"packed part {prefix!r} is missing or malformed ({err})", field="tensors") from None
     return torch.from_numpy(values.reshape(shape))
+
+
+def encode_rounded(rounded: "Rounded", shape: tuple[int, ...], prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """A rounding's codes and grid (cetopt.quant.rounding) -> stored tensors and layout, written as they are
+    (no recovery from values): what was priced is what is stored."""
+    grid = rounded.grid
+    rows = rounded.codes.shape[0]
+    out = {f"{prefix}.scale": grid.scale.float().reshape(-1).contiguous(),
+           f"{prefix}.codes": torch.from_numpy(pack_codes(rounded.codes.reshape(-1).numpy(), grid.bits))}
+    if grid.offset is not None:
+        out[f"{prefix}.offset"] = grid.offset.float().reshape(-1).contiguous()
+    return out, {"shape": list(shape), "rows": rows, "bits": grid.bits, "symmetric": grid.symmetric,
+                 "group": grid.group}
+
+
+def _decode_groups(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefix: str) -> torch.Tensor:
+    """A part written by :func:`encode_rounded` -> float64 values (cetopt.quant.rounding.grid.dequantize)."""
+    shape, rows, bits, group = tuple(layout["shape"]), int(layout["rows"]), int(layout["bits"]), int(layout["group"])
+    count = math.prod(shape)
+    cols = count // rows
+    groups = math.ceil(cols / group)
+    try:
+        codes = torch.from_numpy(unpack_codes(tensors[f"{prefix}.codes"].numpy(), bits, count).reshape(rows, cols))
+        scale = tensors[f"{prefix}.scale"].double().reshape(rows, groups)
+        offset = None if layout["symmetric"] else tensors[f"{prefix}.offset"].double().reshape(rows, groups)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise ProblemError(f"packed part {prefix!r} is missing or malformed ({err})", field="tensors") from None
+    return dequantize(codes, scale, offset, bits, bool(layout["symmetric"]), group).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -269,16 +303,18 @@ class PackedLayer:
         return sum(8 * t.numel() * t.element_size() for t in self.tensors.values())
 
 
-def _plain(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpec, quadric: Any, name: str) -> torch.Tensor:
-    if choice.rounding == "nearest":
-        return fake_quantize(weight, choice.bits, spec)
-    if quadric is None:
-        raise ProblemError(f"layer {name!r} is rounded {choice.rounding}: that needs its curvature (quadric); "
-                           "apply through cetopt.artifact, which reads it from the curvature cache", field="rounding")
-    from cetopt.quant.major_axis import major_axis_round
+def _plain(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpec, context: Any, name: str) -> "Rounded":
+    """The layer's codes by its registered rounding (cetopt.quant.rounding), on its context (quadric, Gram)."""
+    from cetopt.quant.rounding import get_rounding
+    from cetopt.quant.rounding.base import GRAM, QUADRIC, RoundingContext
 
-    return major_axis_round(weight, choice.bits, quadric, spec,
-                            use_gradient=choice.rounding == "major-axis-gradient").weight
+    rounding = get_rounding(choice.rounding)
+    context = context if context is not None else RoundingContext()
+    if (QUADRIC in rounding.needs and context.quadric is None) or (GRAM in rounding.needs and context.gram is None):
+        what = "curvature (quadric)" if QUADRIC in rounding.needs else "calibration inputs (Gram matrix)"
+        raise ProblemError(f"layer {name!r} is rounded {choice.rounding}: that needs its {what}; apply through "
+                           "cetopt.artifact, which computes it from the model's calibration data", field="rounding")
+    return rounding.round(weight, choice.bits, spec, context)
 
 
 def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,9 +329,18 @@ def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, tor
 
 
 def compress_layer(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpec, *, quadric: Any = None,
-                   name: str = "layer") -> PackedLayer:
+                   name: str = "layer", context: Any = None) -> PackedLayer:
     """Compress ``weight`` (torch layout) as ``choice`` says and pack it; ``weight`` of the result is exactly
-    what the packed tensors decode to."""
+    what the packed tensors decode to. A plain choice is rounded by its registered rounding and its codes are
+    stored as they are; ``context`` (cetopt.quant.rounding.base.RoundingContext) or ``quadric`` gives what the
+    rounding needs."""
+    if quadric is not None and context is None:
+        from cetopt.quant.rounding.base import RoundingContext
+
+        context = RoundingContext(quadric=quadric)
+    if spec.group_size and (choice.rank is not None or choice.terms > 1):
+        raise ProblemError("group scales apply to plain quantisation; low-rank and series choices use the "
+                           "per-channel grid", field="group_size")
     w = weight.detach().double().cpu()
     prefix = f"{name}.weight"
     tensors: dict[str, torch.Tensor] = {}
@@ -308,11 +353,14 @@ def compress_layer(weight: torch.Tensor, choice: LayerChoice, spec: QuantizerSpe
             for key, factor in (("a", a), ("b", b)):
                 t, parts[key] = encode(fake_quantize(factor, choice.bits, spec), choice.bits, spec, f"{prefix}.{key}")
                 tensors.update(t)
+    elif choice.terms == 1:  # plain: rounded in the weight's dtype, as scored
+        t, parts["t0"] = encode_rounded(_plain(weight.detach().cpu(), choice, spec, context, name),
+                                        tuple(weight.shape), f"{prefix}.t0")
+        tensors.update(t)
     else:
-        residual = w if choice.terms > 1 else weight.detach().cpu()  # plain: in the weight's dtype, as scored
+        residual = w
         for k in range(choice.terms):
-            term = _plain(residual, choice, spec, quadric, name) if k == 0 else fake_quantize(residual, choice.bits, spec)
-            t, parts[f"t{k}"] = encode(term, choice.bits, spec, f"{prefix}.t{k}")
+            t, parts[f"t{k}"] = encode(fake_quantize(residual, choice.bits, spec), choice.bits, spec, f"{prefix}.t{k}")
             tensors.update(t)
             residual = residual - decode(t, parts[f"t{k}"], f"{prefix}.t{k}")
     layout = {"shape": list(weight.shape), "rank": choice.rank, "parts": parts}

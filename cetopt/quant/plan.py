@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from cetopt._atomic import atomic_write_text
 from cetopt.errors import ProblemError
 from cetopt.quant.quantizers import QuantizerSpec
+from cetopt.quant.rounding.registry import ROUNDINGS
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 PLAN_FORMAT = "cetopt.plan/2"
 OLD_FORMATS = ("cetopt.plan/1",)
-ROUNDINGS = ("nearest", "major-axis", "major-axis-gradient")
 FINGERPRINT_KEYS = ("fingerprint_weights", "fingerprint_layers", "fingerprint_calibration")  # cetopt.fingerprint
 FLOAT_BITS = 32  # bits >= 32 on a low-rank choice: factors kept in floating point
 
@@ -55,7 +55,8 @@ class LayerChoice:
         bits: bits per stored value (1..16; a low-rank choice may say 32 = floating-point factors).
         rank: truncated-SVD rank r (W ~ A B), or None for the full matrix.
         terms: series-expansion terms K (1 = plain quantisation).
-        rounding: "nearest", "major-axis" or "major-axis-gradient" (plain quantisation only).
+        rounding: a registered rounding (cetopt.quant.rounding: nearest, mse, major-axis, major-axis-gradient,
+            adaround, gptq; plain quantisation at >= 2 bits only, except nearest).
         quantizer: the grid, or None for the plan's.
     """
 
@@ -76,7 +77,7 @@ class LayerChoice:
         if self.rounding not in ROUNDINGS:
             raise ProblemError(f"unknown rounding {self.rounding!r}; use one of {ROUNDINGS}", field="rounding")
         if self.rounding != "nearest" and (self.rank is not None or self.terms > 1 or self.bits < 2):
-            raise ProblemError("major-axis rounding applies to plain quantisation at >= 2 bits", field="rounding")
+            raise ProblemError(f"{self.rounding} rounding applies to plain quantisation at >= 2 bits", field="rounding")
         if self.rank is not None and self.terms > 1:
             raise ProblemError("a choice is low-rank or a series, not both", field="terms")
         if self.terms > 1 and self.bits < 2:
@@ -99,7 +100,7 @@ class LayerChoice:
 def _quantizer_from(data: Any, where: str) -> QuantizerSpec:
     if not isinstance(data, dict):
         raise ProblemError("expected an object of quantizer settings", field=where)
-    defaults = QuantizerSpec().to_dict()
+    defaults = asdict(QuantizerSpec())
     for key, value in data.items():
         if key not in defaults:
             raise ProblemError(f"unknown quantizer setting {key!r}; known: {sorted(defaults)}", field=where)
@@ -254,7 +255,7 @@ def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], 
         ProblemError: ``choices`` misses a layer of the problem.
     """
     meta = dict(problem.metadata)
-    rounding = str(meta.get("rounding", "nearest"))
+    rounding = meta.get("rounding", "nearest")
     quantizer = problem_quantizer(problem)
     layers = {}
     for layer in problem.layers:
@@ -262,8 +263,15 @@ def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], 
             raise ProblemError(f"the result has no choice for layer {layer.name!r}", field="choices")
         c = layer.choices[choices[layer.name]]
         plain = c.rank is None and c.terms == 1 and c.bits >= 2
+        chosen = c.rounding if c.rounding is not None else rounding
+        if not isinstance(chosen, str):
+            raise ProblemError(f"layer {layer.name!r}: choice {c.label} names no rounding and the problem offers "
+                               f"several ({chosen})", field="choices")
+        grid = quantizer if c.group_size is None or c.group_size == quantizer.group_size else \
+            replace(quantizer, group_size=int(c.group_size))
         layers[layer.name] = LayerChoice(bits=int(c.bits), rank=c.rank, terms=int(c.terms),
-                                         rounding=rounding if plain else "nearest")
+                                         rounding=chosen if plain else "nearest",
+                                         quantizer=None if grid == quantizer else grid)
     extra = {**(extra or {}), "method": meta.get("method"),
              **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
              **{k: meta[k] for k in FINGERPRINT_KEYS if isinstance(meta.get(k), str)}}
@@ -296,13 +304,18 @@ class AppliedPlan:
         return self.fp32_size_bits / self.size_bits
 
 
-def apply_plan(model: "nn.Module", plan: Plan, *, quadrics: Mapping[str, Any] | None = None) -> AppliedPlan:
+def apply_plan(model: "nn.Module", plan: Plan, *, quadrics: Mapping[str, Any] | None = None,
+               grams: Mapping[str, Any] | None = None) -> AppliedPlan:
     """A copy of ``model`` with each planned layer's weight replaced by its compressed weight.
 
     Args:
         quadrics: layer -> cetopt.geometry.LayerQuadric, needed by layers with major-axis rounding
             (:func:`cetopt.artifact.plan_quadrics` computes them from the cached curvature).
+        grams: layer -> layer-input Gram matrix, needed by layers rounded by adaround or gptq
+            (:func:`cetopt.artifact.plan_grams`).
     """
+    from cetopt.quant.rounding.base import RoundingContext
+
     import copy
 
     from cetopt.quant.pack import compress_layer, model_packed_size
@@ -316,8 +329,8 @@ def apply_plan(model: "nn.Module", plan: Plan, *, quadrics: Mapping[str, Any] | 
     weights = {}
     for name, choice in plan.layers.items():
         weight = copies[name].weight
-        packed = compress_layer(weight.data, choice, plan.quantizer_of(name),
-                                quadric=(quadrics or {}).get(name), name=name)
+        context = RoundingContext(quadric=(quadrics or {}).get(name), gram=(grams or {}).get(name))
+        packed = compress_layer(weight.data, choice, plan.quantizer_of(name), context=context, name=name)
         weight.data.copy_(packed.weight.to(weight.dtype))
         weights[name] = weight.detach()
     size = model_packed_size(model, plan)

@@ -1,5 +1,6 @@
-"""Uniform weight quantisers: symmetric or asymmetric, per-tensor or per output channel, round to nearest,
-with an optional MSE-optimal clipping search; any bit-width from 1 to 16.
+"""Uniform weight quantisers: symmetric or asymmetric, per-tensor, per output channel or per group of inputs,
+round to nearest, with an optional MSE-optimal clipping search; any bit-width from 1 to 16. The grid itself and
+every other rounding live in cetopt.quant.rounding.
 
 ``fake_quantize`` returns Q_b(W) in the weight's dtype; ``quantization_error`` returns d = Q_b(W) - W,
 the error vector whose quadratic form the problem builders evaluate.
@@ -26,6 +27,9 @@ class QuantizerSpec:
         clip: "none" (range = max |w|, or min..max) or "mse" (search the clipping ratio minimising ||d||^2).
         clip_grid: number of clipping ratios tried in [clip_min, 1] by the "mse" search.
         clip_min: smallest clipping ratio tried.
+        group_size: 0 = one scale per output channel (or per tensor); g > 0 = one scale per g consecutive
+            inputs of each output channel (the weight as (out, in x kernel); the last group of a row may be
+            shorter). Needs ``per_channel``; cetopt.quant.rounding.grid lays the groups out.
     """
 
     symmetric: bool = True
@@ -33,15 +37,25 @@ class QuantizerSpec:
     clip: str = "none"
     clip_grid: int = 20
     clip_min: float = 0.5
+    group_size: int = 0
 
     def __post_init__(self) -> None:
         if self.clip not in ("none", "mse"):
             raise ProblemError(f"clip must be 'none' or 'mse', got {self.clip!r}", field="clip")
         if self.clip_grid < 1 or not 0 < self.clip_min <= 1:
             raise ProblemError("clip_grid must be >= 1 and clip_min in (0, 1]", field="clip_grid")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 0:
+            raise ProblemError(f"group_size must be 0 (per channel) or a positive integer, got {self.group_size!r}",
+                               field="group_size")
+        if self.group_size and not self.per_channel:
+            raise ProblemError("group scales split each output channel: set per_channel=True", field="group_size")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The settings as JSON; ``group_size`` only when set (files written before it existed stay the same)."""
+        out = asdict(self)
+        if not self.group_size:
+            del out["group_size"]
+        return out
 
 
 def _check_bits(bits: int) -> None:
@@ -53,68 +67,13 @@ def channels(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1) if per_channel and weight.dim() > 1 else weight.reshape(1, -1)
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A per-row uniform grid: value = (code - zero) * scale with integer codes in [low, high].
-
-    Attributes:
-        scale, zero: (rows, 1) tensors.
-        low, high: the integer code range.
-    """
-
-    scale: torch.Tensor
-    zero: torch.Tensor
-    low: int
-    high: int
-
-    def codes(self, rows: torch.Tensor) -> torch.Tensor:
-        """Round-to-nearest integer codes of ``rows`` (rows x values), clamped to the range."""
-        return torch.clamp(torch.round(rows / self.scale) + self.zero, self.low, self.high)
-
-    def values(self, codes: torch.Tensor) -> torch.Tensor:
-        return (codes - self.zero) * self.scale
-
-
-def grid(rows: torch.Tensor, bits: int, symmetric: bool, ratio: torch.Tensor) -> Grid:
-    """The b-bit grid of each row of ``rows`` with its range scaled by ``ratio`` (rows x 1), bits >= 2."""
-    if symmetric:
-        levels = 2 ** (bits - 1) - 1
-        top = rows.abs().amax(dim=1, keepdim=True) * ratio
-        scale = torch.where(top > 0, top / levels, torch.ones_like(top))
-        return Grid(scale, torch.zeros_like(scale), -levels, levels)
-    low = rows.amin(dim=1, keepdim=True) * ratio
-    high = rows.amax(dim=1, keepdim=True) * ratio
-    levels = 2 ** bits - 1
-    span = high - low
-    scale = torch.where(span > 0, span / levels, torch.ones_like(span))
-    return Grid(scale, torch.round(-low / scale), 0, levels)
-
-
-def _quantize_rows(rows: torch.Tensor, bits: int, symmetric: bool, ratio: torch.Tensor) -> torch.Tensor:
-    """Quantise each row of ``rows`` (channels x values) with its range scaled by ``ratio`` (channels x 1)."""
-    if symmetric and bits == 1:  # binary: sign times the (clipped) mean magnitude
-        magnitude = rows.abs().mean(dim=1, keepdim=True) * ratio
-        return torch.where(rows >= 0, magnitude, -magnitude)
-    g = grid(rows, bits, symmetric, ratio)
-    return g.values(g.codes(rows))
-
-
 def fake_quantize(weight: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec()) -> torch.Tensor:
-    """Q_b(W): the weight rounded to a ``bits``-bit uniform grid (same shape and dtype)."""
+    """Q_b(W): the weight rounded to nearest on a ``bits``-bit uniform grid (same shape and dtype): the
+    ``nearest`` rounding of cetopt.quant.rounding, whose codes and float32 scales the packed artefact stores."""
     _check_bits(bits)
-    rows = channels(weight.detach(), spec.per_channel)
-    ones = torch.ones(rows.shape[0], 1, dtype=rows.dtype, device=rows.device)
-    if spec.clip == "none":
-        return _quantize_rows(rows, bits, spec.symmetric, ones).reshape(weight.shape)
-    best = _quantize_rows(rows, bits, spec.symmetric, ones)
-    best_err = ((best - rows) ** 2).sum(dim=1, keepdim=True)
-    for ratio in torch.linspace(spec.clip_min, 1.0, spec.clip_grid, dtype=rows.dtype).tolist()[:-1]:
-        candidate = _quantize_rows(rows, bits, spec.symmetric, ones * ratio)
-        err = ((candidate - rows) ** 2).sum(dim=1, keepdim=True)
-        better = err < best_err
-        best = torch.where(better, candidate, best)
-        best_err = torch.where(better, err, best_err)
-    return best.reshape(weight.shape)
+    from cetopt.quant.rounding import round_weight
+
+    return round_weight("nearest", weight, bits, spec).weight
 
 
 def quantization_error(weight: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec()) -> torch.Tensor:
@@ -123,10 +82,11 @@ def quantization_error(weight: torch.Tensor, bits: int, spec: QuantizerSpec = Qu
 
 
 def packed_size_bits(weight_shape: tuple[int, ...], bits: int, spec: QuantizerSpec = QuantizerSpec()) -> int:
-    """Real storage of a quantised weight: values x bits + one scale (and zero-point) per channel."""
+    """Real storage of a quantised weight: values x bits + one scale (and zero-point) per channel or group
+    (the scale count of cetopt.quant.rounding.grid, which cetopt.quant.pack also uses)."""
+    from cetopt.quant.rounding.grid import scale_count
+
     n = 1
     for s in weight_shape:
         n *= s
-    channels = weight_shape[0] if spec.per_channel and len(weight_shape) > 1 else 1
-    per_channel = SCALE_BITS * (1 if spec.symmetric else 2)
-    return n * bits + channels * per_channel
+    return n * bits + scale_count(tuple(weight_shape), spec) * SCALE_BITS * (1 if spec.symmetric else 2)

@@ -14,7 +14,7 @@ from torch import nn
 
 from cetopt.errors import ProblemError
 from cetopt.quant.adaround import adaround_layer, adaround_weights, layer_inputs
-from cetopt.quant.quantizers import QuantizerSpec, channels, fake_quantize, grid
+from cetopt.quant.quantizers import QuantizerSpec, channels, fake_quantize
 
 
 def _error(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:
@@ -27,10 +27,12 @@ def _error(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:
 
 
 def _neighbours(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Floor and ceiling on the symmetric per-channel grid, its scale max|w| / levels rounded to float32 (stored)."""
     rows = channels(weight.detach(), True)
-    g = grid(rows, bits, True, torch.ones(rows.shape[0], 1, dtype=rows.dtype))
-    floor = torch.clamp(torch.floor(rows / g.scale), g.low, g.high)
-    return g.values(floor).reshape(weight.shape), g.values(torch.clamp(floor + 1, g.low, g.high)).reshape(weight.shape)
+    levels = 2 ** (bits - 1) - 1
+    scale = (rows.abs().amax(dim=1, keepdim=True) / levels).float().double()
+    floor = torch.clamp(torch.floor(rows / scale), -levels, levels)
+    return (floor * scale).reshape(weight.shape), (torch.clamp(floor + 1, -levels, levels) * scale).reshape(weight.shape)
 
 
 @settings(max_examples=25, deadline=None)
@@ -98,7 +100,7 @@ def test_inputs_are_captured_and_bad_settings_named() -> None:
     results = adaround_weights(model, {"0": 3, "2": 4}, inputs)
     assert set(results) == {"0", "2"}
     with pytest.raises(ProblemError) as err:
-        adaround_layer(model[0], inputs["0"], 3, QuantizerSpec(clip="mse"))
+        adaround_layer(nn.Conv2d(2, 3, 3), torch.randn(2, 2, 5, 5), 3, QuantizerSpec(per_channel=False))
     assert err.value.field == "quantizer"
     with pytest.raises(ProblemError) as err:
         layer_inputs(model, ["nosuch"], lambda m, b: m(b), batches)

@@ -34,7 +34,7 @@ def test_on_grid_within_one_step_and_never_worse(seed: int, bits: int, indefinit
     out = major_axis_round(w, bits, quadric, ratios=(1.0,), use_gradient=use_gradient)
     assert out.model_major <= out.model_rtn + 1e-12
     rtn = fake_quantize(w, bits)
-    scale = w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
+    scale = (w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)).float().double()  # stored as float32
     codes = out.weight / scale
     assert torch.allclose(codes, torch.round(codes), atol=1e-9)  # on the grid
     assert ((out.weight - rtn).abs() <= scale * (1 + 1e-9)).all()  # one step at most
@@ -47,7 +47,7 @@ def test_close_to_exhaustive_search_on_a_tiny_layer() -> None:
     quadric, h = quadric_for(8, 3)
     w = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 8)))
     out = major_axis_round(w, 2, quadric, ratios=(1.0,), use_gradient=True)
-    scale = float(w.abs().max())  # 2 bits symmetric: levels -1, 0, 1
+    scale = float(w.abs().max().float())  # 2 bits symmetric: levels -1, 0, 1; the scale is stored as float32
     lo = np.clip(np.floor(w.numpy().ravel() / scale), -1, 1)
     best = np.inf
     for choice in itertools.product([0, 1], repeat=8):
@@ -83,3 +83,27 @@ def test_stopping_early_keeps_the_search_path_and_only_gives_up_its_tail() -> No
     # the default tolerance rides out that plateau (the model value passes through zero on the way: an
     # indefinite quadric)
     assert default.model_major == pytest.approx(full.model_major, rel=1e-9) and full.model_major < 0
+
+
+@settings(deadline=None, max_examples=20)
+@given(st.integers(0, 10_000), st.sampled_from([2, 3, 4]), st.booleans())
+def test_all_ratios_at_once_equal_one_ratio_at_a_time(seed: int, bits: int, use_gradient: bool) -> None:
+    """The batched search (every clipping ratio in one pass, cetopt.quant.rounding.major_axis) reaches the model
+    value of the original one-ratio-at-a-time search (flip_search, the old _greedy_flips) on small layers."""
+    from cetopt.quant.major_axis import RATIOS, flip_search
+    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.quant.rounding.grid import make_grid
+
+    quadric, _ = quadric_for(24, seed, True)
+    w = torch.from_numpy(np.random.default_rng(seed + 2).normal(size=(4, 6)))
+    out = major_axis_round(w, bits, quadric, use_gradient=use_gradient)
+    best = out.model_rtn
+    for ratio in RATIOS:
+        grid = make_grid(w, bits, QuantizerSpec(), ratio)
+        floor, ceil = grid.floor_ceil(w)
+        start = grid.nearest(w)
+        other = torch.where(start == floor, ceil, floor)
+        _, value = flip_search((grid.values(start) - w).reshape(-1).numpy(), (grid.values(other) - w).reshape(-1).numpy(),
+                               quadric, use_gradient)
+        best = min(best, value)
+    assert out.model_major == pytest.approx(best, rel=1e-9, abs=1e-12)

@@ -35,7 +35,8 @@ def test_error_is_at_most_half_a_step(bits: int, symmetric: bool, per_channel: b
         step = rows.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
     else:
         step = (rows.amax(dim=1, keepdim=True) - rows.amin(dim=1, keepdim=True)) / (2 ** bits - 1)
-    assert bool((err.reshape(rows.shape) <= step / 2 + 1e-12).all())
+    # the grid is the stored one: float32 scale and offset, so half a step holds up to float32 rounding
+    assert bool((err.reshape(rows.shape) <= step / 2 + 1e-6 * rows.abs().amax()).all())
 
 
 def test_mse_clipping_never_loses_to_round_to_nearest() -> None:
