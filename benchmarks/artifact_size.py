@@ -51,8 +51,9 @@ def main() -> None:
     print(f"problem {problem.name} ({len(problem.layers)} layers; weights fingerprint recorded: "
           f"{str(problem.metadata.get('fingerprint_weights', 'none'))[:12]}); dp {result.status.value}, avg_bits "
           f"{result.avg_bits:.4f}, bits {sorted(Counter(plan.bits.values()).items())}")
-    print(f"model.safetensors {info.file_bytes} B; predicted packed size {info.predicted_bytes} B (buffers "
-          f"{info.buffer_bytes} B); tensor data {info.data_bytes} B; header {info.file_bytes - info.data_bytes} B; "
+    print(f"model.safetensors {info.file_bytes} B = codes {info.code_bytes} B + scales {info.scale_bytes} B + other "
+          f"parameters {info.other_bytes} B (buffers {info.buffer_bytes} B) + container overhead {info.overhead_bytes} "
+          f"B; predicted packed size {info.predicted_bytes} B; "
           f"file vs predicted {100 * (info.file_bytes / info.predicted_bytes - 1):+.3f}%")
     print(f"ratio vs FP32: packed {info.size.ratio:.3f}; weights at their bits only (the problem's size model) "
           f"{result.ratio:.3f}")
