@@ -199,7 +199,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     size = model_packed_size(spec.model, plan)
     print(f"packed size of the plan: codes {-(-size.code_bits // 8)} + scales {size.scale_bits // 8} + other parameters "
-          f"{size.rest_bits // 8} bytes ({size.total_bytes} bytes, ratio {size.ratio:.2f} vs FP32; avg_bits counts "
+          f"{size.rest_bits // 8} bytes ({size.total_bytes} bytes, packed ratio {size.ratio:.2f} vs FP32; avg_bits counts "
           "codes only; the file adds its container overhead)")
     if pool:
         print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")

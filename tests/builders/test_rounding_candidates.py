@@ -22,7 +22,7 @@ from cetopt.quant.quantizers import QuantizerSpec, packed_size_bits  # noqa: E40
 from cetopt.quant.rounding import round_weight  # noqa: E402
 from cetopt.quant.rounding.base import RoundingContext  # noqa: E402
 from cetopt.solvers.api import solve  # noqa: E402
-from tests.test_artifact import small_spec  # noqa: E402
+from tests.test_artifact import signed, small_spec  # noqa: E402
 
 
 def test_joint_candidates_carry_rounding_group_and_packed_size() -> None:
@@ -55,7 +55,7 @@ def test_apply_packs_exactly_the_priced_codes(tmp_path: Path, rounding: object, 
         c = layer.choices[result.choices[name]]
         assert plan.layers[name].rounding == (c.rounding or rounding)
         assert plan.quantizer_of(name).group_size == (c.group_size or 0)
-    write_artifact(spec, plan, tmp_path / "art", target="small")
+    write_artifact(spec, signed(plan, spec), tmp_path / "art", target="small")
     loaded = load_compressed(tmp_path / "art", spec)
     modules = dict(loaded.model.named_modules())
     for name, weight in priced.items():
