@@ -153,7 +153,9 @@ def stratified_ci(diffs: Sequence[np.ndarray], n_boot: int = 4000, seed: int = 0
     rng = np.random.default_rng(seed)
     boots = np.zeros(n_boot)
     for d in diffs:
-        boots += np.array([d[rng.integers(0, d.size, d.size)].mean() for _ in range(n_boot)])
+        for start in range(0, n_boot, 500):  # chunks bound the (500, n) index array
+            stop = min(n_boot, start + 500)
+            boots[start:stop] += d[rng.integers(0, d.size, size=(stop - start, d.size))].mean(axis=1)
     boots /= len(diffs)
     estimate = float(np.mean([d.mean() for d in diffs]))
     low, high = (float(q) for q in np.quantile(boots, [0.025, 0.975]))
