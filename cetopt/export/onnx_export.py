@@ -14,8 +14,9 @@ straight from the artefact's stored parts (:func:`cetopt.quant.pack.unpack_codes
 - a K-term series: the K parts' DequantizeLinear outputs summed (``Sum``);
 - rank r: ``MatMul`` of the two factors (dequantised, or float32 initializers), ``Reshape``-d to the weight.
 
-Whatever consumes the weight (Conv, Gemm, MatMul, Gather) is untouched. cetopt has no group-wise
-quantiser, so no layer needs block-wise scales. A plain layer on a symmetric grid dequantises to exactly
+A part with group scales (``group_size`` g: one scale per g inputs of a row) is a DequantizeLinear blocked along
+the flattened inputs (``axis=1, block_size=g`` on the (rows, inputs) codes), then ``Reshape``-d to the weight.
+Whatever consumes the weight (Conv, Gemm, MatMul, Gather) is untouched. A plain layer on a symmetric grid dequantises to exactly
 the artefact's float32 weight (code x scale rounded once, as cetopt.quant.pack.decode then ``float()``);
 series, low-rank and asymmetric layers are computed in float32 where the artefact sums in float64, so they
 may differ in the last bits. :func:`export_onnx` checks both in onnxruntime before writing (``weight_error``).
@@ -100,6 +101,9 @@ def _dequantize_part(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, A
     from onnx import helper, numpy_helper
 
     shape, rows = tuple(layout["shape"]), int(layout["rows"])
+    cols = math.prod(shape) // rows
+    if 0 < int(layout.get("group", 0)) < cols:
+        return _dequantize_blocks(tensors, layout, prefix, output)
     scale = tensors[f"{prefix}.scale"].numpy().astype(np.float32)
     inits = [numpy_helper.from_array(part_codes(tensors, layout, prefix), f"{prefix}.codes")]
     per_row = rows > 1
@@ -114,6 +118,31 @@ def _dequantize_part(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, A
     nodes = [helper.make_node("DequantizeLinear", [f"{prefix}.codes", f"{prefix}.scale"], [f"{prefix}.scaled"],
                               name=f"{prefix}.dequantize", **attrs),
              helper.make_node("Add", [f"{prefix}.scaled", f"{prefix}.offset"], [output], name=f"{prefix}.add_offset")]
+    return nodes, inits
+
+
+def _dequantize_blocks(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], prefix: str,
+                       output: str) -> tuple[list, list]:
+    """A part with group scales (cetopt.quant.rounding.grid): the codes as a (rows, cols) initializer,
+    DequantizeLinear blocked along the columns (opset 21's ``block_size``: one scale per ``group`` columns of a
+    row, the last block possibly shorter), then ``Reshape`` to the weight's shape."""
+    from onnx import helper, numpy_helper
+
+    shape, rows, group = tuple(layout["shape"]), int(layout["rows"]), int(layout["group"])
+    cols = math.prod(shape) // rows
+    if not layout["symmetric"]:
+        raise ProblemError(f"part {prefix!r}: an asymmetric grid with group scales has a float offset per group, which "
+                           "ONNX's DequantizeLinear (an integer zero point) cannot hold; export a symmetric or a "
+                           "per-channel plan", field="quantizer.group_size")
+    scale = tensors[f"{prefix}.scale"].numpy().astype(np.float32).reshape(rows, math.ceil(cols / group))
+    codes = part_codes(tensors, layout, prefix).reshape(rows, cols)
+    inits = [numpy_helper.from_array(codes, f"{prefix}.codes"), numpy_helper.from_array(scale, f"{prefix}.scale")]
+    blocks = output if len(shape) == 2 else f"{prefix}.blocks"
+    nodes = [helper.make_node("DequantizeLinear", [f"{prefix}.codes", f"{prefix}.scale"], [blocks],
+                              name=f"{prefix}.dequantize", axis=1, block_size=group)]
+    if len(shape) != 2:
+        inits.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{prefix}.shape"))
+        nodes.append(helper.make_node("Reshape", [blocks, f"{prefix}.shape"], [output], name=f"{prefix}.reshape"))
     return nodes, inits
 
 

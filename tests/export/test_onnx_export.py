@@ -171,3 +171,29 @@ def test_cli_export_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(["evaluate", "m.onnx"]) == 2 and "--model" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: --model is required
         main(["export", "art", "--out", "x.onnx"])
+
+
+def test_group_scales_export_as_blocked_dequantize_linear(tmp_path: Path) -> None:
+    """Group scales (one per 8 inputs of a row; the conv's 27 inputs end in a short block) become DequantizeLinear
+    blocked along the flattened inputs, dequantising to exactly the artefact's weights; an asymmetric grid with
+    group scales (a float offset per group) is refused by name."""
+    spec = small_spec()
+    plan = Plan(bits={"0": 4, "4": 3}, quantizer=QuantizerSpec(group_size=8))
+    write_artifact(spec, signed(plan, spec), tmp_path / "art")
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")), full_check=True)
+    inits, producer, _ = graph_parts(tmp_path / "m.onnx")
+    assert inits["0.weight.t0.scale"].shape == (8, 4) and inits["4.weight.t0.scale"].shape == (10, 36)
+    blocked = producer["0.weight.t0.blocks"]
+    assert blocked.op_type == "DequantizeLinear" and {a.name: a.i for a in blocked.attribute}["block_size"] == 8
+    assert set(info.weight_error.values()) == {0.0}
+    loaded = load_compressed(tmp_path / "art", spec)
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = loaded.model(x).numpy()
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    asymmetric = Plan(bits={"0": 4, "4": 3}, quantizer=QuantizerSpec(symmetric=False, group_size=8))
+    write_artifact(spec, signed(asymmetric, spec), tmp_path / "asym")
+    with pytest.raises(ProblemError, match="group"):
+        export_onnx(tmp_path / "asym", spec, tmp_path / "a.onnx")
