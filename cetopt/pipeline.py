@@ -94,11 +94,14 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
                 measured[key] = (ratio, measurer.measure(built.compressed_weights(bits)))
         return measured[key]
 
+    backend_bits: dict[str, dict[str, int]] = {}  # every backend's plan: `cetopt plan` measures them too
     for solver in names:
         result = solve(problem, solver, time_limit=60)
         if not result.success:
             rows.append([f"cet/{solver}", result.status.value] + ["-"] * 7)
             continue
+        if solver != "dp":
+            backend_bits[f"{problem.metadata['method']}/{solver}"] = dict(result.bits)
         ratio, measurement = apply_and_measure(dict(result.bits))
         rows.append(_row(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
                          "-" if result.gap is None else f"{result.gap:.1e}", measurement, fp))
@@ -113,15 +116,17 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
         score = evaluate(problem, choices_from_bits(problem, bits))
         ratio, measurement = apply_and_measure(dict(bits))
         rows.append(_row(label, "baseline", score.avg_bits, ratio, score.objective, "-", measurement, fp))
-    # what `cetopt plan` would ship: the default pool's plans beside the dp plan (HAWQ-V3's is already above)
+    # what `cetopt plan` would ship (cetopt.rerank.select_plan, no search): the dp plan, the other backends' plans
+    # and the default pool's, measured (HAWQ-V3's and the backends' plans are already above)
     measure, split = selection_measure(measurer)
     hawq = baselines["hawq-v3/dp"] if "hawq-v3" in DEFAULT_POOL else None
     pool = {**({} if hawq is None else {"hawq-v3": hawq}),
-            **pool_bits(spec, problem, [name for name in DEFAULT_POOL if name != "hawq-v3"])}
+            **pool_bits(spec, problem, [name for name in DEFAULT_POOL if name != "hawq-v3"]), **backend_bits}
     selection = rerank(built, measure, 1, pool=pool)
     chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
-    select_line = (f"`cetopt plan` (measured selection between the dp plan and the pool's, {', '.join(DEFAULT_POOL)}; "
-                   f"loss change on the {split} batches): {chosen} -> ships {selection.best.label}")
+    select_line = (f"`cetopt plan` (measured selection between the dp plan, the other backends' plans and the "
+                   f"pool's, {', '.join(DEFAULT_POOL)}; loss change on the {split} batches): {chosen} -> ships "
+                   f"{selection.best.label}")
     dp_bits = dict(solve(problem, "dp").bits)
     check = per_layer_check(spec, problem, dp_bits, measurer,
                             None if rounding == "nearest" else built.compressed_weights(dp_bits))
