@@ -40,15 +40,15 @@ def test_inputs_only_spec_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     assert all(c["loss"] >= 0 for layer in problem["layers"] for c in layer["choices"])
     assert main(["plan", target, "--bits", "2,4,8", "--avg-bits", "4", "--out", "plan.json"]) == 0
     assert json.loads((tmp_path / "plan.json").read_text())["extra"]["selection"]["split"] == "validation"
-    assert main(["apply", "plan.json", "--out", "packed"]) == 0
+    assert main(["apply", "plan.json", "--model", target, "--out", "packed"]) == 0
     capsys.readouterr()
-    assert main(["evaluate", "packed", "--format", "json"]) == 0
+    assert main(["evaluate", "packed", "--model", target, "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["metric_name"] == "agreement" and report["fp_metric"] == 1.0
     assert set(report["metrics"]) == {"agreement", "kl", "cosine", "mse"}
     assert 0.5 < report["metric"] <= 1.0 and report["metrics"]["kl"] > 0  # 4 bits: close to, not equal to, FP32
     assert report["calibration_dloss"] >= 0 and report["validation_dloss"] >= 0
-    assert main(["evaluate", "packed"]) == 0
+    assert main(["evaluate", "packed", "--model", target]) == 0
     assert "also: kl " in capsys.readouterr().out
     assert main(["demo", target, "--avg-bits", "4"]) == 0
     assert "(whole plan)" in capsys.readouterr().out

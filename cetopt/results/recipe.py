@@ -12,7 +12,6 @@ tests/results/test_recipe.py, so a default can never drift away from the one the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Any
@@ -31,10 +30,12 @@ def current_recipe() -> dict[str, Any]:
     from cetopt.costmodels.registry import DEFAULT_COST_MODEL
     from cetopt.rerank import DEFAULT_POOL
     from cetopt.solvers.api import DEFAULT_SOLVER
-    from cetopt.workflow import DEFAULT_BITS, DEFAULT_QUANTIZER
+    from cetopt.workflow import DEFAULT_BITS, DEFAULT_QUANTIZER, DEFAULT_ROUNDING
 
-    return {"cost_model": DEFAULT_COST_MODEL, "bits": list(DEFAULT_BITS), "quantizer": dataclasses.asdict(DEFAULT_QUANTIZER), "solver": DEFAULT_SOLVER,
-            "selection_pool": list(DEFAULT_POOL), "selection_split": "validation (never calibration or test)"}
+    return {"cost_model": DEFAULT_COST_MODEL, "bits": list(DEFAULT_BITS), "quantizer": DEFAULT_QUANTIZER.to_dict(),
+            "rounding": DEFAULT_ROUNDING, "solver": DEFAULT_SOLVER, "selection_pool": list(DEFAULT_POOL),
+            "selection_backends": "every installed backend's plan of the problem (cetopt.rerank.select_plan)",
+            "selection_split": "validation (never calibration or test)"}
 
 
 def frozen_recipe() -> dict[str, Any]:
