@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_export import latency, ratio_ci  # noqa: E402
+from onnx_export import latency, ratio_ci, solved_plan  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,9 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cetopt.export.onnx_eval import OnnxModule, onnx_session
     from cetopt.export.onnx_export import export_onnx
     from cetopt.modelspec import load_model_spec
-    from cetopt.problem.io import load_problem
-    from cetopt.quant.plan import Plan, plan_from_result
-    from cetopt.solvers.api import solve
     from cetopt.stats import paired_bootstrap_ci
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,27 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    problem = load_problem(args.problem)
-    result = solve(problem, args.solver)
     spec = load_model_spec(args.model, **({"test_size": args.test_size} if args.test_size else {}))
     if spec.test_outcomes is None:
         raise SystemExit(f"{args.model} has no per-example test outcomes to compare")
-    plan = plan_from_result(problem, result, model=args.model)
-    from cetopt.fingerprint import fingerprint_spec
-
-    now = fingerprint_spec(spec, list(plan.layers)).as_metadata()["fingerprint_calibration"]
-    stale = plan.extra.get("fingerprint_calibration", now) != now
-    if stale and not args.stale_calibration:
-        raise SystemExit(f"{args.problem} was built on other calibration batches than {args.model}'s today; pass "
-                         "--stale-calibration to use its plan anyway")
-    if stale:  # the weights fingerprint is still checked by write_artifact
-        plan = Plan(layers=plan.layers, quantizer=plan.quantizer, model=plan.model, problem=plan.problem,
-                    extra={k: v for k, v in plan.extra.items() if k != "fingerprint_calibration"})
+    plan, result, stale = solved_plan(args, spec)
     variants = {"weights only": {}, "8-bit activations, min-max": {"activation_bits": 8, "observer": "minmax"},
                 "8-bit activations, percentile": {"activation_bits": 8, "observer": "percentile"}}
     outcomes, metrics, runs, quantised = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        write_artifact(spec, plan, Path(tmp) / "art", target=args.model)
+        write_artifact(spec, plan, Path(tmp) / "art", target=args.model, require_fingerprint=not stale)
         loaded = load_compressed(Path(tmp) / "art", spec)
         call = capture_call(loaded.model, spec.loss_fn, spec.calibration[0])
         feed = call.feed(call.args, call.kwargs)

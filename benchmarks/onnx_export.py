@@ -53,6 +53,29 @@ def ratio_ci(num: list[float], den: list[float]) -> dict[str, float]:
     return {"median": float(np.median(ratios)), "low": float(ci.low), "high": float(ci.high)}
 
 
+def solved_plan(args: argparse.Namespace, spec: Any) -> tuple[Any, Any, bool]:
+    """(``args.problem`` solved by ``args.solver`` as a plan of ``spec``, the solve result, whether the plan's
+    calibration fingerprint is stale). A stale one is refused unless ``--stale-calibration``; then its calibration fingerprint is dropped (the
+    weights fingerprint stays: write_artifact still checks it) and the caller applies it unverified."""
+    from cetopt.fingerprint import fingerprint_spec
+    from cetopt.problem.io import load_problem
+    from cetopt.quant.plan import Plan, plan_from_result
+    from cetopt.solvers.api import solve
+
+    problem = load_problem(args.problem)
+    result = solve(problem, args.solver)
+    plan = plan_from_result(problem, result, model=args.model)
+    now = fingerprint_spec(spec, list(plan.layers)).as_metadata()["fingerprint_calibration"]
+    stale = plan.extra.get("fingerprint_calibration", now) != now
+    if stale and not args.stale_calibration:
+        raise SystemExit(f"{args.problem} was built on other calibration batches than {args.model}'s today; pass "
+                         "--stale-calibration to use its plan anyway")
+    if stale:
+        plan = Plan(layers=plan.layers, quantizer=plan.quantizer, model=plan.model, problem=plan.problem,
+                    extra={k: v for k, v in plan.extra.items() if k != "fingerprint_calibration"})
+    return plan, result, stale
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime
     import torch
@@ -63,9 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cetopt.export.onnx_eval import evaluate_onnx, onnx_session
     from cetopt.export.onnx_export import export_onnx, torch_to_onnx
     from cetopt.modelspec import load_model_spec
-    from cetopt.problem.io import load_problem
-    from cetopt.quant.plan import LayerChoice, Plan, plan_from_result
-    from cetopt.solvers.api import solve
+    from cetopt.quant.plan import LayerChoice, Plan
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -82,20 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="path prefix: writes PREFIX.json and PREFIX.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    problem = load_problem(args.problem)
-    result = solve(problem, args.solver)
     spec = load_model_spec(args.model)
-    plan = plan_from_result(problem, result, model=args.model)
-    from cetopt.fingerprint import fingerprint_spec
-
-    now = fingerprint_spec(spec, list(plan.layers)).as_metadata()["fingerprint_calibration"]
-    stale = plan.extra.get("fingerprint_calibration", now) != now
-    if stale and not args.stale_calibration:
-        raise SystemExit(f"{args.problem} was built on other calibration batches than {args.model}'s today; pass "
-                         "--stale-calibration to use its plan anyway")
-    if stale:  # the weights fingerprint is still checked by write_artifact
-        plan = Plan(layers=plan.layers, quantizer=plan.quantizer, model=plan.model, problem=plan.problem,
-                    extra={k: v for k, v in plan.extra.items() if k != "fingerprint_calibration"})
+    plan, result, stale = solved_plan(args, spec)
     if args.embedding_bits:
         tables = {n: LayerChoice(bits=args.embedding_bits) for n, m in spec.model.named_modules()
                   if isinstance(m, torch.nn.Embedding)}
@@ -105,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         art, path, fp_path = Path(tmp) / "art", Path(tmp) / "model.onnx", Path(tmp) / "fp32.onnx"
         start = time.perf_counter()
-        info = write_artifact(spec, plan, art, target=args.model)
+        # unverified only where this script dropped a fingerprint itself (stale calibration, embedding tables added)
+        info = write_artifact(spec, plan, art, target=args.model,
+                              require_fingerprint=not (stale or args.embedding_bits))
         apply_s = time.perf_counter() - start
         start = time.perf_counter()
         exported = export_onnx(art, spec, path)
@@ -135,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         model=plan.model, problem=plan.problem,
                         extra={k: v for k, v in plan.extra.items() if not k.startswith("fingerprint_")
                                or k == "fingerprint_weights"})
-            flat_info = write_artifact(spec, flat, Path(tmp) / "uniform", target=args.model)
+            # a hand-made size probe of the same weights: only the weights fingerprint ties it to them
+            flat_info = write_artifact(spec, flat, Path(tmp) / "uniform", target=args.model, require_fingerprint=False)
             flat_export = export_onnx(Path(tmp) / "uniform", spec, Path(tmp) / "uniform.onnx")
             uniform = {"bits": args.uniform_bits, "onnx_file_bytes": flat_export.file_bytes,
                        "onnx_overhead_bytes": flat_export.overhead_bytes, "packed_bytes": flat_info.predicted_bytes,
