@@ -6,8 +6,7 @@ holds it to the same checks as every other registered model.
 
 from __future__ import annotations
 
-import importlib
-
+from cetopt._imports import resolve
 from cetopt.costmodels.base import SIGNALS, CostModel
 from cetopt.errors import ProblemError
 
@@ -40,8 +39,7 @@ def get_cost_model(name: str) -> CostModel:
         raise ProblemError(f"unknown cost model {name!r}; use one of {', '.join(_REGISTRY)}", field="method")
     target = _REGISTRY[name]
     if isinstance(target, str):
-        module_name, _, class_name = target.partition(":")
-        target = getattr(importlib.import_module(module_name), class_name)
+        target = resolve(target)
         unknown = set(target.needs) - SIGNALS
         if unknown:
             raise ProblemError(f"cost model {name!r} needs unknown signals {sorted(unknown)}; known: {sorted(SIGNALS)}",

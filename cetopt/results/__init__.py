@@ -9,9 +9,9 @@ README.md, add one line to SECTIONS.
 
 from __future__ import annotations
 
-import importlib
 import re
 
+from cetopt._imports import resolve
 from cetopt.errors import CetoptError
 
 SECTIONS: dict[str, str] = {
@@ -55,8 +55,7 @@ def section_body(name: str) -> str:
     """The current generated markdown of section ``name`` (calls its registered generator)."""
     if name not in SECTIONS:
         raise SectionError(f"no README section named {name!r}; known: {', '.join(SECTIONS)}")
-    module_name, _, function_name = SECTIONS[name].partition(":")
-    return getattr(importlib.import_module(module_name), function_name)()
+    return resolve(SECTIONS[name])()
 
 
 def render(text: str, names: list[str] | None = None) -> str:

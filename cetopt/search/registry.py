@@ -6,9 +6,9 @@ Adding a strategy is one module (a class with ``name``, ``description``, ``Optio
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from cetopt._imports import resolve
 from cetopt.errors import ProblemError
 
 _REGISTRY: dict[str, Any] = {}
@@ -36,8 +36,7 @@ def get_strategy(name: str) -> Any:
         raise ProblemError(f"unknown search strategy {name!r}; choose from {', '.join(_REGISTRY)}", field="search")
     target = _REGISTRY[name]
     if isinstance(target, str):
-        module_name, _, class_name = target.partition(":")
-        target = getattr(importlib.import_module(module_name), class_name)
+        target = resolve(target)
         _REGISTRY[name] = target
     return target()
 

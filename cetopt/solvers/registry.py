@@ -6,9 +6,9 @@ register its own class or import string; a name clash raises unless ``replace=Tr
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
+from cetopt._imports import resolve
 from cetopt.errors import SolverOptionError
 from cetopt.solvers.base import Solver
 
@@ -33,8 +33,7 @@ def backend_class(name: str) -> type[Solver]:
         raise SolverOptionError(f"unknown solver {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     target = _REGISTRY[name]
     if isinstance(target, str):
-        module_name, _, class_name = target.partition(":")
-        target = getattr(importlib.import_module(module_name), class_name)
+        target = resolve(target)
         _REGISTRY[name] = target
     return target
 

@@ -6,9 +6,9 @@ is imported until the model is asked for, so listing and rejecting names is inst
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from cetopt._imports import resolve
 from cetopt.errors import ProblemError
 
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ def load_zoo(name: str, **options: Any) -> "ModelSpec":
     """
     if name not in _ZOO:
         raise ProblemError(f"unknown zoo model {name!r}; the zoo has: {', '.join(_ZOO)}", field="model")
-    module_name, _, function_name = _ZOO[name].partition(":")
-    factory = getattr(importlib.import_module(module_name), function_name)
+    factory = resolve(_ZOO[name])
     return factory(**options)
 
 

@@ -6,9 +6,9 @@ here; tests/quant/rounding/test_conformance.py enrolls every entry.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from cetopt._imports import resolve
 from cetopt.errors import ProblemError
 
 if TYPE_CHECKING:
@@ -29,5 +29,4 @@ def get_rounding(name: str) -> "Rounding":
     """The registered rounding called ``name``."""
     if name not in ROUNDING_CLASSES:
         raise ProblemError(f"unknown rounding {name!r}; use one of {ROUNDINGS}", field="rounding")
-    module, _, cls = ROUNDING_CLASSES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    return resolve(ROUNDING_CLASSES[name])()
