@@ -50,7 +50,7 @@ def run_joint(model: str, roundings: tuple[str, ...], groups: tuple[int, ...], c
     return {"model": model, "rounding": label, "clip": clip, "cells": cells}
 
 
-def run(model: str, rounding: str, clip: str) -> dict[str, Any]:
+def run(model: str, rounding: str, clip: str, objective: str = "task") -> dict[str, Any]:
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -59,15 +59,20 @@ def run(model: str, rounding: str, clip: str) -> dict[str, Any]:
     from cetopt.solvers.api import solve
     from cetopt.workflow import DEFAULT_BITS, build_for
 
-    spec = load_model_spec(model)
+    import time
+
+    spec = load_model_spec(model, objective=objective)
     measurer = Measurer(spec)
     from cetopt.quant.quantizers import QuantizerSpec
     from cetopt.workflow import DEFAULT_QUANTIZER
+
+    start = time.perf_counter()
 
     grid = DEFAULT_QUANTIZER if clip == DEFAULT_QUANTIZER.clip else QuantizerSpec(clip=clip)
     built = build_for(spec, budget=Budget(avg_bits=AVG_BITS[0]), rounding=rounding, quantizer=grid)
     problem = built.problem
     hawq = hawq_v3_problem(spec, DEFAULT_BITS, quantizer=problem_quantizer(problem), rounding=rounding)
+    build_seconds = time.perf_counter() - start
     cells = []
     for avg in AVG_BITS:
         plans = {"default dp": dict(solve(problem.with_budget(Budget(avg_bits=avg)), "dp").bits),
@@ -77,41 +82,67 @@ def run(model: str, rounding: str, clip: str) -> dict[str, Any]:
                 continue
             m = measurer.measure(built.compressed_weights(bits), outcomes=True)
             cells.append({"model": model, "rounding": rounding if grid == DEFAULT_QUANTIZER else f"{rounding}@{clip}-grid",
-                          "avg_bits": avg, "plan": name, "bits": bits,
+                          "objective": objective, "avg_bits": avg, "plan": name, "bits": bits,
                           "metric_name": m.metric_name, "metric": m.metric,
                           "fp_metric": next(iter(measurer.fp_metrics.values()), None),
                           "validation_dloss": m.validation_dloss,
                           "outcomes": None if m.outcomes is None else m.outcomes.tolist()})
-    return {"model": model, "rounding": rounding, "clip": clip, "cells": cells}
+    return {"model": model, "rounding": rounding, "clip": clip, "objective": objective, "cells": cells,
+            "build_seconds": build_seconds,
+            "clusters": None if spec.test_clusters is None else list(spec.test_clusters)}
+
+
+def _ci(a: dict[str, Any] | None, b: dict[str, Any] | None, clusters: Any) -> str:
+    """'estimate [low, high]' of mean(a) - mean(b) over the same test examples, clustered by source where the spec
+    has sources (cetopt.stats.paired_ci); '-' when either has no outcomes."""
+    from cetopt.stats import paired_ci
+
+    if a is None or b is None or a is b or not a.get("outcomes") or not b.get("outcomes"):
+        return "-"
+    ci = paired_ci(np.array(a["outcomes"]), np.array(b["outcomes"]), clusters)
+    return f"{ci.estimate:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
 
 
 def write(results: list[dict[str, Any]], command: str) -> None:
     from cetopt._atomic import atomic_write_text
-    from cetopt.stats import paired_bootstrap_ci
     from cetopt.tables import format_table
 
-    cells = [c for r in results for c in r["cells"]]
     rows = []
-    for c in cells:
-        base = next((b for b in cells if b["model"] == c["model"] and b["avg_bits"] == c["avg_bits"]
-                     and b["plan"] == "default dp" and b["rounding"] == "nearest"), None)
-        ci = None
-        if base is not None and base is not c and c["outcomes"] and base["outcomes"]:
-            ci = paired_bootstrap_ci(np.array(c["outcomes"]), np.array(base["outcomes"]))
-        rows.append([c["model"], f"{c['avg_bits']:g}", c["rounding"], c["plan"], f"{c['metric']:.4f}",
+    for r in results:
+        for c in r["cells"]:
+            c.setdefault("objective", r.get("objective", "task"))
+    cells = [(c, r.get("clusters")) for r in results for c in r["cells"]]
+
+    def find(model: str, avg: float, objective: str, rounding: str, plan: str) -> dict[str, Any] | None:
+        return next((b for b, _ in cells if b["model"] == model and b["avg_bits"] == avg and b["objective"] == objective
+                     and b["rounding"] == rounding and b["plan"] == plan), None)
+
+    for c, clusters in cells:
+        key = (c["model"], c["avg_bits"])
+        same = find(*key, c["objective"], c["rounding"], "default dp")
+        base = find(*key, "task", "nearest", "default dp")
+        rows.append([c["model"], f"{c['avg_bits']:g}", c["objective"], c["rounding"], c["plan"], f"{c['metric']:.4f}",
                      f"{c['metric'] - c['fp_metric']:+.4f}", f"{c['validation_dloss']:+.5f}",
-                     "-" if ci is None else f"{ci.estimate:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"])
-    rows.sort(key=lambda r: (r[0], r[1], r[2], r[3]))
-    summary = [{k: v for k, v in c.items() if k != "outcomes"} for c in cells]  # outcomes: in the per-run files
+                     _ci(c, same, clusters), _ci(c, base, clusters)])
+    rows.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))
+    summary = [{k: v for k, v in c.items() if k != "outcomes"} for c, _ in cells]  # outcomes: in the per-run files
     atomic_write_text(OUT.with_suffix(".json"), json.dumps({"command": command, "cells": summary}, indent=1) + "\n")
+    builds = [f"{r['model']} {r.get('objective', 'task')} {r['rounding']}: {r['build_seconds']:.0f} s"
+              for r in results if "build_seconds" in r]
     lines = ["# Whole-model plans with each rounding", "",
              f"Written by `{command}` (benchmarks/rounding_plans.py; its docstring says how). Every plan (the "
              "default pipeline's dp plan, HAWQ-V3's, uniform) is priced and applied with the rounding of its row, on "
-             "the default grid (MSE clipping) unless the row says @none-grid (range max|w|). Metric: the zoo's test metric (digits: accuracy); last column: paired "
-             "bootstrap 95% CI (2000 resamples over test examples, one zoo seed) of the metric minus that of the "
-             "default dp plan with nearest rounding at the same budget.", "",
-             format_table(["model", "avg bits", "rounding", "plan", "metric", "vs FP32", "validation dL",
-                           "vs default+nearest"], rows), ""]
+             "the default grid (MSE clipping) unless the row says @none-grid (range max|w|). Objective: the loss the "
+             "problem minimises, the zoo's task loss or the fidelity to the FP32 outputs (cetopt.losses, labels "
+             "dropped). Metric: the zoo's test metric (digits: accuracy; MobileNetV2: top-1 agreement with FP32). CIs: "
+             "paired bootstrap 95% (cetopt.stats.paired_ci, 2000 resamples; resampling photos or sentence sources "
+             "where the spec names them, else test examples), one zoo seed: the row's metric minus that of the "
+             "default dp plan with the same objective and rounding, and minus that of the default dp plan with the "
+             "task loss and nearest rounding.", "",
+             format_table(["model", "avg bits", "objective", "rounding", "plan", "metric", "vs FP32", "validation dL",
+                           "vs default dp (same objective, rounding)", "vs default+task+nearest"], rows), "",
+             "Build seconds (curvature, candidates of every bit-width, HAWQ-V3's problem; 2 cores, one run): "
+             + ("; ".join(builds) if builds else "not recorded") + ".", ""]
     atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines))
 
 
@@ -121,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounding", required=True)
     parser.add_argument("--clip", choices=("none", "mse"), default="mse", help="the grid (default: the default "
                         "quantiser's, MSE clipping)")
+    parser.add_argument("--objective", choices=("task", "fidelity"), default="task",
+                        help="what the problems minimise: the zoo's task loss or the fidelity to FP32 (labels dropped)")
     parser.add_argument("--group-sizes", default="", help="joint problem: these scale layouts (e.g. 0,32) x the "
                         "comma-separated --rounding list, the default dp plan only")
     args = parser.parse_args(argv)
@@ -133,12 +166,13 @@ def main(argv: list[str] | None = None) -> None:
         suffix = f"-g{args.group_sizes.replace(',', '-')}-{args.clip}-grid"
         args.rounding = "+".join(roundings)
     else:
-        result = run(args.model, args.rounding, args.clip)
-        suffix = "" if args.clip == "mse" else f"-{args.clip}-grid"
+        result = run(args.model, args.rounding, args.clip, args.objective)
+        suffix = ("" if args.clip == "mse" else f"-{args.clip}-grid") + \
+            ("" if args.objective == "task" else f"-{args.objective}")
     atomic_write_text(OUT / f"{args.model}-{args.rounding}{suffix}.json", json.dumps(result) + "\n")
     results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING[,ROUNDING] [--clip none] "
-                   "[--group-sizes 0,32], once per file in "
+                   "[--objective fidelity] [--group-sizes 0,32], once per file in "
                    "benchmarks/results/rounding-plans/")
 
 

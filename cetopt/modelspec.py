@@ -158,6 +158,36 @@ class ModelSpec:
 
         return [ref.name for ref in find_layers(self.model, exclude=self.exclude)]
 
+    def as_fidelity(self, inputs: Callable[[Any], Any] | None = None) -> "ModelSpec":
+        """This spec with the fidelity objective (:mod:`cetopt.losses`) in place of its ``loss_fn``: the same model,
+        evaluation and test outcomes; calibration and validation batches reduced to their inputs (labels dropped)
+        and their FP32 outputs recorded. Returns ``self`` when the spec already minimises a fidelity objective.
+
+        Args:
+            inputs: ``inputs(batch) -> model inputs`` for one task batch; default: the first element of a tuple or
+                list batch ``(x, y, ...)``. A dict batch needs ``inputs`` (which keys are labels is the model's
+                business).
+
+        Raises:
+            ProblemError: a batch whose inputs cannot be told from its labels (field ``inputs``).
+        """
+        if self.fidelity:
+            return self
+
+        def take(batch: Any) -> Any:
+            if inputs is not None:
+                return inputs(batch)
+            if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+                return batch[0]
+            raise ProblemError(f"{self.name}: a {type(batch).__name__} batch does not say which part is the model's "
+                               "input; call spec.as_fidelity(inputs=lambda batch: ...)", field="inputs")
+
+        from dataclasses import replace
+
+        return replace(self, loss_fn=None, calibration=[take(b) for b in self.calibration],
+                       validation=[take(b) for b in self.validation],
+                       metadata={**self.metadata, "objective_from": "the task batches' inputs, labels dropped"})
+
     def metrics(self, model: "nn.Module | None" = None) -> dict[str, float]:
         """``evaluate(model)`` as plain floats ({} when the spec has no evaluation)."""
         if self.evaluate is None:
@@ -278,18 +308,42 @@ def choose_model(given: str | None, recorded: Any, *, what: str, flag: str = "--
     return given
 
 
-def load_model_spec(target: str, **zoo_options: Any) -> ModelSpec:
+OBJECTIVES = ("task", "fidelity")
+"""What a problem minimises: the spec's own ``loss_fn`` ("task") or the fidelity to its FP32 outputs."""
+
+
+def load_model_spec(target: str, objective: str | None = None, **zoo_options: Any) -> ModelSpec:
     """The ModelSpec named by ``target``.
 
     Args:
         target: a zoo name (``cetopt.zoo.registry.zoo_names()``), ``module:function`` or
             ``path/to/file.py:function``; the function takes no arguments and returns a ModelSpec (or the
             older dict with model, loss_fn, batches).
+        objective: None or "task": the spec as it is; "fidelity": :meth:`ModelSpec.as_fidelity`.
         **zoo_options: passed to the zoo factory (seed, calibration_size, ...); ignored for user functions.
 
     Raises:
-        ProblemError: unknown zoo name (listing the zoo), unimportable module, missing function, bad return.
+        ProblemError: unknown zoo name (listing the zoo), unimportable module, missing function, bad return,
+            unknown objective, "task" for a spec without a loss_fn of its own.
     """
+    if objective not in (None, *OBJECTIVES):
+        raise ProblemError(f"unknown objective {objective!r}; use one of {OBJECTIVES}", field="--objective")
+    spec = _load_spec(target, **zoo_options)
+    if objective == "fidelity":
+        return spec.as_fidelity()
+    if objective == "task" and spec.fidelity:
+        raise ProblemError(f"{target} gives no loss_fn of its own, so there is no task loss to minimise; use "
+                           "--objective fidelity (its default)", field="--objective")
+    return spec
+
+
+def objective_of(metadata: Mapping[str, Any]) -> str | None:
+    """"fidelity" when a plan's or problem's metadata records a bound fidelity objective ("objective_kind"), else
+    None (the spec's own loss), as :func:`load_model_spec`'s ``objective``."""
+    return "fidelity" if metadata.get("objective_kind") in ("kl", "mse", "cosine") else None
+
+
+def _load_spec(target: str, **zoo_options: Any) -> ModelSpec:
     from cetopt.zoo.registry import is_zoo_name, load_zoo
 
     check_target(target)

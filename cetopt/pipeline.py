@@ -55,9 +55,10 @@ def _row(label: str, status: str, avg_bits: float, ratio: float, predicted: floa
 
 
 def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
-             rounding: str | None = None) -> str:
+             rounding: str | None = None, objective: str | None = None) -> str:
     """The demo table as text (``name``: a zoo model, ``module:function`` or ``file.py:function``; ``rounding``: a
-    registered rounding for every plan, baselines included, default cetopt.workflow.DEFAULT_ROUNDING)."""
+    registered rounding for every plan, baselines included, default cetopt.workflow.DEFAULT_ROUNDING; ``objective``:
+    "task", "fidelity" or None for the spec's own, as :func:`cetopt.modelspec.load_model_spec`)."""
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -71,7 +72,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     from cetopt.workflow import DEFAULT_BITS, DEFAULT_ROUNDING, build_for
 
     rounding = rounding or DEFAULT_ROUNDING
-    spec = load_model_spec(name)
+    spec = load_model_spec(name, objective=objective)
     measurer = Measurer(spec)
     metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
     built = build_for(spec, budget=Budget(avg_bits=avg_bits), rounding=rounding)

@@ -38,7 +38,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from cetopt import distributed
 
     distributed.init_from_env()  # under torchrun: ranks share the calibration batches, sums are all-reduced
-    spec = load_model_spec(args.model)
+    spec = load_model_spec(args.model, objective=args.objective)
     from cetopt.quant.quantizers import QuantizerSpec
 
     problem = build_for(spec, bits=bits, method=args.method, budget=budget,
@@ -70,9 +70,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     target = choose_model(args.model, plan.model, what=f"plan {args.plan}",
                           allow_mismatch=args.allow_model_mismatch)
     from cetopt.artifact import write_artifact
-    from cetopt.modelspec import load_model_spec
+    from cetopt.modelspec import load_model_spec, objective_of
 
-    info = write_artifact(load_model_spec(target), plan, args.out, target=normalise_target(target),
+    spec = load_model_spec(target, objective=objective_of(plan.extra))
+    info = write_artifact(spec, plan, args.out, target=normalise_target(target),
                           require_fingerprint=not args.allow_no_fingerprint)
     print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = codes {info.code_bytes} + scales "
           f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
@@ -89,7 +90,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _evaluate_onnx(args)
     target = choose_model(args.model, read_manifest(args.directory).get("target"), what=f"artefact {args.directory}",
                           allow_mismatch=args.allow_model_mismatch)
-    report = evaluate_artifact(args.directory, load_model_spec(target))
+    report = evaluate_artifact(args.directory, load_model_spec(target, objective=_artifact_objective(args.directory)))
     if args.format == "json":
         print(json.dumps(report, allow_nan=False))
         return EXIT_OK
@@ -107,6 +108,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _artifact_objective(directory: Path) -> str | None:
+    """The objective the plan inside an artefact was made for (its plan.json records a fidelity objective; None: the
+    spec's own), so the artefact is measured on the batches its fingerprint was taken on."""
+    from cetopt.modelspec import objective_of
+    from cetopt.quant.plan import Plan
+
+    plan_file = directory / "plan.json"
+    return objective_of(Plan.load(plan_file).extra) if plan_file.is_file() else None
+
+
 def _evaluate_onnx(args: argparse.Namespace) -> int:
     from cetopt.export.onnx_eval import evaluate_onnx
     from cetopt.modelspec import load_model_spec
@@ -114,7 +125,8 @@ def _evaluate_onnx(args: argparse.Namespace) -> int:
     if not args.model:
         raise ProblemError("evaluating an ONNX file needs the model it was exported from: pass --model",
                            field="--model")
-    report = evaluate_onnx(args.directory, load_model_spec(args.model), artifact=args.artifact,
+    objective = _artifact_objective(args.artifact) if args.artifact is not None else None
+    report = evaluate_onnx(args.directory, load_model_spec(args.model, objective=objective), artifact=args.artifact,
                            int8_matmul=args.int8_matmul)
     if args.format == "json":
         print(json.dumps(report.to_dict(), allow_nan=False))
@@ -135,7 +147,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cetopt.export.onnx_export import export_onnx
     from cetopt.modelspec import load_model_spec
 
-    info = export_onnx(args.directory, load_model_spec(args.model), args.out, activation_bits=args.activation_bits,
+    info = export_onnx(args.directory, load_model_spec(args.model, objective=_artifact_objective(args.directory)),
+                       args.out, activation_bits=args.activation_bits,
                        observer=args.observer)
     kinds: dict[str, int] = {}
     for storage in info.storage.values():
@@ -163,7 +176,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from cetopt.workflow import build_for
 
     pool = tuple(name for name in args.pool.split(",") if name.strip())
-    spec = load_model_spec(args.model)
+    spec = load_model_spec(args.model, objective=args.objective)
     built = build_for(spec, method=args.method, bits=int_list(args.bits, "--bits"), budget=Budget(avg_bits=args.avg_bits),
                       target=args.model, quantizer=QuantizerSpec(clip=args.clip), rounding=args.rounding)
     budget = SearchBudget(forwards=args.search_forwards, seconds=args.search_seconds)
@@ -229,7 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         print(rerank_report(args.model, args.rerank, avg_bits=args.avg_bits))
         return EXIT_OK
-    print(run_demo(args.model, avg_bits=args.avg_bits, rounding=args.rounding))
+    print(run_demo(args.model, avg_bits=args.avg_bits, rounding=args.rounding, objective=args.objective))
     return EXIT_OK
 
 
@@ -252,6 +265,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--group-sizes", default="", metavar="G[,G...]",
                    help="scale layouts offered as candidates: 0 = a scale per output channel, g = a scale per g "
                         "inputs (e.g. 0,32,128); each priced with its packed size (codes + scales)")
+    p.add_argument("--objective", choices=("task", "fidelity"), default=None,
+                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
+                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
+                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
     # default = cetopt.workflow.DEFAULT_QUANTIZER.clip, spelled out (a test ties them)
     p.add_argument("--clip", choices=("none", "mse"), default="mse",
@@ -292,6 +309,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
                    help=f"the candidates' rounding, the pool's too: {', '.join(ROUNDINGS)} (default "
                         "cetopt.workflow.DEFAULT_ROUNDING)")
+    p.add_argument("--objective", choices=("task", "fidelity"), default=None,
+                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
+                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
+                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
@@ -344,4 +365,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
                    help=f"every plan's rounding, baselines included: {', '.join(ROUNDINGS)} (default "
                         "cetopt.workflow.DEFAULT_ROUNDING)")
+    p.add_argument("--objective", choices=("task", "fidelity"), default=None,
+                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
+                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
+                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
     p.set_defaults(func=cmd_demo)
