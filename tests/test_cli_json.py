@@ -114,3 +114,8 @@ def test_export_format_onnx_still_names_the_file_format(caplog: pytest.LogCaptur
     args = build_parser().parse_args(["export", "art", "--model", "m.py:f", "--out", "m.onnx", "--format", "onnx"])
     assert args.format == "onnx" and args.to == "onnx"  # cmd_export warns and writes ONNX with table output
     assert build_parser().parse_args(["export", "art", "--model", "m.py:f", "--out", "m.onnx"]).format == "table"
+
+
+def test_help_describes_the_tool_in_whole_sentences() -> None:
+    description = build_parser().description
+    assert description.startswith("Curvature-driven") and description.endswith(".")

@@ -24,7 +24,8 @@ from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUn
 from cetopt.fingerprint import FingerprintMismatchError
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="cetopt", description="Curvature-driven per-layer compression plans, "
+                                     "solved by swappable backends, with certificates (README.md, docs/cli.md).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, i.e. cores minus "
                         "the load average, split among torchrun ranks on this machine)")
