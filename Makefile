@@ -44,19 +44,18 @@ fuzz: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python tests/reliability/fuzz_run.py --cases $(FUZZ_CASES) --files $(FUZZ_FILES)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -n 0 -p no:cacheprovider tests/reliability/test_fuzz.py
 
-# Rebuild docs/results and the README's quality tables from code (tens of minutes on 2 cores): the shipped zoo
+# Rebuild docs/results and its generated tables from code (tens of minutes on 2 cores): the shipped zoo
 # weights (cetopt/data/zoo) make every machine measure the same models; results record their fingerprints.
 RESULT_MODELS := digits-mlp digits-cnn mnist1d-resnet
 results: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m cetopt.results.quality --out docs/results/quality
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --fresh --out docs/results/cet-checks/$$m || exit 1; done
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
-	$(BIN)/python -m cetopt.results.quality_sections
 	$(BIN)/python -m cetopt.results.interpretation
 	$(BIN)/python -m cetopt.results
 
 # Speed benchmarks, each run twice (the README section shows both runs and whether their ratios agree),
-# then README.md's speed section regenerated from benchmarks/results/. About an hour on a busy 2-core machine.
+# then docs/results/speed.md regenerated from benchmarks/results/. About an hour on a busy 2-core machine.
 BENCH_RUNS ?= 1 2
 bench: $(STAMP)
 	for run in $(BENCH_RUNS); do \

@@ -210,8 +210,3 @@ def check_same_model(spec: ModelSpec, metadata: Mapping[str, Any], *, what: str 
     from cetopt.fingerprint import check_fingerprint
 
     check_fingerprint(metadata, spec, what=what)
-
-
-def measure_weights(spec: ModelSpec, weights: Mapping[str, torch.Tensor]) -> Measurement:
-    """One-off :meth:`Measurer.measure` (use a Measurer to measure many plans of one model)."""
-    return Measurer(spec).measure(weights)

@@ -3,6 +3,7 @@ measure it beside the uniform and HAWQ-V3 baselines (``cetopt demo``, ``make dem
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cetopt.modelspec import ModelSpec
@@ -47,18 +48,52 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
     return rows
 
 
-def _row(label: str, status: str, avg_bits: float, ratio: float, predicted: float, gap: str, measured: Any,
-         fp: float | None) -> list[str]:
-    metric = measured.metric
-    return [label, status, f"{avg_bits:.3f}", f"{ratio:.2f}", f"{predicted:.5f}", gap, f"{measured.calibration_dloss:.5f}",
+@dataclass(frozen=True)
+class DemoReport:
+    """The demo's result: ``text`` as printed; ``plans``: one record per backend and baseline (status, avg_bits,
+    packed_ratio, predicted_dL, gap, measured_dL and the metric; None where a plan has none); ``selected``: the plan
+    `cetopt plan` would ship; ``per_layer``: the dp plan's predicted vs measured loss change per layer, then whole."""
+
+    text: str
+    model: str
+    metric_name: str | None
+    fp_metric: float | None
+    plans: tuple[dict[str, Any], ...]
+    selected: str
+    per_layer: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _record(label: str, status: str, avg_bits: float | None = None, ratio: float | None = None,
+            predicted: float | None = None, gap: float | None = None, measured: Any = None) -> dict[str, Any]:
+    metric = None if measured is None else measured.metric
+    return {"plan": label, "status": status, "avg_bits": avg_bits, "packed_ratio": ratio, "predicted_dL": predicted,
+            "gap": gap, "measured_dL": None if measured is None else measured.calibration_dloss, "metric": metric}
+
+
+def _row(record: dict[str, Any], fp: float | None) -> list[str]:
+    if record["avg_bits"] is None:  # no plan: infeasible or no solution
+        return [record["plan"], record["status"]] + ["-"] * 7
+    metric, gap = record["metric"], record["gap"]
+    return [record["plan"], record["status"], f"{record['avg_bits']:.3f}", f"{record['packed_ratio']:.2f}",
+            f"{record['predicted_dL']:.5f}", "-" if gap is None else f"{gap:.1e}", f"{record['measured_dL']:.5f}",
             "-" if metric is None else f"{metric:.4f}", "-" if metric is None or fp is None else f"{metric - fp:+.4f}"]
 
 
 def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
              rounding: str | None = None, objective: str | None = None) -> str:
-    """The demo table as text (``name``: a zoo model, ``module:function`` or ``file.py:function``; ``rounding``: a
-    registered rounding for every plan, baselines included, default cetopt.workflow.DEFAULT_ROUNDING; ``objective``:
-    "task", "fidelity" or None for the spec's own, as :func:`cetopt.modelspec.load_model_spec`)."""
+    """The demo table as text (see :func:`demo_report`)."""
+    return demo_report(name, avg_bits=avg_bits, solvers=solvers, rounding=rounding, objective=objective).text
+
+
+def demo_report(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
+                rounding: str | None = None, objective: str | None = None) -> DemoReport:
+    """The demo on ``name`` (a zoo model, ``module:function`` or ``file.py:function``) at ``avg_bits``: every
+    backend's plan and the baselines, applied and measured; ``rounding``: a registered rounding for every plan,
+    baselines included, default cetopt.workflow.DEFAULT_ROUNDING; ``objective``: "task", "fidelity" or None for the
+    spec's own, as :func:`cetopt.modelspec.load_model_spec`."""
     from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -78,7 +113,7 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     built = build_for(spec, budget=Budget(avg_bits=avg_bits), rounding=rounding)
     problem = built.problem
     names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
-    rows = []
+    records: list[dict[str, Any]] = []
     measured: dict[tuple[tuple[str, int], ...], tuple[float, Any]] = {}  # backends often agree: each plan once
 
     grid = problem_quantizer(problem)  # every plan, baselines included, on the grid the problem priced
@@ -99,24 +134,24 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
     for solver in names:
         result = solve(problem, solver, time_limit=60)
         if not result.success:
-            rows.append([f"cet/{solver}", result.status.value] + ["-"] * 7)
+            records.append(_record(f"cet/{solver}", result.status.value))
             continue
         if solver != "dp":
             backend_bits[f"{problem.metadata['method']}/{solver}"] = dict(result.bits)
         ratio, measurement = apply_and_measure(dict(result.bits))
-        rows.append(_row(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
-                         "-" if result.gap is None else f"{result.gap:.1e}", measurement, fp))
+        records.append(_record(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
+                               result.gap, measurement))
     baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid, rounding=rounding),
                                             avg_bits)}
     uniform = max(b for b in DEFAULT_BITS if b <= avg_bits)
     baselines[f"uniform {uniform}-bit"] = uniform_bits(problem, uniform)
     for label, bits in baselines.items():
         if bits is None:
-            rows.append([label, "infeasible"] + ["-"] * 7)
+            records.append(_record(label, "infeasible"))
             continue
         score = evaluate(problem, choices_from_bits(problem, bits))
         ratio, measurement = apply_and_measure(dict(bits))
-        rows.append(_row(label, "baseline", score.avg_bits, ratio, score.objective, "-", measurement, fp))
+        records.append(_record(label, "baseline", score.avg_bits, ratio, score.objective, None, measurement))
     # what `cetopt plan` would ship (cetopt.rerank.select_plan, no search): the dp plan, the other backends' plans
     # and the default pool's, measured (HAWQ-V3's and the backends' plans are already above)
     measure, split = selection_measure(measurer)
@@ -139,6 +174,8 @@ def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequen
               f"rounding {rounding} (every plan); "
               f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
-                          metric_name or "metric", "vs_FP"], rows)
-    return (header + "\n" + table + "\n" + select_line + "\n\nPredicted vs measured loss change of the dp plan, layer by layer (each "
-            "layer quantised alone) and whole:\n" + check_table)
+                          metric_name or "metric", "vs_FP"], [_row(r, fp) for r in records])
+    text = (header + "\n" + table + "\n" + select_line + "\n\nPredicted vs measured loss change of the dp plan, layer by "
+            "layer (each layer quantised alone) and whole:\n" + check_table)
+    return DemoReport(text=text, model=spec.name, metric_name=metric_name, fp_metric=fp, plans=tuple(records),
+                      selected=selection.best.label, per_layer=tuple(check))

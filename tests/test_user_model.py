@@ -1,4 +1,4 @@
-"""The README's "Your own model" section, run as written: its my_model.py, its five commands and its ONNX
+"""The README's "Your own model" section, run as written: its my_model.py and train_mlp.py, its five commands and its ONNX
 export and evaluation, from a temporary folder outside the repository, with the command line only (nothing on
 PYTHONPATH)."""
 
@@ -21,48 +21,35 @@ pytest.importorskip("sklearn")
 pytest.importorskip("safetensors")
 pytest.importorskip("onnxruntime")
 
-TRAIN = """
-import torch
-from sklearn.datasets import load_wine
-torch.manual_seed(0)
-x, y = load_wine(return_X_y=True)
-order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-x, y = torch.tensor((x - x.mean(0)) / x.std(0), dtype=torch.float32)[order], torch.tensor(y)[order]
-model = torch.nn.Sequential(torch.nn.Linear(13, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
-opt = torch.optim.Adam(model.parameters(), 1e-2)
-for _ in range(200):
-    opt.zero_grad()
-    torch.nn.functional.cross_entropy(model(x[:128]), y[:128]).backward()
-    opt.step()
-torch.save(model.state_dict(), "mlp.pt")
-"""
-
-
-def readme_section() -> tuple[str, list[str]]:
-    """The section's Python file and its command lines (comments stripped)."""
+def readme_section() -> tuple[str, str, list[str]]:
+    """The section's my_model.py, its train_mlp.py and its command lines (comments stripped)."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Your own model", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
+    files = {m.group(1): m.group(0)[len("```python\n"):-3]
+             for m in re.finditer(r"```python\n# (\S+\.py)[^\n]*\n.*?```", section, re.S)}
     commands = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert code and commands, "README 'Your own model' lost its python or bash block"
+    assert set(files) == {"my_model.py", "train_mlp.py"} and commands, \
+        f"README 'Your own model' lost its my_model.py, train_mlp.py or bash block (found {sorted(files)})"
     lines = [line.split("#", 1)[0].strip() for line in commands.group(1).splitlines()]
-    return code.group(1), [line for line in lines if line]
+    return files["my_model.py"], files["train_mlp.py"], [line for line in lines if line]
 
 
 def test_readme_section_has_ten_lines_of_commands_and_code() -> None:
-    code, commands = readme_section()
+    code, train, commands = readme_section()
     assert [c.split()[1] for c in commands] == ["extract", "solve", "plan", "apply", "evaluate"]
     assert "def spec() -> ModelSpec" in code
+    assert "from my_model import" in train and 'torch.save(model.state_dict(), "mlp.pt")' in train
 
 
 @pytest.mark.slow
 def test_user_model_from_outside_the_repo(tmp_path: Path) -> None:
-    code, commands = readme_section()
+    code, train, commands = readme_section()
     assert not tmp_path.resolve().is_relative_to(ROOT)
     (tmp_path / "my_model.py").write_text(code)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-c", TRAIN], cwd=tmp_path, env=env, check=True, timeout=300)
+    (tmp_path / "train_mlp.py").write_text(train)
+    subprocess.run([sys.executable, "train_mlp.py"], cwd=tmp_path, env=env, check=True, timeout=300)
     outputs = []
     for command in commands:
         argv = shlex.split(command)

@@ -243,8 +243,3 @@ def _coverage(op: CurvatureOperator, paths: Mapping[str, Any], curvature: Curvat
     report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"))
     report.log()
     return report
-
-
-def build_problem(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], **kwargs: object) -> AllocationProblem:
-    """:func:`build`'s problem alone (same arguments)."""
-    return build(model, loss_fn, batches, **kwargs).problem  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ argument helpers in :mod:`cetopt.cli.args`.
 Exit codes: 0 success; 1 infeasible or no solution (the message gives the smallest feasible budget); 2 bad input
 (problem, model, option, config, a plan or problem of other weights: the message names the field and the fix); 3 a computation failed (NaN/inf
 curvature, a diverging eigen-solver); 130 interrupted.
-Results go to stdout (``--format json`` prints exactly one JSON object); logs and progress go to stderr.
+Results go to stdout (``--format json``, on every command, prints exactly one JSON document); logs and progress go
+to stderr.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import sys
 from typing import Sequence
 
 from cetopt import __version__
-from cetopt.cli import models, problems, reports
+from cetopt.cli import models, output, problems, reports
 from cetopt.cli.args import EXIT_BAD_INPUT, EXIT_FAILED
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
 from cetopt.fingerprint import FingerprintMismatchError
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cetopt", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="cetopt", description="Curvature-driven per-layer compression plans, "
+                                     "solved by swappable backends, with certificates (README.md, docs/cli.md).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the free cores, i.e. cores minus "
                         "the load average, split among torchrun ranks on this machine)")
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_parsers(sub)
     for command in sub.choices.values():  # the global options are accepted after the subcommand too
         _add_global_options(command)
+        output.add_format_flag(command)  # --format json on every command
     return parser
 
 
@@ -82,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_target(args.model)
         _configure_torch(args)
-        return int(args.func(args))
+        return output.run(args, args.func)
     except (ProblemError, SolverOptionError, UnsupportedProblemError, SolverUnavailableError,
             FingerprintMismatchError) as err:  # a plan or problem of other weights is bad input, not a failure
         print(f"cetopt: error: {err}", file=sys.stderr)

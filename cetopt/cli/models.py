@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, float_in, int_in, int_list
+from cetopt.cli.output import emit
 from cetopt.errors import ProblemError
 
 
@@ -50,6 +52,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
               + (f" ({distributed.world_size()} ranks)" if distributed.is_distributed() else ""))
         _print_coverage(problem.metadata)
+        emit(args, {"out": str(args.out), "problem": problem.name, "layers": len(problem.layers), "bits": bits,
+                    "method": args.method, "coverage": problem.metadata.get("coverage")})
     distributed.barrier()
     return EXIT_OK
 
@@ -79,6 +83,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
           f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
           f"container overhead {info.overhead_bytes}; packed size {info.predicted_bytes} (all but the overhead), "
           f"packed ratio {info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
+    emit(args, {"directory": str(info.directory), "file_bytes": info.file_bytes, "code_bytes": info.code_bytes,
+                "scale_bytes": info.scale_bytes, "other_bytes": info.other_bytes, "buffer_bytes": info.buffer_bytes,
+                "overhead_bytes": info.overhead_bytes, "packed_bytes": info.predicted_bytes,
+                "packed_ratio": info.size.ratio})
     return EXIT_OK
 
 
@@ -147,6 +155,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cetopt.export.onnx_export import export_onnx
     from cetopt.modelspec import load_model_spec
 
+    if args.format == "onnx":  # the file format's old spelling: --format now selects the output, as everywhere
+        logging.getLogger(__name__).warning("`cetopt export --format onnx` is deprecated: the file format is --to "
+                                            "onnx (the default); --format selects table or json output")
+
     info = export_onnx(args.directory, load_model_spec(args.model, objective=_artifact_objective(args.directory)),
                        args.out, activation_bits=args.activation_bits,
                        observer=args.observer)
@@ -163,6 +175,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if info.activations:
         print(f"{len(info.activations)} activation inputs quantised to {args.activation_bits} bits per tensor "
               f"(QuantizeLinear/DequantizeLinear, {args.observer} ranges from the calibration batches)")
+    emit(args, {"path": str(info.path), "format": args.to, "file_bytes": info.file_bytes, "code_bytes": info.code_bytes,
+                "scale_bytes": info.scale_bytes, "other_bytes": info.other_bytes,
+                "overhead_bytes": info.overhead_bytes, "packed_bytes": info.packed_bytes, "storage": info.storage,
+                "weight_error": info.weight_error, "activation_bits": args.activation_bits if info.activations else None})
     return EXIT_OK
 
 
@@ -231,18 +247,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
           f"(the solver's optimum {result.solver_best.measured:+.6f}); `cetopt apply {args.out} --model {args.model} "
           f"--out DIR` packs it")
+    emit(args, {"out": str(args.out), "selected": best.label, "measured_loss": best.measured,
+                "split": selection.split, "packed_bytes": size.total_bytes, "packed_ratio": size.ratio, **extra})
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cetopt.pipeline import run_demo
+    from cetopt.pipeline import demo_report
 
     if args.rerank:
         from cetopt.rerank import rerank_report
 
-        print(rerank_report(args.model, args.rerank, avg_bits=args.avg_bits))
+        text = rerank_report(args.model, args.rerank, avg_bits=args.avg_bits)
+        print(text)
+        emit(args, {"model": args.model, "rerank": args.rerank, "avg_bits": args.avg_bits, "report": text})
         return EXIT_OK
-    print(run_demo(args.model, avg_bits=args.avg_bits, rounding=args.rounding, objective=args.objective))
+    report = demo_report(args.model, avg_bits=args.avg_bits, rounding=args.rounding, objective=args.objective)
+    print(report.text)
+    emit(args, report.to_dict())
     return EXIT_OK
 
 
@@ -348,7 +370,11 @@ def add_parsers(sub: Any) -> None:
                                       "DequantizeLinear (cetopt evaluate FILE.onnx --model SPEC runs it)")
     p.add_argument("directory", type=Path, help="an artefact directory written by cetopt apply")
     p.add_argument("--model", required=True, help="the model the artefact was applied to: " + MODEL_HELP)
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
+    p.add_argument("--to", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
+    p.add_argument("--format", choices=("table", "json", "onnx"), default="table",
+                   help="table or json output, as every command ('onnx', the file format's old spelling, is "
+                        "accepted with a warning: use --to)")
+    p.set_defaults(_generic_format=True)
     p.add_argument("--out", type=Path, required=True, help="the file to write (atomically)")
     p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the activation input of every "
                    "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches); "

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from cetopt.cli.args import (EXIT_INFEASIBLE, EXIT_OK, MAX_SEED, add_budget_flags, check_out_target, exit_code,
                             float_in, int_in, load_with_overrides, parse_options)
+from cetopt.cli.output import emit
 from cetopt.errors import UnsupportedProblemError
 
 
@@ -143,6 +144,8 @@ def cmd_solvers(args: argparse.Namespace) -> int:
     rows = [[s.name, "yes" if s.installed else "no", "yes" if s.exact else "no", s.description]
             for s in available_solvers()]
     print(format_table(["backend", "installed", "exact", "description"], rows))
+    emit(args, [{"backend": s.name, "installed": s.installed, "exact": s.exact, "description": s.description}
+                for s in available_solvers()])
     return EXIT_OK
 
 
@@ -151,21 +154,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from cetopt.problem.feasibility import budget_shortfalls, floors
     from cetopt.problem.io import load_problem
 
+    checked = []
     for path in args.problems:
         problem = load_problem(path)
         compiled = compile_problem(problem)
         low = floors(compiled)
+        warnings = list(budget_shortfalls(compiled))
         print(f"{path}: ok: {len(problem.layers)} layers, {compiled.n_groups} groups, "
               f"{problem.total_params} params; smallest avg_bits {low.avg_bits:.4g}")
-        for line in budget_shortfalls(compiled):
+        for line in warnings:
             print(f"  warning: {line}")
+        checked.append({"path": str(path), "ok": True, "layers": len(problem.layers), "groups": compiled.n_groups,
+                        "params": problem.total_params, "smallest_avg_bits": low.avg_bits, "warnings": warnings})
+    emit(args, checked)
     return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from cetopt.problem.schema import PROBLEM_SCHEMA
 
-    print(json.dumps(PROBLEM_SCHEMA, indent=1))
+    emit(args, PROBLEM_SCHEMA)
+    if args.format == "table":  # the schema is JSON either way; indented for reading
+        print(json.dumps(PROBLEM_SCHEMA, indent=1))
     return EXIT_OK
 
 
@@ -183,6 +193,7 @@ def cmd_make_problem(args: argparse.Namespace) -> int:
         problem = synthetic_problem(args.layers, n_choices=args.choices, seed=args.seed, avg_bits=args.avg_bits)
     save_problem(problem, args.out)
     print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers")
+    emit(args, {"out": str(args.out), "problem": problem.name, "layers": len(problem.layers)})
     return EXIT_OK
 
 

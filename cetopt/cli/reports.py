@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from cetopt.cli.args import EXIT_OK, MODEL_HELP, float_list, int_in, int_list
+from cetopt.cli.output import emit
 from cetopt.errors import ProblemError
 
 
@@ -17,7 +19,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     budgets = float_list(args.budgets, "--budgets") if args.budgets else list(QUICK_BUDGETS)
     if args.jobs < 1:
         raise ProblemError(f"--jobs must be >= 1, got {args.jobs}")
-    spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=args.solvers or QUICK_SOLVERS, budgets=budgets,
+    spec = BenchSpec(problems=args.problems or QUICK_PROBLEMS, solvers=solver_list(args.solvers) or QUICK_SOLVERS,
+                     budgets=budgets,
                      baselines=[b for b in args.baselines.split(",") if b], time_limit=args.time_limit,
                      measure=not args.no_measure, models=_bench_models(args.model))
     from cetopt.bench.executor import parse_executor
@@ -25,7 +28,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     parse_executor(args.executor)  # a bad --executor fails before any cell runs
     result = run_bench(spec, args.out, jobs=args.jobs, plots=not args.no_plots, executor=args.executor)
     print(f"{result.ran} cells run, {result.reused} reused; wrote " + ", ".join(str(f) for f in result.files))
+    emit(args, {"out": str(args.out), "ran": result.ran, "reused": result.reused, "files": [str(f) for f in result.files]})
     return EXIT_OK
+
+
+def solver_list(items: list[str] | None) -> list[str]:
+    """``--solvers a,b`` (comma-separated, as in ``cetopt compare``); the space-separated form ``--solvers a b``
+    still works and is warned about."""
+    if not items:
+        return []
+    if len(items) > 1:
+        logging.getLogger(__name__).warning("`--solvers A B` (space-separated) is deprecated: use --solvers A,B "
+                                            "(comma-separated, as cetopt compare)")
+    return [name.strip() for item in items for name in item.split(",") if name.strip()]
 
 
 def _bench_models(targets: list[str] | None) -> tuple[str, ...]:
@@ -46,6 +61,7 @@ def cmd_levels(args: argparse.Namespace) -> int:
     budgets = float_list(args.budgets, "--budgets")
     data = levels_report(args.model, args.out, budgets=budgets, log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out / 'report.md'}: {len(data['points'])} plans")
+    emit(args, {"report": str(args.out / "report.md"), "points": data["points"]})
     return EXIT_OK
 
 
@@ -67,6 +83,9 @@ def cmd_prove(args: argparse.Namespace) -> int:
                     lossless_variants=args.lossless_variants,
                     log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out / 'report.md'}: " + ", ".join(f"{c.number} {c.verdict.value}" for c in results))
+    emit(args, {"report": str(args.out / "report.md"), "results": str(args.out / "results.json"),
+                "checks": [{"number": c.number, "title": c.title, "verdict": c.verdict.value, "value": c.value}
+                           for c in results]})
     return EXIT_OK
 
 
@@ -77,7 +96,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="the small default set (digits, MNIST-1D, HAWQ-V3 ResNet-18, "
                                                         "synthetic; 6 solvers; 5 budgets), about a minute on 2 cores")
     p.add_argument("--problems", nargs="+", help="problem files or globs (default: the quick set)")
-    p.add_argument("--solvers", nargs="+", help="solver configs (solvers/*.toml), globs or backend names")
+    p.add_argument("--solvers", nargs="+", metavar="NAME[,NAME...]",
+                   help="solver configs (solvers/*.toml), globs or backend names, comma-separated")
     p.add_argument("--budgets", help="average-bits budgets, comma-separated (default 2.5,3,4,5,6)")
     p.add_argument("--baselines", default="uniform,hawq-v3", help="baseline allocations ('' for none)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per solve")

@@ -52,10 +52,6 @@ class LayerCurvature:
         return int(np.prod(self.shape))
 
     @property
-    def grad_norm(self) -> float:
-        return float(np.linalg.norm(self.gradient))
-
-    @property
     def mean_eigenvalue(self) -> float:
         """Tr(H_ll) / n: HAWQ's normalised trace."""
         return self.trace / self.params

@@ -98,11 +98,6 @@ class LayerQuadric:
         k = self.eigenvalues.size // 2 if k is None else k
         return self.eigenvectors[:k]
 
-    def minor_subspace(self, k: int | None = None) -> np.ndarray:
-        """(k, n) the k steepest computed eigenvectors (the complement's computed part)."""
-        k = self.eigenvalues.size - self.eigenvalues.size // 2 if k is None else k
-        return self.eigenvectors[self.eigenvalues.size - k:]
-
     # ------------------------------------------------------------------ the model
     def coordinates(self, d: np.ndarray) -> np.ndarray:
         """(m,) principal coordinates u_i . d."""

@@ -1,12 +1,10 @@
 """The layer graph: which layer feeds which, which share an input, whose outputs are added.
 
 Built with networkx from ``problem.edges``; used to derive tie groups (residual adds) and the layer pairs
-that get interaction terms, and drawable for notebooks.
+that get interaction terms.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import networkx as nx
 
@@ -47,26 +45,3 @@ def adjacent_pairs(graph: nx.MultiDiGraph, *, include_shared_inputs: bool = True
             seen.add((u, v))
             out.append((u, v))
     return out
-
-
-def draw_layer_graph(problem: AllocationProblem, ax: Any = None, *, bits: dict[str, int] | None = None) -> Any:
-    """Draw the layer graph with matplotlib (layers left to right in depth order; colour = bits if given).
-
-    Returns the matplotlib Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    graph = layer_graph(problem)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6, len(problem.layers) * 0.5), 3))
-    order = nx.get_node_attributes(graph, "order")
-    pos = {name: (i, (i % 3) * 0.3) for name, i in order.items()}
-    colours = [bits.get(n, 0) if bits else 0 for n in graph.nodes]
-    nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, cmap="viridis", node_size=200)
-    styles = {"feeds": "solid", "shares_input": "dotted", "adds_with": "dashed"}
-    for kind, style in styles.items():
-        edges = [(u, v) for u, v, d in graph.edges(data=True) if d.get("kind") == kind]
-        nx.draw_networkx_edges(graph, pos, edgelist=edges, ax=ax, style=style, arrows=True)
-    nx.draw_networkx_labels(graph, pos, ax=ax, font_size=6)
-    ax.set_axis_off()
-    return ax

@@ -1,10 +1,12 @@
-"""Generated README sections: each marked section of README.md is written by one function from results files.
+"""Generated document sections: each marked section of README.md and of the docs is written by one function from
+results files.
 
-A section is the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in README.md. ``SECTIONS`` maps
+A section is the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in a document. ``SECTIONS`` maps
 each name to the ``"module:function"`` that returns its markdown body (no arguments; it reads committed
-results files, never runs a benchmark). ``python -m cetopt.results`` rewrites README.md atomically;
-``--check`` exits 1 when README.md is stale. Add a section: write the generator, put the markers in
-README.md, add one line to SECTIONS.
+results files, never runs a benchmark); ``DOCUMENTS`` says which document (a path relative to the repository
+root) holds which sections, each section in exactly one. ``python -m cetopt.results`` rewrites the documents
+atomically; ``--check`` exits 1 when one is stale. Add a section: write the generator, put the markers in its
+document, add one line to SECTIONS and its name to that document's entry in DOCUMENTS.
 """
 
 from __future__ import annotations
@@ -19,15 +21,24 @@ SECTIONS: dict[str, str] = {
     "cet-checks": "cetopt.results.quality_sections:checks_section",
     "quality": "cetopt.results.quality_sections:quality_section",
     "zoo": "cetopt.results.quality_sections:zoo_section",
+    "equal-size": "cetopt.results.quality_sections:equal_size_section",
+    "levels": "cetopt.results.quality_sections:levels_section",
     "published": "cetopt.results.published:published_section",
     "pretrained": "cetopt.results.pretrained:pretrained_section",
     "selection": "cetopt.results.selection:selection_section",
     "evaluation": "cetopt.results.evaluation:evaluation_section",
 }
 
+# document (relative to the repository root) -> the sections it holds, in no particular order
+DOCUMENTS: dict[str, tuple[str, ...]] = {
+    "README.md": ("pretrained", "evaluation"),
+    "docs/results/README.md": ("published", "selection", "zoo", "quality", "cet-checks", "equal-size", "levels"),
+    "docs/results/speed.md": ("speed",),
+}
+
 
 class SectionError(CetoptError):
-    """A README section's markers are missing or malformed; the message names the section and the fix."""
+    """A section's markers are missing or malformed; the message names the section and the fix."""
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -58,11 +69,19 @@ def section_body(name: str) -> str:
     return resolve(SECTIONS[name])()
 
 
-def render(text: str, names: list[str] | None = None) -> str:
-    """``text`` (README.md) with every registered section (or ``names``) regenerated."""
-    for name in names or list(SECTIONS):
+def render(text: str, names: list[str]) -> str:
+    """``text`` (a document) with the sections ``names`` regenerated."""
+    for name in names:
         text = replace_section(text, name, section_body(name))
     return text
+
+
+def document_of(name: str) -> str:
+    """The document (relative to the repository root) that holds section ``name``."""
+    for document, names in DOCUMENTS.items():
+        if name in names:
+            return document
+    raise SectionError(f"section {name!r} is in no document; add it to cetopt.results.DOCUMENTS")
 
 
 def section_names(text: str) -> list[str]:

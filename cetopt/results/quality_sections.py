@@ -1,4 +1,4 @@
-"""README sections generated from committed results: the zoo's shipped models, the CET checks' verdicts,
+"""Generated sections (docs/results/README.md) from committed results: the zoo's shipped models, the CET checks' verdicts,
 and the quality table with confidence intervals (see cetopt.results.quality for how they are measured).
 
 Every number comes from a file: cetopt/data/zoo/manifest.json, docs/results/cet-checks/*/results.json,
@@ -186,7 +186,7 @@ def checks_section() -> str:
         if _judged(c) != DEFAULT_COST_MODEL:
             raise ValueError(f"{path} judged {_judged(c)!r}, not the default {DEFAULT_COST_MODEL!r}: rerun it")
         text.append(f"{model}, check {PLAN_CHECK} alone for the default `{DEFAULT_COST_MODEL}` "
-                    f"([{path.parent.name}/report.md](docs/results/cet-checks/{path.parent.name}/report.md)): "
+                    f"([{path.parent.name}/report.md](cet-checks/{path.parent.name}/report.md)): "
                     f"{c['verdict']} ({c['value']}).")
     from cetopt.results.provenance import stale_note
 
@@ -237,25 +237,3 @@ def levels_section() -> str:
     if not rows:
         raise FileNotFoundError("no docs/results/levels/*/results.json: run `make results`")
     return markdown_table(["model", "avg bits", "FP32", *modes], rows)
-
-
-DOC_SECTIONS = {"cet-checks": checks_section, "equal-size": equal_size_section, "quality": quality_section,
-                "zoo": zoo_section, "levels": levels_section}
-DOC_README = CHECKS_DIR.parent / "README.md"
-
-
-def main() -> int:
-    """Regenerate docs/results/README.md's marked sections (README.md's are cetopt.results' job)."""
-    from cetopt._atomic import atomic_write_text
-    from cetopt.results import replace_section
-
-    text = DOC_README.read_text(encoding="utf-8")
-    for name, generate in DOC_SECTIONS.items():
-        text = replace_section(text, name, generate())
-    atomic_write_text(DOC_README, text)
-    print(f"rewrote {DOC_README}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -357,7 +357,7 @@ def speed_section(results: Path = RESULTS) -> str:
               "between processes)." if processes > 1 else "")
     lines = [
         "Measured by `make bench` (benchmarks/solvers.py, benchmarks/curvature.py; results in "
-        "[benchmarks/results](benchmarks/results)) and written here by `python -m cetopt.results`. "
+        "[benchmarks/results](../../benchmarks/results)) and written here by `python -m cetopt.results`. "
         "**solver** = the backend alone (`SolveResult.seconds`), **call** = one whole `cetopt.solve()` call, "
         "**process** = one whole `cetopt solve FILE --format json` subprocess. Times are medians over rounds "
         "in which everything compared ran interleaved; ratios are taken within each round, then the median."

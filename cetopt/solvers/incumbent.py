@@ -14,7 +14,6 @@ from cetopt.problem.compiled import CompiledProblem
 from cetopt.problem.model import Minimize
 from cetopt.solvers.hull import hull_walk, solve_lp, solve_lp_dual
 from cetopt.solvers.local_search import improve, is_feasible
-from cetopt.solvers.result import Outcome, Status
 
 
 @dataclass(frozen=True)
@@ -132,17 +131,3 @@ def greedy_incumbent(compiled: CompiledProblem) -> Incumbent:
 def reference_objective(compiled: CompiledProblem) -> float:
     """The greedy answer's objective: the scale a MILP objective is normalised to."""
     return compiled.objective_values(improve(compiled, greedy_plan(compiled).choice_index))[0]
-
-
-def time_limit_fallback(compiled: CompiledProblem, bound: float | None, engine: str,
-                        incumbent: Incumbent | None = None) -> Outcome:
-    """What an exact backend returns when its time limit struck before it found any allocation: the
-    greedy answer (if feasible) as FEASIBLE with the better of the two bounds, else NO_SOLUTION."""
-    incumbent = incumbent if incumbent is not None else greedy_incumbent(compiled)
-    bounds = [b for b in (bound, incumbent.plan.bound) if b is not None]
-    best_bound = max(bounds) if bounds else None
-    if incumbent.feasible:
-        return Outcome(Status.FEASIBLE, choice_index=incumbent.choice_index, bound=best_bound, limit="time",
-                       message=f"{engine} found no allocation before the time limit; returning the greedy one")
-    return Outcome(Status.NO_SOLUTION, bound=best_bound, limit="time",
-                   message=f"{engine} found no allocation before the time limit, and neither did greedy")

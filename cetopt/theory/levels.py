@@ -119,7 +119,13 @@ def levels_report(model: str, outdir: str | os.PathLike[str], *, budgets: Sequen
     from cetopt.modelspec import load_model_spec
 
     task = load_model_spec(model)
-    fp_metric = float(next(iter(task.metrics().values())))
+    metrics = task.metrics()
+    if not metrics:  # the study compares modes by a measured metric, not by loss
+        from cetopt.errors import ProblemError
+
+        raise ProblemError(f"cetopt levels compares modes by a measured metric, and {task.name} has none: give its "
+                           "ModelSpec an evaluate(model) -> {metric: value}", field="evaluate")
+    fp_metric = float(next(iter(metrics.values())))
     points, _ = pareto_points(task, budgets)
     log(f"pareto: {len(points)} plans ({time.perf_counter() - start:.0f} s)")
     series = series_convergence(task)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Sequence
 
-from cetopt._atomic import atomic_write_text
 from cetopt.tables import format_table, markdown_table
 
 
@@ -72,7 +69,3 @@ def text_summary(checks: Sequence[CheckResult]) -> str:
     """A plain-text table of the verdicts (for the terminal)."""
     return format_table(["#", "check", "value", "tolerance", "verdict"],
                         [[c.number, c.title, c.value, c.tolerance, c.verdict.value] for c in checks])
-
-
-def write_report(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_text(path, text)

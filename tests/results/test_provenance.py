@@ -104,8 +104,11 @@ def test_every_stale_results_file_behind_the_readme_is_declared_and_every_declar
 
 
 def test_readme_sections_name_their_stale_files() -> None:
-    readme = (ROOT / "README.md").read_text()
+    from cetopt.results import document_of
+
     for name in provenance.SECTION_SOURCES:
         note = stale_note(name)
         if note:
-            assert note in readme, f"README section {name!r} does not say it rests on stale files: run python -m cetopt.results"
+            document = document_of(name)
+            assert note in (ROOT / document).read_text(), \
+                f"{document} section {name!r} does not say it rests on stale files: run python -m cetopt.results"

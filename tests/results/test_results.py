@@ -114,17 +114,32 @@ def test_missing_results_say_how_to_make_them(tmp_path: Path) -> None:
 def test_check_mode_and_rewrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cetopt.results as results
 
-    monkeypatch.setattr(results, "section_body", lambda name: "generated")
-    monkeypatch.setattr(results, "SECTIONS", {"speed": results.SECTIONS["speed"]})  # this README marks speed only
-    readme = tmp_path / "README.md"
+    monkeypatch.setattr(results, "section_body", lambda name: f"generated {name}")
+    monkeypatch.setattr("cetopt.results.__main__.DOCUMENTS", {"README.md": ("speed",), "docs/more.md": ("quality",)})
+    (tmp_path / "docs").mkdir()
+    readme, more = tmp_path / "README.md", tmp_path / "docs" / "more.md"
     readme.write_text(README)
-    assert main(["--readme", str(readme), "--check"]) == 1
+    more.write_text(README.replace("speed", "quality"))
+    assert main(["--root", str(tmp_path), "--check"]) == 1
     assert readme.read_text() == README  # --check writes nothing
-    assert main(["--readme", str(readme)]) == 0
-    assert "generated" in readme.read_text() and "old text" not in readme.read_text()
-    assert main(["--readme", str(readme), "--check"]) == 0
+    assert main(["--root", str(tmp_path), "--section", "speed"]) == 0  # one section: the other document untouched
+    assert "generated speed" in readme.read_text() and "old text" in more.read_text()
+    assert main(["--root", str(tmp_path), "--check"]) == 1
+    assert main(["--root", str(tmp_path)]) == 0
+    assert "generated quality" in more.read_text() and "old text" not in more.read_text()
+    assert main(["--root", str(tmp_path), "--check"]) == 0
     readme.write_text("no markers here\n")
-    assert main(["--readme", str(readme), "--check"]) == 2
+    assert main(["--root", str(tmp_path), "--check"]) == 2
+
+
+def test_every_section_lives_in_exactly_one_document() -> None:
+    from cetopt.results import DOCUMENTS, SECTIONS, document_of
+
+    placed = [name for names in DOCUMENTS.values() for name in names]
+    assert sorted(placed) == sorted(SECTIONS), "each registered section must be placed in exactly one document"
+    assert document_of("pretrained") == "README.md"
+    with pytest.raises(SectionError, match="in no document"):
+        document_of("nope")
 
 
 def test_the_forward_forms_trace_and_demo_sentences_quote_their_files(tmp_path: Path) -> None:
