@@ -121,9 +121,10 @@ def write(results: list[dict[str, Any]], command: str) -> None:
         key = (c["model"], c["avg_bits"])
         same = find(*key, c["objective"], c["rounding"], "default dp")
         base = find(*key, "task", "nearest", "default dp")
+        nearest = find(*key, c["objective"], "nearest", c["plan"])
         rows.append([c["model"], f"{c['avg_bits']:g}", c["objective"], c["rounding"], c["plan"], f"{c['metric']:.4f}",
                      f"{c['metric'] - c['fp_metric']:+.4f}", f"{c['validation_dloss']:+.5f}",
-                     _ci(c, same, clusters), _ci(c, base, clusters)])
+                     _ci(c, same, clusters), _ci(c, nearest, clusters), _ci(c, base, clusters)])
     rows.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))
     summary = [{k: v for k, v in c.items() if k != "outcomes"} for c, _ in cells]  # outcomes: in the per-run files
     atomic_write_text(OUT.with_suffix(".json"), json.dumps({"command": command, "cells": summary}, indent=1) + "\n")
@@ -137,10 +138,11 @@ def write(results: list[dict[str, Any]], command: str) -> None:
              "dropped). Metric: the zoo's test metric (digits: accuracy; MobileNetV2: top-1 agreement with FP32). CIs: "
              "paired bootstrap 95% (cetopt.stats.paired_ci, 2000 resamples; resampling photos or sentence sources "
              "where the spec names them, else test examples), one zoo seed: the row's metric minus that of the "
-             "default dp plan with the same objective and rounding, and minus that of the default dp plan with the "
-             "task loss and nearest rounding.", "",
+             "default dp plan with the same objective and rounding, minus that of the same plan and objective with "
+             "nearest rounding, and minus that of the default dp plan with the task loss and nearest rounding.", "",
              format_table(["model", "avg bits", "objective", "rounding", "plan", "metric", "vs FP32", "validation dL",
-                           "vs default dp (same objective, rounding)", "vs default+task+nearest"], rows), "",
+                           "vs default dp (same objective, rounding)", "vs nearest (same objective, plan)",
+                           "vs default+task+nearest"], rows), "",
              "Build seconds (curvature, candidates of every bit-width, HAWQ-V3's problem; 2 cores, one run): "
              + ("; ".join(builds) if builds else "not recorded") + ".", ""]
     atomic_write_text(OUT.with_suffix(".md"), "\n".join(lines))
@@ -148,8 +150,9 @@ def write(results: list[dict[str, Any]], command: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--rounding", required=True)
+    parser.add_argument("--model")
+    parser.add_argument("--rounding")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the summary from the per-run files")
     parser.add_argument("--clip", choices=("none", "mse"), default="mse", help="the grid (default: the default "
                         "quantiser's, MSE clipping)")
     parser.add_argument("--objective", choices=("task", "fidelity"), default="task",
@@ -160,7 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     from cetopt._atomic import atomic_write_text
 
     OUT.mkdir(parents=True, exist_ok=True)
-    if args.group_sizes:
+    if args.report_only:
+        pass
+    elif not (args.model and args.rounding):
+        parser.error("--model and --rounding are required (or --report-only)")
+    elif args.group_sizes:
         roundings = tuple(args.rounding.split(","))
         result = run_joint(args.model, roundings, tuple(int(g) for g in args.group_sizes.split(",")), args.clip)
         suffix = f"-g{args.group_sizes.replace(',', '-')}-{args.clip}-grid"
@@ -169,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         result = run(args.model, args.rounding, args.clip, args.objective)
         suffix = ("" if args.clip == "mse" else f"-{args.clip}-grid") + \
             ("" if args.objective == "task" else f"-{args.objective}")
-    atomic_write_text(OUT / f"{args.model}-{args.rounding}{suffix}.json", json.dumps(result) + "\n")
+    if not args.report_only:
+        atomic_write_text(OUT / f"{args.model}-{args.rounding}{suffix}.json", json.dumps(result) + "\n")
     results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     write(results, "python benchmarks/rounding_plans.py --model MODEL --rounding ROUNDING[,ROUNDING] [--clip none] "
                    "[--objective fidelity] [--group-sizes 0,32], once per file in "
