@@ -193,6 +193,9 @@ class _Flat:
 
     @classmethod
     def of(cls, problem: AllocationProblem) -> "_Flat":
+        columns = problem.columns
+        if columns is not None:
+            return cls(columns.loss, columns.size_bits, columns.start)
         counts = np.array([len(layer.choices) for layer in problem.layers], dtype=np.int64)
         total = int(counts.sum())
         loss = np.fromiter((c.loss for layer in problem.layers for c in layer.choices), np.float64, total)
@@ -216,7 +219,7 @@ def _check_ranges(problem: AllocationProblem, flat: _Flat) -> None:
         bad = np.flatnonzero(_out_of_range(values, high))
         if bad.size:
             _check_value(float(values[bad[0]]), f"{flat.field(int(bad[0]))}.{key}", high=high)
-    for i, layer in enumerate(problem.layers):
+    for i, layer in enumerate(problem.layers if problem.columns is None else ()):  # columns carry no bops
         for j, choice in enumerate(layer.choices):
             if choice.bops is not None:
                 _check_value(choice.bops, f"layers[{i}].choices[{j}].bops")
@@ -273,15 +276,22 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
     scale = loss_scale(problem)
     unit = scale if scale > 1e-300 else 1.0  # losses in units of the largest |loss|
     flat_loss = flat.loss / unit
+    flat_loss.setflags(write=False)
+    plain = problem.columns is not None  # column layers have no min/max/fixed bits
+    all_options: dict[int, np.ndarray] = {}  # one shared read-only (k, 1) arange per option count
     groups = []
     for members in member_lists:
-        layer = problem.layers[members[0]]
-        if len(members) == 1 and not need_bops and \
-                layer.min_bits is None and layer.max_bits is None and layer.fixed_bits is None:
+        layer = None if plain else problem.layers[members[0]]
+        if len(members) == 1 and not need_bops and (layer is None or (
+                layer.min_bits is None and layer.max_bits is None and layer.fixed_bits is None)):
             lo, hi = int(flat.start[members[0]]), int(flat.start[members[0] + 1])  # the fast path: all choices
-            groups.append([members, np.arange(hi - lo, dtype=np.int64).reshape(-1, 1), flat_loss[lo:hi].copy(),
-                           flat.size[lo:hi].copy(), None])
+            options = all_options.get(hi - lo)
+            if options is None:
+                options = all_options[hi - lo] = np.arange(hi - lo, dtype=np.int64).reshape(-1, 1)
+            # read-only views of the flat arrays, not copies (10^5 - 10^6 groups)
+            groups.append([members, options, flat_loss[lo:hi], flat.size[lo:hi], None])
             continue
+        layer = problem.layers[members[0]]
         if len(members) == 1:
             options = np.array(layer.allowed_choices(), dtype=np.int64).reshape(-1, 1)
         else:
@@ -297,14 +307,9 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
                 bops += b_col
         groups.append([members, options, loss, size, bops])
     pairs = _pair_terms(problem, groups, group_of, unit)
-    compiled_groups = tuple(
-        Group(members=tuple(m), options=o, loss=l, size=s, bops=b) for m, o, l, s, b in groups
-    )
-    for group in compiled_groups:
-        for array in (group.options, group.loss, group.size):
-            array.setflags(write=False)
-    top_loss = sum(float(g.loss.max()) for g in compiled_groups) + sum(float(p.matrix.max()) for p in pairs)
-    top_size = sum(float(g.size.max()) for g in compiled_groups)
+    compiled_groups = tuple(_group(tuple(m), o, l, s, b) for m, o, l, s, b in groups)
+    top_loss = _sum_of_max([g.loss for g in compiled_groups]) + sum(float(p.matrix.max()) for p in pairs)
+    top_size = _sum_of_max([g.size for g in compiled_groups])
     top_bops = sum(float(g.bops.max()) for g in compiled_groups) if need_bops else 0.0  # type: ignore[union-attr]
     return CompiledProblem(
         problem=problem, groups=compiled_groups, pairs=pairs,
@@ -314,6 +319,24 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
         _clamp(_with_slack(problem.budget.max_loss / unit), top_loss),
         minimize=problem.minimize, loss_unit=unit,
     )
+
+
+def _group(members: tuple[int, ...], options: np.ndarray, loss: np.ndarray, size: np.ndarray,
+           bops: np.ndarray | None) -> Group:
+    """A Group over read-only arrays, built without the dataclass' per-field setattr (10^6 groups)."""
+    for array in (options, loss, size):
+        if array.flags.writeable:
+            array.setflags(write=False)
+    group = object.__new__(Group)
+    group.__dict__.update(members=members, options=options, loss=loss, size=size, bops=bops)
+    return group
+
+
+def _sum_of_max(arrays: list[np.ndarray]) -> float:
+    """sum_g max(arrays[g]), one reduction over their concatenation."""
+    counts = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    starts = np.concatenate(([0], np.cumsum(counts[:-1])))
+    return float(np.maximum.reduceat(np.concatenate(arrays), starts).sum())
 
 
 def _clamp(limit: float | None, top: float) -> float | None:

@@ -23,6 +23,7 @@ from cetopt._atomic import atomic_write_text
 from cetopt.errors import ProblemError
 from cetopt.inputs import MAX_BYTES, NonFiniteLiteral, check_tree, parse_json, read_regular_file  # noqa: F401
 from cetopt.problem._checks import MAX_BITS, at
+from cetopt.problem.columns import LayerColumns, columns_from_dict
 from cetopt.problem.model import AllocationProblem, Budget, Choice, Edge, Interaction, Layer
 
 FORMAT = "cetopt.problem/1"
@@ -93,8 +94,10 @@ def problem_from_dict(data: Any) -> AllocationProblem:
     if obj["format"] != FORMAT:
         raise ProblemError(f"unsupported format {obj['format']!r:.60}; this cetopt reads {FORMAT!r}",
                            field="format")
-    layers = []
-    for i, item in enumerate(_list(obj["layers"], "layers")):
+    layers: Any = []
+    if isinstance(obj["layers"], dict):  # the column form (cetopt.problem.columns): arrays, not 10^6 objects
+        layers = columns_from_dict(obj["layers"])
+    for i, item in enumerate(_list(obj["layers"], "layers") if isinstance(layers, list) else ()):
         try:
             layers.append(_layer_from_dict(item))
         except ProblemError as err:
@@ -124,7 +127,8 @@ def problem_from_dict(data: Any) -> AllocationProblem:
     if "description" in obj:
         metadata = {**metadata, "description": obj["description"]}
     return AllocationProblem(
-        name=obj["name"], layers=tuple(layers), budget=budget, minimize=obj.get("minimize", "loss"),
+        name=obj["name"], layers=layers if isinstance(layers, LayerColumns) else tuple(layers), budget=budget,
+        minimize=obj.get("minimize", "loss"),
         ties=tuple(ties), interactions=tuple(interactions), edges=tuple(edges),
         activation_bits=obj.get("activation_bits", 8), metadata=metadata,
     )
@@ -135,10 +139,21 @@ def _clean(value: float) -> float | int:
     return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
 
 
-def problem_to_dict(problem: AllocationProblem) -> dict[str, Any]:
-    """The JSON-ready form of ``problem`` (only non-default optional fields are written)."""
-    layers = []
-    for layer in problem.layers:
+def problem_to_dict(problem: AllocationProblem, *, columnar: bool = False) -> dict[str, Any]:
+    """The JSON-ready form of ``problem`` (only non-default optional fields are written).
+
+    Args:
+        columnar: write the layers as columns (cetopt.problem.columns: loads in a fraction of the time at
+            10^5 layers); every layer must then be the plain form (name, params, choices of bits and loss).
+    """
+    layers: Any = []
+    if columnar:
+        columns = problem.columns if problem.columns is not None else LayerColumns.from_layers(problem.layers)
+        if columns is None:
+            raise ProblemError("the column form holds layers of name, params and choices of bits and loss only; "
+                               "this problem has other fields (write it without columnar)", field="layers")
+        layers = columns.to_dict()
+    for layer in problem.layers if not columnar else ():
         entry: dict[str, Any] = {"name": layer.name, "params": layer.params}
         for key in ("macs", "min_bits", "max_bits", "fixed_bits"):
             if getattr(layer, key) is not None:
@@ -199,12 +214,16 @@ def load_problem(path: str | os.PathLike[str]) -> AllocationProblem:
     return parse_problem_json(raw, source=str(path))
 
 
-def dumps_problem(problem: AllocationProblem) -> str:
-    """Deterministic JSON text of ``problem`` (ends with a newline)."""
-    return json.dumps(problem_to_dict(problem), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+def dumps_problem(problem: AllocationProblem, *, columnar: bool = False) -> str:
+    """Deterministic JSON text of ``problem`` (ends with a newline); ``columnar``: see problem_to_dict."""
+    data = problem_to_dict(problem, columnar=columnar)
+    if columnar:  # one line per column (indenting 10^6 numbers one per line would triple the file)
+        text = json.dumps(data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        return text + "\n"
+    return json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def save_problem(problem: AllocationProblem, path: str | os.PathLike[str]) -> Path:
-    """Write ``problem`` to ``path`` atomically; returns the path."""
-    return atomic_write_text(path, dumps_problem(problem))
+def save_problem(problem: AllocationProblem, path: str | os.PathLike[str], *, columnar: bool = False) -> Path:
+    """Write ``problem`` to ``path`` atomically; returns the path. ``columnar``: see problem_to_dict."""
+    return atomic_write_text(path, dumps_problem(problem, columnar=columnar))
 
