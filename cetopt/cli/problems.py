@@ -49,7 +49,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         from cetopt.negatives import warn_if_negative
 
         warn_if_negative(problem, result.choices)  # a WARNING on stderr naming the layers and the remedy
-    if result.success and args.format != "json":
+    # column-form layers carry no shapes, so there is no packed ratio to print (and building the plan would
+    # make 10^6 Layer objects for nothing)
+    if result.success and args.format != "json" and problem.columns is None:
         from cetopt.quant.plan import plan_from_result
 
         line = packed_ratio_line(problem, plan_from_result(problem, result))

