@@ -185,8 +185,7 @@ def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options:
                                   ratio=None, bops=None)
     if outcome.choice_index is not None and status in (Status.OPTIMAL, Status.FEASIBLE):
         option = np.asarray(outcome.choice_index, dtype=np.int64)
-        bad = (option.shape != (compiled.n_groups,) or
-               any(not 0 <= o < g.n_options for o, g in zip(option, compiled.groups)))
+        bad = option.shape != (compiled.n_groups,) or bool(((option < 0) | (option >= compiled.option_counts)).any())
         if bad:
             status, message = Status.ERROR, f"backend returned malformed option indices; {message}"
         else:

@@ -50,6 +50,14 @@ def test_columns_read_as_the_same_problem(problem: AllocationProblem, data: st.D
     for key in ("loss", "size"):
         assert np.array_equal(a.padded(key, np.inf), b.padded(key, np.inf))
     assert (a.max_size, a.max_bops, a.loss_unit) == (b.max_size, b.max_bops, b.loss_unit)
+    assert len(a.groups) == len(b.groups) and np.array_equal(a.option_counts, b.option_counts)
+    for ga, gb in zip(a.groups, b.groups):  # GroupColumns builds the same groups on demand
+        assert ga.members == gb.members and np.array_equal(ga.options, gb.options)
+        assert np.array_equal(ga.loss, gb.loss) and np.array_equal(ga.size, gb.size)
+        assert (ga.bops is None) == (gb.bops is None)
+    option = np.array([data.draw(st.integers(0, g.n_options - 1)) for g in a.groups])
+    assert a.to_choices(option) == b.to_choices(option)
+    assert a.objective_values(option) == b.objective_values(option)
     pick = {layer.name: data.draw(st.integers(0, len(layer.choices) - 1)) for layer in problem.layers}
     ea, eb = evaluate(rows, pick), evaluate(cols, pick)
     assert math.isclose(ea.loss, eb.loss, rel_tol=1e-12, abs_tol=1e-9) and ea.size_bits == eb.size_bits
