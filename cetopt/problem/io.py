@@ -198,6 +198,7 @@ def parse_problem_json(text: str | bytes, source: str = "<string>") -> Allocatio
     """Parse JSON text into a validated problem (duplicate keys, over-long integers and deep nesting refused
     with the field named: cetopt.inputs.parse_json)."""
     data = parse_json(text, source, max_depth=None)  # the validators type-check every structured level
+    del text  # load_problem passes the file's bytes only here: free them before building (10^6 layers)
     problem = problem_from_dict(data)
     if isinstance(data, dict) and "metadata" in data:  # the one free-form value: depth, NaN / Infinity
         try:
@@ -210,8 +211,7 @@ def parse_problem_json(text: str | bytes, source: str = "<string>") -> Allocatio
 def load_problem(path: str | os.PathLike[str]) -> AllocationProblem:
     """Load and validate a ``cetopt.problem/1`` file (a regular file of at most MAX_FILE_BYTES, or
     CETOPT_MAX_INPUT_BYTES when set)."""
-    raw = read_regular_file(path, None, "problem file")
-    return parse_problem_json(raw, source=str(path))
+    return parse_problem_json(read_regular_file(path, None, "problem file"), source=str(path))
 
 
 def dumps_problem(problem: AllocationProblem, *, columnar: bool = False) -> str:
