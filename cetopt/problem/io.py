@@ -88,6 +88,36 @@ def _layer_from_dict(data: Any) -> Layer:
     return Layer(choices=tuple(choices), **kwargs)
 
 
+ROWS_AS_COLUMNS = 10_000  # list-form files of at least this many plain layers are held as columns too
+_PLAIN_LAYER = (frozenset(("name", "params", "choices")), frozenset(("name", "params", "choices", "macs")))
+
+
+def _rows_as_columns(items: list[Any]) -> LayerColumns | None:
+    """The list form's layers as columns when every layer is plain (name, params, macs on all or none, choices
+    of bits and loss) and valid; None otherwise, and the layer-by-layer path then names any bad field."""
+    with_macs = type(items[0]) is dict and "macs" in items[0]
+    names, params, macs, bits, loss = [], [], [], [], []
+    for item in items:
+        if type(item) is not dict or item.keys() != _PLAIN_LAYER[with_macs] or type(item["choices"]) is not list:
+            return None
+        choices = item["choices"]
+        if not all(type(c) is dict and c.keys() == _FAST_KEYS for c in choices):
+            return None
+        names.append(item["name"])
+        params.append(item["params"])
+        if with_macs:
+            macs.append(item["macs"])
+        bits.append([c["bits"] for c in choices])
+        loss.append([c["loss"] for c in choices])
+    columns = {"name": names, "params": params, "bits": bits, "loss": loss}
+    if with_macs:
+        columns["macs"] = macs
+    try:
+        return columns_from_dict(columns)
+    except ProblemError:
+        return None
+
+
 def problem_from_dict(data: Any) -> AllocationProblem:
     """Build and validate a problem from parsed JSON; errors name the offending field."""
     obj = _object(data, "", _TOP_KEYS, ("format", "name", "layers"))
@@ -97,6 +127,8 @@ def problem_from_dict(data: Any) -> AllocationProblem:
     layers: Any = []
     if isinstance(obj["layers"], dict):  # the column form (cetopt.problem.columns): arrays, not 10^6 objects
         layers = columns_from_dict(obj["layers"])
+    elif isinstance(obj["layers"], list) and len(obj["layers"]) >= ROWS_AS_COLUMNS:
+        layers = _rows_as_columns(obj["layers"]) or []
     for i, item in enumerate(_list(obj["layers"], "layers") if isinstance(layers, list) else ()):
         try:
             layers.append(_layer_from_dict(item))

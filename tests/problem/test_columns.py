@@ -104,3 +104,39 @@ def test_columnar_writing_refuses_what_the_columns_cannot_hold() -> None:
     with pytest.raises(ProblemError, match="column form"):
         dumps_problem(problem, columnar=True)
     assert parse_problem_json(dumps_problem(problem)).layers == problem.layers  # the row form still holds it
+
+
+@settings(max_examples=40, deadline=None)
+@given(plain_problems())
+def test_large_list_form_files_are_held_as_columns(problem: AllocationProblem) -> None:
+    import cetopt.problem.io as io
+
+    text = dumps_problem(problem)
+    small = parse_problem_json(text)
+    threshold = io.ROWS_AS_COLUMNS
+    io.ROWS_AS_COLUMNS = 1  # every file counts as large here
+    try:
+        large = parse_problem_json(text)
+    finally:
+        io.ROWS_AS_COLUMNS = threshold
+    assert small.columns is None and large.columns is not None
+    assert tuple(large.layers) == tuple(small.layers) == problem.layers
+    assert dumps_problem(large) == text  # written back byte for byte
+
+
+@pytest.mark.parametrize("layer, field", [
+    ({"name": "b", "params": 20, "choices": [{"bits": 2, "loss": 0.5}, {"bits": 2, "loss": 0.1}]},
+     "layers[1].choices[1]"),
+    ({"name": "b", "params": 0, "choices": [{"bits": 2, "loss": 0.5}]}, "layers[1].params"),
+    ({"name": "b", "params": 20, "choices": [{"bits": 2, "loss": "x"}]}, "layers[1].choices[0].loss"),
+])
+def test_large_list_form_files_name_bad_fields_as_the_list_form_does(monkeypatch: pytest.MonkeyPatch,
+                                                                      layer: dict, field: str) -> None:
+    import cetopt.problem.io as io
+
+    monkeypatch.setattr(io, "ROWS_AS_COLUMNS", 1)
+    text = json.dumps({"format": "cetopt.problem/1", "name": "t", "budget": {"avg_bits": 4},
+                       "layers": [{"name": "a", "params": 10, "choices": [{"bits": 4, "loss": 0.0}]}, layer]})
+    with pytest.raises(ProblemError) as err:
+        parse_problem_json(text)
+    assert err.value.field is not None and err.value.field.startswith(field)
