@@ -132,6 +132,7 @@ class DPSolver(Solver):
         schedule = _slack_schedule(reduced, total) if options.reduce else np.array([total])
         slack = float(schedule[0])
         rounds = 0
+        proven = dual  # a completed round that found nothing proves every allocation costs more than dual + slack
         while True:
             rounds += 1
             found = search.run(slack)
@@ -140,11 +141,12 @@ class DPSolver(Solver):
                 why = (f"the DP frontiers exceeded max_states={options.max_states} or "
                        f"max_memory_mb={options.max_memory_mb}" if search.stopped == "states"
                        else "the time limit was reached")
-                bound = max(plan.bound, dual) if plan.bound is not None else dual
+                bound = max(plan.bound, proven) if plan.bound is not None else proven
                 if has_incumbent:
-                    return Outcome(Status.FEASIBLE, choice_index=incumbent, bound=bound, limit=search.stopped,
-                                   message=f"{why}; returning the greedy incumbent with its Lagrangian bound",
-                                   extra=extra)
+                    return Outcome(Status.FEASIBLE, choice_index=incumbent, bound=bound,
+                                   limit=search.stopped, extra=extra, message=(
+                                       f"{why}; returning the greedy incumbent with the bound the completed DP "
+                                       "rounds proved"))
                 return Outcome(Status.NO_SOLUTION, bound=bound, limit=search.stopped, message=why, extra=extra)
             if found is not None:
                 option, value = found
@@ -159,6 +161,8 @@ class DPSolver(Solver):
                     return Outcome(Status.OPTIMAL, choice_index=incumbent, bound=inc_p, extra=extra)
                 return Outcome(Status.INFEASIBLE, message="exhaustive DP: no allocation meets the budgets",
                                extra=extra)
+            reached = min(dual + slack, upper)
+            proven = max(proven, reached - _tol(reached) - _tol(dual))
             slack = float(schedule[np.searchsorted(schedule, slack, side="right")])
 
 
