@@ -181,7 +181,8 @@ def report(data: dict[str, Any], command: str) -> str:
         lines.append(f"| {name}{limit} | {statuses} | {_range(mine, 'process_seconds')} | "
                      f"{_range(mine, 'solve_seconds')} | {_range(mine, 'peak_rss_mib')} | "
                      f"{_range(mine, 'load_columns_seconds')} | {_range(mine, 'load_rows_seconds')} | "
-                     f"{', '.join(str(r['rounds']) for r in mine)} | {', '.join(str(r['peak_states']) for r in mine)} | "
+                     f"{', '.join(str(r['rounds']) for r in mine)} | "
+                     f"{', '.join(str(r['peak_states']) for r in mine)} | "
                      f"{', '.join(str(r['free_groups']) for r in mine)} |")
     for row in data.get("million", []):
         if "failed" in row:

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cetopt.problem.compiled import compile_problem
+from cetopt.problem.model import AllocationProblem
 from cetopt.solvers.api import solve
 from cetopt.solvers.dp import _slack_schedule
 from cetopt.solvers.result import Status
@@ -17,7 +17,7 @@ from tests.solvers.test_granularity import stepped_problems
 
 @settings(max_examples=60, deadline=None)
 @given(stepped_problems(), st.integers(1, 6))
-def test_a_stopped_dp_reports_a_bound_no_allocation_beats(problem, max_states) -> None:  # type: ignore[no-untyped-def]
+def test_a_stopped_dp_reports_a_bound_no_allocation_beats(problem: AllocationProblem, max_states: int) -> None:
     exact = solve(problem, "bruteforce")
     result = solve(problem, "dp", max_states=max_states)
     if exact.status is not Status.OPTIMAL:
@@ -33,7 +33,8 @@ def test_a_stopped_dp_reports_a_bound_no_allocation_beats(problem, max_states) -
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31), st.integers(40, 120), st.integers(2, 40), st.sampled_from([2.5, 4.0, 6.0]))
-def test_rounds_that_found_nothing_raise_the_bound_of_a_stopped_run(seed, layers, max_states, avg_bits) -> None:  # type: ignore[no-untyped-def]
+def test_rounds_that_found_nothing_raise_the_bound_of_a_stopped_run(seed: int, layers: int, max_states: int,
+                                                                    avg_bits: float) -> None:
     from cetopt.problem.synthetic import synthetic_problem
 
     problem = synthetic_problem(layers, n_choices=6, seed=seed, avg_bits=avg_bits)
@@ -46,7 +47,7 @@ def test_rounds_that_found_nothing_raise_the_bound_of_a_stopped_run(seed, layers
 
 
 @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=400), st.floats(0.0, 2.0))
-def test_slack_schedule_grows_by_admitted_options_and_ends_at_the_gap(values, total) -> None:  # type: ignore[no-untyped-def]
+def test_slack_schedule_grows_by_admitted_options_and_ends_at_the_gap(values: list[float], total: float) -> None:
     reduced = np.array(values)[:, None]
     schedule = _slack_schedule(reduced, total)
     assert schedule[-1] == total and np.all(np.diff(schedule) > 0)

@@ -74,8 +74,8 @@ def stepped_problems(draw: st.DrawFn) -> AllocationProblem:
                                  Budget(size_bits=float(low + draw(st.floats(0.0, 1.0)) * (high - low))))
     floor = sum(min(c.loss for c in layer.choices) for layer in layers)
     top = sum(max(c.loss for c in layer.choices) for layer in layers)
-    return AllocationProblem("stepped", tuple(layers), Budget(max_loss=floor + draw(st.floats(0.0, 1.0)) * (top - floor)),
-                             minimize=Minimize.SIZE)
+    budget = Budget(max_loss=floor + draw(st.floats(0.0, 1.0)) * (top - floor))
+    return AllocationProblem("stepped", tuple(layers), budget, minimize=Minimize.SIZE)
 
 
 @settings(max_examples=80, deadline=None)
