@@ -102,8 +102,9 @@ def _steps(resource: np.ndarray, loss: np.ndarray, hull: np.ndarray, length: np.
            first_row: int) -> tuple[np.ndarray, ...]:
     """(group, position, d_resource, d_loss) of the hull steps of one block of rows."""
     n, width = hull.shape
-    # step t of group g goes from hull position t+1 to t (t = length-2 ... 0)
-    pos = np.broadcast_to(np.arange(width - 1), (n, width - 1))
+    # step t of group g goes from hull position t+1 to t (t = length-2 ... 0); listed deepest first, so the
+    # steps come out ordered by (group, -position), the walk's tie order
+    pos = np.broadcast_to(np.arange(width - 2, -1, -1), (n, width - 1))
     valid = pos < (length - 1)[:, None]
     hi = np.maximum(np.take_along_axis(hull, np.minimum(pos + 1, width - 1), axis=1), 0)
     lo = np.maximum(np.take_along_axis(hull, pos, axis=1), 0)
@@ -127,7 +128,9 @@ def hull_walk(resource: np.ndarray, loss: np.ndarray) -> HullWalk:
     del hulls, lengths
     groups, positions, d_res, d_loss = (np.concatenate(column) for column in zip(*parts))
     del parts
-    order = np.lexsort((-positions, groups, d_loss / d_res))
+    # by slope, ties in (group, -position) order: a stable sort of steps listed in that order (a 3-key
+    # lexsort took 1 s at 300,000 groups)
+    order = np.argsort(d_loss / d_res, kind="stable")
     all_rows = np.arange(rows)
     top = hull[all_rows, length - 1]
     return HullWalk(
