@@ -12,7 +12,7 @@ took ~30x longer than on `make-problem synthetic`):
 
 Per (generator, seed) the problem is written in the column form (what ``make-problem --columnar`` writes) and
 solved by a fresh ``cetopt solve FILE --solver dp --format json`` process: its wall seconds (start to exit),
-its peak resident memory (the kernel's ru_maxrss of that child), dp's own seconds (SolveResult.seconds), status,
+its peak resident memory (ru_maxrss, measured by a small launcher that forks it), dp's own seconds (SolveResult.seconds), status,
 gap, rounds and peak frontier. A second fresh process times loading the file (``load_problem``) in the column
 form and, for the first seed, the list form. ``--million`` adds one 10^6 x 8 run (few-sizes) for peak memory.
 Writes ``benchmarks/results/dp-families.{json,md}``::
@@ -98,32 +98,35 @@ print(" ".join(map(repr, out)))
 
 
 CHILD_TIMEOUT_S = 300.0
+# A child's ru_maxrss starts from the RSS of the process that forked it (Linux keeps the high-water mark
+# across fork and exec), and this script holds a 10^5-10^6-layer problem: so a small launcher process forks
+# the measured one and reports its wall seconds and peak RSS (KiB) on stderr.
+LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"{time.perf_counter() - start} {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def _child(argv: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one fresh process (the kernel's ru_maxrss of that child); a
-    process that fails or runs past CHILD_TIMEOUT_S raises RuntimeError (killed first)."""
+    """(wall seconds, peak RSS MiB, stdout) of one fresh process, as its launcher measured them; a process that
+    fails or runs past CHILD_TIMEOUT_S raises RuntimeError."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryFile() as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - start > CHILD_TIMEOUT_S:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                raise RuntimeError(f"{argv[3:6]} ran past {CHILD_TIMEOUT_S:g} s (peak RSS "
-                                   f"{usage.ru_maxrss / 1024:.0f} MiB)")
-            time.sleep(0.01)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode()
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"{argv[3:6]} exited {proc.returncode} (peak RSS {usage.ru_maxrss / 1024:.0f} MiB)")
-    return wall, usage.ru_maxrss / 1024, text
+    try:
+        done = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], capture_output=True, text=True, env=env,
+                              timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{argv[3:6]} ran past {CHILD_TIMEOUT_S:g} s") from None
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if done.returncode not in (0, 1) or len(last.split()) != 2:
+        raise RuntimeError(f"{argv[3:6]} exited {done.returncode}: {done.stderr[-300:]}")
+    wall, rss_kib = (float(v) for v in last.split())
+    return wall, rss_kib / 1024, done.stdout
 
 
 def measure(problem: AllocationProblem, folder: Path, *, row_form: bool, time_limit: float | None) -> dict[str, Any]:
