@@ -41,17 +41,22 @@ class DPOptions:
         max_states: largest Pareto frontier allowed; beyond it the greedy incumbent is returned as
             FEASIBLE with its LP bound (limit = "states").
         reduce: start from a small reduced-cost slack and grow it (False: one full DP).
+        beam: before each exact round, a search that keeps this many states per group finds an incumbent
+            for it to prune against (0: none). It only speeds the proof; the answer is the exact round's.
     """
 
     max_states: int = 2_000_000
     reduce: bool = True
     max_memory_mb: int = 2048
+    beam: int = 1024
 
     def __post_init__(self) -> None:
         from cetopt.errors import SolverOptionError
 
         if self.max_states < 1 or self.max_memory_mb < 1:
             raise SolverOptionError("dp: max_states and max_memory_mb must be positive")
+        if self.beam < 0:
+            raise SolverOptionError("dp: beam must be >= 0 (0: no bounded search before the exact rounds)")
 
 
 def _axes(compiled: CompiledProblem) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -135,6 +140,16 @@ class DPSolver(Solver):
         proven = dual  # a completed round that found nothing proves every allocation costs more than dual + slack
         while True:
             rounds += 1
+            if options.beam and slack < total:
+                # a bounded search first: an allocation it finds lowers the target the exact round prunes
+                # against, and the slack that round needs (a good incumbent is most of the proof's speed)
+                heuristic = search.run(slack, beam=options.beam)
+                if heuristic is not None and (not has_incumbent or heuristic[1] < inc_p):
+                    incumbent, inc_p, has_incumbent = heuristic[0], heuristic[1], True
+                    upper = min(upper, inc_p)
+                    search.p_limit = min(search.p_limit, upper + _tol(upper))
+                    total = upper - dual + _tol(upper) + _tol(dual)
+                    slack = min(slack, total)
             found = search.run(slack)
             extra = {"rounds": rounds, "slack": slack, "lagrangian_bound": dual, **search.stats}
             if found is None and search.stopped:
@@ -250,8 +265,11 @@ class _Search:
         self.stopped: str | None = None
         self.stats: dict[str, int] = {}
 
-    def run(self, slack: float) -> tuple[np.ndarray, float] | None:
-        """The best allocation among those with reduced cost <= slack, or None."""
+    def run(self, slack: float, beam: int | None = None) -> tuple[np.ndarray, float] | None:
+        """The best allocation among those with reduced cost <= slack, or None.
+
+        With ``beam``, only that many states survive each group (those of least p + LP bound): a heuristic
+        that finds a good allocation in bounded time, not a proof."""
         p, q, reduced = self.p_table, self.q_table, self.reduced_table
         mask = reduced <= slack  # (G, K); every group keeps at least its zero-reduced-cost option
         counts = mask.sum(axis=1)
@@ -285,7 +303,15 @@ class _Search:
             order = order[sorted_p < best_before]  # keep the Pareto staircase: p falls as q grows
             # the LP bound last, on the staircase only: a state dominated by a pruned one is pruned too
             # (the bound h falls as capacity grows), so the order of the two filters changes nothing
-            order = order[cand_p[order] + suffix.bound(self.q_limit - cand_q[order]) <= target]
+            low = cand_p[order] + suffix.bound(self.q_limit - cand_q[order])
+            fit = low <= target
+            order = order[fit]
+            if beam is not None and len(order) > beam:
+                # half the most promising states (least p + LP bound), half spread evenly over q (the LP bound
+                # cannot see which capacities the remaining groups can fill exactly), kept in q order
+                best = np.argpartition(low[fit], beam // 2)[:beam // 2]
+                spread = np.linspace(0, len(order) - 1, beam - beam // 2).astype(np.int64)
+                order = order[np.unique(np.concatenate((best, spread)))]
             n_states = len(states_q)
             # compact back-pointers (int32 state, uint16 option; ties expand to <= 4096 options): 6 bytes
             # per state instead of 16
@@ -299,7 +325,8 @@ class _Search:
                 self.stopped = "time"
             if self.stopped or len(order) == 0:
                 break
-        self.stats = {"free_groups": len(free), "fixed_groups": int(single.sum()), "peak_states": peak}
+        if beam is None:
+            self.stats = {"free_groups": len(free), "fixed_groups": int(single.sum()), "peak_states": peak}
         if self.stopped or len(states_p) == 0 or (free and len(parents) < len(free)):
             return None
         if not free and (base_q > self.q_limit or base_p > self.p_limit):

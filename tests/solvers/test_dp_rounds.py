@@ -54,3 +54,26 @@ def test_slack_schedule_grows_by_admitted_options_and_ends_at_the_gap(values: li
     positive = np.sort(reduced[reduced > 0])
     for k, slack in enumerate(schedule[:-1]):  # each step admits 32, 64, 128, ... of the positive reduced costs
         assert np.count_nonzero(positive <= slack) >= min(32 * 2 ** k, positive.size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stepped_problems(), st.sampled_from([0, 1, 2, 8]))
+def test_dp_is_exact_whatever_the_beam(problem: AllocationProblem, beam: int) -> None:
+    exact = solve(problem, "bruteforce")
+    result = solve(problem, "dp", beam=beam)
+    assert result.status is exact.status
+    if exact.status is Status.OPTIMAL:
+        assert result.objective is not None and exact.objective is not None
+        assert math.isclose(result.objective, exact.objective, rel_tol=1e-9, abs_tol=1e-300)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(40, 160), st.sampled_from([1, 3, 16]))
+def test_the_beam_changes_the_speed_not_the_answer(seed: int, layers: int, beam: int) -> None:
+    from cetopt.problem.synthetic import synthetic_problem
+
+    problem = synthetic_problem(layers, n_choices=8, seed=seed, avg_bits=3.5)
+    plain, beamed = solve(problem, "dp", beam=0), solve(problem, "dp", beam=beam)
+    assert plain.status is beamed.status is Status.OPTIMAL
+    assert plain.objective is not None and beamed.objective is not None
+    assert math.isclose(plain.objective, beamed.objective, rel_tol=1e-12, abs_tol=1e-300)
