@@ -183,13 +183,15 @@ class DPSolver(Solver):
 
 def _slack_schedule(reduced: np.ndarray, total: float) -> np.ndarray:
     """Increasing slacks ending at ``total``: the one that admits the 32 cheapest positive reduced costs, then
-    64, 128, ... A round's work grows with the options it admits, not with the slack (at 10^5 groups with a
-    wide sensitivity spread, 1/256 of the incumbent's gap already admitted 30,000 groups), so doubling the
-    admitted options keeps the rounds before the deciding one cheaper than it."""
+    45, 64, 90, 128, ... (x sqrt 2). A round's work grows with the options it admits, not with the slack (at
+    10^5 groups with a wide sensitivity spread, 1/256 of the incumbent's gap already admitted 30,000 groups),
+    and steeply: growing by sqrt 2 rather than 2 keeps the deciding round from admitting up to twice the
+    options it needs (coprime layer sizes, 100,000 x 8: 14 s -> 9 s; the rounds that find nothing are cheap)."""
     positive = np.sort(reduced[np.isfinite(reduced) & (reduced > 0)])
     if not np.isfinite(total):
         return np.array([total])
-    counts = 32 * 2 ** np.arange(max(1, int(np.ceil(np.log2(max(positive.size, 1) / 32))) + 1))
+    steps = 2 * max(1, int(np.ceil(np.log2(max(positive.size, 1) / 32)))) + 1
+    counts = (32 * 2 ** (np.arange(steps) / 2)).astype(np.int64)
     picks = positive[np.minimum(counts, positive.size) - 1] if positive.size else np.array([])
     return np.unique(np.concatenate((picks[picks < total], [total])))
 
