@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,17 @@ def test_large_list_form_files_name_bad_fields_as_the_list_form_does(monkeypatch
     with pytest.raises(ProblemError) as err:
         parse_problem_json(text)
     assert err.value.field is not None and err.value.field.startswith(field)
+
+
+def test_make_problem_columnar_writes_the_column_form(tmp_path: Path) -> None:
+    from cetopt.cli import main
+    from cetopt.problem.io import load_problem
+    from cetopt.problem.synthetic import synthetic_problem
+
+    path = tmp_path / "p.json"
+    assert main(["make-problem", "synthetic", "--layers", "30", "--choices", "8", "--seed", "3", "--columnar",
+                 "--out", str(path)]) == 0
+    assert isinstance(json.loads(path.read_text())["layers"], dict)
+    loaded = load_problem(path)
+    assert loaded.columns is not None
+    assert tuple(loaded.layers) == synthetic_problem(30, n_choices=8, seed=3).layers
