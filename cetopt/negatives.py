@@ -96,6 +96,18 @@ def plan_reliance(problem: Any, choices: Mapping[str, int], *, measured: float |
         measured: the whole plan's measured loss change, if known (a negative one is reported too).
     """
     recorded = problem.metadata.get("negative_changes", {}) or {}
+    columns = getattr(problem, "columns", None)
+    if columns is not None and not recorded:  # layers as arrays (cetopt.problem.columns): no 10^6 objects
+        tol = _tolerance([float(np.abs(columns.loss).max())])
+        picked = np.fromiter((choices[name] for name in columns.names), np.int64, len(columns))
+        loss = columns.loss[columns.chosen(picked)]
+        negative = np.flatnonzero(loss < -tol)
+        rows = [(columns.names[i], f"{columns.bits[columns.chosen(picked)][i]}b", float(loss[i]), None)
+                for i in negative]
+        if not rows and not (measured is not None and measured < -tol):
+            return None
+        return Reliance(layers=tuple(rows), negative_predicted=float(sum(p for _, _, p, _ in rows)),
+                        plan_predicted=float(loss.sum()), plan_measured=measured)
     chosen = {layer.name: layer.choices[choices[layer.name]] for layer in problem.layers}
     tol = _tolerance([c.loss for layer in problem.layers for c in layer.choices])
     rows = []

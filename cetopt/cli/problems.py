@@ -50,7 +50,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         from cetopt.negatives import warn_if_negative
 
         warn_if_negative(problem, result.choices)  # a WARNING on stderr naming the layers and the remedy
-    if result.success and args.format != "json":
+    # column-form layers carry no shapes, so there is no packed ratio to print (and building the plan would
+    # make 10^6 Layer objects for nothing)
+    if result.success and args.format != "json" and problem.columns is None:
         from cetopt.quant.plan import plan_from_result
 
         line = packed_ratio_line(problem, plan_from_result(problem, result))
@@ -191,7 +193,7 @@ def cmd_make_problem(args: argparse.Namespace) -> int:
         from cetopt.problem.synthetic import synthetic_problem
 
         problem = synthetic_problem(args.layers, n_choices=args.choices, seed=args.seed, avg_bits=args.avg_bits)
-    save_problem(problem, args.out)
+    save_problem(problem, args.out, columnar=args.columnar)
     print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers")
     emit(args, {"out": str(args.out), "problem": problem.name, "layers": len(problem.layers)})
     return EXIT_OK
@@ -242,6 +244,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--choices", type=int_in(1, 8), default=6, help="synthetic: bit-widths per layer")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="synthetic: seed")
     p.add_argument("--avg-bits", type=float_in(0.0, 64.0), default=4.0, help="synthetic: size budget")
+    p.add_argument("--columnar", action="store_true", help="write the layers as columns (name, params, macs, bits, "
+                   "loss): a 100,000-layer file loads in a fraction of a second instead of seconds")
     p.set_defaults(func=cmd_make_problem)
 
     p = sub.add_parser("schema", help="print the JSON schema of cetopt.problem/1")

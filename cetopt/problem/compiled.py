@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -48,6 +49,66 @@ class Group:
         return int(self.loss.shape[0])
 
 
+class GroupColumns(Sequence[Group]):
+    """The groups of a problem whose layers are plain columns (no ties, no bit constraints, no BOPs, no
+    interactions): group g is layer g with all its choices. Held as the flat arrays; a Group is built when
+    one is asked for, so 10^6 groups cost no 10^6 objects (about 0.5 GB at 10^6 layers).
+
+    Attributes:
+        loss: (N,) compiled losses (the problem's / loss_unit), read-only.
+        size: (N,) sizes in bits, read-only.
+        start: (G + 1,) group g's options are entries start[g]:start[g + 1].
+    """
+
+    def __init__(self, loss: np.ndarray, size: np.ndarray, start: np.ndarray) -> None:
+        self.loss, self.size, self.start = loss, size, start
+        self.counts = np.diff(start)
+        self._options = {int(k): _readonly(np.arange(k, dtype=np.int64).reshape(-1, 1)) for k in np.unique(self.counts)}
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def _group(self, g: int) -> Group:
+        lo, hi = int(self.start[g]), int(self.start[g + 1])
+        return _group((g,), self._options[hi - lo], self.loss[lo:hi], self.size[lo:hi], None)
+
+    def __getitem__(self, g: int | slice) -> Any:
+        if isinstance(g, slice):
+            return tuple(self._group(i) for i in range(*g.indices(len(self))))
+        n = len(self)
+        if not -n <= g < n:
+            raise IndexError(g)
+        return self._group(g % n)
+
+    def __iter__(self) -> Iterator[Group]:
+        return (self._group(g) for g in range(len(self)))
+
+    def column(self, key: str) -> "_PerGroup":
+        """A lazy list of each group's ``size`` or ``loss`` array (as CompiledProblem.resources lists them)."""
+        return _PerGroup(getattr(self, key), self.start)
+
+
+class _PerGroup(Sequence[np.ndarray]):
+    """Views of one flat array, one per group, made when asked for."""
+
+    def __init__(self, values: np.ndarray, start: np.ndarray) -> None:
+        self.values, self.start = values, start
+
+    def __len__(self) -> int:
+        return len(self.start) - 1
+
+    def __getitem__(self, g: Any) -> Any:
+        if isinstance(g, slice):
+            return [self[i] for i in range(*g.indices(len(self)))]
+        g = range(len(self))[g]
+        return self.values[self.start[g]:self.start[g + 1]]
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
 @dataclass(frozen=True)
 class PairTerm:
     """Interaction between two groups: ``matrix[i, j]`` is added when group a takes option i and b takes j."""
@@ -69,7 +130,7 @@ class CompiledProblem:
     """
 
     problem: AllocationProblem
-    groups: tuple[Group, ...]
+    groups: Sequence[Group]  # a tuple, or GroupColumns for plain column layers
     pairs: tuple[PairTerm, ...]
     max_size: float | None  # limits include the budget slack of cetopt.problem.evaluate
     max_bops: float | None
@@ -86,14 +147,23 @@ class CompiledProblem:
         return bool(self.pairs)
 
     @cached_property
-    def max_options(self) -> int:
-        return max(g.n_options for g in self.groups)
+    def option_counts(self) -> np.ndarray:
+        """(G,) number of options per group."""
+        if isinstance(self.groups, GroupColumns):
+            return self.groups.counts
+        return np.fromiter((g.n_options for g in self.groups), np.int64, len(self.groups))
 
-    def resources(self) -> list[tuple[str, float, list[np.ndarray]]]:
+    @cached_property
+    def max_options(self) -> int:
+        return int(self.option_counts.max())
+
+    def resources(self) -> list[tuple[str, float, Sequence[np.ndarray]]]:
         """The resource constraints that are set: (name, limit, per-group coefficient arrays)."""
-        out = []
+        out: list[tuple[str, float, Sequence[np.ndarray]]] = []
         if self.max_size is not None:
-            out.append(("size", self.max_size, [g.size for g in self.groups]))
+            sizes = self.groups.column("size") if isinstance(self.groups, GroupColumns) else \
+                [g.size for g in self.groups]
+            out.append(("size", self.max_size, sizes))
         if self.max_bops is not None:
             out.append(("bops", self.max_bops, [g.bops for g in self.groups]))  # type: ignore[misc]
         return out
@@ -101,14 +171,15 @@ class CompiledProblem:
     @cached_property
     def _tables(self) -> dict[str, np.ndarray]:
         """(G, K) tables of loss, size and bops (NaN-padded) and the (G, K) validity mask."""
-        counts = np.array([g.n_options for g in self.groups])
+        counts = self.option_counts
         mask = np.arange(self.max_options)[None, :] < counts[:, None]
         tables = {"mask": mask}
         for key in ("loss", "size", "bops"):
             if key == "bops" and self.max_bops is None:
                 continue
             table = np.full(mask.shape, np.nan)
-            table[mask] = np.concatenate([getattr(g, key) for g in self.groups])
+            table[mask] = getattr(self.groups, key) if isinstance(self.groups, GroupColumns) else \
+                np.concatenate([getattr(g, key) for g in self.groups])
             table.setflags(write=False)
             tables[key] = table
         return tables
@@ -135,6 +206,8 @@ class CompiledProblem:
         if len(option) != self.n_groups:
             raise ValueError(f"expected {self.n_groups} option indices, got {len(option)}")
         names = self.problem.layer_names
+        if isinstance(self.groups, GroupColumns):  # group g is layer g, option k its choice k
+            return dict(zip(names, np.asarray(option, dtype=np.int64).tolist()))
         out: dict[str, int] = {}
         for group, o in zip(self.groups, option):
             row = group.options[int(o)]
@@ -193,6 +266,9 @@ class _Flat:
 
     @classmethod
     def of(cls, problem: AllocationProblem) -> "_Flat":
+        columns = problem.columns
+        if columns is not None:
+            return cls(columns.loss, columns.size_bits, columns.start)
         counts = np.array([len(layer.choices) for layer in problem.layers], dtype=np.int64)
         total = int(counts.sum())
         loss = np.fromiter((c.loss for layer in problem.layers for c in layer.choices), np.float64, total)
@@ -216,7 +292,7 @@ def _check_ranges(problem: AllocationProblem, flat: _Flat) -> None:
         bad = np.flatnonzero(_out_of_range(values, high))
         if bad.size:
             _check_value(float(values[bad[0]]), f"{flat.field(int(bad[0]))}.{key}", high=high)
-    for i, layer in enumerate(problem.layers):
+    for i, layer in enumerate(problem.layers if problem.columns is None else ()):  # columns carry no bops
         for j, choice in enumerate(layer.choices):
             if choice.bops is not None:
                 _check_value(choice.bops, f"layers[{i}].choices[{j}].bops")
@@ -273,15 +349,26 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
     scale = loss_scale(problem)
     unit = scale if scale > 1e-300 else 1.0  # losses in units of the largest |loss|
     flat_loss = flat.loss / unit
+    flat_loss.setflags(write=False)
+    if problem.columns is not None and not problem.ties and not need_bops and not problem.interactions:
+        groups_view = GroupColumns(flat_loss, flat.size, flat.start)
+        return _compiled(problem, groups_view, (), float(np.maximum.reduceat(flat_loss, flat.start[:-1]).sum()),
+                         float(np.maximum.reduceat(flat.size, flat.start[:-1]).sum()), 0.0, unit)
+    plain = problem.columns is not None  # column layers have no min/max/fixed bits
+    all_options: dict[int, np.ndarray] = {}  # one shared read-only (k, 1) arange per option count
     groups = []
     for members in member_lists:
-        layer = problem.layers[members[0]]
-        if len(members) == 1 and not need_bops and \
-                layer.min_bits is None and layer.max_bits is None and layer.fixed_bits is None:
+        layer = None if plain else problem.layers[members[0]]
+        if len(members) == 1 and not need_bops and (layer is None or (
+                layer.min_bits is None and layer.max_bits is None and layer.fixed_bits is None)):
             lo, hi = int(flat.start[members[0]]), int(flat.start[members[0] + 1])  # the fast path: all choices
-            groups.append([members, np.arange(hi - lo, dtype=np.int64).reshape(-1, 1), flat_loss[lo:hi].copy(),
-                           flat.size[lo:hi].copy(), None])
+            options = all_options.get(hi - lo)
+            if options is None:
+                options = all_options[hi - lo] = np.arange(hi - lo, dtype=np.int64).reshape(-1, 1)
+            # read-only views of the flat arrays, not copies (10^5 - 10^6 groups)
+            groups.append([members, options, flat_loss[lo:hi], flat.size[lo:hi], None])
             continue
+        layer = problem.layers[members[0]]
         if len(members) == 1:
             options = np.array(layer.allowed_choices(), dtype=np.int64).reshape(-1, 1)
         else:
@@ -297,23 +384,42 @@ def compile_problem(problem: AllocationProblem) -> CompiledProblem:
                 bops += b_col
         groups.append([members, options, loss, size, bops])
     pairs = _pair_terms(problem, groups, group_of, unit)
-    compiled_groups = tuple(
-        Group(members=tuple(m), options=o, loss=l, size=s, bops=b) for m, o, l, s, b in groups
-    )
-    for group in compiled_groups:
-        for array in (group.options, group.loss, group.size):
-            array.setflags(write=False)
-    top_loss = sum(float(g.loss.max()) for g in compiled_groups) + sum(float(p.matrix.max()) for p in pairs)
-    top_size = sum(float(g.size.max()) for g in compiled_groups)
+    compiled_groups = tuple(_group(tuple(m), o, l, s, b) for m, o, l, s, b in groups)
+    top_loss = _sum_of_max([g.loss for g in compiled_groups]) + sum(float(p.matrix.max()) for p in pairs)
+    top_size = _sum_of_max([g.size for g in compiled_groups])
     top_bops = sum(float(g.bops.max()) for g in compiled_groups) if need_bops else 0.0  # type: ignore[union-attr]
+    return _compiled(problem, compiled_groups, pairs, top_loss, top_size, top_bops, unit)
+
+
+def _compiled(problem: AllocationProblem, groups: Sequence[Group], pairs: tuple[PairTerm, ...], top_loss: float,
+              top_size: float, top_bops: float, unit: float) -> CompiledProblem:
+    """The CompiledProblem with its limits (budget slack included, clamped just above the attainable top)."""
     return CompiledProblem(
-        problem=problem, groups=compiled_groups, pairs=pairs,
+        problem=problem, groups=groups, pairs=pairs,
         max_size=_clamp(_with_slack(problem.max_size_bits), top_size),
         max_bops=_clamp(_with_slack(problem.budget.bops), top_bops),
         max_loss=None if problem.budget.max_loss is None else
         _clamp(_with_slack(problem.budget.max_loss / unit), top_loss),
         minimize=problem.minimize, loss_unit=unit,
     )
+
+
+def _group(members: tuple[int, ...], options: np.ndarray, loss: np.ndarray, size: np.ndarray,
+           bops: np.ndarray | None) -> Group:
+    """A Group over read-only arrays, built without the dataclass' per-field setattr (10^6 groups)."""
+    for array in (options, loss, size):
+        if array.flags.writeable:
+            array.setflags(write=False)
+    group = object.__new__(Group)
+    group.__dict__.update(members=members, options=options, loss=loss, size=size, bops=bops)
+    return group
+
+
+def _sum_of_max(arrays: list[np.ndarray]) -> float:
+    """sum_g max(arrays[g]), one reduction over their concatenation."""
+    counts = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    starts = np.concatenate(([0], np.cumsum(counts[:-1])))
+    return float(np.maximum.reduceat(np.concatenate(arrays), starts).sum())
 
 
 def _clamp(limit: float | None, top: float) -> float | None:

@@ -58,8 +58,12 @@ def budget_slack(limit: float, scale: float = 1.0) -> float:
 
 def loss_scale(problem: AllocationProblem) -> float:
     """The largest |loss| of any choice or interaction entry (a tiny positive number when all are 0)."""
-    count = sum(len(layer.choices) for layer in problem.layers)
-    losses = np.fromiter((c.loss for layer in problem.layers for c in layer.choices), np.float64, count)
+    columns = problem.columns
+    if columns is not None:
+        losses = columns.loss
+    else:
+        count = sum(len(layer.choices) for layer in problem.layers)
+        losses = np.fromiter((c.loss for layer in problem.layers for c in layer.choices), np.float64, count)
     largest = float(np.abs(losses).max(initial=0.0))
     for term in problem.interactions:
         largest = max(largest, float(np.abs(np.asarray(term.loss, dtype=np.float64)).max(initial=0.0)))
@@ -83,7 +87,19 @@ def evaluate(problem: AllocationProblem, choices: Mapping[str, int]) -> Evaluati
     loss = 0.0
     size = 0.0
     bops: float | None = 0.0
-    for layer in problem.layers:
+    columns = problem.columns
+    if columns is not None:  # plain layers as arrays: no bit constraints, no macs (cetopt.problem.columns)
+        index = [choices[name] for name in columns.names]
+        picked = np.array(index, dtype=np.int64) if all(type(i) is int for i in index) else None
+        if picked is None or ((picked < 0) | (picked >= columns.counts)).any():
+            bad = next(i for i, v in enumerate(index) if type(v) is not int or not 0 <= v < columns.counts[i])
+            raise ProblemError(f"choice index {index[bad]!r} out of range 0..{columns.counts[bad] - 1}",
+                               field=f"choices[{columns.names[bad]!r}]")
+        position = columns.chosen(picked)
+        loss, size = float(columns.loss[position].sum()), float(columns.size_bits[position].sum())
+        bops = None if columns.macs is None else float(
+            (columns.macs.astype(np.float64) * columns.bits[position]).sum() * problem.activation_bits)
+    for layer in problem.layers if columns is None else ():
         index = choices[layer.name]
         if not isinstance(index, int) or not 0 <= index < len(layer.choices):
             raise ProblemError(f"choice index {index!r} out of range 0..{len(layer.choices) - 1}",

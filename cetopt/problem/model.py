@@ -12,12 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cetopt.errors import ProblemError
 from cetopt.problem._checks import MAX_BITS, at, check_float, check_int, check_name
 
 from cetopt.problem.budget import FP32_BITS, Budget  # noqa: F401  (part of this module's public names)
+
+if TYPE_CHECKING:
+    from cetopt.problem.columns import LayerColumns
 
 
 class Minimize(StrEnum):
@@ -281,17 +284,23 @@ class AllocationProblem:
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
-        layers = tuple(self.layers)
-        if not layers:
-            raise ProblemError("a problem needs at least one layer", field="layers")
-        index: dict[str, int] = {}
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise ProblemError(f"expected a Layer, got {type(layer).__name__}", field=f"layers[{i}]")
-            if layer.name in index:
-                raise ProblemError(f"duplicate layer name {layer.name!r} (also layers[{index[layer.name]}]); "
-                                   "layer names must be unique", field=f"layers[{i}].name")
-            index[layer.name] = i
+        from cetopt.problem.columns import LayerColumns
+
+        if isinstance(self.layers, LayerColumns):  # validated when built; kept as arrays (cetopt.problem.columns)
+            layers: Sequence[Layer] = self.layers
+            index = self.layers.index
+        else:
+            layers = tuple(self.layers)
+            if not layers:
+                raise ProblemError("a problem needs at least one layer", field="layers")
+            index = {}
+            for i, layer in enumerate(layers):
+                if not isinstance(layer, Layer):
+                    raise ProblemError(f"expected a Layer, got {type(layer).__name__}", field=f"layers[{i}]")
+                if layer.name in index:
+                    raise ProblemError(f"duplicate layer name {layer.name!r} (also layers[{index[layer.name]}]); "
+                                       "layer names must be unique", field=f"layers[{i}].name")
+                index[layer.name] = i
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "_index", MappingProxyType(index))
         if not isinstance(self.budget, Budget):
@@ -370,11 +379,22 @@ class AllocationProblem:
         return self._index[name]  # type: ignore[attr-defined,no-any-return]
 
     @property
+    def columns(self) -> "LayerColumns | None":
+        """The layers as arrays when the problem was built from columns (cetopt.problem.columns), else None."""
+        from cetopt.problem.columns import LayerColumns
+
+        return self.layers if isinstance(self.layers, LayerColumns) else None
+
+    @property
     def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.layers]
+        columns = self.columns
+        return list(columns.names) if columns is not None else [layer.name for layer in self.layers]
 
     @property
     def total_params(self) -> int:
+        columns = self.columns
+        if columns is not None:
+            return int(columns.params.sum())
         return sum(layer.params for layer in self.layers)
 
     @property

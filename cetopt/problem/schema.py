@@ -34,7 +34,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 "bops": _positive, "max_loss": _number,
             },
         },
-        "layers": {
+        "layers": {"oneOf": [{
             "type": "array",
             "minItems": 1,
             "items": {
@@ -68,7 +68,19 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                     },
                 },
             },
-        },
+        }, {
+            "description": "the column form (cetopt.problem.columns): one entry per layer in every column",
+            "type": "object",
+            "required": ["name", "params", "bits", "loss"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                "params": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                "macs": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "bits": {"type": "array", "items": {"type": "array", "minItems": 1, "items": _bits}},
+                "loss": {"type": "array", "items": {"type": "array", "minItems": 1, "items": _number}},
+            },
+        }]},
         "ties": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 2}},
         "interactions": {
             "type": "array",

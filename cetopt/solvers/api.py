@@ -165,6 +165,15 @@ def _trivial_bound(compiled: CompiledProblem) -> float:
     return low.size_bits if compiled.minimize is Minimize.SIZE else low.loss * compiled.loss_unit
 
 
+def _bits_of(problem: AllocationProblem, choices: dict[str, int]) -> dict[str, int]:
+    """Layer name -> bit-width of its chosen choice (from the arrays when the layers are columns)."""
+    columns = problem.columns
+    if columns is None:
+        return {name: problem.layer(name).choices[i].bits for name, i in choices.items()}
+    picked = np.fromiter((choices[name] for name in columns.names), np.int64, len(columns))
+    return dict(zip(columns.names, columns.bits[columns.chosen(picked)].tolist()))
+
+
 def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options: dict[str, Any],
            seconds: float) -> SolveResult:
     """Score a backend's Outcome against the problem and build the SolveResult."""
@@ -176,15 +185,14 @@ def finish(compiled: CompiledProblem, outcome: Outcome, *, solver: str, options:
                                   ratio=None, bops=None)
     if outcome.choice_index is not None and status in (Status.OPTIMAL, Status.FEASIBLE):
         option = np.asarray(outcome.choice_index, dtype=np.int64)
-        bad = (option.shape != (compiled.n_groups,) or
-               any(not 0 <= o < g.n_options for o, g in zip(option, compiled.groups)))
+        bad = option.shape != (compiled.n_groups,) or bool(((option < 0) | (option >= compiled.option_counts)).any())
         if bad:
             status, message = Status.ERROR, f"backend returned malformed option indices; {message}"
         else:
             choices = compiled.to_choices(option)
             score = evaluate(problem, choices)
             fields.update(
-                bits={name: problem.layer(name).choices[i].bits for name, i in choices.items()}, choices=choices,
+                bits=_bits_of(problem, choices), choices=choices,
                 objective=score.objective, loss=score.loss, size_bits=score.size_bits, avg_bits=score.avg_bits,
                 ratio=score.ratio, bops=score.bops)
             if score.violations:

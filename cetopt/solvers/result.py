@@ -68,6 +68,8 @@ def relative_gap(objective: float | None, bound: float | None) -> float | None:
 
 
 def _jsonable(value: Any) -> Any:
+    if type(value) is dict and all(type(v) is int for v in value.values()) and all(type(k) is str for k in value):
+        return dict(value)  # bits / choices: layer -> int, 10^5 - 10^6 entries
     if isinstance(value, float):
         if math.isfinite(value):
             return int(value) if value.is_integer() and abs(value) < 2**53 else value

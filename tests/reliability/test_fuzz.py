@@ -30,6 +30,14 @@ SEED_PROBLEM = AllocationProblem(
     interactions=(Interaction(a="l0", b="l3", loss=((0.0, 0.1, 0.2), (0.1, 0.0, 0.1), (0.2, 0.1, 0.0))),),
 )
 SEED = problem_to_dict(SEED_PROBLEM)
+SEED_COLUMNS = problem_to_dict(AllocationProblem(  # the column form of the layers (cetopt.problem.columns)
+    name="columns", budget=Budget(avg_bits=4.0, bops=1e9),
+    layers=tuple(Layer(name=f"l{i}", params=100 * (i + 1), macs=1000 * (i + 1),
+                       choices=tuple(Choice(bits=b, loss=0.1 * (8 - b) * (i + 1)) for b in (2, 4, 8)))
+                 for i in range(4)),
+    ties=(("l1", "l2"),),
+    interactions=(Interaction(a="l0", b="l3", loss=((0.0, 0.1, 0.2), (0.1, 0.0, 0.1), (0.2, 0.1, 0.0))),),
+), columnar=True)
 SEED_PLAN = Plan(bits={"l0": 4, "l1": 8}, model="m").to_dict()
 
 NASTY_VALUES = [None, True, False, 0, -1, -1e300, 1e308, 10 ** 400, math.nan, math.inf, -math.inf, "", "x" * 5000,
@@ -120,6 +128,22 @@ def test_problem_loader_never_crashes(text: str) -> None:
     except CetoptError:
         return
     assert result.status.value in ("optimal", "feasible", "infeasible", "no_solution", "error")
+
+
+@FUZZ
+@given(mutated(SEED_COLUMNS))
+def test_column_form_loader_never_crashes(text: str) -> None:
+    try:
+        problem = parse_problem_json(text)
+    except CetoptError as err:
+        assert str(err)
+        return
+    for name in ("greedy", "dp"):
+        try:
+            result = solve(problem, name)
+        except CetoptError:
+            continue
+        assert result.status.value in ("optimal", "feasible", "infeasible", "no_solution", "error")
 
 
 @FUZZ
