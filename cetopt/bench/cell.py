@@ -133,7 +133,10 @@ def _same_model(cell: Cell, base: AllocationProblem) -> tuple[AllocationProblem,
     if model is None or not (cell.measure or cell.solver == "hawq-v3"):
         return base, None
     try:
-        fp = check_fingerprint(base.metadata, _task(model), what=f"problem {cell.problem}")
+        # the layers digest over the problem's own layers: a default layer set that grew since (Embedding tables
+        # joined it) leaves a problem built before valid for the layers it covers
+        fp = check_fingerprint(base.metadata, _task(model), what=f"problem {cell.problem}",
+                               layers=[layer.name for layer in base.layers])
     except FingerprintMismatchError:
         if not cell.reextract:
             raise

@@ -148,7 +148,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
             rounding (joint allocation).
         group_sizes: scale layouts offered as candidates (0 = per channel, g = a scale per g inputs), each
             priced with its packed size (codes + scales); None: the quantiser's layout alone.
-        layers: restrict to these module names (default: every Linear/Conv).
+        layers: restrict to these module names (default: every Linear/Conv/Embedding).
         settings: curvature settings (traces, Lanczos k, device, dtype, seed).
         curvature: a precomputed CurvatureResult of these layers (else extracted, and cached on disk).
         interactions: add exact cross-layer terms d_a' H_ab d_b for adjacent layers.

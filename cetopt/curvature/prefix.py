@@ -221,7 +221,8 @@ class PrefixRunner:
         module = self.traced.get_submodule(layer)
         if not isinstance(getattr(module, "weight", None), torch.Tensor):
             return f"module {layer} has no weight tensor"
-        if layer not in self._affine and type(module) in LINEAR_IN_WEIGHT:  # torch's own: affine by definition
+        if layer not in self._affine and (type(module) in LINEAR_IN_WEIGHT or _plain_lookup(module)):  # torch's own
+            # affine by definition (an Embedding's output is rows of its weight: dz = e[idx])
             self._affine[layer] = None
         if layer not in self._affine:
             problem = affine_problem(self._replay(nodes[0]), module.weight, what="its weight")
@@ -342,6 +343,11 @@ class PrefixRunner:
         """Drop the recorded values."""
         self.values, self.batch, self.inputs, self.loss = None, None, (), None
         self._zero = {}
+
+
+def _plain_lookup(module: nn.Module) -> bool:
+    """True for torch's own nn.Embedding without max_norm: its output is rows of its weight, linear in it."""
+    return type(module) is nn.Embedding and module.max_norm is None  # type: ignore[attr-defined]
 
 
 def _carries_float(value: Any) -> bool:

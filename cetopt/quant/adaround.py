@@ -66,6 +66,12 @@ def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _gram_sum(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(X'X summed over the rows of ``inputs``: (groups, p, p) float64, number of rows)."""
+    if isinstance(module, nn.Embedding):
+        # a lookup's output error for token t is the row error d_t (dim values): the layer-output error over the
+        # lookups is sum_t count_t ||d_t||^2, each row on its own scale, so every row's rounding problem has the
+        # Gram matrix count_t I; scaled to I it leaves each row's minimiser unchanged (gptq reduces to nearest)
+        count = int(inputs.numel())
+        return torch.eye(module.embedding_dim, dtype=torch.float64, device=inputs.device)[None] * count, count
     if isinstance(module, nn.Linear):
         x = inputs.detach().double().reshape(-1, inputs.shape[-1])
         return (x.T @ x)[None], x.shape[0]
@@ -80,7 +86,8 @@ def _gram_sum(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, in
             total = part if total is None else total + part
             count += per.shape[1]
         return total, count  # type: ignore[return-value]
-    raise ProblemError(f"AdaRound and GPTQ support Linear, Conv1d and Conv2d layers, not {type(module).__name__}",
+    raise ProblemError(f"AdaRound and GPTQ support Linear, Conv1d, Conv2d and Embedding layers, not "
+                       f"{type(module).__name__}",
                        field="layers")
 
 
