@@ -33,7 +33,8 @@ def layer_macs(model: nn.Module, layers: Sequence[str], batch: Batch, loss_fn: L
             macs[name] = int(output[0].numel() * per_out) if output.dim() > 1 else int(output.numel() * per_out)
         return record
 
-    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    # a bare Parameter (nn.MultiheadAttention.in_proj_weight) has no module call of its own: MACs unknown
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers if name in modules]
     try:
         with torch.no_grad():
             loss_fn(model, batch)

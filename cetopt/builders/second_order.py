@@ -76,11 +76,10 @@ class BuiltProblem:
 def replace_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
     """A copy of ``model`` whose named layers' weights are ``weights`` (layer name -> tensor)."""
     out = copy.deepcopy(model)
-    modules = dict(out.named_modules())
+    from cetopt.curvature.layers import layer_weight
+
     for name, weight in weights.items():
-        if name not in modules or not hasattr(modules[name], "weight"):
-            raise ProblemError(f"the model has no layer {name!r} with a weight", field="layers")
-        target = modules[name].weight
+        target = layer_weight(out, name)  # a module's weight or a bare Parameter; ProblemError when absent
         target.data.copy_(weight.to(device=target.device, dtype=target.dtype))
     return out
 

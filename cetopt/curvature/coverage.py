@@ -68,8 +68,10 @@ class WeightCoverage:
 def weight_coverage(model: nn.Module, planned: Sequence[str]) -> WeightCoverage:
     """Split ``model``'s floating-point parameters into the ``planned`` layers' weights and the rest (shared
     parameters counted once)."""
+    from cetopt.curvature.layers import layer_weight
+
     modules = dict(model.named_modules())
-    planned_ids = {id(modules[n].weight) for n in planned if n in modules}
+    planned_ids = {id(layer_weight(model, n)) for n in planned}
     seen: set[int] = set()
     counts = {"planned": [0, 0], "kept": [0, 0]}
     kept: list[tuple[str, str, int]] = []

@@ -46,9 +46,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
+from cetopt.curvature.layers import layer_weight, weight_key
 from cetopt.curvature.leaves import affine_problem, trace_with_leaves
 from cetopt.curvature.operator import Batch, LossFn, second_order_attention
 from cetopt.curvature.piecewise import piecewise_linear_node
+from cetopt.errors import ProblemError
 
 log = logging.getLogger(__name__)
 LINEAR_IN_WEIGHT = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -132,11 +134,12 @@ class PrefixRunner:
         TransformerEncoderLayer leaf); None when no enclosing module is called either."""
         if layer in self._calls:
             return layer, "weight"
+        key = weight_key(self.traced, layer)  # a bare Parameter's own path (nn.MultiheadAttention.in_proj_weight)
         parts = layer.split(".")
         for i in range(len(parts) - 1, 0, -1):
             caller = ".".join(parts[:i])
             if caller in self._calls:
-                return caller, ".".join(parts[i:]) + ".weight"
+                return caller, key[len(caller) + 1:]
         return None
 
     def _nodes(self, layer: str) -> list[fx.Node]:
@@ -157,7 +160,10 @@ class PrefixRunner:
         return self.calls(layer) >= 1
 
     def _weight(self, layer: str) -> Any:
-        return getattr(self.traced.get_submodule(layer), "weight", None)
+        try:
+            return layer_weight(self.traced, layer)
+        except ProblemError:
+            return None
 
     def record(self, model: nn.Module, batch: Batch) -> bool:
         """Run ``batch`` once, keeping the prefix values; False (and a debug log, and :attr:`failure`) when the
@@ -250,19 +256,20 @@ class PrefixRunner:
         caller = site[0] if site is not None else layer
         if len(nodes) != 1:
             return f"module {caller} is called {len(nodes)} times"
-        module = self.traced.get_submodule(layer)
-        if not isinstance(getattr(module, "weight", None), torch.Tensor):
-            return f"module {layer} has no weight tensor"
+        weight = self._weight(layer)
+        if not isinstance(weight, torch.Tensor):
+            return f"layer {layer} has no weight tensor"
+        module = self.traced.get_submodule(caller)
         if layer not in self._affine and self.own_call(layer) and (type(module) in LINEAR_IN_WEIGHT
                                                                    or _plain_lookup(module)):
             # torch's own, called as itself: affine by definition (an Embedding's output is rows of its weight)
             self._affine[layer] = None
         if layer not in self._affine:
             assert site is not None
-            problem = affine_problem(self._replay(nodes[0], site[1]), module.weight,
+            problem = affine_problem(self._replay(nodes[0], site[1]), weight,
                                      what="its weight" if caller == layer else f"{layer}'s weight")
             self._affine[layer] = None if problem is None else \
-                f"module {caller} ({type(self.traced.get_submodule(caller)).__name__}): {problem}"
+                f"module {caller} ({type(module).__name__}): {problem}"
             if problem is not None:
                 log.info("output shortcut off for %s: %s; exact per-layer products instead", layer, self._affine[layer])
         return self._affine[layer]

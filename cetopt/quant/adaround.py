@@ -186,15 +186,31 @@ def layer_inputs(model: nn.Module, names: Sequence[str], run: Callable[[nn.Modul
     return out
 
 
+PROJECTED = {"in_proj_weight": "query", "q_proj_weight": "query", "k_proj_weight": "key", "v_proj_weight": "value"}
+
+
+def _attention_input(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """(the nn.MultiheadAttention holding bare-Parameter layer ``name``, the Parameter's attribute): its rows
+    project the query (q_proj_weight), key, value, or all three (in_proj_weight, self-attention only)."""
+    from cetopt.curvature.layers import BARE_WEIGHTS, layer_weight
+
+    layer_weight(model, name)  # ProblemError when there is no such layer at all
+    owner, _, attr = name.rpartition(".")
+    module = model.get_submodule(owner)
+    if not isinstance(module, nn.MultiheadAttention) or attr not in BARE_WEIGHTS:
+        raise ProblemError(f"layer {name!r} is a bare Parameter of a {type(module).__name__}, whose inputs AdaRound "
+                           "and GPTQ cannot record; use another rounding (nearest, mse, major-axis)", field="rounding")
+    return module, attr
+
+
 def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module, Any], Any],
                 batches: Sequence[Any]) -> dict[str, torch.Tensor]:
     """Each named layer's input Gram matrix G = X'X / N ((groups, p, p) float64; Linear: rows of the flattened
-    input; conv: unfolded patches) over every batch of ``batches`` (``run(model, batch)`` does the forward
+    input; conv: unfolded patches; nn.MultiheadAttention's projection Parameters: rows of the query, key or value
+    they project, in_proj_weight in self-attention only; Embedding: the identity) over every batch of ``batches`` (``run(model, batch)`` does the forward
     pass), accumulated batch by batch: only the Gram matrices are kept, not the activations."""
     modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise ProblemError(f"the model has no layer {missing[0]!r}", field="layers")
+    bare = {n: _attention_input(model, n) for n in names if n not in modules}  # layer -> (owner, which input)
     sums: dict[str, list] = {n: [None, 0] for n in names}
 
     def record(name: str, module: nn.Module, args: tuple) -> None:
@@ -203,9 +219,24 @@ def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module
         acc[0] = total if acc[0] is None else acc[0] + total
         acc[1] += count
 
+    def record_attention(name: str, which: str, args: tuple, kwargs: dict) -> None:
+        query, key, value = (list(args) + [kwargs.get(k) for k in ("query", "key", "value")[len(args):]])[:3]
+        inputs = {"query": query, "key": key, "value": value}
+        if which == "in_proj_weight" and not (torch.equal(query, key) and torch.equal(query, value)):
+            raise ProblemError(f"layer {name!r}: the packed q/k/v projection of a cross-attention takes three inputs, "
+                               "so no one Gram matrix describes it; use another rounding (nearest, mse, major-axis)",
+                               field="rounding")
+        x = inputs[PROJECTED[which]]
+        rows = x.detach().double().reshape(-1, x.shape[-1])
+        acc = sums[name]
+        acc[0] = (rows.T @ rows)[None] if acc[0] is None else acc[0] + (rows.T @ rows)[None]
+        acc[1] += rows.shape[0]
+
     from cetopt.curvature.operator import eval_mode
 
-    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names]
+    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names if n not in bare]
+    hooks += [owner.register_forward_pre_hook(lambda m, a, k, n=n, w=which: record_attention(n, w, a, k),
+                                              with_kwargs=True) for n, (owner, which) in bare.items()]
     try:
         with torch.no_grad(), eval_mode(model):
             for b in batches:

@@ -320,15 +320,20 @@ def apply_plan(model: "nn.Module", plan: Plan, *, quadrics: Mapping[str, Any] | 
 
     from cetopt.quant.pack import compress_layer, model_packed_size
 
-    modules = dict(model.named_modules())
-    missing = [name for name in plan.layers if name not in modules or not hasattr(modules[name], "weight")]
+    from cetopt.curvature.layers import layer_weight
+
+    missing = []
+    for name in plan.layers:
+        try:
+            layer_weight(model, name)
+        except ProblemError:
+            missing.append(name)
     if missing:
         raise ProblemError(f"plan names layers the model lacks: {missing[:5]}", field="layers")
     quantised = copy.deepcopy(model)
-    copies = dict(quantised.named_modules())
     weights = {}
     for name, choice in plan.layers.items():
-        weight = copies[name].weight
+        weight = layer_weight(quantised, name)
         context = RoundingContext(quadric=(quadrics or {}).get(name), gram=(grams or {}).get(name))
         packed = compress_layer(weight.data, choice, plan.quantizer_of(name), context=context, name=name)
         weight.data.copy_(packed.weight.to(weight.dtype))

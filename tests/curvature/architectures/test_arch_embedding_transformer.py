@@ -34,12 +34,13 @@ def test_embedding_and_transformer_encoder_extract_with_any_sdpa_backend() -> No
     torch.manual_seed(9)
     inner = ["encoder.self_attn.out_proj", "encoder.linear1", "encoder.linear2"]
     check_architecture(TextClassifier(), token_batches(9),
-                       {"embed": "output", "encoder.self_attn.out_proj": "weight", "encoder.linear1": "hooked",
+                       {"embed": "output", "encoder.self_attn.in_proj_weight": "weight",
+                        "encoder.self_attn.out_proj": "weight", "encoder.linear1": "hooked",
                         "encoder.linear2": "hooked", "head": "forward"},
                        fallbacks={**{n: "not called in the traced graph" for n in inner},
                                   "encoder.self_attn.out_proj": "replayed inside encoder: module encoder "
                                                                 "(TransformerEncoderLayer): its output is not affine",
-                                  "embed": "encoder"},
+                                  "encoder.self_attn.in_proj_weight": "bare Parameter", "embed": "encoder"},
                        trace_estimator="shared")
 
 
@@ -70,6 +71,7 @@ class MaskedAttentionClassifier(nn.Module):
 def test_multihead_attention_with_a_mask_extracts() -> None:
     torch.manual_seed(10)
     check_architecture(MaskedAttentionClassifier(), token_batches(10),
-                       {"embed": "output", "attn.out_proj": "weight", "head": "forward"},
+                       {"embed": "output", "attn.in_proj_weight": "weight", "attn.out_proj": "weight", "head": "forward"},
                        fallbacks={"attn.out_proj": "replayed inside attn: module attn (MultiheadAttention): its output is "
-                                                   "not one floating-point tensor"}, trace_estimator="shared")
+                                                   "not one floating-point tensor",
+                                  "attn.in_proj_weight": "replayed inside attn"}, trace_estimator="shared")
