@@ -281,6 +281,9 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
 
     out = Path(out)
     _check_out(out)
+    from cetopt.quant.fold import folded_if_planned
+
+    spec = folded_if_planned(spec, plan.extra)  # a plan made on the folded model is applied to it
     _check_layers(spec.model, plan)
     check_plan_fingerprint(spec, plan, require=require_fingerprint)
     if quadrics is None:
@@ -466,6 +469,9 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verif
     directory = Path(directory)
     manifest = read_manifest(directory)
     plan = Plan.load(directory / PLAN_FILE)
+    from cetopt.quant.fold import folded_if_planned
+
+    spec = folded_if_planned(spec, plan.extra)  # the artefact stores the folded model's state
     tensors, layout = _read_weights(directory)
     model = copy.deepcopy(spec.model)
     modules = _check_layers(model, plan)
@@ -509,8 +515,10 @@ def evaluate_artifact(directory: str | os.PathLike[str], spec: ModelSpec) -> dic
     """
     from cetopt.measure import Measurer
 
+    from cetopt.quant.fold import folded_if_planned
+
     loaded = load_compressed(directory, spec)  # verified against spec (fingerprint, every stored tensor)
-    measurer = Measurer(spec)
+    measurer = Measurer(folded_if_planned(spec, loaded.plan.extra))
     measured = measurer.measure(loaded.weights)
     m = loaded.manifest
     return {"model": spec.name, "metric_name": measured.metric_name, "metric": measured.metric,

@@ -360,7 +360,10 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
     from cetopt.artifact import load_compressed, read_packed, state_fingerprint
 
     require_onnx()
+    from cetopt.quant.fold import folded_if_planned
+
     loaded = load_compressed(directory, spec)
+    spec = folded_if_planned(spec, loaded.plan.extra)  # BatchNorms folded before the plan was made
     if loaded.manifest.get("source_fingerprint") != state_fingerprint(spec.model):
         raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
                            "differ); export it with the --model it was applied to", field="model")

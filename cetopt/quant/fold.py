@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import fx, nn
+
+if TYPE_CHECKING:
+    from cetopt.modelspec import ModelSpec
 
 log = logging.getLogger(__name__)
 FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -77,3 +81,24 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, tuple[tuple[str, str], 
     if pairs:
         log.info("folded %d BatchNorm layer(s) into the layers before them", len(pairs))
     return out, tuple(pairs)
+
+
+FOLD_KEY = "fold_bn"  # problem metadata / plan extra: True when the model's BatchNorms were folded first
+
+
+def fold_spec(spec: "ModelSpec") -> "ModelSpec":
+    """``spec`` with its model's BatchNorms folded (:func:`fold_batchnorm`) and ``metadata["fold_bn"] = True``
+    (problems built on it record it, their plans carry it, and ``cetopt apply`` / :func:`load_compressed
+    <cetopt.artifact.load_compressed>` fold the model again before applying). The spec's own model is unchanged."""
+    from dataclasses import replace
+
+    folded, pairs = fold_batchnorm(spec.model)
+    return replace(spec, model=folded, metadata={**spec.metadata, FOLD_KEY: True, "fold_bn_count": len(pairs)})
+
+
+def folded_if_planned(spec: "ModelSpec", extra: Mapping[str, Any]) -> "ModelSpec":
+    """``spec`` folded when a plan's ``extra`` (or a problem's metadata) says its model was (:data:`FOLD_KEY`), and
+    not already; else ``spec``."""
+    if extra.get(FOLD_KEY) and not spec.metadata.get(FOLD_KEY):
+        return fold_spec(spec)
+    return spec

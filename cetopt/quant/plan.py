@@ -274,6 +274,7 @@ def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], 
                                          quantizer=None if grid == quantizer else grid)
     extra = {**(extra or {}), "method": meta.get("method"),
              **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
+             **({"fold_bn": True} if meta.get("fold_bn") else {}),  # apply folds the model's BatchNorms first
              **{k: meta[k] for k in FINGERPRINT_KEYS if isinstance(meta.get(k), str)}}
     if model is None:
         model = str(meta.get("model_target") or meta.get("model", ""))

@@ -67,3 +67,36 @@ def test_per_channel_grid_is_equivariant_to_folding() -> None:
     per_tensor = QuantizerSpec(per_channel=False)
     assert not torch.allclose(fake_quantize(folded.conv1.weight, 3, per_tensor),
                               gain * fake_quantize(net.conv1.weight, 3, per_tensor))
+
+
+def test_a_plan_made_on_the_folded_model_is_applied_to_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """extract --fold-bn records the fold; apply, load and evaluate fold the user's (unfolded) model again, so the
+    artefact holds the folded state (no BatchNorm entries) and loads into the same outputs."""
+    from cetopt.artifact import evaluate_artifact, load_compressed, write_artifact
+    from cetopt.curvature.extract import CurvatureSettings
+    from cetopt.modelspec import ModelSpec
+    from cetopt.problem.model import Budget
+    from cetopt.quant.fold import fold_spec
+    from cetopt.quant.plan import apply_plan, plan_from_result
+    from cetopt.solvers.api import solve
+    from cetopt.workflow import build_for
+
+    net = random_net(3).float()
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(2)]
+    spec = ModelSpec(name="net", model=net, calibration=batches,
+                     loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]),
+                     evaluate=lambda m: {"loss": float(nn.functional.cross_entropy(m(batches[0][0]), batches[0][1]))})
+    folded = fold_spec(spec)
+    built = build_for(folded, method="cet", bits=(2, 4, 8), budget=Budget(avg_bits=4.0), cache_dir=False,
+                      settings=CurvatureSettings(k=0, max_probes=2, min_probes=2))
+    assert built.problem.metadata["fold_bn"] is True
+    plan = plan_from_result(built.problem, solve(built.problem, "dp"), model="net")
+    assert plan.extra["fold_bn"] is True
+    info = write_artifact(spec, plan, tmp_path / "art", target="net")  # the user's unfolded spec
+    loaded = load_compressed(tmp_path / "art", spec)
+    assert isinstance(loaded.model.bn1, nn.Identity) and "bn1.running_mean" not in loaded.model.state_dict()
+    x = batches[1][0]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), apply_plan(folded.model, plan).model(x))
+    assert evaluate_artifact(tmp_path / "art", spec)["file_bytes"] == info.file_bytes
