@@ -8,7 +8,9 @@ the only leaf that autograd differentiates, and the first-order graph of that su
 Hessian-vector products. Nothing upstream of the layer is recomputed or kept in a graph, and only one
 layer's graph is alive at a time (the full-graph path keeps every layer's). A module called more than once
 runs from its first call on with the weight swapped in every call: the Hessian of the shared weight, every
-call's curvature and their cross terms summed.
+call's curvature and their cross terms summed. A layer that is never called as a module (nn.MultiheadAttention's
+out_proj, read through its weight; its in_proj_weight, a bare Parameter) runs inside its nearest enclosing module
+call, which is replayed with that weight swapped in (:meth:`PrefixRunner.site`).
 
 Where a layer called once has an output z affine in its weight (checked numerically on the recorded input,
 :func:`cetopt.curvature.leaves.affine_problem`; a plain Linear/Conv, a padding subclass or a LoRA-style
