@@ -121,6 +121,13 @@ def test_plan_covers_the_tables_and_apply_writes_the_reported_size(tmp_path: Pat
     assert weights["planned_count"] == sum(r.params for r in find_layers(spec.model))
     assert not any(name.endswith(("tokens.weight", "positions.weight")) for name, _, _ in weights["largest_kept"])
     assert weights["planned_count"] >= tables
+    seen = {int(i) for ids, _ in spec.calibration for i in ids.unique()}  # the rows the calibration looks up
+    assert problem.metadata["coverage"]["tables"] == {"tokens": {"rows_seen": len(seen), "rows": 20},
+                                                      "positions": {"rows_seen": 6, "rows": 6}}
+    from cetopt.curvature.coverage import coverage_lines
+
+    assert f"embedding table tokens: {len(seen)} of 20 rows looked up" in "\n".join(
+        coverage_lines(problem.metadata["coverage"]))
     plan = plan_from_result(problem, solve(problem, "dp"), model="text")
     assert {"tokens", "positions"} <= set(plan.layers)
     info = write_artifact(spec, plan, tmp_path / "art", target="text")

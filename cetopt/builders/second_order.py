@@ -236,10 +236,14 @@ def _sign_check(op: CurvatureOperator, candidates: Sequence[LayerCandidates], ke
 
 def _coverage(op: CurvatureOperator, paths: Mapping[str, Any], curvature: CurvatureResult | None) -> Any:
     """The build's coverage report (cetopt.curvature.coverage), logged at INFO."""
-    from cetopt.curvature.coverage import coverage_report
+    from cetopt.curvature.coverage import coverage_report, table_rows_seen
+    from cetopt.curvature.operator import eval_mode
 
     meta = curvature.metadata if curvature is not None else {}
-    report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"))
+    with eval_mode(op.model):
+        tables = table_rows_seen(op.model, op.names, op.loss_fn, op.batches)
+    report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"),
+                             tables)
     report.log()
     return report
 
