@@ -81,7 +81,7 @@ def main() -> None:
     # the same plan, tables in FP32: its layers fingerprint is taken again over the layers it keeps (the weights
     # and calibration fingerprints, checked by write_artifact, still tie it to this model)
     kept = {n: c for n, c in plan.layers.items() if n not in tables}
-    without = replace(plan, layers=kept, extra={**plan.extra, "fingerprint_layers": fingerprint_spec(
+    without = replace(plan, layers=kept, bits={}, extra={**plan.extra, "fingerprint_layers": fingerprint_spec(
         spec, list(kept)).as_metadata()["fingerprint_layers"]})
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +127,7 @@ def main() -> None:
              "|---|---:|---:|" + "---:|" * len(planned["metrics"])]
     lines += [f"| {label} | {r['file_bytes']} | {r['file_ratio']:.3f}x | "
               + " | ".join(f"{v:.4f}" for v in r["metrics"].values()) + " |" for label, r in runs.items()]
-    lines += ["", "\"tables in FP32\" is the same plan with the three embedding tables left unquantised (the default "
+    lines += ["", "\"tables in FP32\" is the same plan with the embedding tables left unquantised (the default "
               "before tables were planned); its metrics show what quantising the tables costs in fidelity."]
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
