@@ -89,10 +89,13 @@ FOLD_KEY = "fold_bn"  # problem metadata / plan extra: True when the model's Bat
 def fold_spec(spec: "ModelSpec") -> "ModelSpec":
     """``spec`` with its model's BatchNorms folded (:func:`fold_batchnorm`) and ``metadata["fold_bn"] = True``
     (problems built on it record it, their plans carry it, and ``cetopt apply`` / :func:`load_compressed
-    <cetopt.artifact.load_compressed>` fold the model again before applying). The spec's own model is unchanged."""
+    <cetopt.artifact.load_compressed>` fold the model again before applying); ``spec`` itself when there is
+    nothing to fold. The spec's own model is unchanged."""
     from dataclasses import replace
 
     folded, pairs = fold_batchnorm(spec.model)
+    if not pairs:
+        return spec
     return replace(spec, model=folded, metadata={**spec.metadata, FOLD_KEY: True, "fold_bn_count": len(pairs)})
 
 

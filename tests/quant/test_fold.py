@@ -69,6 +69,37 @@ def test_per_channel_grid_is_equivariant_to_folding() -> None:
                               gain * fake_quantize(net.conv1.weight, 3, per_tensor))
 
 
+def bn_spec():  # type: ignore[no-untyped-def]
+    """A small conv net with BatchNorms as a user's ``file.py:function`` spec (the CLI test loads it by path)."""
+    from cetopt.modelspec import ModelSpec
+
+    net = random_net(3).float()
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(2)]
+    return ModelSpec(name="net", model=net, calibration=batches,
+                     loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]),
+                     evaluate=lambda m: {"loss": float(nn.functional.cross_entropy(m(batches[0][0]), batches[0][1]))})
+
+
+def test_the_cli_folds_by_default_and_apply_follows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from pathlib import Path
+
+    from cetopt.artifact import read_packed
+    from cetopt.cli import main
+
+    target = f"{Path(__file__).resolve()}:bn_spec"
+    for flag, name in (([], "folded"), (["--no-fold-bn"], "plain")):
+        problem, plan, art = (tmp_path / f"{name}.json", tmp_path / f"{name}-plan.json", tmp_path / f"{name}-art")
+        assert main(["extract", target, "--bits", "2,4,8", "--avg-bits", "4", "--out", str(problem), *flag]) == 0
+        assert json.loads(problem.read_text())["metadata"].get("fold_bn") is (True if not flag else None)
+        assert main(["solve", str(problem), "--solver", "dp", "--out", str(plan)]) == 0
+        assert main(["apply", str(plan), "--model", target, "--out", str(art)]) == 0
+        tensors, _ = read_packed(art)
+        assert ("bn1.running_mean" in tensors) is bool(flag)  # folded: BatchNorm's entries are gone
+        assert main(["evaluate", str(art), "--model", target]) == 0
+
+
 def test_a_plan_made_on_the_folded_model_is_applied_to_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """extract --fold-bn records the fold; apply, load and evaluate fold the user's (unfolded) model again, so the
     artefact holds the folded state (no BatchNorm entries) and loads into the same outputs."""
