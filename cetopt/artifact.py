@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from cetopt._atomic import atomic_write_text
+from cetopt.curvature.layers import weight_key
 from cetopt.errors import ProblemError
 from cetopt.modelspec import ModelSpec
 from cetopt.quant.pack import PackedSize, compress_layer, model_packed_size, unpack_layer
@@ -170,14 +171,20 @@ class ArtifactInfo:
         return self.size.total_bytes
 
 
-def _check_layers(model: nn.Module, plan: Plan) -> dict[str, nn.Module]:
-    modules = dict(model.named_modules())
-    missing = [n for n in plan.layers if n not in modules or not isinstance(getattr(modules[n], "weight", None),
-                                                                            torch.Tensor)]
+def _check_layers(model: nn.Module, plan: Plan) -> dict[str, nn.Parameter]:
+    """Layer -> its weight Parameter (cetopt.curvature.layers.layer_weight: a module's weight or a bare Parameter)."""
+    from cetopt.curvature.layers import layer_weight
+
+    weights, missing = {}, []
+    for name in plan.layers:
+        try:
+            weights[name] = layer_weight(model, name)
+        except ProblemError:
+            missing.append(name)
     if missing:
         raise ProblemError(f"the plan names layers the model lacks: {missing[:5]}; was it made for another model?",
                            field="layers")
-    return modules
+    return weights
 
 
 ARTIFACT_FILES = frozenset((WEIGHTS_FILE, PLAN_FILE, MANIFEST_FILE))
@@ -215,14 +222,14 @@ def _pack(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None,
     code_bytes = scale_bytes = 0
     for name, choice in plan.layers.items():
         context = RoundingContext(quadric=(quadrics or {}).get(name), gram=(grams or {}).get(name))
-        packed = compress_layer(modules[name].weight, choice, plan.quantizer_of(name), context=context, name=name)
+        packed = compress_layer(modules[name], choice, plan.quantizer_of(name), context=context, name=name)
         tensors.update(packed.tensors)
         layout[name] = packed.layout
         for key, t in packed.tensors.items():
             nbytes = t.numel() * t.element_size()
             code_bytes += nbytes if key.endswith(".codes") else 0
             scale_bytes += nbytes if key.endswith((".scale", ".offset")) else 0
-    planned = {f"{name}.weight" for name in plan.layers}
+    planned = {weight_key(spec.model, name) for name in plan.layers}
     params = {n for n, _ in spec.model.named_parameters()}
     buffer_bytes = 0
     for key, value in spec.model.state_dict().items():
@@ -274,6 +281,9 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
 
     out = Path(out)
     _check_out(out)
+    from cetopt.quant.fold import folded_if_planned
+
+    spec = folded_if_planned(spec, plan.extra)  # a plan made on the folded model is applied to it
     _check_layers(spec.model, plan)
     check_plan_fingerprint(spec, plan, require=require_fingerprint)
     if quadrics is None:
@@ -459,6 +469,9 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verif
     directory = Path(directory)
     manifest = read_manifest(directory)
     plan = Plan.load(directory / PLAN_FILE)
+    from cetopt.quant.fold import folded_if_planned
+
+    spec = folded_if_planned(spec, plan.extra)  # the artefact stores the folded model's state
     tensors, layout = _read_weights(directory)
     model = copy.deepcopy(spec.model)
     modules = _check_layers(model, plan)
@@ -468,7 +481,7 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verif
     for name in plan.layers:
         if name not in layout:
             raise ProblemError(f"{WEIGHTS_FILE} has no packed layer {name!r}", field="layout")
-        target = modules[name].weight
+        target = modules[name]
         try:
             decoded = unpack_layer(tensors, layout[name], name)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
@@ -479,13 +492,14 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verif
                                field=f"layers.{name}")
         weights[name] = decoded.to(target.dtype)
     state = model.state_dict()
-    missing = [k for k in state if k not in tensors and k.removesuffix(".weight") not in plan.layers]
+    layer_of = {weight_key(model, name): name for name in plan.layers}  # state-dict key -> planned layer
+    missing = [k for k in state if k not in tensors and k not in layer_of]
     if missing:
         raise ProblemError(f"{WEIGHTS_FILE} lacks {missing[:3]}: not an artefact of this model", field="model")
     with torch.no_grad():
         try:
             for key, value in state.items():
-                value.copy_(tensors[key] if key in tensors else weights[key.removesuffix(".weight")])
+                value.copy_(tensors[key] if key in tensors else weights[layer_of[key]])
         except RuntimeError as err:
             raise ProblemError(f"{WEIGHTS_FILE}: a tensor does not fit the model ({str(err)[:160]})",
                                field="model") from None
@@ -501,8 +515,10 @@ def evaluate_artifact(directory: str | os.PathLike[str], spec: ModelSpec) -> dic
     """
     from cetopt.measure import Measurer
 
+    from cetopt.quant.fold import folded_if_planned
+
     loaded = load_compressed(directory, spec)  # verified against spec (fingerprint, every stored tensor)
-    measurer = Measurer(spec)
+    measurer = Measurer(folded_if_planned(spec, loaded.plan.extra))
     measured = measurer.measure(loaded.weights)
     m = loaded.manifest
     return {"model": spec.name, "metric_name": measured.metric_name, "metric": measured.metric,

@@ -68,8 +68,9 @@ def gradient_step(spec: ModelSpec, layers: Sequence[str],
 
     if not lrs or any(not lr > 0 for lr in lrs):
         raise ProblemError("lrs must be positive step sizes", field="lrs")
-    modules = dict(spec.model.named_modules())
-    params = [modules[n].weight for n in layers]
+    from cetopt.curvature.layers import layer_weight
+
+    params = [layer_weight(spec.model, n) for n in layers]
     spec.model.zero_grad(set_to_none=True)
     with torch.enable_grad(), eval_mode(spec.model):
         for batch in spec.calibration:
@@ -91,8 +92,9 @@ def mse_clip_weights(spec: ModelSpec, bits: Mapping[str, int]) -> dict[str, "tor
     bit-widths and packed size as the plan, a different clipping ratio per channel."""
     from cetopt.quant.quantizers import QuantizerSpec, fake_quantize
 
-    modules = dict(spec.model.named_modules())
-    return {n: fake_quantize(modules[n].weight.detach(), b, QuantizerSpec(clip="mse")) for n, b in bits.items()}
+    from cetopt.curvature.layers import layer_weight
+
+    return {n: fake_quantize(layer_weight(spec.model, n).detach(), b, QuantizerSpec(clip="mse")) for n, b in bits.items()}
 
 
 def adaround_plan_weights(spec: ModelSpec, bits: Mapping[str, int], *, max_batches: int | None = None
@@ -131,10 +133,11 @@ def rounded_plan_weights(spec: ModelSpec, bits: Mapping[str, int], rounding: str
         curvature = extract_curvature(spec.model, spec.loss_fn, spec.calibration, layers=spec.quantisable_layers(),
                                       exclude=spec.exclude, show_progress=False, description=spec.name)
         quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in plain}
-    modules = dict(spec.model.named_modules())
+    from cetopt.curvature.layers import layer_weight
+
     out = {}
     for name, b in bits.items():
-        weight = modules[name].weight.detach()
+        weight = layer_weight(spec.model, name).detach()
         use = rounding if name in plain else "nearest"
         context = RoundingContext(quadric=(quadrics or {}).get(name), gram=grams.get(name))
         out[name] = get_rounding(use).round(weight, b, grid, context).weight  # type: ignore[arg-type]

@@ -87,8 +87,9 @@ def weights_sha256(model: "nn.Module", layers: Iterable[str] | None = None) -> s
     """SHA-256 of ``model``'s full state dict, or of the named layers' ``weight`` tensors only."""
     if layers is None:
         return sha256_of(dict(model.state_dict()))
-    modules = dict(model.named_modules())
-    return sha256_of({name: modules[name].weight for name in sorted(layers)})
+    from cetopt.curvature.layers import layer_weight
+
+    return sha256_of({name: layer_weight(model, name) for name in sorted(layers)})
 
 
 @dataclass(frozen=True)

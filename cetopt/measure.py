@@ -114,10 +114,15 @@ class Measurer:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self._work = copy.deepcopy(spec.model)
+        from cetopt.curvature.layers import BARE_WEIGHTS
+
         self._modules = dict(self._work.named_modules())
         originals = dict(spec.model.named_modules())
         self._originals = {name: m.weight.detach().clone() for name, m in originals.items()
                            if isinstance(getattr(m, "weight", None), torch.Tensor)}
+        self._originals.update({f"{name}.{attr}" if name else attr: getattr(m, attr).detach().clone()  # bare Parameters
+                                for name, m in originals.items() for attr in BARE_WEIGHTS
+                                if isinstance(getattr(m, attr, None), torch.Tensor)})
         self._base_cal: float | None = None
         self._base_val: float | None = None
         self._fp_metrics: dict[str, float] | None = None
@@ -131,7 +136,9 @@ class Measurer:
         if unknown:
             raise ProblemError(f"the model has no layer {unknown[0]!r} with a weight", field="layers")
         for name, original in self._originals.items():
-            target = self._modules[name].weight
+            from cetopt.curvature.layers import layer_weight
+
+            target = layer_weight(self._work, name)
             source = weights.get(name, original)
             if tuple(source.shape) != tuple(target.shape):
                 raise ProblemError(f"weight of shape {tuple(source.shape)} for a layer of shape {tuple(target.shape)}",

@@ -71,7 +71,7 @@ class ModelSpec:
             calibration and the test data: what selection steps (re-ranking, cost validation) may look at.
         data: a sentence describing the calibration and test data (provenance).
         exclude: layer names left out of the problem (e.g. a pooler that receives no gradient).
-        layers: restrict the problem to these layers (default: every Linear/Conv not excluded).
+        layers: restrict the problem to these layers (default: every Linear/Conv/Embedding not excluded).
         metadata: free provenance (seed, weights file and its SHA-256, ...).
         test: held-out inputs-only batches for the fidelity evaluation of a spec without ``loss_fn`` and
             ``evaluate`` (disjoint from calibration and validation); ignored otherwise.
@@ -149,7 +149,7 @@ class ModelSpec:
         return paired_ci(a, b, self.test_clusters, **options)
 
     def quantisable_layers(self) -> list[str] | None:
-        """The layer names the problem covers (None: every Linear/Conv)."""
+        """The layer names the problem covers (None: every Linear/Conv/Embedding)."""
         if self.layers is not None:
             return list(self.layers)
         if not self.exclude:

@@ -59,25 +59,36 @@ def versions() -> str:
 
 
 @lru_cache(maxsize=4)
-def _task(model: str) -> Any:
+def _task(model: str, fold: bool = False) -> Any:
+    """The zoo spec ``model``; with ``fold``, its BatchNorms folded (a problem built with extract --fold-bn)."""
     from cetopt.modelspec import load_model_spec
 
-    return load_model_spec(model)
+    spec = load_model_spec(model)
+    if fold:
+        from cetopt.quant.fold import fold_spec
+
+        spec = fold_spec(spec)
+    return spec
+
+
+def _folded(problem: AllocationProblem) -> bool:
+    """Whether ``problem`` was built on its model with the BatchNorms folded (cetopt.quant.fold.FOLD_KEY)."""
+    return bool(problem.metadata.get("fold_bn"))
 
 
 @lru_cache(maxsize=4)
-def _measurer(model: str) -> Any:
+def _measurer(model: str, fold: bool = False) -> Any:
     from cetopt.measure import Measurer
 
-    return Measurer(_task(model))
+    return Measurer(_task(model, fold))
 
 
 @lru_cache(maxsize=8)
-def _hawq_problem(model: str, bits: tuple[int, ...], quantizer: Any) -> AllocationProblem:
+def _hawq_problem(model: str, bits: tuple[int, ...], quantizer: Any, fold: bool = False) -> AllocationProblem:
     """HAWQ-V3's problem of ``model`` with its candidates on ``quantizer``'s grid (the compared problem's)."""
     from cetopt.baselines import hawq_v3_problem
 
-    return hawq_v3_problem(_task(model), bits, quantizer=quantizer)
+    return hawq_v3_problem(_task(model, fold), bits, quantizer=quantizer)
 
 
 def _recorded_model(problem: AllocationProblem) -> str | None:
@@ -121,7 +132,8 @@ def _reextracted(path: str, model: str) -> AllocationProblem:
                                        "problem with cetopt extract and its original options", fields=())
     bits = tuple(sorted({c.bits for layer in base.layers for c in layer.choices}))
     method = str(base.metadata.get("method", "cet"))
-    return build_for(_task(model), method=method, bits=bits, budget=base.budget,  # type: ignore[return-value]
+    return build_for(_task(model, _folded(base)), method=method, bits=bits,  # type: ignore[return-value]
+                     budget=base.budget,
                      quantizer=problem_quantizer(base)).problem
 
 
@@ -133,12 +145,15 @@ def _same_model(cell: Cell, base: AllocationProblem) -> tuple[AllocationProblem,
     if model is None or not (cell.measure or cell.solver == "hawq-v3"):
         return base, None
     try:
-        fp = check_fingerprint(base.metadata, _task(model), what=f"problem {cell.problem}")
+        # the layers digest over the problem's own layers: a default layer set that grew since (Embedding tables
+        # joined it) leaves a problem built before valid for the layers it covers
+        fp = check_fingerprint(base.metadata, _task(model, _folded(base)), what=f"problem {cell.problem}",
+                               layers=[layer.name for layer in base.layers])
     except FingerprintMismatchError:
         if not cell.reextract:
             raise
         problem = _reextracted(cell.problem, model)
-        return problem, f"{fingerprint_spec(_task(model)).short()} (re-extracted on this model)"
+        return problem, f"{fingerprint_spec(_task(model, _folded(base))).short()} (re-extracted on this model)"
     return base, fp.short() if recorded(base.metadata) else f"{fp.short()} (problem file records none)"
 
 
@@ -165,7 +180,7 @@ def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, in
         return None, ("hawq-v3 baseline needs the problem's model to extract traces from: "
                       + (_unmeasured_note(problem, cell.models) or "the problem records none (metadata model_target)"))
     candidates = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
-    bits = hawq_v3_bits(_hawq_problem(model, candidates, problem_quantizer(problem)), b)
+    bits = hawq_v3_bits(_hawq_problem(model, candidates, problem_quantizer(problem), _folded(problem)), b)
     if bits is None:
         return None, "hawq-v3 problem: infeasible at this budget"
     return dict(bits), ""
@@ -217,7 +232,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         if model is not None:
             from cetopt.artifact import plan_grams, plan_quadrics
 
-            measurer = _measurer(model)
+            measurer = _measurer(model, _folded(problem))
             applied = apply_plan(measurer.spec.model, plan, quadrics=plan_quadrics(measurer.spec, plan),
                                  grams=plan_grams(measurer.spec, plan))
             measured = measurer.measure(applied.weights, validation=False, outcomes=True)

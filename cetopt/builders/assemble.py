@@ -19,17 +19,22 @@ log = logging.getLogger(__name__)
 
 
 def layer_macs(model: nn.Module, layers: Sequence[str], batch: Batch, loss_fn: LossFn) -> dict[str, int]:
-    """Multiply-accumulates per sample of each Linear/Conv layer, from one traced forward pass."""
+    """Multiply-accumulates per sample of each Linear/Conv layer (0 for an Embedding lookup), from one traced
+    forward pass."""
     modules = dict(model.named_modules())
     macs: dict[str, int] = {}
 
     def hook(name: str):  # type: ignore[no-untyped-def]
         def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if isinstance(module, nn.Embedding):  # a lookup: no multiply-accumulates
+                macs[name] = 0
+                return
             per_out = module.weight[0].numel()  # in_features (x kernel area) per output element
             macs[name] = int(output[0].numel() * per_out) if output.dim() > 1 else int(output.numel() * per_out)
         return record
 
-    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
+    # a bare Parameter (nn.MultiheadAttention.in_proj_weight) has no module call of its own: MACs unknown
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers if name in modules]
     try:
         with torch.no_grad():
             loss_fn(model, batch)

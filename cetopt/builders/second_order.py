@@ -76,11 +76,10 @@ class BuiltProblem:
 def replace_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
     """A copy of ``model`` whose named layers' weights are ``weights`` (layer name -> tensor)."""
     out = copy.deepcopy(model)
-    modules = dict(out.named_modules())
+    from cetopt.curvature.layers import layer_weight
+
     for name, weight in weights.items():
-        if name not in modules or not hasattr(modules[name], "weight"):
-            raise ProblemError(f"the model has no layer {name!r} with a weight", field="layers")
-        target = modules[name].weight
+        target = layer_weight(out, name)  # a module's weight or a bare Parameter; ProblemError when absent
         target.data.copy_(weight.to(device=target.device, dtype=target.dtype))
     return out
 
@@ -148,7 +147,7 @@ def build(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *, name: 
             rounding (joint allocation).
         group_sizes: scale layouts offered as candidates (0 = per channel, g = a scale per g inputs), each
             priced with its packed size (codes + scales); None: the quantiser's layout alone.
-        layers: restrict to these module names (default: every Linear/Conv).
+        layers: restrict to these module names (default: every Linear/Conv/Embedding).
         settings: curvature settings (traces, Lanczos k, device, dtype, seed).
         curvature: a precomputed CurvatureResult of these layers (else extracted, and cached on disk).
         interactions: add exact cross-layer terms d_a' H_ab d_b for adjacent layers.
@@ -237,9 +236,13 @@ def _sign_check(op: CurvatureOperator, candidates: Sequence[LayerCandidates], ke
 
 def _coverage(op: CurvatureOperator, paths: Mapping[str, Any], curvature: CurvatureResult | None) -> Any:
     """The build's coverage report (cetopt.curvature.coverage), logged at INFO."""
-    from cetopt.curvature.coverage import coverage_report
+    from cetopt.curvature.coverage import coverage_report, table_rows_seen
+    from cetopt.curvature.operator import eval_mode
 
     meta = curvature.metadata if curvature is not None else {}
-    report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"))
+    with eval_mode(op.model):
+        tables = table_rows_seen(op.model, op.names, op.loss_fn, op.batches)
+    report = coverage_report(op.source_model, op.names, paths, meta.get("trace_estimator"), meta.get("trace_fallback"),
+                             tables)
     report.log()
     return report

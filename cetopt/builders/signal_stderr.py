@@ -78,7 +78,9 @@ def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, 
     if op.stationary:  # every per-sample gradient of a fidelity objective is 0 at its reference weights
         log.info("linear_stderr: 0 (fidelity objective at its reference weights: every per-sample gradient is 0)")
         return {n: np.zeros(len(errors[n])) for n in names}
-    keys = {n: f"{n}.weight" for n in names}
+    from cetopt.curvature.layers import weight_key
+
+    keys = {n: weight_key(op.model, n) for n in names}
     by_name = dict(zip(op.names, op.params))
     params = {keys[n]: by_name[n] for n in names}
     weights = {k: p.detach() for k, p in params.items()}

@@ -68,8 +68,10 @@ class WeightCoverage:
 def weight_coverage(model: nn.Module, planned: Sequence[str]) -> WeightCoverage:
     """Split ``model``'s floating-point parameters into the ``planned`` layers' weights and the rest (shared
     parameters counted once)."""
+    from cetopt.curvature.layers import layer_weight
+
     modules = dict(model.named_modules())
-    planned_ids = {id(modules[n].weight) for n in planned if n in modules}
+    planned_ids = {id(layer_weight(model, n)) for n in planned}
     seen: set[int] = set()
     counts = {"planned": [0, 0], "kept": [0, 0]}
     kept: list[tuple[str, str, int]] = []
@@ -88,15 +90,38 @@ def weight_coverage(model: nn.Module, planned: Sequence[str]) -> WeightCoverage:
                           kept_count=counts["kept"][0], kept_bytes=counts["kept"][1], largest_kept=tuple(kept[:5]))
 
 
+def table_rows_seen(model: nn.Module, planned: Sequence[str], run: Any, batches: Sequence[Any]
+                    ) -> tuple[tuple[str, int, int], ...]:
+    """(name, rows looked up, rows) of each planned nn.Embedding over ``batches`` (``run(model, batch)`` does
+    the forward pass): rows no batch looks up carry no measured curvature."""
+    import torch
+
+    modules = dict(model.named_modules())
+    tables = [n for n in planned if isinstance(modules.get(n), nn.Embedding)]
+    seen: dict[str, set[int]] = {n: set() for n in tables}
+    hooks = [modules[n].register_forward_pre_hook(
+        lambda m, a, n=n: seen[n].update(torch.unique(a[0]).tolist())) for n in tables]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                run(model, batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return tuple((n, len(seen[n]), int(modules[n].num_embeddings)) for n in tables)
+
+
 @dataclass(frozen=True)
 class Coverage:
     """The coverage report: per-layer paths (empty when no quadratic forms ran), the trace estimator (None when
-    no traces were taken) and why it is not the output-space one, and the weights covered."""
+    no traces were taken) and why it is not the output-space one, the weights covered, and for each planned
+    Embedding table the rows the calibration batches look up (:func:`table_rows_seen`)."""
 
     layers: tuple[LayerPath, ...]
     trace_estimator: str | None
     trace_fallback: str | None
     weights: WeightCoverage
+    tables: tuple[tuple[str, int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (the problem's ``metadata["coverage"]``)."""
@@ -104,7 +129,8 @@ class Coverage:
         weights["largest_kept"] = [list(item) for item in self.weights.largest_kept]
         weights["planned_share"] = self.weights.planned_share
         return {"layers": {p.name: {"graph": p.graph, "forms": p.forms, "fallback": p.fallback} for p in self.layers},
-                "trace_estimator": self.trace_estimator, "trace_fallback": self.trace_fallback, "weights": weights}
+                "trace_estimator": self.trace_estimator, "trace_fallback": self.trace_fallback, "weights": weights,
+                **({"tables": {n: {"rows_seen": s, "rows": r} for n, s, r in self.tables}} if self.tables else {})}
 
     def lines(self) -> list[str]:
         """The report as text lines (:func:`coverage_lines`)."""
@@ -117,11 +143,12 @@ class Coverage:
 
 
 def coverage_report(model: nn.Module, planned: Sequence[str], paths: Mapping[str, LayerPath],
-                    trace_estimator: str | None = None, trace_fallback: str | None = None) -> Coverage:
+                    trace_estimator: str | None = None, trace_fallback: str | None = None,
+                    tables: tuple[tuple[str, int, int], ...] = ()) -> Coverage:
     """The :class:`Coverage` of a build: ``paths`` from :class:`cetopt.curvature.quadratic.QuadraticForms`,
-    the trace estimator from the curvature result's metadata."""
+    the trace estimator from the curvature result's metadata, ``tables`` from :func:`table_rows_seen`."""
     return Coverage(layers=tuple(paths[n] for n in planned if n in paths), trace_estimator=trace_estimator,
-                    trace_fallback=trace_fallback, weights=weight_coverage(model, planned))
+                    trace_fallback=trace_fallback, weights=weight_coverage(model, planned), tables=tables)
 
 
 def coverage_lines(record: Mapping[str, Any] | None) -> list[str]:
@@ -141,6 +168,9 @@ def coverage_lines(record: Mapping[str, Any] | None) -> list[str]:
     if record.get("trace_estimator") is not None:
         fallback = record.get("trace_fallback")
         out.append(f"traces: {record['trace_estimator']}" + (f" ({fallback})" if fallback else ""))
+    for name, t in record.get("tables", {}).items():
+        out.append(f"embedding table {name}: {t['rows_seen']} of {t['rows']} rows looked up by the calibration "
+                   "batches (the others carry no measured curvature: calibrate on text like the deployment's)")
     w = record["weights"]
     kept = ", ".join(f"{n} ({t}, {c})" for n, t, c in w["largest_kept"])
     out.append(f"weights: {w['planned_count']} planned ({w['planned_bytes']} bytes, {w['planned_share']:.1%} of the "

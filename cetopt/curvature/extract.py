@@ -120,7 +120,7 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
         loss_fn: ``loss_fn(model, batch) -> scalar``; the calibration loss is its mean over ``batches``.
         batches: calibration batches.
         settings: extraction settings (defaults: CurvatureSettings()).
-        layers, exclude: which layers (default: every Linear/Conv).
+        layers, exclude: which layers (default: every Linear/Conv/Embedding).
         cache_dir: where to cache (None = ``$CETOPT_CACHE_DIR`` or ~/.cache/cetopt; False = no cache).
         description: free text stored in the result's metadata (model and data names).
     """

@@ -47,7 +47,8 @@ def hooked_forms(operator: CurvatureOperator, blocks: dict[str, torch.Tensor]
     (K, *weight shape)): (name -> (K,) float64 for the layers served, name -> why not for the others)."""
     modules = dict(operator.model.named_modules())
     sums = {n: torch.zeros(b.shape[0], dtype=torch.float64, device=b.device) for n, b in blocks.items()}
-    refused: dict[str, str] = {}
+    refused: dict[str, str] = {n: f"{n} is a bare Parameter: no module output of its own to hook"
+                               for n in blocks if n not in modules}
     checked: set[str] = set()
     for batch in operator.local_batches:
         live = [n for n in blocks if n not in refused]

@@ -94,7 +94,7 @@ class CurvatureOperator:
         model: the network (left unchanged).
         loss_fn: ``loss_fn(model, batch) -> scalar tensor``.
         batches: the calibration data, a non-empty sequence of batches.
-        layers: layer names to restrict to (default: every Linear/Conv layer).
+        layers: layer names to restrict to (default: every Linear/Conv/Embedding layer).
         device: "auto", "cpu", "cuda", ...
         dtype: compute dtype (e.g. torch.float64 for exactness tests); None keeps the model's.
         cache_graph: keep each batch's first-order graph for reuse by all products.

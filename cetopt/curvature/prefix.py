@@ -8,7 +8,9 @@ the only leaf that autograd differentiates, and the first-order graph of that su
 Hessian-vector products. Nothing upstream of the layer is recomputed or kept in a graph, and only one
 layer's graph is alive at a time (the full-graph path keeps every layer's). A module called more than once
 runs from its first call on with the weight swapped in every call: the Hessian of the shared weight, every
-call's curvature and their cross terms summed.
+call's curvature and their cross terms summed. A layer that is never called as a module (nn.MultiheadAttention's
+out_proj, read through its weight; its in_proj_weight, a bare Parameter) runs inside its nearest enclosing module
+call, which is replayed with that weight swapped in (:meth:`PrefixRunner.site`).
 
 Where a layer called once has an output z affine in its weight (checked numerically on the recorded input,
 :func:`cetopt.curvature.leaves.affine_problem`; a plain Linear/Conv, a padding subclass or a LoRA-style
@@ -46,9 +48,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
+from cetopt.curvature.layers import layer_weight, weight_key
 from cetopt.curvature.leaves import affine_problem, trace_with_leaves
 from cetopt.curvature.operator import Batch, LossFn, second_order_attention
 from cetopt.curvature.piecewise import piecewise_linear_node
+from cetopt.errors import ProblemError
 
 log = logging.getLogger(__name__)
 LINEAR_IN_WEIGHT = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -86,12 +90,14 @@ class _Recorder(fx.Interpreter):
 
 class _Suffix(fx.Interpreter):
     """Runs only the nodes downstream of one layer, with that layer's weight replaced by ``weight`` in every call
-    (or, with ``output``, the layer's one call replaced by that tensor)."""
+    of the module that runs it (``site``: that module's call target and the weight's path inside it), or, with
+    ``output``, that module's one call replaced by the tensor ``weight``."""
 
-    def __init__(self, module: fx.GraphModule, values: dict[fx.Node, Any], downstream: set[fx.Node], layer: str,
-                 weight: torch.Tensor, output: bool = False) -> None:
+    def __init__(self, module: fx.GraphModule, values: dict[fx.Node, Any], downstream: set[fx.Node],
+                 site: tuple[str, str], weight: torch.Tensor, output: bool = False) -> None:
         super().__init__(module)
-        self.values, self.downstream, self.layer, self.weight, self.at_output = values, downstream, layer, weight, output
+        self.values, self.downstream, self.weight, self.at_output = values, downstream, weight, output
+        self.target, self.key = site
 
     def run_node(self, n: fx.Node) -> Any:
         if n not in self.downstream and n.op != "output":
@@ -99,11 +105,11 @@ class _Suffix(fx.Interpreter):
         return super().run_node(n)
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-        if target == self.layer and self.at_output:
+        if target == self.target and self.at_output:
             return self.weight
-        if target == self.layer:
+        if target == self.target:
             module = self.module.get_submodule(target)
-            return torch.func.functional_call(module, {"weight": self.weight}, args, kwargs, strict=False)
+            return torch.func.functional_call(module, {self.key: self.weight}, args, kwargs, strict=False)
         return super().call_module(target, args, kwargs)
 
 
@@ -118,18 +124,48 @@ class PrefixRunner:
         self.inputs: tuple[Any, ...] = ()
         self.stationary = False  # True: the loss's output gradient is 0 (a fidelity objective at its reference)
         self.failure: str | None = None  # why the last record() failed
-        self._nodes = {n.target: [m for m in traced.graph.nodes if m.op == "call_module" and m.target == n.target]
+        self._calls = {n.target: [m for m in traced.graph.nodes if m.op == "call_module" and m.target == n.target]
                        for n in traced.graph.nodes if n.op == "call_module"}
         self._affine: dict[str, str | None] = {}  # layer -> why its output is not affine in its weight (None: it is)
         self._zero: dict[str, torch.Tensor] = {}  # layer -> z(0) on the recorded batch
 
+    def site(self, layer: str) -> tuple[str, str] | None:
+        """(the module call that runs ``layer``'s weight, the weight's path inside that module): the layer itself
+        and "weight" where it is a call of the traced graph, else its nearest enclosing module that is (an
+        ``out_proj`` that nn.MultiheadAttention uses through its weight, a Linear inside a
+        TransformerEncoderLayer leaf); None when no enclosing module is called either."""
+        if layer in self._calls:
+            return layer, "weight"
+        key = weight_key(self.traced, layer)  # a bare Parameter's own path (nn.MultiheadAttention.in_proj_weight)
+        parts = layer.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            caller = ".".join(parts[:i])
+            if caller in self._calls:
+                return caller, key[len(caller) + 1:]
+        return None
+
+    def _nodes(self, layer: str) -> list[fx.Node]:
+        """The call nodes of the module that runs ``layer``'s weight (:meth:`site`)."""
+        site = self.site(layer)
+        return self._calls[site[0]] if site is not None else []
+
     def calls(self, layer: str) -> int:
-        """How many times ``layer`` is called in the traced graph (0: it is not a module call there)."""
-        return len(self._nodes.get(layer, []))
+        """How many times the module that runs ``layer``'s weight is called in the traced graph (0: none is)."""
+        return len(self._nodes(layer))
+
+    def own_call(self, layer: str) -> bool:
+        """True when ``layer`` is itself a module call of the traced graph (not only inside its caller's)."""
+        return layer in self._calls
 
     def supports(self, layer: str) -> bool:
-        """True when ``layer`` is a module called (once or more) in the traced graph."""
+        """True when ``layer``, or a module enclosing it, is called (once or more) in the traced graph."""
         return self.calls(layer) >= 1
+
+    def _weight(self, layer: str) -> Any:
+        try:
+            return layer_weight(self.traced, layer)
+        except ProblemError:
+            return None
 
     def record(self, model: nn.Module, batch: Batch) -> bool:
         """Run ``batch`` once, keeping the prefix values; False (and a debug log, and :attr:`failure`) when the
@@ -156,13 +192,14 @@ class PrefixRunner:
     def _downstream(self, layer: str) -> set[fx.Node]:
         """Every node that depends on any call of ``layer`` (the calls included)."""
         out: set[fx.Node] = set()
-        for node in self._nodes[layer]:
+        for node in self._nodes(layer):
             out |= _downstream(node)
         return out
 
     def _suffix_proxy(self, layer: str, weight: torch.Tensor) -> _Proxy:
         downstream = self._downstream(layer)
-        return _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, layer, weight).run(*args))  # type: ignore[arg-type]
+        site = self.site(layer)
+        return _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, site, weight).run(*args))  # type: ignore[arg-type]
 
     def loss_with(self, layer: str, weight: torch.Tensor) -> torch.Tensor:
         """The recorded batch's loss with ``layer``'s weight replaced by ``weight`` (same shape), no graph kept:
@@ -192,20 +229,22 @@ class PrefixRunner:
             return None
         start, tangent = found
         z = self.values[start].clone().requires_grad_(True)  # type: ignore[index]
-        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), layer, z,  # type: ignore[arg-type]
+        site = self.site(layer)
+        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), site, z,  # type: ignore[arg-type]
                                              output=True).run(*args))
         with second_order_attention():
             (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
         return (g if g is not None else torch.zeros_like(z)), z, tangent
 
-    def _replay(self, node: fx.Node) -> Callable[[torch.Tensor], Any]:
-        """weight -> the module call ``node`` replayed on its recorded arguments with that weight."""
+    def _replay(self, node: fx.Node, key: str = "weight") -> Callable[[torch.Tensor], Any]:
+        """weight -> the module call ``node`` replayed on its recorded arguments with that weight (at ``key``, its
+        path inside the module)."""
         module = self.traced.get_submodule(node.target)  # type: ignore[arg-type]
         args = fx.node.map_arg(node.args, lambda a: self.values[a])  # type: ignore[index]
         kwargs = fx.node.map_arg(node.kwargs, lambda a: self.values[a])  # type: ignore[index]
 
         def replay(weight: torch.Tensor) -> Any:
-            return torch.func.functional_call(module, {"weight": weight}, args, kwargs, strict=False)
+            return torch.func.functional_call(module, {key: weight}, args, kwargs, strict=False)
 
         return replay
 
@@ -215,18 +254,24 @@ class PrefixRunner:
         definition; any other class, subclasses included, is checked once on the recorded input)."""
         if self.values is None:
             raise RuntimeError("record() a batch first")
-        nodes = self._nodes.get(layer, [])
+        nodes, site = self._nodes(layer), self.site(layer)
+        caller = site[0] if site is not None else layer
         if len(nodes) != 1:
-            return f"module {layer} is called {len(nodes)} times"
-        module = self.traced.get_submodule(layer)
-        if not isinstance(getattr(module, "weight", None), torch.Tensor):
-            return f"module {layer} has no weight tensor"
-        if layer not in self._affine and type(module) in LINEAR_IN_WEIGHT:  # torch's own: affine by definition
+            return f"module {caller} is called {len(nodes)} times"
+        weight = self._weight(layer)
+        if not isinstance(weight, torch.Tensor):
+            return f"layer {layer} has no weight tensor"
+        module = self.traced.get_submodule(caller)
+        if layer not in self._affine and self.own_call(layer) and (type(module) in LINEAR_IN_WEIGHT
+                                                                   or _plain_lookup(module)):
+            # torch's own, called as itself: affine by definition (an Embedding's output is rows of its weight)
             self._affine[layer] = None
         if layer not in self._affine:
-            problem = affine_problem(self._replay(nodes[0]), module.weight, what="its weight")
+            assert site is not None
+            problem = affine_problem(self._replay(nodes[0], site[1]), weight,
+                                     what="its weight" if caller == layer else f"{layer}'s weight")
             self._affine[layer] = None if problem is None else \
-                f"module {layer} ({type(module).__name__}): {problem}"
+                f"module {caller} ({type(module).__name__}): {problem}"
             if problem is not None:
                 log.info("output shortcut off for %s: %s; exact per-layer products instead", layer, self._affine[layer])
         return self._affine[layer]
@@ -236,11 +281,11 @@ class PrefixRunner:
         bias and adapters cancelling) where :meth:`shortcut_problem` allows it; None otherwise."""
         if self.shortcut_problem(layer) is not None:
             return None
-        (start,) = self._nodes[layer]
-        replay = self._replay(start)
+        (start,) = self._nodes(layer)
+        replay = self._replay(start, self.site(layer)[1])  # type: ignore[index]
         if layer not in self._zero:
             with torch.no_grad():
-                self._zero[layer] = replay(torch.zeros_like(self.traced.get_submodule(layer).weight))
+                self._zero[layer] = replay(torch.zeros_like(self._weight(layer)))
 
         def tangent(e: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():  # a constant direction: no graph through the bias or adapters
@@ -254,7 +299,7 @@ class PrefixRunner:
         floating-point tensor, such as shape arithmetic, are constants here; a Linear/Conv subclass counts as
         linear where it is checked affine in its input)."""
         downstream = self._downstream(layer)
-        starts = set(self._nodes[layer])
+        starts = set(self._nodes(layer))
         for n in self.traced.graph.nodes:
             if n not in downstream or n in starts or piecewise_linear_node(self.traced, n, downstream):
                 continue
@@ -309,7 +354,8 @@ class PrefixRunner:
         z = self.values[start]  # type: ignore[index]
 
         def suffix(z_: torch.Tensor) -> Any:
-            return _Suffix(self.traced, self.values, downstream, layer, z_, output=True).run(*self.inputs)  # type: ignore[arg-type]
+            return _Suffix(self.traced, self.values, downstream, self.site(layer), z_,  # type: ignore[arg-type]
+                           output=True).run(*self.inputs)
 
         def output_change(dz: torch.Tensor) -> Any:
             return torch.func.jvp(suffix, (z,), (dz,))[1]
@@ -342,6 +388,11 @@ class PrefixRunner:
         """Drop the recorded values."""
         self.values, self.batch, self.inputs, self.loss = None, None, (), None
         self._zero = {}
+
+
+def _plain_lookup(module: nn.Module) -> bool:
+    """True for torch's own nn.Embedding without max_norm: its output is rows of its weight, linear in it."""
+    return type(module) is nn.Embedding and module.max_norm is None  # type: ignore[attr-defined]
 
 
 def _carries_float(value: Any) -> bool:

@@ -77,8 +77,12 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
                                    f"{tuple(target.shape)}", field="errors")
         stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
     paths: dict[str, LayerPath] = {}
+    runner = None
     if prefix_cache:
-        own, paths = _prefix_forms(operator, stacked, show_progress, forward_mode)
+        from cetopt.curvature.prefix import make_prefix_runner
+
+        runner, reason = make_prefix_runner(operator.model, operator.loss_fn, operator.names)
+        own, paths = _prefix_forms(operator, runner, reason, stacked, show_progress, forward_mode)
     else:
         own = {}
     rest = [name for name in stacked if name not in own]
@@ -87,6 +91,16 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
         paths[name] = LayerPath(name, FULL, WEIGHT_BACKWARD, reason)
     if prefix_cache and rest and not distributed.is_distributed():  # ranks could disagree on a refusal
         _hooked(operator, stacked, rest, own, paths)
+        rest = [name for name in rest if name not in own]
+    if runner is not None and rest:  # layers never called as modules (out_proj): replay the module that uses them
+        inside = {n: stacked[n] for n in rest if runner.supports(n)}
+        served, inside_paths = _prefix_forms(operator, runner, None, inside, show_progress, forward_mode,
+                                             inside_callers=True)
+        for name in served:
+            own[name] = served[name]
+            path, caller = inside_paths[name], runner.site(name)[0]  # type: ignore[index]
+            why = f"{paths[name].fallback}; replayed inside {caller}" + (f": {path.fallback}" if path.fallback else "")
+            paths[name] = LayerPath(name, PREFIX, path.forms, why)
         rest = [name for name in rest if name not in own]
     _log_fallbacks(paths)
     for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
@@ -110,14 +124,15 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
     return QuadraticForms(own=own, linear=linear, cross=cross, paths={n: paths[n] for n in stacked})
 
 
-def _prefix_forms(operator: CurvatureOperator, stacked: dict[str, torch.Tensor], show_progress: bool,
-                  forward_mode: bool = True) -> tuple[dict[str, np.ndarray], dict[str, LayerPath]]:
+def _prefix_forms(operator: CurvatureOperator, runner: Any, reason: str | None, stacked: dict[str, torch.Tensor],
+                  show_progress: bool, forward_mode: bool = True, inside_callers: bool = False
+                  ) -> tuple[dict[str, np.ndarray], dict[str, LayerPath]]:
     """e' H_ll e for the layers prefix caching supports (layer -> (K,) float64; {} when it is off) and the path
-    each layer took (for the others: why the full graph, as a :data:`FULL` path)."""
-    from cetopt.curvature.prefix import make_prefix_runner
-
-    runner, reason = make_prefix_runner(operator.model, operator.loss_fn, operator.names)
-    names = [n for n in stacked if runner is not None and runner.supports(n)]
+    each layer took (for the others: why the full graph, as a :data:`FULL` path). ``runner``: the
+    PrefixRunner (None: the model does not trace, for ``reason``); the layers called as modules in the traced
+    graph, or with ``inside_callers`` those that are not but whose enclosing module is (replayed with the
+    weight swapped inside it)."""
+    names = [n for n in stacked if runner is not None and runner.supports(n) and runner.own_call(n) != inside_callers]
     paths = {n: LayerPath(n, FULL, WEIGHT_BACKWARD, reason or f"module {n} is not called in the traced graph")
              for n in stacked if n not in names}
     if runner is None or not names:

@@ -13,6 +13,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from cetopt import distributed
 from cetopt.curvature.operator import Batch, CurvatureOperator, check_finite, eval_mode, second_order_attention
+from cetopt.curvature.layers import weight_key
 from cetopt.curvature.hutchinson import TraceEstimate, rademacher_like
 
 SampleLoss = Callable[[nn.Module, Batch], torch.Tensor]
@@ -55,7 +56,7 @@ def fisher_diagonal(operator: CurvatureOperator, *, per_sample_loss: SampleLoss 
     loss_fn = per_sample_loss or operator.loss_fn
     names = operator.names
     model = operator.model
-    weights = {f"{n}.weight": p.detach() for n, p in zip(names, operator.params)}
+    weights = {weight_key(model, n): p.detach() for n, p in zip(names, operator.params)}
     others = {k: v.detach() for k, v in model.named_parameters() if k not in weights}
     buffers = dict(model.named_buffers())
 
@@ -75,7 +76,7 @@ def fisher_diagonal(operator: CurvatureOperator, *, per_sample_loss: SampleLoss 
                 for key in totals:
                     totals[key] += (grads[key] ** 2).sum(dim=0)
                 count += _batch_size(part)
-    keys = [f"{n}.weight" for n in names]
+    keys = [weight_key(model, n) for n in names]
     *summed, total = distributed.all_reduce_sum([totals[k] for k in keys] + [torch.tensor(float(count))])
     out = [t / float(total) for t in summed]
     for name, value in zip(names, out):
@@ -137,7 +138,7 @@ def ggn_vector_product(operator: CurvatureOperator, vectors: list[torch.Tensor],
     """
     names = operator.names
     model = operator.model
-    keys = [f"{n}.weight" for n in names]
+    keys = [weight_key(model, n) for n in names]
     weights = {k: p.detach() for k, p in zip(keys, operator.params)}
     others = {k: v.detach() for k, v in model.named_parameters() if k not in weights}
     buffers = dict(model.named_buffers())

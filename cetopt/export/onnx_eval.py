@@ -181,6 +181,11 @@ def evaluate_onnx(path: str | os.PathLike[str], spec: ModelSpec, *, artifact: st
     if file_sha256(directory / WEIGHTS_FILE) != props.get("artifact_weights_sha256"):
         raise ProblemError(f"{directory} holds other weights than those {path} was exported from (SHA-256 differs)",
                            field="--artifact")
+    from cetopt.artifact import PLAN_FILE
+    from cetopt.quant.fold import folded_if_planned
+    from cetopt.quant.plan import Plan
+
+    spec = folded_if_planned(spec, Plan.load(directory / PLAN_FILE).extra)  # BatchNorms folded before planning
     if props.get("source_fingerprint") != state_fingerprint(spec.model):
         raise ProblemError(f"{path} was exported from other weights than those of {spec.name!r} (fingerprints "
                            "differ); evaluate it with the --model it was made from", field="--model")

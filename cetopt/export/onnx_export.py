@@ -146,37 +146,42 @@ def _dequantize_blocks(tensors: Mapping[str, torch.Tensor], layout: Mapping[str,
     return nodes, inits
 
 
-def layer_subgraph(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], name: str) -> tuple[list, list, str]:
-    """(nodes, initializers, storage) computing layer ``name``'s weight into tensor ``<name>.weight`` from its
-    stored parts (see the module docstring); storage names the code types, e.g. ``int4`` or ``3 x int4``."""
+def layer_subgraph(tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any], name: str,
+                   key: str | None = None) -> tuple[list, list, str]:
+    """(nodes, initializers, storage) computing layer ``name``'s weight into tensor ``key`` (default
+    ``<name>.weight``; a bare Parameter's own path) from its stored parts (see the module docstring); storage
+    names the code types, e.g. ``int4`` or ``3 x int4``."""
     from onnx import helper, numpy_helper
 
-    key, shape, parts = f"{name}.weight", tuple(layout["shape"]), layout["parts"]
+    # stored parts are named after <name>.weight (cetopt.quant.pack); only the computed weight takes ``key``
+    prefix, shape, parts = f"{name}.weight", tuple(layout["shape"]), layout["parts"]
+    key = key or prefix
     if layout.get("rank") is not None:
         nodes, inits = [], []
         for k in ("a", "b"):
             if parts:
-                n, i = _dequantize_part(tensors, parts[k], f"{key}.{k}", f"{key}.{k}")
+                n, i = _dequantize_part(tensors, parts[k], f"{prefix}.{k}", f"{prefix}.{k}")
                 nodes += n
                 inits += i
             else:
-                inits.append(numpy_helper.from_array(tensors[f"{key}.{k}"].numpy().astype(np.float32), f"{key}.{k}"))
-        product = key if len(shape) == 2 else f"{key}.product"
-        nodes.append(helper.make_node("MatMul", [f"{key}.a", f"{key}.b"], [product], name=f"{key}.matmul"))
+                inits.append(numpy_helper.from_array(tensors[f"{prefix}.{k}"].numpy().astype(np.float32),
+                                                     f"{prefix}.{k}"))
+        product = key if len(shape) == 2 else f"{prefix}.product"
+        nodes.append(helper.make_node("MatMul", [f"{prefix}.a", f"{prefix}.b"], [product], name=f"{prefix}.matmul"))
         if len(shape) != 2:
-            inits.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{key}.shape"))
-            nodes.append(helper.make_node("Reshape", [product, f"{key}.shape"], [key], name=f"{key}.reshape"))
+            inits.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), f"{prefix}.shape"))
+            nodes.append(helper.make_node("Reshape", [product, f"{prefix}.shape"], [key], name=f"{prefix}.reshape"))
         kind = "float32" if not parts else storage_name(int(parts["a"]["bits"]), bool(parts["a"]["symmetric"]))
         return nodes, inits, f"rank {layout['rank']} {kind}"
     order = sorted(parts, key=lambda k: int(k[1:]))
     nodes, inits = [], []
-    outputs = [key] if len(order) == 1 else [f"{key}.{k}" for k in order]
+    outputs = [key] if len(order) == 1 else [f"{prefix}.{k}" for k in order]
     for k, out in zip(order, outputs):
-        n, i = _dequantize_part(tensors, parts[k], f"{key}.{k}", out)
+        n, i = _dequantize_part(tensors, parts[k], f"{prefix}.{k}", out)
         nodes += n
         inits += i
     if len(order) > 1:
-        nodes.append(helper.make_node("Sum", outputs, [key], name=f"{key}.sum"))
+        nodes.append(helper.make_node("Sum", outputs, [key], name=f"{prefix}.sum"))
     first = parts[order[0]]
     kind = storage_name(int(first["bits"]), bool(first["symmetric"]))
     return nodes, inits, kind if len(order) == 1 else f"{len(order)} x {kind}"
@@ -211,13 +216,14 @@ def torch_to_onnx(model: nn.Module, call: ModelCall) -> "onnx.ModelProto":
 
 
 def quantise_graph(proto: "onnx.ModelProto", tensors: Mapping[str, torch.Tensor], layout: Mapping[str, Any],
-                   weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+                   weights: Mapping[str, torch.Tensor], keys: Mapping[str, str] | None = None) -> dict[str, str]:
     """Replace each planned layer's float initializer in ``proto`` (in place) by its integer subgraph.
 
     Args:
         tensors, layout: the artefact's stored tensors and layouts (:func:`cetopt.artifact.read_packed`).
         weights: layer -> its unpacked weight: the initializer must hold exactly this (else the export named
             another tensor ``<layer>.weight``).
+        keys: layer -> its initializer's name (default ``<layer>.weight``; cetopt.curvature.layers.weight_key).
 
     Returns:
         layer -> storage of its codes (``int4``, ``3 x int4``, ``rank 8 int8``, ...).
@@ -228,7 +234,7 @@ def quantise_graph(proto: "onnx.ModelProto", tensors: Mapping[str, torch.Tensor]
     initializers = {t.name: i for i, t in enumerate(graph.initializer)}
     nodes, inits, storage, drop = [], [], {}, set()
     for name, weight in weights.items():
-        key = f"{name}.weight"
+        key = (keys or {}).get(name, f"{name}.weight")
         if key not in initializers:
             raise ProblemError(f"the exported graph has no initializer {key!r} (torch's exporter merged or renamed "
                                "it); this model cannot be exported with integer weights", field="layers")
@@ -236,7 +242,7 @@ def quantise_graph(proto: "onnx.ModelProto", tensors: Mapping[str, torch.Tensor]
         if not np.array_equal(stored, weight.detach().cpu().float().numpy()):
             raise ProblemError(f"initializer {key!r} of the exported graph is not layer {name!r}'s weight",
                                field="layers")
-        n, i, storage[name] = layer_subgraph(tensors, layout[name], name)
+        n, i, storage[name] = layer_subgraph(tensors, layout[name], name, key)
         nodes += n
         inits += i
         drop.add(key)
@@ -249,14 +255,17 @@ def quantise_graph(proto: "onnx.ModelProto", tensors: Mapping[str, torch.Tensor]
     return storage
 
 
-def weight_error(proto: "onnx.ModelProto", weights: Mapping[str, torch.Tensor]) -> dict[str, float]:
+def weight_error(proto: "onnx.ModelProto", weights: Mapping[str, torch.Tensor],
+                 names: Mapping[str, str] | None = None) -> dict[str, float]:
     """Layer -> max |ONNX weight - artefact weight| / max |artefact weight|, the ONNX weights computed by
-    onnxruntime from ``proto``'s dequantisation subgraphs alone, unoptimised (0.0: bit-identical)."""
+    onnxruntime from ``proto``'s dequantisation subgraphs alone, unoptimised (0.0: bit-identical). ``names``:
+    layer -> its weight tensor's name in the graph (default ``<layer>.weight``)."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
 
-    keys = {f"{name}.weight" for name in weights}
+    names = {name: (names or {}).get(name, f"{name}.weight") for name in weights}
+    keys = set(names.values())
     produced: set[str] = set(keys)
     nodes = []
     for node in reversed(proto.graph.node):  # the subgraphs: nodes feeding the weights, back to initializers
@@ -274,7 +283,7 @@ def weight_error(proto: "onnx.ModelProto", weights: Mapping[str, torch.Tensor]) 
     out = {}
     for name, weight in weights.items():
         truth = weight.detach().cpu().float().numpy()
-        got = values[f"{name}.weight"]
+        got = values[names[name]]
         if got.shape != truth.shape:
             raise ProblemError(f"layer {name!r}: the ONNX weight has shape {got.shape}, the layer {truth.shape}",
                                field="layers")
@@ -351,15 +360,21 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
     from cetopt.artifact import load_compressed, read_packed, state_fingerprint
 
     require_onnx()
+    from cetopt.quant.fold import folded_if_planned
+
     loaded = load_compressed(directory, spec)
+    spec = folded_if_planned(spec, loaded.plan.extra)  # BatchNorms folded before the plan was made
     if loaded.manifest.get("source_fingerprint") != state_fingerprint(spec.model):
         raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
                            "differ); export it with the --model it was applied to", field="model")
     call = capture_call(loaded.model, spec.loss_fn, spec.calibration[0])
     proto = torch_to_onnx(loaded.model, call)
     tensors, layout = read_packed(directory)
-    storage = quantise_graph(proto, tensors, layout, loaded.weights)
-    errors = weight_error(proto, loaded.weights)
+    from cetopt.curvature.layers import weight_key
+
+    keys = {name: weight_key(spec.model, name) for name in loaded.weights}
+    storage = quantise_graph(proto, tensors, layout, loaded.weights, keys)
+    errors = weight_error(proto, loaded.weights, keys)
     for name, choice in loaded.plan.layers.items():
         exact = choice.rank is None and choice.terms == 1 and loaded.plan.quantizer_of(name).symmetric
         if exact and errors[name] != 0.0:
@@ -369,7 +384,7 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
     if activation_bits is not None:
         from cetopt.export.activations import activation_inputs, calibrate, insert_qdq
 
-        names = activation_inputs(proto, {f"{name}.weight" for name in loaded.plan.layers})
+        names = activation_inputs(proto, set(keys.values()))
         grids = calibrate(proto, call, spec.loss_fn, spec.calibration, names, bits=activation_bits, observer=observer)
         insert_qdq(proto, grids)
     m = loaded.manifest

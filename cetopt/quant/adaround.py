@@ -66,6 +66,12 @@ def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _gram_sum(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(X'X summed over the rows of ``inputs``: (groups, p, p) float64, number of rows)."""
+    if isinstance(module, nn.Embedding):
+        # a lookup's output error for token t is the row error d_t (dim values): the layer-output error over the
+        # lookups is sum_t count_t ||d_t||^2, each row on its own scale, so every row's rounding problem has the
+        # Gram matrix count_t I; scaled to I it leaves each row's minimiser unchanged (gptq reduces to nearest)
+        count = int(inputs.numel())
+        return torch.eye(module.embedding_dim, dtype=torch.float64, device=inputs.device)[None] * count, count
     if isinstance(module, nn.Linear):
         x = inputs.detach().double().reshape(-1, inputs.shape[-1])
         return (x.T @ x)[None], x.shape[0]
@@ -80,7 +86,8 @@ def _gram_sum(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, in
             total = part if total is None else total + part
             count += per.shape[1]
         return total, count  # type: ignore[return-value]
-    raise ProblemError(f"AdaRound and GPTQ support Linear, Conv1d and Conv2d layers, not {type(module).__name__}",
+    raise ProblemError(f"AdaRound and GPTQ support Linear, Conv1d, Conv2d and Embedding layers, not "
+                       f"{type(module).__name__}",
                        field="layers")
 
 
@@ -179,15 +186,31 @@ def layer_inputs(model: nn.Module, names: Sequence[str], run: Callable[[nn.Modul
     return out
 
 
+PROJECTED = {"in_proj_weight": "query", "q_proj_weight": "query", "k_proj_weight": "key", "v_proj_weight": "value"}
+
+
+def _attention_input(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """(the nn.MultiheadAttention holding bare-Parameter layer ``name``, the Parameter's attribute): its rows
+    project the query (q_proj_weight), key, value, or all three (in_proj_weight, self-attention only)."""
+    from cetopt.curvature.layers import BARE_WEIGHTS, layer_weight
+
+    layer_weight(model, name)  # ProblemError when there is no such layer at all
+    owner, _, attr = name.rpartition(".")
+    module = model.get_submodule(owner)
+    if not isinstance(module, nn.MultiheadAttention) or attr not in BARE_WEIGHTS:
+        raise ProblemError(f"layer {name!r} is a bare Parameter of a {type(module).__name__}, whose inputs AdaRound "
+                           "and GPTQ cannot record; use another rounding (nearest, mse, major-axis)", field="rounding")
+    return module, attr
+
+
 def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module, Any], Any],
                 batches: Sequence[Any]) -> dict[str, torch.Tensor]:
     """Each named layer's input Gram matrix G = X'X / N ((groups, p, p) float64; Linear: rows of the flattened
-    input; conv: unfolded patches) over every batch of ``batches`` (``run(model, batch)`` does the forward
+    input; conv: unfolded patches; nn.MultiheadAttention's projection Parameters: rows of the query, key or value
+    they project, in_proj_weight in self-attention only; Embedding: the identity) over every batch of ``batches`` (``run(model, batch)`` does the forward
     pass), accumulated batch by batch: only the Gram matrices are kept, not the activations."""
     modules = dict(model.named_modules())
-    missing = [n for n in names if n not in modules]
-    if missing:
-        raise ProblemError(f"the model has no layer {missing[0]!r}", field="layers")
+    bare = {n: _attention_input(model, n) for n in names if n not in modules}  # layer -> (owner, which input)
     sums: dict[str, list] = {n: [None, 0] for n in names}
 
     def record(name: str, module: nn.Module, args: tuple) -> None:
@@ -196,9 +219,24 @@ def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module
         acc[0] = total if acc[0] is None else acc[0] + total
         acc[1] += count
 
+    def record_attention(name: str, which: str, args: tuple, kwargs: dict) -> None:
+        query, key, value = (list(args) + [kwargs.get(k) for k in ("query", "key", "value")[len(args):]])[:3]
+        inputs = {"query": query, "key": key, "value": value}
+        if which == "in_proj_weight" and not (torch.equal(query, key) and torch.equal(query, value)):
+            raise ProblemError(f"layer {name!r}: the packed q/k/v projection of a cross-attention takes three inputs, "
+                               "so no one Gram matrix describes it; use another rounding (nearest, mse, major-axis)",
+                               field="rounding")
+        x = inputs[PROJECTED[which]]
+        rows = x.detach().double().reshape(-1, x.shape[-1])
+        acc = sums[name]
+        acc[0] = (rows.T @ rows)[None] if acc[0] is None else acc[0] + (rows.T @ rows)[None]
+        acc[1] += rows.shape[0]
+
     from cetopt.curvature.operator import eval_mode
 
-    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names]
+    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names if n not in bare]
+    hooks += [owner.register_forward_pre_hook(lambda m, a, k, n=n, w=which: record_attention(n, w, a, k),
+                                              with_kwargs=True) for n, (owner, which) in bare.items()]
     try:
         with torch.no_grad(), eval_mode(model):
             for b in batches:

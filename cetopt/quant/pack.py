@@ -133,11 +133,12 @@ def buffer_bits(model: "nn.Module") -> int:
 
 def model_packed_size(model: "nn.Module", plan: Plan) -> PackedSize:
     """Packed size of ``model`` under ``plan``."""
-    modules = dict(model.named_modules())
-    parts = {name: layer_size_parts(tuple(modules[name].weight.shape), c, plan.quantizer_of(name))
+    from cetopt.curvature.layers import layer_weight, weight_key
+
+    parts = {name: layer_size_parts(tuple(layer_weight(model, name).shape), c, plan.quantizer_of(name))
              for name, c in plan.layers.items()}
     layers = {name: sum(p) for name, p in parts.items()}
-    planned = {f"{name}.weight" for name in plan.layers}
+    planned = {weight_key(model, name) for name in plan.layers}
     total = other = 0
     for pname, param in model.named_parameters():
         total += param.numel()

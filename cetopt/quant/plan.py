@@ -275,6 +275,7 @@ def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], 
     extra = {**(extra or {}), "method": meta.get("method"),
              **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
              **({"objective_kind": meta["objective_kind"]} if isinstance(meta.get("objective_kind"), str) else {}),
+             **({"fold_bn": True} if meta.get("fold_bn") else {}),  # apply folds the model's BatchNorms first
              **{k: meta[k] for k in FINGERPRINT_KEYS if isinstance(meta.get(k), str)}}
     if model is None:
         model = str(meta.get("model_target") or meta.get("model", ""))
@@ -321,15 +322,20 @@ def apply_plan(model: "nn.Module", plan: Plan, *, quadrics: Mapping[str, Any] | 
 
     from cetopt.quant.pack import compress_layer, model_packed_size
 
-    modules = dict(model.named_modules())
-    missing = [name for name in plan.layers if name not in modules or not hasattr(modules[name], "weight")]
+    from cetopt.curvature.layers import layer_weight
+
+    missing = []
+    for name in plan.layers:
+        try:
+            layer_weight(model, name)
+        except ProblemError:
+            missing.append(name)
     if missing:
         raise ProblemError(f"plan names layers the model lacks: {missing[:5]}", field="layers")
     quantised = copy.deepcopy(model)
-    copies = dict(quantised.named_modules())
     weights = {}
     for name, choice in plan.layers.items():
-        weight = copies[name].weight
+        weight = layer_weight(quantised, name)
         context = RoundingContext(quadric=(quadrics or {}).get(name), gram=(grams or {}).get(name))
         packed = compress_layer(weight.data, choice, plan.quantizer_of(name), context=context, name=name)
         weight.data.copy_(packed.weight.to(weight.dtype))

@@ -111,8 +111,9 @@ class ProofContext:
     # ------------------------------------------------------------------ measurements
     @property
     def weights(self) -> dict[str, torch.Tensor]:
-        modules = dict(self.task.model.named_modules())
-        return {name: modules[name].weight.detach() for name in self.curvature.names}
+        from cetopt.curvature.layers import layer_weight
+
+        return {name: layer_weight(self.task.model, name).detach() for name in self.curvature.names}
 
     @property
     def measurer(self) -> Measurer:
@@ -193,7 +194,9 @@ class ProofContext:
         differences small enough to see curvatures far below float32's resolution of the loss."""
         if self._work64 is None:
             self._work64 = copy.deepcopy(self.task.model).double().eval()
-        modules = dict(self._work64.named_modules())
+        from cetopt.curvature.layers import layer_weight
+
+        work = self._work64
 
         def loss() -> float:
             with torch.no_grad():
@@ -203,10 +206,10 @@ class ProofContext:
         originals = self.weights
         if self._base_loss64 is None:
             for name in self.curvature.names:
-                modules[name].weight.data.copy_(originals[name].double())
+                layer_weight(work, name).data.copy_(originals[name].double())
             self._base_loss64 = loss()
         for name in self.curvature.names:
-            modules[name].weight.data.copy_(replaced.get(name, originals[name]).double())
+            layer_weight(work, name).data.copy_(replaced.get(name, originals[name]).double())
         return loss() - self._base_loss64
 
     def perturbed64(self, name: str, direction: np.ndarray, step: float) -> dict[str, torch.Tensor]:

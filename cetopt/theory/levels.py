@@ -84,7 +84,8 @@ def series_convergence(task: ModelSpec, bits: Sequence[int] = (2, 3, 4), terms: 
     from cetopt.quant.series import series_expand
 
     names = [r.name for r in find_layers(task.model, exclude=task.exclude)]
-    modules = dict(task.model.named_modules())
+    from cetopt.curvature.layers import layer_weight
+
     batch = task.calibration[0]
     inputs = batch[0] if isinstance(batch, (tuple, list)) and isinstance(batch[0], torch.Tensor) else None
     with torch.no_grad():
@@ -92,7 +93,7 @@ def series_convergence(task: ModelSpec, bits: Sequence[int] = (2, 3, 4), terms: 
     rows = []
     for b in bits:
         for k in terms:
-            expansions = {n: series_expand(modules[n].weight, b, k) for n in names}
+            expansions = {n: series_expand(layer_weight(task.model, n), b, k) for n in names}
             weight_err = float(np.sqrt(sum(e.residual_norms[-1] ** 2 for e in expansions.values())
                                        / sum(e.residual_norms[0] ** 2 for e in expansions.values())))
             rate = float(np.median([np.mean(e.rates) for e in expansions.values()]))

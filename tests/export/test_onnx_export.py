@@ -197,3 +197,20 @@ def test_group_scales_export_as_blocked_dequantize_linear(tmp_path: Path) -> Non
     write_artifact(spec, signed(asymmetric, spec), tmp_path / "asym")
     with pytest.raises(ProblemError, match="group"):
         export_onnx(tmp_path / "asym", spec, tmp_path / "a.onnx")
+
+
+def test_attention_projection_parameter(tmp_path: Path) -> None:
+    """nn.MultiheadAttention's bare in_proj_weight, planned: its initializer (named after the Parameter itself,
+    not ``<layer>.weight``) becomes the dequantisation subgraph, bit-identical, outputs as the torch artefact's."""
+    from test_attention_layers import attention_spec
+
+    spec = attention_spec(2)
+    plan = Plan(bits={"inp": 8, "attn.in_proj_weight": 4, "attn.out_proj": 4, "head": 8})
+    write_artifact(spec, signed(plan, spec), tmp_path / "art")
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    inits, _, consumers = graph_parts(tmp_path / "m.onnx")
+    assert "attn.in_proj_weight" not in inits and consumers["attn.in_proj_weight"]
+    assert inits["attn.in_proj_weight.weight.t0.codes"].shape == (24, 8)
+    assert info.storage["attn.in_proj_weight"] == "int4"
+    report = evaluate_onnx(tmp_path / "m.onnx", spec)
+    assert report.compared_calls == len(spec.calibration) and report.max_relative_error <= 1e-5

@@ -27,7 +27,7 @@ def loaded():  # type: ignore[no-untyped-def]
 def test_loads_offline_and_embeds_paraphrases_close(loaded) -> None:  # type: ignore[no-untyped-def]
     model, tokenizer = loaded
     assert sum(p.numel() for p in model.parameters()) == 22_713_216
-    assert len(find_layers(model)) == 37
+    assert len(find_layers(model)) == 40  # 37 Linear (the pooler included) + word, position and token-type tables
     pairs = text_pairs()
     assert len(pairs) == 32
     ids_a, mask_a, ids_b, mask_b = pair_batch(tokenizer, pairs[:4])
@@ -49,7 +49,7 @@ def test_fidelity_and_second_derivatives(loaded) -> None:  # type: ignore[no-unt
     assert four["cosine_mean"] < eight["cosine_mean"] and four["spearman"] < eight["spearman"]
     op = CurvatureOperator(model, contrastive_loss, [pair_batch(tokenizer, text_pairs()[:8])],
                            exclude=["bert.pooler.dense"], device="cpu")
-    assert len(op.params) == 36
+    assert len(op.params) == 39
     products = op.layer_hvp([torch.randn_like(p) for p in op.params])  # eager attention: double backward works
     assert all(bool(torch.isfinite(p).all()) for p in products)
 
