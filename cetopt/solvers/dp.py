@@ -144,13 +144,13 @@ class DPSolver(Solver):
                 # a bounded search first: an allocation it finds lowers the target the exact round prunes
                 # against, and the slack that round needs (a good incumbent is most of the proof's speed)
                 heuristic = search.run(slack, beam=options.beam)
-                if heuristic is not None and (not has_incumbent or heuristic[1] < inc_p):
+                if heuristic is not None and not search.stopped and (not has_incumbent or heuristic[1] < inc_p):
                     incumbent, inc_p, has_incumbent = heuristic[0], heuristic[1], True
                     upper = min(upper, inc_p)
                     search.p_limit = min(search.p_limit, upper + _tol(upper))
                     total = upper - dual + _tol(upper) + _tol(dual)
                     slack = min(slack, total)
-            found = search.run(slack)
+            found = None if search.stopped else search.run(slack)  # (the bounded search ran out of time)
             extra = {"rounds": rounds, "slack": slack, "lagrangian_bound": dual, **search.stats}
             if found is None and search.stopped:
                 why = (f"the DP frontiers exceeded max_states={options.max_states} or "
@@ -273,6 +273,7 @@ class _Search:
         With ``beam``, only that many states survive each group (those of least p + LP bound): a heuristic
         that finds a good allocation in bounded time, not a proof."""
         p, q, reduced = self.p_table, self.q_table, self.reduced_table
+        self.stopped = None
         mask = reduced <= slack  # (G, K); every group keeps at least its zero-reduced-cost option
         counts = mask.sum(axis=1)
         first = np.argmax(mask, axis=1)
@@ -321,7 +322,7 @@ class _Search:
             stored += len(order)
             states_q, states_p, states_r = cand_q[order], cand_p[order], cand_r[order]
             peak = max(peak, len(order))
-            if len(order) > self.max_states or stored > self.max_stored:
+            if beam is None and (len(order) > self.max_states or stored > self.max_stored):
                 self.stopped = "states"
             elif self.time_limit is not None and time.perf_counter() - self.start > self.time_limit:
                 self.stopped = "time"
