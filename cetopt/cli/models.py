@@ -45,6 +45,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
                         rounding=roundings[0] if len(roundings) == 1 else roundings, group_sizes=groups,
                         interactions=args.interactions, target=args.model,
                         quantizer=QuantizerSpec(clip=args.clip)).problem
+    if args.activation_bits != problem.activation_bits:
+        problem = problem.with_changes(activation_bits=args.activation_bits)
     if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
         save_problem(problem, args.out)
         print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
@@ -73,12 +75,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from cetopt.modelspec import load_model_spec
 
     info = write_artifact(load_model_spec(target), plan, args.out, target=normalise_target(target),
-                          require_fingerprint=not args.allow_no_fingerprint)
+                          require_fingerprint=not args.allow_no_fingerprint, activation_bits=args.activation_bits,
+                          observer=args.observer)
     print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = codes {info.code_bytes} + scales "
           f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
           f"container overhead {info.overhead_bytes}; packed size {info.predicted_bytes} (all but the overhead), "
           f"packed ratio {info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
+    if info.activations:
+        print(f"{len(info.activations)} layer inputs quantised to {args.activation_bits} bits per tensor ({args.observer} "
+              f"ranges from the calibration batches; recorded in the artefact, cetopt export reuses them)")
+    print(bops_line(info.bops))
     return EXIT_OK
+
+
+def bops_line(bops: Any) -> str:
+    """The artefact's BOPs beside the plan's (cetopt.artifact.artifact_bops), one line."""
+    if not bops or bops.get("total") is None:
+        return "BOPs: not known (a planned layer never ran on the calibration batch)"
+    kind = "float32" if bops["activation_bits"] == 32 else f"{bops['activation_bits']}-bit"
+    line = f"BOPs {bops['total']:.4g} per sample with {kind} activations"
+    if bops.get("plan_total") is None:
+        return line + " (the plan records no BOPs)"
+    if bops.get("plan_activation_bits") == bops["activation_bits"]:
+        return line + f" (the plan's: {bops['plan_total']:.4g}, same activation bits)"
+    return line + (f"; the plan's {bops['plan_total']:.4g} assumed {bops['plan_activation_bits']}-bit activations "
+                   f"(apply with --activation-bits {bops['plan_activation_bits']} to match it)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -101,6 +122,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         others = {k: v for k, v in report["metrics"].items() if k != metric}
         if others:  # e.g. an inputs-only spec's fidelity to FP32: kl, cosine, mse beside the agreement
             print("also: " + ", ".join(f"{k} {v:.6g}" for k, v in others.items()))
+    if report["activations"]:
+        acts = report["activations"]
+        print(f"{acts['inputs']} layer inputs fake-quantised to {acts['bits']} bits per tensor ({acts['observer']} "
+              "ranges recorded by cetopt apply)")
+    if report["bops"]:
+        print(bops_line(report["bops"]))
     print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
     if report["validation_dloss"] is not None:
         print(f"validation loss change: {report['validation_dloss']:+.6f}")
@@ -148,8 +175,11 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{exact} dequantise to exactly the artefact's weights, the largest relative difference is "
           f"{max(info.weight_error.values(), default=0.0):.2e}")
     if info.activations:
-        print(f"{len(info.activations)} activation inputs quantised to {args.activation_bits} bits per tensor "
-              f"(QuantizeLinear/DequantizeLinear, {args.observer} ranges from the calibration batches)")
+        bits = next(iter(info.activations.values())).bits
+        where = "recorded in the artefact" if info.activation_source == "artifact" else \
+            f"{args.observer} ranges calibrated in onnxruntime"
+        print(f"{len(info.activations)} activation inputs quantised to {bits} bits per tensor "
+              f"(QuantizeLinear/DequantizeLinear, {where})")
     return EXIT_OK
 
 
@@ -191,7 +221,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
              **({"search": found.summary()} if found else {})}
     from cetopt.modelspec import normalise_target
 
-    plan = plan_from_choices(built.problem, best.choices, extra=extra, model=normalise_target(args.model))
+    problem = built.problem if args.activation_bits == built.problem.activation_bits else \
+        built.problem.with_changes(activation_bits=args.activation_bits)  # what the plan's BOPs assume
+    plan = plan_from_choices(problem, best.choices, extra=extra, model=normalise_target(args.model))
     plan.save(args.out)
     _print_coverage(built.problem.metadata)
     print(selection_table(selection, built.problem.total_params))
@@ -240,6 +272,9 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    p.add_argument("--activation-bits", type=int_in(1, 32), default=8, metavar="A",
+                   help="activation width the problem's BOPs assume (macs x weight bits x A; default 8; cetopt "
+                        "apply --activation-bits A makes the artefact match)")
     # default = cetopt.costmodels.registry.DEFAULT_COST_MODEL, spelled out (the registry loads numpy); a test ties them
     p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
                    help="cost model (cetopt.costmodels), default cet-upper (chosen by benchmarks/cost_models.py and "
@@ -276,6 +311,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
                    help="the problem's cost model (default cet-upper, as extract)")
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    p.add_argument("--activation-bits", type=int_in(1, 32), default=8, metavar="A",
+                   help="activation width the problem's BOPs assume (macs x weight bits x A; default 8; cetopt "
+                        "apply --activation-bits A makes the artefact match)")
     p.add_argument("--clip", choices=("none", "mse"), default="mse", help="the candidates' quantiser, as extract")
     p.add_argument("--solver", default="dp", help="an exact backend for the k best (cetopt solvers)")
     p.add_argument("--no-backends", action="store_true",
@@ -306,6 +344,11 @@ def add_parsers(sub: Any) -> None:
                         "it to the model's weights")
     p.add_argument("--out", type=Path, required=True, help="artefact directory: new, empty, or an artefact to replace "
                                                             "(built beside it and swapped in whole)")
+    p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the input of every planned "
+                   "layer but embeddings (per tensor, static, calibrated on the calibration batches, recorded in the "
+                   "artefact; evaluate and export use it); default: weights only, BOPs counted at float32 activations")
+    p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
+                   help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it, or "
@@ -330,8 +373,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
     p.add_argument("--out", type=Path, required=True, help="the file to write (atomically)")
     p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the activation input of every "
-                   "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches); "
-                   "default: weights only")
+                   "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches in "
+                   "onnxruntime); default: weights only, or the grids an artefact applied with --activation-bits "
+                   "records (reused, not recalibrated)")
     p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
                    help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_export)

@@ -298,6 +298,8 @@ class OnnxExport:
         storage: layer -> how its codes are stored (``int4``, ``2 x int8``, ``rank 8 int8``, ...).
         weight_error: layer -> max |ONNX weight - artefact weight| / max |artefact weight| (0.0: identical).
         activations: activation tensor -> its calibrated grid (cetopt.export.activations; empty: weights only).
+        activation_source: where those grids come from: "artifact" (recorded by ``cetopt apply
+            --activation-bits``, reused), "onnxruntime" (calibrated here), "" (weights only).
     """
 
     path: Path
@@ -309,6 +311,7 @@ class OnnxExport:
     storage: Mapping[str, str]
     weight_error: Mapping[str, float]
     activations: Mapping[str, Any] = field(default_factory=dict)
+    activation_source: str = ""
 
     @property
     def overhead_bytes(self) -> int:
@@ -337,8 +340,10 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
 
     Args:
         activation_bits: also quantise the activation input of every quantised Conv/Gemm/MatMul to this many
-            bits (4 or 8; per tensor, static), calibrated on the spec's calibration batches
-            (:mod:`cetopt.export.activations`); None: weights only.
+            bits (4 or 8; per tensor, static), calibrated on the spec's calibration batches in onnxruntime
+            (:mod:`cetopt.export.activations`); None: weights only. An artefact that records activation grids
+            (``cetopt apply --activation-bits``) is exported with those grids, whatever this says, unless
+            it asks for other bits or another observer (then a ProblemError).
         observer: the calibration's range: "minmax" or "percentile".
 
     Raises:
@@ -366,17 +371,31 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
             raise ProblemError(f"layer {name!r}: the ONNX weight differs from the artefact's by {errors[name]:.3g} "
                                "(relative); a plain symmetric layer must match exactly", field="layers")
     grids: dict[str, Any] = {}
-    if activation_bits is not None:
+    recorded = loaded.manifest.get("activations")
+    source = ""
+    if recorded is not None:
+        if (activation_bits, observer) not in ((None, observer), (recorded["bits"], recorded["observer"])):
+            raise ProblemError(f"{directory} records {recorded['bits']}-bit activations ({recorded['observer']}); "
+                               f"export them as they are (no --activation-bits) or apply the plan again with "
+                               f"--activation-bits {activation_bits} --observer {observer}", field="--activation-bits")
+        from cetopt.export.activations import insert_qdq, recorded_grids
+
+        activation_bits, observer, source = recorded["bits"], recorded["observer"], "artifact"
+        grids = recorded_grids(proto, loaded.activations)
+        insert_qdq(proto, grids)
+    elif activation_bits is not None:
         from cetopt.export.activations import activation_inputs, calibrate, insert_qdq
 
         names = activation_inputs(proto, {f"{name}.weight" for name in loaded.plan.layers})
         grids = calibrate(proto, call, spec.loss_fn, spec.calibration, names, bits=activation_bits, observer=observer)
+        source = "onnxruntime"
         insert_qdq(proto, grids)
     m = loaded.manifest
     props = {"format": ONNX_FORMAT, "model": spec.name, "artifact": str(Path(directory).resolve()),
              "artifact_weights_sha256": m["weights_sha256"], "source_fingerprint": m["source_fingerprint"],
              "plan_sha256": m["plan_sha256"], "packed_bits": str(m["packed_bits"]),
-             "activation_bits": str(activation_bits or ""), "observer": observer if activation_bits else ""}
+             "activation_bits": str(activation_bits or ""), "observer": observer if activation_bits else "",
+             "activation_source": source}
     helper.set_model_props(proto, {f"cetopt.{k}": str(v) for k, v in props.items()})
     proto.producer_name = "cetopt"
     onnx.checker.check_model(proto, full_check=True)
@@ -385,4 +404,4 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
     code, scale, other = _initializer_bytes(proto)
     return OnnxExport(path=path, file_bytes=len(blob), code_bytes=code, scale_bytes=scale, other_bytes=other,
                       packed_bytes=-(-int(m["packed_bits"]) // 8), storage=storage, weight_error=errors,
-                      activations=grids)
+                      activations=grids, activation_source=source)
