@@ -142,4 +142,6 @@ def test_cli_extract_apply_evaluate_export_with_activation_bits(tmp_path: Path, 
     assert "2 layer inputs fake-quantised to 4 bits" in capsys.readouterr().out
     if pytest.importorskip("onnx") and pytest.importorskip("onnxruntime"):
         assert main(["export", "a4", "--model", "small_model.py:spec", "--out", "m.onnx"]) == 0
-        assert "recorded in the artefact" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "recorded in the artefact" in out
+        assert "container padding 0 bytes" in out  # extracted at --bits 2,4,8: widths ONNX stores exactly

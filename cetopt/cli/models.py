@@ -174,6 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{len(info.storage)} layers with integer weights ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
           f"{exact} dequantise to exactly the artefact's weights, the largest relative difference is "
           f"{max(info.weight_error.values(), default=0.0):.2e}")
+    print(padding_line(info))
     if info.activations:
         bits = next(iter(info.activations.values())).bits
         where = "recorded in the artefact" if info.activation_source == "artifact" else \
@@ -181,6 +182,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"{len(info.activations)} activation inputs quantised to {bits} bits per tensor "
               f"(QuantizeLinear/DequantizeLinear, {where})")
     return EXIT_OK
+
+
+def padding_line(info: Any) -> str:
+    """What ONNX's 2/4/8/16-bit containers add to the codes, per plan bit-width (cetopt.export.OnnxExport)."""
+    parts = [f"{b}-bit {p.packed_bytes} -> {p.onnx_bytes} as {p.container} ({p.ratio:.2f}x)"
+             for b, p in info.padding.items()]
+    padded = sorted(b for b, p in info.padding.items() if p.padding_bytes > 0)
+    line = (f"container padding {info.padding_bytes} bytes ({info.padding_bytes / info.file_bytes:.1%} of the file); "
+            f"codes packed -> in the file: {'; '.join(parts) or 'none'}")
+    if padded:
+        names = ", ".join(f"{b}-" for b in padded[:-1]) + (" and " if len(padded) > 1 else "") + f"{padded[-1]}-bit"
+        line += (f". ONNX stores integers at 2, 4, 8 or 16 bits, so the {names} codes are padded: plan with "
+                 "container-exact widths (cetopt plan ... --bits 2,4,8) to avoid it")
+    return line
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
