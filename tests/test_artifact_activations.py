@@ -84,6 +84,10 @@ def test_an_edited_grid_is_refused_even_when_rehashed(tmp_path: Path) -> None:
     with pytest.raises(ProblemError, match="activation grid of '4'"):
         load_compressed(tmp_path / "a", spec)
     load_compressed(tmp_path / "a", spec, verify=False)  # unverified: read as stored
+    manifest["activations"] = None  # the summary dropped: the grids in the file no longer match it
+    (tmp_path / "a" / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ProblemError, match="activations and model.safetensors's disagree"):
+        load_compressed(tmp_path / "a", spec, verify=False)
 
 
 def small_problem(activation_bits: int) -> AllocationProblem:
