@@ -230,3 +230,18 @@ def test_two_bit_codes_are_int2_and_the_padding_is_counted(tmp_path: Path, symme
         assert max(info.weight_error.values()) < 1e-6
     assert info.padding_bytes > 0 and all(p.padding_bytes == 0 for p in export_onnx(
         tmp_path / "art2", spec, tmp_path / "again.onnx").padding.values() if p.bits == 2)
+
+
+def test_recorded_activations_on_embeddings_and_matmuls(tmp_path: Path) -> None:
+    """apply --activation-bits on a model with an Embedding (integer input: no grid) and a Linear on 3-d input
+    (a MatMul in ONNX): the export carries one Q/DQ pair per Linear, and runs what the torch artefact runs."""
+    spec = tagger_spec()
+    plan = Plan(bits={"embed": 4, "mix": 8, "head": 2}, quantizer=QuantizerSpec(symmetric=True))
+    write_artifact(spec, signed(plan, spec), tmp_path / "art", activation_bits=8)
+    loaded = load_compressed(tmp_path / "art", spec)
+    assert sorted(loaded.activations) == ["head", "mix"]
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    assert info.activation_source == "artifact" and len(info.activations) == 2
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / "m.onnx")).graph.node) == 2
+    report = evaluate_onnx(tmp_path / "m.onnx", spec)
+    assert report.compared_calls == len(spec.calibration) and report.max_relative_error <= 1e-5
