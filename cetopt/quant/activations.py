@@ -173,8 +173,9 @@ def fake_quantise(x: torch.Tensor, grid: ActivationGrid) -> torch.Tensor:
     """``x`` through the grid: (clamp(round(x / scale) + zero_point, 0, 2^b - 1) - zero_point) x scale, in
     float32 as ONNX's QuantizeLinear / DequantizeLinear compute it, cast back to ``x``'s dtype."""
     scale = torch.tensor(grid.scale, dtype=torch.float32)
-    q = torch.clamp(torch.round(x.float() / scale) + grid.zero_point, 0, 2 ** grid.bits - 1)
-    return ((q - grid.zero_point) * scale).to(x.dtype)
+    q = x.float() / scale  # one temporary, then in place: a 224x224 batch's activations are large
+    q.round_().add_(grid.zero_point).clamp_(0, 2 ** grid.bits - 1).sub_(grid.zero_point).mul_(scale)
+    return q.to(x.dtype)
 
 
 @contextlib.contextmanager
