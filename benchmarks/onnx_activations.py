@@ -21,11 +21,20 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from onnx_export import latency, ratio_ci, solved_plan  # noqa: E402
+
+
+def step(what: str) -> None:
+    """A progress line with the process's peak memory (a 224x224 model's runs are long and large)."""
+    import resource
+
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    print(f"[{time.strftime('%H:%M:%S')}] {what} (peak RSS so far {peak_gb:.1f} GB)", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan, result, stale = solved_plan(args, spec)
     variants = {"weights only": {}, "8-bit activations, min-max": {"activation_bits": 8, "observer": "minmax"},
                 "8-bit activations, percentile": {"activation_bits": 8, "observer": "percentile"}}
-    outcomes, metrics, runs, quantised = {}, {}, {}, {}
+    outcomes, runs, quantised = {}, {}, {}
     applied = "8-bit activations, apply (min-max)"
     with tempfile.TemporaryDirectory() as tmp:
         write_artifact(spec, plan, Path(tmp) / "art", target=args.model, require_fingerprint=not stale)
@@ -70,27 +79,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         # export; its session is dropped before the latency sessions open (onnxruntime's arenas hold GBs at 224x224)
         write_artifact(spec, plan, Path(tmp) / "a8", target=args.model, require_fingerprint=not stale,
                        activation_bits=8, observer="minmax")
+        step("applied with --activation-bits 8")
         a8 = load_compressed(Path(tmp) / "a8", spec)
+        step("loaded")
         info = export_onnx(Path(tmp) / "a8", spec, Path(tmp) / "a8.onnx")
         if info.activation_source != "artifact":
             raise SystemExit(f"the export recalibrated instead of reusing the recorded grids ({info.activation_source})")
+        step("exported")
         runner = OnnxModule(onnx_session(Path(tmp) / "a8.onnx", args.threads), call)
         name = f"{applied}, ONNX"
         outcomes[name], quantised[name] = [float(v) for v in spec.test_outcomes(runner)], len(info.activations)
         del runner
         gc.collect()
+        step("ONNX outcomes")
         with fake_quantised_inputs(a8.model, a8.activations):  # test_outcomes runs in chunks (spec.metrics would not)
             name = f"{applied}, torch artefact"
             outcomes[name], quantised[name] = [float(v) for v in spec.test_outcomes(a8.model)], len(a8.activations)
+        step("torch artefact outcomes")
         for i, (name, options) in enumerate(variants.items()):
             info = export_onnx(Path(tmp) / "art", spec, Path(tmp) / f"{i}.onnx", **options)
             quantised[name] = len(info.activations)
-            session = onnx_session(Path(tmp) / f"{i}.onnx", args.threads)
-            runner = OnnxModule(session, call)
+            # test_outcomes runs in chunks; spec.metrics would run every test crop in one batch, and onnxruntime's
+            # arena keeps that batch's memory: an evaluation session is dropped, latency gets fresh ones below
+            runner = OnnxModule(onnx_session(Path(tmp) / f"{i}.onnx", args.threads), call)
             outcomes[name] = [float(v) for v in spec.test_outcomes(runner)]
-            metrics[name] = spec.metrics(runner)
-            runs[name] = lambda s=session: s.run(None, feed)
+            del runner
+            gc.collect()
+            step(name)
         outcomes["torch artefact (weights only)"] = [float(v) for v in spec.test_outcomes(loaded.model)]
+        step("torch artefact (weights only)")
+        for i, name in enumerate(variants):
+            runs[name] = lambda s=onnx_session(Path(tmp) / f"{i}.onnx", args.threads): s.run(None, feed)
         times = latency(runs, args.rounds)
     base = "weights only"
     comparisons = {}
@@ -106,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            "test_examples": len(outcomes[base]), "data": spec.data, "activation_inputs": quantised,
            "clusters": len(set(spec.test_clusters)) if spec.test_clusters is not None else None,
            "applied_onnx_equals_torch": sum(same) / len(same),
-           "metrics": metrics, "mean_outcome": {k: sum(outcomes[k]) / len(outcomes[k]) for k in order},
+           "mean_outcome": {k: sum(outcomes[k]) / len(outcomes[k]) for k in order},
            "vs_weights_only": comparisons,
            "latency": {"batch": {k: list(v.shape) for k, v in feed.items()}, "rounds": args.rounds,
                        "threads": args.threads,
