@@ -167,7 +167,8 @@ def render(r: dict[str, Any]) -> str:
                   "in torch on the unpacked weights and recorded in the artefact), measured as the torch artefact with "
                   "its inputs fake-quantised (`cetopt evaluate DIR`) and as its ONNX export, which reuses the recorded "
                   f"grids: their per-example outcomes are equal on {r['applied_onnx_equals_torch']:.2%} of the test "
-                  "examples."]
+                  "examples (the two differ where a value lies within the runtimes' last-bit differences of a grid "
+                  "step boundary and rounds to the neighbouring step; docs/artifact-format.md)."]
     where = f"a cluster bootstrap over {r['clusters']} photos (spec.paired_ci)" if r.get("clusters") else \
         "an example-level paired bootstrap"
     lines += ["", f"CIs: {where}. Verdict a: the row better; b: weights only better; tie: the CI contains 0. "

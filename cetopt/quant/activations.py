@@ -12,7 +12,8 @@ round(-low / scale). Observers, per tensor, over every calibration batch:
 
 Fake quantisation rounds ``x / scale`` half to even (torch.round), as ONNX's QuantizeLinear does, so a
 torch model with :func:`fake_quantised_inputs` computes what the exported QuantizeLinear/DequantizeLinear
-pairs compute (cetopt.export.activations reuses these grids).
+pairs compute (cetopt.export.activations reuses these grids), up to values that lie within the two
+runtimes' last-bit differences of a step boundary and round to neighbouring steps (docs/artifact-format.md).
 """
 
 from __future__ import annotations
