@@ -8,7 +8,12 @@ DIR holds
 - ``plan.json``: the plan (cetopt.plan/2);
 - ``manifest.json``: format, model target, fingerprints (SHA-256 of the source weights, of the plan and of
   model.safetensors), the predicted packed size next to the file's bytes (codes, scales, other parameters,
-  container overhead), cetopt and torch versions.
+  container overhead), the activation quantisation and the BOPs it implies, cetopt and torch versions.
+
+With ``activation_bits`` (``cetopt apply --activation-bits 8``) the input of every planned layer but embeddings
+gets a static per-tensor grid calibrated on the spec's calibration batches through the unpacked weights
+(cetopt.quant.activations); the grids are in model.safetensors' metadata (``activations``), summarised in
+the manifest, and :func:`evaluate_artifact` runs the model with those inputs fake-quantised.
 
 docs/artifact-format.md specifies the layout well enough to read it without cetopt.
 
@@ -25,7 +30,7 @@ import copy
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -142,6 +147,8 @@ class ArtifactInfo:
         buffer_bytes: bytes of the stored buffers (BatchNorm statistics; part of the packed size).
         code_bytes: bytes of the planned layers' bit-packed integer codes.
         scale_bytes: bytes of their float32 scales and offsets.
+        activations: layer -> its input's grid (cetopt.quant.activations; empty: weights only).
+        bops: the manifest's ``bops`` record (:func:`artifact_bops`).
 
     ``data_bytes`` = codes + scales + other parameters (:attr:`other_bytes`, buffers included), and the file
     adds its container overhead (:attr:`overhead_bytes`): the size vocabulary of docs/artifact-format.md.
@@ -154,6 +161,8 @@ class ArtifactInfo:
     buffer_bytes: int
     code_bytes: int = 0
     scale_bytes: int = 0
+    activations: Mapping[str, Any] = field(default_factory=dict)
+    bops: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def other_bytes(self) -> int:
@@ -264,15 +273,18 @@ def check_plan_fingerprint(spec: ModelSpec, plan: Plan, *, require: bool = True)
 
 def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, target: str | None = None,
                    quadrics: Mapping[str, Any] | None = None, grams: Mapping[str, Any] | None = None,
-                   require_fingerprint: bool = True) -> ArtifactInfo:
+                   require_fingerprint: bool = True, activation_bits: int | None = None,
+                   observer: str = "minmax") -> ArtifactInfo:
     """Compress ``spec.model`` by ``plan`` and write DIR (see the module docstring).
 
     DIR is built in a staging folder next to it and swapped into place whole (cetopt._atomic.staged_dir): an
     existing artefact survives a failed or killed run, two runs into one DIR never mix, and nothing is left
     behind on an error. ``require_fingerprint``: refuse a plan without fingerprints (check_plan_fingerprint).
+    ``activation_bits`` (4 or 8): also calibrate a static per-tensor grid for each planned layer's input
+    (``observer``: "minmax" or "percentile"; cetopt.quant.activations); None: weights only.
 
     Raises:
-        ProblemError: DIR holds other files, or the plan names layers the model lacks.
+        ProblemError: DIR holds other files, the plan names layers the model lacks, or bad activation options.
         FingerprintMismatchError: the plan was made on other weights, or records no fingerprint.
     """
     from safetensors.torch import save
@@ -285,16 +297,29 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
 
     spec = folded_if_planned(spec, plan.extra)  # a plan made on the folded model is applied to it
     _check_layers(spec.model, plan)
+    if activation_bits is not None:
+        from cetopt.quant.activations import check_activation_options
+
+        check_activation_options(activation_bits, observer)  # before any work
     check_plan_fingerprint(spec, plan, require=require_fingerprint)
     if quadrics is None:
         quadrics = plan_quadrics(spec, plan)
     if grams is None:
         grams = plan_grams(spec, plan)
     tensors, layout, buffer_bytes, code_bytes, scale_bytes = _pack(spec, plan, quadrics, grams)
+    grids: dict[str, Any] = {}
+    activations = None
+    if activation_bits is not None:
+        unpacked, _ = _unpacked(spec.model, plan, tensors, layout)
+        grids = _calibrate(unpacked, spec, plan, activation_bits, observer)
+        activations = {"bits": activation_bits, "observer": observer, "calibration_batches": len(spec.calibration),
+                       "layers": {n: g.to_dict() for n, g in grids.items()}}
     flat, index = bundle(tensors)
     compact = {"separators": (",", ":")}
     blob = save(flat, metadata={"format": ARTIFACT_FORMAT, "layout": json.dumps(layout, **compact),
-                                "index": json.dumps(index, **compact)})
+                                "index": json.dumps(index, **compact),
+                                **({"activations": json.dumps(activations, **compact)} if activations else {})})
+    bops = artifact_bops(spec, plan, activation_bits)
     size = model_packed_size(spec.model, plan)
     data_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
     with staged_dir(out) as stage:
@@ -306,10 +331,50 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
                     "data_bytes": data_bytes, "code_bytes": code_bytes, "scale_bytes": scale_bytes,
                     "other_bytes": data_bytes - code_bytes - scale_bytes, "buffer_bytes": buffer_bytes,
                     "packed_bits": size.total_bits,
-                    "fp32_bits": size.fp32_bits, "packed_ratio": size.ratio, "provenance": _provenance(spec, plan)}
+                    "fp32_bits": size.fp32_bits, "packed_ratio": size.ratio,
+                    "activations": None if activations is None else
+                    {k: v for k, v in activations.items() if k != "layers"} | {"inputs": len(grids)},
+                    "bops": bops, "provenance": _provenance(spec, plan)}
         atomic_write_text(stage / MANIFEST_FILE, json.dumps(manifest, indent=1, allow_nan=False) + "\n")
     return ArtifactInfo(directory=out, size=size, file_bytes=manifest["file_bytes"], data_bytes=data_bytes,
-                        buffer_bytes=buffer_bytes, code_bytes=code_bytes, scale_bytes=scale_bytes)
+                        buffer_bytes=buffer_bytes, code_bytes=code_bytes, scale_bytes=scale_bytes, activations=grids,
+                        bops=bops)
+
+
+def _calibrate(model: nn.Module, spec: ModelSpec, plan: Plan, bits: int, observer: str) -> dict[str, Any]:
+    """The plan's layers' input grids on ``model`` (the unpacked weights), on the spec's calibration batches."""
+    from cetopt.quant.activations import calibrate_inputs, quantisable_inputs
+
+    layers = quantisable_inputs(model, list(plan.layers))
+    return calibrate_inputs(model, spec.loss_fn, spec.calibration, layers, bits=bits, observer=observer)
+
+
+def artifact_bops(spec: ModelSpec, plan: Plan, activation_bits: int | None) -> dict[str, Any]:
+    """The BOPs the artefact implies, beside the plan's (the manifest's ``bops``).
+
+    ``total``: the planned layers' bit-operations per sample (cetopt.problem.model.default_bops, MACs counted
+    on one calibration batch as the problem builder counts them) with the activation bits actually used:
+    ``activation_bits``, or 32 when the artefact leaves activations in float32. ``plan_total`` and
+    ``plan_activation_bits``: what the plan recorded from its problem (None for a plan without them). The two
+    agree when the artefact quantises activations to the width the problem assumed.
+    """
+    from cetopt.builders.assemble import layer_macs
+    from cetopt.problem.model import default_bops
+    from cetopt.quant.activations import FLOAT_ACTIVATION_BITS
+
+    bits = activation_bits if activation_bits is not None else FLOAT_ACTIVATION_BITS
+    modules = dict(spec.model.named_modules())
+    macs = layer_macs(spec.model, list(plan.layers), spec.calibration[0], spec.loss_fn)
+    total: float | None = 0.0
+    for name, choice in plan.layers.items():
+        if name not in macs or total is None:
+            total = None
+            continue
+        weight = modules[name].weight
+        total += default_bops(macs[name], choice.bits, bits, terms=choice.terms, rank=choice.rank,
+                              shape=(int(weight.shape[0]), int(weight[0].numel())))
+    return {"activation_bits": bits, "total": total, "plan_activation_bits": plan.extra.get("activation_bits"),
+            "plan_total": plan.extra.get("bops")}
 
 
 def _provenance(spec: ModelSpec, plan: Plan) -> dict[str, Any]:
@@ -392,12 +457,14 @@ class CompressedModel:
         plan: the plan it was made with.
         manifest: DIR's manifest.
         weights: planned layer -> its decoded weight (what cetopt.measure.Measurer swaps in).
+        activations: layer -> its input's grid (cetopt.quant.activations.ActivationGrid; empty: weights only).
     """
 
     model: nn.Module
     plan: Plan
     manifest: Mapping[str, Any]
     weights: Mapping[str, torch.Tensor]
+    activations: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -473,10 +540,21 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verif
 
     spec = folded_if_planned(spec, plan.extra)  # the artefact stores the folded model's state
     tensors, layout = _read_weights(directory)
-    model = copy.deepcopy(spec.model)
-    modules = _check_layers(model, plan)
+    _check_layers(spec.model, plan)
     if verify:
         _verify_source(directory, spec, plan, manifest, tensors, layout)
+    model, weights = _unpacked(spec.model, plan, tensors, layout)
+    grids = _recorded_activations(directory, manifest, plan)
+    if verify and grids:
+        _verify_activations(directory, model, spec, plan, grids, manifest["activations"]["observer"])
+    return CompressedModel(model=model, plan=plan, manifest=manifest, weights=weights, activations=grids)
+
+
+def _unpacked(source: nn.Module, plan: Plan, tensors: Mapping[str, torch.Tensor],
+              layout: Mapping[str, Any]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A copy of ``source`` holding the stored tensors and the planned layers' decoded weights (and those)."""
+    model = copy.deepcopy(source)
+    modules = _check_layers(model, plan)
     weights = {}
     for name in plan.layers:
         if name not in layout:
@@ -503,7 +581,56 @@ def load_compressed(directory: str | os.PathLike[str], spec: ModelSpec, *, verif
         except RuntimeError as err:
             raise ProblemError(f"{WEIGHTS_FILE}: a tensor does not fit the model ({str(err)[:160]})",
                                field="model") from None
-    return CompressedModel(model=model, plan=plan, manifest=manifest, weights=weights)
+    return model, weights
+
+
+def _recorded_activations(directory: Path, manifest: Mapping[str, Any], plan: Plan) -> dict[str, Any]:
+    """model.safetensors' activation grids (layer -> ActivationGrid), checked against the manifest's summary;
+    {} for a weights-only artefact."""
+    from safetensors import safe_open
+
+    from cetopt.inputs import parse_json
+    from cetopt.quant.activations import ActivationGrid
+
+    summary = manifest.get("activations")
+    with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as handle:
+        text = (handle.metadata() or {}).get("activations")
+    if summary is None and text is None:
+        return {}
+    record = parse_json(text, f"{WEIGHTS_FILE} metadata 'activations'") if text is not None else None
+    if not isinstance(summary, dict) or not isinstance(record, dict) or not isinstance(record.get("layers"), dict) or \
+            any(summary.get(k) != record.get(k) for k in ("bits", "observer", "calibration_batches")) or \
+            summary.get("inputs") != len(record["layers"]):
+        raise ProblemError(f"the manifest's activations and {WEIGHTS_FILE}'s disagree; the artefact is damaged or was "
+                           "edited", field=f"{MANIFEST_FILE}.activations")
+    grids = {}
+    for name, entry in record["layers"].items():
+        if name not in plan.layers:
+            raise ProblemError(f"an activation grid for {name!r}, which the plan does not quantise",
+                               field=f"activations.{name}")
+        grids[name] = ActivationGrid.from_dict(name, entry, f"activations.{name}")
+        if grids[name].bits != record["bits"]:
+            raise ProblemError(f"{grids[name].bits} bits where the artefact records {record['bits']}",
+                               field=f"activations.{name}.bits")
+    return grids
+
+
+ACTIVATION_RTOL = 1e-4  # recalibration may differ in the last bits (thread count, kernel choice)
+
+
+def _verify_activations(directory: Path, model: nn.Module, spec: ModelSpec, plan: Plan,
+                        grids: Mapping[str, Any], observer: str) -> None:
+    """The recorded grids are what calibration gives on the unpacked weights (re-run; ranges within
+    ACTIVATION_RTOL of their width, zero points within one code)."""
+    again = _calibrate(model, spec, plan, next(iter(grids.values())).bits, observer)
+    for name in set(grids) | set(again):
+        a, b = grids.get(name), again.get(name)
+        width = max(abs(b.high - b.low), 1e-30) if b is not None else 1.0
+        if a is None or b is None or abs(a.low - b.low) > ACTIVATION_RTOL * width or \
+                abs(a.high - b.high) > ACTIVATION_RTOL * width or abs(a.zero_point - b.zero_point) > 1:
+            raise ProblemError(f"{directory}: the activation grid of {name!r} is not what calibration on its weights "
+                               "gives (the artefact was altered, or the spec's calibration batches changed); apply "
+                               "the plan again", field=f"activations.{name}")
 
 
 def evaluate_artifact(directory: str | os.PathLike[str], spec: ModelSpec) -> dict[str, Any]:
@@ -519,7 +646,7 @@ def evaluate_artifact(directory: str | os.PathLike[str], spec: ModelSpec) -> dic
 
     loaded = load_compressed(directory, spec)  # verified against spec (fingerprint, every stored tensor)
     measurer = Measurer(folded_if_planned(spec, loaded.plan.extra))
-    measured = measurer.measure(loaded.weights)
+    measured = measurer.measure(loaded.weights, activations=loaded.activations)
     m = loaded.manifest
     return {"model": spec.name, "metric_name": measured.metric_name, "metric": measured.metric,
             "fp_metric": measurer.fp_metrics.get(measured.metric_name) if measured.metric_name else None,
@@ -527,4 +654,5 @@ def evaluate_artifact(directory: str | os.PathLike[str], spec: ModelSpec) -> dic
             "validation_dloss": measured.validation_dloss, "file_bytes": m["file_bytes"],
             "packed_bytes": -(-m["packed_bits"] // 8), "buffer_bytes": m["buffer_bytes"],
             "header_bytes": m["file_bytes"] - m["data_bytes"],
-            "packed_ratio": m["packed_ratio"], "layers": len(loaded.plan.layers)}
+            "packed_ratio": m["packed_ratio"], "layers": len(loaded.plan.layers),
+            "activations": m.get("activations"), "bops": m.get("bops")}

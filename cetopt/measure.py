@@ -195,18 +195,28 @@ class Measurer:
         return losses(self.model_with(weights)) - self._base_examples[split]
 
     def measure(self, weights: Mapping[str, torch.Tensor], *, validation: bool = True,
-                outcomes: bool = False) -> Measurement:
+                outcomes: bool = False, activations: Mapping[str, Any] | None = None) -> Measurement:
         """Metrics on the test data, calibration (and validation) loss change of ``weights``; with ``outcomes``
-        also the per-example test outcomes (when the spec defines them)."""
-        metrics = self.spec.metrics(self.model_with(weights)) if self.spec.evaluate is not None else {}
-        name = next(iter(metrics), None)
-        per_example = None
-        if outcomes and self.spec.test_outcomes is not None:
-            per_example = np.asarray(self.spec.test_outcomes(self.model_with(weights)), dtype=np.float64).ravel()
-        return Measurement(metrics=metrics, metric_name=name, metric=metrics[name] if name else None,
-                           calibration_dloss=self.calibration_dloss(weights),
-                           validation_dloss=self.validation_dloss(weights) if validation else None,
-                           outcomes=per_example)
+        also the per-example test outcomes (when the spec defines them). ``activations``: layer -> grid
+        (cetopt.quant.activations.ActivationGrid) whose input is fake-quantised; the FP32 baselines never are."""
+        from contextlib import nullcontext
+
+        if activations:  # the baselines first, on the unquantised working copy
+            self.calibration_dloss({})
+            if validation:
+                self.validation_dloss({})
+        from cetopt.quant.activations import fake_quantised_inputs
+
+        with fake_quantised_inputs(self._work, activations) if activations else nullcontext():
+            metrics = self.spec.metrics(self.model_with(weights)) if self.spec.evaluate is not None else {}
+            name = next(iter(metrics), None)
+            per_example = None
+            if outcomes and self.spec.test_outcomes is not None:
+                per_example = np.asarray(self.spec.test_outcomes(self.model_with(weights)), dtype=np.float64).ravel()
+            return Measurement(metrics=metrics, metric_name=name, metric=metrics[name] if name else None,
+                               calibration_dloss=self.calibration_dloss(weights),
+                               validation_dloss=self.validation_dloss(weights) if validation else None,
+                               outcomes=per_example)
 
 
 def check_same_model(spec: ModelSpec, metadata: Mapping[str, Any], *, what: str = "problem") -> None:

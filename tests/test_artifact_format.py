@@ -90,3 +90,24 @@ def test_predicted_size_parts_are_the_written_ones(tmp_path: Path, name: str) ->
     size = model_packed_size(spec.model, PLANS_HERE[name])
     assert (size.code_bits, size.scale_bits, size.rest_bits) == (8 * info.code_bytes, 8 * info.scale_bytes,
                                                                  8 * info.other_bytes)
+
+
+def test_numpy_reader_reads_the_activation_grids(tmp_path: Path) -> None:
+    """The activation record of docs/artifact-format.md, read with json + safetensors: the grids load_compressed
+    returns, and the documented formula gives scale and zero point from the recorded range."""
+    from safetensors import safe_open
+
+    spec = small_spec()
+    write_artifact(spec, signed(PLANS["plain"], spec), tmp_path / "art", activation_bits=8, observer="percentile")
+    with safe_open(str(tmp_path / "art" / "model.safetensors"), framework="np") as handle:
+        record = json.loads(handle.metadata()["activations"])
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["activations"] == {k: record[k] for k in ("bits", "observer", "calibration_batches")} | \
+        {"inputs": len(record["layers"])}
+    theirs = load_compressed(tmp_path / "art", spec).activations
+    assert set(record["layers"]) == set(theirs) == {"0", "4"}
+    for layer, g in record["layers"].items():
+        assert (np.float32(g["scale"]), g["zero_point"]) == (np.float32(theirs[layer].scale), theirs[layer].zero_point)
+        scale = np.float32((g["high"] - g["low"]) / (2 ** g["bits"] - 1))
+        assert g["low"] <= 0 <= g["high"] and scale == np.float32(g["scale"])
+        assert g["zero_point"] == round(-g["low"] / ((g["high"] - g["low"]) / (2 ** g["bits"] - 1)))

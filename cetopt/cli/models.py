@@ -51,6 +51,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
                         rounding=roundings[0] if len(roundings) == 1 else roundings, group_sizes=groups,
                         interactions=args.interactions, target=args.model,
                         quantizer=QuantizerSpec(clip=args.clip)).problem
+    if args.activation_bits != problem.activation_bits:
+        problem = problem.with_changes(activation_bits=args.activation_bits)
     if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
         save_problem(problem, args.out)
         print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
@@ -82,16 +84,36 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     spec = load_model_spec(target, objective=objective_of(plan.extra))
     info = write_artifact(spec, plan, args.out, target=normalise_target(target),
-                          require_fingerprint=not args.allow_no_fingerprint)
+                          require_fingerprint=not args.allow_no_fingerprint, activation_bits=args.activation_bits,
+                          observer=args.observer)
     print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = codes {info.code_bytes} + scales "
           f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
           f"container overhead {info.overhead_bytes}; packed size {info.predicted_bytes} (all but the overhead), "
           f"packed ratio {info.size.ratio:.2f} vs FP32; plan.json, manifest.json")
+    if info.activations:
+        print(f"{len(info.activations)} layer inputs quantised to {args.activation_bits} bits per tensor ({args.observer} "
+              f"ranges from the calibration batches; recorded in the artefact, cetopt export reuses them)")
+    print(bops_line(info.bops))
     emit(args, {"directory": str(info.directory), "file_bytes": info.file_bytes, "code_bytes": info.code_bytes,
                 "scale_bytes": info.scale_bytes, "other_bytes": info.other_bytes, "buffer_bytes": info.buffer_bytes,
                 "overhead_bytes": info.overhead_bytes, "packed_bytes": info.predicted_bytes,
-                "packed_ratio": info.size.ratio})
+                "packed_ratio": info.size.ratio, "bops": info.bops,
+                "activation_bits": args.activation_bits if info.activations else None})
     return EXIT_OK
+
+
+def bops_line(bops: Any) -> str:
+    """The artefact's BOPs beside the plan's (cetopt.artifact.artifact_bops), one line."""
+    if not bops or bops.get("total") is None:
+        return "BOPs: not known (a planned layer never ran on the calibration batch)"
+    kind = "float32" if bops["activation_bits"] == 32 else f"{bops['activation_bits']}-bit"
+    line = f"BOPs {bops['total']:.4g} per sample with {kind} activations"
+    if bops.get("plan_total") is None:
+        return line + " (the plan records no BOPs)"
+    if bops.get("plan_activation_bits") == bops["activation_bits"]:
+        return line + f" (the plan's: {bops['plan_total']:.4g}, same activation bits)"
+    return line + (f"; the plan's {bops['plan_total']:.4g} assumed {bops['plan_activation_bits']}-bit activations "
+                   f"(apply with --activation-bits {bops['plan_activation_bits']} to match it)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -114,6 +136,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         others = {k: v for k, v in report["metrics"].items() if k != metric}
         if others:  # e.g. an inputs-only spec's fidelity to FP32: kl, cosine, mse beside the agreement
             print("also: " + ", ".join(f"{k} {v:.6g}" for k, v in others.items()))
+    if report["activations"]:
+        acts = report["activations"]
+        print(f"{acts['inputs']} layer inputs fake-quantised to {acts['bits']} bits per tensor ({acts['observer']} "
+              "ranges recorded by cetopt apply)")
+    if report["bops"]:
+        print(bops_line(report["bops"]))
     print(f"calibration loss change: {report['calibration_dloss']:+.6f}")
     if report["validation_dloss"] is not None:
         print(f"validation loss change: {report['validation_dloss']:+.6f}")
@@ -176,14 +204,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{len(info.storage)} layers with integer weights ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
           f"{exact} dequantise to exactly the artefact's weights, the largest relative difference is "
           f"{max(info.weight_error.values(), default=0.0):.2e}")
+    print(padding_line(info))
     if info.activations:
-        print(f"{len(info.activations)} activation inputs quantised to {args.activation_bits} bits per tensor "
-              f"(QuantizeLinear/DequantizeLinear, {args.observer} ranges from the calibration batches)")
+        bits = next(iter(info.activations.values())).bits
+        where = "recorded in the artefact" if info.activation_source == "artifact" else \
+            f"{args.observer} ranges calibrated in onnxruntime"
+        print(f"{len(info.activations)} activation inputs quantised to {bits} bits per tensor "
+              f"(QuantizeLinear/DequantizeLinear, {where})")
     emit(args, {"path": str(info.path), "format": args.to, "file_bytes": info.file_bytes, "code_bytes": info.code_bytes,
                 "scale_bytes": info.scale_bytes, "other_bytes": info.other_bytes,
                 "overhead_bytes": info.overhead_bytes, "packed_bytes": info.packed_bytes, "storage": info.storage,
-                "weight_error": info.weight_error, "activation_bits": args.activation_bits if info.activations else None})
+                "weight_error": info.weight_error, "padding_bytes": info.padding_bytes,
+                "activation_bits": next(iter(info.activations.values())).bits if info.activations else None})
     return EXIT_OK
+
+
+def padding_line(info: Any) -> str:
+    """What ONNX's 2/4/8/16-bit containers add to the codes, per plan bit-width (cetopt.export.OnnxExport)."""
+    parts = [f"{b}-bit {p.packed_bytes} -> {p.onnx_bytes} as {p.container} ({p.ratio:.2f}x)"
+             for b, p in info.padding.items()]
+    padded = sorted(b for b, p in info.padding.items() if p.padding_bytes > 0)
+    line = (f"container padding {info.padding_bytes} bytes ({info.padding_bytes / info.file_bytes:.1%} of the file); "
+            f"codes packed -> in the file: {'; '.join(parts) or 'none'}")
+    if padded:
+        names = ", ".join(f"{b}-" for b in padded[:-1]) + (" and " if len(padded) > 1 else "") + f"{padded[-1]}-bit"
+        line += (f". ONNX stores integers at 2, 4, 8 or 16 bits, so the {names} codes are padded: plan with "
+                 "container-exact widths (cetopt plan ... --bits 2,4,8) to avoid it")
+    return line
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -228,7 +275,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
              **({"search": found.summary()} if found else {})}
     from cetopt.modelspec import normalise_target
 
-    plan = plan_from_choices(built.problem, best.choices, extra=extra, model=normalise_target(args.model))
+    problem = built.problem if args.activation_bits == built.problem.activation_bits else \
+        built.problem.with_changes(activation_bits=args.activation_bits)  # what the plan's BOPs assume
+    plan = plan_from_choices(problem, best.choices, extra=extra, model=normalise_target(args.model))
     plan.save(args.out)
     _print_coverage(built.problem.metadata)
     print(selection_table(selection, built.problem.total_params))
@@ -283,6 +332,9 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    p.add_argument("--activation-bits", type=int_in(1, 32), default=8, metavar="A",
+                   help="activation width the problem's BOPs assume (macs x weight bits x A; default 8; cetopt "
+                        "apply --activation-bits A makes the artefact match)")
     # default = cetopt.costmodels.registry.DEFAULT_COST_MODEL, spelled out (the registry loads numpy); a test ties them
     p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
                    help="cost model (cetopt.costmodels), default cet-upper (chosen by benchmarks/cost_models.py and "
@@ -328,6 +380,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
                    help="the problem's cost model (default cet-upper, as extract)")
     p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
+    p.add_argument("--activation-bits", type=int_in(1, 32), default=8, metavar="A",
+                   help="activation width the problem's BOPs assume (macs x weight bits x A; default 8; cetopt "
+                        "apply --activation-bits A makes the artefact match)")
     p.add_argument("--clip", choices=("none", "mse"), default="mse", help="the candidates' quantiser, as extract")
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BatchNorms first (default), as extract")
@@ -364,6 +419,11 @@ def add_parsers(sub: Any) -> None:
                         "it to the model's weights")
     p.add_argument("--out", type=Path, required=True, help="artefact directory: new, empty, or an artefact to replace "
                                                             "(built beside it and swapped in whole)")
+    p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the input of every planned "
+                   "layer but embeddings (per tensor, static, calibrated on the calibration batches, recorded in the "
+                   "artefact; evaluate and export use it); default: weights only, BOPs counted at float32 activations")
+    p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
+                   help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it, or "
@@ -385,15 +445,16 @@ def add_parsers(sub: Any) -> None:
                                       "DequantizeLinear (cetopt evaluate FILE.onnx --model SPEC runs it)")
     p.add_argument("directory", type=Path, help="an artefact directory written by cetopt apply")
     p.add_argument("--model", required=True, help="the model the artefact was applied to: " + MODEL_HELP)
-    p.add_argument("--to", choices=("onnx",), default="onnx", help="file format (onnx: opset 21)")
+    p.add_argument("--to", choices=("onnx",), default="onnx", help="file format (onnx: opset 25)")
     p.add_argument("--format", choices=("table", "json", "onnx"), default="table",
                    help="table or json output, as every command ('onnx', the file format's old spelling, is "
                         "accepted with a warning: use --to)")
     p.set_defaults(_generic_format=True)
     p.add_argument("--out", type=Path, required=True, help="the file to write (atomically)")
     p.add_argument("--activation-bits", type=int, choices=(4, 8), help="also quantise the activation input of every "
-                   "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches); "
-                   "default: weights only")
+                   "quantised Conv/Gemm/MatMul (per tensor, static, calibrated on the calibration batches in "
+                   "onnxruntime); default: weights only, or the grids an artefact applied with --activation-bits "
+                   "records (reused, not recalibrated)")
     p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
                    help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_export)

@@ -2,20 +2,14 @@
 activation input of every Conv, Gemm and MatMul whose weight is quantised, with one scale and zero point per
 tensor calibrated on the spec's calibration batches (run through the graph itself in onnxruntime).
 
-Observers (per tensor, over every calibration batch):
-
-- ``minmax``: the range [min, max] of every value seen;
-- ``percentile``: [p, 100 - p] percentiles (p = :data:`PERCENTILE_TAIL`) of a strided sample of at most
-  :data:`SAMPLE` values per batch, pooled over the batches (outliers clipped).
-
-The grid is asymmetric, uint8 at 8 bits or uint4 at 4 (the widths ONNX's QuantizeLinear has below 16):
-scale = (high - low) / (2^b - 1), zero point round(-low / scale), the range first widened to include 0 so
-zero is exact. The weights keep their own DequantizeLinear; the outputs of Conv/Gemm/MatMul stay float.
+The grid and the observers are cetopt.quant.activations' (the same ones ``cetopt apply --activation-bits``
+records in an artefact; an export of such an artefact reuses them: :func:`recorded_grids`). The grid is
+asymmetric, uint8 at 8 bits or uint4 at 4 (the widths ONNX's QuantizeLinear has below 16). The weights keep
+their own DequantizeLinear; the outputs of Conv/Gemm/MatMul stay float.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -23,48 +17,62 @@ import torch
 
 from cetopt.errors import ProblemError
 from cetopt.export.call import ModelCall
+from cetopt.quant.activations import ActivationGrid, RangeObserver, check_activation_options, grid_for
 
 if TYPE_CHECKING:
     import onnx
 
-OBSERVERS = ("minmax", "percentile")
-PERCENTILE_TAIL = 0.01  # percent clipped at each end by the percentile observer
-SAMPLE = 200_000  # values per tensor per batch the percentile observer keeps (strided)
+__all__ = ["ActivationGrid", "activation_inputs", "calibrate", "grid_for", "insert_qdq", "recorded_grids"]
 
 
-@dataclass(frozen=True)
-class ActivationGrid:
-    """One activation tensor's grid: value = (q - zero_point) x scale, q in [0, 2^bits - 1]."""
-
-    tensor: str
-    low: float
-    high: float
-    scale: float
-    zero_point: int
-    bits: int
+def _consumers(proto: "onnx.ModelProto") -> list[tuple[str, str]]:
+    """(weight initializer, activation tensor) of each Conv/Gemm/MatMul, the weight seen through a Transpose."""
+    transposed = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Transpose"}
+    return [(transposed.get(n.input[1], n.input[1]), n.input[0]) for n in proto.graph.node
+            if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1]
 
 
 def activation_inputs(proto: "onnx.ModelProto", weights: set[str]) -> list[str]:
     """Activation tensors to quantise: input 0 of each Conv/Gemm/MatMul whose weight (input 1, possibly through a
     Transpose) is one of ``weights`` (the planned layers' ``<layer>.weight`` tensors), in graph order."""
-    transposed = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Transpose"}
     seen, out = set(), []
-    for node in proto.graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1:
-            weight = transposed.get(node.input[1], node.input[1])
-            if weight in weights and node.input[0] not in seen:
-                seen.add(node.input[0])
-                out.append(node.input[0])
+    for weight, tensor in _consumers(proto):
+        if weight in weights and tensor not in seen:
+            seen.add(tensor)
+            out.append(tensor)
     return out
 
 
-def grid_for(tensor: str, low: float, high: float, bits: int) -> ActivationGrid:
-    """The asymmetric b-bit grid of [low, high] (widened to include 0)."""
-    low, high = min(low, 0.0), max(high, 0.0)
-    levels = 2 ** bits - 1
-    scale = (high - low) / levels if high > low else 1.0
-    zero = int(np.clip(round(-low / scale), 0, levels))
-    return ActivationGrid(tensor=tensor, low=low, high=high, scale=float(np.float32(scale)), zero_point=zero, bits=bits)
+def recorded_grids(proto: "onnx.ModelProto", layer_grids: Mapping[str, ActivationGrid]) -> dict[str, ActivationGrid]:
+    """The grids an artefact records per layer (cetopt.quant.activations), keyed by the ONNX tensor each layer
+    reads (input 0 of the Conv/Gemm/MatMul consuming ``<layer>.weight``), in graph order.
+
+    Raises:
+        ProblemError: a layer with a grid has no such consumer, or two layers reading one tensor record
+            different grids (they observed the same values, so the artefact was edited).
+    """
+    from dataclasses import replace
+
+    out: dict[str, ActivationGrid] = {}
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    by_weight = {f"{layer}.weight": layer for layer in layer_grids}
+    for weight, tensor in _consumers(proto):
+        layer = by_weight.get(weight)
+        if layer is None:
+            continue
+        seen.add(layer)
+        grid = replace(layer_grids[layer], tensor=tensor)
+        if tensor in out and out[tensor] != grid:
+            raise ProblemError(f"layers {found[tensor]!r} and {layer!r} read the same tensor but record different "
+                               "activation grids", field="activations")
+        out.setdefault(tensor, grid)
+        found.setdefault(tensor, layer)
+    missing = [layer for layer in layer_grids if layer not in seen]
+    if missing:
+        raise ProblemError(f"layer {missing[0]!r} has a recorded activation grid but no Conv/Gemm/MatMul in the "
+                           "exported graph reads its weight", field="activations")
+    return out
 
 
 def calibrate(proto: "onnx.ModelProto", call: ModelCall, loss_fn: Any, batches: Any, tensors: list[str], *,
@@ -78,46 +86,26 @@ def calibrate(proto: "onnx.ModelProto", call: ModelCall, loss_fn: Any, batches: 
 
     from cetopt.export.onnx_eval import OnnxModule, onnx_session
 
-    if observer not in OBSERVERS:
-        raise ProblemError(f"unknown observer {observer!r}; use one of {OBSERVERS}", field="--observer")
-    if bits not in (4, 8):
-        raise ProblemError(f"activation bits must be 4 or 8 (ONNX's QuantizeLinear types), got {bits}",
-                           field="--activation-bits")
+    check_activation_options(bits, observer)
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors)
     session = onnx_session(probe.SerializeToString(), threads)
-    lows: dict[str, list[float]] = {t: [] for t in tensors}
-    highs: dict[str, list[float]] = {t: [] for t in tensors}
-    samples: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
+    observers = {t: RangeObserver(observer) for t in tensors}
 
     class Probe(OnnxModule):
         def forward(self, *args: Any, **kwargs: Any) -> Any:
             feed = self.call.feed(args, kwargs)
             values = self.session.run(self.call.output_names + tensors, feed)
             for name, value in zip(tensors, values[self.call.outputs:]):
-                flat = value.reshape(-1)
-                lows[name].append(float(flat.min()))
-                highs[name].append(float(flat.max()))
-                if observer == "percentile":
-                    samples[name].append(flat[::max(1, flat.size // SAMPLE)].astype(np.float32))
+                observers[name].add(value)
             return self.call.rebuild(values[:self.call.outputs])
 
     runner = Probe(session, call)
     with torch.no_grad():
         for batch in batches:
             loss_fn(runner, batch)
-    grids = {}
-    for name in tensors:
-        if not lows[name]:
-            raise ProblemError(f"calibration never computed activation {name!r}", field="calibration")
-        if observer == "minmax":
-            low, high = min(lows[name]), max(highs[name])
-        else:
-            pooled = np.concatenate(samples[name])
-            low, high = (float(v) for v in np.percentile(pooled, [PERCENTILE_TAIL, 100 - PERCENTILE_TAIL]))
-        grids[name] = grid_for(name, low, high, bits)
-    return grids
+    return {name: grid_for(name, *observers[name].range(name), bits) for name in tensors}
 
 
 def insert_qdq(proto: "onnx.ModelProto", grids: Mapping[str, ActivationGrid]) -> None:

@@ -126,7 +126,8 @@ class OnnxReport:
 
     Attributes:
         metrics: the spec's metrics of the ONNX model run in onnxruntime (first key: the headline).
-        artifact_metrics: the same metrics of the unpacked torch artefact.
+        artifact_metrics: the same metrics of the unpacked torch artefact (its inputs fake-quantised when the
+            file reuses the artefact's activation grids).
         fp_metrics: the same metrics of the FP32 model.
         calibration_dloss: mean calibration loss of the ONNX model minus the FP32 model's.
         max_relative_error: max over calls and outputs of |onnx - torch| / max |torch| against the unpacked
@@ -189,17 +190,25 @@ def evaluate_onnx(path: str | os.PathLike[str], spec: ModelSpec, *, artifact: st
     if props.get("source_fingerprint") != state_fingerprint(spec.model):
         raise ProblemError(f"{path} was exported from other weights than those of {spec.name!r} (fingerprints "
                            "differ); evaluate it with the --model it was made from", field="--model")
+    from contextlib import nullcontext
+
+    from cetopt.quant.activations import fake_quantised_inputs
+
     loaded = load_compressed(directory, spec)
     call = capture_call(loaded.model, spec.loss_fn, spec.calibration[0])
-    runner = OnnxModule(onnx_session(path, threads, int8_matmul=int8_matmul), call, reference=loaded.model)
-    metrics = spec.metrics(runner)
-    if runner.gap.calls:  # compared on the test data; else on the calibration batches below
-        runner.reference = None
-    with torch.no_grad():
-        onnx_loss = float(np.mean([float(spec.loss_fn(runner, b)) for b in spec.calibration]))
-        fp_loss = float(np.mean([float(spec.loss_fn(spec.model, b)) for b in spec.calibration]))
+    # grids reused from the artefact: the torch reference quantises the same inputs the same way
+    same_grids = props.get("activation_source") == "artifact" and loaded.activations
+    with fake_quantised_inputs(loaded.model, loaded.activations) if same_grids else nullcontext():
+        runner = OnnxModule(onnx_session(path, threads, int8_matmul=int8_matmul), call, reference=loaded.model)
+        metrics = spec.metrics(runner)
+        if runner.gap.calls:  # compared on the test data; else on the calibration batches below
+            runner.reference = None
+        with torch.no_grad():
+            onnx_loss = float(np.mean([float(spec.loss_fn(runner, b)) for b in spec.calibration]))
+            fp_loss = float(np.mean([float(spec.loss_fn(spec.model, b)) for b in spec.calibration]))
+        artifact_metrics = spec.metrics(loaded.model)
     gap = runner.gap
-    return OnnxReport(model=spec.name, metrics=metrics, artifact_metrics=spec.metrics(loaded.model),
+    return OnnxReport(model=spec.name, metrics=metrics, artifact_metrics=artifact_metrics,
                       fp_metrics=spec.metrics(), calibration_dloss=onnx_loss - fp_loss,
                       max_relative_error=gap.relative,
                       argmax_agreement=gap.argmax_equal / gap.rows if gap.rows else None, compared_calls=gap.calls,

@@ -3,12 +3,12 @@ planned layer's float weight replaced by its integer codes and a DequantizeLinea
 
 The graph comes from ``torch.onnx.export`` of the unpacked model (TorchScript exporter, opset 20, no
 constant folding: parameter names stay initializer names and BatchNorm stays unfolded, so every planned
-weight is one initializer), lifted to opset 21 by onnx's version converter. Then each planned layer's
+weight is one initializer), lifted to opset 25 (INT2) by onnx's version converter. Then each planned layer's
 initializer ``<layer>.weight`` is removed and the same name becomes the output of a small subgraph built
 straight from the artefact's stored parts (:func:`cetopt.quant.pack.unpack_codes`, no requantisation):
 
-- a grid part of b bits: codes as INT4 (b <= 4), INT8 (b <= 8) or INT16 initializers (UINT4/8/16 on an
-  asymmetric grid), signed ``code - (2^(b-1) - 1)`` on a symmetric grid (``2 code - 1`` at 1 bit), and
+- a grid part of b bits: codes as INT2 (b <= 2), INT4 (b <= 4), INT8 (b <= 8) or INT16 initializers
+  (UINT2/4/8/16 on an asymmetric grid), signed ``code - (2^(b-1) - 1)`` on a symmetric grid (``2 code - 1`` at 1 bit), and
   ``DequantizeLinear(codes, scale, axis=0)`` with the per-row float32 scales (a scalar scale per tensor);
   an asymmetric grid adds its per-row offset with ``Add``;
 - a K-term series: the K parts' DequantizeLinear outputs summed (``Sum``);
@@ -20,6 +20,10 @@ Whatever consumes the weight (Conv, Gemm, MatMul, Gather) is untouched. A plain 
 the artefact's float32 weight (code x scale rounded once, as cetopt.quant.pack.decode then ``float()``);
 series, low-rank and asymmetric layers are computed in float32 where the artefact sums in float64, so they
 may differ in the last bits. :func:`export_onnx` checks both in onnxruntime before writing (``weight_error``).
+
+ONNX's integer widths are 2, 4, 8 and 16 bits, so a 3-bit part is stored in INT4 and a 5- to 7-bit part in
+INT8: :func:`container_padding` counts what that costs per bit-width. A plan drawn from container-exact
+widths (``cetopt plan --bits 2,4,8``) exports with none.
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ONNX_FORMAT = "cetopt.onnx/1"
-OPSET = 21  # INT4/UINT4 and INT16 DequantizeLinear
+OPSET = 25  # INT2/UINT2 (opset 25), INT4/UINT4 and INT16 DequantizeLinear; onnxruntime 1.30 runs up to 25
 TORCH_OPSET = 20  # the newest opset torch's TorchScript exporter writes; onnx.version_converter lifts it
-IR_VERSION = 10  # opset 21's IR; onnxruntime 1.30 reads up to 13
+IR_VERSION = 11  # opset 25's IR (INT2); onnxruntime 1.30 reads up to 13
 
 
 def require_onnx() -> None:
@@ -68,6 +72,8 @@ def storage_type(bits: int, symmetric: bool) -> tuple[int, Any]:
     import ml_dtypes
     from onnx import TensorProto
 
+    if bits <= 2:
+        return (TensorProto.INT2, ml_dtypes.int2) if symmetric else (TensorProto.UINT2, ml_dtypes.uint2)
     if bits <= 4:
         return (TensorProto.INT4, ml_dtypes.int4) if symmetric else (TensorProto.UINT4, ml_dtypes.uint4)
     if bits <= 8:
@@ -292,6 +298,56 @@ def weight_error(proto: "onnx.ModelProto", weights: Mapping[str, torch.Tensor],
     return out
 
 
+CONTAINER_BITS = (2, 4, 8, 16)  # ONNX's integer widths at opset 25
+
+
+@dataclass(frozen=True)
+class ContainerPadding:
+    """The codes of one plan bit-width in the ONNX file vs bit-packed in the artefact.
+
+    Attributes:
+        bits: the plan's bit-width b.
+        container: the ONNX type holding them (``int4``, ``uint8``, ...).
+        values: how many codes.
+        packed_bytes: their bit-packed size (sum over parts of ceil(values x b / 8)).
+        onnx_bytes: their bytes in the ONNX file.
+    """
+
+    bits: int
+    container: str
+    values: int
+    packed_bytes: int
+    onnx_bytes: int
+
+    @property
+    def padding_bytes(self) -> int:
+        """The bytes the wider container adds."""
+        return self.onnx_bytes - self.packed_bytes
+
+    @property
+    def ratio(self) -> float:
+        """onnx_bytes / packed_bytes."""
+        return self.onnx_bytes / self.packed_bytes if self.packed_bytes else 1.0
+
+
+def container_padding(proto: "onnx.ModelProto", layout: Mapping[str, Any]) -> dict[int, ContainerPadding]:
+    """Plan bit-width -> what its codes take in ``proto`` against their bit-packed size, over every part of
+    every planned layer in ``layout`` (cetopt.artifact.read_packed), sorted by bit-width."""
+    sizes = {t.name: len(t.raw_data) if t.HasField("raw_data") else t.ByteSize() for t in proto.graph.initializer}
+    rows: dict[int, list[int]] = {}
+    containers: dict[int, str] = {}
+    for name, entry in layout.items():
+        for key, part in entry["parts"].items():
+            bits, values = int(part["bits"]), math.prod(part["shape"])
+            row = rows.setdefault(bits, [0, 0, 0])
+            row[0] += values
+            row[1] += -(-values * bits // 8)
+            row[2] += sizes[f"{name}.weight.{key}.codes"]
+            containers.setdefault(bits, storage_name(bits, bool(part["symmetric"])))
+    return {b: ContainerPadding(bits=b, container=containers[b], values=v, packed_bytes=pk, onnx_bytes=ob)
+            for b, (v, pk, ob) in sorted(rows.items())}
+
+
 @dataclass(frozen=True)
 class OnnxExport:
     """What :func:`export_onnx` wrote.
@@ -307,6 +363,9 @@ class OnnxExport:
         storage: layer -> how its codes are stored (``int4``, ``2 x int8``, ``rank 8 int8``, ...).
         weight_error: layer -> max |ONNX weight - artefact weight| / max |artefact weight| (0.0: identical).
         activations: activation tensor -> its calibrated grid (cetopt.export.activations; empty: weights only).
+        activation_source: where those grids come from: "artifact" (recorded by ``cetopt apply
+            --activation-bits``, reused), "onnxruntime" (calibrated here), "" (weights only).
+        padding: plan bit-width -> its codes' ONNX bytes vs bit-packed bytes (:func:`container_padding`).
     """
 
     path: Path
@@ -318,6 +377,13 @@ class OnnxExport:
     storage: Mapping[str, str]
     weight_error: Mapping[str, float]
     activations: Mapping[str, Any] = field(default_factory=dict)
+    activation_source: str = ""
+    padding: Mapping[int, ContainerPadding] = field(default_factory=dict)
+
+    @property
+    def padding_bytes(self) -> int:
+        """What ONNX's wider integer containers add to the codes, over every bit-width."""
+        return sum(p.padding_bytes for p in self.padding.values())
 
     @property
     def overhead_bytes(self) -> int:
@@ -346,8 +412,10 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
 
     Args:
         activation_bits: also quantise the activation input of every quantised Conv/Gemm/MatMul to this many
-            bits (4 or 8; per tensor, static), calibrated on the spec's calibration batches
-            (:mod:`cetopt.export.activations`); None: weights only.
+            bits (4 or 8; per tensor, static), calibrated on the spec's calibration batches in onnxruntime
+            (:mod:`cetopt.export.activations`); None: weights only. An artefact that records activation grids
+            (``cetopt apply --activation-bits``) is exported with those grids, whatever this says, unless
+            it asks for other bits or another observer (then a ProblemError).
         observer: the calibration's range: "minmax" or "percentile".
 
     Raises:
@@ -381,17 +449,31 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
             raise ProblemError(f"layer {name!r}: the ONNX weight differs from the artefact's by {errors[name]:.3g} "
                                "(relative); a plain symmetric layer must match exactly", field="layers")
     grids: dict[str, Any] = {}
-    if activation_bits is not None:
+    recorded = loaded.manifest.get("activations")
+    source = ""
+    if recorded is not None:
+        if (activation_bits, observer) not in ((None, observer), (recorded["bits"], recorded["observer"])):
+            raise ProblemError(f"{directory} records {recorded['bits']}-bit activations ({recorded['observer']}); "
+                               f"export them as they are (no --activation-bits) or apply the plan again with "
+                               f"--activation-bits {activation_bits} --observer {observer}", field="--activation-bits")
+        from cetopt.export.activations import insert_qdq, recorded_grids
+
+        activation_bits, observer, source = recorded["bits"], recorded["observer"], "artifact"
+        grids = recorded_grids(proto, loaded.activations)
+        insert_qdq(proto, grids)
+    elif activation_bits is not None:
         from cetopt.export.activations import activation_inputs, calibrate, insert_qdq
 
         names = activation_inputs(proto, set(keys.values()))
         grids = calibrate(proto, call, spec.loss_fn, spec.calibration, names, bits=activation_bits, observer=observer)
+        source = "onnxruntime"
         insert_qdq(proto, grids)
     m = loaded.manifest
     props = {"format": ONNX_FORMAT, "model": spec.name, "artifact": str(Path(directory).resolve()),
              "artifact_weights_sha256": m["weights_sha256"], "source_fingerprint": m["source_fingerprint"],
              "plan_sha256": m["plan_sha256"], "packed_bits": str(m["packed_bits"]),
-             "activation_bits": str(activation_bits or ""), "observer": observer if activation_bits else ""}
+             "activation_bits": str(activation_bits or ""), "observer": observer if activation_bits else "",
+             "activation_source": source}
     helper.set_model_props(proto, {f"cetopt.{k}": str(v) for k, v in props.items()})
     proto.producer_name = "cetopt"
     onnx.checker.check_model(proto, full_check=True)
@@ -400,4 +482,4 @@ def export_onnx(directory: str | os.PathLike[str], spec: ModelSpec, out: str | o
     code, scale, other = _initializer_bytes(proto)
     return OnnxExport(path=path, file_bytes=len(blob), code_bytes=code, scale_bytes=scale, other_bytes=other,
                       packed_bytes=-(-int(m["packed_bits"]) // 8), storage=storage, weight_error=errors,
-                      activations=grids)
+                      activations=grids, activation_source=source, padding=container_padding(proto, layout))

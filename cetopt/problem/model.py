@@ -201,10 +201,18 @@ class Layer:
             return choice.bops
         if self.macs is None:
             return None
-        macs = float(self.macs)
-        if choice.rank is not None and self.shape is not None:  # two thin products instead of one m x n
-            macs *= choice.rank * (self.shape[0] + self.shape[1]) / (self.shape[0] * self.shape[1])
-        return macs * choice.bits * choice.terms * activation_bits
+        return default_bops(self.macs, choice.bits, activation_bits, terms=choice.terms, rank=choice.rank,
+                            shape=self.shape)
+
+
+def default_bops(macs: int, bits: int, activation_bits: int, *, terms: int = 1, rank: int | None = None,
+                 shape: Sequence[int] | None = None) -> float:
+    """Bit-operations of one layer per sample: macs x weight bits x series terms x activation bits (HAWQ-V3's
+    count), the MACs scaled to the two thin products of a rank-r factorisation of an m x n weight."""
+    scaled = float(macs)
+    if rank is not None and shape is not None:  # two thin products instead of one m x n
+        scaled *= rank * (shape[0] + shape[1]) / (shape[0] * shape[1])
+    return scaled * bits * terms * activation_bits
 
 
 @dataclass(frozen=True)

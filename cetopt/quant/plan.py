@@ -15,7 +15,8 @@ A layer entry may carry its own ``"quantizer"`` (else the plan's applies). ``ran
 truncated-SVD product A B with factors stored at ``bits`` (32 = floating point); ``terms`` K > 1: a series
 of K b-bit terms; ``rounding``: "nearest" or "major-axis[-gradient]" (the grid point toward the layer's
 flat axes, which needs the layer's curvature). Layers not listed stay in floating point; ``activation``
-is reserved for activation quantisation (weights only today).
+is reserved (activation quantisation is an option of ``cetopt apply``; ``extra["activation_bits"]`` is the width
+the problem's BOPs assumed, ``extra["bops"]`` those BOPs).
 
 Plans come from a solve (:func:`plan_from_result`), ``cetopt solve --out``, the bench, or by hand; the
 sizes they report are :mod:`cetopt.quant.pack`'s, the one definition of packed size and ratio.
@@ -249,7 +250,8 @@ def plan_from_result(problem: "AllocationProblem", result: "SolveResult", *, mod
 def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], *,
                       extra: Mapping[str, Any] | None = None, model: str | None = None) -> Plan:
     """The plan of an allocation of ``problem`` (layer -> choice index): each layer's (bits, rank, terms), the
-    problem's rounding and quantiser, its method and fingerprints, and ``extra`` (e.g. how it was chosen).
+    problem's rounding and quantiser, its method and fingerprints, the activation bits its BOPs assume and
+    those BOPs (``extra["activation_bits"]``, ``extra["bops"]``), and ``extra`` (e.g. how it was chosen).
 
     Raises:
         ProblemError: ``choices`` misses a layer of the problem.
@@ -272,7 +274,11 @@ def plan_from_choices(problem: "AllocationProblem", choices: Mapping[str, int], 
         layers[layer.name] = LayerChoice(bits=int(c.bits), rank=c.rank, terms=int(c.terms),
                                          rounding=chosen if plain else "nearest",
                                          quantizer=None if grid == quantizer else grid)
-    extra = {**(extra or {}), "method": meta.get("method"),
+    from cetopt.problem.evaluate import evaluate
+
+    bops = evaluate(problem, dict(choices)).bops  # None when the problem's layers record no MACs
+    extra = {**(extra or {}), "method": meta.get("method"), "activation_bits": problem.activation_bits,
+             "bops": bops,
              **({"curvature": meta["curvature"]} if "curvature" in meta else {}),
              **({"objective_kind": meta["objective_kind"]} if isinstance(meta.get("objective_kind"), str) else {}),
              **({"fold_bn": True} if meta.get("fold_bn") else {}),  # apply folds the model's BatchNorms first

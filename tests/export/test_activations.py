@@ -79,3 +79,28 @@ def test_percentile_ranges_are_inside_minmax_and_errors_are_named(tmp_path: Path
         export_onnx(tmp_path / "art", spec, tmp_path / "x.onnx", activation_bits=8, observer="mse")
     with pytest.raises(ProblemError, match="4 or 8"):
         export_onnx(tmp_path / "art", spec, tmp_path / "x.onnx", activation_bits=6)
+
+
+def test_export_reuses_the_grids_apply_recorded(tmp_path: Path) -> None:
+    """An artefact applied with --activation-bits exports with its own grids (no recalibration), and the ONNX
+    file computes what the artefact evaluates: the torch model with the same inputs fake-quantised."""
+    from cetopt.quant.activations import fake_quantised_inputs
+
+    spec = small_spec()
+    write_artifact(spec, signed(PLANS["plain"], spec), tmp_path / "art", activation_bits=8, observer="percentile")
+    loaded = load_compressed(tmp_path / "art", spec)
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "a8.onnx")
+    assert info.activation_source == "artifact"
+    assert sorted((g.scale, g.zero_point, g.bits) for g in info.activations.values()) == \
+        sorted((g.scale, g.zero_point, g.bits) for g in loaded.activations.values())
+    x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), fake_quantised_inputs(loaded.model, loaded.activations):
+        want = loaded.model(x).numpy()
+    got = onnx_session(tmp_path / "a8.onnx").run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    report = evaluate_onnx(tmp_path / "a8.onnx", spec)
+    assert report.max_relative_error <= 1e-5 and report.metrics == report.artifact_metrics
+    with pytest.raises(ProblemError, match="records 8-bit"):
+        export_onnx(tmp_path / "art", spec, tmp_path / "x.onnx", activation_bits=4)
+    assert export_onnx(tmp_path / "art", spec, tmp_path / "y.onnx", activation_bits=8,
+                       observer="percentile").activation_source == "artifact"

@@ -70,7 +70,7 @@ def test_export_matches_the_artefact(tmp_path: Path, name: str) -> None:
     loaded = load_compressed(tmp_path / "art", spec)
     model = onnx.load(str(tmp_path / "m.onnx"))
     onnx.checker.check_model(model, full_check=True)
-    assert model.opset_import[0].version == 21
+    assert model.opset_import[0].version == 25
     inits, producer, consumers = graph_parts(tmp_path / "m.onnx")
     for layer, choice in plan.layers.items():
         key = f"{layer}.weight"
@@ -212,5 +212,51 @@ def test_attention_projection_parameter(tmp_path: Path) -> None:
     assert "attn.in_proj_weight" not in inits and consumers["attn.in_proj_weight"]
     assert inits["attn.in_proj_weight.weight.t0.codes"].shape == (24, 8)
     assert info.storage["attn.in_proj_weight"] == "int4"
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_two_bit_codes_are_int2_and_the_padding_is_counted(tmp_path: Path, symmetric: bool) -> None:
+    """2-bit codes take INT2 (UINT2 on an asymmetric grid, opset 25), four a byte, and dequantise exactly;
+    3- and 6-bit codes are padded to INT4 / INT8, which container_padding counts against ceil(n b / 8)."""
+    from cetopt.quant.quantizers import QuantizerSpec
+
+    spec = small_spec()
+    sizes = {n: m.weight.numel() for n, m in spec.model.named_modules() if n in ("0", "4")}
+    for bits, (want_type, width) in {(2, 3): (("int2", "int4"), (2, 4)), (3, 6): (("int4", "int8"), (4, 8))}.items():
+        plan = Plan(bits={"0": bits[0], "4": bits[1]}, quantizer=QuantizerSpec(symmetric=symmetric))
+        art = tmp_path / f"art{bits[0]}"
+        write_artifact(spec, signed(plan, spec), art)
+        info = export_onnx(art, spec, tmp_path / f"m{bits[0]}.onnx")
+        prefix = "" if symmetric else "u"
+        assert info.storage == {"0": prefix + want_type[0], "4": prefix + want_type[1]}
+        for layer, b, w in (("0", bits[0], width[0]), ("4", bits[1], width[1])):
+            pad = info.padding[b]
+            assert (pad.values, pad.container) == (sizes[layer], prefix + want_type[layer == "4"])
+            assert pad.packed_bytes == math.ceil(sizes[layer] * b / 8) and pad.onnx_bytes == math.ceil(sizes[layer] * w / 8)
+        assert info.padding_bytes == sum(math.ceil(sizes[n] * w / 8) - math.ceil(sizes[n] * b / 8)
+                                         for n, b, w in (("0", bits[0], width[0]), ("4", bits[1], width[1])))
+        inits, _, _ = graph_parts(tmp_path / f"m{bits[0]}.onnx")
+        if bits[0] == 2 and symmetric:  # the codes -1, 0, 1 and the scales give the artefact's weight exactly
+            codes = inits["0.weight.t0.codes"].astype(np.float32)
+            assert set(np.unique(codes)) <= {-1.0, 0.0, 1.0}
+            loaded = load_compressed(art, spec)
+            np.testing.assert_array_equal(codes * inits["0.weight.t0.scale"].reshape(-1, 1, 1, 1),
+                                          loaded.weights["0"].numpy())
+        assert max(info.weight_error.values()) < 1e-6
+    assert info.padding_bytes > 0 and all(p.padding_bytes == 0 for p in export_onnx(
+        tmp_path / "art2", spec, tmp_path / "again.onnx").padding.values() if p.bits == 2)
+
+
+def test_recorded_activations_on_embeddings_and_matmuls(tmp_path: Path) -> None:
+    """apply --activation-bits on a model with an Embedding (integer input: no grid) and a Linear on 3-d input
+    (a MatMul in ONNX): the export carries one Q/DQ pair per Linear, and runs what the torch artefact runs."""
+    spec = tagger_spec()
+    plan = Plan(bits={"embed": 4, "mix": 8, "head": 2}, quantizer=QuantizerSpec(symmetric=True))
+    write_artifact(spec, signed(plan, spec), tmp_path / "art", activation_bits=8)
+    loaded = load_compressed(tmp_path / "art", spec)
+    assert sorted(loaded.activations) == ["head", "mix"]
+    info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
+    assert info.activation_source == "artifact" and len(info.activations) == 2
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / "m.onnx")).graph.node) == 2
     report = evaluate_onnx(tmp_path / "m.onnx", spec)
     assert report.compared_calls == len(spec.calibration) and report.max_relative_error <= 1e-5

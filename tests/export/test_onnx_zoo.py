@@ -25,7 +25,7 @@ def test_digits_cnn_onnx_matches_the_torch_artefact(tmp_path: Path) -> None:
     plan = Plan(bits={"conv1": 8, "conv2": 3, "fc1": 2, "fc2": 4})
     write_artifact(spec, signed(plan, spec), tmp_path / "art")
     info = export_onnx(tmp_path / "art", spec, tmp_path / "m.onnx")
-    assert info.storage == {"conv1": "int8", "conv2": "int4", "fc1": "int4", "fc2": "int4"}
+    assert info.storage == {"conv1": "int8", "conv2": "int4", "fc1": "int2", "fc2": "int4"}
     assert set(info.weight_error.values()) == {0.0}
     report = evaluate_onnx(tmp_path / "m.onnx", spec)
     assert report.compared_calls >= 1 and report.max_relative_error <= 1e-4
