@@ -325,6 +325,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_objective(p: argparse.ArgumentParser) -> None:
+    """``--objective task|fidelity`` (cetopt.modelspec.OBJECTIVES) on a command that builds a problem."""
+    from cetopt.modelspec import OBJECTIVES  # torch-free at import
+
+    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
+                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
+                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
+
+
 def add_parsers(sub: Any) -> None:
     """Register this module's subcommands on ``sub`` (argparse subparsers)."""
     from cetopt.quant.rounding.registry import ROUNDINGS
@@ -347,10 +357,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--group-sizes", default="", metavar="G[,G...]",
                    help="scale layouts offered as candidates: 0 = a scale per output channel, g = a scale per g "
                         "inputs (e.g. 0,32,128); each priced with its packed size (codes + scales)")
-    p.add_argument("--objective", choices=("task", "fidelity"), default=None,
-                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
-                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
-                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
+    add_objective(p)
     p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                    help="fold eval-mode BatchNorms into the Linear/Conv before them first (default; exact; recorded, "
@@ -401,10 +408,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
                    help=f"the candidates' rounding, the pool's too: {', '.join(ROUNDINGS)} (default "
                         "cetopt.workflow.DEFAULT_ROUNDING)")
-    p.add_argument("--objective", choices=("task", "fidelity"), default=None,
-                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
-                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
-                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
+    add_objective(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
@@ -467,8 +471,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
                    help=f"every plan's rounding, baselines included: {', '.join(ROUNDINGS)} (default "
                         "cetopt.workflow.DEFAULT_ROUNDING)")
-    p.add_argument("--objective", choices=("task", "fidelity"), default=None,
-                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
-                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
-                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
+    add_objective(p)
     p.set_defaults(func=cmd_demo)
