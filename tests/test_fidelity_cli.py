@@ -97,6 +97,13 @@ def test_objective_fidelity_on_a_labelled_spec(tmp_path: Path, capsys: pytest.Ca
     assert main(["evaluate", "packed", "--model", target, "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["metric_name"] == "acc" and report["calibration_dloss"] >= 0
+    pytest.importorskip("onnxruntime")
+    assert main(["export", "packed", "--model", target, "--out", "m.onnx"]) == 0
+    capsys.readouterr()
+    # the artefact is found from the file and its plan's objective followed: the same calibration loss change
+    assert main(["evaluate", "m.onnx", "--model", target, "--format", "json"]) == 0
+    onnx_dloss = json.loads(capsys.readouterr().out)["calibration_dloss"]
+    assert onnx_dloss == pytest.approx(report["calibration_dloss"], rel=1e-3, abs=1e-7)
 
 
 def test_objective_flag_refuses_what_it_cannot_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -159,13 +159,14 @@ def _artifact_objective(directory: Path) -> str | None:
 
 
 def _evaluate_onnx(args: argparse.Namespace) -> int:
-    from cetopt.export.onnx_eval import evaluate_onnx
+    from cetopt.export.onnx_eval import evaluate_onnx, onnx_props
     from cetopt.modelspec import load_model_spec
 
     if not args.model:
         raise ProblemError("evaluating an ONNX file needs the model it was exported from: pass --model",
                            field="--model")
-    objective = _artifact_objective(args.artifact) if args.artifact is not None else None
+    recorded = args.artifact if args.artifact is not None else onnx_props(args.directory).get("artifact")
+    objective = _artifact_objective(Path(recorded)) if recorded else None  # the batches its plan was made on
     report = evaluate_onnx(args.directory, load_model_spec(args.model, objective=objective), artifact=args.artifact,
                            int8_matmul=args.int8_matmul)
     if args.format == "json":
