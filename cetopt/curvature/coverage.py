@@ -99,15 +99,10 @@ def table_rows_seen(model: nn.Module, planned: Sequence[str], run: Any, batches:
     modules = dict(model.named_modules())
     tables = [n for n in planned if isinstance(modules.get(n), nn.Embedding)]
     seen: dict[str, set[int]] = {n: set() for n in tables}
-    hooks = [modules[n].register_forward_pre_hook(
-        lambda m, a, n=n: seen[n].update(torch.unique(a[0]).tolist())) for n in tables]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                run(model, batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    from cetopt._hooks import observe_inputs
+
+    observe_inputs(model, {n: (lambda m, a, n=n: seen[n].update(torch.unique(a[0]).tolist())) for n in tables},
+                   batches, run)
     return tuple((n, len(seen[n]), int(modules[n].num_embeddings)) for n in tables)
 
 

@@ -148,7 +148,6 @@ def calibrate_inputs(model: nn.Module, loss_fn: Any, batches: Sequence[Any], lay
             that no batch reaches.
     """
     check_activation_options(bits, observer)
-    modules = dict(model.named_modules())
     observers = {n: RangeObserver(observer) for n in layers}
 
     def hook(name: str):  # type: ignore[no-untyped-def]
@@ -159,14 +158,9 @@ def calibrate_inputs(model: nn.Module, loss_fn: Any, batches: Sequence[Any], lay
             observers[name].add(x.detach().float().cpu().numpy())
         return record
 
-    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in layers]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                loss_fn(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    from cetopt._hooks import observe_inputs
+
+    observe_inputs(model, {n: hook(n) for n in layers}, batches, loss_fn)
     return {n: grid_for(n, *observers[n].range(n), bits) for n in layers}
 
 

@@ -171,14 +171,9 @@ def layer_inputs(model: nn.Module, names: Sequence[str], run: Callable[[nn.Modul
     if missing:
         raise ProblemError(f"the model has no layer {missing[0]!r}", field="layers")
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: seen[n].append(a[0].detach())) for n in names]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                run(model, b)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    from cetopt._hooks import observe_inputs
+
+    observe_inputs(model, {n: (lambda m, a, n=n: seen[n].append(a[0].detach())) for n in names}, batches, run)
     out = {}
     for n in names:
         x = torch.cat([t.reshape(-1, t.shape[-1]) if isinstance(modules[n], nn.Linear) else t for t in seen[n]])
