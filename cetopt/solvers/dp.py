@@ -127,17 +127,20 @@ class DPSolver(Solver):
         lagr = np.where(np.isfinite(p), p + lam * np.where(np.isfinite(q), q, 0.0), np.inf)
         low = lagr.min(axis=1)
         reduced = lagr - low[:, None]
-        dual = bound_up(float(low.sum()) - (lam * q_cap if lam else 0.0), p_step)
+        # reduced costs prove against the Lagrangian bound itself (an allocation of objective v has reduced cost
+        # at most v - dual); rounded up to the objective's step it is a valid bound to report, never to prove with
+        dual = float(low.sum()) - (lam * q_cap if lam else 0.0)
+        floor = bound_up(dual, p_step)
         total = upper - dual + _tol(upper) + _tol(dual) if np.isfinite(upper) else np.inf
-        if total < 0:
+        if upper - floor + _tol(upper) + _tol(floor) < 0:
             return Outcome(Status.INFEASIBLE, message=(
-                f"the Lagrangian bound {dual:.10g} exceeds the cap {upper:.10g}: no allocation meets the budgets"))
+                f"the Lagrangian bound {floor:.10g} exceeds the cap {upper:.10g}: no allocation meets the budgets"))
         search = _Search(p, q, reduced, q_cap, dual, upper, options.max_states, start, time_limit)
         search.max_stored = options.max_memory_mb * 2**20 // 6
         schedule = _slack_schedule(reduced, total) if options.reduce else np.array([total])
         slack = float(schedule[0])
         rounds = 0
-        proven = dual  # a completed round that found nothing proves every allocation costs more than dual + slack
+        proven = floor  # a completed round that found nothing proves every allocation costs more than dual + slack
         while True:
             rounds += 1
             if options.beam and slack < total:
@@ -151,7 +154,7 @@ class DPSolver(Solver):
                     total = upper - dual + _tol(upper) + _tol(dual)
                     slack = min(slack, total)
             found = None if search.stopped else search.run(slack)  # (the bounded search ran out of time)
-            extra = {"rounds": rounds, "slack": slack, "lagrangian_bound": dual, **search.stats}
+            extra = {"rounds": rounds, "slack": slack, "lagrangian_bound": floor, **search.stats}
             if found is None and search.stopped:
                 why = (f"the DP frontiers exceeded max_states={options.max_states} or "
                        f"max_memory_mb={options.max_memory_mb}" if search.stopped == "states"
@@ -177,7 +180,7 @@ class DPSolver(Solver):
                 return Outcome(Status.INFEASIBLE, message="exhaustive DP: no allocation meets the budgets",
                                extra=extra)
             reached = min(dual + slack, upper)
-            proven = max(proven, reached - _tol(reached) - _tol(dual))
+            proven = max(proven, bound_up(reached - _tol(reached) - _tol(dual), p_step))
             slack = float(schedule[np.searchsorted(schedule, slack, side="right")])
 
 

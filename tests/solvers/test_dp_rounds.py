@@ -77,3 +77,23 @@ def test_the_beam_changes_the_speed_not_the_answer(seed: int, layers: int, beam:
     assert plain.status is beamed.status is Status.OPTIMAL
     assert plain.objective is not None and beamed.objective is not None
     assert math.isclose(plain.objective, beamed.objective, rel_tol=1e-12, abs_tol=1e-300)
+
+
+def test_rounding_the_lagrangian_bound_up_to_the_size_step_proves_nothing() -> None:
+    """Minimising size, the Lagrangian bound (1015.01 here) rounds up to the step of the sizes (7: 1022, the
+    optimum), but reduced costs prove only against the bound itself: a first round that admits slack s finds no
+    allocation of reduced cost <= s and so proves sizes above 1015.01 + s, not 1022 + s. Found by hypothesis
+    (the test above): a stopped dp reported 1028.98 as its bound, above the optimum."""
+    from cetopt.problem.model import Budget, Choice, Layer, Minimize
+
+    problem = AllocationProblem(
+        name="stepped", minimize=Minimize.SIZE, budget=Budget(max_loss=12.833659025054452),
+        layers=(Layer(name="l0", params=144, choices=(Choice(bits=7, loss=12.833587547508719),
+                                                      Choice(bits=14, loss=0.0006280905042544423))),
+                Layer(name="l1", params=1, choices=(Choice(bits=7, loss=0.000199809138276919),
+                                                    Choice(bits=14, loss=1.1758643888250598e-08)))))
+    exact = solve(problem, "bruteforce")
+    assert exact.objective == 1022.0
+    for max_states in (1, 2, 100):
+        result = solve(problem, "dp", max_states=max_states)
+        assert result.bound is not None and result.bound <= exact.objective
