@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cetopt.curvature import CurvatureOperator, find_layers, quadratic_forms
 from cetopt.curvature.extract import CurvatureSettings
 from cetopt.curvature.layers import layer_weight, weight_key
 from cetopt.modelspec import ModelSpec
 from cetopt.quant.quantizers import QuantizerSpec, quantization_error
+from tests.double_backward import exact_form
 
 
 class Attender(nn.Module):
@@ -67,16 +67,7 @@ def test_in_proj_forms_equal_an_independent_double_backward() -> None:
     fast = quadratic_forms(op, errors, show_progress=False)
     assert fast.paths["attn.in_proj_weight"].graph == "prefix cached"  # the attention replayed, not the full graph
     for k, e in enumerate(errors["attn.in_proj_weight"]):
-        t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-        total = torch.zeros((), dtype=torch.float64)
-        for batch in batches:
-            moved = {"attn.in_proj_weight": weight.detach() + t * e}
-            with sdpa_kernel(SDPBackend.MATH):  # the attention kernel that has a double backward
-                loss = ce(lambda x: torch.func.functional_call(model, moved, (x,)), batch)
-                (slope,) = torch.autograd.grad(loss, t, create_graph=True)
-                (curvature,) = torch.autograd.grad(slope, t)
-            total = total + curvature
-        reference = float(total) / len(batches)
+        reference = exact_form(model, "attn.in_proj_weight", weight, e, batches, ce)
         assert abs(reference) > 0
         np.testing.assert_allclose(fast.own["attn.in_proj_weight"][k], reference, rtol=1e-8)
 

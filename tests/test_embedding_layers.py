@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cetopt.curvature import CurvatureOperator, find_layers, quadratic_forms
 from cetopt.curvature.extract import CurvatureSettings
 from cetopt.modelspec import ModelSpec
 from cetopt.quant.quantizers import QuantizerSpec, quantization_error
+from tests.double_backward import exact_form
 
 
 class TextModel(nn.Module):
@@ -70,16 +70,7 @@ def test_table_forms_equal_an_independent_double_backward() -> None:
     for name, block in errors.items():
         weight = dict(model.named_modules())[name].weight
         for k, e in enumerate(block):
-            t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-            total = torch.zeros((), dtype=torch.float64)
-            for batch in batches:
-                moved = {f"{name}.weight": weight.detach() + t * e}
-                with sdpa_kernel(SDPBackend.MATH):  # the attention kernel that has a double backward
-                    loss = ce(lambda x: torch.func.functional_call(model, moved, (x,)), batch)
-                    (slope,) = torch.autograd.grad(loss, t, create_graph=True)
-                    (curvature,) = torch.autograd.grad(slope, t)
-                total = total + curvature
-            reference = float(total) / len(batches)
+            reference = exact_form(model, f"{name}.weight", weight, e, batches, ce)
             assert abs(reference) > 0
             np.testing.assert_allclose(fast.own[name][k], reference, rtol=1e-8, err_msg=name)
 
