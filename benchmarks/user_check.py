@@ -78,7 +78,9 @@ def check(target: str, objective: str | None = None) -> dict[str, Any]:
                                "avg_bits_used": result.avg_bits, "selection_split": split,
                                "selected": selection.best.label,
                                "selection": {p.label: p.measured for p in selection.plans},
-                               "means": {m: float(o.mean()) for m, o in scored.items()}}
+                               "means": {m: float(o.mean()) for m, o in scored.items()},
+                               # per test example, so runs of one model (e.g. task vs fidelity objective) pair up
+                               "outcomes": {m: o.tolist() for m, o in scored.items()}}
         for label, values in ((DEFAULT_COST_MODEL, mine), ("plan", scored["plan"])):
             for other in ("hawq-v3", "uniform"):
                 key = f"vs_{other}" if label == DEFAULT_COST_MODEL else f"plan_vs_{other}"
@@ -91,7 +93,8 @@ def check(target: str, objective: str | None = None) -> dict[str, Any]:
         rows.append(row)
         print(json.dumps({"target": target, **row}), flush=True)
     return {"target": target, "objective": objective or "task", "model": spec.name, "data": spec.data,
-            "layers": len(built.problem.layers),
+            "layers": len(built.problem.layers), "fp32_outcomes": fp.tolist(),
+            "clusters": None if spec.test_clusters is None else [str(c) for c in spec.test_clusters],
             "grid": problem_quantizer(built.problem).clip, "method": DEFAULT_COST_MODEL, "build_s": build_s,
             "seconds": time.perf_counter() - t0, "rows": rows}
 
