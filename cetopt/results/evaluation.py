@@ -1,23 +1,84 @@
 """The README's evaluation section: the frozen default recipe judged on evaluation models, pretrained models outside
 the zoo that were never used to choose anything (docs/protocol.md), read from benchmarks/results/evaluation-check.json
 (``python benchmarks/user_check.py --targets <evaluation models> --out benchmarks/results/evaluation-check``). Until
-that file exists the section says that no evaluation has been run, so every other table reads as development."""
+that file exists the section says that no evaluation has been run, so every other table reads as development.
+
+When benchmarks/results/evaluation-check-fidelity.json exists (the same run with ``--objective fidelity``), a second
+table compares the two objectives' plans on the same test examples, paired and clustered by source."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Mapping
 
 from cetopt.results.provenance import ROOT, stale_note
 from cetopt.tables import ci_cell, markdown_table
 
 RESULTS = ROOT / "benchmarks" / "results" / "evaluation-check.json"
+FIDELITY_RESULTS = ROOT / "benchmarks" / "results" / "evaluation-check-fidelity.json"
 COMMAND = ("python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite0.py:spec "
            "--out benchmarks/results/evaluation-check")
+FIDELITY_COMMAND = ("python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite0.py:spec "
+                    "--objective fidelity --out benchmarks/results/evaluation-check-fidelity")
+_VERDICT = {"a": "better", "b": "worse"}
 
 
-def evaluation_section(results: Path = RESULTS) -> str:
-    """Per evaluation model and budget: the default's dp plan and `cetopt plan`'s selection vs HAWQ-V3 and uniform."""
+def _levels(model: Mapping[str, Any], row: Mapping[str, Any], method: str) -> list[str]:
+    """FP32, the default's dp plan, HAWQ-V3's and uniform's metric x100 ("-" where a plan is missing)."""
+    means = row.get("means", {})
+    return [f"{100 * row['fp32']:.1f}" if "fp32" in row else "-",
+            *(f"{100 * means[k]:.1f}" if k in means else "-" for k in (method, "hawq-v3", "uniform"))]
+
+
+def _main_table(data: Mapping[str, Any]) -> str:
+    rows = []
+    for m in data["models"]:
+        method = m.get("method", "cet-upper")
+        for r in m["rows"]:
+            ci_method = (r.get("vs_hawq-v3") or {}).get("ci_method", "paired bootstrap over examples")
+            rows.append([m["model"], f"{r['avg_bits']:g}", str(r["n_test"]), *_levels(m, r, method),
+                         ci_cell(r.get("vs_hawq-v3")), ci_cell(r.get("vs_uniform")),
+                         f"{r['selected']} ({r['selection_split']})", ci_cell(r.get("plan_vs_hawq-v3")), ci_method])
+    return markdown_table(["model", "avg bits", "test inputs", "FP32", "default dp", "HAWQ-V3", "uniform",
+                           "default dp vs HAWQ-V3", "default dp vs uniform", "`cetopt plan` ships",
+                           "plan vs HAWQ-V3", "CI method"], rows)
+
+
+def objective_rows(task: Mapping[str, Any], fidelity: Mapping[str, Any]) -> list[list[str]]:
+    """Per model and budget present in both runs: each plan kind (default dp, `cetopt plan`, HAWQ-V3, uniform)
+    under the fidelity objective minus under the model's own loss, x100, paired over the same test examples and
+    clustered by their sources when the run recorded them (:func:`cetopt.stats.paired_ci`)."""
+    from cetopt.stats import paired_ci
+
+    out = []
+    by_model = {m["model"]: m for m in task["models"]}
+    for fm in fidelity["models"]:
+        tm = by_model.get(fm["model"])
+        if tm is None:
+            continue
+        task_rows = {r["avg_bits"]: r for r in tm["rows"]}
+        method = fm.get("method", "cet-upper")
+        for fr in fm["rows"]:
+            tr = task_rows.get(fr["avg_bits"])
+            if tr is None or "outcomes" not in fr or "outcomes" not in tr:
+                continue
+            cells = []
+            for kind in (method, "plan", "hawq-v3", "uniform"):
+                a, b = fr["outcomes"].get(kind), tr["outcomes"].get(kind)
+                if a is None or b is None:
+                    cells.append("-")
+                    continue
+                ci = paired_ci(a, b, fm.get("clusters"), n_boot=2000, seed=0)
+                cells.append(ci_cell({"estimate": ci.estimate, "low": ci.low, "high": ci.high,
+                                      "verdict": _VERDICT.get(ci.verdict, "tie")}))
+            out.append([fm["model"], f"{fr['avg_bits']:g}", str(fr["n_test"]), *cells])
+    return out
+
+
+def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULTS) -> str:
+    """Per evaluation model and budget: the default's dp plan and `cetopt plan`'s selection vs HAWQ-V3 and uniform;
+    then, if the fidelity run exists, each plan kind under the fidelity objective vs under the model's own loss."""
     from cetopt.results.recipe import frozen_recipe
 
     frozen = frozen_recipe()
@@ -28,13 +89,6 @@ def evaluation_section(results: Path = RESULTS) -> str:
                 f"zoo with `{COMMAND}`. Until then every table in this README is a development result: the default "
                 "was chosen on those models.")
     data = json.loads(results.read_text())
-    rows = []
-    for m in data["models"]:
-        for r in m["rows"]:
-            method = (r.get("vs_hawq-v3") or {}).get("ci_method", "paired bootstrap over examples")
-            rows.append([m["model"], f"{r['avg_bits']:g}", str(r["n_test"]), method, ci_cell(r.get("vs_hawq-v3")),
-                         ci_cell(r.get("vs_uniform")), f"{r['selected']} ({r['selection_split']})",
-                         ci_cell(r.get("plan_vs_hawq-v3"))])
     judged = data.get("recipe", {})
     drifted = judged.get("drift_from_frozen")
     recipe_line = ("The run judged the frozen recipe." if drifted == {} else
@@ -42,10 +96,19 @@ def evaluation_section(results: Path = RESULTS) -> str:
                    if drifted else "The run did not record which recipe it judged.")
     text = [f"Evaluation: the default recipe, frozen at {commit} (docs/results/recipe.json), run once on "
             f"{len(data['models'])} pretrained model(s) outside the zoo that chose nothing (docs/protocol.md), one "
-            f"seed each; differences x100 with 95% CIs by the method named in each row. {recipe_line}",
-            markdown_table(["model", "avg bits", "test inputs", "CI method", "default dp vs HAWQ-V3",
-                            "default dp vs uniform", "`cetopt plan` ships", "plan vs HAWQ-V3"], rows),
+            f"seed each, with the loss its spec defines; metric and differences x100, 95% CIs by the method named in "
+            f"each row. {recipe_line}", _main_table(data),
             f"Generated from benchmarks/results/evaluation-check.json (`{COMMAND}`)."]
+    if fidelity.is_file():
+        rows = objective_rows(data, json.loads(fidelity.read_text()))
+        if rows:
+            text += ["The same models planned for fidelity to their FP32 outputs (`--objective fidelity`) instead of "
+                     "their own loss: each plan's metric under the fidelity objective minus under the own loss, on "
+                     "the same test examples (x100, paired, clustered by source):",
+                     markdown_table(["model", "avg bits", "test inputs", "default dp", "`cetopt plan`", "HAWQ-V3",
+                                     "uniform"], rows),
+                     f"Generated from benchmarks/results/evaluation-check-fidelity.json (`{FIDELITY_COMMAND}`) "
+                     "and evaluation-check.json."]
     if note := stale_note("evaluation"):
         text.append(note)
     return "\n\n".join(text)

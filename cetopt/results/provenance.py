@@ -59,7 +59,7 @@ SECTION_SOURCES: dict[str, tuple[ResultSource, ...]] = {
                   ResultSource("benchmarks/results/user-check.json",
                                ("benchmarks/user_check.py", "benchmarks/user_models/mobilenetv2_distill.py",
                                 "benchmarks/user_models/minilm_cls.py"))),
-    "evaluation": (ResultSource("benchmarks/results/evaluation-check.json",
+    "evaluation": (ResultSource("benchmarks/results/evaluation-check*.json",
                                 ("benchmarks/user_check.py", "benchmarks/user_models/efficientnet_lite0.py")),),
     "cet-checks": (ResultSource("docs/results/cet-checks/mobilenetv2*/results.json", _MOBILENET_DATA),
                    ResultSource("docs/results/cet-checks/minilm*/results.json", _MINILM_DATA)),

@@ -25,7 +25,30 @@ def test_rows_quote_the_file_and_its_recipe(tmp_path) -> None:  # type: ignore[n
                                 "recipe": {"drift_from_frozen": {}}}))
     text = evaluation_section(path)
     assert "run once on 1 pretrained model(s) outside the zoo" in text and "The run judged the frozen recipe." in text
-    assert "| eval-efficientnet-lite0 | 4 | 384 | cluster bootstrap over 11 clusters (384 examples) |" in text
+    assert text.splitlines()[4].startswith("| eval-efficientnet-lite0 | 4 | 384 | - | - | - | - | +2.00 [+1.00, +3.00]")
+    assert "| cluster bootstrap over 11 clusters (384 examples) |" in text
     path.write_text(json.dumps({"models": [{"model": "m", "rows": [row]}],
                                 "recipe": {"drift_from_frozen": {"cost_model": ["cet-upper", "cet"]}}}))
     assert "differ from the frozen recipe in ['cost_model']: it does not judge it" in evaluation_section(path)
+
+
+def test_objective_table_pairs_the_two_runs_by_example_and_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The fidelity-vs-own-loss table quotes the paired difference of the two runs' outcomes: here fidelity's
+    default plan agrees on 3 more of 8 examples (+37.50 points) and every other plan kind ties exactly."""
+    clusters = ["p1", "p1", "p2", "p2", "p3", "p3", "p4", "p4"]
+    task_out = {"cet-upper": [1, 0, 0, 1, 0, 1, 0, 1], "plan": [1] * 8, "hawq-v3": [0] * 8, "uniform": [0] * 8}
+    fid_out = {**task_out, "cet-upper": [1, 1, 1, 1, 0, 1, 1, 1]}
+
+    def run(outcomes: dict) -> dict:
+        row = {"avg_bits": 4.0, "n_test": 8, "fp32": 1.0, "selected": "hawq-v3", "selection_split": "validation",
+               "means": {k: sum(v) / 8 for k, v in outcomes.items()}, "outcomes": outcomes}
+        return {"models": [{"model": "m", "method": "cet-upper", "clusters": clusters, "rows": [row]}],
+                "recipe": {"drift_from_frozen": {}}}
+
+    (tmp_path / "t.json").write_text(json.dumps(run(task_out)))
+    (tmp_path / "f.json").write_text(json.dumps(run(fid_out)))
+    text = evaluation_section(tmp_path / "t.json", tmp_path / "f.json")
+    row = next(line for line in text.splitlines() if line.startswith("| m | 4 | 8 | +37.50"))
+    assert row.count("+0.00 [+0.00, +0.00] tie") == 3
+    assert "| m | 4 | 8 | 100.0 | 50.0 | 0.0 | 0.0 |" in text  # the levels: FP32, default dp, HAWQ-V3, uniform
+    assert "evaluation-check-fidelity" not in evaluation_section(tmp_path / "t.json", tmp_path / "missing.json")
