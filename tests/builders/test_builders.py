@@ -11,8 +11,10 @@ from cetopt import solve
 from cetopt.builders.second_order import build
 from cetopt.curvature import CurvatureSettings, extract_curvature
 from cetopt.errors import ProblemError
+from cetopt.modelspec import ModelSpec
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import Budget, Minimize
+from cetopt.recipe import Recipe
 from tests.curvature.test_curvature import ce_loss, exact_hessian, tiny_data, tiny_model
 
 BITS = (2, 3, 4, 8)
@@ -30,8 +32,10 @@ def setup():  # type: ignore[no-untyped-def]
 
 def built(setup, method: str, **kwargs):  # type: ignore[no-untyped-def]
     model, data, _, _, curvature = setup
-    return build(model, ce_loss, data, name="tiny", bits=BITS, method=method, settings=EXACT, curvature=curvature,
-                 budget=kwargs.pop("budget", Budget(avg_bits=3.0)), **kwargs)
+    budget = kwargs.pop("budget", Budget(avg_bits=3.0))
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss)
+    return build(spec, Recipe(cost_model=method, bits=BITS, **kwargs), settings=EXACT,
+                 curvature=curvature).with_budget(budget)
 
 
 def plan_error(b, bits: dict[str, int], model) -> np.ndarray:  # type: ignore[no-untyped-def]

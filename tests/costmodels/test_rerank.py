@@ -55,8 +55,12 @@ def _tiny_built():  # type: ignore[no-untyped-def]
     from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
 
     model, data = tiny_model(), tiny_data()
-    built = build(model, ce_loss, data, name="tiny", bits=(2, 3, 4, 8), method="cet-nograd",
-                  budget=Budget(avg_bits=4.0), cache_dir=False)
+    from cetopt.modelspec import ModelSpec
+    from cetopt.recipe import Recipe
+
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss)
+    built = build(spec, Recipe(cost_model="cet-nograd", bits=(2, 3, 4, 8)),
+                  cache_dir=False).with_budget(Budget(avg_bits=4.0))
     validation = tiny_data(seed=7)
 
     def measure(weights):  # type: ignore[no-untyped-def]
