@@ -142,6 +142,12 @@ class Recipe:
         """A copy with some fields changed (checked as a new recipe)."""
         return replace(self, **changes)
 
+    def priced_by(self, cost_model: str) -> "Recipe":
+        """The same candidates (bits or levels, grid, rounding, group sizes, ties, objective) priced by another cost
+        model alone: no cross-layer terms and no error-subspace filter, which belong to this recipe's own pricing.
+        What a baseline or a rerank pool member is built with, so its plan is on the compared problem's choices."""
+        return replace(self, cost_model=cost_model, interactions=False, layer_eps=None)
+
     def to_dict(self) -> dict[str, Any]:
         """The recipe as JSON values (what ``metadata["recipe"]`` holds)."""
         return {"cost_model": self.cost_model, "bits": list(self.bits),

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from cetopt.builders.second_order import BuiltProblem
     from cetopt.measure import Measurer
     from cetopt.modelspec import ModelSpec
+    from cetopt.problem.model import Budget
+    from cetopt.recipe import Recipe
     from cetopt.search.base import SearchBudget, SearchResult
 
 # the cost models whose plans join the default's in a measured selection (``cetopt plan``, ``cetopt demo``), chosen
@@ -235,28 +237,28 @@ class Selection:
 
 def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str], solver: str = "dp",
               ) -> dict[str, Mapping[str, int]]:
-    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidate bit-widths, grid
-    and rounding (name -> bits). A member with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
+    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidates: its recipe
+    (cetopt.recipe.Recipe.from_metadata) priced by the pool member (:meth:`Recipe.priced_by`) (name -> bits). A member
+    with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
 
     Raises:
         ProblemError(field="pool"): an unknown cost model.
     """
     import logging
 
+    from cetopt.builders.second_order import build
     from cetopt.costmodels.registry import cost_model_names
-    from cetopt.quant.plan import problem_quantizer
+    from cetopt.recipe import Recipe
     from cetopt.solvers.api import solve
-    from cetopt.workflow import build_for
 
     unknown = [name for name in pool if name not in cost_model_names()]
     if unknown:
         raise ProblemError(f"unknown cost model(s) {unknown}; choose from {sorted(cost_model_names())}", field="pool")
-    bits = sorted({c.bits for layer in problem.layers for c in layer.choices if c.rank is None and c.terms == 1})
+    recipe = Recipe.from_metadata(problem.metadata)
     out: dict[str, Mapping[str, int]] = {}
     for name in pool:
-        other = build_for(spec, method=name, bits=bits, budget=problem.budget, quantizer=problem_quantizer(problem),
-                          rounding=problem.metadata.get("rounding", "nearest"))
-        result = _solve(other.problem.with_budget(problem.budget), solver)
+        other = build(spec, recipe.priced_by(name)).with_budget(problem.budget)
+        result = _solve(other.problem, solver)
         if result is None:
             logging.getLogger(__name__).warning("pool member %s has no feasible plan at this budget: left out", name)
             continue
@@ -330,6 +332,14 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
                      seconds=time.perf_counter() - begin)
 
 
+def budget_text(problem: AllocationProblem) -> str:
+    """The problem's budget in words: "3.0 avg bits", or its fields."""
+    budget = problem.budget
+    if budget.avg_bits is not None and budget.replace(avg_bits=None).is_empty():
+        return f"{budget.avg_bits} avg bits"
+    return ", ".join(f"{k} {v:g}" for k, v in vars(budget).items() if v is not None)
+
+
 def selection_table(selection: Selection, total_params: int) -> str:
     """The measured selection as a text table: each plan's source, size, predicted and measured loss change."""
     from cetopt.tables import format_table
@@ -341,21 +351,22 @@ def selection_table(selection: Selection, total_params: int) -> str:
                         rows)
 
 
-def rerank_report(target: str, k: int, *, avg_bits: float = 3.0, method: str | None = None,
+def rerank_report(target: str, k: int, *, budget: "Budget | None" = None, recipe: "Recipe | None" = None,
                   solver: str = "dp", pool: Sequence[str] = DEFAULT_POOL) -> str:
-    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem at ``avg_bits`` and the pool's
-    plans, each with its predicted and its measured loss change, and which one re-ranking returns (text table)."""
-    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem under ``recipe`` (default: the
+    default recipe) at ``budget`` (default: cetopt.recipe.DEFAULT_AVG_BITS average bits) and the pool's plans, each
+    with its predicted and its measured loss change, and which one re-ranking returns (text table)."""
     from cetopt.modelspec import load_model_spec
-    from cetopt.problem.model import Budget
+    from cetopt.recipe import DEFAULT_RECIPE
     from cetopt.workflow import build_for
 
-    spec = load_model_spec(target)
-    method = method or DEFAULT_COST_MODEL
-    built = build_for(spec, method=method, budget=Budget(avg_bits=avg_bits))
+    recipe = recipe or DEFAULT_RECIPE
+    spec = load_model_spec(target, objective=recipe.objective)
+    built = build_for(spec, recipe, budget=budget, target=target)
     selection = select_plan(spec, built, k, pool=pool, solver=solver)
     result = selection.result
-    return (f"{spec.name}: the {k} best plans of the {method} problem at {avg_bits} avg bits ({solver})"
+    return (f"{spec.name}: the {k} best plans of the {recipe.cost_model} problem at {budget_text(built.problem)} "
+            f"({solver})"
             f"{' and the plans of ' + ', '.join(pool) if pool else ''}, re-ranked by the measured {selection.split} "
             f"loss change:\n{selection_table(selection, built.problem.total_params)}\n"
             f"returned: {result.best.label} (predicted {result.best.predicted_loss:.6f}, measured "

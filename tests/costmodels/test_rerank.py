@@ -189,7 +189,9 @@ def test_demo_says_which_plan_cetopt_plan_would_ship() -> None:
     from cetopt.pipeline import run_demo
     from cetopt.rerank import DEFAULT_POOL
 
-    text = run_demo("digits-mlp", avg_bits=3.0, solvers=["dp"])
+    from cetopt.problem.model import Budget
+
+    text = run_demo("digits-mlp", budget=Budget(avg_bits=3.0), solvers=["dp"])
     line = next(row for row in text.splitlines() if row.startswith("`cetopt plan`"))
     measured = {m.group(1): float(m.group(2)) for m in re.finditer(r"([\w.-]+#?\d*(?: \(= [^)]*\))?) ([+-]\d\.\d+)", line)}
     assert "cet-upper#0" in " ".join(measured) and all(name in line for name in DEFAULT_POOL)
