@@ -270,14 +270,29 @@ def _bits_of(problem: AllocationProblem, choices: Mapping[str, int]) -> dict[str
     return {name: problem.layer(name).choices[i].bits for name, i in choices.items()}
 
 
+@dataclass(frozen=True)
+class SearchRequest:
+    """A measured search to run inside :func:`select_plan`.
+
+    Attributes:
+        strategy: a :mod:`cetopt.search` strategy (evopress, local, refit).
+        budget: what it may spend (default: cetopt.search.api.DEFAULT_FORWARDS forward passes).
+        seed: its random seed.
+        progress: show its progress bar on stderr.
+    """
+
+    strategy: str
+    budget: "SearchBudget | None" = None
+    seed: int = 0
+    progress: bool = False
+
+
 def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: Sequence[str] = DEFAULT_POOL,
                 solver: str = "dp", measurer: "Measurer | None" = None, backends: bool = True,
-                search: str | None = None, search_budget: "SearchBudget | None" = None, search_seed: int = 0,
-                progress: bool = False) -> Selection:
+                search: SearchRequest | None = None) -> Selection:
     """The measured selection of ``cetopt plan``: ``built``'s k best plans, each ``pool`` cost model's plan at
-    the same budget, every installed backend's plan of ``built.problem`` (``backends``) and, with ``search`` (a
-    :mod:`cetopt.search` strategy), the measured search's plan, all measured by :func:`selection_measure`;
-    ``result.best`` is the plan to ship.
+    the same budget, every installed backend's plan of ``built.problem`` (``backends``) and, with ``search``, the
+    measured search's plan, all measured by :func:`selection_measure`; ``result.best`` is the plan to ship.
 
     Raises:
         ProblemError: as :func:`rerank`, :func:`pool_bits` and :func:`cetopt.search.api.run_search`.
@@ -293,7 +308,7 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
     seconds = time.perf_counter() - begin
     members: dict[str, Mapping[str, int]] = dict(others)
     method = str(built.problem.metadata.get("method", "")) or "problem"
-    found, plans = None, {}
+    plans: dict[str, Mapping[str, int]] = {}
     start = time.perf_counter()
     if backends:
         from cetopt.search.api import backend_plans
@@ -301,23 +316,10 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
         plans = backend_plans(built.problem, skip=(solver,))
         members.update({f"{method}/{name}": _bits_of(built.problem, c) for name, c in plans.items()})
     backend_seconds = time.perf_counter() - start
-    if search:
-        from cetopt.baselines import uniform_bits
-        from cetopt.problem.evaluate import choices_from_bits
-        from cetopt.search.api import DEFAULT_FORWARDS
-        from cetopt.search.base import SearchBudget
-        from cetopt.search.torch_measure import search_plan
-
-        seeds: dict[str, Mapping[str, int]] = dict(plans)
-        seeds.update({name: choices_from_bits(built.problem, bits) for name, bits in others.items()})
-        avg = built.problem.budget.avg_bits
-        uniform = uniform_bits(built.problem, avg) if avg is not None else None
-        if uniform is not None:
-            seeds["uniform"] = choices_from_bits(built.problem, uniform)
-        found = search_plan(spec, built, search, budget=search_budget or SearchBudget(DEFAULT_FORWARDS),
-                            seeds=seeds, k=max(k, 4), backends=False, seed=search_seed, measurer=measurer,
-                            progress=progress)
-        members[f"search:{search}"] = dict(found.bits)
+    found = None
+    if search is not None:
+        found = _search(spec, built, search, plans, others, k, measurer)
+        members[f"search:{search.strategy}"] = dict(found.bits)
     optimum = solve(built.problem, solver)
     measure, split = selection_measure(measurer)
     result = rerank(built, measure, k, solver, pool=members)
@@ -330,6 +332,26 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
                      backends=tuple(f"{method}/{name}" for name in plans), backend_seconds=backend_seconds,
                      search=found, surrogate_optimum=optimum.objective, surrogate_bound=optimum.bound,
                      seconds=time.perf_counter() - begin)
+
+
+def _search(spec: "ModelSpec", built: "BuiltProblem", search: SearchRequest, plans: Mapping[str, Mapping[str, int]],
+            others: Mapping[str, Mapping[str, int]], k: int, measurer: "Measurer") -> "SearchResult":
+    """The measured search's result, seeded by the backends' plans (choices), the pool's (bits) and uniform."""
+    from cetopt.baselines import uniform_bits
+    from cetopt.problem.evaluate import choices_from_bits
+    from cetopt.search.api import DEFAULT_FORWARDS
+    from cetopt.search.base import SearchBudget
+    from cetopt.search.torch_measure import search_plan
+
+    seeds: dict[str, Mapping[str, int]] = dict(plans)
+    seeds.update({name: choices_from_bits(built.problem, bits) for name, bits in others.items()})
+    avg = built.problem.budget.avg_bits
+    uniform = uniform_bits(built.problem, avg) if avg is not None else None
+    if uniform is not None:
+        seeds["uniform"] = choices_from_bits(built.problem, uniform)
+    return search_plan(spec, built, search.strategy, budget=search.budget or SearchBudget(DEFAULT_FORWARDS),
+                       seeds=seeds, k=max(k, 4), backends=False, seed=search.seed, measurer=measurer,
+                       progress=search.progress)
 
 
 def budget_text(problem: AllocationProblem) -> str:

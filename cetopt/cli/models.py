@@ -221,7 +221,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from cetopt.problem.model import Budget
     from cetopt.quant.plan import plan_from_choices
     from cetopt.recipe import PLAN_AVG_BITS
-    from cetopt.rerank import select_plan
+    from cetopt.rerank import SearchRequest, select_plan
     from cetopt.search.base import SearchBudget
     from cetopt.workflow import build_for
 
@@ -229,9 +229,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     pool = tuple(name for name in args.pool.split(",") if name.strip())
     spec = _load_spec(args, recipe)
     built = build_for(spec, recipe, budget=budget, target=args.model)
-    search_budget = SearchBudget(forwards=args.search_forwards, seconds=args.search_seconds)
+    search = None if args.search is None else SearchRequest(
+        args.search, SearchBudget(forwards=args.search_forwards, seconds=args.search_seconds), progress=True)
     selection = select_plan(spec, built, args.rerank, pool=pool, solver=args.solver, backends=not args.no_backends,
-                            search=args.search, search_budget=search_budget, progress=True)
+                            search=search)
     extra = _plan_extra(args, built, selection, pool)
     plan = plan_from_choices(built.problem, selection.result.best.choices, extra=extra,
                              model=normalise_target(args.model))
