@@ -197,3 +197,15 @@ def test_every_command_that_takes_a_budget_takes_the_same_budget_flags() -> None
         with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()):
             parser.parse_args([name, *argv, "--avg-bits", "0"])
         assert stop.value.code == 2, name
+
+
+@pytest.mark.parametrize("flags, named", [(["--bits", "0,4"], "--bits"), (["--group-sizes=-1"], "--group-sizes"),
+                                          (["--bits", "2,x"], "--bits"), (["--rounding", "nearest,up"], "--rounding")])
+def test_a_bad_recipe_flag_is_named_before_any_work(flags: list[str], named: str) -> None:
+    from cetopt.cli import build_parser
+    from cetopt.cli.recipe_flags import recipe_from_args
+    from cetopt.errors import ProblemError
+
+    with pytest.raises(ProblemError) as err:
+        recipe_from_args(build_parser().parse_args(["extract", "digits-mlp", "--out", "x.json", *flags]))
+    assert err.value.field == named

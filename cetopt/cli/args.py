@@ -144,14 +144,14 @@ def int_list(text: str, option: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ProblemError(f"{option} expects comma-separated integers, got {text!r}") from None
+        raise ProblemError(f"expects comma-separated integers, got {text!r}", field=option) from None
 
 
 def float_list(text: str, option: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ProblemError(f"{option} expects comma-separated numbers, got {text!r}") from None
+        raise ProblemError(f"expects comma-separated numbers, got {text!r}", field=option) from None
 
 
 MODEL_HELP = ("a zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2, minilm), module:function or "

@@ -94,4 +94,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     for key in ("interactions", "objective", "activation_bits"):
         if getattr(args, key, None) is not None:
             changes[key] = getattr(args, key)
-    return recipe.replace(**changes) if changes else recipe
+    try:
+        return recipe.replace(**changes) if changes else recipe
+    except ProblemError as err:  # name the flag the user typed, not the recipe field behind it
+        field = (err.field or "").removeprefix("recipe.")
+        flag = {"cost_model": "--method", "quantizer": "--clip"}.get(field, "--" + field.replace("_", "-"))
+        raise ProblemError(err.reason, field=flag) from None
