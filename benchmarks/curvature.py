@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from cetopt._atomic import atomic_write_text
-from cetopt.bench.timing import Comparison, compare
+from cetopt.bench.timing import Adaptive, Comparison, compare
 from cetopt.curvature import CurvatureOperator, deflated_traces, hutchinson_traces, lanczos_eigenpairs
 from cetopt.curvature.hutchinson import rademacher_like
 from cetopt.curvature.operator import eval_mode
@@ -64,7 +64,7 @@ def hvp_cost(bm: BenchModel, rounds: int, sync: Callable[[], None]) -> dict[str,
 
     timing = compare({"forward+backward": forward_backward, "hvp steady": lambda: op.hvp(probe),
                       "hvp one-off": lambda: fresh.hvp(probe)}, rounds=rounds, warmup=1, sync=sync,
-                     min_block=MIN_BLOCK)
+                     adaptive=Adaptive(min_block=MIN_BLOCK))
     op.release()
     return {"timing": timing.to_dict(),
             "hvp_steady_over_fb": vars(timing.ratio("hvp steady", "forward+backward")),
@@ -152,8 +152,9 @@ def equal_error(bm: BenchModel, args: argparse.Namespace, sync: Callable[[], Non
         things[f"{mode} round"] = (lambda m: lambda: trace_round(op, m, 1, args.seed, eig))(mode)
     if eig is not None:
         things["lanczos"] = lanczos
-    timing = compare(things, rounds=args.eq_rounds, warmup=1, sync=sync, min_block=MIN_BLOCK,
-                     min_seconds=args.eq_seconds, max_rounds=max(args.eq_rounds, args.eq_max_rounds))
+    timing = compare(things, rounds=args.eq_rounds, warmup=1, sync=sync,
+                     adaptive=Adaptive(min_block=MIN_BLOCK, min_seconds=args.eq_seconds,
+                                       max_rounds=max(args.eq_rounds, args.eq_max_rounds)))
     loop.graphs = []
     op.release()
     P = args.target_probes

@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 from cetopt import AllocationProblem, solve
 from cetopt._atomic import atomic_write_text
-from cetopt.bench.timing import ProcessRun, Summary, compare, merge, run_process
+from cetopt.bench.timing import Adaptive, ProcessRun, Summary, compare, merge, run_process
 from cetopt.problem.io import save_problem
 from cetopt.problem.synthetic import synthetic_problem
 
@@ -126,7 +126,7 @@ def time_cell(layers: int, choices: int, args: argparse.Namespace, tmp: Path | N
     memory = [f"{b} call" for b in backends if b in args.memory_backends and traced] + ([PULP] if baseline else [])
     cheap = [f"{b} call" for b in backends if (b in FAST and traced) or layers <= 100] + ([PULP] if layers <= 100 else [])
     timing = compare(things, rounds=rounds, warmup=0, memory=memory if args.memory else False,
-                     min_block=MIN_BLOCK, calibrate=cheap,
+                     adaptive=Adaptive(min_block=MIN_BLOCK, calibrate=cheap),
                      after_call=lambda name, value: results.setdefault(name, []).append(value))
     return {"timing": timing, "results": results, "problem": problem.name, "file_bytes": path.stat().st_size}
 

@@ -12,6 +12,7 @@ Bring a model and ship it (see README, "Your own model")::
     from cetopt import Budget, build_for, load_model_spec, plan_from_result, solve, write_artifact
     spec = load_model_spec("my_model.py:spec")                   # or a zoo name
     built = build_for(spec, budget=Budget(avg_bits=4))          # curvature -> problem (+ candidate weights)
+    # the build's choices are one value: build_for(spec, get_recipe("cet"), ...) or DEFAULT_RECIPE.replace(bits=(2, 4, 8))
     plan = plan_from_result(built.problem, solve(built.problem, "dp"))
     write_artifact(spec, plan, "compressed/")                    # packed safetensors + plan + manifest
 
@@ -35,6 +36,7 @@ _LAZY = {
     **dict.fromkeys(("LayerChoice", "Plan", "apply_plan", "plan_from_result"), "cetopt.quant.plan"),
     **dict.fromkeys(("load_compressed", "write_artifact", "evaluate_artifact"), "cetopt.artifact"),
     "build_for": "cetopt.workflow",
+    **dict.fromkeys(("Recipe", "DEFAULT_RECIPE", "get_recipe"), "cetopt.recipe"),
     "Measurer": "cetopt.measure",
     **dict.fromkeys(("SearchBudget", "SearchResult", "run_search"), "cetopt.search"),
     "search_plan": "cetopt.search.torch_measure",
@@ -59,5 +61,5 @@ __all__ = [
     "SolverUnavailableError", "Status", "UnsupportedProblemError", "__version__", "available_solvers",
     "compile_problem", "evaluate", "load_problem", "register", "save_problem", "solve",
     "LayerChoice", "Plan", "apply_plan", "plan_from_result", "load_compressed", "write_artifact", "evaluate_artifact",
-    "build_for", "Measurer", "SearchBudget", "SearchResult", "run_search", "search_plan",
+    "build_for", "Recipe", "DEFAULT_RECIPE", "get_recipe", "Measurer", "SearchBudget", "SearchResult", "run_search", "search_plan",
 ]

@@ -4,12 +4,14 @@ measure it beside the uniform and HAWQ-V3 baselines (``cetopt demo``, ``make dem
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cetopt.modelspec import ModelSpec
 from cetopt.problem.model import AllocationProblem, Budget
+from cetopt.recipe import Recipe
 
 if TYPE_CHECKING:
+    from cetopt.builders.second_order import BuiltProblem
     from cetopt.measure import Measurer
 
 
@@ -82,96 +84,46 @@ def _row(record: dict[str, Any], fp: float | None) -> list[str]:
             "-" if metric is None else f"{metric:.4f}", "-" if metric is None or fp is None else f"{metric - fp:+.4f}"]
 
 
-def run_demo(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
-             rounding: str | None = None, objective: str | None = None) -> str:
+def run_demo(name: str = "digits-cnn", recipe: Recipe | None = None, *, budget: Budget | None = None,
+             solvers: Sequence[str] | None = None) -> str:
     """The demo table as text (see :func:`demo_report`)."""
-    return demo_report(name, avg_bits=avg_bits, solvers=solvers, rounding=rounding, objective=objective).text
+    return demo_report(name, recipe, budget=budget, solvers=solvers).text
 
 
-def demo_report(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Sequence[str] | None = None,
-                rounding: str | None = None, objective: str | None = None) -> DemoReport:
-    """The demo on ``name`` (a zoo model, ``module:function`` or ``file.py:function``) at ``avg_bits``: every
-    backend's plan and the baselines, applied and measured; ``rounding``: a registered rounding for every plan,
-    baselines included, default cetopt.workflow.DEFAULT_ROUNDING; ``objective``: "task", "fidelity" or None for the
-    spec's own, as :func:`cetopt.modelspec.load_model_spec`."""
-    from cetopt.baselines import hawq_v3_bits, hawq_v3_problem, uniform_bits
+def demo_report(name: str = "digits-cnn", recipe: Recipe | None = None, *, budget: Budget | None = None,
+                solvers: Sequence[str] | None = None) -> DemoReport:
+    """The demo on ``name`` (a zoo model, ``module:function`` or ``file.py:function``) under ``recipe`` (default:
+    the default recipe; its rounding is every plan's, baselines included, and its objective picks the loss) at
+    ``budget`` (default: cetopt.recipe.DEFAULT_AVG_BITS average bits): every backend's plan and the baselines,
+    applied and measured."""
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
-    from cetopt.problem.evaluate import choices_from_bits, evaluate
-    from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
-    from cetopt.rerank import DEFAULT_POOL, pool_bits, rerank, selection_measure
+    from cetopt.recipe import DEFAULT_RECIPE
+    from cetopt.rerank import budget_text
     from cetopt.solvers.api import solve
-    from cetopt.solvers.registry import available_solvers
     from cetopt.tables import format_table
-    from cetopt.quant.pack import model_packed_size
-    from cetopt.workflow import DEFAULT_BITS, DEFAULT_ROUNDING, build_for
+    from cetopt.workflow import build_for
 
-    rounding = rounding or DEFAULT_ROUNDING
-    spec = load_model_spec(name, objective=objective)
+    recipe = recipe or DEFAULT_RECIPE
+    spec = load_model_spec(name, objective=recipe.objective)
     measurer = Measurer(spec)
     metric_name, fp = next(iter(measurer.fp_metrics.items()), (None, None))
-    built = build_for(spec, budget=Budget(avg_bits=avg_bits), rounding=rounding)
+    built = build_for(spec, recipe, budget=budget)
     problem = built.problem
-    names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
-    records: list[dict[str, Any]] = []
-    measured: dict[tuple[tuple[str, int], ...], tuple[float, Any]] = {}  # backends often agree: each plan once
-
-    grid = problem_quantizer(problem)  # every plan, baselines included, on the grid the problem priced
-
-    def apply_and_measure(bits: dict[str, int]) -> tuple[float, Any]:
-        """(packed ratio, Measurement) of the plan ``bits``."""
-        key = tuple(sorted(bits.items()))
-        if key not in measured:
-            if rounding == "nearest":
-                applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
-                measured[key] = (applied.ratio, measurer.measure(applied.weights))
-            else:  # the candidates' own rounded weights: what was priced, what `apply` packs
-                ratio = model_packed_size(spec.model, Plan(bits=bits, quantizer=grid)).ratio
-                measured[key] = (ratio, measurer.measure(built.compressed_weights(bits)))
-        return measured[key]
-
-    backend_bits: dict[str, dict[str, int]] = {}  # every backend's plan: `cetopt plan` measures them too
-    for solver in names:
-        result = solve(problem, solver, time_limit=60)
-        if not result.success:
-            records.append(_record(f"cet/{solver}", result.status.value))
-            continue
-        if solver != "dp":
-            backend_bits[f"{problem.metadata['method']}/{solver}"] = dict(result.bits)
-        ratio, measurement = apply_and_measure(dict(result.bits))
-        records.append(_record(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
-                               result.gap, measurement))
-    baselines = {"hawq-v3/dp": hawq_v3_bits(hawq_v3_problem(spec, DEFAULT_BITS, quantizer=grid, rounding=rounding),
-                                            avg_bits)}
-    uniform = max(b for b in DEFAULT_BITS if b <= avg_bits)
-    baselines[f"uniform {uniform}-bit"] = uniform_bits(problem, uniform)
-    for label, bits in baselines.items():
-        if bits is None:
-            records.append(_record(label, "infeasible"))
-            continue
-        score = evaluate(problem, choices_from_bits(problem, bits))
-        ratio, measurement = apply_and_measure(dict(bits))
-        records.append(_record(label, "baseline", score.avg_bits, ratio, score.objective, None, measurement))
-    # what `cetopt plan` would ship (cetopt.rerank.select_plan, no search): the dp plan, the other backends' plans
-    # and the default pool's, measured (HAWQ-V3's and the backends' plans are already above)
-    measure, split = selection_measure(measurer)
-    hawq = baselines["hawq-v3/dp"] if "hawq-v3" in DEFAULT_POOL else None
-    pool = {**({} if hawq is None else {"hawq-v3": hawq}),
-            **pool_bits(spec, problem, [name for name in DEFAULT_POOL if name != "hawq-v3"]), **backend_bits}
-    selection = rerank(built, measure, 1, pool=pool)
-    chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
-    select_line = (f"`cetopt plan` (measured selection between the dp plan, the other backends' plans and the "
-                   f"pool's, {', '.join(DEFAULT_POOL)}; loss change on the {split} batches): {chosen} -> ships "
-                   f"{selection.best.label}")
+    measure = _plan_measurer(spec, built, measurer)
+    records, backend_bits = _backend_records(problem, solvers, measure)
+    baselines = _baseline_bits(spec, problem, recipe)
+    records += _baseline_records(problem, baselines, measure)
+    selection, select_line = _selection(spec, built, measurer, baselines, backend_bits)
     dp_bits = dict(solve(problem, "dp").bits)
     check = per_layer_check(spec, problem, dp_bits, measurer,
-                            None if rounding == "nearest" else built.compressed_weights(dp_bits))
+                            None if recipe.rounding == "nearest" else built.compressed_weights(dp_bits))
     check_table = format_table(["layer", "bits", "predicted_dL", "measured_dL"],
                                [[r["layer"], r["bits"] or "", f"{r['predicted']:.6f}", f"{r['measured']:.6f}"]
                                 for r in check])
     header = (f"{spec.name}: metric = {metric_name} (FP32 {fp if fp is None else f'{fp:.4f}'}); "
-              f"{len(problem.layers)} layers; budget {avg_bits} avg bits; quantiser clipping {grid.clip}; "
-              f"rounding {rounding} (every plan); "
+              f"{len(problem.layers)} layers; budget {budget_text(problem)}; quantiser clipping "
+              f"{recipe.quantizer.clip}; rounding {'+'.join(recipe.roundings)} (every plan); "
               f"predicted dL ({problem.metadata['method']}): {problem.metadata['cost_model']['description']}")
     table = format_table(["plan", "status", "avg_bits", "packed_ratio", "predicted_dL", "gap", "measured_dL",
                           metric_name or "metric", "vs_FP"], [_row(r, fp) for r in records])
@@ -179,3 +131,102 @@ def demo_report(name: str = "digits-cnn", *, avg_bits: float = 3.0, solvers: Seq
             "layer (each layer quantised alone) and whole:\n" + check_table)
     return DemoReport(text=text, model=spec.name, metric_name=metric_name, fp_metric=fp, plans=tuple(records),
                       selected=selection.best.label, per_layer=tuple(check))
+
+
+PlanMeasure = Callable[[dict[str, int]], tuple[float, Any]]
+
+
+def _plan_measurer(spec: ModelSpec, built: "BuiltProblem", measurer: "Measurer") -> PlanMeasure:
+    """(packed ratio, Measurement) of a plan's bits, each plan measured once (backends often agree): on the
+    problem's grid, with the candidates' own rounded weights (what was priced, what `apply` packs)."""
+    from cetopt.quant.pack import model_packed_size
+    from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
+
+    grid = problem_quantizer(built.problem)  # every plan, baselines included, on the grid the problem priced
+    nearest = built.problem.metadata.get("rounding", "nearest") == "nearest"
+    measured: dict[tuple[tuple[str, int], ...], tuple[float, Any]] = {}
+
+    def apply_and_measure(bits: dict[str, int]) -> tuple[float, Any]:
+        key = tuple(sorted(bits.items()))
+        if key not in measured:
+            if nearest:
+                applied = apply_plan(spec.model, Plan(bits=bits, quantizer=grid))
+                measured[key] = (applied.ratio, measurer.measure(applied.weights))
+            else:
+                ratio = model_packed_size(spec.model, Plan(bits=bits, quantizer=grid)).ratio
+                measured[key] = (ratio, measurer.measure(built.compressed_weights(bits)))
+        return measured[key]
+
+    return apply_and_measure
+
+
+def _backend_records(problem: AllocationProblem, solvers: Sequence[str] | None, measure: PlanMeasure,
+                     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Every installed backend's plan (but bruteforce), measured; and the plans of the backends other than dp,
+    by "<method>/<backend>" (`cetopt plan` measures them too)."""
+    from cetopt.solvers.api import solve
+    from cetopt.solvers.registry import available_solvers
+
+    names = solvers or [s.name for s in available_solvers() if s.installed and s.name != "bruteforce"]
+    records: list[dict[str, Any]] = []
+    backend_bits: dict[str, dict[str, int]] = {}
+    for solver in names:
+        result = solve(problem, solver, time_limit=60)
+        if not result.success:
+            records.append(_record(f"cet/{solver}", result.status.value))
+            continue
+        if solver != "dp":
+            backend_bits[f"{problem.metadata['method']}/{solver}"] = dict(result.bits)
+        ratio, measurement = measure(dict(result.bits))
+        records.append(_record(f"cet/{solver}", result.status.value, result.avg_bits, ratio, result.objective,
+                               result.gap, measurement))
+    return records, backend_bits
+
+
+def _baseline_bits(spec: ModelSpec, problem: AllocationProblem, recipe: Recipe) -> dict[str, Any]:
+    """HAWQ-V3's dp plan on the problem's candidates (cetopt.recipe.Recipe.priced_by) at its budget, and the
+    uniform plan at the widest candidate width within an average-bits budget (label -> bits, None: infeasible)."""
+    from cetopt.baselines import uniform_bits
+    from cetopt.builders.second_order import build
+    from cetopt.solvers.api import solve
+
+    hawq = solve(build(spec, recipe.priced_by("hawq-v3")).with_budget(problem.budget).problem, "dp")
+    baselines: dict[str, Any] = {"hawq-v3/dp": dict(hawq.bits) if hawq.success else None}
+    avg_bits = problem.budget.avg_bits
+    uniform = None if avg_bits is None else max((b for b in recipe.bits if b <= avg_bits), default=None)
+    if uniform is not None:
+        baselines[f"uniform {uniform}-bit"] = uniform_bits(problem, uniform)
+    return baselines
+
+
+def _baseline_records(problem: AllocationProblem, baselines: Mapping[str, Any], measure: PlanMeasure
+                      ) -> list[dict[str, Any]]:
+    from cetopt.problem.evaluate import choices_from_bits, evaluate
+
+    records = []
+    for label, bits in baselines.items():
+        if bits is None:
+            records.append(_record(label, "infeasible"))
+            continue
+        score = evaluate(problem, choices_from_bits(problem, bits))
+        ratio, measurement = measure(dict(bits))
+        records.append(_record(label, "baseline", score.avg_bits, ratio, score.objective, None, measurement))
+    return records
+
+
+def _selection(spec: ModelSpec, built: "BuiltProblem", measurer: "Measurer", baselines: Mapping[str, Any],
+               backend_bits: Mapping[str, dict[str, int]]) -> tuple[Any, str]:
+    """What `cetopt plan` would ship (cetopt.rerank.select_plan, no search): the dp plan, the other backends' plans
+    and the default pool's, measured (HAWQ-V3's and the backends' plans are already measured above); and its line."""
+    from cetopt.rerank import DEFAULT_POOL, pool_bits, rerank, selection_measure
+
+    measure, split = selection_measure(measurer)
+    hawq = baselines["hawq-v3/dp"] if "hawq-v3" in DEFAULT_POOL else None
+    pool = {**({} if hawq is None else {"hawq-v3": hawq}),
+            **pool_bits(spec, built.problem, [name for name in DEFAULT_POOL if name != "hawq-v3"]), **backend_bits}
+    selection = rerank(built, measure, 1, pool=pool)
+    chosen = ", ".join(f"{p.label} {p.measured:+.5f}" for p in selection.plans)
+    line = (f"`cetopt plan` (measured selection between the dp plan, the other backends' plans and the "
+            f"pool's, {', '.join(DEFAULT_POOL)}; loss change on the {split} batches): {chosen} -> ships "
+            f"{selection.best.label}")
+    return selection, line

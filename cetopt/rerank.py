@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from cetopt.builders.second_order import BuiltProblem
     from cetopt.measure import Measurer
     from cetopt.modelspec import ModelSpec
+    from cetopt.problem.model import Budget
+    from cetopt.recipe import Recipe
     from cetopt.search.base import SearchBudget, SearchResult
 
 # the cost models whose plans join the default's in a measured selection (``cetopt plan``, ``cetopt demo``), chosen
@@ -235,28 +237,28 @@ class Selection:
 
 def pool_bits(spec: "ModelSpec", problem: AllocationProblem, pool: Sequence[str], solver: str = "dp",
               ) -> dict[str, Mapping[str, int]]:
-    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidate bit-widths, grid
-    and rounding (name -> bits). A member with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
+    """Each pool cost model's plan of ``spec`` at ``problem``'s budget, on ``problem``'s candidates: its recipe
+    (cetopt.recipe.Recipe.from_metadata) priced by the pool member (:meth:`Recipe.priced_by`) (name -> bits). A member
+    with no feasible plan is left out (logged; :attr:`Selection.left_out` names it).
 
     Raises:
         ProblemError(field="pool"): an unknown cost model.
     """
     import logging
 
+    from cetopt.builders.second_order import build
     from cetopt.costmodels.registry import cost_model_names
-    from cetopt.quant.plan import problem_quantizer
+    from cetopt.recipe import Recipe
     from cetopt.solvers.api import solve
-    from cetopt.workflow import build_for
 
     unknown = [name for name in pool if name not in cost_model_names()]
     if unknown:
         raise ProblemError(f"unknown cost model(s) {unknown}; choose from {sorted(cost_model_names())}", field="pool")
-    bits = sorted({c.bits for layer in problem.layers for c in layer.choices if c.rank is None and c.terms == 1})
+    recipe = Recipe.from_metadata(problem.metadata)
     out: dict[str, Mapping[str, int]] = {}
     for name in pool:
-        other = build_for(spec, method=name, bits=bits, budget=problem.budget, quantizer=problem_quantizer(problem),
-                          rounding=problem.metadata.get("rounding", "nearest"))
-        result = _solve(other.problem.with_budget(problem.budget), solver)
+        other = build(spec, recipe.priced_by(name)).with_budget(problem.budget)
+        result = _solve(other.problem, solver)
         if result is None:
             logging.getLogger(__name__).warning("pool member %s has no feasible plan at this budget: left out", name)
             continue
@@ -268,14 +270,29 @@ def _bits_of(problem: AllocationProblem, choices: Mapping[str, int]) -> dict[str
     return {name: problem.layer(name).choices[i].bits for name, i in choices.items()}
 
 
+@dataclass(frozen=True)
+class SearchRequest:
+    """A measured search to run inside :func:`select_plan`.
+
+    Attributes:
+        strategy: a :mod:`cetopt.search` strategy (evopress, local, refit).
+        budget: what it may spend (default: cetopt.search.api.DEFAULT_FORWARDS forward passes).
+        seed: its random seed.
+        progress: show its progress bar on stderr.
+    """
+
+    strategy: str
+    budget: "SearchBudget | None" = None
+    seed: int = 0
+    progress: bool = False
+
+
 def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: Sequence[str] = DEFAULT_POOL,
                 solver: str = "dp", measurer: "Measurer | None" = None, backends: bool = True,
-                search: str | None = None, search_budget: "SearchBudget | None" = None, search_seed: int = 0,
-                progress: bool = False) -> Selection:
+                search: SearchRequest | None = None) -> Selection:
     """The measured selection of ``cetopt plan``: ``built``'s k best plans, each ``pool`` cost model's plan at
-    the same budget, every installed backend's plan of ``built.problem`` (``backends``) and, with ``search`` (a
-    :mod:`cetopt.search` strategy), the measured search's plan, all measured by :func:`selection_measure`;
-    ``result.best`` is the plan to ship.
+    the same budget, every installed backend's plan of ``built.problem`` (``backends``) and, with ``search``, the
+    measured search's plan, all measured by :func:`selection_measure`; ``result.best`` is the plan to ship.
 
     Raises:
         ProblemError: as :func:`rerank`, :func:`pool_bits` and :func:`cetopt.search.api.run_search`.
@@ -291,7 +308,7 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
     seconds = time.perf_counter() - begin
     members: dict[str, Mapping[str, int]] = dict(others)
     method = str(built.problem.metadata.get("method", "")) or "problem"
-    found, plans = None, {}
+    plans: dict[str, Mapping[str, int]] = {}
     start = time.perf_counter()
     if backends:
         from cetopt.search.api import backend_plans
@@ -299,23 +316,10 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
         plans = backend_plans(built.problem, skip=(solver,))
         members.update({f"{method}/{name}": _bits_of(built.problem, c) for name, c in plans.items()})
     backend_seconds = time.perf_counter() - start
-    if search:
-        from cetopt.baselines import uniform_bits
-        from cetopt.problem.evaluate import choices_from_bits
-        from cetopt.search.api import DEFAULT_FORWARDS
-        from cetopt.search.base import SearchBudget
-        from cetopt.search.torch_measure import search_plan
-
-        seeds: dict[str, Mapping[str, int]] = dict(plans)
-        seeds.update({name: choices_from_bits(built.problem, bits) for name, bits in others.items()})
-        avg = built.problem.budget.avg_bits
-        uniform = uniform_bits(built.problem, avg) if avg is not None else None
-        if uniform is not None:
-            seeds["uniform"] = choices_from_bits(built.problem, uniform)
-        found = search_plan(spec, built, search, budget=search_budget or SearchBudget(DEFAULT_FORWARDS),
-                            seeds=seeds, k=max(k, 4), backends=False, seed=search_seed, measurer=measurer,
-                            progress=progress)
-        members[f"search:{search}"] = dict(found.bits)
+    found = None
+    if search is not None:
+        found = _search(spec, built, search, plans, others, k, measurer)
+        members[f"search:{search.strategy}"] = dict(found.bits)
     optimum = solve(built.problem, solver)
     measure, split = selection_measure(measurer)
     result = rerank(built, measure, k, solver, pool=members)
@@ -330,6 +334,34 @@ def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: S
                      seconds=time.perf_counter() - begin)
 
 
+def _search(spec: "ModelSpec", built: "BuiltProblem", search: SearchRequest, plans: Mapping[str, Mapping[str, int]],
+            others: Mapping[str, Mapping[str, int]], k: int, measurer: "Measurer") -> "SearchResult":
+    """The measured search's result, seeded by the backends' plans (choices), the pool's (bits) and uniform."""
+    from cetopt.baselines import uniform_bits
+    from cetopt.problem.evaluate import choices_from_bits
+    from cetopt.search.api import DEFAULT_FORWARDS
+    from cetopt.search.base import SearchBudget
+    from cetopt.search.torch_measure import search_plan
+
+    seeds: dict[str, Mapping[str, int]] = dict(plans)
+    seeds.update({name: choices_from_bits(built.problem, bits) for name, bits in others.items()})
+    avg = built.problem.budget.avg_bits
+    uniform = uniform_bits(built.problem, avg) if avg is not None else None
+    if uniform is not None:
+        seeds["uniform"] = choices_from_bits(built.problem, uniform)
+    return search_plan(spec, built, search.strategy, budget=search.budget or SearchBudget(DEFAULT_FORWARDS),
+                       seeds=seeds, k=max(k, 4), backends=False, seed=search.seed, measurer=measurer,
+                       progress=search.progress)
+
+
+def budget_text(problem: AllocationProblem) -> str:
+    """The problem's budget in words: "3.0 avg bits", or its fields."""
+    budget = problem.budget
+    if budget.avg_bits is not None and budget.replace(avg_bits=None).is_empty():
+        return f"{budget.avg_bits} avg bits"
+    return ", ".join(f"{k} {v:g}" for k, v in vars(budget).items() if v is not None)
+
+
 def selection_table(selection: Selection, total_params: int) -> str:
     """The measured selection as a text table: each plan's source, size, predicted and measured loss change."""
     from cetopt.tables import format_table
@@ -341,21 +373,22 @@ def selection_table(selection: Selection, total_params: int) -> str:
                         rows)
 
 
-def rerank_report(target: str, k: int, *, avg_bits: float = 3.0, method: str | None = None,
+def rerank_report(target: str, k: int, *, budget: "Budget | None" = None, recipe: "Recipe | None" = None,
                   solver: str = "dp", pool: Sequence[str] = DEFAULT_POOL) -> str:
-    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem at ``avg_bits`` and the pool's
-    plans, each with its predicted and its measured loss change, and which one re-ranking returns (text table)."""
-    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+    """``cetopt demo TARGET --rerank K``: the k best plans of the model's problem under ``recipe`` (default: the
+    default recipe) at ``budget`` (default: cetopt.recipe.DEFAULT_AVG_BITS average bits) and the pool's plans, each
+    with its predicted and its measured loss change, and which one re-ranking returns (text table)."""
     from cetopt.modelspec import load_model_spec
-    from cetopt.problem.model import Budget
+    from cetopt.recipe import DEFAULT_RECIPE
     from cetopt.workflow import build_for
 
-    spec = load_model_spec(target)
-    method = method or DEFAULT_COST_MODEL
-    built = build_for(spec, method=method, budget=Budget(avg_bits=avg_bits))
+    recipe = recipe or DEFAULT_RECIPE
+    spec = load_model_spec(target, objective=recipe.objective)
+    built = build_for(spec, recipe, budget=budget, target=target)
     selection = select_plan(spec, built, k, pool=pool, solver=solver)
     result = selection.result
-    return (f"{spec.name}: the {k} best plans of the {method} problem at {avg_bits} avg bits ({solver})"
+    return (f"{spec.name}: the {k} best plans of the {recipe.cost_model} problem at {budget_text(built.problem)} "
+            f"({solver})"
             f"{' and the plans of ' + ', '.join(pool) if pool else ''}, re-ranked by the measured {selection.split} "
             f"loss change:\n{selection_table(selection, built.problem.total_params)}\n"
             f"returned: {result.best.label} (predicted {result.best.predicted_loss:.6f}, measured "

@@ -14,6 +14,9 @@ from cetopt.builders.second_order import build
 from cetopt.curvature import CurvatureOperator, quadratic_forms
 from cetopt.curvature.coverage import FORWARD, FULL, HOOKED, OUTPUT_BACKWARD, PREFIX, WEIGHT_BACKWARD
 from cetopt.curvature.extract import CurvatureSettings, extract_curvature
+from cetopt.modelspec import ModelSpec
+from cetopt.problem.model import Budget
+from cetopt.recipe import Recipe
 
 PATHS = {"forward": (PREFIX, FORWARD), "output": (PREFIX, OUTPUT_BACKWARD), "weight": (PREFIX, WEIGHT_BACKWARD),
          "hooked": (HOOKED, OUTPUT_BACKWARD), "full": (FULL, WEIGHT_BACKWARD)}
@@ -65,8 +68,10 @@ def check_architecture(model: nn.Module, batches: list[Any], expected: Mapping[s
     assert taken == {n: PATHS[e] for n, e in expected.items()}, {n: p for n, p in fast.paths.items()}
     for name, text in fallbacks.items():
         assert text in str(fast.paths[name].fallback), (name, fast.paths[name].fallback)
-    built = build(model, loss_fn, batches, name="arch", bits=(4, 8), method="cet", cache_dir=False, layers=layers,
-                  settings=CurvatureSettings(k=0, dtype="float64"))
+    spec = ModelSpec(name="arch", model=model, calibration=batches, loss_fn=loss_fn,
+                     layers=None if layers is None else tuple(layers))
+    built = build(spec, Recipe(cost_model="cet", bits=(4, 8)), cache_dir=False,
+                  settings=CurvatureSettings(k=0, dtype="float64")).with_budget(Budget(avg_bits=4.0))
     record = built.problem.metadata["coverage"]
     assert {n: (p["graph"], p["forms"]) for n, p in record["layers"].items()} == taken
     planned = sum(p.numel() for p in op.params)

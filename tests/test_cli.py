@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -173,3 +175,37 @@ def test_version_and_global_options_after_the_subcommand(capsys: pytest.CaptureF
     assert parser.parse_args(["solve", "p.json"]).threads is None
     assert main(["solvers", "--threads", "0"]) == 2  # validated wherever it is given
     assert "--threads" in capsys.readouterr().err
+
+
+def test_every_command_that_takes_a_budget_takes_the_same_budget_flags() -> None:
+    """One declaration and one validator (cetopt.cli.args.add_budget_flags) for solve, compare, extract, plan and
+    demo; extract/plan/demo read the given flags into the budget they attach."""
+    from cetopt.cli import build_parser
+    from cetopt.cli.args import AVG_BITS, BUDGET_FLAGS, budget_from_args
+    from cetopt.problem.model import Budget
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, argv in {"solve": ["p.json"], "compare": ["p.json"], "extract": ["m", "--out", "x"],
+                       "plan": ["m", "--out", "x"], "demo": ["m"]}.items():
+        flags = {a.dest: a for a in commands[name]._actions if a.option_strings}
+        assert {dest for dest, _ in BUDGET_FLAGS} <= set(flags), name
+        assert flags["avg_bits"].type is AVG_BITS, name
+        args = parser.parse_args([name, *argv, "--size-bytes", "1000", "--max-loss", "0.5"])
+        assert budget_from_args(args) == Budget(size_bytes=1000, max_loss=0.5), name
+        assert budget_from_args(parser.parse_args([name, *argv])) is None, name
+        with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()):
+            parser.parse_args([name, *argv, "--avg-bits", "0"])
+        assert stop.value.code == 2, name
+
+
+@pytest.mark.parametrize("flags, named", [(["--bits", "0,4"], "--bits"), (["--group-sizes=-1"], "--group-sizes"),
+                                          (["--bits", "2,x"], "--bits"), (["--rounding", "nearest,up"], "--rounding")])
+def test_a_bad_recipe_flag_is_named_before_any_work(flags: list[str], named: str) -> None:
+    from cetopt.cli import build_parser
+    from cetopt.cli.recipe_flags import recipe_from_args
+    from cetopt.errors import ProblemError
+
+    with pytest.raises(ProblemError) as err:
+        recipe_from_args(build_parser().parse_args(["extract", "digits-mlp", "--out", "x.json", *flags]))
+    assert err.value.field == named

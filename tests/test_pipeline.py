@@ -71,12 +71,13 @@ def test_second_order_prediction_is_accurate_on_a_smooth_model() -> None:
     from cetopt.curvature import CurvatureSettings
     from cetopt.modelspec import ModelSpec
     from cetopt.pipeline import per_layer_check
+    from cetopt.recipe import Recipe
     from tests.curvature.test_curvature import ce_loss as tiny_loss, tiny_data, tiny_model
 
     spec = ModelSpec(name="tiny", model=tiny_model(), calibration=tiny_data(), loss_fn=tiny_loss)
     tolerance = {4: 2e-3, 6: 2e-4, 8: 2e-4}
-    problem = build(spec.model, spec.loss_fn, spec.calibration, name="tiny", bits=tuple(tolerance), method="cet",
-                    settings=CurvatureSettings(dtype="float64"), budget=Budget(avg_bits=8), cache_dir=False).problem
+    problem = build(spec, Recipe(cost_model="cet", bits=tuple(tolerance)), settings=CurvatureSettings(dtype="float64"),
+                    cache_dir=False).with_budget(Budget(avg_bits=8)).problem
     for b, tol in tolerance.items():
         # each layer alone (the whole plan adds cross-layer terms: tests/builders checks them with interactions)
         for row in per_layer_check(spec, problem, {layer.name: b for layer in problem.layers})[:-1]:

@@ -31,7 +31,8 @@ class Cell:
         time_limit: seconds per solve (the config's own limit wins when it is smaller).
         measure: apply the plan to the zoo model and measure its metric.
         reextract: when the problem's recorded fingerprint differs from the local zoo model's, rebuild the
-            problem on the local model (same method, candidate bits and budget) instead of refusing.
+            problem on the local model (its recorded recipe, cetopt.recipe.Recipe.from_metadata, and budget)
+            instead of refusing.
         models: model targets the user typed (``cetopt bench --model``): a problem whose recorded model is not a
             zoo name is measured only when it records one of these (the target inside a file is never imported).
     """
@@ -59,11 +60,12 @@ def versions() -> str:
 
 
 @lru_cache(maxsize=4)
-def _task(model: str, fold: bool = False) -> Any:
-    """The zoo spec ``model``; with ``fold``, its BatchNorms folded (a problem built with extract --fold-bn)."""
+def _task(model: str, fold: bool = False, objective: str | None = None) -> Any:
+    """The zoo spec ``model`` (with ``objective``, as load_model_spec); with ``fold``, its BatchNorms folded (a
+    problem built with extract --fold-bn)."""
     from cetopt.modelspec import load_model_spec
 
-    spec = load_model_spec(model)
+    spec = load_model_spec(model, objective=objective)
     if fold:
         from cetopt.quant.fold import fold_spec
 
@@ -84,11 +86,30 @@ def _measurer(model: str, fold: bool = False) -> Any:
 
 
 @lru_cache(maxsize=8)
-def _hawq_problem(model: str, bits: tuple[int, ...], quantizer: Any, fold: bool = False) -> AllocationProblem:
-    """HAWQ-V3's problem of ``model`` with its candidates on ``quantizer``'s grid (the compared problem's)."""
-    from cetopt.baselines import hawq_v3_problem
+def _hawq_priced(model: str, recipe: Any, fold: bool = False) -> Any:
+    """HAWQ-V3's priced problem of ``model`` on the compared problem's candidates (``recipe``, priced by hawq-v3),
+    built once for every budget."""
+    from cetopt.builders.second_order import build
 
-    return hawq_v3_problem(_task(model, fold), bits, quantizer=quantizer)
+    return build(_task(model, fold), recipe.priced_by("hawq-v3"))
+
+
+def _recipe(problem: AllocationProblem) -> Any:
+    """The recipe ``problem`` was built with (cetopt.recipe.Recipe.from_metadata); for a problem that records no
+    build provenance, the default recipe on its candidate widths and grid (logged at INFO)."""
+    import logging
+
+    from cetopt.errors import ProblemError
+    from cetopt.quant.plan import problem_quantizer
+    from cetopt.recipe import DEFAULT_RECIPE, Recipe
+
+    try:
+        return Recipe.from_metadata(problem.metadata)
+    except ProblemError:
+        bits = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
+        logging.getLogger(__name__).info("%s records no recipe: its baselines use the default recipe on its candidate "
+                                         "widths %s and grid", problem.name, bits)
+        return DEFAULT_RECIPE.replace(bits=bits, quantizer=problem_quantizer(problem))
 
 
 def _recorded_model(problem: AllocationProblem) -> str | None:
@@ -122,19 +143,20 @@ def _unmeasured_note(problem: AllocationProblem, models: tuple[str, ...]) -> str
 
 @lru_cache(maxsize=8)
 def _reextracted(path: str, model: str) -> AllocationProblem:
-    """The problem file ``path`` rebuilt on the local zoo model (same method, candidate bits and budget)."""
-    from cetopt.quant.plan import problem_quantizer
-    from cetopt.workflow import build_for
+    """The problem file ``path`` rebuilt on the local zoo model: its recorded recipe (cost model, candidates, grid,
+    rounding, interactions, ...: cetopt.recipe.Recipe.from_metadata) and its budget."""
+    from cetopt.builders.second_order import build
+    from cetopt.errors import ProblemError
+    from cetopt.modelspec import objective_of
+    from cetopt.recipe import Recipe
 
     base = load_problem(path)
-    if any(c.rank is not None or c.terms != 1 for layer in base.layers for c in layer.choices):
-        raise FingerprintMismatchError(f"{path}: re-extraction covers bit-width candidates only; re-extract this "
-                                       "problem with cetopt extract and its original options", fields=())
-    bits = tuple(sorted({c.bits for layer in base.layers for c in layer.choices}))
-    method = str(base.metadata.get("method", "cet"))
-    return build_for(_task(model, _folded(base)), method=method, bits=bits,  # type: ignore[return-value]
-                     budget=base.budget,
-                     quantizer=problem_quantizer(base)).problem
+    try:
+        recipe = Recipe.from_metadata(base.metadata)
+    except ProblemError as err:
+        raise FingerprintMismatchError(f"{path}: cannot re-extract: {err}", fields=()) from None
+    spec = _task(model, _folded(base), recipe.objective or objective_of(base.metadata))
+    return build(spec, recipe, target=model).with_budget(base.budget).problem
 
 
 def _same_model(cell: Cell, base: AllocationProblem) -> tuple[AllocationProblem, str | None]:
@@ -169,7 +191,6 @@ def _empty_row(cell: Cell, problem: AllocationProblem) -> dict[str, Any]:
 
 def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, int] | None, str]:
     from cetopt.baselines import hawq_v3_bits, uniform_bits
-    from cetopt.quant.plan import problem_quantizer
 
     b = cell.budget_avg_bits
     if cell.solver == "uniform":
@@ -179,8 +200,12 @@ def _baseline_bits(cell: Cell, problem: AllocationProblem) -> tuple[dict[str, in
     if model is None:
         return None, ("hawq-v3 baseline needs the problem's model to extract traces from: "
                       + (_unmeasured_note(problem, cell.models) or "the problem records none (metadata model_target)"))
-    candidates = tuple(sorted({c.bits for layer in problem.layers for c in layer.choices}))
-    bits = hawq_v3_bits(_hawq_problem(model, candidates, problem_quantizer(problem), _folded(problem)), b)
+    # a baseline row is applied as a plain plan (bits on the problem's grid, rounded to nearest): priced the same way
+    recipe = _recipe(problem)
+    bits = recipe.bits if recipe.levels is None else recipe.levels.bits
+    recipe = recipe.replace(bits=bits, levels=None, rounding="nearest", group_sizes=None)
+    hawq = _hawq_priced(model, recipe, _folded(problem)).with_budget(problem.budget).problem
+    bits = hawq_v3_bits(hawq, b)
     if bits is None:
         return None, "hawq-v3 problem: infeasible at this budget"
     return dict(bits), ""

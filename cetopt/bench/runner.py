@@ -106,6 +106,33 @@ def _worker_lost(err: BaseException) -> bool:
     return isinstance(err, BrokenExecutor) or type(err).__name__ == "KilledWorker"
 
 
+def _run_on_executor(todo: list[Cell], out_dir: Path, executor: str | None, jobs: int,
+                     finish: Callable[[Cell, dict[str, Any]], None]) -> None:
+    """Run ``todo`` on the executor (cetopt.bench.executor), ``finish`` each row as it arrives; a lost worker stops
+    the run with :class:`BenchWorkerLost` once the others are done (their cells saved)."""
+    from cetopt.bench.executor import open_executor
+
+    with open_executor(executor, jobs=jobs) as pool:
+        futures = [pool.submit(_run_in_worker, cell) for cell in todo]
+        lost: list[BaseException] = []
+        for future in as_completed(futures):
+            try:
+                cell, row = future.result()
+            except Exception as err:  # noqa: BLE001 (only a lost worker is caught; see below)
+                if not _worker_lost(err):
+                    raise
+                lost.append(err)
+                continue
+            finish(cell, row)
+        if lost:
+            saved = sum(1 for c in todo if read_cell(out_dir, key_for(c)) is not None)
+            raise BenchWorkerLost(
+                f"a bench worker died ({type(lost[0]).__name__}: {str(lost[0])[:160] or 'killed'}; out of "
+                f"memory or killed?) with {len(todo) - saved} of {len(todo)} cells unfinished; the {saved} "
+                f"finished cells are saved in {out_dir / 'cells'}: run the same command again to resume "
+                "(with --jobs 1 the rest run in this process)")
+
+
 def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, show_progress: bool = True,
               plots: bool = True, on_row: Callable[[dict[str, Any]], None] | None = None,
               executor: str | None = None) -> BenchResult:
@@ -133,27 +160,7 @@ def run_bench(spec: BenchSpec, out: str | os.PathLike[str], *, jobs: int = 1, sh
             for cell in todo:
                 finish(cell, run_cell(cell))
         elif todo:
-            from cetopt.bench.executor import open_executor
-
-            with open_executor(executor, jobs=jobs) as pool:
-                futures = [pool.submit(_run_in_worker, cell) for cell in todo]
-                lost: list[BaseException] = []
-                for future in as_completed(futures):
-                    try:
-                        cell, row = future.result()
-                    except Exception as err:  # noqa: BLE001 (only a lost worker is caught; see below)
-                        if not _worker_lost(err):
-                            raise
-                        lost.append(err)
-                        continue
-                    finish(cell, row)
-                if lost:
-                    saved = sum(1 for c in todo if read_cell(out_dir, key_for(c)) is not None)
-                    raise BenchWorkerLost(
-                        f"a bench worker died ({type(lost[0]).__name__}: {str(lost[0])[:160] or 'killed'}; out of "
-                        f"memory or killed?) with {len(todo) - saved} of {len(todo)} cells unfinished; the {saved} "
-                        f"finished cells are saved in {out_dir / 'cells'}: run the same command again to resume "
-                        "(with --jobs 1 the rest run in this process)")
+            _run_on_executor(todo, out_dir, executor, jobs, finish)
     finally:
         bar.close()
     rows = sorted((r for c in cells if (r := read_cell(out_dir, key_for(c))) is not None),

@@ -128,11 +128,29 @@ def _sync_noop() -> None:
     return None
 
 
+@dataclass(frozen=True)
+class Adaptive:
+    """How :func:`compare` gives short calls and cheap comparisons more samples.
+
+    Attributes:
+        min_block: seconds; a thing in ``calibrate`` whose first call (a warm-up call, or one extra untimed
+            call when ``warmup`` is 0) took less is called ``ceil(min_block / that)`` times back to back per
+            round (at most 10,000), so that millisecond calls are not lost in clock and scheduler noise.
+        calibrate: names that may be repeated (default: all).
+        min_seconds: after ``rounds`` rounds, keep adding rounds until the timed rounds took this many
+            seconds in all (cheap comparisons get more rounds, expensive ones keep ``rounds``) ...
+        max_rounds: ... but never more than this many rounds (default: ``rounds``, i.e. no extension).
+    """
+
+    min_block: float = 0.0
+    calibrate: Sequence[str] | None = None
+    min_seconds: float = 0.0
+    max_rounds: int | None = None
+
+
 def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup: int = 1,
             sync: Callable[[], None] = _sync_noop, memory: bool | Sequence[str] = False,
-            after_call: Callable[[str, Any], None] | None = None, min_block: float = 0.0,
-            calibrate: Sequence[str] | None = None, min_seconds: float = 0.0,
-            max_rounds: int | None = None) -> Comparison:
+            after_call: Callable[[str, Any], None] | None = None, adaptive: Adaptive = Adaptive()) -> Comparison:
     """Time each callable once per round, interleaved, after ``warmup`` untimed calls of each.
 
     Args:
@@ -143,17 +161,13 @@ def compare(things: Mapping[str, Callable[[], Any]], *, rounds: int = 5, warmup:
         memory: True (every thing) or names: peak bytes traced by tracemalloc in one extra untimed call.
         after_call: ``after_call(name, return_value)`` after each timed block, outside the clock (to keep
             a result, e.g. a SolveResult or a process's peak memory).
-        min_block: seconds; a thing in ``calibrate`` whose first call (a warm-up call, or one extra untimed
-            call when ``warmup`` is 0) took less is called ``ceil(min_block / that)`` times back to back per
-            round (at most 10,000), so that millisecond calls are not lost in clock and scheduler noise.
-        calibrate: names that may be repeated (default: all).
-        min_seconds: after ``rounds`` rounds, keep adding rounds until the timed rounds took this many
-            seconds in all (cheap comparisons get more rounds, expensive ones keep ``rounds``) ...
-        max_rounds: ... but never more than this many rounds (default: ``rounds``, i.e. no extension).
+        adaptive: repeated calls of short things and extra rounds of cheap comparisons (:class:`Adaptive`).
 
     Returns:
         A Comparison; ``.ratio(a, b)`` gives per-round ratios of per-call seconds.
     """
+    min_block, calibrate = adaptive.min_block, adaptive.calibrate
+    min_seconds, max_rounds = adaptive.min_seconds, adaptive.max_rounds
     if not things:
         raise ValueError("nothing to time: pass at least one callable")
     if rounds < 1 or warmup < 0:

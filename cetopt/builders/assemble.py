@@ -13,7 +13,9 @@ from torch import nn
 
 from cetopt.builders.candidates import LayerCandidates
 from cetopt.curvature.operator import Batch, LossFn
+from cetopt.errors import ProblemError
 from cetopt.problem.model import Budget, Choice, Edge, Interaction, Layer, Minimize
+from cetopt.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -85,28 +87,40 @@ def interaction_terms(cross: Mapping[tuple[str, str], np.ndarray], kept: Mapping
 
 
 def problem_form(budget: Budget | None, lossless: bool, max_loss: float, total_params: int) -> tuple[Budget, Minimize]:
-    """The budget and what is minimised: a budget on the predicted loss alone (LLC's default) is the
-    "maximise compression" form (minimise size under it); otherwise minimise the loss."""
-    if lossless and budget is None:
+    """The budget and what is minimised: a budget on the predicted loss alone (a lossless cost model's form when no
+    budget is given: predicted change <= ``max_loss``) is the "maximise compression" form (minimise size under it);
+    otherwise minimise the loss.
+
+    Raises:
+        ProblemError(field="budget"): no budget for a cost model that is not lossless.
+    """
+    if budget is None:
+        if not lossless:
+            raise ProblemError("the problem needs a budget: attach one, e.g. priced.with_budget(Budget(avg_bits=3)) "
+                               "(cetopt.recipe.DEFAULT_AVG_BITS is the front ends' default)", field="budget")
         budget = Budget(max_loss=max_loss)
-    budget = budget or Budget(avg_bits=4.0)
     loss_only = budget.max_loss is not None and budget.bops is None and budget.max_size_bits(total_params) is None
     return budget, Minimize.SIZE if loss_only else Minimize.LOSS
 
 
-def problem_metadata(*, method: str, cost_model: Any, rounding: str, bits: Sequence[int], levels: Any,
-                     quantizer: Any, settings: Any, loss: float, op: Any, graph_note: str, interactions: int,
-                     llc_radius: str, layer_eps: float | None, removed: Mapping[str, list[str]],
-                     curvature: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The problem's provenance: how it was built (cost model, rounding, quantiser, curvature settings, data
-    size, layer graph, filters) plus the caller's ``extra`` (model, data, fingerprints)."""
+def problem_metadata(recipe: Recipe, cost_model: Any, op: Any, settings: Any, curvature: Any,
+                     found: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The problem's provenance: its recipe (under "recipe", what :meth:`Recipe.from_metadata` reads back, and
+    spelled out in the older keys that plans and apply read: method, rounding, bits, quantizer, ...), the cost
+    model's description, the curvature settings, the data size, and what the build ``found`` (calibration_loss,
+    layer_graph: how the graph was traced, interactions: the number of terms, removed_candidates), plus the
+    caller's ``extra`` (model, data, fingerprints)."""
+    removed = found.get("removed_candidates")
     info: dict[str, Any] = {
-        "method": method, "cost_model": cost_model.describe(), "rounding": rounding, "bits": list(bits),
-        **({"levels": levels.to_dict()} if levels is not None else {}),
-        "quantizer": quantizer.to_dict(), "curvature": asdict(settings), "calibration_loss": loss,
-        "calibration_batches": len(op.batches), "device": str(op.device), "layer_graph": graph_note,
-        "interactions": interactions, **({"llc_radius": llc_radius} if cost_model.lossless else {}),
-        **({"layer_eps": layer_eps} if layer_eps is not None else {}),
+        "method": recipe.cost_model, "recipe": recipe.to_dict(), "cost_model": cost_model.describe(),
+        "rounding": recipe.rounding, "bits": list(recipe.bits),
+        **({"levels": recipe.levels.to_dict()} if recipe.levels is not None else {}),
+        "quantizer": recipe.quantizer.to_dict(), "curvature": asdict(settings),
+        "calibration_loss": found["calibration_loss"], "calibration_batches": len(op.batches),
+        "device": str(op.device), "layer_graph": found["layer_graph"], "interactions": found["interactions"],
+        **({"llc_radius": recipe.llc_radius} if cost_model.lossless else {}),
+        **({"layer_eps": recipe.layer_eps} if recipe.layer_eps is not None else {}),
+        **({"group_sizes": list(recipe.group_sizes)} if recipe.group_sizes is not None else {}),
         **({"removed_candidates": dict(removed)} if removed else {}), **(extra or {})}
     if "trace_per_weight" in cost_model.needs and curvature is not None:
         names = set(op.names)

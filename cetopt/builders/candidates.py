@@ -7,7 +7,7 @@ size). Its error d = W_hat - W is what the cost models score, and its weight is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import torch
@@ -18,6 +18,7 @@ from cetopt.problem.model import Choice
 from cetopt.quant.compressors import compress
 from cetopt.quant.quantizers import QuantizerSpec, packed_size_bits
 from cetopt.quant.rounding import round_weight
+from cetopt.recipe import Levels  # noqa: F401  (its home is the recipe; imported here by older code)
 from cetopt.quant.rounding.registry import ROUNDINGS
 
 
@@ -104,30 +105,6 @@ def quantization_candidates(weights: Mapping[str, torch.Tensor], bits: Sequence[
                     choices.append(choice)
         out.append(LayerCandidates(name=name, original=weight, choices=tuple(choices), weights=tuple(compressed)))
     return out
-
-
-@dataclass(frozen=True)
-class Levels:
-    """The compression levels a layer may take (one Choice each).
-
-    Attributes:
-        bits: plain quantisation at these bit-widths (rounded as the builder's ``rounding`` says).
-        rank_energies: low-rank: the smallest ranks keeping these fractions of ||W||_F^2 (truncated SVD).
-        rank_grid: low-rank: ranks as fractions of min(m, n) (e.g. 0.25 = a quarter of full rank).
-        rank_bits: storage bits of the low-rank factors (32 = floating point), one choice per rank and value.
-        series_bits, series_terms: series expansion: every (bits per term, number of terms) pair.
-    """
-
-    bits: tuple[int, ...] = (2, 3, 4, 6, 8)
-    rank_energies: tuple[float, ...] = ()
-    rank_grid: tuple[float, ...] = ()
-    rank_bits: tuple[int, ...] = (32,)
-    series_bits: tuple[int, ...] = ()
-    series_terms: tuple[int, ...] = field(default=(2,))
-
-    def to_dict(self) -> dict[str, list]:
-        return {k: list(getattr(self, k)) for k in ("bits", "rank_energies", "rank_grid", "rank_bits", "series_bits",
-                                                     "series_terms")}
 
 
 def _ranks(weight: torch.Tensor, levels: Levels) -> list[int]:

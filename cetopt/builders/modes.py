@@ -36,10 +36,15 @@ def joint_mode(problem: AllocationProblem, mode: str, *, avg_bits: float | None 
 
 
 def llc_ranks(problem: AllocationProblem) -> Mapping[str, int | None]:
-    """Per layer, the smallest-storage admissible rank of an ``llc`` problem built on rank levels (None when
-    no factorisation is admissible and the layer keeps a plain quantised weight)."""
-    if problem.metadata.get("method") != "llc":
-        raise ProblemError("llc_ranks needs a problem built with method='llc'", field="method")
+    """Per layer, the smallest-storage admissible rank of a problem built on rank levels with a lossless cost model
+    (``llc``; CostModel.lossless) (None when no factorisation is admissible and the layer keeps a plain quantised
+    weight)."""
+    from cetopt.costmodels.registry import cost_model_names, get_cost_model
+
+    method = problem.metadata.get("method")
+    if method not in cost_model_names() or not get_cost_model(str(method)).lossless:
+        raise ProblemError(f"llc_ranks needs a problem built with a lossless cost model (llc), not {method!r}",
+                           field="method")
     out: dict[str, int | None] = {}
     for layer in problem.layers:
         ranked = [c for c in layer.choices if c.rank is not None and c.loss <= 0]

@@ -103,20 +103,26 @@ def linear_stderr(op: CurvatureOperator, errors: Mapping[str, torch.Tensor], *, 
                 sums[n] += proj.sum(dim=0)
                 squares[n] += (proj ** 2).sum(dim=0)
             count += size
+    return _standard_errors(names, sums, squares, count)
+
+
+def _standard_errors(names: list[str], sums: Mapping[str, torch.Tensor], squares: Mapping[str, torch.Tensor],
+                     count: int) -> dict[str, np.ndarray]:
+    """Layer -> (K,) standard errors of the mean from per-sample sums and sums of squares of g.d (all-reduced over
+    torchrun ranks first: each rank saw its shard of the samples, and the moments are sums)."""
     from cetopt import distributed
 
-    # under torchrun each rank saw its shard of the samples: the moments are sums, so all-reduce them
     reduced = distributed.all_reduce_sum([*(sums[n] for n in names), *(squares[n] for n in names),
                                           torch.tensor([float(count)], dtype=torch.float64)])
-    sums = dict(zip(names, reduced[:len(names)]))
-    squares = dict(zip(names, reduced[len(names):2 * len(names)]))
+    total = dict(zip(names, reduced[:len(names)]))
+    square = dict(zip(names, reduced[len(names):2 * len(names)]))
     count = int(reduced[-1].item())
     if count < 2:
         raise ProblemError(f"the standard error of g.d needs >= 2 calibration samples, got {count}",
                            field="calibration")
     out = {}
     for n in names:
-        mean = sums[n] / count
-        variance = torch.clamp((squares[n] - count * mean ** 2) / (count - 1), min=0.0)
+        mean = total[n] / count
+        variance = torch.clamp((square[n] - count * mean ** 2) / (count - 1), min=0.0)
         out[n] = torch.sqrt(variance / count).numpy()
     return out

@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from cetopt import __version__
-from cetopt.cli import models, output, problems, reports
+from cetopt.cli import models, output, plan, problems, reports
 from cetopt.cli.args import EXIT_BAD_INPUT, EXIT_FAILED
 from cetopt.errors import CetoptError, ProblemError, SolverOptionError, SolverUnavailableError, \
     UnsupportedProblemError
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "activations stop costing page faults; cetopt.curvature.allocator)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (problems, models, reports):
+    for module in (problems, models, plan, reports):
         module.add_parsers(sub)
     for command in sub.choices.values():  # the global options are accepted after the subcommand too
         _add_global_options(command)

@@ -97,26 +97,40 @@ def parse_options(items: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def add_budget_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("budget overrides (replace the file's budget when any is given)")
-    group.add_argument("--avg-bits", type=float_in(0.0), help="mean bits per weight")
-    group.add_argument("--size-bits", type=float, help="total size in bits")
-    group.add_argument("--size-bytes", type=float, help="total size in bytes")
-    group.add_argument("--ratio", type=float, help="compression ratio vs FP32")
-    group.add_argument("--bops", type=float, help="total bit-operations")
-    group.add_argument("--max-loss", type=float, help="bound on the total predicted loss change")
-    parser.add_argument("--minimize", choices=("loss", "size"), help="override what is minimised")
+# the --avg-bits validator of every command that takes a budget (make-problem's synthetic budget included)
+AVG_BITS = float_in(0.0, 64.0)
+
+
+def add_budget_flags(parser: argparse.ArgumentParser, title: str) -> None:
+    """The budget flags of every command that takes a budget (solve, compare, extract, plan, demo), under ``title``
+    (what happens when none is given); any subset may be given and all given ones hold at once
+    (cetopt.problem.budget.Budget). :func:`budget_from_args` reads them."""
+    group = parser.add_argument_group("budget", title)
+    group.add_argument("--avg-bits", type=AVG_BITS, help="mean bits per quantised weight (size budget)")
+    group.add_argument("--size-bits", type=float_in(0.0), help="total size in bits")
+    group.add_argument("--size-bytes", type=float_in(0.0), help="total size in bytes")
+    group.add_argument("--ratio", type=float_in(0.0), help="compression ratio vs FP32")
+    group.add_argument("--bops", type=float_in(0.0), help="total bit-operations")
+    group.add_argument("--max-loss", type=float_in(-math.inf), help="bound on the total predicted loss change (alone: "
+                       "the size is minimised under it)")
+
+
+def budget_from_args(args: argparse.Namespace) -> Any:
+    """The cetopt.problem.budget.Budget of the given budget flags, None when none is given."""
+    from cetopt.problem.budget import Budget
+
+    given = {key: getattr(args, key) for key, _ in BUDGET_FLAGS if getattr(args, key, None) is not None}
+    return Budget(**given) if given else None
 
 
 def load_with_overrides(args: argparse.Namespace) -> Any:
     from cetopt.problem.io import load_problem
-    from cetopt.problem.model import Budget
 
     problem = load_problem(args.problem)
-    given = {key: getattr(args, key) for key, _ in BUDGET_FLAGS if getattr(args, key) is not None}
+    budget = budget_from_args(args)
     changes: dict[str, Any] = {}
-    if given:
-        changes["budget"] = Budget(**given)
+    if budget is not None:
+        changes["budget"] = budget
     if args.minimize:
         changes["minimize"] = args.minimize
     return problem.with_changes(**changes) if changes else problem
@@ -130,14 +144,14 @@ def int_list(text: str, option: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ProblemError(f"{option} expects comma-separated integers, got {text!r}") from None
+        raise ProblemError(f"expects comma-separated integers, got {text!r}", field=option) from None
 
 
 def float_list(text: str, option: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ProblemError(f"{option} expects comma-separated numbers, got {text!r}") from None
+        raise ProblemError(f"expects comma-separated numbers, got {text!r}", field=option) from None
 
 
 MODEL_HELP = ("a zoo model (digits-cnn, digits-mlp, mnist1d-resnet, mobilenetv2, minilm), module:function or "

@@ -1,4 +1,5 @@
-"""Model commands: extract a problem, apply a plan into a packed artefact, evaluate it, run the demo."""
+"""Model commands: extract a problem, apply a plan into a packed artefact, evaluate it, export it, run the demo
+(`cetopt plan` is cetopt.cli.plan)."""
 
 from __future__ import annotations
 
@@ -8,63 +9,45 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cetopt.cli.args import EXIT_OK, MODEL_HELP, CostModelNames, float_in, int_in, int_list
+from cetopt.cli.args import EXIT_OK, MODEL_HELP, add_budget_flags, budget_from_args, int_in
 from cetopt.cli.output import emit
+from cetopt.cli.recipe_flags import add_recipe_flags, recipe_from_args
 from cetopt.errors import ProblemError
 
 
-def rounding_list(text: str) -> tuple[str, ...]:
-    """``--rounding a,b``: registered roundings (cetopt.quant.rounding), at least one."""
-    from cetopt.quant.rounding.registry import ROUNDINGS
-
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in ROUNDINGS]
-    if not names or unknown:
-        raise ProblemError(f"unknown rounding {unknown[0] if unknown else text!r}; use one or more of {ROUNDINGS}, "
-                           "comma-separated", field="--rounding")
-    return names
-
-
-def cmd_extract(args: argparse.Namespace) -> int:
+def load_spec(args: argparse.Namespace, recipe: Any) -> Any:
+    """The model spec of ``args.model`` with the recipe's objective, its BatchNorms folded unless --no-fold-bn."""
     from cetopt.modelspec import load_model_spec
-    from cetopt.problem.io import save_problem
-    from cetopt.problem.model import Budget
-    from cetopt.workflow import build_for
 
-    from cetopt.workflow import DEFAULT_ROUNDING
-
-    bits = int_list(args.bits, "--bits")
-    roundings = rounding_list(args.rounding) if args.rounding else (DEFAULT_ROUNDING,)  # named before any work
-    groups = int_list(args.group_sizes, "--group-sizes") if args.group_sizes else None
-    budget = None if args.method == "llc" else Budget(avg_bits=args.avg_bits)
-    from cetopt import distributed
-
-    distributed.init_from_env()  # under torchrun: ranks share the calibration batches, sums are all-reduced
-    spec = load_model_spec(args.model, objective=args.objective)  # references on the unfolded model, as apply
-    if args.fold_bn:
+    spec = load_model_spec(args.model, objective=recipe.objective)  # references on the unfolded model, as apply
+    if getattr(args, "fold_bn", False):
         from cetopt.quant.fold import fold_spec
 
         spec = fold_spec(spec)  # recorded in the problem and its plans: apply folds the same way
-    from cetopt.quant.quantizers import QuantizerSpec
+    return spec
 
-    problem = build_for(spec, bits=bits, method=args.method, budget=budget,
-                        rounding=roundings[0] if len(roundings) == 1 else roundings, group_sizes=groups,
-                        interactions=args.interactions, target=args.model,
-                        quantizer=QuantizerSpec(clip=args.clip)).problem
-    if args.activation_bits != problem.activation_bits:
-        problem = problem.with_changes(activation_bits=args.activation_bits)
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from cetopt import distributed
+    from cetopt.problem.io import save_problem
+    from cetopt.workflow import build_for
+
+    recipe, budget = recipe_from_args(args), budget_from_args(args)  # bad flags named before any work
+    distributed.init_from_env()  # under torchrun: ranks share the calibration batches, sums are all-reduced
+    problem = build_for(load_spec(args, recipe), recipe, budget=budget, target=args.model).problem
     if distributed.is_rank_zero():  # every rank holds the same problem; one writes it (atomically)
         save_problem(problem, args.out)
-        print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {bits}"
+        print(f"wrote {args.out}: {problem.name}, {len(problem.layers)} layers, bits {list(recipe.bits)}"
               + (f" ({distributed.world_size()} ranks)" if distributed.is_distributed() else ""))
-        _print_coverage(problem.metadata)
-        emit(args, {"out": str(args.out), "problem": problem.name, "layers": len(problem.layers), "bits": bits,
-                    "method": args.method, "coverage": problem.metadata.get("coverage")})
+        print_coverage(problem.metadata)
+        emit(args, {"out": str(args.out), "problem": problem.name, "layers": len(problem.layers),
+                    "bits": list(recipe.bits), "method": recipe.cost_model, "recipe": recipe.to_dict(),
+                    "budget": problem.budget.__dict__, "coverage": problem.metadata.get("coverage")})
     distributed.barrier()
     return EXIT_OK
 
 
-def _print_coverage(metadata: Any) -> None:
+def print_coverage(metadata: Any) -> None:
     """The coverage report recorded in a problem's metadata (cetopt.curvature.coverage), one line each."""
     from cetopt.curvature.coverage import coverage_lines
 
@@ -234,184 +217,50 @@ def padding_line(info: Any) -> str:
     return line
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from cetopt.modelspec import load_model_spec
-    from cetopt.problem.model import Budget
-    from cetopt.quant.plan import plan_from_choices
-    from cetopt.quant.quantizers import QuantizerSpec
-    from cetopt.rerank import select_plan, selection_table
-    from cetopt.search.base import SearchBudget
-    from cetopt.workflow import build_for
-
-    pool = tuple(name for name in args.pool.split(",") if name.strip())
-    spec = load_model_spec(args.model, objective=args.objective)  # references on the unfolded model, as apply
-    if args.fold_bn:
-        from cetopt.quant.fold import fold_spec
-
-        spec = fold_spec(spec)  # recorded in the problem and its plans: apply folds the same way
-    built = build_for(spec, method=args.method, bits=int_list(args.bits, "--bits"), budget=Budget(avg_bits=args.avg_bits),
-                      target=args.model, quantizer=QuantizerSpec(clip=args.clip), rounding=args.rounding)
-    budget = SearchBudget(forwards=args.search_forwards, seconds=args.search_seconds)
-    selection = select_plan(spec, built, args.rerank, pool=pool, solver=args.solver, backends=not args.no_backends,
-                            search=args.search, search_budget=budget, progress=True)
-    result, found = selection.result, selection.search
-    best = result.best
-    candidates = [{"plan": p.label, "size_bits": p.size_bits, "predicted_loss": p.predicted_loss,
-                   "measured_loss": p.measured} for p in result.plans]
-    member = best.source if best.rank is None else f"{best.source}#{best.rank}"
-    cost = {"selection_seconds": selection.seconds, "pool_seconds": selection.pool_seconds,
-            "backend_seconds": selection.backend_seconds, "plans_measured": len(result.plans),
-            "search_forwards": found.forwards if found else 0, "search_seconds": found.seconds if found else 0.0}
-    extra = {"solver": args.solver, "predicted_loss": best.predicted_loss, "budget_size_bits": best.size_bits,
-             "avg_bits": best.size_bits / built.problem.total_params, "selected": best.label,
-             "source": {"member": member, "same_as": list(best.same_as),
-                        "strategy": args.search if member.startswith("search:") or
-                        any(m.startswith("search:") for m in best.same_as) else None},
-             "cost": cost,
-             "surrogate": {"optimum": selection.surrogate_optimum, "bound": selection.surrogate_bound,
-                           "measured": result.solver_best.measured, "split": selection.split},
-             "selection": {"split": selection.split, "k": args.rerank, "pool": list(pool), "candidates": candidates,
-                           "left_out": list(selection.left_out), "backends": list(selection.backends)},
-             "coverage": built.problem.metadata.get("coverage"),
-             **({"search": found.summary()} if found else {})}
-    from cetopt.modelspec import normalise_target
-
-    problem = built.problem if args.activation_bits == built.problem.activation_bits else \
-        built.problem.with_changes(activation_bits=args.activation_bits)  # what the plan's BOPs assume
-    plan = plan_from_choices(problem, best.choices, extra=extra, model=normalise_target(args.model))
-    plan.save(args.out)
-    _print_coverage(built.problem.metadata)
-    print(selection_table(selection, built.problem.total_params))
-    from cetopt.quant.pack import model_packed_size
-
-    size = model_packed_size(spec.model, plan)
-    print(f"packed size of the plan: codes {-(-size.code_bits // 8)} + scales {size.scale_bits // 8} + other parameters "
-          f"{size.rest_bits // 8} bytes ({size.total_bytes} bytes, packed ratio {size.ratio:.2f} vs FP32; avg_bits counts "
-          "codes only; the file adds its container overhead)")
-    if pool:
-        print(f"the pool's plans ({', '.join(pool)}) took {selection.pool_seconds:.0f} s to build")
-    if selection.backends:
-        print(f"the backends' plans ({', '.join(selection.backends)}) took {selection.backend_seconds:.1f} s")
-    if selection.left_out:
-        print(f"left out of the pool (no feasible plan at this budget): {', '.join(selection.left_out)}")
-    if found:
-        print(f"search {found.strategy}: {found.forwards} forward passes, {found.seconds:.0f} s (stopped: "
-              f"{found.provenance['stopped']}); its plan descends from {found.provenance['descends_from']}, measured "
-              f"calibration {found.calibration_dloss:+.6f}, {found.selected_on} {found.selected_value:+.6f}")
-    bound = "none" if selection.surrogate_bound is None else f"{selection.surrogate_bound:.6f}"
-    print(f"surrogate ({args.solver}): optimum predicted {selection.surrogate_optimum:.6f}, certified bound {bound}, "
-          f"measured {selection.split} {result.solver_best.measured:+.6f}; shipped {best.label}: predicted "
-          f"{best.predicted_loss:.6f}, measured {best.measured:+.6f}")
-    print(f"wrote {args.out}: {best.label}, measured {selection.split} loss change {best.measured:+.6f} "
-          f"(the solver's optimum {result.solver_best.measured:+.6f}); `cetopt apply {args.out} --model {args.model} "
-          f"--out DIR` packs it")
-    emit(args, {"out": str(args.out), "selected": best.label, "measured_loss": best.measured,
-                "split": selection.split, "packed_bytes": size.total_bytes, "packed_ratio": size.ratio, **extra})
-    return EXIT_OK
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from cetopt.pipeline import demo_report
+    from cetopt.problem.model import Budget
+    from cetopt.recipe import DEFAULT_AVG_BITS
 
+    recipe, budget = recipe_from_args(args), budget_from_args(args) or Budget(avg_bits=DEFAULT_AVG_BITS)
     if args.rerank:
         from cetopt.rerank import rerank_report
 
-        text = rerank_report(args.model, args.rerank, avg_bits=args.avg_bits)
+        text = rerank_report(args.model, args.rerank, budget=budget, recipe=recipe)
         print(text)
-        emit(args, {"model": args.model, "rerank": args.rerank, "avg_bits": args.avg_bits, "report": text})
+        emit(args, {"model": args.model, "rerank": args.rerank, "avg_bits": budget.avg_bits, "report": text})
         return EXIT_OK
-    report = demo_report(args.model, avg_bits=args.avg_bits, rounding=args.rounding, objective=args.objective)
+    report = demo_report(args.model, recipe, budget=budget)
     print(report.text)
     emit(args, report.to_dict())
     return EXIT_OK
 
 
-def add_objective(p: argparse.ArgumentParser) -> None:
-    """``--objective task|fidelity`` (cetopt.modelspec.OBJECTIVES) on a command that builds a problem."""
-    from cetopt.modelspec import OBJECTIVES  # torch-free at import
-
-    p.add_argument("--objective", choices=OBJECTIVES, default=None,
-                   help="what the problem minimises: the spec's own loss_fn (task) or the fidelity to the model's FP32 "
-                        "outputs with the labels dropped (fidelity: cetopt.losses; KL for logits). Default: the spec's "
-                        "own (fidelity for an inputs-only spec); recorded in the plan, so apply and evaluate follow it")
-
-
 def add_parsers(sub: Any) -> None:
     """Register this module's subcommands on ``sub`` (argparse subparsers)."""
-    from cetopt.quant.rounding.registry import ROUNDINGS
+    for add in (_add_extract, _add_apply, _add_evaluate, _add_export, _add_demo):
+        add(sub)
 
-    p = sub.add_parser("extract", help="extract curvature from a zoo model and write its problem file")
+
+FOLD_HELP = ("fold eval-mode BatchNorms into the Linear/Conv before them first (default; exact; recorded, so apply "
+             "folds too): on the default per-channel grid the plans and accuracy were unchanged and the file smaller, "
+             "BatchNorm's four FP32 vectors becoming one bias (benchmarks/results/bn-fold.md)")
+
+
+def _add_extract(sub: Any) -> None:
+    from cetopt.recipe import DEFAULT_AVG_BITS
+
+    p = sub.add_parser("extract", help="extract curvature from a model and write its problem file")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
-    p.add_argument("--activation-bits", type=int_in(1, 32), default=8, metavar="A",
-                   help="activation width the problem's BOPs assume (macs x weight bits x A; default 8; cetopt "
-                        "apply --activation-bits A makes the artefact match)")
-    # default = cetopt.costmodels.registry.DEFAULT_COST_MODEL, spelled out (the registry loads numpy); a test ties them
-    p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
-                   help="cost model (cetopt.costmodels), default cet-upper (chosen by benchmarks/cost_models.py and "
-                        "benchmarks/cost_models_pretrained.py): cet and its switches, cet-shrink, llc, hawq-v3, "
-                        "fisher, cet-holdout, measured, ...")
-    p.add_argument("--rounding", default=None, metavar="NAME[,NAME...]",
-                   help=f"candidate rounding (cetopt.quant.rounding): {', '.join(ROUNDINGS)}; default "
-                        "cetopt.workflow.DEFAULT_ROUNDING; several, comma-separated: each is a candidate of its own "
-                        "(joint allocation of bits x rounding)")
-    p.add_argument("--group-sizes", default="", metavar="G[,G...]",
-                   help="scale layouts offered as candidates: 0 = a scale per output channel, g = a scale per g "
-                        "inputs (e.g. 0,32,128); each priced with its packed size (codes + scales)")
-    add_objective(p)
-    p.add_argument("--interactions", action="store_true", help="add cross-layer terms d_a'H_ab d_b of adjacent layers")
-    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
-                   help="fold eval-mode BatchNorms into the Linear/Conv before them first (default; exact; recorded, "
-                        "so apply folds too): on the default per-channel grid the plans and accuracy were unchanged "
-                        "and the file smaller, BatchNorm's four FP32 vectors becoming one bias "
-                        "(benchmarks/results/bn-fold.md)")
-    # default = cetopt.workflow.DEFAULT_QUANTIZER.clip, spelled out (a test ties them)
-    p.add_argument("--clip", choices=("none", "mse"), default="mse",
-                   help="the candidates' quantiser: the MSE-optimal clipping ratio per channel (mse, default) or range "
-                        "max|w| (none); recorded in the problem, so plans and `apply` use the same grid. On the plain "
-                        "grid every method lost MobileNetV2 at 3 bits (benchmarks/results/cost_models_pretrained_*.md)")
-    p.add_argument("--avg-bits", type=float, default=3.0, help="the problem's size budget (llc: ignored, size minimised "
-                                                                "subject to predicted dL <= 0)")
+    add_recipe_flags(p, joint=True)
+    add_budget_flags(p, f"default: {DEFAULT_AVG_BITS:g} average bits (a lossless cost model, llc: size minimised "
+                        "subject to a predicted change <= 0)")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True, help=FOLD_HELP)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("plan", help="the plan to ship for a model at a budget: the default problem's dp plan and "
-                                    "HAWQ-V3's, measured on held-out data; the better measured one is written")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--avg-bits", type=float, default=4.0, help="average bits per quantised weight (size budget)")
-    p.add_argument("--out", type=Path, required=True, help="plan file to write (JSON, cetopt apply reads it)")
-    p.add_argument("--rerank", type=int_in(1, 1000), default=1, metavar="K",
-                   help="measure the solver's K best plans of the default problem (default 1: its optimum)")
-    # default = cetopt.rerank.DEFAULT_POOL, spelled out (the module loads numpy); a test ties them
-    p.add_argument("--pool", default="hawq-v3", help="cost models whose plans at the same budget are measured too, "
-                   "comma-separated; '' for none (default hawq-v3: benchmarks/results/selection.md)")
-    p.add_argument("--method", choices=CostModelNames(), default="cet-upper", metavar="METHOD",
-                   help="the problem's cost model (default cet-upper, as extract)")
-    p.add_argument("--bits", default="2,3,4,6,8", help="candidate bit-widths, comma-separated")
-    p.add_argument("--activation-bits", type=int_in(1, 32), default=8, metavar="A",
-                   help="activation width the problem's BOPs assume (macs x weight bits x A; default 8; cetopt "
-                        "apply --activation-bits A makes the artefact match)")
-    p.add_argument("--clip", choices=("none", "mse"), default="mse", help="the candidates' quantiser, as extract")
-    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
-                   help="fold BatchNorms first (default), as extract")
-    p.add_argument("--solver", default="dp", help="an exact backend for the k best (cetopt solvers)")
-    p.add_argument("--no-backends", action="store_true",
-                   help="leave the other installed backends' plans of the problem out of the measured pool")
-    # choices and default = cetopt.search (registry names, DEFAULT_FORWARDS), spelled out (the package loads numpy);
-    # a test ties them
-    p.add_argument("--search", choices=("evopress", "local", "refit"), default=None, metavar="STRATEGY",
-                   help="also run a measured search over plans (evopress, local, refit; cetopt.search) seeded by "
-                        "every plan above, and measure its plan beside them (default: no search)")
-    p.add_argument("--search-forwards", type=int_in(1, 10**9), default=400, metavar="N",
-                   help="the search's budget in forward passes of one calibration piece (validation included)")
-    p.add_argument("--search-seconds", type=float_in(0.0), default=None, metavar="S",
-                   help="the search phase's wall-clock limit (default none)")
-    p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
-                   help=f"the candidates' rounding, the pool's too: {', '.join(ROUNDINGS)} (default "
-                        "cetopt.workflow.DEFAULT_ROUNDING)")
-    add_objective(p)
-    p.set_defaults(func=cmd_plan)
 
+def _add_apply(sub: Any) -> None:
     p = sub.add_parser("apply", help="compress a model by a plan: packed codes and scales in DIR/model.safetensors, "
                                      "with plan.json and manifest.json (fingerprints, sizes)")
     p.add_argument("plan", type=Path, help="a plan file (cetopt solve --out PLAN)")
@@ -431,6 +280,8 @@ def add_parsers(sub: Any) -> None:
                    help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_apply)
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="load an artefact written by cetopt apply into its model and measure it, or "
                                         "run an ONNX file written by cetopt export in onnxruntime")
     p.add_argument("directory", type=Path, help="an artefact directory, or an ONNX file from cetopt export")
@@ -446,6 +297,8 @@ def add_parsers(sub: Any) -> None:
                    "1e-3 relative; cetopt's default keeps them float32)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="write an artefact as a file a runtime executes: ONNX with int4/int8 weights and "
                                       "DequantizeLinear (cetopt evaluate FILE.onnx --model SPEC runs it)")
     p.add_argument("directory", type=Path, help="an artefact directory written by cetopt apply")
@@ -464,13 +317,14 @@ def add_parsers(sub: Any) -> None:
                    help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
     p.set_defaults(func=cmd_export)
 
+
+def _add_demo(sub: Any) -> None:
+    from cetopt.recipe import DEFAULT_AVG_BITS
+
     p = sub.add_parser("demo", help="the whole pipeline on a zoo model: extract, solve with every backend, apply, measure")
     p.add_argument("model", nargs="?", default="digits-cnn", help=MODEL_HELP)
-    p.add_argument("--avg-bits", type=float, default=3.0)
+    add_recipe_flags(p)
+    add_budget_flags(p, f"default: {DEFAULT_AVG_BITS:g} average bits")
     p.add_argument("--rerank", type=int_in(1, 1000), default=0, metavar="K",
                    help="instead: dp's K best plans, each measured on the validation batches; the best measured wins")
-    p.add_argument("--rounding", choices=ROUNDINGS, default=None, metavar="NAME",
-                   help=f"every plan's rounding, baselines included: {', '.join(ROUNDINGS)} (default "
-                        "cetopt.workflow.DEFAULT_ROUNDING)")
-    add_objective(p)
     p.set_defaults(func=cmd_demo)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from cetopt.cli.args import (EXIT_INFEASIBLE, EXIT_OK, MAX_SEED, add_budget_flags, check_out_target, exit_code,
-                            float_in, int_in, load_with_overrides, parse_options)
+from cetopt.cli.args import (AVG_BITS, EXIT_INFEASIBLE, EXIT_OK, MAX_SEED, add_budget_flags, check_out_target,
+                            exit_code, float_in, int_in, load_with_overrides, parse_options)
 from cetopt.cli.output import emit
 from cetopt.errors import UnsupportedProblemError
 
@@ -214,7 +214,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--out", type=Path, help="write the plan here (cetopt.plan/2: the choice of every layer, the full "
                                              "result under extra.result; atomically), for cetopt apply")
-    add_budget_flags(p)
+    add_budget_flags(p, "replace the file's budget when any is given")
+    p.add_argument("--minimize", choices=("loss", "size"), help="override what is minimised")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("compare", help="solve one problem with several backends and print a table")
@@ -224,7 +225,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int_in(0, MAX_SEED))
     p.add_argument("--bits", action="store_true", help="also print the per-layer bits of each backend")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    add_budget_flags(p)
+    add_budget_flags(p, "replace the file's budget when any is given")
+    p.add_argument("--minimize", choices=("loss", "size"), help="override what is minimised")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("solvers", help="list the registered backends")
@@ -243,7 +245,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--layers", type=int_in(1, 10**7), default=50, help="synthetic: number of layers")
     p.add_argument("--choices", type=int_in(1, 8), default=6, help="synthetic: bit-widths per layer")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="synthetic: seed")
-    p.add_argument("--avg-bits", type=float_in(0.0, 64.0), default=4.0, help="synthetic: size budget")
+    p.add_argument("--avg-bits", type=AVG_BITS, default=4.0, help="synthetic: size budget")
     p.add_argument("--columnar", action="store_true", help="write the layers as columns (name, params, macs, bits, "
                    "loss): a 100,000-layer file loads in a fraction of a second instead of seconds")
     p.set_defaults(func=cmd_make_problem)

@@ -9,16 +9,12 @@ from __future__ import annotations
 from cetopt._imports import resolve
 from cetopt.costmodels.base import SIGNALS, CostModel
 from cetopt.errors import ProblemError
+from cetopt.recipe import DEFAULT_RECIPE
 
 _REGISTRY: dict[str, str | type[CostModel]] = {}
 
-# what `cetopt extract` / `demo` / `bench` use when no --method is given: chosen by measurement, not elegance.
-# cet-upper on the MSE-clipped grid (cetopt.workflow.DEFAULT_QUANTIZER) is the only model that passed every cell
-# measured: it ties HAWQ-V3 on all six zoo cells over 3 seeds (benchmarks/results/cost_models_mseclip.md) and is
-# at least as good as HAWQ-V3 and better than uniform on MobileNetV2 and MiniLM at 3/4/5 bits
-# (benchmarks/results/cost_models_pretrained_mseclip.md), where cet-shrink, the previous default, was behind
-# HAWQ-V3 on MiniLM at 3 bits and on the MNIST-1D ResNet at 3 and 4 bits
-DEFAULT_COST_MODEL = "cet-upper"
+# the default recipe's cost model (cetopt.recipe.DEFAULT_RECIPE, where the choice and its measurements are given)
+DEFAULT_COST_MODEL = DEFAULT_RECIPE.cost_model
 
 
 def register(name: str, target: str | type[CostModel], *, replace: bool = False) -> None:

@@ -1,5 +1,6 @@
-"""The frozen default recipe: what `cetopt plan` does by default (cost model, candidate widths and grid, solver,
-selection pool and split), recorded with the code version it was frozen at (docs/protocol.md).
+"""The frozen default recipe: what `cetopt plan` does by default (every field of cetopt.recipe.DEFAULT_RECIPE: cost
+model, candidate widths and grid, rounding, terms, ties, ...; and the solver, selection pool and split), recorded
+with the code version it was frozen at (docs/protocol.md).
 
 The default is chosen on the development models (the zoo) and then frozen here; results on the evaluation models
 judge the recipe in ``docs/results/recipe.json``. Changing a default without re-freezing it fails
@@ -20,20 +21,19 @@ from cetopt.results.provenance import ROOT, code_version
 
 RECIPE_FILE = ROOT / "docs" / "results" / "recipe.json"
 # where the defaults are defined: their code version is recorded beside the frozen recipe
-DEFINED_IN = ("cetopt/costmodels/registry.py", "cetopt/costmodels/upper.py", "cetopt/costmodels/shrink.py",
-              "cetopt/workflow.py", "cetopt/rerank.py", "cetopt/solvers/api.py")
+DEFINED_IN = ("cetopt/recipe.py", "cetopt/costmodels/registry.py", "cetopt/costmodels/upper.py",
+              "cetopt/costmodels/shrink.py", "cetopt/rerank.py", "cetopt/solvers/api.py")
 
 
 def current_recipe() -> dict[str, Any]:
-    """The library's default recipe now, as plain JSON values (a cost model's formula is identified by its name here
-    and by the recorded code version of the files that define it)."""
-    from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+    """The library's default recipe now, as plain JSON values: cetopt.recipe.DEFAULT_RECIPE (Recipe.to_dict) and the
+    measured selection's solver, pool and split (a cost model's formula is identified by its name here and by the
+    recorded code version of the files that define it)."""
+    from cetopt.recipe import DEFAULT_RECIPE
     from cetopt.rerank import DEFAULT_POOL
     from cetopt.solvers.api import DEFAULT_SOLVER
-    from cetopt.workflow import DEFAULT_BITS, DEFAULT_QUANTIZER, DEFAULT_ROUNDING
 
-    return {"cost_model": DEFAULT_COST_MODEL, "bits": list(DEFAULT_BITS), "quantizer": DEFAULT_QUANTIZER.to_dict(),
-            "rounding": DEFAULT_ROUNDING, "solver": DEFAULT_SOLVER, "selection_pool": list(DEFAULT_POOL),
+    return {**DEFAULT_RECIPE.to_dict(), "solver": DEFAULT_SOLVER, "selection_pool": list(DEFAULT_POOL),
             "selection_backends": "every installed backend's plan of the problem (cetopt.rerank.select_plan)",
             "selection_split": "validation (never calibration or test)"}
 

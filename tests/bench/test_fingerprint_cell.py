@@ -40,3 +40,29 @@ def test_other_weights_are_refused_or_reextracted(problem_file, tmp_path) -> Non
         run_cell(Cell(problem=str(other), solver="dp", budget_avg_bits=3.0))
     row = run_cell(Cell(problem=str(other), solver="dp", budget_avg_bits=3.0, reextract=True))
     assert row["metric"] is not None and "re-extracted" in row["fingerprint"]
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_reextraction_keeps_the_recipe(tmp_path, recorded: bool) -> None:  # type: ignore[no-untyped-def]
+    """Re-extraction rebuilds a problem with its recorded recipe: rounding and interaction terms included (it used to
+    keep only the cost model, candidate widths and grid). A file written before problems recorded their recipe is
+    read from its older provenance keys."""
+    from cetopt.bench.cell import _reextracted
+    from cetopt.builders.second_order import build
+    from cetopt.problem.model import Budget
+    from cetopt.recipe import DEFAULT_RECIPE, Recipe
+
+    spec = load_model_spec("digits-mlp")
+    recipe = DEFAULT_RECIPE.replace(bits=(2, 4, 8), rounding="mse", interactions=True)
+    original = build(spec, recipe, target="digits-mlp").with_budget(Budget(avg_bits=3.5)).problem
+    data = problem_to_dict(original)
+    data["metadata"] = {**data["metadata"], "fingerprint_weights": "0" * 64}
+    if not recorded:
+        del data["metadata"]["recipe"]
+    path = tmp_path / f"mlp-mse-{recorded}.json"
+    path.write_text(json.dumps(data))
+    again = _reextracted(str(path), "digits-mlp")
+    assert Recipe.from_metadata(again.metadata) == recipe and again.metadata["rounding"] == "mse"
+    assert again.budget == original.budget and len(again.interactions) == len(original.interactions) > 0
+    assert [[c.loss for c in layer.choices] for layer in again.layers] == \
+        [[c.loss for c in layer.choices] for layer in original.layers]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cetopt.bench import timing
-from cetopt.bench.timing import ProcessError, Summary, compare, run_process, traced_peak_bytes
+from cetopt.bench.timing import Adaptive, ProcessError, Summary, compare, run_process, traced_peak_bytes
 
 
 class FakeClock:
@@ -137,7 +137,7 @@ def test_short_calls_are_repeated_to_fill_a_block() -> None:
         # warm-up call 0.01 s -> 25 calls per round for a 0.25 s block; "slow" (1 s) stays at 1
         fast = scripted(clock, [0.01] + [0.002] * 50, log, "fast")
         slow = scripted(clock, [1.0, 3.0, 5.0], log, "slow")
-        result = compare({"fast": fast, "slow": slow}, rounds=2, warmup=1, min_block=0.25)
+        result = compare({"fast": fast, "slow": slow}, rounds=2, warmup=1, adaptive=Adaptive(min_block=0.25))
     assert result.number == {"fast": 25, "slow": 1}
     assert result.per_round("fast") == pytest.approx([0.002, 0.002])  # per call
     assert result.per_round("slow") == pytest.approx([3.0, 5.0])
@@ -152,7 +152,8 @@ def test_calibration_without_warmup_costs_one_extra_call_of_the_named_things() -
             counts[name] += 1
         return run
 
-    result = compare({"a": bump("a"), "b": bump("b")}, rounds=2, warmup=0, min_block=1e-4, calibrate=["a"])
+    result = compare({"a": bump("a"), "b": bump("b")}, rounds=2, warmup=0,
+                     adaptive=Adaptive(min_block=1e-4, calibrate=["a"]))
     assert result.number["b"] == 1 and counts["b"] == 2
     assert counts["a"] == 1 + 2 * result.number["a"]
 
@@ -164,17 +165,18 @@ def test_min_seconds_adds_rounds_up_to_max_rounds() -> None:
         patch.setattr(timing.time, "perf_counter", clock)
         # each round takes 1 + 2 = 3 s: 10 s asks for 4 rounds (12 s), max_rounds 6 allows them
         result = compare({"a": scripted(clock, [1.0] * 20, log, "a"), "b": scripted(clock, [2.0] * 20, log, "b")},
-                         rounds=2, warmup=0, min_seconds=10.0, max_rounds=6)
+                         rounds=2, warmup=0, adaptive=Adaptive(min_seconds=10.0, max_rounds=6))
         assert result.rounds == 4 and len(result.per_round("a")) == 4
         # the cap wins over the time asked for
         capped = compare({"a": scripted(clock, [1.0] * 20, log, "a"), "b": scripted(clock, [2.0] * 20, log, "b")},
-                         rounds=2, warmup=0, min_seconds=100.0, max_rounds=3)
+                         rounds=2, warmup=0, adaptive=Adaptive(min_seconds=100.0, max_rounds=3))
         assert capped.rounds == 3
         # without max_rounds, min_seconds cannot extend the run
-        plain = compare({"a": scripted(clock, [1.0] * 20, log, "a")}, rounds=2, warmup=0, min_seconds=100.0)
+        plain = compare({"a": scripted(clock, [1.0] * 20, log, "a")}, rounds=2, warmup=0,
+                        adaptive=Adaptive(min_seconds=100.0))
         assert plain.rounds == 2
     with pytest.raises(ValueError, match="max_rounds"):
-        compare({"a": lambda: None}, rounds=3, max_rounds=2)
+        compare({"a": lambda: None}, rounds=3, adaptive=Adaptive(max_rounds=2))
 
 
 @settings(max_examples=30, deadline=None)

@@ -11,8 +11,10 @@ from cetopt import solve
 from cetopt.builders.second_order import build
 from cetopt.curvature import CurvatureSettings, extract_curvature
 from cetopt.errors import ProblemError
+from cetopt.modelspec import ModelSpec
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import Budget, Minimize
+from cetopt.recipe import Recipe
 from tests.curvature.test_curvature import ce_loss, exact_hessian, tiny_data, tiny_model
 
 BITS = (2, 3, 4, 8)
@@ -30,8 +32,10 @@ def setup():  # type: ignore[no-untyped-def]
 
 def built(setup, method: str, **kwargs):  # type: ignore[no-untyped-def]
     model, data, _, _, curvature = setup
-    return build(model, ce_loss, data, name="tiny", bits=BITS, method=method, settings=EXACT, curvature=curvature,
-                 budget=kwargs.pop("budget", Budget(avg_bits=3.0)), **kwargs)
+    budget = kwargs.pop("budget", Budget(avg_bits=3.0))
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss)
+    return build(spec, Recipe(cost_model=method, bits=BITS, **kwargs), settings=EXACT,
+                 curvature=curvature).with_budget(budget)
 
 
 def plan_error(b, bits: dict[str, int], model) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -153,3 +157,33 @@ def test_bad_options_are_named(setup) -> None:  # type: ignore[no-untyped-def]
         built(setup, "cet", rounding="up")
     with pytest.raises(ProblemError, match="llc_radius"):
         built(setup, "llc", llc_radius="x")
+
+
+@pytest.mark.parametrize("method, changes", [("cet", {"interactions": True, "rounding": "mse", "layer_eps": 1e-3}),
+                                             ("llc", {"llc_radius": "lambda-max", "bits": (3, 8)})])
+def test_a_problem_is_rebuilt_exactly_from_the_recipe_it_records(setup, method: str, changes: dict) -> None:  # type: ignore[no-untyped-def]
+    from cetopt.problem.io import problem_to_dict
+
+    model, data, _, _, curvature = setup
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss)
+    recipe = Recipe(cost_model=method, **{"bits": BITS, **changes})
+    priced = build(spec, recipe, settings=EXACT, curvature=curvature)
+    assert priced.recipe == recipe and priced.metadata["recipe"] == recipe.to_dict()
+    again = build(spec, Recipe.from_metadata(priced.metadata), settings=EXACT, curvature=curvature)
+    budget = None if priced.lossless else Budget(avg_bits=4.0)
+    first, second = priced.with_budget(budget).problem, again.with_budget(budget).problem
+    assert problem_to_dict(first) == problem_to_dict(second)
+    if changes.get("interactions"):
+        assert first.interactions  # the recipe's terms came back with it
+
+
+def test_a_problem_has_no_budget_until_one_is_attached(setup) -> None:  # type: ignore[no-untyped-def]
+    model, data, _, _, curvature = setup
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss)
+    priced = build(spec, Recipe(cost_model="cet", bits=BITS), settings=EXACT, curvature=curvature)
+    with pytest.raises(ProblemError, match="budget"):
+        priced.with_budget(None)
+    for budget in (Budget(avg_bits=3.0), Budget(avg_bits=5.0)):
+        problem = priced.with_budget(budget).problem
+        assert problem.budget == budget and problem.minimize is Minimize.LOSS
+        assert problem.activation_bits == priced.recipe.activation_bits

@@ -21,6 +21,7 @@ from cetopt.quant.plan import plan_from_result  # noqa: E402
 from cetopt.quant.quantizers import QuantizerSpec, packed_size_bits  # noqa: E402
 from cetopt.quant.rounding import round_weight  # noqa: E402
 from cetopt.quant.rounding.base import RoundingContext  # noqa: E402
+from cetopt.recipe import Recipe  # noqa: E402
 from cetopt.solvers.api import solve  # noqa: E402
 from tests.test_artifact import signed, small_spec  # noqa: E402
 
@@ -45,9 +46,10 @@ def test_joint_candidates_carry_rounding_group_and_packed_size() -> None:
 @pytest.mark.parametrize("rounding,groups", [("gptq", None), (("nearest", "adaround", "gptq"), (0, 32))])
 def test_apply_packs_exactly_the_priced_codes(tmp_path: Path, rounding: object, groups: object) -> None:
     spec = small_spec()
-    built = build(spec.model, spec.loss_fn, spec.calibration, name="small", bits=(2, 3, 4, 8), method="hawq-v3",
-                  budget=Budget(avg_bits=3.5), quantizer=QuantizerSpec(clip="mse"), rounding=rounding,
-                  group_sizes=groups, settings=CurvatureSettings(max_probes=16, k=0), cache_dir=False)
+    recipe = Recipe(cost_model="hawq-v3", bits=(2, 3, 4, 8), quantizer=QuantizerSpec(clip="mse"), rounding=rounding,
+                    group_sizes=groups)
+    built = build(spec, recipe, settings=CurvatureSettings(max_probes=16, k=0),
+                  cache_dir=False).with_budget(Budget(avg_bits=3.5))
     result = solve(built.problem, "dp")
     plan = plan_from_result(built.problem, result, model="small")
     priced = built.weights_for_choices(result.choices)

@@ -86,13 +86,16 @@ def test_registered_cost_model_builds_a_problem_on_a_tiny_model(name: str) -> No
     from cetopt import solve
     from cetopt.builders.second_order import build
     from cetopt.curvature import CurvatureSettings
+    from cetopt.modelspec import ModelSpec
     from cetopt.problem.model import Budget
+    from cetopt.recipe import Recipe
     from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
 
     settings = CurvatureSettings(k=4, lanczos_iterations=16, dtype="float64", max_probes=64, min_probes=16)
-    built = build(tiny_model(), ce_loss, tiny_data(), name="tiny", bits=(2, 4, 8), method=name, settings=settings,
-                  budget=Budget(avg_bits=8.0), cache_dir=False,  # lossless models may drop the small widths
-                  validation=tiny_data(seed=9))  # held-out batches for cet-holdout
+    spec = ModelSpec(name="tiny", model=tiny_model(), calibration=tiny_data(), loss_fn=ce_loss,
+                     validation=tiny_data(seed=9))  # held-out batches for cet-holdout
+    built = build(spec, Recipe(cost_model=name, bits=(2, 4, 8)), settings=settings, cache_dir=False,
+                  ).with_budget(Budget(avg_bits=8.0))  # lossless models may drop the small widths
     losses = [c.loss for layer in built.problem.layers for c in layer.choices]
     assert losses and np.isfinite(losses).all()
     assert built.problem.metadata["cost_model"]["name"] == name

@@ -16,7 +16,9 @@ from torch import nn
 from cetopt import solve
 from cetopt.builders.second_order import build
 from cetopt.costmodels.registry import DEFAULT_COST_MODEL
+from cetopt.modelspec import ModelSpec
 from cetopt.problem.model import Budget
+from cetopt.recipe import Recipe
 
 SEEDS = range(6)
 SIGMA, SAMPLES, BATCH = 2.0, 256, 64
@@ -41,8 +43,8 @@ def _noise_task(seed: int) -> tuple[nn.Module, list, tuple]:
 
 def _plan(model: nn.Module, calibration: list, method: str, clean: tuple) -> tuple[tuple[int, ...], float, float]:
     """(bits per layer, predicted change, true change on clean inputs) of ``method``'s dp plan at 4 bits."""
-    built = build(model, _mse, calibration, name="noise", bits=(2, 3, 4, 6, 8), method=method,
-                  budget=Budget(avg_bits=4.0), cache_dir=False)
+    spec = ModelSpec(name="noise", model=model, calibration=calibration, loss_fn=_mse)
+    built = build(spec, Recipe(cost_model=method, bits=(2, 3, 4, 6, 8)), cache_dir=False).with_budget(Budget(avg_bits=4.0))
     result = solve(built.problem, "dp")
     with torch.no_grad():
         true = float(_mse(built.apply(model, result.bits), clean))

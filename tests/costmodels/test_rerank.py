@@ -55,8 +55,12 @@ def _tiny_built():  # type: ignore[no-untyped-def]
     from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
 
     model, data = tiny_model(), tiny_data()
-    built = build(model, ce_loss, data, name="tiny", bits=(2, 3, 4, 8), method="cet-nograd",
-                  budget=Budget(avg_bits=4.0), cache_dir=False)
+    from cetopt.modelspec import ModelSpec
+    from cetopt.recipe import Recipe
+
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss)
+    built = build(spec, Recipe(cost_model="cet-nograd", bits=(2, 3, 4, 8)),
+                  cache_dir=False).with_budget(Budget(avg_bits=4.0))
     validation = tiny_data(seed=7)
 
     def measure(weights):  # type: ignore[no-untyped-def]
@@ -185,7 +189,9 @@ def test_demo_says_which_plan_cetopt_plan_would_ship() -> None:
     from cetopt.pipeline import run_demo
     from cetopt.rerank import DEFAULT_POOL
 
-    text = run_demo("digits-mlp", avg_bits=3.0, solvers=["dp"])
+    from cetopt.problem.model import Budget
+
+    text = run_demo("digits-mlp", budget=Budget(avg_bits=3.0), solvers=["dp"])
     line = next(row for row in text.splitlines() if row.startswith("`cetopt plan`"))
     measured = {m.group(1): float(m.group(2)) for m in re.finditer(r"([\w.-]+#?\d*(?: \(= [^)]*\))?) ([+-]\d\.\d+)", line)}
     assert "cet-upper#0" in " ".join(measured) and all(name in line for name in DEFAULT_POOL)

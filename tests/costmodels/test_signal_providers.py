@@ -16,7 +16,9 @@ from cetopt.builders.signal_measured import measured_changes
 from cetopt.builders.signal_stderr import linear_stderr
 from cetopt.curvature.operator import CurvatureOperator
 from cetopt.errors import ProblemError
+from cetopt.modelspec import ModelSpec
 from cetopt.problem.model import Budget
+from cetopt.recipe import Recipe
 from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
 
 LAYERS = ("0", "2")
@@ -95,8 +97,8 @@ def test_measured_changes_swap_one_layer_and_restore_it(prefix: bool, monkeypatc
 @pytest.mark.parametrize("method", ["cet-shrink", "cet-holdout", "measured", "cet-trust"])
 def test_builder_scores_with_the_new_models(method: str) -> None:
     model, data = tiny_model(), tiny_data()
-    built = build(model, ce_loss, data, name="tiny", bits=(2, 4, 8), method=method, budget=Budget(avg_bits=4.0),
-                  validation=tiny_data(seed=9), cache_dir=False)
+    spec = ModelSpec(name="tiny", model=model, calibration=data, loss_fn=ce_loss, validation=tiny_data(seed=9))
+    built = build(spec, Recipe(cost_model=method, bits=(2, 4, 8)), cache_dir=False).with_budget(Budget(avg_bits=4.0))
     for layer in built.problem.layers:
         for choice in layer.choices:
             assert np.isfinite(choice.loss)

@@ -16,13 +16,14 @@ from cetopt.search.torch_measure import ModelMeasure, search_plan
 
 def _tiny():  # type: ignore[no-untyped-def]
     from cetopt.builders.second_order import build
+    from cetopt.recipe import Recipe
     from tests.curvature.test_curvature import ce_loss, tiny_data, tiny_model
 
     model = tiny_model()
     spec = ModelSpec(name="tiny", model=model, calibration=tiny_data(), loss_fn=ce_loss,
                      validation=tiny_data(seed=7))
-    built = build(model, ce_loss, spec.calibration, name="tiny", bits=(2, 3, 4, 8), method="cet-nograd",
-                  budget=Budget(avg_bits=3.5), cache_dir=False)
+    built = build(spec, Recipe(cost_model="cet-nograd", bits=(2, 3, 4, 8)),
+                  cache_dir=False).with_budget(Budget(avg_bits=3.5))
     return spec, built
 
 

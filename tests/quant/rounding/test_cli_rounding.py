@@ -37,7 +37,11 @@ def test_demo_measures_every_plan_with_the_rounding_it_priced(root: Path, monkey
     monkeypatch.syspath_prepend(str(root / "tests"))
     from cetopt.pipeline import run_demo
 
-    text = run_demo("test_cli:user_model", avg_bits=3.0, solvers=["dp"], rounding="gptq")
+    from cetopt.problem.model import Budget
+    from cetopt.recipe import DEFAULT_RECIPE
+
+    text = run_demo("test_cli:user_model", DEFAULT_RECIPE.replace(rounding="gptq"), budget=Budget(avg_bits=3.0),
+                    solvers=["dp"])
     assert "rounding gptq (every plan)" in text
     dp_row = next(line.split() for line in text.splitlines() if line.startswith("cet/dp"))
     whole = next(line.split() for line in text.splitlines() if line.startswith("(whole plan)"))
