@@ -45,6 +45,21 @@ def _main_table(data: Mapping[str, Any]) -> str:
                            "plan vs HAWQ-V3", "CI method"], rows)
 
 
+def _verdict_line(data: Mapping[str, Any]) -> str:
+    """One sentence: how often the default's dp plan and the shipped plan beat, tie or lose to each baseline."""
+    parts = []
+    for label, keys in (("The default's dp plan", ("vs_hawq-v3", "vs_uniform")),
+                        ("The plan `cetopt plan` ships", ("plan_vs_hawq-v3", "plan_vs_uniform"))):
+        said = []
+        for key, name in zip(keys, ("HAWQ-V3", "uniform precision")):
+            verdicts = [r[key]["verdict"] for m in data["models"] for r in m["rows"] if r.get(key)]
+            if verdicts:
+                counts = ", ".join(f"{word} in {verdicts.count(word)}" for word in ("better", "tie", "worse"))
+                said.append(f"against {name} {counts} of {len(verdicts)} cells")
+        parts.append(f"{label}: " + "; ".join(said))
+    return ("**In short** (95% CIs; a tie is an interval that holds 0): " + ". ".join(parts) + ".")
+
+
 def objective_rows(task: Mapping[str, Any], fidelity: Mapping[str, Any]) -> list[list[str]]:
     """Per model and budget present in both runs: each plan kind (default dp, `cetopt plan`, HAWQ-V3, uniform)
     under the fidelity objective minus under the model's own loss, x100, paired over the same test examples and
@@ -94,7 +109,7 @@ def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULT
     recipe_line = ("The run judged the frozen recipe." if drifted == {} else
                    f"The run's defaults differ from the frozen recipe in {sorted(drifted)}: it does not judge it."
                    if drifted else "The run did not record which recipe it judged.")
-    text = [f"Evaluation: the default recipe, frozen at {commit} (docs/results/recipe.json), run once on "
+    text = [_verdict_line(data), f"Evaluation: the default recipe, frozen at {commit} (docs/results/recipe.json), run once on "
             f"{len(data['models'])} pretrained model(s) outside the zoo that chose nothing (docs/protocol.md), one "
             f"seed each, with the loss its spec defines; metric and differences x100, 95% CIs by the method named in "
             f"each row. {recipe_line}", _main_table(data),
