@@ -16,9 +16,12 @@ from cetopt.results.provenance import ROOT, stale_note
 from cetopt.tables import ci_cell, markdown_table
 
 RESULTS = ROOT / "benchmarks" / "results" / "evaluation-check.json"
+# more evaluation models, one file each (each file's generating code differs: its model file is part of it)
+MORE_RESULTS = (ROOT / "benchmarks" / "results" / "evaluation-check-lite2.json",)
 FIDELITY_RESULTS = ROOT / "benchmarks" / "results" / "evaluation-check-fidelity.json"
 COMMAND = ("python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite0.py:spec "
            "--out benchmarks/results/evaluation-check")
+MORE_COMMAND = "python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite2.py:spec"
 FIDELITY_COMMAND = ("python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite0.py:spec "
                     "--objective fidelity --out benchmarks/results/evaluation-check-fidelity")
 _VERDICT = {"a": "better", "b": "worse"}
@@ -43,6 +46,11 @@ def _main_table(data: Mapping[str, Any]) -> str:
     return markdown_table(["model", "avg bits", "test inputs", "FP32", "default dp", "HAWQ-V3", "uniform",
                            "default dp vs HAWQ-V3", "default dp vs uniform", "`cetopt plan` ships",
                            "plan vs HAWQ-V3", "CI method"], rows)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _verdict_line(data: Mapping[str, Any]) -> str:
@@ -91,7 +99,8 @@ def objective_rows(task: Mapping[str, Any], fidelity: Mapping[str, Any]) -> list
     return out
 
 
-def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULTS) -> str:
+def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULTS,
+                       more: tuple[Path, ...] = MORE_RESULTS) -> str:
     """Per evaluation model and budget: the default's dp plan and `cetopt plan`'s selection vs HAWQ-V3 and uniform;
     then, if the fidelity run exists, each plan kind under the fidelity objective vs under the model's own loss."""
     from cetopt.results.recipe import frozen_recipe
@@ -104,16 +113,22 @@ def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULT
                 f"zoo with `{COMMAND}`. Until then every table in this README is a development result: the default "
                 "was chosen on those models.")
     data = json.loads(results.read_text())
-    judged = data.get("recipe", {})
-    drifted = judged.get("drift_from_frozen")
+    runs = [data, *(json.loads(p.read_text()) for p in more if p.is_file())]
+    data = {"models": [m for run in runs for m in run["models"]]}
+    drifts = [run.get("recipe", {}).get("drift_from_frozen") for run in runs]
+    drifted = ({} if all(d == {} for d in drifts) else
+               next((d for d in drifts if d), None))
     recipe_line = ("The run judged the frozen recipe." if drifted == {} else
                    f"The run's defaults differ from the frozen recipe in {sorted(drifted)}: it does not judge it."
                    if drifted else "The run did not record which recipe it judged.")
-    text = [_verdict_line(data), f"Evaluation: the default recipe, frozen at {commit} (docs/results/recipe.json), run once on "
+    text = [_verdict_line(data),
+            f"Evaluation: the default recipe, frozen at {commit} (docs/results/recipe.json), run once on "
             f"{len(data['models'])} pretrained model(s) outside the zoo that chose nothing (docs/protocol.md), one "
             f"seed each, with the loss its spec defines; metric and differences x100, 95% CIs by the method named in "
             f"each row. {recipe_line}", _main_table(data),
-            f"Generated from benchmarks/results/evaluation-check.json (`{COMMAND}`)."]
+            f"Generated from benchmarks/results/evaluation-check.json (`{COMMAND}`)"
+            + "".join(f" and {_shown(p)} (`{MORE_COMMAND} --out {_shown(p.with_suffix(''))}`)"
+                      for p in more if p.is_file()) + "."]
     if fidelity.is_file():
         rows = objective_rows(data, json.loads(fidelity.read_text()))
         if rows:

@@ -46,6 +46,7 @@ _MINILM_DATA = ("cetopt/zoo/specs.py", "cetopt/zoo/minilm_text.py", "cetopt/data
 _PRETRAINED = ResultSource("benchmarks/results/cost_models_pretrained*.json",
                            ("benchmarks/cost_models_pretrained.py", "benchmarks/cost_models_pretrained_report.py",
                             *_MOBILENET_DATA[1:], *_MINILM_DATA))
+_LITE0 = ("benchmarks/user_check.py", "benchmarks/user_models/efficientnet_lite0.py")
 _QUALITY = ResultSource("docs/results/quality/results.json", ("cetopt/results/quality.py",))
 
 # README section -> the results files its generator reads, with their generating code. The digits and MNIST-1D
@@ -59,8 +60,10 @@ SECTION_SOURCES: dict[str, tuple[ResultSource, ...]] = {
                   ResultSource("benchmarks/results/user-check.json",
                                ("benchmarks/user_check.py", "benchmarks/user_models/mobilenetv2_distill.py",
                                 "benchmarks/user_models/minilm_cls.py"))),
-    "evaluation": (ResultSource("benchmarks/results/evaluation-check*.json",
-                                ("benchmarks/user_check.py", "benchmarks/user_models/efficientnet_lite0.py")),),
+    "evaluation": (ResultSource("benchmarks/results/evaluation-check.json", _LITE0),
+                   ResultSource("benchmarks/results/evaluation-check-fidelity.json", _LITE0),
+                   ResultSource("benchmarks/results/evaluation-check-lite2.json",
+                                (*_LITE0, "benchmarks/user_models/efficientnet_lite2.py"))),
     "cet-checks": (ResultSource("docs/results/cet-checks/mobilenetv2*/results.json", _MOBILENET_DATA),
                    ResultSource("docs/results/cet-checks/minilm*/results.json", _MINILM_DATA)),
 }

@@ -66,3 +66,19 @@ def test_short_verdict_counts_each_cell(tmp_path) -> None:  # type: ignore[no-un
     assert "The default's dp plan: against HAWQ-V3 better in 1, tie in 0, worse in 1 of 2 cells" in first
     assert "against uniform precision better in 2, tie in 0, worse in 0 of 2 cells" in first
     assert "The plan `cetopt plan` ships: against HAWQ-V3 better in 0, tie in 2, worse in 0 of 2 cells." in first
+
+
+def test_more_evaluation_files_add_their_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    row = {"avg_bits": 4.0, "n_test": 8, "selected": "hawq-v3", "selection_split": "validation",
+           "vs_hawq-v3": _ci(0.02), "vs_uniform": _ci(0.05), "plan_vs_hawq-v3": _ci(0.0)}
+    for name, model, drift in (("a.json", "lite0", {}), ("b.json", "lite2", {})):
+        (tmp_path / name).write_text(json.dumps({"models": [{"model": model, "rows": [row]}],
+                                                 "recipe": {"drift_from_frozen": drift}}))
+    text = evaluation_section(tmp_path / "a.json", tmp_path / "none.json", (tmp_path / "b.json",))
+    assert "run once on 2 pretrained model(s)" in text and "| lite2 | 4 | 8 |" in text
+    assert "The run judged the frozen recipe." in text
+    (tmp_path / "b.json").write_text(json.dumps({"models": [{"model": "lite2", "rows": [row]}],
+                                                 "recipe": {"drift_from_frozen": {"bits": [[2], [3]]}}}))
+    assert "differ from the frozen recipe in ['bits']" in evaluation_section(tmp_path / "a.json",
+                                                                              tmp_path / "none.json",
+                                                                              (tmp_path / "b.json",))
