@@ -40,7 +40,7 @@ from torch import nn
 from cetopt._atomic import atomic_write_text
 from cetopt.curvature.layers import weight_key
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 from cetopt.quant.pack import PackedSize, compress_layer, model_packed_size, unpack_layer
 from cetopt.quant.plan import Plan
 
@@ -378,7 +378,7 @@ def artifact_bops(spec: ModelSpec, plan: Plan, activation_bits: int | None) -> d
 
 
 def _provenance(spec: ModelSpec, plan: Plan) -> dict[str, Any]:
-    from cetopt import __version__
+    from cetopt._versions import __version__
 
     meta = {k: v for k, v in spec.metadata.items() if isinstance(v, (str, int, float, bool))}
     return {"cetopt": __version__, "torch": torch.__version__, "data": spec.data, "problem": plan.problem,

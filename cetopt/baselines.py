@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 from cetopt.problem.model import AllocationProblem, Budget
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def gradient_step(spec: ModelSpec, layers: Sequence[str],
     more than a free training step would give (the step size is picked on the calibration loss)."""
     import torch
 
-    from cetopt.curvature.operator import eval_mode
+    from cetopt._hooks import eval_mode
     from cetopt.measure import Measurer
 
     if not lrs or any(not lr > 0 for lr in lrs):

@@ -91,7 +91,7 @@ def _hash_batch(digest: Any, batch: Batch) -> None:
 def cache_key(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], settings: CurvatureSettings,
               layers: Sequence[str] | None) -> str:
     """A hex digest of everything the result depends on."""
-    from cetopt import __version__
+    from cetopt._versions import __version__
 
     digest = hashlib.sha256()
     digest.update(json.dumps({"settings": asdict(settings), "layers": list(layers) if layers else None,

@@ -227,7 +227,7 @@ def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module
         acc[0] = (rows.T @ rows)[None] if acc[0] is None else acc[0] + (rows.T @ rows)[None]
         acc[1] += rows.shape[0]
 
-    from cetopt.curvature.operator import eval_mode
+    from cetopt._hooks import eval_mode
 
     hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names if n not in bare]
     hooks += [owner.register_forward_pre_hook(lambda m, a, k, n=n, w=which: record_attention(n, w, a, k),

@@ -57,7 +57,7 @@ class ModelMeasure:
         self.base_forwards = 0
 
     def _losses(self, model: torch.nn.Module, subset: Sequence[int]) -> list[float]:
-        from cetopt.curvature.operator import eval_mode
+        from cetopt._hooks import eval_mode
 
         with torch.no_grad(), eval_mode(model):
             return [float(self.spec.loss_fn(model, self.chunks[i])) for i in subset]

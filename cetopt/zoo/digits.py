@@ -122,7 +122,7 @@ def cached_training(key: str, model: nn.Module, fit: Callable[[nn.Module], objec
     stale cache file is retrained and overwritten, never trusted."""
     import io
 
-    from cetopt import __version__
+    from cetopt._versions import __version__
 
     path = cache_dir() / f"{key}-v{__version__}.pt"
     if use_cache and path.exists():

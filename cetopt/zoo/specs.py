@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 
 
 def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
