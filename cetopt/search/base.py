@@ -36,6 +36,46 @@ PlanValidate = Callable[[Mapping[str, int]], float]
 
 
 @dataclass(frozen=True)
+class PlanMeasurement:
+    """How a search measures plans.
+
+    Attributes:
+        measure: ``measure(choices, subset)``, the plan's mean loss change over calibration batches ``subset``.
+        n_batches: how many calibration batches ``measure`` takes (indices 0..n_batches-1).
+        validate: ``validate(choices)``, the plan's loss change on held-out validation batches; None: the finalists
+            are compared on the whole calibration set (say so when reporting).
+        validation_forwards: what one ``validate`` call costs in forward passes.
+    """
+
+    measure: PlanMeasure
+    n_batches: int
+    validate: PlanValidate | None = None
+    validation_forwards: int = 0
+
+    @property
+    def per_plan(self) -> int:
+        """Forward passes to measure one plan on every calibration batch and on validation."""
+        return self.n_batches + (self.validation_forwards if self.validate is not None else 0)
+
+
+@dataclass(frozen=True)
+class Seeding:
+    """Where a search starts, besides the surrogate's exact optimum (always the first seed).
+
+    Attributes:
+        extra: more starting plans (label -> layer -> choice index), e.g. the baselines'.
+        k: the exact solver's k best join the seeds.
+        backends: every installed backend's plan joins them.
+        solver: the exact backend for the surrogate's optimum (None: dp where it applies).
+    """
+
+    extra: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    k: int = 4
+    backends: bool = True
+    solver: str | None = None
+
+
+@dataclass(frozen=True)
 class SearchBudget:
     """What a search may spend.
 
