@@ -131,7 +131,7 @@ def rounded_plan_weights(spec: ModelSpec, bits: Mapping[str, int], rounding: str
         from cetopt.geometry.layer import LayerQuadric
 
         curvature = extract_curvature(spec.model, spec.loss_fn, spec.calibration, layers=spec.quantisable_layers(),
-                                      exclude=spec.exclude, show_progress=False, description=spec.name)
+                                      show_progress=False, description=spec.name)
         quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in plain}
     from cetopt.curvature.layers import layer_weight
 

@@ -111,8 +111,8 @@ def default_cache_dir() -> Path:
 
 def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
                       settings: CurvatureSettings | None = None, layers: Sequence[str] | None = None,
-                      exclude: Sequence[str] = (), cache_dir: str | os.PathLike[str] | None | bool = None,
-                      show_progress: bool = True, description: str = "") -> CurvatureResult:
+                      cache_dir: str | os.PathLike[str] | None | bool = None, show_progress: bool = True,
+                      description: str = "") -> CurvatureResult:
     """Gradients, Hutchinson traces and Lanczos eigenpairs for every quantisable layer.
 
     Args:
@@ -120,7 +120,8 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
         loss_fn: ``loss_fn(model, batch) -> scalar``; the calibration loss is its mean over ``batches``.
         batches: calibration batches.
         settings: extraction settings (defaults: CurvatureSettings()).
-        layers, exclude: which layers (default: every Linear/Conv/Embedding).
+        layers: which layers (default: every Linear/Conv/Embedding; a ModelSpec's ``quantisable_layers()`` leaves
+            its excluded ones out). The cache key records them.
         cache_dir: where to cache (None = ``$CETOPT_CACHE_DIR`` or ~/.cache/cetopt; False = no cache).
         description: free text stored in the result's metadata (model and data names).
     """
@@ -136,7 +137,7 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
             return cached  # type: ignore[return-value]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    operator = CurvatureOperator(model, loss_fn, batches, layers=layers, exclude=exclude, device=settings.device,
+    operator = CurvatureOperator(model, loss_fn, batches, layers=layers, device=settings.device,
                                  dtype=settings.torch_dtype())
     loss, gradient = operator.loss_and_gradient(show_progress=show_progress)
     for name, g in zip(operator.names, gradient):
