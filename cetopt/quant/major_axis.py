@@ -20,7 +20,7 @@ rounding (cetopt.quant.rounding.major_axis), whose codes and float32 scales the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -86,11 +86,9 @@ def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_
     batch = np.full(r, widest)
     history = [[v] for v in values]
     active = np.ones(r, dtype=bool)
+    terms = _Terms(u, rest, mu, g)
     for _ in range(max_rounds):
-        for i in np.flatnonzero(active):
-            h = history[i]
-            if len(h) > STALL_ROUNDS and h[-STALL_ROUNDS - 1] - values[i] <= stall * abs(values[i]):
-                active[i] = False
+        _stop_stalled(active, history, values, stall)
         rows = np.flatnonzero(active)
         if rows.size == 0:
             break
@@ -108,17 +106,7 @@ def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_
             if improving.size == 0:
                 active[i] = False
                 continue
-            while True:
-                size = min(int(batch[i]), improving.size)
-                take = improving if size == improving.size else                     improving[np.argpartition(gain[k, improving], size - 1)[:size]]
-                step = delta[k, take]
-                dz = u[:, take] @ step
-                change = rest * (float(d[i, take] @ step) + 0.5 * float(step @ step)) +                     float(mu @ (z[i] * dz + 0.5 * dz ** 2))
-                if g is not None:
-                    change += float(g[take] @ step)
-                if change < 0 or size == 1:
-                    break
-                batch[i] = max(1, size // 4)
+            take, dz, change, size = _price_batch(terms, d[i], z[i], delta[k], gain[k], improving, int(batch[i]))
             if change >= 0:
                 active[i] = False
                 continue
@@ -129,6 +117,45 @@ def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_
             history[i].append(values[i])
     final = np.array([_model(d[i], u @ d[i], g, rest, mu) for i in range(r)])
     return d != start, final
+
+
+class _Terms(NamedTuple):
+    """A layer's quadratic model: eigenvectors ``u`` (m, n), ``rest`` (the curvature off them), ``mu`` (m,) the
+    eigenvalues less ``rest``, and the gradient ``g`` (n,) or None."""
+
+    u: np.ndarray
+    rest: float
+    mu: np.ndarray
+    g: np.ndarray | None
+
+
+def _stop_stalled(active: np.ndarray, history: list[list[float]], values: np.ndarray, stall: float) -> None:
+    """Mark inactive each problem whose value fell by at most ``stall`` (relative) over the last STALL_ROUNDS."""
+    for i in np.flatnonzero(active):
+        h = history[i]
+        if len(h) > STALL_ROUNDS and h[-STALL_ROUNDS - 1] - values[i] <= stall * abs(values[i]):
+            active[i] = False
+
+
+def _price_batch(terms: _Terms, d: np.ndarray, z: np.ndarray, delta: np.ndarray, gain: np.ndarray,
+                 improving: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One problem's batch of flips: the ``width`` weights of least ``gain`` among ``improving``, priced exactly in
+    O(batch x m); the width is quartered until the batch lowers the model or is one weight. ``d``, ``delta``,
+    ``gain`` (n,) and ``z`` = U d (m,) are the problem's rows. Returns (the weights taken, their change of z (m,),
+    the model's change, the batch size)."""
+    u, rest, mu, g = terms
+    while True:
+        size = min(width, improving.size)
+        take = improving if size == improving.size else \
+            improving[np.argpartition(gain[improving], size - 1)[:size]]
+        step = delta[take]
+        dz = u[:, take] @ step
+        change = rest * (float(d[take] @ step) + 0.5 * float(step @ step)) + float(mu @ (z * dz + 0.5 * dz ** 2))
+        if g is not None:
+            change += float(g[take] @ step)
+        if change < 0 or size == 1:
+            return take, dz, change, size
+        width = max(1, size // 4)
 
 
 def flip_search(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
