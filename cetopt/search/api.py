@@ -107,17 +107,11 @@ def run_search(problem: AllocationProblem, measurement: PlanMeasurement, *, stra
         ProblemError: the budget cannot measure even one plan (field "search_forwards"), no feasible plan
             (field "problem"), unknown strategy or options (field "search" / "search_options").
     """
-    from cetopt.solvers.api import default_solver, solve
-
     _check_budget(measurement, budget)
     engine = get_strategy(strategy)
     typed = _typed_options(engine, strategy, options)
     start = time.perf_counter()
-    solver = seeding.solver or default_solver(problem)
-    optimum = solve(problem, solver)
-    if not optimum.success:
-        raise ProblemError(f"the surrogate has no feasible plan ({optimum.status.value}: {optimum.message}); "
-                           "loosen the budget", field="problem")
+    solver, optimum = _surrogate_optimum(problem, seeding.solver)
     finalists = max(1, min(budget.finalists, budget.forwards // measurement.per_plan))
     evaluator = Evaluator(compile_problem(problem), measurement,
                           forwards=budget.forwards - finalists * measurement.per_plan, seconds=budget.seconds,
@@ -153,6 +147,22 @@ def run_search(problem: AllocationProblem, measurement: PlanMeasurement, *, stra
                     "search_seconds": search_seconds, "finalists": len(scored), "seed": seed, "solver": solver,
                     "budget": dataclasses.asdict(budget), "options": dataclasses.asdict(typed),
                     "plans_measured": evaluator.describe()["plans_measured"], "n_batches": measurement.n_batches})
+
+
+def _surrogate_optimum(problem: AllocationProblem, solver: str | None) -> tuple[str, Any]:
+    """The exact backend's name (None: dp where it applies) and its optimum of the surrogate (a SolveResult).
+
+    Raises:
+        ProblemError: the surrogate has no feasible plan (field "problem").
+    """
+    from cetopt.solvers.api import default_solver, solve
+
+    solver = solver or default_solver(problem)
+    optimum = solve(problem, solver)
+    if not optimum.success:
+        raise ProblemError(f"the surrogate has no feasible plan ({optimum.status.value}: {optimum.message}); "
+                           "loosen the budget", field="problem")
+    return solver, optimum
 
 
 def _check_budget(measurement: PlanMeasurement, budget: SearchBudget) -> None:
