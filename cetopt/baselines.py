@@ -39,7 +39,7 @@ def hawq_v3_bits(problem: AllocationProblem, avg_bits: float, solver: str = "dp"
     return dict(result.bits) if result.success else None
 
 
-# Baselines a reviewer asks for beside the plans (issue 12). Bias correction: no CET cost model or plan applies one
+# Baselines to compare the plans against (uniform bit-widths, HAWQ-V3). Bias correction: no CET cost model or plan applies one
 # (grep cetopt for "bias"), so HAWQ-V3 is compared without one too: both get the same treatment, none.
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ _REGISTRY: dict[str, str | type[CostModel]] = {}
 # cet-upper on the MSE-clipped grid (cetopt.workflow.DEFAULT_QUANTIZER) is the only model that passed every cell
 # measured: it ties HAWQ-V3 on all six zoo cells over 3 seeds (benchmarks/results/cost_models_mseclip.md) and is
 # at least as good as HAWQ-V3 and better than uniform on MobileNetV2 and MiniLM at 3/4/5 bits
-# (benchmarks/results/cost_models_pretrained_mseclip.md), where cet-shrink, the previous default, was behind
+# (benchmarks/results/cost_models_pretrained_mseclip.md); cet-shrink, measured in the same files, falls behind
 # HAWQ-V3 on MiniLM at 3 bits and on the MNIST-1D ResNet at 3 and 4 bits
 DEFAULT_COST_MODEL = "cet-upper"
 

@@ -10,9 +10,8 @@ Two estimators (``mode``):
   batched backward pass (one pass per layer where torch cannot batch): no cross-layer variance.
 
 Rounds continue until every layer's relative standard error is under ``rtol`` or ``max_probes`` is
-reached; in the second case a warning names the layers still above ``rtol`` and their errors (issue 14:
-HAWQ-V3 traces stopped at the cap with a median relative error of 19% and said nothing). Negative
-estimates are reported as they are.
+reached; in the second case a warning names the layers still above ``rtol`` and their errors, since a trace
+stopped at the cap can be far less precise than ``rtol`` asks. Negative estimates are reported as they are.
 """
 
 from __future__ import annotations

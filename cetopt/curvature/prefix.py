@@ -33,11 +33,8 @@ Where the model cannot be traced, the traced graph does not reproduce the model'
 calls the model other than once with positional tensors, :func:`prefix_runner` returns None and callers use
 the full graph; :func:`make_prefix_runner` says why (the coverage report records it).
 
-Measured on MobileNetV2 (16 images at 224x224, 1 thread, trained weights, a machine loaded 11-16 on 2
-cores): 5 quadratic forms of features.2.conv.0.0 took 79 s on the full graph (after its 15 s build); from
-the cached input 5 + 64 s; from the recorded output 6 + 68 s against 10 + 87 s from the input in a paired
-run; for features.9.conv.2 all paths tie (about 20 s). Vmapping the 5 products was 1.2-1.5x slower than
-a loop on the CPU, so candidates are batched only on CUDA.
+The paths are compared on MobileNetV2 by benchmarks/measured_prefix.py and benchmarks/forms_forward.py. On
+the CPU a vmapped batch of products is slower than a loop over them, so candidates are batched only on CUDA.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ docs/problem-format.md)::
                "bits": [[2, 4, 8], [2, 4, 8]], "loss": [[0.31, 0.02, 0.0], [0.5, 0.1, 0.01]]}
 
 which is the row form ``[{"name": "l0", "params": 4096, "choices": [{"bits": 2, "loss": 0.31}, ...]}, ...]``
-with nothing else per layer or choice. At 100,000 layers x 8 choices the row form meant 900,000 Python
-objects to parse, validate and build (about 10 s); the columns are parsed as number arrays, validated
+with nothing else per layer or choice. At 100,000 layers x 8 choices the row form means 900,000 Python
+objects to parse, validate and build; the columns are parsed as number arrays, validated
 vectorised with the same rules and messages as :class:`~cetopt.problem.model.Layer`, and kept as NumPy
 arrays. :class:`LayerColumns` is a read-only sequence of :class:`Layer` (built on demand), so every consumer
 keeps working; the hot paths (compile, evaluate, the result's bits) read the arrays.

@@ -174,12 +174,6 @@ def _valid_mask(cols: int, group: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(groups * group, device=device) < cols).double().reshape(1, groups, group)
 
 
-def group_sums(values: torch.Tensor, group: int) -> torch.Tensor:
-    """(rows, cols) -> (rows, groups): sums over each group's real columns."""
-    cols = values.shape[1]
-    return (_grouped(values, group) * _valid_mask(cols, group, values.device)).sum(dim=2)
-
-
 def _nearest_errors(g: torch.Tensor, exact: torch.Tensor, valid: torch.Tensor | None, grid: Grid) -> torch.Tensor:
     """(R, G) |d|^2 of round-to-nearest on ``grid`` per group: :meth:`Grid.nearest` and :func:`dequantize` on the
     grouped rows (R, G, group), the scales broadcast instead of expanded. Symmetric codes are used signed,
