@@ -74,7 +74,7 @@ def trained_mnist1d_resnet(*, seed: int = 0, epochs: int = int(MNIST1D_RECIPE["e
 
     The recipe (40 epochs, cosine decay to zero) trains to convergence; the manifest records the final
     full-training-set gradient norm (cetopt/data/zoo/manifest.json)."""
-    from cetopt.zoo.shipped import load_shipped
+    from cetopt.zoo.store import load_shipped
 
     torch.manual_seed(seed)
     model = ResNet1d()

@@ -28,7 +28,7 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Any]:
 
 def _weights_info(name: str, seed: int, recipe: dict[str, Any]) -> dict[str, Any]:
     """Provenance of the zoo weights: the shipped file's SHA-256 and convergence report, or 'trained here'."""
-    from cetopt.zoo.shipped import shipped_entry
+    from cetopt.zoo.store import shipped_entry
 
     entry = shipped_entry(name, seed, recipe)
     if entry is None:
