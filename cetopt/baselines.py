@@ -101,7 +101,8 @@ def adaround_plan_weights(spec: ModelSpec, bits: Mapping[str, int], *, max_batch
                           ) -> dict[str, "torch.Tensor"]:
     """Each layer of ``bits`` AdaRounded (cetopt.quant.adaround: output reconstruction on the calibration inputs,
     greedy floor/ceil) at the plan's bit-width: same packed size as nearest rounding."""
-    from cetopt.quant.adaround import adaround_weights, layer_inputs
+    from cetopt.quant.adaround import layer_inputs
+    from cetopt.quant.rounding.adaround import adaround_weights
 
     batches = list(spec.calibration)[:max_batches] if max_batches else list(spec.calibration)
     inputs = layer_inputs(spec.model, list(bits), spec.loss_fn, batches)

@@ -13,39 +13,17 @@ weights, backtracking when a batch interacts badly, until no single flip improve
 the flip neighbourhood; AdaRound's search space with CET's objective, no training). Every error stays
 within one grid step of round-to-nearest's, so |d|_inf <= scale. Each clipping ratio is tried and the
 best model value wins: :func:`flip_search_many` searches every ratio in one pass (one (r, m) x (m, n) product
-per round; memory a few (r, n) arrays beside U), and :func:`major_axis_round` goes through the registered
-rounding (cetopt.quant.rounding.major_axis), whose codes and float32 scales the packed artefact stores.
+per round; memory a few (r, n) arrays beside U). :func:`cetopt.quant.rounding.major_axis.major_axis_round` rounds a
+layer through the registered rounding, whose codes and float32 scales the packed artefact stores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.quant.quantizers import QuantizerSpec
-
-
-@dataclass(frozen=True)
-class MajorAxisRounding:
-    """Result for one layer and bit-width.
-
-    Attributes:
-        weight: the quantised weight (same shape and dtype as the input).
-        ratio: the clipping ratio chosen.
-        model_rtn, model_major: the model value q(d) of round-to-nearest's error and of the one chosen.
-        flips: weights rounded away from nearest.
-    """
-
-    weight: torch.Tensor
-    ratio: float
-    model_rtn: float
-    model_major: float
-    flips: int
 
 
 STALL_ROUNDS = 10
@@ -229,30 +207,3 @@ def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gra
     return d, _model(d, u @ d, g, rest, mu), flips
 
 
-def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spec: QuantizerSpec = QuantizerSpec(),
-                     *, ratios: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8), use_gradient: bool = False,
-                     max_rounds: int = 200, stall: float = 1e-3) -> MajorAxisRounding:
-    """Quantise ``weight`` to ``bits`` on the quantiser's grid, rounding toward the quadric's major axes.
-
-    Args:
-        weight: the layer weight (torch layout); ``quadric`` must be of this layer (n = weight.numel()).
-        bits: 2..16 (1-bit sign quantisation has no rounding choice).
-        spec: grid layout (symmetric or not, per channel or not); its ``clip`` is replaced by ``ratios``.
-        ratios: clipping ratios tried (1 = the full range).
-        use_gradient: include g.d in the objective (LLC's first-order term) or only the curvature energy
-            (the default: CET's rule; with every layer rounded at once the gradient version overfits the
-            calibration gradient, e.g. MNIST-1D ResNet at 4 bits: 24.7% vs 91.6% accuracy).
-        max_rounds: most greedy flip rounds per clipping ratio.
-        stall: stop a ratio's search when 10 rounds together improved the model value by less than this
-            fraction of it (0 runs every round until no single flip improves or ``max_rounds``).
-    """
-    if not 2 <= bits <= 16:
-        raise ProblemError(f"major-axis rounding needs 2..16 bits, got {bits}", field="bits")
-    from cetopt.quant.rounding.base import RoundingContext
-    from cetopt.quant.rounding.major_axis import MajorAxis, MajorAxisGradient
-
-    rounding = (MajorAxisGradient if use_gradient else MajorAxis)(ratios, max_rounds, stall)
-    out = rounding.round(weight, bits, QuantizerSpec(spec.symmetric, spec.per_channel, group_size=spec.group_size),
-                         RoundingContext(quadric=quadric))
-    return MajorAxisRounding(weight=out.weight, ratio=out.info["ratio"], model_rtn=out.info["model_nearest"],
-                             model_major=out.info["model"], flips=out.info["flips"])

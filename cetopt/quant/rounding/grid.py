@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec
+from cetopt.quant.quantizer_spec import QuantizerSpec
 
 
 def matrix_shape(shape: tuple[int, ...], spec: QuantizerSpec) -> tuple[int, int]:
