@@ -8,8 +8,8 @@ Strategies: ``evopress``, ``local``, ``refit`` (:mod:`cetopt.search.registry`).
 
 from cetopt.search.api import DEFAULT_FORWARDS, DEFAULT_STRATEGY, backend_plans, run_search
 from cetopt.search.base import (HistoryPoint, PlanMeasure, PlanMeasurement, PlanValidate, SearchBudget, SearchResult,
-                                SearchStrategy, Seeding)
-from cetopt.search.registry import get_strategy, register, strategy_names
+                                Seeding)
+from cetopt.search.registry import SearchStrategy, get_strategy, register, strategy_names
 
 __all__ = ["DEFAULT_FORWARDS", "DEFAULT_STRATEGY", "HistoryPoint", "PlanMeasure", "PlanMeasurement", "PlanValidate",
            "SearchBudget", "SearchResult", "SearchStrategy", "Seeding", "backend_plans", "get_strategy", "register",

@@ -21,12 +21,9 @@ re-checks it against the problem like any solver answer and records what it cost
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from cetopt.search.evaluator import Evaluator
 
 # measure(choices, subset) -> the mean loss change of the plan (layer -> choice index into ``layer.choices``) over
 # the calibration batches whose indices are ``subset`` (each batch weighs the same); every index costs one forward
@@ -162,18 +159,3 @@ class Seed:
 
     label: str
     option: np.ndarray
-
-
-class SearchStrategy(Protocol):
-    """A registered search strategy (see the module docstring)."""
-
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Options: ClassVar[type]
-
-    def search(self, evaluator: "Evaluator", seeds: Sequence[Seed], options: Any,
-               rng: np.random.Generator) -> list[np.ndarray]:
-        """Spend the evaluator's budget; return contenders (option vectors), best first. May stop early; the
-        evaluator raises :class:`~cetopt.search.evaluator.BudgetSpent` when the budget is gone, which the strategy
-        need not catch: :func:`~cetopt.search.api.run_search` then asks :meth:`Evaluator.ranked` instead."""
-        ...
