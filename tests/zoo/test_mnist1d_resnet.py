@@ -6,7 +6,7 @@ import pytest
 
 from cetopt.curvature import find_layers
 from cetopt.zoo.digits import accuracy
-from cetopt.zoo.graph import traced_edges
+from cetopt.curvature.graph import traced_edges
 from cetopt.zoo.mnist1d_resnet import ResNet1d, mnist1d_split, trained_mnist1d_resnet
 
 
