@@ -56,8 +56,8 @@ class CurvatureSettings:
     min_probes: int = 16
     probe_block: int | None = None
     rtol: float = 0.05
-    trace_mode: str = "auto"  # output-space probes where exact: 1.2-95x faster at equal error on the zoo's
-    # piecewise-linear models (benchmarks/results/trace-output-space.md), shared probes elsewhere
+    trace_mode: str = "auto"  # output-space probes where exact: faster at equal error on the zoo's piecewise-linear
+    # models (benchmarks/results/trace-output-space.md measures by how much), shared probes elsewhere
     k: int = 8
     lanczos_iterations: int = 32
     fisher: bool = False
