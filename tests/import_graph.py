@@ -71,7 +71,7 @@ def import_sites(package_dir: Path) -> list[ImportSite]:
 
 def room(module: str) -> str:
     """The room a module lives in: its subpackage (``cetopt.quant.rounding.gptq`` -> ``cetopt.quant``), a top-level
-    module its own room (``cetopt.artifact``), the package's ``__init__`` the room ``cetopt``."""
+    module its own room (``cetopt.losses``), the package's ``__init__`` the room ``cetopt``."""
     return ".".join(module.split(".")[:2])
 
 
