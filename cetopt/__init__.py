@@ -23,9 +23,11 @@ Measure plans instead of trusting the additive costs (a measured search seeded b
     found.bits, found.validation_dloss, found.surrogate_measured, found.forwards
 """
 
+from cetopt._versions import __version__
 from cetopt.errors import (CetoptError, ProblemError, SolverOptionError,
                            SolverUnavailableError, UnsupportedProblemError)
-from cetopt.modelspec import ModelSpec, load_model_spec
+from cetopt.modelspec import load_model_spec
+from cetopt.spec import ModelSpec
 
 # everything else is imported on first use, so `cetopt extract nosuch` answers before numpy or torch load
 _LAZY = {
@@ -53,7 +55,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'cetopt' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AllocationProblem", "Budget", "CetoptError", "Choice", "Edge", "EdgeKind", "Interaction",

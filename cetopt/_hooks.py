@@ -1,10 +1,11 @@
-"""Run a model over batches with forward pre-hooks on some of its modules, the hooks removed afterwards
-whatever happens: the one place cetopt observes layer inputs (coverage of embedding rows, layer-input Gram
-matrices, activation ranges)."""
+"""Temporary changes to a model that are undone whatever happens: forward pre-hooks on some of its modules (the
+one place cetopt observes layer inputs: coverage of embedding rows, layer-input Gram matrices, activation ranges)
+and eval mode. Torch only, so every package that runs a model can use them."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -24,3 +25,15 @@ def observe_inputs(model: nn.Module, hooks: Mapping[str, Callable[[nn.Module, tu
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode (BatchNorm uses running statistics) and restore its flags after."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag

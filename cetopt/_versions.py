@@ -6,6 +6,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import metadata
 
+__version__ = "0.1.0"
+"""cetopt's own version (the same as pyproject.toml's); ``cetopt.__version__`` re-exports it."""
+
 PACKAGES = ("cetopt", "numpy", "scipy", "torch", "cvxpy", "ortools", "highspy", "networkx")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 from cetopt.problem.model import AllocationProblem, Budget
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def hawq_v3_bits(problem: AllocationProblem, avg_bits: float, solver: str = "dp"
     return dict(result.bits) if result.success else None
 
 
-# Baselines a reviewer asks for beside the plans (issue 12). Bias correction: no CET cost model or plan applies one
+# Baselines to compare the plans against (uniform bit-widths, HAWQ-V3). Bias correction: no CET cost model or plan applies one
 # (grep cetopt for "bias"), so HAWQ-V3 is compared without one too: both get the same treatment, none.
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def gradient_step(spec: ModelSpec, layers: Sequence[str],
     more than a free training step would give (the step size is picked on the calibration loss)."""
     import torch
 
-    from cetopt.curvature.operator import eval_mode
+    from cetopt._hooks import eval_mode
     from cetopt.measure import Measurer
 
     if not lrs or any(not lr > 0 for lr in lrs):
@@ -101,7 +101,8 @@ def adaround_plan_weights(spec: ModelSpec, bits: Mapping[str, int], *, max_batch
                           ) -> dict[str, "torch.Tensor"]:
     """Each layer of ``bits`` AdaRounded (cetopt.quant.adaround: output reconstruction on the calibration inputs,
     greedy floor/ceil) at the plan's bit-width: same packed size as nearest rounding."""
-    from cetopt.quant.adaround import adaround_weights, layer_inputs
+    from cetopt.quant.adaround import layer_inputs
+    from cetopt.quant.rounding.adaround import adaround_weights
 
     batches = list(spec.calibration)[:max_batches] if max_batches else list(spec.calibration)
     inputs = layer_inputs(spec.model, list(bits), spec.loss_fn, batches)
@@ -131,7 +132,7 @@ def rounded_plan_weights(spec: ModelSpec, bits: Mapping[str, int], rounding: str
         from cetopt.geometry.layer import LayerQuadric
 
         curvature = extract_curvature(spec.model, spec.loss_fn, spec.calibration, layers=spec.quantisable_layers(),
-                                      exclude=spec.exclude, show_progress=False, description=spec.name)
+                                      show_progress=False, description=spec.name)
         quadrics = {n: LayerQuadric.from_curvature(curvature.layer(n)) for n in plain}
     from cetopt.curvature.layers import layer_weight
 

@@ -1,7 +1,8 @@
 """The small error hierarchy of cetopt.
 
-Every message names the offending field (or package) and says how to fix it. The CLI maps
-``ProblemError`` and its relatives to exit code 2 and an infeasible solve to exit code 1.
+Every message names the offending field (or package) and says how to fix it. The CLI maps each error class to
+an exit code of docs/cli.md's vocabulary (bad input 2, a failed computation 3); tests/test_exit_codes.py lists
+every class cetopt defines with its code.
 """
 
 from __future__ import annotations

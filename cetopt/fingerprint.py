@@ -24,7 +24,7 @@ from cetopt.errors import CetoptError
 if TYPE_CHECKING:
     from torch import nn
 
-    from cetopt.modelspec import ModelSpec
+    from cetopt.spec import ModelSpec
 
 KEYS = ("fingerprint_weights", "fingerprint_layers", "fingerprint_calibration")
 

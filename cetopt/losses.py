@@ -17,7 +17,7 @@ Three objectives, each a callable ``objective(model, batch) -> scalar tensor`` w
 How inputs reach the model (:func:`feed`): a tensor ``x`` -> ``model(x)``; a tuple or list -> ``model(*batch)``; a
 dict -> ``model(**batch)``. A model may return a tensor or an object with a ``logits`` tensor (attribute or key).
 
-A :class:`~cetopt.modelspec.ModelSpec` without ``loss_fn`` (or with one of these objectives as its ``loss_fn``)
+A :class:`~cetopt.spec.ModelSpec` without ``loss_fn`` (or with one of these objectives as its ``loss_fn``)
 records the FP32 outputs on its calibration, validation and test inputs once (:func:`bind_objective`) and uses the
 bound objective as its loss; with no ``loss_fn`` the kind is chosen by :func:`choose_kind`.
 """
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cetopt._hooks import eval_mode
 from cetopt.errors import ProblemError
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,6 @@ def at_reference(loss_fn: Any, model: nn.Module) -> bool:
 
 def reference_outputs(model: nn.Module, batches: Sequence[Any], field: str) -> list[torch.Tensor]:
     """The model's outputs on each inputs-only batch (eval mode, no gradients), detached."""
-    from cetopt.curvature.operator import eval_mode
-
     out = []
     with torch.no_grad(), eval_mode(model):
         for i, inputs in enumerate(batches):
@@ -262,8 +261,6 @@ def fidelity_outcomes(model: nn.Module, batches: Sequence[Any], kind: str) -> di
     """Per-example fidelity to the FP32 outputs on referenced ``batches``, each (n_examples,):
     "agreement" (1.0 where the top-1 of every row matches the FP32 top-1; "kl" objectives only), "kl" (mean over
     the example's rows), "cosine" (of the example's flattened output), "mse" (mean over its elements)."""
-    from cetopt.curvature.operator import eval_mode
-
     parts: dict[str, list[np.ndarray]] = {"agreement": [], "kl": [], "cosine": [], "mse": []}
     with torch.no_grad(), eval_mode(model):
         for batch in batches:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Measurement:
 
 def mean_loss(spec: ModelSpec, model: nn.Module, batches: Sequence[Any]) -> float:
     """Mean of ``spec.loss_fn`` over ``batches`` (no gradients, eval mode)."""
-    from cetopt.curvature.operator import eval_mode
+    from cetopt._hooks import eval_mode
 
     with torch.no_grad(), eval_mode(model):
         return sum(float(spec.loss_fn(model, b)) for b in batches) / len(batches)
@@ -178,7 +178,7 @@ class Measurer:
         Raises:
             ProblemError: an unknown split, a spec without that split, or batches that cannot be split.
         """
-        from cetopt.curvature.operator import eval_mode
+        from cetopt._hooks import eval_mode
 
         if split not in ("validation", "calibration"):
             raise ProblemError(f"split must be 'validation' or 'calibration', got {split!r}", field="split")

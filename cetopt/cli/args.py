@@ -137,7 +137,8 @@ def load_with_overrides(args: argparse.Namespace) -> Any:
 
 
 def exit_code(status: Any) -> int:
-    return EXIT_OK if status.value in ("optimal", "feasible") else EXIT_INFEASIBLE
+    return EXIT_OK if status.value in ("optimal", "feasible") else \
+        EXIT_FAILED if status.value == "error" else EXIT_INFEASIBLE
 
 
 def int_list(text: str, option: str) -> list[int]:

@@ -56,8 +56,8 @@ class CurvatureSettings:
     min_probes: int = 16
     probe_block: int | None = None
     rtol: float = 0.05
-    trace_mode: str = "auto"  # output-space probes where exact: 1.2-95x faster at equal error on the zoo's
-    # piecewise-linear models (benchmarks/results/trace-output-space.md), shared probes elsewhere
+    trace_mode: str = "auto"  # output-space probes where exact: faster at equal error on the zoo's piecewise-linear
+    # models (benchmarks/results/trace-output-space.md measures by how much), shared probes elsewhere
     k: int = 8
     lanczos_iterations: int = 32
     fisher: bool = False
@@ -91,7 +91,7 @@ def _hash_batch(digest: Any, batch: Batch) -> None:
 def cache_key(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], settings: CurvatureSettings,
               layers: Sequence[str] | None) -> str:
     """A hex digest of everything the result depends on."""
-    from cetopt import __version__
+    from cetopt._versions import __version__
 
     digest = hashlib.sha256()
     digest.update(json.dumps({"settings": asdict(settings), "layers": list(layers) if layers else None,
@@ -111,8 +111,8 @@ def default_cache_dir() -> Path:
 
 def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
                       settings: CurvatureSettings | None = None, layers: Sequence[str] | None = None,
-                      exclude: Sequence[str] = (), cache_dir: str | os.PathLike[str] | None | bool = None,
-                      show_progress: bool = True, description: str = "") -> CurvatureResult:
+                      cache_dir: str | os.PathLike[str] | None | bool = None, show_progress: bool = True,
+                      description: str = "") -> CurvatureResult:
     """Gradients, Hutchinson traces and Lanczos eigenpairs for every quantisable layer.
 
     Args:
@@ -120,7 +120,8 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
         loss_fn: ``loss_fn(model, batch) -> scalar``; the calibration loss is its mean over ``batches``.
         batches: calibration batches.
         settings: extraction settings (defaults: CurvatureSettings()).
-        layers, exclude: which layers (default: every Linear/Conv/Embedding).
+        layers: which layers (default: every Linear/Conv/Embedding; a ModelSpec's ``quantisable_layers()`` leaves
+            its excluded ones out). The cache key records them.
         cache_dir: where to cache (None = ``$CETOPT_CACHE_DIR`` or ~/.cache/cetopt; False = no cache).
         description: free text stored in the result's metadata (model and data names).
     """
@@ -136,7 +137,7 @@ def extract_curvature(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch
             return cached  # type: ignore[return-value]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    operator = CurvatureOperator(model, loss_fn, batches, layers=layers, exclude=exclude, device=settings.device,
+    operator = CurvatureOperator(model, loss_fn, batches, layers=layers, device=settings.device,
                                  dtype=settings.torch_dtype())
     loss, gradient = operator.loss_and_gradient(show_progress=show_progress)
     for name, g in zip(operator.names, gradient):

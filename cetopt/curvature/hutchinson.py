@@ -10,9 +10,8 @@ Two estimators (``mode``):
   batched backward pass (one pass per layer where torch cannot batch): no cross-layer variance.
 
 Rounds continue until every layer's relative standard error is under ``rtol`` or ``max_probes`` is
-reached; in the second case a warning names the layers still above ``rtol`` and their errors (issue 14:
-HAWQ-V3 traces stopped at the cap with a median relative error of 19% and said nothing). Negative
-estimates are reported as they are.
+reached; in the second case a warning names the layers still above ``rtol`` and their errors, since a trace
+stopped at the cap can be far less precise than ``rtol`` asks. Negative estimates are reported as they are.
 """
 
 from __future__ import annotations
@@ -60,22 +59,20 @@ def rademacher_like(tensors: list[torch.Tensor], count: int, generator: torch.Ge
 
 def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min_probes: int = 16,
                       block: int | None = None, rtol: float = 0.05, seed: int = 0, show_progress: bool = True,
-                      restrict_to: int | None = None, mode: str = "shared") -> list[TraceEstimate]:
+                      mode: str = "shared") -> list[TraceEstimate]:
     """Per-layer trace estimates with standard errors, sharing probes across layers.
 
     Args:
         operator: the curvature operator of a model and its calibration data.
         max_probes, min_probes: bounds on the number of probes.
-        block: probes per batched backward pass (default: 1 on the CPU, where torch's vmapped backward
-            costs ~15% more per probe than a loop, measured in benchmarks/curvature.py; 8 on CUDA).
+        block: probes per batched backward pass (default: 1 on the CPU, where torch's vmapped backward costs
+            more per probe than a loop, as benchmarks/curvature.py measures; 8 on CUDA).
         rtol: stop once every layer's stderr / |trace| is below this.
         seed: the probes' seed (same seed, same numbers on the CPU).
-        restrict_to: estimate only this layer's trace with probes zero elsewhere (the PyHessian-style
-            per-layer loop used as a baseline in benchmarks).
         mode: "shared" or "restricted" (see the module docstring).
 
     Returns:
-        One TraceEstimate per layer (for ``restrict_to``, only that layer's entry is meaningful).
+        One TraceEstimate per layer.
     """
     if mode not in ("shared", "restricted"):
         raise ProblemError(f"mode must be 'shared' or 'restricted', got {mode!r}", field="mode")
@@ -92,8 +89,6 @@ def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min
         while done < max_probes:
             count = min(block, max_probes - done)
             probes = rademacher_like(operator.params, count, generator)
-            if restrict_to is not None:
-                probes = [p if j == restrict_to else torch.zeros_like(p) for j, p in enumerate(probes)]
             if count == 1:  # unbatched: on the CPU a vmapped backward costs more per probe than a loop
                 products = [t.unsqueeze(0) for t in operator.hvp([q[0] for q in probes])]
             else:
@@ -105,16 +100,12 @@ def hutchinson_traces(operator: CurvatureOperator, *, max_probes: int = 256, min
             done += count
             bar.update(count)
             if done >= min_probes:
-                estimates = _estimates(samples)
-                watched = estimates if restrict_to is None else [estimates[restrict_to]]
-                if all(e.relative_error < rtol for e in watched):
+                if all(e.relative_error < rtol for e in _estimates(samples)):
                     break
     finally:
         bar.close()
     estimates = _estimates(samples)
-    watched = range(len(estimates)) if restrict_to is None else [restrict_to]
-    warn_if_capped([operator.names[j] for j in watched], [estimates[j] for j in watched], rtol=rtol,
-                   max_probes=max_probes)
+    warn_if_capped(operator.names, estimates, rtol=rtol, max_probes=max_probes)
     return estimates
 
 

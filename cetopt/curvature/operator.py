@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from cetopt import distributed
+from cetopt._hooks import eval_mode  # re-exported for the curvature modules and the builders
 from cetopt.curvature.layers import LayerRef, find_layers
 from cetopt.errors import CetoptError, ProblemError
 
@@ -73,18 +74,6 @@ def second_order_attention() -> Iterator[None]:
 
     with sdpa_kernel(SDPBackend.MATH):
         yield
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode (BatchNorm uses running statistics) and restore its flags after."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 class CurvatureOperator:

@@ -26,7 +26,7 @@ batches and every probe's per-layer sums are all-reduced.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -88,8 +88,8 @@ def output_space_traces(operator: CurvatureOperator, *, max_probes: int = 128, m
     """Per-layer traces of the mean calibration loss's Hessian, one TraceEstimate per layer, or None (debug log)
     where :func:`exactness_problem` finds the estimator inexact.
 
-    A probe draws one output vector per batch (Rademacher, or model-drawn labels for softmax cross-entropy); its sample of layer l is the mean over batches of
-    (J_l' v) . (J_l' H_o v). Probes stop once every layer's standard error / |trace| < ``rtol`` (after
+    A probe draws one output vector per batch (Rademacher, or model-drawn labels for softmax cross-entropy); its
+    sample of layer l is the mean over batches of (J_l' v) . (J_l' H_o v). Probes stop once every layer's standard error / |trace| < ``rtol`` (after
     ``min_probes``), or at ``max_probes`` with a warning naming the layers (as hutchinson_traces does).
     Each batch's graph is kept for the whole run: memory grows with the number of calibration batches.
     ``check=False`` skips :func:`exactness_problem` (a trace and a forward pass) for a caller that has just run it.
@@ -120,23 +120,8 @@ def output_space_traces(operator: CurvatureOperator, *, max_probes: int = 128, m
         for done in range(1, max_probes + 1):
             totals = [0.0] * len(params)
             for out, g_out, scale, generator in graphs:
-                if scale is not None:  # softmax cross-entropy: labels drawn from the model, s ||J_l' u||^2
-                    p = torch.softmax(out.detach(), dim=-1).reshape(-1, out.shape[-1])
-                    drawn = torch.multinomial(p.cpu().double(), 1, generator=generator).reshape(-1).to(p.device)
-                    u = (torch.nn.functional.one_hot(drawn, out.shape[-1]).to(p) - p).reshape(out.shape)
-                    a = torch.autograd.grad(out, params, grad_outputs=u, retain_graph=True, allow_unused=True)
-                    for j, aj in enumerate(a):
-                        if aj is not None:
-                            totals[j] += scale * float((aj * aj).sum())
-                    continue
-                v = (torch.randint(0, 2, out.shape, generator=generator) * 2 - 1).to(out)
-                (hv,) = torch.autograd.grad(g_out, out, grad_outputs=v, retain_graph=True) \
-                    if g_out.requires_grad else (torch.zeros_like(out),)
-                a = torch.autograd.grad(out, params, grad_outputs=v, retain_graph=True, allow_unused=True)
-                b = torch.autograd.grad(out, params, grad_outputs=hv, retain_graph=True, allow_unused=True)
-                for j, (aj, bj) in enumerate(zip(a, b)):
-                    if aj is not None and bj is not None:
-                        totals[j] += float((aj * bj).sum())
+                for j, value in enumerate(_probe_sample(params, out, g_out, scale, generator)):
+                    totals[j] += value
             (summed,) = distributed.all_reduce_sum([torch.tensor(totals, dtype=torch.float64)])
             stop = add_probe(operator.names, samples, list(summed / len(operator.batches)), "output-space trace probe",
                              done=done, min_probes=min_probes, rtol=rtol)
@@ -146,6 +131,31 @@ def output_space_traces(operator: CurvatureOperator, *, max_probes: int = 128, m
     finally:
         bar.close()
     return finished(operator.names, samples, rtol=rtol, max_probes=max_probes)
+
+
+def _probe_sample(params: Sequence[torch.Tensor], out: torch.Tensor, g_out: torch.Tensor, scale: float | None,
+                  generator: torch.Generator) -> list[float]:
+    """One probe's sample on one batch, per layer: (J_l' v) . (J_l' H_o v) for a Rademacher v, or for softmax
+    cross-entropy (``scale`` set) s ||J_l' u||^2 with u a label drawn from the model less its probabilities."""
+    totals = [0.0] * len(params)
+    if scale is not None:
+        p = torch.softmax(out.detach(), dim=-1).reshape(-1, out.shape[-1])
+        drawn = torch.multinomial(p.cpu().double(), 1, generator=generator).reshape(-1).to(p.device)
+        u = (torch.nn.functional.one_hot(drawn, out.shape[-1]).to(p) - p).reshape(out.shape)
+        a = torch.autograd.grad(out, params, grad_outputs=u, retain_graph=True, allow_unused=True)
+        for j, aj in enumerate(a):
+            if aj is not None:
+                totals[j] += scale * float((aj * aj).sum())
+        return totals
+    v = (torch.randint(0, 2, out.shape, generator=generator) * 2 - 1).to(out)
+    (hv,) = torch.autograd.grad(g_out, out, grad_outputs=v, retain_graph=True) \
+        if g_out.requires_grad else (torch.zeros_like(out),)
+    a = torch.autograd.grad(out, params, grad_outputs=v, retain_graph=True, allow_unused=True)
+    b = torch.autograd.grad(out, params, grad_outputs=hv, retain_graph=True, allow_unused=True)
+    for j, (aj, bj) in enumerate(zip(a, b)):
+        if aj is not None and bj is not None:
+            totals[j] += float((aj * bj).sum())
+    return totals
 
 
 def softmax_ce_scale(out: torch.Tensor, g_out: torch.Tensor, generator: torch.Generator) -> float | None:

@@ -25,19 +25,16 @@ a Linear/Conv subclass checked affine in its input, or a node that carries no fl
 shape arithmetic; :meth:`PrefixRunner.nonlinear_node`), the Hessian in the layer's weight is exactly the
 Gauss-Newton matrix and :meth:`PrefixRunner.forward_forms` gets each form from one forward-mode jvp (the
 errors' tangents vmapped through one pass, the primal computed once) and the loss's second derivative on the
-outputs alone: no double backward. On MobileNetV2 this is 3.5-5x faster per layer
-(benchmarks/results/forms-forward.md). Nested forward mode through LayerNorm/SiLU is not used (torch 2.13's
+outputs alone: no double backward, which is faster per layer (benchmarks/results/forms-forward.md measures it on
+MobileNetV2). Nested forward mode through LayerNorm/SiLU is not used (torch 2.13's
 is wrong for ``F.layer_norm``): smooth suffixes take the double backward.
 
 Where the model cannot be traced, the traced graph does not reproduce the model's loss, or the loss function
 calls the model other than once with positional tensors, :func:`prefix_runner` returns None and callers use
 the full graph; :func:`make_prefix_runner` says why (the coverage report records it).
 
-Measured on MobileNetV2 (16 images at 224x224, 1 thread, trained weights, a machine loaded 11-16 on 2
-cores): 5 quadratic forms of features.2.conv.0.0 took 79 s on the full graph (after its 15 s build); from
-the cached input 5 + 64 s; from the recorded output 6 + 68 s against 10 + 87 s from the input in a paired
-run; for features.9.conv.2 all paths tie (about 20 s). Vmapping the 5 products was 1.2-1.5x slower than
-a loop on the CPU, so candidates are batched only on CUDA.
+The paths are compared on MobileNetV2 by benchmarks/measured_prefix.py and benchmarks/forms_forward.py. On
+the CPU a vmapped batch of products is slower than a loop over them, so candidates are batched only on CUDA.
 """
 
 from __future__ import annotations
@@ -52,65 +49,12 @@ from cetopt.curvature.layers import layer_weight, weight_key
 from cetopt.curvature.leaves import affine_problem, trace_with_leaves
 from cetopt.curvature.operator import Batch, LossFn, second_order_attention
 from cetopt.curvature.piecewise import piecewise_linear_node
+from cetopt.curvature.replay import ModelProxy, Recorder, SuffixRunner, carries_float, downstream_of, plain_lookup
 from cetopt.errors import ProblemError
 
 log = logging.getLogger(__name__)
 LINEAR_IN_WEIGHT = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 FORWARD_CHUNK = 8  # errors per vmapped jvp: bounds the tangents' memory (8 x the suffix's activations)
-
-
-class _Proxy(nn.Module):
-    """Stands in for the model inside ``loss_fn(model, batch)``; counts the calls."""
-
-    def __init__(self, run: Callable[..., Any]) -> None:
-        super().__init__()
-        self.run = run
-        self.calls = 0
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError("prefix caching needs positional model inputs")
-        self.calls += 1
-        self.args = args
-        return self.run(*args)
-
-
-class _Recorder(fx.Interpreter):
-    """Runs the traced graph and keeps every node's value (detached)."""
-
-    def __init__(self, module: fx.GraphModule) -> None:
-        super().__init__(module, garbage_collect_values=False)
-        self.values: dict[fx.Node, Any] = {}
-
-    def run_node(self, n: fx.Node) -> Any:
-        value = super().run_node(n)
-        self.values[n] = value.detach() if isinstance(value, torch.Tensor) else value
-        return value
-
-
-class _Suffix(fx.Interpreter):
-    """Runs only the nodes downstream of one layer, with that layer's weight replaced by ``weight`` in every call
-    of the module that runs it (``site``: that module's call target and the weight's path inside it), or, with
-    ``output``, that module's one call replaced by the tensor ``weight``."""
-
-    def __init__(self, module: fx.GraphModule, values: dict[fx.Node, Any], downstream: set[fx.Node],
-                 site: tuple[str, str], weight: torch.Tensor, output: bool = False) -> None:
-        super().__init__(module)
-        self.values, self.downstream, self.weight, self.at_output = values, downstream, weight, output
-        self.target, self.key = site
-
-    def run_node(self, n: fx.Node) -> Any:
-        if n not in self.downstream and n.op != "output":
-            return self.values[n]
-        return super().run_node(n)
-
-    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-        if target == self.target and self.at_output:
-            return self.weight
-        if target == self.target:
-            module = self.module.get_submodule(target)
-            return torch.func.functional_call(module, {self.key: self.weight}, args, kwargs, strict=False)
-        return super().call_module(target, args, kwargs)
 
 
 class PrefixRunner:
@@ -170,8 +114,8 @@ class PrefixRunner:
     def record(self, model: nn.Module, batch: Batch) -> bool:
         """Run ``batch`` once, keeping the prefix values; False (and a debug log, and :attr:`failure`) when the
         traced graph does not reproduce ``loss_fn(model, batch)`` or the loss calls the model other than once."""
-        recorder = _Recorder(self.traced)
-        proxy = _Proxy(recorder.run)
+        recorder = Recorder(self.traced)
+        proxy = ModelProxy(recorder.run)
         try:
             with torch.no_grad():
                 traced_loss = self.loss_fn(proxy, batch)
@@ -193,13 +137,13 @@ class PrefixRunner:
         """Every node that depends on any call of ``layer`` (the calls included)."""
         out: set[fx.Node] = set()
         for node in self._nodes(layer):
-            out |= _downstream(node)
+            out |= downstream_of(node)
         return out
 
-    def _suffix_proxy(self, layer: str, weight: torch.Tensor) -> _Proxy:
+    def _suffix_proxy(self, layer: str, weight: torch.Tensor) -> ModelProxy:
         downstream = self._downstream(layer)
         site = self.site(layer)
-        return _Proxy(lambda *args: _Suffix(self.traced, self.values, downstream, site, weight).run(*args))  # type: ignore[arg-type]
+        return ModelProxy(lambda *args: SuffixRunner(self.traced, self.values, downstream, site, weight).run(*args))  # type: ignore[arg-type]
 
     def loss_with(self, layer: str, weight: torch.Tensor) -> torch.Tensor:
         """The recorded batch's loss with ``layer``'s weight replaced by ``weight`` (same shape), no graph kept:
@@ -230,7 +174,7 @@ class PrefixRunner:
         start, tangent = found
         z = self.values[start].clone().requires_grad_(True)  # type: ignore[index]
         site = self.site(layer)
-        proxy = _Proxy(lambda *args: _Suffix(self.traced, self.values, _downstream(start), site, z,  # type: ignore[arg-type]
+        proxy = ModelProxy(lambda *args: SuffixRunner(self.traced, self.values, downstream_of(start), site, z,  # type: ignore[arg-type]
                                              output=True).run(*args))
         with second_order_attention():
             (g,) = torch.autograd.grad(self.loss_fn(proxy, self.batch), z, create_graph=True, allow_unused=True)
@@ -263,7 +207,7 @@ class PrefixRunner:
             return f"layer {layer} has no weight tensor"
         module = self.traced.get_submodule(caller)
         if layer not in self._affine and self.own_call(layer) and (type(module) in LINEAR_IN_WEIGHT
-                                                                   or _plain_lookup(module)):
+                                                                   or plain_lookup(module)):
             # torch's own, called as itself: affine by definition (an Embedding's output is rows of its weight)
             self._affine[layer] = None
         if layer not in self._affine:
@@ -305,7 +249,7 @@ class PrefixRunner:
                 continue
             if n.op == "call_module" and self._affine_leaf(n):
                 continue
-            if self.values is not None and n in self.values and not _carries_float(self.values[n]):
+            if self.values is not None and n in self.values and not carries_float(self.values[n]):
                 continue
             return f"{n.op} {getattr(n.target, '__name__', n.target)} ({n.name})"
         return None
@@ -350,11 +294,11 @@ class PrefixRunner:
         found = self._output_tangent(layer)
         assert found is not None  # forward_problem checked the shortcut
         start, tangent = found
-        downstream = _downstream(start)
+        downstream = downstream_of(start)
         z = self.values[start]  # type: ignore[index]
 
         def suffix(z_: torch.Tensor) -> Any:
-            return _Suffix(self.traced, self.values, downstream, self.site(layer), z_,  # type: ignore[arg-type]
+            return SuffixRunner(self.traced, self.values, downstream, self.site(layer), z_,  # type: ignore[arg-type]
                            output=True).run(*self.inputs)
 
         def output_change(dz: torch.Tensor) -> Any:
@@ -377,7 +321,7 @@ class PrefixRunner:
                         requires_grad=True)
         moved = torch.utils._pytree.tree_map(
             lambda o, d: o + s * d if isinstance(o, torch.Tensor) and torch.is_floating_point(o) else o, out, direction)
-        loss = self.loss_fn(_Proxy(lambda *args: moved), self.batch)
+        loss = self.loss_fn(ModelProxy(lambda *args: moved), self.batch)
         (slope,) = torch.autograd.grad(loss, s, create_graph=True, allow_unused=True)
         if slope is None or not slope.requires_grad:
             return torch.zeros((), dtype=torch.float64, device=s.device)
@@ -388,32 +332,6 @@ class PrefixRunner:
         """Drop the recorded values."""
         self.values, self.batch, self.inputs, self.loss = None, None, (), None
         self._zero = {}
-
-
-def _plain_lookup(module: nn.Module) -> bool:
-    """True for torch's own nn.Embedding without max_norm: its output is rows of its weight, linear in it."""
-    return type(module) is nn.Embedding and module.max_norm is None  # type: ignore[attr-defined]
-
-
-def _carries_float(value: Any) -> bool:
-    """True when ``value`` (a node's recorded value) holds a floating-point tensor anywhere."""
-    if isinstance(value, torch.Tensor):  # the common case, without pytree's overhead
-        return value.is_floating_point()
-    if value is None or isinstance(value, (bool, int, float, str, torch.Size, torch.dtype, torch.device)):
-        return False
-    return any(isinstance(t, torch.Tensor) and torch.is_floating_point(t)
-               for t in torch.utils._pytree.tree_leaves(value))
-
-
-def _downstream(start: fx.Node) -> set[fx.Node]:
-    seen = {start}
-    stack = [start]
-    while stack:
-        for user in stack.pop().users:
-            if user not in seen:
-                seen.add(user)
-                stack.append(user)
-    return seen
 
 
 def make_prefix_runner(model: nn.Module, loss_fn: LossFn, layers: Sequence[str] = ()

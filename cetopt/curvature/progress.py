@@ -3,7 +3,7 @@ a couple of seconds, and only on rank 0 under torch.distributed.
 
 Library callers choose with ``show_progress``; the command line calls :func:`configure_progress` so
 that every phase shows a bar at the default verbosity, including phases a builder runs with
-``show_progress=False`` (issue 14: ``cetopt extract`` printed nothing for 26 minutes).
+``show_progress=False``: a long extraction must not look like a hung one.
 """
 
 from __future__ import annotations

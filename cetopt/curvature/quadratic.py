@@ -61,21 +61,9 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
             model is piecewise linear from the layer's output on (exact there; cetopt.curvature.prefix).
         show_progress: a bar per layer (stderr, after a few seconds).
     """
-    names = operator.names
-    unknown = [n for n in errors if n not in names]
-    if unknown:
-        raise ProblemError(f"no such quantisable layer(s) {unknown[:3]}; known: {names[:5]}...", field="errors")
     counts = {n: len(v) for n, v in errors.items()}
-    index = {n: i for i, n in enumerate(names)}
-    params = operator.params
-    stacked: dict[str, torch.Tensor] = {}
-    for name, vectors in errors.items():
-        target = params[index[name]]
-        for i, tensor in enumerate(vectors):
-            if tuple(tensor.shape) != tuple(target.shape):
-                raise ProblemError(f"error vector {i} of {name!r} has shape {tuple(tensor.shape)}, the weight "
-                                   f"{tuple(target.shape)}", field="errors")
-        stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
+    index = {n: i for i, n in enumerate(operator.names)}
+    stacked = _stacked_errors(operator, errors)
     paths: dict[str, LayerPath] = {}
     runner = None
     if prefix_cache:
@@ -93,14 +81,8 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
         _hooked(operator, stacked, rest, own, paths)
         rest = [name for name in rest if name not in own]
     if runner is not None and rest:  # layers never called as modules (out_proj): replay the module that uses them
-        inside = {n: stacked[n] for n in rest if runner.supports(n)}
-        served, inside_paths = _prefix_forms(operator, runner, None, inside, show_progress, forward_mode,
-                                             inside_callers=True)
-        for name in served:
-            own[name] = served[name]
-            path, caller = inside_paths[name], runner.site(name)[0]  # type: ignore[index]
-            why = f"{paths[name].fallback}; replayed inside {caller}" + (f": {path.fallback}" if path.fallback else "")
-            paths[name] = LayerPath(name, PREFIX, path.forms, why)
+        _inside_callers(operator, runner, {n: stacked[n] for n in rest if runner.supports(n)}, own, paths,
+                        show_progress, forward_mode)
         rest = [name for name in rest if name not in own]
     _log_fallbacks(paths)
     for name in progress(total=len(rest), desc="quadratic forms", disable=not show_progress, iterable=rest):
@@ -122,6 +104,38 @@ def quadratic_forms(operator: CurvatureOperator, errors: dict[str, Sequence[torc
             g = gradient[index[name]]
             linear[name] = np.array([float((g * e.to(g)).sum()) for e in errors[name]])
     return QuadraticForms(own=own, linear=linear, cross=cross, paths={n: paths[n] for n in stacked})
+
+
+def _stacked_errors(operator: CurvatureOperator, errors: dict[str, Sequence[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Layer -> its error vectors stacked (K, *weight shape) on the weight's device and dtype; an unknown layer or
+    a vector of another shape is a ProblemError (field "errors")."""
+    names = operator.names
+    unknown = [n for n in errors if n not in names]
+    if unknown:
+        raise ProblemError(f"no such quantisable layer(s) {unknown[:3]}; known: {names[:5]}...", field="errors")
+    stacked: dict[str, torch.Tensor] = {}
+    for name, vectors in errors.items():
+        target = operator.params[names.index(name)]
+        for i, tensor in enumerate(vectors):
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ProblemError(f"error vector {i} of {name!r} has shape {tuple(tensor.shape)}, the weight "
+                                   f"{tuple(target.shape)}", field="errors")
+        stacked[name] = torch.stack([t.to(device=target.device, dtype=target.dtype) for t in vectors])
+    return stacked
+
+
+def _inside_callers(operator: CurvatureOperator, runner: Any, inside: dict[str, torch.Tensor],
+                    own: dict[str, np.ndarray], paths: dict[str, LayerPath], show_progress: bool,
+                    forward_mode: bool) -> None:
+    """The own forms of layers never called as modules, replayed inside the module that uses them; adds them to
+    ``own`` and records their path."""
+    served, inside_paths = _prefix_forms(operator, runner, None, inside, show_progress, forward_mode,
+                                         inside_callers=True)
+    for name in served:
+        own[name] = served[name]
+        path, caller = inside_paths[name], runner.site(name)[0]
+        why = f"{paths[name].fallback}; replayed inside {caller}" + (f": {path.fallback}" if path.fallback else "")
+        paths[name] = LayerPath(name, PREFIX, path.forms, why)
 
 
 def _prefix_forms(operator: CurvatureOperator, runner: Any, reason: str | None, stacked: dict[str, torch.Tensor],

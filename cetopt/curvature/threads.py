@@ -1,9 +1,8 @@
 """How many CPU threads torch uses (``cetopt --threads``).
 
 torch's default is one intra-op thread per core, whatever else runs. On a busy machine that
-oversubscribes the cores: on the 2-core project machine, shared with other jobs, a Hessian-vector
-product ran 6x slower with 2 threads than with 1 (issue 14). The default here is therefore the number of
-*free* cores: the cores this process may use minus the 1-minute load average (rounded), at least 1, and
+oversubscribes the cores, and a Hessian-vector product slows down several-fold when its threads wait for cores
+other jobs hold. The default here is therefore the number of *free* cores: the cores this process may use minus the 1-minute load average (rounded), at least 1, and
 divided among the ranks of one machine under torchrun (LOCAL_WORLD_SIZE). Inter-op threads are set to 1:
 cetopt runs one op at a time, and a second pool only competes with the first.
 """

@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree
 
 from cetopt.errors import ProblemError
 from cetopt.export.call import ModelCall, capture_call
-from cetopt.export.onnx_export import ONNX_FORMAT, require_onnx
+from cetopt.export.format import ONNX_FORMAT, require_onnx
 from cetopt.modelspec import ModelSpec
 
 

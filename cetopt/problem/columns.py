@@ -7,8 +7,8 @@ docs/problem-format.md)::
                "bits": [[2, 4, 8], [2, 4, 8]], "loss": [[0.31, 0.02, 0.0], [0.5, 0.1, 0.01]]}
 
 which is the row form ``[{"name": "l0", "params": 4096, "choices": [{"bits": 2, "loss": 0.31}, ...]}, ...]``
-with nothing else per layer or choice. At 100,000 layers x 8 choices the row form meant 900,000 Python
-objects to parse, validate and build (about 10 s); the columns are parsed as number arrays, validated
+with nothing else per layer or choice. At 100,000 layers x 8 choices the row form means 900,000 Python
+objects to parse, validate and build; the columns are parsed as number arrays, validated
 vectorised with the same rules and messages as :class:`~cetopt.problem.model.Layer`, and kept as NumPy
 arrays. :class:`LayerColumns` is a read-only sequence of :class:`Layer` (built on demand), so every consumer
 keeps working; the hot paths (compile, evaluate, the result's bits) read the arrays.
@@ -25,6 +25,7 @@ import numpy as np
 
 from cetopt.errors import ProblemError
 from cetopt.problem._checks import MAX_BITS, MAX_EXACT_INT, check_name
+from cetopt.problem.layer import Choice, Layer
 
 COLUMN_KEYS = ("name", "params", "bits", "loss")
 OPTIONAL_KEYS = ("macs",)
@@ -77,9 +78,7 @@ class LayerColumns(Sequence[Any]):
     def __len__(self) -> int:
         return len(self.names)
 
-    def _layer(self, i: int) -> Any:
-        from cetopt.problem.model import Choice, Layer
-
+    def _layer(self, i: int) -> Layer:
         lo, hi = int(self.start[i]), int(self.start[i + 1])
         choices = tuple(Choice(bits=int(b), loss=float(v)) for b, v in zip(self.bits[lo:hi], self.loss[lo:hi]))
         macs = None if self.macs is None else int(self.macs[i])
@@ -131,8 +130,6 @@ class LayerColumns(Sequence[Any]):
     def from_layers(cls, layers: Sequence[Any]) -> "LayerColumns | None":
         """Columns of ``layers`` when every layer is the plain form (name, params, macs on every layer or on
         none, choices of bits and loss only), else None."""
-        from cetopt.problem.model import Choice
-
         plain = Choice(bits=1, loss=0.0)
         with_macs = {layer.macs is not None for layer in layers}
         if len(with_macs) > 1:
@@ -169,6 +166,22 @@ class LayerColumns(Sequence[Any]):
 
 def columns_from_dict(data: Any) -> LayerColumns:
     """Validate the column form of ``layers`` and build it; errors name the field (``layers.bits[3][1]``)."""
+    names, params, bits_rows, loss_rows, macs = _columns(data)
+    _check_names(names)
+    counts = _check_rows(params, macs, bits_rows, loss_rows)
+    start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    total = int(start[-1])
+    bits = _fast_array(bits_rows, int, np.int64, total)
+    loss = _fast_array(loss_rows, float, np.float64, total)
+    if bits is not None and loss is not None and bits.min() >= 1 and bits.max() <= MAX_BITS \
+            and np.isfinite(loss).all():
+        return _built(names, params, macs, start, bits, loss, counts)
+    bits, loss = _checked_choices(bits_rows, loss_rows, start)
+    return _built(names, params, macs, start, bits, loss, counts)
+
+
+def _columns(data: Any) -> tuple[list[Any], list[Any], list[Any], list[Any], list[Any] | None]:
+    """The columns (names, params, bits, loss, macs or None), each a list with one entry per layer."""
     if not isinstance(data, dict):
         raise ProblemError("expected a list of layers or an object of columns", field="layers")
     unknown = [k for k in data if k not in COLUMN_KEYS + OPTIONAL_KEYS]
@@ -191,6 +204,12 @@ def columns_from_dict(data: Any) -> LayerColumns:
         if len(data[key]) != n:
             raise ProblemError(f"{len(data[key])} entries for {n} names; every column has one per layer",
                                field=f"layers.{key}")
+    return names, params, bits_rows, loss_rows, macs
+
+
+def _check_names(names: list[Any]) -> None:
+    """Every name a non-empty string of at most 1024 characters, no two alike."""
+    n = len(names)
     if not all(type(v) is str for v in names) or not all(v.strip() and len(v) <= 1024 for v in names):
         i = next(i for i, v in enumerate(names) if type(v) is not str or not v.strip() or len(v) > 1024)
         check_name(names[i], f"layers.name[{i}]")
@@ -202,6 +221,12 @@ def columns_from_dict(data: Any) -> LayerColumns:
                 raise ProblemError(f"duplicate layer name {name!r} (also layers.name[{seen[name]}]); layer names "
                                    "must be unique", field=f"layers.name[{i}]")
             seen[name] = i
+
+
+def _check_rows(params: list[Any], macs: list[Any] | None, bits_rows: list[Any], loss_rows: list[Any]) -> np.ndarray:
+    """Integer params and macs; one list of choices per layer, as many losses as bit-widths, at least one: the
+    number of choices per layer (n,)."""
+    n = len(params)
     _check_ints(params, lambda i: f"layers.params[{i}]", 1, MAX_EXACT_INT)
     if macs is not None:
         _check_ints(macs, lambda i: f"layers.macs[{i}]", 0, MAX_EXACT_INT)
@@ -218,14 +243,12 @@ def columns_from_dict(data: Any) -> LayerColumns:
     if not np.array_equal(counts, loss_counts):
         i = int(np.flatnonzero(counts != loss_counts)[0])
         raise ProblemError(f"{loss_counts[i]} losses for {counts[i]} bit-widths", field=f"layers.loss[{i}]")
-    start = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    total = int(start[-1])
-    bits = _fast_array(bits_rows, int, np.int64, total)
-    loss = _fast_array(loss_rows, float, np.float64, total)
-    if bits is not None and loss is not None and bits.min() >= 1 and bits.max() <= MAX_BITS \
-            and np.isfinite(loss).all():
-        return _built(names, params, macs, start, bits, loss, counts)
-    # something is wrong: find it on the Python values, for a message naming the entry
+    return counts
+
+
+def _checked_choices(bits_rows: list[Any], loss_rows: list[Any], start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat bit-widths and losses, checked on the Python values so that a bad entry is named
+    (``layers.loss[i][j]``); reached only when the fast conversion found something wrong."""
     flat_bits = list(itertools.chain.from_iterable(bits_rows))
     flat_loss = list(itertools.chain.from_iterable(loss_rows))
 
@@ -249,7 +272,9 @@ def columns_from_dict(data: Any) -> LayerColumns:
     if bad.size:
         raise ProblemError(f"expected a finite number, got {flat_loss[int(bad[0])]!r}",
                            field="layers.loss[{}][{}]".format(*where(int(bad[0]))))
-    return _built(names, params, macs, start, np.array(flat_bits, dtype=np.int64), loss, counts)
+    return np.array(flat_bits, dtype=np.int64), loss
+
+
 
 
 def _fast_array(rows: list[list[Any]], kind: type, dtype: type, total: int) -> np.ndarray | None:

@@ -84,22 +84,51 @@ def evaluate(problem: AllocationProblem, choices: Mapping[str, int]) -> Evaluati
     if unknown:
         raise ProblemError(f"unknown layer(s) {unknown[:5]}", field="choices")
     violations: list[str] = []
-    loss = 0.0
-    size = 0.0
-    bops: float | None = 0.0
+    if problem.columns is not None:
+        loss, size, bops = _column_totals(problem, choices)
+    else:
+        loss, size, bops = _layer_totals(problem, choices, violations)
+    interaction = 0.0
+    for term in problem.interactions:
+        interaction += term.loss[choices[term.a]][choices[term.b]]
+    loss += interaction
+    for g, group in enumerate(problem.ties):
+        bits = {problem.layer(name).choices[choices[name]].bits for name in group}
+        if len(bits) > 1:
+            violations.append(f"ties[{g}]: layers {list(group)} take different bits {sorted(bits)}")
+    violations += _budget_violations(problem, loss, size, bops)
+    objective = size if problem.minimize is Minimize.SIZE else loss
+    return Evaluation(
+        objective=objective, loss=loss, interaction_loss=interaction, size_bits=size,
+        avg_bits=size / problem.total_params, ratio=problem.fp32_size_bits / size if size > 0 else float("inf"),
+        bops=bops, violations=tuple(violations),
+    )
+
+
+def _column_totals(problem: AllocationProblem, choices: Mapping[str, int]) -> tuple[float, float, float | None]:
+    """Loss, size in bits and BOPs (None without macs) of plain layers held as arrays (cetopt.problem.columns:
+    no bit constraints)."""
     columns = problem.columns
-    if columns is not None:  # plain layers as arrays: no bit constraints, no macs (cetopt.problem.columns)
-        index = [choices[name] for name in columns.names]
-        picked = np.array(index, dtype=np.int64) if all(type(i) is int for i in index) else None
-        if picked is None or ((picked < 0) | (picked >= columns.counts)).any():
-            bad = next(i for i, v in enumerate(index) if type(v) is not int or not 0 <= v < columns.counts[i])
-            raise ProblemError(f"choice index {index[bad]!r} out of range 0..{columns.counts[bad] - 1}",
-                               field=f"choices[{columns.names[bad]!r}]")
-        position = columns.chosen(picked)
-        loss, size = float(columns.loss[position].sum()), float(columns.size_bits[position].sum())
-        bops = None if columns.macs is None else float(
-            (columns.macs.astype(np.float64) * columns.bits[position]).sum() * problem.activation_bits)
-    for layer in problem.layers if columns is None else ():
+    assert columns is not None
+    index = [choices[name] for name in columns.names]
+    picked = np.array(index, dtype=np.int64) if all(type(i) is int for i in index) else None
+    if picked is None or ((picked < 0) | (picked >= columns.counts)).any():
+        bad = next(i for i, v in enumerate(index) if type(v) is not int or not 0 <= v < columns.counts[i])
+        raise ProblemError(f"choice index {index[bad]!r} out of range 0..{columns.counts[bad] - 1}",
+                           field=f"choices[{columns.names[bad]!r}]")
+    position = columns.chosen(picked)
+    bops = None if columns.macs is None else float(
+        (columns.macs.astype(np.float64) * columns.bits[position]).sum() * problem.activation_bits)
+    return float(columns.loss[position].sum()), float(columns.size_bits[position].sum()), bops
+
+
+def _layer_totals(problem: AllocationProblem, choices: Mapping[str, int],
+                  violations: list[str]) -> tuple[float, float, float | None]:
+    """Loss, size in bits and BOPs (None when a layer has neither macs nor bops) over ``problem.layers``; a choice
+    outside a layer's bit limits is appended to ``violations``."""
+    loss = size = 0.0
+    bops: float | None = 0.0
+    for layer in problem.layers:
         index = choices[layer.name]
         if not isinstance(index, int) or not 0 <= index < len(layer.choices):
             raise ProblemError(f"choice index {index!r} out of range 0..{len(layer.choices) - 1}",
@@ -112,15 +141,12 @@ def evaluate(problem: AllocationProblem, choices: Mapping[str, int]) -> Evaluati
         if not layer.is_allowed(choice):
             violations.append(f"layer {layer.name!r}: {choice.bits} bits outside min_bits={layer.min_bits}, "
                               f"max_bits={layer.max_bits}, fixed_bits={layer.fixed_bits}")
-    interaction = 0.0
-    for term in problem.interactions:
-        interaction += term.loss[choices[term.a]][choices[term.b]]
-    loss += interaction
-    for g, group in enumerate(problem.ties):
-        bits = {problem.layer(name).choices[choices[name]].bits for name in group}
-        if len(bits) > 1:
-            violations.append(f"ties[{g}]: layers {list(group)} take different bits {sorted(bits)}")
-    budget = problem.budget
+    return loss, size, bops
+
+
+def _budget_violations(problem: AllocationProblem, loss: float, size: float, bops: float | None) -> list[str]:
+    """The budgets (size, BOPs, max_loss) the totals break, each as a sentence."""
+    budget, violations = problem.budget, []
     max_size = problem.max_size_bits
     if max_size is not None and not within(size, max_size):
         violations.append(f"size {size:.6g} bits exceeds the budget {max_size:.6g} bits")
@@ -131,13 +157,7 @@ def evaluate(problem: AllocationProblem, choices: Mapping[str, int]) -> Evaluati
             violations.append(f"BOPs {bops:.6g} exceed the budget {budget.bops:.6g}")
     if budget.max_loss is not None and not within(loss, budget.max_loss, loss_scale(problem)):
         violations.append(f"loss {loss:.6g} exceeds max_loss {budget.max_loss:.6g}")
-    total_params = problem.total_params
-    objective = size if problem.minimize is Minimize.SIZE else loss
-    return Evaluation(
-        objective=objective, loss=loss, interaction_loss=interaction, size_bits=size,
-        avg_bits=size / total_params, ratio=problem.fp32_size_bits / size if size > 0 else float("inf"),
-        bops=bops, violations=tuple(violations),
-    )
+    return violations
 
 
 def choices_from_bits(problem: AllocationProblem, bits: Mapping[str, int]) -> dict[str, int]:

@@ -17,9 +17,9 @@ DEFAULT_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 def synthetic_problem(n_layers: int, *, n_choices: int = 6, seed: int = 0, avg_bits: float = 4.0,
                       bits_pool: tuple[int, ...] = DEFAULT_BITS, jitter: float = 0.1,
-                      minimize: Minimize | str = Minimize.LOSS, max_loss: float | None = None,
-                      name: str | None = None) -> AllocationProblem:
-    """A random problem with ``n_layers`` layers of ``n_choices`` bit-widths each.
+                      minimize: Minimize | str = Minimize.LOSS, max_loss: float | None = None) -> AllocationProblem:
+    """A random problem with ``n_layers`` layers of ``n_choices`` bit-widths each, named
+    ``synthetic-{n_layers}x{n_choices}-s{seed}``.
 
     Args:
         n_layers: number of layers.
@@ -46,7 +46,7 @@ def synthetic_problem(n_layers: int, *, n_choices: int = 6, seed: int = 0, avg_b
         layers.append(Layer(name=f"layer{i:05d}", params=int(params[i]), choices=choices, macs=int(params[i]) * 64))
     budget = Budget(avg_bits=avg_bits, max_loss=max_loss) if minimize == Minimize.LOSS else Budget(max_loss=max_loss)
     return AllocationProblem(
-        name=name or f"synthetic-{n_layers}x{n_choices}-s{seed}", layers=tuple(layers), budget=budget,
+        name=f"synthetic-{n_layers}x{n_choices}-s{seed}", layers=tuple(layers), budget=budget,
         minimize=Minimize(minimize),
         metadata={"source": "synthetic", "generator": "cetopt.problem.synthetic.synthetic_problem",
                   "seed": seed, "n_choices": n_choices, "jitter": jitter},

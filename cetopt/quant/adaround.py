@@ -20,32 +20,12 @@ patches); weights as in torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec
-
-
-@dataclass(frozen=True)
-class AdaRoundResult:
-    """One layer at one bit-width.
-
-    Attributes:
-        weight: the quantised weight (same shape and dtype as the layer's).
-        error_nearest, error: mean squared output reconstruction error E (summed over output channels, mean over
-            input samples/positions; the layer output's unit squared) of round-to-nearest and of ``weight``.
-        flips: weights rounded away from nearest; steps: greedy iterations run.
-    """
-
-    weight: torch.Tensor
-    error_nearest: float
-    error: float
-    flips: int
-    steps: int
 
 
 GRAM_CHUNK_VALUES = 1 << 24  # unfolded patch values per chunk (128 MiB in float64): bounds a conv's memory
@@ -91,7 +71,7 @@ def _gram_sum(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, in
                        field="layers")
 
 
-def _gram(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
+def input_gram(module: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(G: (groups, p, p) = X'X / N per input group, groups) with p the weights per output row."""
     total, count = _gram_sum(module, inputs)
     return total / count, total.shape[0]
@@ -136,30 +116,6 @@ def gram_flips(d: torch.Tensor, step: torch.Tensor, up: torch.Tensor, gram: torc
         sign = torch.where(moved != 0, -sign, sign)
         steps += 1
     return d, sign != start, steps
-
-
-def adaround_layer(module: nn.Module, inputs: torch.Tensor, bits: int, spec: QuantizerSpec = QuantizerSpec(), *,
-                   max_steps: int | None = None) -> AdaRoundResult:
-    """Greedy AdaRound of the weight of ``module`` (Linear or Conv2d) to ``bits`` on the layer's ``inputs``.
-
-    Args:
-        inputs: the layer's input activations (Linear: (..., in_features); Conv2d: (N, C, H, W)).
-        spec: the grid (per channel; any clipping or group setting): cetopt.quant.rounding.adaround.
-        max_steps: cap on greedy iterations (default: weights per row, enough for every weight to flip once).
-    """
-    from cetopt.quant.rounding.adaround import AdaRound
-    from cetopt.quant.rounding.base import RoundingContext, gram_energy
-
-    if bits < 2:
-        raise ProblemError(f"AdaRound needs bits >= 2 (got {bits})", field="bits")
-    gram, _ = _gram(module, inputs)
-    weight = module.weight.detach()
-    rows = weight.double().reshape(weight.shape[0], -1)
-    out = AdaRound(max_steps).round(weight, bits, spec, RoundingContext(gram=gram))
-    nearest = out.grid.values(out.grid.nearest(weight.reshape(rows.shape)))
-    return AdaRoundResult(weight=out.weight, error_nearest=gram_energy(nearest - rows, gram),
-                          error=gram_energy(out.weight.double().reshape(rows.shape) - rows, gram),
-                          flips=out.info["flips"], steps=out.info["steps"])
 
 
 def layer_inputs(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module, Any], Any],
@@ -227,7 +183,7 @@ def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module
         acc[0] = (rows.T @ rows)[None] if acc[0] is None else acc[0] + (rows.T @ rows)[None]
         acc[1] += rows.shape[0]
 
-    from cetopt.curvature.operator import eval_mode
+    from cetopt._hooks import eval_mode
 
     hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n in names if n not in bare]
     hooks += [owner.register_forward_pre_hook(lambda m, a, k, n=n, w=which: record_attention(n, w, a, k),
@@ -245,8 +201,3 @@ def layer_grams(model: nn.Module, names: Sequence[str], run: Callable[[nn.Module
     return {n: total / count for n, (total, count) in sums.items()}
 
 
-def adaround_weights(model: nn.Module, bits: Mapping[str, int], inputs: Mapping[str, torch.Tensor],
-                     spec: QuantizerSpec = QuantizerSpec(), **options: Any) -> dict[str, AdaRoundResult]:
-    """AdaRound every layer of ``bits`` (layer -> bit-width) on its captured ``inputs``."""
-    modules = dict(model.named_modules())
-    return {name: adaround_layer(modules[name], inputs[name], b, spec, **options) for name, b in bits.items()}

@@ -13,39 +13,17 @@ weights, backtracking when a batch interacts badly, until no single flip improve
 the flip neighbourhood; AdaRound's search space with CET's objective, no training). Every error stays
 within one grid step of round-to-nearest's, so |d|_inf <= scale. Each clipping ratio is tried and the
 best model value wins: :func:`flip_search_many` searches every ratio in one pass (one (r, m) x (m, n) product
-per round; memory a few (r, n) arrays beside U), and :func:`major_axis_round` goes through the registered
-rounding (cetopt.quant.rounding.major_axis), whose codes and float32 scales the packed artefact stores.
+per round; memory a few (r, n) arrays beside U). :func:`cetopt.quant.rounding.major_axis.major_axis_round` rounds a
+layer through the registered rounding, whose codes and float32 scales the packed artefact stores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.quant.quantizers import QuantizerSpec
-
-
-@dataclass(frozen=True)
-class MajorAxisRounding:
-    """Result for one layer and bit-width.
-
-    Attributes:
-        weight: the quantised weight (same shape and dtype as the input).
-        ratio: the clipping ratio chosen.
-        model_rtn, model_major: the model value q(d) of round-to-nearest's error and of the one chosen.
-        flips: weights rounded away from nearest.
-    """
-
-    weight: torch.Tensor
-    ratio: float
-    model_rtn: float
-    model_major: float
-    flips: int
 
 
 STALL_ROUNDS = 10
@@ -86,11 +64,9 @@ def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_
     batch = np.full(r, widest)
     history = [[v] for v in values]
     active = np.ones(r, dtype=bool)
+    terms = _Terms(u, rest, mu, g)
     for _ in range(max_rounds):
-        for i in np.flatnonzero(active):
-            h = history[i]
-            if len(h) > STALL_ROUNDS and h[-STALL_ROUNDS - 1] - values[i] <= stall * abs(values[i]):
-                active[i] = False
+        _stop_stalled(active, history, values, stall)
         rows = np.flatnonzero(active)
         if rows.size == 0:
             break
@@ -108,17 +84,7 @@ def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_
             if improving.size == 0:
                 active[i] = False
                 continue
-            while True:
-                size = min(int(batch[i]), improving.size)
-                take = improving if size == improving.size else                     improving[np.argpartition(gain[k, improving], size - 1)[:size]]
-                step = delta[k, take]
-                dz = u[:, take] @ step
-                change = rest * (float(d[i, take] @ step) + 0.5 * float(step @ step)) +                     float(mu @ (z[i] * dz + 0.5 * dz ** 2))
-                if g is not None:
-                    change += float(g[take] @ step)
-                if change < 0 or size == 1:
-                    break
-                batch[i] = max(1, size // 4)
+            take, dz, change, size = _price_batch(terms, d[i], z[i], delta[k], gain[k], improving, int(batch[i]))
             if change >= 0:
                 active[i] = False
                 continue
@@ -129,6 +95,45 @@ def flip_search_many(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_
             history[i].append(values[i])
     final = np.array([_model(d[i], u @ d[i], g, rest, mu) for i in range(r)])
     return d != start, final
+
+
+class _Terms(NamedTuple):
+    """A layer's quadratic model: eigenvectors ``u`` (m, n), ``rest`` (the curvature off them), ``mu`` (m,) the
+    eigenvalues less ``rest``, and the gradient ``g`` (n,) or None."""
+
+    u: np.ndarray
+    rest: float
+    mu: np.ndarray
+    g: np.ndarray | None
+
+
+def _stop_stalled(active: np.ndarray, history: list[list[float]], values: np.ndarray, stall: float) -> None:
+    """Mark inactive each problem whose value fell by at most ``stall`` (relative) over the last STALL_ROUNDS."""
+    for i in np.flatnonzero(active):
+        h = history[i]
+        if len(h) > STALL_ROUNDS and h[-STALL_ROUNDS - 1] - values[i] <= stall * abs(values[i]):
+            active[i] = False
+
+
+def _price_batch(terms: _Terms, d: np.ndarray, z: np.ndarray, delta: np.ndarray, gain: np.ndarray,
+                 improving: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """One problem's batch of flips: the ``width`` weights of least ``gain`` among ``improving``, priced exactly in
+    O(batch x m); the width is quartered until the batch lowers the model or is one weight. ``d``, ``delta``,
+    ``gain`` (n,) and ``z`` = U d (m,) are the problem's rows. Returns (the weights taken, their change of z (m,),
+    the model's change, the batch size)."""
+    u, rest, mu, g = terms
+    while True:
+        size = min(width, improving.size)
+        take = improving if size == improving.size else \
+            improving[np.argpartition(gain[improving], size - 1)[:size]]
+        step = delta[take]
+        dz = u[:, take] @ step
+        change = rest * (float(d[take] @ step) + 0.5 * float(step @ step)) + float(mu @ (z * dz + 0.5 * dz ** 2))
+        if g is not None:
+            change += float(g[take] @ step)
+        if change < 0 or size == 1:
+            return take, dz, change, size
+        width = max(1, size // 4)
 
 
 def flip_search(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gradient: bool = False, *,
@@ -202,30 +207,3 @@ def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gra
     return d, _model(d, u @ d, g, rest, mu), flips
 
 
-def major_axis_round(weight: torch.Tensor, bits: int, quadric: LayerQuadric, spec: QuantizerSpec = QuantizerSpec(),
-                     *, ratios: Sequence[float] = (1.0, 0.95, 0.9, 0.85, 0.8), use_gradient: bool = False,
-                     max_rounds: int = 200, stall: float = 1e-3) -> MajorAxisRounding:
-    """Quantise ``weight`` to ``bits`` on the quantiser's grid, rounding toward the quadric's major axes.
-
-    Args:
-        weight: the layer weight (torch layout); ``quadric`` must be of this layer (n = weight.numel()).
-        bits: 2..16 (1-bit sign quantisation has no rounding choice).
-        spec: grid layout (symmetric or not, per channel or not); its ``clip`` is replaced by ``ratios``.
-        ratios: clipping ratios tried (1 = the full range).
-        use_gradient: include g.d in the objective (LLC's first-order term) or only the curvature energy
-            (the default: CET's rule; with every layer rounded at once the gradient version overfits the
-            calibration gradient, e.g. MNIST-1D ResNet at 4 bits: 24.7% vs 91.6% accuracy).
-        max_rounds: most greedy flip rounds per clipping ratio.
-        stall: stop a ratio's search when 10 rounds together improved the model value by less than this
-            fraction of it (0 runs every round until no single flip improves or ``max_rounds``).
-    """
-    if not 2 <= bits <= 16:
-        raise ProblemError(f"major-axis rounding needs 2..16 bits, got {bits}", field="bits")
-    from cetopt.quant.rounding.base import RoundingContext
-    from cetopt.quant.rounding.major_axis import MajorAxis, MajorAxisGradient
-
-    rounding = (MajorAxisGradient if use_gradient else MajorAxis)(ratios, max_rounds, stall)
-    out = rounding.round(weight, bits, QuantizerSpec(spec.symmetric, spec.per_channel, group_size=spec.group_size),
-                         RoundingContext(quadric=quadric))
-    return MajorAxisRounding(weight=out.weight, ratio=out.info["ratio"], model_rtn=out.info["model_nearest"],
-                             model_major=out.info["model"], flips=out.info["flips"])

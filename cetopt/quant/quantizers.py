@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 
 from cetopt.errors import ProblemError
-from cetopt.quant.spec import QuantizerSpec  # noqa: F401  (torch-free, so cetopt.recipe can hold one)
-
-SCALE_BITS = 32  # storage per scale (fp32) and per zero-point in the packed size
+from cetopt.quant.spec import SCALE_BITS, QuantizerSpec  # noqa: F401  (re-exported: imported from here)
 
 
 def _check_bits(bits: int) -> None:

@@ -1,5 +1,6 @@
 """How weights are quantised (:class:`QuantizerSpec`), torch-free so a recipe (cetopt.recipe) and the command line
-can hold one without loading torch; cetopt.quant.quantizers applies it."""
+can hold one without loading torch; cetopt.quant.quantizers applies it and re-exports it, and the roundings below
+the quantisers import it from here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from cetopt.errors import ProblemError
 
+SCALE_BITS = 32  # storage per scale (fp32) and per zero-point in the packed size
 
 @dataclass(frozen=True)
 class QuantizerSpec:

@@ -120,7 +120,7 @@ def quality_section() -> str:
 
 def zoo_section() -> str:
     """The shipped zoo weights: accuracy over seeds, the convergence report and the files' SHA-256."""
-    from cetopt.zoo.shipped import manifest
+    from cetopt.zoo.store import manifest
 
     entries = manifest()
     rows = []

@@ -21,7 +21,7 @@ from cetopt.errors import ProblemError
 from cetopt.problem.compiled import compile_problem
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import AllocationProblem
-from cetopt.search.base import PlanMeasure, PlanValidate, SearchBudget, SearchResult, Seed
+from cetopt.search.base import PlanMeasurement, SearchBudget, SearchResult, Seed, Seeding
 from cetopt.search.evaluator import BudgetSpent, Evaluator, option_key, option_of
 from cetopt.search.registry import get_strategy
 
@@ -61,16 +61,16 @@ def backend_plans(problem: AllocationProblem, *, time_limit: float = BACKEND_TIM
 
 
 def _seeds(problem: AllocationProblem, evaluator: Evaluator, optimum_choices: Mapping[str, int], optimum_label: str,
-           k: int, backends: bool, extra: Mapping[str, Mapping[str, int]]) -> tuple[list[Seed], dict[str, str]]:
+           seeding: Seeding) -> tuple[list[Seed], dict[str, str]]:
     """The seeds in order (the surrogate's optimum first) and what became of each label."""
     from cetopt.rerank import k_best
 
     labelled: list[tuple[str, Mapping[str, int]]] = [(optimum_label, optimum_choices)]
-    if k > 1:
-        labelled += [(f"{optimum_label}#{p.rank}", p.choices) for p in k_best(problem, k)[1:]]
-    if backends:
+    if seeding.k > 1:
+        labelled += [(f"{optimum_label}#{p.rank}", p.choices) for p in k_best(problem, seeding.k)[1:]]
+    if seeding.backends:
         labelled += list(backend_plans(problem, skip=(optimum_label,)).items())
-    labelled += list(extra.items())
+    labelled += list(seeding.extra.items())
     seeds: list[Seed] = []
     fate: dict[str, str] = {}
     where: dict[tuple[int, ...], str] = {}
@@ -90,24 +90,16 @@ def _seeds(problem: AllocationProblem, evaluator: Evaluator, optimum_choices: Ma
     return seeds, fate
 
 
-def run_search(problem: AllocationProblem, measure: PlanMeasure, n_batches: int, *,
-               strategy: str = DEFAULT_STRATEGY, budget: SearchBudget = SearchBudget(DEFAULT_FORWARDS),
-               validate: PlanValidate | None = None, validation_forwards: int = 0,
-               seeds: Mapping[str, Mapping[str, int]] | None = None, k: int = 4, backends: bool = True,
-               solver: str | None = None, options: Mapping[str, Any] | None = None, seed: int = 0,
-               progress: bool = False) -> SearchResult:
+def run_search(problem: AllocationProblem, measurement: PlanMeasurement, *, strategy: str = DEFAULT_STRATEGY,
+               budget: SearchBudget = SearchBudget(DEFAULT_FORWARDS), seeding: Seeding = Seeding(),
+               options: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = False) -> SearchResult:
     """Search ``problem``'s plans by measuring them (see the module docstring).
 
     Args:
-        measure: ``measure(choices, subset)``, the plan's mean loss change over calibration batches ``subset``.
-        n_batches: how many calibration batches ``measure`` takes.
+        measurement: how plans are measured: calibration batches and, optionally, validation and its cost.
         strategy: a registered strategy (:func:`cetopt.search.registry.strategy_names`).
         budget: forward passes (validation included) and seconds.
-        validate / validation_forwards: the validation measurement and its cost in forwards; None: the finalists
-            are compared on the whole calibration set (say so when reporting).
-        seeds: more starting plans (label -> layer -> choice index), e.g. the baselines'.
-        k: the exact solver's k best join the seeds; backends: every installed backend's plan joins them.
-        solver: the exact backend for the surrogate's optimum (None: dp where it applies).
+        seeding: where the search starts besides the surrogate's optimum (k best, backends' plans, extra plans).
         options: the strategy's options (its ``Options`` dataclass fields).
         seed: the random seed (mutations, batch orders).
 
@@ -115,56 +107,25 @@ def run_search(problem: AllocationProblem, measure: PlanMeasure, n_batches: int,
         ProblemError: the budget cannot measure even one plan (field "search_forwards"), no feasible plan
             (field "problem"), unknown strategy or options (field "search" / "search_options").
     """
-    from cetopt.solvers.api import default_solver, solve
-
-    if n_batches < 1:
-        raise ProblemError("the search needs at least one calibration batch", field="n_batches")
-    per_plan = n_batches + (validation_forwards if validate is not None else 0)
-    if budget.forwards < per_plan:
-        raise ProblemError(f"a search budget of {budget.forwards} forward passes cannot measure even one plan "
-                           f"({n_batches} calibration + {per_plan - n_batches} validation passes); give at least "
-                           f"{per_plan}", field="search_forwards")
-    if budget.seconds is not None and budget.seconds <= 0:
-        raise ProblemError(f"the search's time limit must be > 0 seconds, got {budget.seconds}", field="search_seconds")
+    _check_budget(measurement, budget)
     engine = get_strategy(strategy)
-    try:
-        typed = engine.Options(**dict(options or {}))
-    except TypeError as err:
-        known = ", ".join(f.name for f in dataclasses.fields(engine.Options))
-        raise ProblemError(f"{strategy}: {err}; its options are {known}", field="search_options") from None
+    typed = _typed_options(engine, strategy, options)
     start = time.perf_counter()
-    solver = solver or default_solver(problem)
-    optimum = solve(problem, solver)
-    if not optimum.success:
-        raise ProblemError(f"the surrogate has no feasible plan ({optimum.status.value}: {optimum.message}); "
-                           "loosen the budget", field="problem")
-    compiled = compile_problem(problem)
-    finalists = max(1, min(budget.finalists, budget.forwards // per_plan))
-    evaluator = Evaluator(compiled, measure, n_batches, forwards=budget.forwards - finalists * per_plan,
-                          seconds=budget.seconds, validate=validate, validation_forwards=validation_forwards,
+    solver, optimum = _surrogate_optimum(problem, seeding.solver)
+    finalists = max(1, min(budget.finalists, budget.forwards // measurement.per_plan))
+    evaluator = Evaluator(compile_problem(problem), measurement,
+                          forwards=budget.forwards - finalists * measurement.per_plan, seconds=budget.seconds,
                           progress=progress, total_forwards=budget.forwards)
-    starting, fate = _seeds(problem, evaluator, optimum.choices, solver, k, backends, seeds or {})
-    rng = np.random.default_rng(seed)
+    starting, fate = _seeds(problem, evaluator, optimum.choices, solver, seeding)
     try:
         try:
-            contenders = engine.search(evaluator, starting, typed, rng)
+            contenders = engine.search(evaluator, starting, typed, np.random.default_rng(seed))
             stopped = "converged"
         except BudgetSpent as spent:
             contenders, stopped = evaluator.ranked(), spent.why
         search_seconds = evaluator.seconds
         evaluator.search_phase = False
-        final = [starting[0].option]
-        for option in list(contenders) + evaluator.ranked():
-            if len(final) >= finalists:
-                break
-            if option_key(option) not in {option_key(f) for f in final}:
-                final.append(np.asarray(option))
-        scored = []
-        for i, option in enumerate(final):
-            calibration = evaluator.full(option)
-            validation = evaluator.validated(option)
-            scored.append((validation if validation is not None else calibration, i, option, calibration, validation))
-        evaluator.note(min(scored, key=lambda s: (s[0], s[1]))[2], "final selection")
+        scored = _final_selection(evaluator, starting[0].option, contenders, finalists)
     finally:
         evaluator.close()
     value, _, winner, calibration, validation = min(scored, key=lambda s: (s[0], s[1]))
@@ -177,11 +138,70 @@ def run_search(problem: AllocationProblem, measure: PlanMeasure, n_batches: int,
     return SearchResult(
         strategy=strategy, choices=choices, bits={n: problem.layer(n).choices[i].bits for n, i in choices.items()},
         calibration_dloss=calibration, validation_dloss=validation,
-        selected_on="validation" if validate is not None else "calibration", predicted_loss=float(score.loss),
-        size_bits=float(score.size_bits), surrogate_optimum=float(optimum.objective),  # type: ignore[arg-type]
+        selected_on="validation" if measurement.validate is not None else "calibration",
+        predicted_loss=float(score.loss), size_bits=float(score.size_bits),
+        surrogate_optimum=float(optimum.objective),  # type: ignore[arg-type]
         surrogate_bound=optimum.bound, surrogate_measured=scored[0][0], forwards=evaluator.forwards,
         seconds=time.perf_counter() - start, history=tuple(evaluator.history),
         provenance={"seeds": fate, "descends_from": labels.get(option_key(winner), "search"), "stopped": stopped,
-                    "search_seconds": search_seconds, "finalists": len(final), "seed": seed, "solver": solver,
+                    "search_seconds": search_seconds, "finalists": len(scored), "seed": seed, "solver": solver,
                     "budget": dataclasses.asdict(budget), "options": dataclasses.asdict(typed),
-                    "plans_measured": evaluator.describe()["plans_measured"], "n_batches": n_batches})
+                    "plans_measured": evaluator.describe()["plans_measured"], "n_batches": measurement.n_batches})
+
+
+def _surrogate_optimum(problem: AllocationProblem, solver: str | None) -> tuple[str, Any]:
+    """The exact backend's name (None: dp where it applies) and its optimum of the surrogate (a SolveResult).
+
+    Raises:
+        ProblemError: the surrogate has no feasible plan (field "problem").
+    """
+    from cetopt.solvers.api import default_solver, solve
+
+    solver = solver or default_solver(problem)
+    optimum = solve(problem, solver)
+    if not optimum.success:
+        raise ProblemError(f"the surrogate has no feasible plan ({optimum.status.value}: {optimum.message}); "
+                           "loosen the budget", field="problem")
+    return solver, optimum
+
+
+def _check_budget(measurement: PlanMeasurement, budget: SearchBudget) -> None:
+    """Refuse a search that cannot measure one plan, or a non-positive time limit."""
+    n_batches, per_plan = measurement.n_batches, measurement.per_plan
+    if n_batches < 1:
+        raise ProblemError("the search needs at least one calibration batch", field="n_batches")
+    if budget.forwards < per_plan:
+        raise ProblemError(f"a search budget of {budget.forwards} forward passes cannot measure even one plan "
+                           f"({n_batches} calibration + {per_plan - n_batches} validation passes); give at least "
+                           f"{per_plan}", field="search_forwards")
+    if budget.seconds is not None and budget.seconds <= 0:
+        raise ProblemError(f"the search's time limit must be > 0 seconds, got {budget.seconds}", field="search_seconds")
+
+
+def _typed_options(engine: Any, strategy: str, options: Mapping[str, Any] | None) -> Any:
+    """``options`` as the strategy's ``Options`` dataclass; an unknown field names the known ones."""
+    try:
+        return engine.Options(**dict(options or {}))
+    except TypeError as err:
+        known = ", ".join(f.name for f in dataclasses.fields(engine.Options))
+        raise ProblemError(f"{strategy}: {err}; its options are {known}", field="search_options") from None
+
+
+def _final_selection(evaluator: Evaluator, optimum: np.ndarray, contenders: Sequence[np.ndarray],
+                     finalists: int) -> list[tuple[float, int, np.ndarray, float, float | None]]:
+    """The surrogate's optimum and the first distinct contenders (then the best measured), at most ``finalists``,
+    each measured on the whole calibration set and on validation: (selection value, rank, option, calibration,
+    validation); the selection value is the validation loss change where there is one."""
+    final = [optimum]
+    for option in list(contenders) + evaluator.ranked():
+        if len(final) >= finalists:
+            break
+        if option_key(option) not in {option_key(f) for f in final}:
+            final.append(np.asarray(option))
+    scored = []
+    for i, option in enumerate(final):
+        calibration = evaluator.full(option)
+        validation = evaluator.validated(option)
+        scored.append((validation if validation is not None else calibration, i, option, calibration, validation))
+    evaluator.note(min(scored, key=lambda s: (s[0], s[1]))[2], "final selection")
+    return scored

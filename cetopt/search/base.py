@@ -21,18 +21,55 @@ re-checks it against the problem like any solver answer and records what it cost
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from cetopt.search.evaluator import Evaluator
 
 # measure(choices, subset) -> the mean loss change of the plan (layer -> choice index into ``layer.choices``) over
 # the calibration batches whose indices are ``subset`` (each batch weighs the same); every index costs one forward
 PlanMeasure = Callable[[Mapping[str, int], Sequence[int]], float]
 # validate(choices) -> the plan's loss change on the held-out validation batches
 PlanValidate = Callable[[Mapping[str, int]], float]
+
+
+@dataclass(frozen=True)
+class PlanMeasurement:
+    """How a search measures plans.
+
+    Attributes:
+        measure: ``measure(choices, subset)``, the plan's mean loss change over calibration batches ``subset``.
+        n_batches: how many calibration batches ``measure`` takes (indices 0..n_batches-1).
+        validate: ``validate(choices)``, the plan's loss change on held-out validation batches; None: the finalists
+            are compared on the whole calibration set (say so when reporting).
+        validation_forwards: what one ``validate`` call costs in forward passes.
+    """
+
+    measure: PlanMeasure
+    n_batches: int
+    validate: PlanValidate | None = None
+    validation_forwards: int = 0
+
+    @property
+    def per_plan(self) -> int:
+        """Forward passes to measure one plan on every calibration batch and on validation."""
+        return self.n_batches + (self.validation_forwards if self.validate is not None else 0)
+
+
+@dataclass(frozen=True)
+class Seeding:
+    """Where a search starts, besides the surrogate's exact optimum (always the first seed).
+
+    Attributes:
+        extra: more starting plans (label -> layer -> choice index), e.g. the baselines'.
+        k: the exact solver's k best join the seeds.
+        backends: every installed backend's plan joins them.
+        solver: the exact backend for the surrogate's optimum (None: dp where it applies).
+    """
+
+    extra: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    k: int = 4
+    backends: bool = True
+    solver: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,18 +159,3 @@ class Seed:
 
     label: str
     option: np.ndarray
-
-
-class SearchStrategy(Protocol):
-    """A registered search strategy (see the module docstring)."""
-
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Options: ClassVar[type]
-
-    def search(self, evaluator: "Evaluator", seeds: Sequence[Seed], options: Any,
-               rng: np.random.Generator) -> list[np.ndarray]:
-        """Spend the evaluator's budget; return contenders (option vectors), best first. May stop early; the
-        evaluator raises :class:`~cetopt.search.evaluator.BudgetSpent` when the budget is gone, which the strategy
-        need not catch: :func:`~cetopt.search.api.run_search` then asks :meth:`Evaluator.ranked` instead."""
-        ...

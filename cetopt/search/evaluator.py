@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cetopt.problem.compiled import CompiledProblem, fits
-from cetopt.search.base import HistoryPoint, PlanMeasure, PlanValidate
+from cetopt.search.base import HistoryPoint, PlanMeasurement
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,17 @@ class Evaluator:
 
     Args:
         compiled: the compiled problem (its groups' options, sizes and limits).
-        measure: ``measure(choices, subset)``, the mean loss change over calibration batches ``subset``.
-        n_batches: how many calibration batches ``measure`` can take (indices 0..n_batches-1).
+        measurement: how plans are measured (calibration batches, optional validation and its cost).
         forwards: the search phase's forward budget (the final selection's reserve already taken off).
         seconds: the search phase's wall-clock limit, or None.
-        validate / validation_forwards: the validation measurement and what one call costs in forwards.
         progress: show a tqdm bar over the forward budget.
     """
 
-    def __init__(self, compiled: CompiledProblem, measure: PlanMeasure, n_batches: int, *, forwards: int,
-                 seconds: float | None = None, validate: PlanValidate | None = None, validation_forwards: int = 0,
-                 progress: bool = False, total_forwards: int | None = None) -> None:
-        self.compiled, self._measure, self.n_batches = compiled, measure, int(n_batches)
+    def __init__(self, compiled: CompiledProblem, measurement: PlanMeasurement, *, forwards: int,
+                 seconds: float | None = None, progress: bool = False, total_forwards: int | None = None) -> None:
+        self.compiled, self._measure, self.n_batches = compiled, measurement.measure, int(measurement.n_batches)
         self.limit_forwards, self.limit_seconds = int(forwards), seconds
-        self.validate, self.validation_forwards = validate, int(validation_forwards)
+        self.validate, self.validation_forwards = measurement.validate, int(measurement.validation_forwards)
         self.values: dict[tuple[int, ...], dict[int, float]] = {}
         self.validation: dict[tuple[int, ...], float] = {}
         self.forwards = 0

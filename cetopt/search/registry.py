@@ -1,15 +1,34 @@
 """The search-strategy registry: name -> "module:Class", imported only when the strategy is used.
 
-Adding a strategy is one module (a class with ``name``, ``description``, ``Options`` and ``search``; see
-:mod:`cetopt.search.base`) plus one ``register`` line below.
+Adding a strategy is one module (a class with ``name``, ``description``, ``Options`` and ``search``: the
+:class:`SearchStrategy` protocol; see :mod:`cetopt.search.base`) plus one ``register`` line below.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Protocol, Sequence
+
+import numpy as np
 
 from cetopt._imports import resolve
 from cetopt.errors import ProblemError
+from cetopt.search.base import Seed
+from cetopt.search.evaluator import Evaluator
+
+class SearchStrategy(Protocol):
+    """A registered search strategy (see the module docstring)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Options: ClassVar[type]
+
+    def search(self, evaluator: Evaluator, seeds: Sequence[Seed], options: Any,
+               rng: np.random.Generator) -> list[np.ndarray]:
+        """Spend the evaluator's budget; return contenders (option vectors), best first. May stop early; the
+        evaluator raises :class:`~cetopt.search.evaluator.BudgetSpent` when the budget is gone, which the strategy
+        need not catch: :func:`~cetopt.search.api.run_search` then asks :meth:`Evaluator.ranked` instead."""
+        ...
+
 
 _REGISTRY: dict[str, Any] = {}
 

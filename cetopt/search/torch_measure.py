@@ -21,7 +21,7 @@ import torch
 from cetopt.errors import ProblemError
 from cetopt.measure import Measurer, split_batch
 from cetopt.search.api import DEFAULT_FORWARDS, DEFAULT_STRATEGY, run_search
-from cetopt.search.base import SearchBudget, SearchResult
+from cetopt.search.base import PlanMeasurement, SearchBudget, SearchResult, Seeding
 
 if TYPE_CHECKING:
     from cetopt.builders.second_order import BuiltProblem
@@ -57,7 +57,7 @@ class ModelMeasure:
         self.base_forwards = 0
 
     def _losses(self, model: torch.nn.Module, subset: Sequence[int]) -> list[float]:
-        from cetopt.curvature.operator import eval_mode
+        from cetopt._hooks import eval_mode
 
         with torch.no_grad(), eval_mode(model):
             return [float(self.spec.loss_fn(model, self.chunks[i])) for i in subset]
@@ -87,10 +87,11 @@ def search_plan(spec: "ModelSpec", built: "BuiltProblem", strategy: str = DEFAUL
     (:func:`cetopt.search.api.run_search`; seeds are label -> layer -> choice index), selected on ``spec``'s
     validation batches where it has them, else on its calibration data (never its test data)."""
     measure = ModelMeasure(spec, built, chunks=chunks, measurer=measurer)
-    validate = measure.validate if spec.validation else None
-    result = run_search(built.problem, measure, measure.n_batches, strategy=strategy, budget=budget,
-                        validate=validate, validation_forwards=measure.validation_forwards, seeds=seeds, k=k,
-                        backends=backends, options=options, seed=seed, progress=progress)
+    measurement = PlanMeasurement(measure, measure.n_batches, measure.validate if spec.validation else None,
+                                  measure.validation_forwards)
+    result = run_search(built.problem, measurement, strategy=strategy, budget=budget,
+                        seeding=Seeding(extra=seeds or {}, k=k, backends=backends), options=options, seed=seed,
+                        progress=progress)
     provenance = {**result.provenance, "calibration_pieces": measure.n_batches, "base_forwards": measure.base_forwards}
 
     return dataclasses.replace(result, provenance=provenance)

@@ -95,16 +95,33 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
     # the limit counts from this call (or ``started``): compiling the problem is part of it
     left = None if limit is None else limit - (start - entered)
     if left is not None and left < max(ENGINE_ROOM * limit, backend.startup_seconds_per_group * compiled.n_groups):
-        # spent before the backend could start (a large file, a slow start-up): building the backend's model
-        # alone would overrun, so the greedy incumbent (milliseconds) is the answer
-        outcome = _spent(compiled, f"the time limit ({limit:g} s) was {100 * (1 - left / limit):.0f}% spent before "
-                                   f"{display} could start (reading and compiling the problem)")
-        log.info("%s: %s", display, outcome.message)
+        outcome = _started_too_late(compiled, display, limit, left)
         return finish(compiled, outcome, solver=display, options=recorded, seconds=time.perf_counter() - start)
     left = max(left, 0.05) if left is not None else None
+    outcome = _run_backend(backend, compiled, typed, left, run_seed, recorded, display)
+    result = finish(compiled, outcome, solver=display, options=recorded, seconds=time.perf_counter() - start)
+    if result.limit == "interrupted":  # the engine caught Ctrl-C itself and stopped with its incumbent
+        raise SolveInterrupted(result)
+    return result
+
+
+def _started_too_late(compiled: CompiledProblem, display: str, limit: float, left: float) -> Outcome:
+    """The limit was spent before the backend could start (a large file, a slow start-up): building the backend's
+    model alone would overrun, so the greedy incumbent (milliseconds) is the answer, logged at INFO."""
+    outcome = _spent(compiled, f"the time limit ({limit:g} s) was {100 * (1 - left / limit):.0f}% spent before "
+                               f"{display} could start (reading and compiling the problem)")
+    log.info("%s: %s", display, outcome.message)
+    return outcome
+
+
+def _run_backend(backend: Solver, compiled: CompiledProblem, typed: Any, left: float | None, seed: int,
+                 recorded: dict[str, Any], display: str) -> Outcome:
+    """``backend.run`` with native output silenced: a crash becomes an ERROR outcome naming the exception, Ctrl-C
+    a SolveInterrupted holding the greedy incumbent (MemoryError propagates: nothing sensible can be built)."""
+    start = time.perf_counter()
     try:
         with native_stdout_silenced():
-            outcome = backend.run(compiled, typed, time_limit=left, seed=run_seed)
+            return backend.run(compiled, typed, time_limit=left, seed=seed)
     except KeyboardInterrupt:
         seconds = time.perf_counter() - start
         raise SolveInterrupted(_interrupted(compiled, solver=display, options=recorded, seconds=seconds)) from None
@@ -112,12 +129,7 @@ def solve(problem: AllocationProblem, solver: str | Path | SolverConfig | Solver
         raise
     except Exception as err:  # a backend crash is reported as an ERROR result, with the exception named
         log.exception("backend %s failed", display)
-        outcome = Outcome(status=Status.ERROR, message=f"{type(err).__name__}: {err}")
-    seconds = time.perf_counter() - start
-    result = finish(compiled, outcome, solver=display, options=recorded, seconds=seconds)
-    if result.limit == "interrupted":  # the engine caught Ctrl-C itself and stopped with its incumbent
-        raise SolveInterrupted(result)
-    return result
+        return Outcome(status=Status.ERROR, message=f"{type(err).__name__}: {err}")
 
 
 ENGINE_ROOM = 0.1  # below this fraction of the limit left, the backend is not started (cetopt.solvers.deadline)

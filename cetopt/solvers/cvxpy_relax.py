@@ -196,20 +196,11 @@ class CvxpyRelaxationSolver(Solver):
         offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
         n = int(sizes.sum())
         extra: dict[str, Any] = {}
-        kind = options.relaxation
-        q_matrix = None
-        if compiled.pairs:
-            q_matrix = _quadratic(compiled, offsets, n)
-            lam_min = _min_eigenvalue(q_matrix)
-            extra["q_min_eigenvalue"] = lam_min
-            if kind == "auto":
-                kind = "qp" if lam_min >= -1e-10 and compiled.max_loss is None else "rlt"
-            if kind == "qp" and lam_min < -1e-10 and options.convexify == "refuse":
-                return Outcome(Status.ERROR, extra=extra, message=(
-                    f"interaction matrix is not PSD (min eigenvalue {lam_min:.3g}); use convexify='diagonal', "
-                    "relaxation='rlt' or an exact backend"))
-        else:
-            kind, lam_min = "lp", 0.0
+        kind, q_matrix, lam_min = _relaxation_kind(compiled, options, offsets, n, extra)
+        if kind == "refused":
+            return Outcome(Status.ERROR, extra=extra, message=(
+                f"interaction matrix is not PSD (min eigenvalue {lam_min:.3g}); use convexify='diagonal', "
+                "relaxation='rlt' or an exact backend"))
         extra["relaxation"] = kind
         if kind == "rlt":
             relaxed = self._rlt(compiled, options, cp)
@@ -222,18 +213,8 @@ class CvxpyRelaxationSolver(Solver):
             return Outcome(Status.INFEASIBLE, message=f"the convex relaxation is {status}", extra=extra)
         if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or relaxed.x.value is None:
             return _without_relaxation(prepared, f"CVXPY/{relaxed.solver} ended with status {status}", extra)
-        value = float(relaxed.problem.value) * relaxed.obj_scale
-        # an inaccurate relaxation still guides the rounding, but its value certifies nothing
-        bound = value - BOUND_MARGIN * abs(value) if status == cp.OPTIMAL else None
         notes: list[str] = []
-        if bound is not None and relaxed.linear is not None:  # certify it: weak duality, computed here
-            certified = dual_bound(relaxed.linear)
-            if certified is None:
-                bound = None
-                notes.append("the LP solver gave no usable multipliers, so no certified bound")
-            else:
-                extra["dual_bound"] = certified * relaxed.obj_scale
-                bound = min(bound, certified * relaxed.obj_scale)
+        value, bound = _relaxation_bound(relaxed, status == cp.OPTIMAL, extra, notes)
         extra["relaxation_value"] = value * (compiled.loss_unit if compiled.minimize is Minimize.LOSS else 1.0)
         values = np.asarray(relaxed.x.value, dtype=np.float64)
         group = np.repeat(np.arange(len(sizes)), sizes)
@@ -312,3 +293,38 @@ class CvxpyRelaxationSolver(Solver):
             linear = _LinearForm(c, one_hot, np.ones(len(groups)), a_ub, b_ub, [constraints[0]], constraints[1:])
         solver = options.solver or ("HIGHS" if q_matrix is None else "CLARABEL")
         return _Relaxed(cp.Problem(cp.Minimize(objective), constraints), x, obj_scale, solver, "qp", linear)
+
+
+def _relaxation_kind(compiled: CompiledProblem, options: CvxpyOptions, offsets: np.ndarray, n: int,
+                     extra: dict[str, Any]) -> tuple[str, sp.csr_matrix | None, float]:
+    """The relaxation to build ("lp" without interactions; else "qp" or "rlt", "auto" taking the QP where the
+    interaction matrix is PSD and there is no loss bound; "refused" for a non-PSD QP under convexify='refuse'),
+    the (n, n) interaction matrix and its least eigenvalue (recorded in ``extra``)."""
+    if not compiled.pairs:
+        return "lp", None, 0.0
+    kind = options.relaxation
+    q_matrix = _quadratic(compiled, offsets, n)
+    lam_min = _min_eigenvalue(q_matrix)
+    extra["q_min_eigenvalue"] = lam_min
+    if kind == "auto":
+        kind = "qp" if lam_min >= -1e-10 and compiled.max_loss is None else "rlt"
+    if kind == "qp" and lam_min < -1e-10 and options.convexify == "refuse":
+        kind = "refused"
+    return kind, q_matrix, lam_min
+
+
+def _relaxation_bound(relaxed: _Relaxed, optimal: bool, extra: dict[str, Any],
+                      notes: list[str]) -> tuple[float, float | None]:
+    """The relaxation's value (objective units) and the bound it certifies: None when the solve was only
+    inaccurate (its value still guides the rounding, but certifies nothing) or, for an LP, when the solver gave
+    no usable multipliers; else the value less a margin, capped by the weak-duality bound computed here."""
+    value = float(relaxed.problem.value) * relaxed.obj_scale
+    bound = value - BOUND_MARGIN * abs(value) if optimal else None
+    if bound is not None and relaxed.linear is not None:
+        certified = dual_bound(relaxed.linear)
+        if certified is None:
+            notes.append("the LP solver gave no usable multipliers, so no certified bound")
+            return value, None
+        extra["dual_bound"] = certified * relaxed.obj_scale
+        bound = min(bound, certified * relaxed.obj_scale)
+    return value, bound

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,23 @@ def _axes(compiled: CompiledProblem) -> tuple[np.ndarray, np.ndarray, float, flo
     return loss, compiled.padded(name, inf), limit, p_cap
 
 
+def _stepped_axes(compiled: CompiledProblem) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """:func:`_axes` with both caps rounded down to their table's common step, and the objective's step.
+
+    Every total of an integer table is a multiple of its common step, so a cap rounds down and a bound up to such
+    a multiple (cetopt.solvers.granularity): both get tighter and no allocation is lost."""
+    p, q, q_cap, p_cap = _axes(compiled)
+    p_step = common_step(p)
+    return p, q, cap_down(q_cap + _tol(q_cap), common_step(q)), cap_down(p_cap + _tol(p_cap), p_step), p_step
+
+
+def _within_caps(p: np.ndarray, q: np.ndarray, option: np.ndarray, q_cap: float, p_cap: float) -> tuple[float, bool]:
+    """The objective of ``option`` (one index per group) and whether it keeps both caps."""
+    rows = np.arange(len(option))
+    value, used = float(p[rows, option].sum()), float(q[rows, option].sum())
+    return value, used <= q_cap + _tol(q_cap) and value <= p_cap + _tol(p_cap)
+
+
 def _pad(arrays: list[np.ndarray], fill: float) -> np.ndarray:
     counts = np.array([len(a) for a in arrays])
     table = np.full((len(arrays), counts.max()), fill)
@@ -109,34 +127,21 @@ class DPSolver(Solver):
         plan = greedy_plan(compiled)
         if plan.infeasible:
             return Outcome(Status.INFEASIBLE, message="the LP relaxation is infeasible")
-        p, q, q_cap, p_cap = _axes(compiled)
-        # every total of an integer table is a multiple of its common step: caps round down, bounds up
-        # (cetopt.solvers.granularity; without it a few distinct layer sizes cost minutes)
-        q_step, p_step = common_step(q), common_step(p)
-        q_cap = cap_down(q_cap + _tol(q_cap), q_step)
-        p_cap = cap_down(p_cap + _tol(p_cap), p_step)
-        rows = np.arange(compiled.n_groups)
+        p, q, q_cap, p_cap, p_step = _stepped_axes(compiled)
         incumbent = improve(compiled, plan.choice_index)
-        inc_p = float(p[rows, incumbent].sum())
-        inc_q = float(q[rows, incumbent].sum())
-        has_incumbent = inc_q <= q_cap + _tol(q_cap) and inc_p <= p_cap + _tol(p_cap)
+        inc_p, has_incumbent = _within_caps(p, q, incumbent, q_cap, p_cap)
         upper = min(inc_p if has_incumbent else np.inf, p_cap)
-        lam = plan.multiplier if plan.multiplier is not None and np.isfinite(plan.multiplier) else 0.0
-        if not np.isfinite(q_cap):
-            lam = 0.0
-        lagr = np.where(np.isfinite(p), p + lam * np.where(np.isfinite(q), q, 0.0), np.inf)
-        low = lagr.min(axis=1)
-        reduced = lagr - low[:, None]
+        reduced, dual = _reduced_costs(p, q, q_cap, plan.multiplier)
         # reduced costs prove against the Lagrangian bound itself (an allocation of objective v has reduced cost
         # at most v - dual); rounded up to the objective's step it is a valid bound to report, never to prove with
-        dual = float(low.sum()) - (lam * q_cap if lam else 0.0)
         floor = bound_up(dual, p_step)
         total = upper - dual + _tol(upper) + _tol(dual) if np.isfinite(upper) else np.inf
         if upper - floor + _tol(upper) + _tol(floor) < 0:
             return Outcome(Status.INFEASIBLE, message=(
                 f"the Lagrangian bound {floor:.10g} exceeds the cap {upper:.10g}: no allocation meets the budgets"))
-        search = _Search(p, q, reduced, q_cap, dual, upper, options.max_states, start, time_limit)
-        search.max_stored = options.max_memory_mb * 2**20 // 6
+        # back-pointers take 6 bytes per stored state (_Search.run)
+        limits = _Limits(options.max_states, options.max_memory_mb * 2**20 // 6, start, time_limit)
+        search = _Search(p, q, reduced, q_cap, dual, upper, limits)
         schedule = _slack_schedule(reduced, total) if options.reduce else np.array([total])
         slack = float(schedule[0])
         rounds = 0
@@ -156,16 +161,8 @@ class DPSolver(Solver):
             found = None if search.stopped else search.run(slack)  # (the bounded search ran out of time)
             extra = {"rounds": rounds, "slack": slack, "lagrangian_bound": floor, **search.stats}
             if found is None and search.stopped:
-                why = (f"the DP frontiers exceeded max_states={options.max_states} or "
-                       f"max_memory_mb={options.max_memory_mb}" if search.stopped == "states"
-                       else "the time limit was reached")
                 bound = max(plan.bound, proven) if plan.bound is not None else proven
-                if has_incumbent:
-                    return Outcome(Status.FEASIBLE, choice_index=incumbent, bound=bound,
-                                   limit=search.stopped, extra=extra, message=(
-                                       f"{why}; returning the greedy incumbent with the bound the completed DP "
-                                       "rounds proved"))
-                return Outcome(Status.NO_SOLUTION, bound=bound, limit=search.stopped, message=why, extra=extra)
+                return _stopped(search.stopped, options, bound, incumbent if has_incumbent else None, extra)
             if found is not None:
                 option, value = found
                 if has_incumbent and inc_p < value:
@@ -184,12 +181,33 @@ class DPSolver(Solver):
             slack = float(schedule[np.searchsorted(schedule, slack, side="right")])
 
 
+def _reduced_costs(p: np.ndarray, q: np.ndarray, q_cap: float, multiplier: float | None) -> tuple[np.ndarray, float]:
+    """Each option's Lagrangian reduced cost (G, K), p + lam q less its group's least, and the Lagrangian bound
+    (the dual) they prove against; lam is the LP's size multiplier (0 without a finite size cap)."""
+    lam = multiplier if multiplier is not None and np.isfinite(multiplier) and np.isfinite(q_cap) else 0.0
+    lagr = np.where(np.isfinite(p), p + lam * np.where(np.isfinite(q), q, 0.0), np.inf)
+    low = lagr.min(axis=1)
+    return lagr - low[:, None], float(low.sum()) - (lam * q_cap if lam else 0.0)
+
+
+def _stopped(limit: str, options: DPOptions, bound: float, incumbent: np.ndarray | None,
+             extra: dict[str, Any]) -> Outcome:
+    """The outcome of a DP that hit ``limit`` ("states" or "time") before proving: the incumbent (when there is
+    one) with the bound the completed rounds proved."""
+    why = (f"the DP frontiers exceeded max_states={options.max_states} or max_memory_mb={options.max_memory_mb}"
+           if limit == "states" else "the time limit was reached")
+    if incumbent is not None:
+        return Outcome(Status.FEASIBLE, choice_index=incumbent, bound=bound, limit=limit, extra=extra,
+                       message=f"{why}; returning the greedy incumbent with the bound the completed DP rounds proved")
+    return Outcome(Status.NO_SOLUTION, bound=bound, limit=limit, message=why, extra=extra)
+
+
 def _slack_schedule(reduced: np.ndarray, total: float) -> np.ndarray:
     """Increasing slacks ending at ``total``: the one that admits the 32 cheapest positive reduced costs, then
-    45, 64, 90, 128, ... (x sqrt 2). A round's work grows with the options it admits, not with the slack (at
-    10^5 groups with a wide sensitivity spread, 1/256 of the incumbent's gap already admitted 30,000 groups),
-    and steeply: growing by sqrt 2 rather than 2 keeps the deciding round from admitting up to twice the
-    options it needs (coprime layer sizes, 100,000 x 8: 14 s -> 9 s; the rounds that find nothing are cheap)."""
+    45, 64, 90, 128, ... (x sqrt 2). The schedule counts admitted options rather than scaling the slack because a
+    round's work grows with the options it admits, and a small fraction of the gap can already admit most groups
+    when sensitivities are spread widely. It grows by sqrt 2 rather than 2 so the deciding round admits at most
+    ~1.4 times the options it needs; the rounds that find nothing are cheap."""
     positive = np.sort(reduced[np.isfinite(reduced) & (reduced > 0)])
     if not np.isfinite(total):
         return np.array([total])
@@ -252,6 +270,17 @@ class _SuffixLP:
         return np.where(room >= -_tol(self.rest_q), value, np.inf)
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """When a DP round stops unproven: more than ``max_states`` states after a group, more than ``max_stored``
+    back-pointer entries over all groups, or ``time_limit`` seconds after ``start`` (perf_counter)."""
+
+    max_states: int
+    max_stored: int
+    start: float
+    time_limit: float | None
+
+
 class _Search:
     """One Pareto DP over (q used, p so far) that finds the best allocation with f <= L + slack.
 
@@ -259,14 +288,13 @@ class _Search:
     undecided groups (given the capacity left) exceeds min(L + slack, incumbent); every allocation with
     f <= L + slack survives both, so the best final state is optimal whenever one exists."""
 
-    def __init__(self, p: np.ndarray, q: np.ndarray, reduced: np.ndarray, q_cap: float,
-                 dual: float, upper: float, max_states: int, start: float, time_limit: float | None) -> None:
+    def __init__(self, p: np.ndarray, q: np.ndarray, reduced: np.ndarray, q_cap: float, dual: float, upper: float,
+                 limits: _Limits) -> None:
         self.p_table, self.q_table, self.reduced_table = p, q, reduced
         self.q_cap, self.dual = q_cap, dual
         self.q_limit = q_cap + _tol(q_cap)
         self.p_limit = upper + _tol(upper)
-        self.max_states, self.start, self.time_limit = max_states, start, time_limit
-        self.max_stored = 2**62  # back-pointer entries kept over all groups (set by DPSolver)
+        self.limits = limits
         self.stopped: str | None = None
         self.stats: dict[str, int] = {}
 
@@ -277,17 +305,9 @@ class _Search:
         that finds a good allocation in bounded time, not a proof."""
         p, q, reduced = self.p_table, self.q_table, self.reduced_table
         self.stopped = None
-        mask = reduced <= slack  # (G, K); every group keeps at least its zero-reduced-cost option
-        counts = mask.sum(axis=1)
-        first = np.argmax(mask, axis=1)
-        rows = np.arange(len(counts))
-        single = counts == 1
-        base_p = float(self.p_table[rows[single], first[single]].sum())
-        base_q = float(self.q_table[rows[single], first[single]].sum())
-        keep = {int(g): np.flatnonzero(mask[g]) for g in np.flatnonzero(~single)}
-        # widest q-ranges first: the remaining groups' largest possible q then shrinks fast, which lets the
-        # unused-capacity penalty prune early
-        free = sorted(keep, key=lambda g: -np.ptp(q[g][keep[g]]))
+        first, single, keep, free = self._free_groups(slack)
+        base_p = float(p[np.flatnonzero(single), first[single]].sum())
+        base_q = float(q[np.flatnonzero(single), first[single]].sum())
         suffix = _SuffixLP([q[g][keep[g]] for g in free], [p[g][keep[g]] for g in free])
         target = min(self.p_limit, self.dual + slack + _tol(self.dual + slack))
         states_q, states_p, states_r = np.array([base_q]), np.array([base_p]), np.array([0.0])
@@ -313,11 +333,7 @@ class _Search:
             fit = low <= target
             order = order[fit]
             if beam is not None and len(order) > beam:
-                # half the most promising states (least p + LP bound), half spread evenly over q (the LP bound
-                # cannot see which capacities the remaining groups can fill exactly), kept in q order
-                best = np.argpartition(low[fit], beam // 2)[:beam // 2]
-                spread = np.linspace(0, len(order) - 1, beam - beam // 2).astype(np.int64)
-                order = order[np.unique(np.concatenate((best, spread)))]
+                order = order[_beam_keep(low[fit], beam)]
             n_states = len(states_q)
             # compact back-pointers (int32 state, uint16 option; ties expand to <= 4096 options): 6 bytes
             # per state instead of 16
@@ -325,10 +341,7 @@ class _Search:
             stored += len(order)
             states_q, states_p, states_r = cand_q[order], cand_p[order], cand_r[order]
             peak = max(peak, len(order))
-            if beam is None and (len(order) > self.max_states or stored > self.max_stored):
-                self.stopped = "states"
-            elif self.time_limit is not None and time.perf_counter() - self.start > self.time_limit:
-                self.stopped = "time"
+            self.stopped = self._limit_reached(len(order), stored, beam)
             if self.stopped or len(order) == 0:
                 break
         if beam is None:
@@ -340,7 +353,35 @@ class _Search:
         best = int(np.argmin(states_p))
         option = first.astype(np.int64)
         pointer = best
-        for g, (parent, chosen) in zip(reversed(free), reversed(parents)):
+        for g, (parent, chosen) in zip(reversed(free), reversed(parents)):  # follow the back-pointers
             option[g] = chosen[pointer]
             pointer = int(parent[pointer])
         return option, float(states_p[best])
+
+    def _limit_reached(self, n_states: int, stored: int, beam: int | None) -> str | None:
+        """"states" when an exact round holds too many states (after this group, or stored over all), "time"
+        past the time limit, else None."""
+        if beam is None and (n_states > self.limits.max_states or stored > self.limits.max_stored):
+            return "states"
+        limit = self.limits.time_limit
+        return "time" if limit is not None and time.perf_counter() - self.limits.start > limit else None
+
+    def _free_groups(self, slack: float) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], list[int]]:
+        """Which options a round with ``slack`` admits: each group's first admitted option (G,), the groups with
+        only one (G,) bool, the others' admitted options, and those groups in the order the DP takes them."""
+        mask = self.reduced_table <= slack  # (G, K); every group keeps at least its zero-reduced-cost option
+        single = mask.sum(axis=1) == 1
+        keep = {int(g): np.flatnonzero(mask[g]) for g in np.flatnonzero(~single)}
+        # widest q-ranges first: the remaining groups' largest possible q then shrinks fast, which lets the
+        # unused-capacity penalty prune early
+        free = sorted(keep, key=lambda g: -np.ptp(self.q_table[g][keep[g]]))
+        return np.argmax(mask, axis=1), single, keep, free
+
+
+def _beam_keep(low: np.ndarray, beam: int) -> np.ndarray:
+    """Which of the q-sorted states a beam of width ``beam`` keeps (indices in q order): half the most promising
+    (least p + LP bound ``low``), half spread evenly over q (the LP bound cannot see which capacities the
+    remaining groups can fill exactly)."""
+    best = np.argpartition(low, beam // 2)[:beam // 2]
+    spread = np.linspace(0, len(low) - 1, beam - beam // 2).astype(np.int64)
+    return np.unique(np.concatenate((best, spread)))

@@ -33,7 +33,7 @@ def common_step(table: np.ndarray) -> int | None:
         return None
     if not np.array_equal(values, np.floor(values)):
         return None
-    step = int(np.gcd.reduce(values.astype(np.int64)))  # (np.unique first cost 0.3 s at 800,000 entries)
+    step = int(np.gcd.reduce(values.astype(np.int64)))  # one pass; no np.unique, whose sort dominates at 10^5+
     return step if step > 0 else None
 
 

@@ -4,7 +4,8 @@ Every layer starts at its most precise choice; bits are moved to the complement 
 time, always the step with the smallest loss increase per bit saved, until every budget holds. The
 step that crossed the budget, taken fractionally, is the LP relaxation, so the walk also certifies a
 lower bound (exact for one resource; for several, the best single-resource bound). Any remaining
-slack is spent by single-layer moves (cetopt.solvers.local_search). Vectorised: ~10 ms for 10^4 layers.
+slack is spent by single-layer moves (cetopt.solvers.local_search). Vectorised over layers (timings in
+docs/results/speed.md).
 The walk is :func:`cetopt.solvers.incumbent.greedy_plan`, shared with the exact backends.
 """
 

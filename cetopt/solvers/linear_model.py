@@ -76,24 +76,12 @@ OBJECTIVE_TARGET = 1e3
 ROW_TARGET = 1e3
 
 
-def build_linear_model(compiled: CompiledProblem, reference: float | None = None) -> LinearModel:
-    """Build the MILP of ``compiled`` (see module docstring); ``reference`` is a typical objective value
-    (e.g. :func:`reference_objective`) used to normalise the objective."""
+def _equality_rows(compiled: CompiledProblem, sizes: np.ndarray, offsets: np.ndarray, pair_offsets: list[int],
+                   n: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """A_eq x = b_eq over the ``n`` variables: one option per group (one-hot rows), and for each interaction pair
+    the RLT rows tying its product variables y[i, j] to the two groups' options (row and column sums)."""
     groups = compiled.groups
-    sizes = np.array([g.n_options for g in groups])
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     n_x = int(sizes.sum())
-    pair_offsets = []
-    n = n_x
-    for pair in compiled.pairs:
-        pair_offsets.append(n)
-        n += pair.matrix.size
-    loss = np.zeros(n)
-    loss[:n_x] = np.concatenate([g.loss for g in groups])
-    for pair, off in zip(compiled.pairs, pair_offsets):
-        loss[off:off + pair.matrix.size] = pair.matrix.ravel()
-    size = np.zeros(n)
-    size[:n_x] = np.concatenate([g.size for g in groups])
     # one-hot rows
     eq_rows = [np.repeat(np.arange(len(groups)), sizes)]
     eq_cols = [np.arange(n_x)]
@@ -117,6 +105,28 @@ def build_linear_model(compiled: CompiledProblem, reference: float | None = None
             row += 1
     a_eq = sp.csr_matrix((np.concatenate(eq_vals), (np.concatenate(eq_rows), np.concatenate(eq_cols))),
                          shape=(row, n))
+    return a_eq, np.concatenate(b_eq)
+
+
+def build_linear_model(compiled: CompiledProblem, reference: float | None = None) -> LinearModel:
+    """Build the MILP of ``compiled`` (see module docstring); ``reference`` is a typical objective value
+    (e.g. :func:`reference_objective`) used to normalise the objective."""
+    groups = compiled.groups
+    sizes = np.array([g.n_options for g in groups])
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    n_x = int(sizes.sum())
+    pair_offsets = []
+    n = n_x
+    for pair in compiled.pairs:
+        pair_offsets.append(n)
+        n += pair.matrix.size
+    loss = np.zeros(n)
+    loss[:n_x] = np.concatenate([g.loss for g in groups])
+    for pair, off in zip(compiled.pairs, pair_offsets):
+        loss[off:off + pair.matrix.size] = pair.matrix.ravel()
+    size = np.zeros(n)
+    size[:n_x] = np.concatenate([g.size for g in groups])
+    a_eq, b_eq = _equality_rows(compiled, sizes, offsets, pair_offsets, n)
     ub_rows, b_ub, names = [], [], []
 
     def add_row(coef: np.ndarray, limit: float, name: str) -> None:
@@ -143,5 +153,5 @@ def build_linear_model(compiled: CompiledProblem, reference: float | None = None
         obj_scale = float(np.abs(objective).max(initial=0.0)) or 1.0
     return LinearModel(
         c=objective / obj_scale, a_ub=a_ub, b_ub=np.array(b_ub, dtype=np.float64), ub_names=tuple(names),
-        a_eq=a_eq, b_eq=np.concatenate(b_eq), n_x=n_x, offsets=offsets, obj_scale=obj_scale, obj_offset=0.0,
+        a_eq=a_eq, b_eq=b_eq, n_x=n_x, offsets=offsets, obj_scale=obj_scale, obj_offset=0.0,
     )

@@ -135,7 +135,7 @@ class SolveResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: exactly what ``cetopt solve --format json`` prints."""
-        # shallow, not dataclasses.asdict: its deep copy of 10^5-entry bits/choices maps cost ~1 s
+        # shallow, not dataclasses.asdict: a deep copy of 10^5-entry bits/choices maps is slow and changes nothing
         return _jsonable({f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[no-any-return]
 
 

@@ -97,7 +97,7 @@ def check_complementary(ctx: ProofContext, outdir: str | os.PathLike[str] | None
                         bits: int = 3, seed: int = 0) -> CheckResult:
     """Check 4: among errors of equal norm, the exact d'Hd ranks them as the complement-subspace energy does;
     and major-axis rounding (minimising that energy) lowers the measured loss vs round-to-nearest."""
-    from cetopt.quant.major_axis import major_axis_round
+    from cetopt.quant.rounding.major_axis import major_axis_round
 
     rng = np.random.default_rng(seed)
     rows, rhos, improved = [], [], []

@@ -50,8 +50,8 @@ class ProofContext:
         bits: candidate bit-widths of the problems.
         settings: the curvature settings used.
         dense_max: layers with at most this many weights get their exact float64 Hessian block (n Hessian-vector
-            products each) where a check wants one; 0 turns it off (large inputs: one MobileNetV2 product on
-            32 crops of 224 x 224 takes ~10 s, so an 864-weight layer would take hours).
+            products each) where a check wants one; 0 turns it off (for large inputs, where n products of the full
+            model cost hours).
     """
 
     task: ModelSpec

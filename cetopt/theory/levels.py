@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -137,26 +137,7 @@ def levels_report(model: str, outdir: str | os.PathLike[str], *, budgets: Sequen
     llc_result = solve(llc.problem, "dp")
     llc_point = _measure(task, llc, llc_result, "llc rank rule (compact)", None) if llc_result.success else None
 
-    fig, ax = new_figure(6.4, 4.0)
-    for mode in [*MODES, "joint, compact mode (predicted dL <= 0)"]:
-        pts = sorted((p.ratio, p.metric) for p in points if p.mode == mode)
-        if pts:
-            ax.plot(*zip(*pts), "o-" if "compact" not in mode else "*", ms=4 if "compact" not in mode else 12,
-                    label=mode)
-    ax.axhline(fp_metric, color="k", ls="--", lw=0.8, label="FP32")
-    ax.set_xlabel("compression vs FP32 (x, values only)")
-    ax.set_ylabel(next(iter(task.metrics())))
-    ax.set_title(f"{model}: compression levels")
-    ax.legend(fontsize=7)
-    figures = save_figure(fig, out, "levels_pareto", ("png", "svg"))
-
-    winners = []
-    for b in budgets:
-        at = [p for p in points if p.budget_bits == b]
-        if at:
-            best = max(at, key=lambda p: p.metric)
-            winners.append([f"{b:g}", best.mode, f"{best.metric:.4f}"] +
-                           [next((f"{p.metric:.4f}" for p in at if p.mode == m), "infeasible") for m in MODES])
+    figures = _pareto_figure(points, fp_metric, next(iter(metrics)), model, out)
     text = "\n\n".join([
         f"# Compression levels on {model}",
         f"FP32 metric {fp_metric:.4f}. Every mode is a CET problem (each candidate's predicted change "
@@ -165,19 +146,14 @@ def levels_report(model: str, outdir: str | os.PathLike[str], *, budgets: Sequen
         "factorisation, K x b per weight for a K-term series), the same convention for every mode.",
         *(f"![levels]({f})" for f in figures if f.endswith(".png")),
         "## Which mode wins at each budget",
-        markdown_table(["avg bits", "best", "metric", *MODES], winners),
+        markdown_table(["avg bits", "best", "metric", *MODES], _winners(points, budgets)),
         "## Every plan",
         markdown_table(["mode", "budget", "avg bits", "x vs FP32", "predicted dL", "measured dL", "metric",
                         "levels used"],
                        [[p.mode, "-" if p.budget_bits is None else f"{p.budget_bits:g}", f"{p.avg_bits:.3f}",
                          f"{p.ratio:.1f}", p.predicted, p.measured, f"{p.metric:.4f}", p.levels_used] for p in points]),
         "## LLC's rank rule",
-        "Per layer, the smallest rank whose error lies in the lossless neighbourhood (|d| within the directional "
-        "radius 2|g.d^|/(d^'H d^), g.d < 0); layers with none keep 8-bit weights. The compact solve minimises "
-        "size subject to predicted dL <= 0."
-        + (f" Result: {llc_point.avg_bits:.3f} avg bits ({llc_point.ratio:.1f}x), metric {llc_point.metric:.4f}, "
-           f"measured dL {llc_point.measured:.4g}." if llc_point else f" Result: {llc_result.status.value}."),
-        markdown_table(["layer", "smallest lossless rank"], [[n, "-" if r is None else r] for n, r in ranks.items()]),
+        _llc_section(llc_point, llc_result.status.value, ranks),
         "## Series expansion converges",
         "Every quantisable layer replaced by its K-term expansion sum_k Q_b(R_k). 'rate' is the median per-term "
         "contraction ||R_{k+1}||/||R_k||; output error is ||f_K(x) - f(x)|| / ||f(x)|| on a calibration batch. "
@@ -193,3 +169,43 @@ def levels_report(model: str, outdir: str | os.PathLike[str], *, budgets: Sequen
             "llc_ranks": ranks, "llc": asdict(llc_point) if llc_point else None}
     atomic_write_text(out / "results.json", json.dumps(data, indent=1, default=str))
     return data
+
+
+def _pareto_figure(points: Sequence[Any], fp_metric: float, metric: str, model: str, out: Path) -> list[str]:
+    """Each mode's measured metric against its compression (x vs FP32), the FP32 metric dashed; the files saved."""
+    fig, ax = new_figure(6.4, 4.0)
+    for mode in [*MODES, "joint, compact mode (predicted dL <= 0)"]:
+        pts = sorted((p.ratio, p.metric) for p in points if p.mode == mode)
+        if pts:
+            ax.plot(*zip(*pts), "o-" if "compact" not in mode else "*", ms=4 if "compact" not in mode else 12,
+                    label=mode)
+    ax.axhline(fp_metric, color="k", ls="--", lw=0.8, label="FP32")
+    ax.set_xlabel("compression vs FP32 (x, values only)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{model}: compression levels")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, "levels_pareto", ("png", "svg"))
+
+
+def _winners(points: Sequence[Any], budgets: Sequence[float]) -> list[list[str]]:
+    """One row per budget: the best mode, its metric, and every mode's metric ("infeasible" where it has none)."""
+    rows = []
+    for b in budgets:
+        at = [p for p in points if p.budget_bits == b]
+        if at:
+            best = max(at, key=lambda p: p.metric)
+            rows.append([f"{b:g}", best.mode, f"{best.metric:.4f}"] +
+                        [next((f"{p.metric:.4f}" for p in at if p.mode == m), "infeasible") for m in MODES])
+    return rows
+
+
+def _llc_section(point: Any, status: str, ranks: Mapping[str, int | None]) -> str:
+    """The report's paragraph and table on LLC's rank rule (``point``: the compact plan measured, or None with
+    the solve's ``status``)."""
+    return ("Per layer, the smallest rank whose error lies in the lossless neighbourhood (|d| within the directional "
+            "radius 2|g.d^|/(d^'H d^), g.d < 0); layers with none keep 8-bit weights. The compact solve minimises "
+            "size subject to predicted dL <= 0."
+            + (f" Result: {point.avg_bits:.3f} avg bits ({point.ratio:.1f}x), metric {point.metric:.4f}, "
+               f"measured dL {point.measured:.4g}." if point else f" Result: {status}.")
+            + "\n\n" + markdown_table(["layer", "smallest lossless rank"],
+                                       [[n, "-" if r is None else r] for n, r in ranks.items()]))

@@ -5,7 +5,7 @@ model has them (held out from the calibration data the costs were estimated on: 
 themselves plain cet's g.d is exact by construction, noise included), else on the calibration batches; both are
 reported.
 
-The issue's Done-when for the default cost model: the predicted change has the sign of the measured one and the
+What the default cost model must show: the predicted change has the sign of the measured one and the
 rank correlation is >= 0.8 across plans at >= 3 bits. A measured change has a sign only where it stands out of
 its own noise: each plan's change is also measured example by example on the judged split, and its sign counts
 where |mean| > 2 standard errors of that mean. Small changes (8-bit plans) are often within noise, but not

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -134,84 +134,124 @@ def prove(model: str, outdir: str | os.PathLike[str], *, checks: Sequence[int] =
                                    "dense_max": dense_max},
                               test_key={"data": task.data, "fp_test_metric": ctx.metric()},
                               check_keys={5: {"variants": lossless_variants}})
-    options: dict[int, dict[str, Any]] = {5: {"variants": lossless_variants}}
     if not resume:
         saved.clear()
-    reused: list[str] = []
-    results: list[CheckResult] = []
-
-    def checks_json() -> list[dict[str, object]]:
-        return [{"number": c.number, "title": c.title, "verdict": c.verdict.value, "value": c.value,
-                 "tolerance": c.tolerance, "data": c.data} for c in results]
-
-    def progress(note: str) -> None:  # keep what is done on disk if a later part fails or is stopped
-        atomic_write_text(out / "report.md", render_report(
-            f"CET checks on {model}", _preamble(model, ctx, time.perf_counter() - start, reused), results,
-            [f"## Not finished\n\n{note} This report is rewritten as the run goes on."]))
-        atomic_write_text(out / "results.json", json.dumps({
-            "model": model, "finished": False, "not_finished": note, "fingerprint": fingerprint, "resumed": reused,
-            "weights": task.metadata.get("weights"), "checks": checks_json(), "equal_size": [],
-            "smallest_lossless": {}}, indent=1, default=str))
-
-    for i, number in enumerate(checks):
-        mark = time.perf_counter()
-        result = saved.check(number)
-        if result is None:
-            result = CHECKS[number](ctx, out, **options.get(number, {}))
-            saved.save_check(result)
-            how = f"{time.perf_counter() - mark:.1f} s"
-        else:
-            reused.append(f"check {number}")
-            how = "from a checkpoint"
-        results.append(result)
-        log(f"check {number}: {result.verdict.value} ({how})")
-        table = f" Then the equal-size table at {list(table_bits)} average bits." if table_bits else ""
-        progress(f"Checks still to run: {list(checks[i + 1:]) or 'none'}.{table}")
+    run = _Run(model, out, task, ctx, fingerprint, start, log)
+    run.run_checks(checks, saved, {5: {"variants": lossless_variants}}, table_bits)
     sections = []
     table_rows: list[PlanMeasurement] = []
     lossless: dict[str, PlanMeasurement | None] = {}
     if table_bits:
+        table_rows = run.equal_size_rows(table_bits, saved)
+        lossless = _smallest_lossless(ctx) if lossless_search else {}
+        figures = equal_size_figure(table_rows, ctx.metric(), out, f"{model}: metric at equal size")
+        sections.append(_equal_size_section(ctx, table_rows, lossless, figures, lossless_note))
+    dominance = _logged_dominance(ctx, log)
+    if dominance:
+        sections.append(_dominance_section(dominance))
+    run.finish(sections, {"equal_size": [asdict(r) for r in table_rows],
+                          "smallest_lossless": {k: (asdict(v) if v else None) for k, v in lossless.items()},
+                          "cost_signal_effects": dominance})
+    log(text_summary(run.results))
+    return run.results
+
+
+@dataclass
+class _Run:
+    """One ``prove`` run's state: the results so far and the parts read back from checkpoints; report.md and
+    results.json are rewritten after each part, so a stopped run keeps what it finished."""
+
+    model: str
+    out: Path
+    task: Any
+    ctx: ProofContext
+    fingerprint: Mapping[str, Any]
+    start: float
+    log: Callable[[str], None]
+    results: list[CheckResult] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+    def checks_json(self) -> list[dict[str, object]]:
+        return [{"number": c.number, "title": c.title, "verdict": c.verdict.value, "value": c.value,
+                 "tolerance": c.tolerance, "data": c.data} for c in self.results]
+
+    def _write(self, sections: Sequence[str], head: Mapping[str, Any], tail: Mapping[str, Any]) -> None:
+        """report.md with ``sections`` after the checks; results.json with ``head`` after the model's name and
+        ``tail`` after the checks."""
+        atomic_write_text(self.out / "report.md", render_report(
+            f"CET checks on {self.model}", _preamble(self.model, self.ctx, time.perf_counter() - self.start,
+                                                     self.reused), self.results, sections))
+        atomic_write_text(self.out / "results.json", json.dumps({
+            "model": self.model, **head, "fingerprint": self.fingerprint, "resumed": self.reused,
+            "weights": self.task.metadata.get("weights"), "checks": self.checks_json(), **tail},
+            indent=1, default=str))
+
+    def progress(self, note: str) -> None:
+        """Keep what is done on disk (``note``: what is left) in case a later part fails or is stopped."""
+        self._write([f"## Not finished\n\n{note} This report is rewritten as the run goes on."],
+                    {"finished": False, "not_finished": note}, {"equal_size": [], "smallest_lossless": {}})
+
+    def finish(self, sections: Sequence[str], tail: Mapping[str, Any]) -> None:
+        self._write(sections, {"finished": True, "fp_metric": self.ctx.metric()}, tail)
+
+    def run_checks(self, checks: Sequence[int], saved: ProveCheckpoints, options: Mapping[int, Mapping[str, Any]],
+                   table_bits: Sequence[int]) -> None:
+        """Each check, from its checkpoint where one is kept, else run and kept."""
+        for i, number in enumerate(checks):
+            mark = time.perf_counter()
+            result = saved.check(number)
+            if result is None:
+                result = CHECKS[number](self.ctx, self.out, **options.get(number, {}))
+                saved.save_check(result)
+                how = f"{time.perf_counter() - mark:.1f} s"
+            else:
+                self.reused.append(f"check {number}")
+                how = "from a checkpoint"
+            self.results.append(result)
+            self.log(f"check {number}: {result.verdict.value} ({how})")
+            table = f" Then the equal-size table at {list(table_bits)} average bits." if table_bits else ""
+            self.progress(f"Checks still to run: {list(checks[i + 1:]) or 'none'}.{table}")
+
+    def equal_size_rows(self, table_bits: Sequence[int], saved: ProveCheckpoints) -> list[PlanMeasurement]:
+        """The equal-size table's rows at each average bit-width, from checkpoints where kept."""
+        table_rows: list[PlanMeasurement] = []
         for b in table_bits:
             rows = saved.table_rows(int(b))
             if rows is None:
-                rows = equal_size_table(ctx, [b])
+                rows = equal_size_table(self.ctx, [b])
                 saved.save_table_rows(int(b), rows)
             else:
-                reused.append(f"the {b}-bit table rows")
+                self.reused.append(f"the {b}-bit table rows")
             table_rows.extend(rows)
-            log(f"equal-size table at {b} bits done")
-            progress(f"Equal-size table: {b} bits done of {list(table_bits)}.")
-        if lossless_search:
-            lossless = {"cet": smallest_lossless(ctx, "cet"),
-                        "cet-nograd + major-axis rounding": smallest_lossless(ctx, "cet-nograd", {"rounding": "major-axis"})}
-            from cetopt.solvers.api import solve
+            self.log(f"equal-size table at {b} bits done")
+            self.progress(f"Equal-size table: {b} bits done of {list(table_bits)}.")
+        return table_rows
 
-            llc = ctx.built("llc", avg_bits=None)
-            r = solve(llc.problem, "dp")
-            if r.success:
-                weights = llc.compressed_weights(dict(r.bits))
-                bits = dict(r.bits)
-                lossless["llc (minimise size s.t. predicted dL <= 0)"] = PlanMeasurement(
-                    "llc", float("nan"), sum(ctx.weights[n].numel() * b for n, b in bits.items())
-                    / sum(w.numel() for w in ctx.weights.values()), r.objective, ctx.dloss(weights), ctx.metric(weights),
-                    r.status.value, ctx.packed_ratio(bits), ctx.validation_metric(weights), bits, _vs_fp(ctx, weights))
-        figures = equal_size_figure(table_rows, ctx.metric(), out, f"{model}: metric at equal size")
-        sections.append(_equal_size_section(ctx, table_rows, lossless, figures, lossless_note))
+
+def _logged_dominance(ctx: ProofContext, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+    """:func:`cost_dominance`, what dominates each cost model's prices, each logged in a line."""
+    from cetopt.costmodels.dominance import describe_effects
+
     dominance = cost_dominance(ctx)
     for label, effects in dominance.items():
-        from cetopt.costmodels.dominance import describe_effects
-
         log(f"what dominates {label}: {describe_effects(effects)}")
-    if dominance:
-        sections.append(_dominance_section(dominance))
-    atomic_write_text(out / "report.md", render_report(f"CET checks on {model}",
-                                                       _preamble(model, ctx, time.perf_counter() - start, reused),
-                                                       results, sections))
-    atomic_write_text(out / "results.json", json.dumps({
-        "model": model, "finished": True, "fp_metric": ctx.metric(), "fingerprint": fingerprint, "resumed": reused,
-        "weights": task.metadata.get("weights"), "checks": checks_json(),
-        "equal_size": [asdict(r) for r in table_rows],
-        "smallest_lossless": {k: (asdict(v) if v else None) for k, v in lossless.items()},
-        "cost_signal_effects": dominance}, indent=1, default=str))
-    log(text_summary(results))
-    return results
+    return dominance
+
+
+def _smallest_lossless(ctx: ProofContext) -> dict[str, PlanMeasurement | None]:
+    """The smallest plans whose measured validation loss does not rise: CET's, CET without the gradient term with
+    major-axis rounding, and LLC's (minimise size subject to predicted dL <= 0)."""
+    from cetopt.solvers.api import solve
+
+    lossless = {"cet": smallest_lossless(ctx, "cet"),
+                "cet-nograd + major-axis rounding": smallest_lossless(ctx, "cet-nograd", {"rounding": "major-axis"})}
+    llc = ctx.built("llc", avg_bits=None)
+    r = solve(llc.problem, "dp")
+    if r.success:
+        weights = llc.compressed_weights(dict(r.bits))
+        bits = dict(r.bits)
+        lossless["llc (minimise size s.t. predicted dL <= 0)"] = PlanMeasurement(
+            "llc", float("nan"), sum(ctx.weights[n].numel() * b for n, b in bits.items())
+            / sum(w.numel() for w in ctx.weights.values()), r.objective, ctx.dloss(weights), ctx.metric(weights),
+            r.status.value, ctx.packed_ratio(bits), ctx.validation_metric(weights), bits, _vs_fp(ctx, weights))
+    return lossless

@@ -1,6 +1,6 @@
 """Adapters for models users already have: a torchvision or timm model by name with a weights file they name,
 any architecture with a state-dict file, and a Hugging Face transformers model from a local folder (the
-MiniLM path generalised). Each returns a plain ``nn.Module`` or a ready :class:`~cetopt.modelspec.ModelSpec`.
+MiniLM path generalised). Each returns a plain ``nn.Module`` or a ready :class:`~cetopt.spec.ModelSpec`.
 
 Nothing is downloaded: weights come from files the user names (``pretrained``/hub access is never used;
 Hugging Face loads with ``local_files_only``). Without a weights file a model is randomly initialised and a
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 
 INSTALL = {
     "torchvision": "pip install torchvision (the release built for your torch: torch 2.13 needs torchvision 0.28)",

@@ -1,7 +1,7 @@
 """Small classifiers on scikit-learn's digits (1,797 8x8 images, shipped with the package: no download).
 
 The trained weights of seeds 0-4 ship with the package (cetopt/data/zoo, SHA-256 checked on load; see
-cetopt.zoo.shipped), so every machine measures the same model. Other seeds train here in seconds
+cetopt.zoo.store), so every machine measures the same model. Other seeds train here in seconds
 (deterministic on one machine and thread setting) and are cached by name, seed and cetopt version."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def cached_training(key: str, model: nn.Module, fit: Callable[[nn.Module], objec
     stale cache file is retrained and overwritten, never trusted."""
     import io
 
-    from cetopt import __version__
+    from cetopt._versions import __version__
 
     path = cache_dir() / f"{key}-v{__version__}.pt"
     if use_cache and path.exists():
@@ -150,7 +150,7 @@ def trained_digits_model(name: str, *, seed: int = 0, epochs: int = int(DIGITS_R
     Shipped weights (cetopt/data/zoo, SHA-256 checked) are used when they exist for this seed and recipe and
     ``shipped`` is true; otherwise the model is trained here (and cached unless ``use_cache`` is false).
     """
-    from cetopt.zoo.shipped import load_shipped
+    from cetopt.zoo.store import load_shipped
 
     if name not in ARCHITECTURES:
         raise KeyError(f"unknown digits model {name!r}; known: {sorted(ARCHITECTURES)}")

@@ -56,7 +56,7 @@ MNIST1D_RECIPE = {"epochs": 40, "lr": 3e-3, "batch_size": 128, "schedule": "cosi
 @lru_cache(maxsize=2)
 def mnist1d_split(seed: int = 42, samples: int = MNIST1D_SAMPLES) -> Split:
     """MNIST-1D sequences of length 40 (half train, half test), generated offline by mnist1d's generator
-    (about 13 s, so kept in memory; treat the tensors as read-only)."""
+    (generation takes seconds, so the split is kept in memory; treat the tensors as read-only)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -74,7 +74,7 @@ def trained_mnist1d_resnet(*, seed: int = 0, epochs: int = int(MNIST1D_RECIPE["e
 
     The recipe (40 epochs, cosine decay to zero) trains to convergence; the manifest records the final
     full-training-set gradient norm (cetopt/data/zoo/manifest.json)."""
-    from cetopt.zoo.shipped import load_shipped
+    from cetopt.zoo.store import load_shipped
 
     torch.manual_seed(seed)
     model = ResNet1d()

@@ -1,4 +1,4 @@
-"""The zoo registry: model name -> the function that builds its :class:`cetopt.modelspec.ModelSpec`.
+"""The zoo registry: model name -> the function that builds its :class:`cetopt.spec.ModelSpec`.
 
 Adding a zoo model is one factory function (anywhere importable) plus one ``register`` line below; nothing
 is imported until the model is asked for, so listing and rejecting names is instant.
@@ -12,7 +12,7 @@ from cetopt._imports import resolve
 from cetopt.errors import ProblemError
 
 if TYPE_CHECKING:
-    from cetopt.modelspec import ModelSpec
+    from cetopt.spec import ModelSpec
 
 _ZOO: dict[str, str] = {}
 

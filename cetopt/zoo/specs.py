@@ -6,13 +6,14 @@ look at: re-ranking, cost validation) and the test data behind ``evaluate`` are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.modelspec import ModelSpec
+from cetopt.spec import ModelSpec
 
 
 def ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -27,7 +28,7 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[Any]:
 
 def _weights_info(name: str, seed: int, recipe: dict[str, Any]) -> dict[str, Any]:
     """Provenance of the zoo weights: the shipped file's SHA-256 and convergence report, or 'trained here'."""
-    from cetopt.zoo.shipped import shipped_entry
+    from cetopt.zoo.store import shipped_entry
 
     entry = shipped_entry(name, seed, recipe)
     if entry is None:
@@ -36,10 +37,25 @@ def _weights_info(name: str, seed: int, recipe: dict[str, Any]) -> dict[str, Any
             "final_grad_norm": float(entry["final_grad_norm"])}
 
 
-def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, *, calibration_size: int,
-                     validation_size: int, batch_size: int, seed: int, calibration_seed: int | None,
+@dataclass(frozen=True)
+class _Draw:
+    """Which training examples calibrate and validate a zoo classifier: the first ``calibration_size`` (after a
+    shuffle by ``calibration_seed``, None: no shuffle), then the next ``validation_size``, in batches of
+    ``batch_size``; ``seed`` is the model's (weights and split), recorded in the metadata."""
+
+    seed: int
+    calibration_size: int
+    validation_size: int
+    batch_size: int
+    calibration_seed: int | None
+
+
+def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, draw: _Draw,
                      extra: dict[str, Any]) -> ModelSpec:
     from cetopt.zoo.digits import accuracy
+
+    calibration_size, validation_size, batch_size = draw.calibration_size, draw.validation_size, draw.batch_size
+    seed, calibration_seed = draw.seed, draw.calibration_seed
 
     n_cal = min(calibration_size, len(split.y_train))
     n_val = min(validation_size, len(split.y_train) - n_cal)
@@ -48,7 +64,7 @@ def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, *, cali
     x, y = split.x_train[order], split.y_train[order]
     calibration = _batches(x[:n_cal], y[:n_cal], batch_size)
     validation = _batches(x[n_cal:n_cal + n_val], y[n_cal:n_cal + n_val], batch_size)
-    draw = "first" if calibration_seed is None else f"a random draw (calibration_seed {calibration_seed}) of"
+    drawn = "first" if calibration_seed is None else f"a random draw (calibration_seed {calibration_seed}) of"
     if calibration_seed is not None:
         extra = {**extra, "calibration_seed": calibration_seed}
 
@@ -63,7 +79,7 @@ def _classifier_spec(name: str, model: nn.Module, split: Any, data: str, *, cali
     return ModelSpec(name=name, model=model, calibration=calibration, loss_fn=ce_loss, evaluate=evaluate,
                      test_outcomes=test_outcomes, validation=validation,
                      metadata={"seed": seed, **extra},
-                     data=f"{data}: calibration = {draw} {n_cal} training examples, validation = the next {n_val}, "
+                     data=f"{data}: calibration = {drawn} {n_cal} training examples, validation = the next {n_val}, "
                           f"test = {len(split.y_test)} held-out examples")
 
 
@@ -73,8 +89,8 @@ def digits_cnn(*, seed: int = 0, calibration_size: int = 256, validation_size: i
     from cetopt.zoo.digits import DIGITS_RECIPE, digits_split, trained_digits_model
 
     return _classifier_spec("digits-cnn", trained_digits_model("digits-cnn", seed=seed), digits_split(seed),
-                            "sklearn digits", calibration_size=calibration_size, validation_size=validation_size,
-                            batch_size=batch_size, seed=seed, calibration_seed=calibration_seed,
+                            "sklearn digits",
+                            _Draw(seed, calibration_size, validation_size, batch_size, calibration_seed),
                             extra=_weights_info("digits-cnn", seed, dict(DIGITS_RECIPE)))
 
 
@@ -84,8 +100,8 @@ def digits_mlp(*, seed: int = 0, calibration_size: int = 256, validation_size: i
     from cetopt.zoo.digits import DIGITS_RECIPE, digits_split, trained_digits_model
 
     return _classifier_spec("digits-mlp", trained_digits_model("digits-mlp", seed=seed), digits_split(seed),
-                            "sklearn digits", calibration_size=calibration_size, validation_size=validation_size,
-                            batch_size=batch_size, seed=seed, calibration_seed=calibration_seed,
+                            "sklearn digits",
+                            _Draw(seed, calibration_size, validation_size, batch_size, calibration_seed),
                             extra=_weights_info("digits-mlp", seed, dict(DIGITS_RECIPE)))
 
 
@@ -95,9 +111,8 @@ def mnist1d_resnet(*, seed: int = 0, calibration_size: int = 256, validation_siz
     from cetopt.zoo.mnist1d_resnet import MNIST1D_RECIPE, mnist1d_split, trained_mnist1d_resnet
 
     return _classifier_spec("mnist1d-resnet", trained_mnist1d_resnet(seed=seed), mnist1d_split(),
-                            "MNIST-1D (generated offline)", calibration_size=calibration_size,
-                            validation_size=validation_size, batch_size=batch_size, seed=seed,
-                            calibration_seed=calibration_seed,
+                            "MNIST-1D (generated offline)",
+                            _Draw(seed, calibration_size, validation_size, batch_size, calibration_seed),
                             extra=_weights_info("mnist1d-resnet", seed, dict(MNIST1D_RECIPE)))
 
 

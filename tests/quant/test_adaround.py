@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.quant.adaround import adaround_layer, adaround_weights, layer_inputs
+from cetopt.quant.adaround import layer_inputs
+from cetopt.quant.rounding.adaround import adaround_layer, adaround_weights
 from cetopt.quant.quantizers import QuantizerSpec, channels, fake_quantize
 
 

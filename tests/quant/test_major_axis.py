@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
-from cetopt.quant.major_axis import major_axis_round
+from cetopt.quant.rounding.major_axis import major_axis_round
 from cetopt.quant.quantizers import QuantizerSpec, fake_quantize
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cetopt.errors import ProblemError
 from cetopt.geometry.layer import LayerQuadric
 from cetopt.quant.lowrank import low_rank
-from cetopt.quant.major_axis import major_axis_round
+from cetopt.quant.rounding.major_axis import major_axis_round
 from cetopt.quant.pack import (PackedSize, compress_layer, encode, decode, layer_packed_bits, model_packed_size,
                                pack_codes, problem_packed_size, unpack_codes, unpack_layer)
 from cetopt.quant.plan import LayerChoice, Plan

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from cetopt.problem.compiled import compile_problem
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import AllocationProblem, Minimize
+from cetopt.search.base import PlanMeasurement
 from cetopt.search.evaluator import Evaluator, option_of
 from cetopt.search.moves import Levels, level_switch, switch_neighbours
 from cetopt.solvers.api import solve
@@ -17,7 +18,7 @@ from strategies import problems
 
 
 def _unmeasured(problem: AllocationProblem) -> Evaluator:
-    return Evaluator(compile_problem(problem), lambda choices, subset: 0.0, 1, forwards=0)
+    return Evaluator(compile_problem(problem), PlanMeasurement(lambda choices, subset: 0.0, 1), forwards=0)
 
 
 @settings(max_examples=60)

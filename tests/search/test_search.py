@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from cetopt.errors import ProblemError
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import AllocationProblem, Budget, Choice, Layer
-from cetopt.search import SearchBudget, run_search, strategy_names
+from cetopt.search import PlanMeasurement, SearchBudget, Seeding, run_search, strategy_names
 from cetopt.solvers.api import solve
 
 STRATEGIES = ("evopress", "local", "refit")
@@ -92,9 +92,9 @@ def test_every_strategy_improves_on_the_surrogate_optimum(wrong_toy: Toy, strate
     optimum = solve(wrong_toy.problem, "dp")
     before = wrong_toy.true(optimum.choices)
     truth, _ = wrong_toy.brute_force()
-    result = run_search(wrong_toy.problem, wrong_toy.measure, wrong_toy.n_batches, strategy=strategy,
-                        budget=SearchBudget(forwards=600), validate=wrong_toy.validate, validation_forwards=2,
-                        backends=False, seed=1)
+    result = run_search(wrong_toy.problem,
+                        PlanMeasurement(wrong_toy.measure, wrong_toy.n_batches, wrong_toy.validate, 2),
+                        strategy=strategy, budget=SearchBudget(forwards=600), seeding=Seeding(backends=False), seed=1)
     after = wrong_toy.true(result.choices)
     assert after < before - 0.5 * (before - truth)  # at least half of the surrogate's gap closed
     assert not evaluate(wrong_toy.problem, result.choices).violations
@@ -110,9 +110,8 @@ def test_every_strategy_improves_on_the_surrogate_optimum(wrong_toy: Toy, strate
 def test_search_is_feasible_within_budget_and_never_worse_than_the_optimum(
         seed: int, n_layers: int, avg_bits: float, gamma: float, forwards: int, strategy: str) -> None:
     toy = Toy(toy_problem(n_layers, seed, avg_bits), gamma=gamma, noise=0.05, n_batches=4, seed=seed)
-    result = run_search(toy.problem, toy.measure, toy.n_batches, strategy=strategy,
-                        budget=SearchBudget(forwards=forwards), validate=toy.validate, validation_forwards=3,
-                        backends=False, seed=seed)
+    result = run_search(toy.problem, PlanMeasurement(toy.measure, toy.n_batches, toy.validate, 3), strategy=strategy,
+                        budget=SearchBudget(forwards=forwards), seeding=Seeding(backends=False), seed=seed)
     assert not evaluate(toy.problem, result.choices).violations
     assert result.forwards <= forwards
     assert sum(len(c) for c in toy.calls) <= forwards
@@ -128,31 +127,33 @@ def test_the_forward_count_is_every_batch_measured(wrong_toy: Toy) -> None:
         validations.append(dict(choices))
         return toy.true(choices)
 
-    result = run_search(toy.problem, toy.measure, toy.n_batches, strategy="evopress",
-                        budget=SearchBudget(forwards=150), validate=validate, validation_forwards=5, backends=False)
+    result = run_search(toy.problem, PlanMeasurement(toy.measure, toy.n_batches, validate, 5), strategy="evopress",
+                        budget=SearchBudget(forwards=150), seeding=Seeding(backends=False))
     assert result.forwards == sum(len(c) for c in toy.calls) + 5 * len(validations) <= 150
 
 
 def test_a_budget_too_small_for_one_plan_is_refused_by_name(wrong_toy: Toy) -> None:
     with pytest.raises(ProblemError) as err:
-        run_search(wrong_toy.problem, wrong_toy.measure, 8, budget=SearchBudget(forwards=9),
-                   validate=wrong_toy.validate, validation_forwards=2)
+        run_search(wrong_toy.problem, PlanMeasurement(wrong_toy.measure, 8, wrong_toy.validate, 2),
+                   budget=SearchBudget(forwards=9))
     assert err.value.field == "search_forwards" and "10" in str(err.value)
 
 
 def test_unknown_strategy_and_options_are_named(wrong_toy: Toy) -> None:
     with pytest.raises(ProblemError, match="choose from"):
-        run_search(wrong_toy.problem, wrong_toy.measure, 8, strategy="annealing")
+        run_search(wrong_toy.problem, PlanMeasurement(wrong_toy.measure, 8), strategy="annealing")
     with pytest.raises(ProblemError) as err:
-        run_search(wrong_toy.problem, wrong_toy.measure, 8, options={"offsprung": 3}, backends=False)
+        run_search(wrong_toy.problem, PlanMeasurement(wrong_toy.measure, 8), options={"offsprung": 3},
+                   seeding=Seeding(backends=False))
     assert err.value.field == "search_options" and "offspring" in str(err.value)
 
 
 def test_every_backend_plan_seeds_the_search(wrong_toy: Toy) -> None:
-    result = run_search(wrong_toy.problem, wrong_toy.measure, wrong_toy.n_batches, strategy="local",
-                        budget=SearchBudget(forwards=200), validate=wrong_toy.validate, validation_forwards=2,
-                        seeds={"uniform3": {n: 1 for n in wrong_toy.problem.layer_names},
-                               "uniform4": {n: 2 for n in wrong_toy.problem.layer_names}})
+    result = run_search(wrong_toy.problem,
+                        PlanMeasurement(wrong_toy.measure, wrong_toy.n_batches, wrong_toy.validate, 2),
+                        strategy="local", budget=SearchBudget(forwards=200),
+                        seeding=Seeding(extra={"uniform3": {n: 1 for n in wrong_toy.problem.layer_names},
+                                               "uniform4": {n: 2 for n in wrong_toy.problem.layer_names}}))
     fate = result.provenance["seeds"]
     assert {"dp", "greedy", "cvxpy", "waterfilling"} <= set(fate) and fate["uniform3"] == "seed"
     assert fate["uniform4"].startswith("left out")  # 4 bits everywhere breaks the 3.5-bit budget
@@ -167,9 +168,9 @@ def test_the_time_limit_stops_the_search_phase(wrong_toy: Toy, strategy: str) ->
         time.sleep(0.002)
         return wrong_toy.measure(choices, subset)
 
-    result = run_search(wrong_toy.problem, slow, wrong_toy.n_batches, strategy=strategy,
-                        budget=SearchBudget(forwards=10**6, seconds=0.3), validate=wrong_toy.validate,
-                        validation_forwards=2, backends=False)
+    result = run_search(wrong_toy.problem, PlanMeasurement(slow, wrong_toy.n_batches, wrong_toy.validate, 2),
+                        strategy=strategy, budget=SearchBudget(forwards=10**6, seconds=0.3),
+                        seeding=Seeding(backends=False))
     assert result.provenance["stopped"] == "seconds"
     assert result.provenance["search_seconds"] < 0.3 + 2.0  # stops at the first measurement past the limit
     assert not evaluate(wrong_toy.problem, result.choices).violations

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cetopt.zoo.digits import DIGITS_RECIPE, accuracy, digits_split, gradient_norm, trained_digits_model
-from cetopt.zoo.shipped import ShippedWeightsError, load_shipped, sha256_file, shipped_entry, zoo_data_dir
+from cetopt.zoo.store import ShippedWeightsError, load_shipped, sha256_file, shipped_entry, zoo_data_dir
 
 
 @pytest.mark.parametrize("name, floor", [("digits-mlp", 0.95), ("digits-cnn", 0.96)])
@@ -43,7 +43,7 @@ def test_a_damaged_weights_file_is_refused(tmp_path, monkeypatch) -> None:  # ty
     data = bytearray((copy / entry["file"]).read_bytes())
     data[-100] ^= 0xFF
     (copy / entry["file"]).write_bytes(bytes(data))
-    monkeypatch.setattr("cetopt.zoo.shipped.zoo_data_dir", lambda: copy)
+    monkeypatch.setattr("cetopt.zoo.store.zoo_data_dir", lambda: copy)
     from cetopt.zoo.digits import ARCHITECTURES
 
     with pytest.raises(ShippedWeightsError, match="SHA-256"):

@@ -6,13 +6,13 @@ import pytest
 
 from cetopt.curvature import find_layers
 from cetopt.zoo.digits import accuracy
-from cetopt.zoo.graph import traced_edges
+from cetopt.curvature.graph import traced_edges
 from cetopt.zoo.mnist1d_resnet import ResNet1d, mnist1d_split, trained_mnist1d_resnet
 
 
 def test_mnist1d_resnet_ships_converged_weights_and_a_large_test_set() -> None:
     from cetopt.zoo.mnist1d_resnet import MNIST1D_RECIPE
-    from cetopt.zoo.shipped import sha256_file, shipped_entry, zoo_data_dir
+    from cetopt.zoo.store import sha256_file, shipped_entry, zoo_data_dir
 
     split = mnist1d_split()
     assert split.x_train.shape == (5000, 1, 40) and split.x_test.shape == (5000, 1, 40)

@@ -10,7 +10,7 @@ from cetopt.quant.rounding.registry import ROUNDINGS, get_rounding
 if TYPE_CHECKING:  # torch loads only when a rounding runs (the CLI lists the names without it)
     import torch
 
-    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.quant.spec import QuantizerSpec
     from cetopt.quant.rounding.base import Rounded, RoundingContext
 
 __all__ = ["ROUNDINGS", "get_rounding", "round_weight", "rounding_needs"]
@@ -20,7 +20,7 @@ def round_weight(name: str, weight: "torch.Tensor", bits: int, spec: "QuantizerS
                  context: "RoundingContext | None" = None) -> "Rounded":
     """``weight`` rounded to ``bits`` by the registered rounding ``name`` (see :class:`~.base.Rounding`) on the grid
     of ``spec`` (default: QuantizerSpec(), the plain per-channel symmetric grid)."""
-    from cetopt.quant.quantizers import QuantizerSpec
+    from cetopt.quant.spec import QuantizerSpec
     from cetopt.quant.rounding.base import RoundingContext
 
     return get_rounding(name).round(weight, bits, spec or QuantizerSpec(), context or RoundingContext())

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec
+from cetopt.quant.spec import QuantizerSpec
 from cetopt.quant.rounding.grid import Grid, matrix_shape
 
 QUADRIC, GRAM = "quadric", "gram"

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec
+from cetopt.quant.spec import QuantizerSpec
 from cetopt.quant.rounding.base import GRAM, Rounding, RoundingContext, check_gram, gram_energy
 from cetopt.quant.rounding.grid import Grid, spec_grid
 

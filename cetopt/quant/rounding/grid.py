@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from cetopt.errors import ProblemError
-from cetopt.quant.quantizers import QuantizerSpec
+from cetopt.quant.spec import QuantizerSpec
 
 
 def matrix_shape(shape: tuple[int, ...], spec: QuantizerSpec) -> tuple[int, int]:
@@ -172,12 +172,6 @@ def _valid_mask(cols: int, group: int, device: torch.device) -> torch.Tensor:
     """(1, groups, group) 1.0 on real columns, 0.0 on the padding of the last group."""
     groups = math.ceil(cols / group)
     return (torch.arange(groups * group, device=device) < cols).double().reshape(1, groups, group)
-
-
-def group_sums(values: torch.Tensor, group: int) -> torch.Tensor:
-    """(rows, cols) -> (rows, groups): sums over each group's real columns."""
-    cols = values.shape[1]
-    return (_grouped(values, group) * _valid_mask(cols, group, values.device)).sum(dim=2)
 
 
 def _nearest_errors(g: torch.Tensor, exact: torch.Tensor, valid: torch.Tensor | None, grid: Grid) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from cetopt.quant.quantizers import QuantizerSpec
+from cetopt.quant.spec import QuantizerSpec
 from cetopt.quant.rounding.base import Rounding, RoundingContext
 from cetopt.quant.rounding.grid import Grid, mse_grid
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cetopt.problem.model import Edge, EdgeKind
-from cetopt.zoo.graph import GraphTraceError, traced_edges
+from cetopt.curvature.graph import GraphTraceError, traced_edges
 
 
 class Conv2dStaticSamePadding(nn.Conv2d):
