@@ -99,3 +99,10 @@ def test_priced_by_keeps_the_candidates_and_drops_the_own_pricing() -> None:
     other = recipe.priced_by("hawq-v3")
     assert other == recipe.replace(cost_model="hawq-v3", interactions=False, layer_eps=None)
     assert all(r.cost_model for r in RECIPES.values())
+
+
+def test_the_cost_model_registry_names_the_default_recipes_cost_model() -> None:
+    from cetopt.costmodels.registry import DEFAULT_COST_MODEL, cost_model_names
+    from cetopt.recipe import DEFAULT_RECIPE
+
+    assert DEFAULT_COST_MODEL == DEFAULT_RECIPE.cost_model and DEFAULT_COST_MODEL in cost_model_names()

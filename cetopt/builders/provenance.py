@@ -31,7 +31,7 @@ def spec_metadata(spec: ModelSpec, target: str | None = None) -> dict[str, Any]:
     was named: zoo name, module:function, file.py:function, made absolute; default the spec's name) so bench, apply
     and evaluate can load it again, the parameters and buffers outside the plan, the objective, the spec's own
     scalar metadata and the weights/calibration fingerprints."""
-    from cetopt import __version__
+    from cetopt._versions import __version__
     from cetopt.curvature.layers import find_layers
     from cetopt.fingerprint import fingerprint_spec
     from cetopt.modelspec import normalise_target
