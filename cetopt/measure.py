@@ -3,7 +3,7 @@ bench, the proofs and the notebooks call.
 
 A plan reaches this module as compressed weights (layer name -> tensor shaped like the layer's weight): from
 a built problem's candidates (``BuiltProblem.compressed_weights``, exactly as they were scored) or from a plan
-file (``cetopt.quant.plan.apply_plan``). :class:`Measurer` keeps one working copy of the model and swaps
+file (``cetopt.quant.apply.apply_plan``). :class:`Measurer` keeps one working copy of the model and swaps
 weights in and out, so measuring many plans costs forward passes only.
 """
 

@@ -29,7 +29,8 @@ def per_layer_check(spec: ModelSpec, problem: AllocationProblem, bits: dict[str,
     from cetopt.curvature.operator import CurvatureOperator
     from cetopt.measure import Measurer
     from cetopt.problem.evaluate import choices_from_bits, evaluate
-    from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
+    from cetopt.quant.apply import apply_plan
+    from cetopt.quant.plan import Plan, problem_quantizer
 
     measurer = measurer if measurer is not None else Measurer(spec)
     grid = problem_quantizer(problem)  # the problem's candidates' grid: what its predictions priced
@@ -140,7 +141,8 @@ def _plan_measurer(spec: ModelSpec, built: "BuiltProblem", measurer: "Measurer")
     """(packed ratio, Measurement) of a plan's bits, each plan measured once (backends often agree): on the
     problem's grid, with the candidates' own rounded weights (what was priced, what `apply` packs)."""
     from cetopt.quant.pack import model_packed_size
-    from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
+    from cetopt.quant.apply import apply_plan
+    from cetopt.quant.plan import Plan, problem_quantizer
 
     grid = problem_quantizer(built.problem)  # every plan, baselines included, on the grid the problem priced
     nearest = built.problem.metadata.get("rounding", "nearest") == "nearest"

@@ -17,7 +17,8 @@ from cetopt.artifact import (MANIFEST_FILE, WEIGHTS_FILE, evaluate_artifact, loa
                              write_artifact)
 from cetopt.errors import CetoptError, ProblemError  # noqa: E402
 from cetopt.modelspec import ModelSpec  # noqa: E402
-from cetopt.quant.plan import LayerChoice, Plan, apply_plan  # noqa: E402
+from cetopt.quant.apply import apply_plan  # noqa: E402
+from cetopt.quant.plan import LayerChoice, Plan  # noqa: E402
 from cetopt.quant.quantizers import QuantizerSpec  # noqa: E402
 
 

@@ -76,7 +76,8 @@ def test_plan_covers_the_projection_and_apply_writes_the_reported_size(tmp_path:
     from cetopt.artifact import load_compressed, write_artifact
     from cetopt.problem.model import Budget
     from cetopt.quant.pack import problem_packed_size
-    from cetopt.quant.plan import apply_plan, plan_from_result
+    from cetopt.quant.apply import apply_plan
+    from cetopt.quant.plan import plan_from_result
     from cetopt.solvers.api import solve
     from cetopt.workflow import build_for
 

@@ -10,7 +10,8 @@ from cetopt import Status, solve
 from cetopt.measure import Measurer
 from cetopt.modelspec import load_model_spec
 from cetopt.problem.io import dumps_problem
-from cetopt.quant.plan import Plan, apply_plan, problem_quantizer
+from cetopt.quant.apply import apply_plan
+from cetopt.quant.plan import Plan, problem_quantizer
 from cetopt.workflow import build_for
 from cetopt.zoo.specs import ce_loss
 from cetopt.problem.model import Budget

@@ -243,7 +243,8 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     row["unused_avg_bits"] = None if left is None else left / problem.total_params
     if bits is not None:
         from cetopt.quant.pack import problem_packed_size
-        from cetopt.quant.plan import Plan, apply_plan, plan_from_result, problem_quantizer
+        from cetopt.quant.apply import apply_plan
+        from cetopt.quant.plan import Plan, plan_from_result, problem_quantizer
 
         row["bits"] = json.dumps([bits[layer.name] for layer in problem.layers])
         plan = (plan_from_result(problem, result) if row["kind"] == "solver"

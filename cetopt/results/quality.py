@@ -43,7 +43,8 @@ def _plan_row(spec: Any, measurer: Any, built: Any, bits: dict[str, int] | None)
     """Apply ``bits`` (the CET problem's candidates: same quantiser for every method) and measure it."""
     import numpy as np
 
-    from cetopt.quant.plan import Plan, apply_plan
+    from cetopt.quant.apply import apply_plan
+    from cetopt.quant.plan import Plan
 
     if bits is None:
         return None

@@ -63,7 +63,7 @@ def backend_plans(problem: AllocationProblem, *, time_limit: float = BACKEND_TIM
 def _seeds(problem: AllocationProblem, evaluator: Evaluator, optimum_choices: Mapping[str, int], optimum_label: str,
            seeding: Seeding) -> tuple[list[Seed], dict[str, str]]:
     """The seeds in order (the surrogate's optimum first) and what became of each label."""
-    from cetopt.rerank import k_best
+    from cetopt.solvers.k_best import k_best
 
     labelled: list[tuple[str, Mapping[str, int]]] = [(optimum_label, optimum_choices)]
     if seeding.k > 1:

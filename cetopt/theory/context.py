@@ -164,8 +164,9 @@ class ProofContext:
             return -sum(float(self.task.loss_fn(model, b)) for b in batches) / len(batches)
 
     def packed_ratio(self, bits: Mapping[str, int]) -> float:
-        """FP32 size / packed size of the whole model under ``bits`` (cetopt.quant.plan.apply_plan)."""
-        from cetopt.quant.plan import Plan, apply_plan
+        """FP32 size / packed size of the whole model under ``bits`` (cetopt.quant.apply.apply_plan)."""
+        from cetopt.quant.apply import apply_plan
+        from cetopt.quant.plan import Plan
 
         return float(apply_plan(self.task.model, Plan(bits=dict(bits))).ratio)
 

@@ -51,7 +51,7 @@ def _equal_size_section(ctx: ProofContext, rows: Sequence[PlanMeasurement], loss
     return (f"## Equal-size comparison\n\nFP32 test metric {fp:.4f}. Every plan quantises the same layers to the "
             "same average bits (uniform: every layer at that width); predicted dL is each method's own objective; "
             "'packed x' is FP32 size over the packed size of the whole model (codes, scales and every unquantised "
-            "parameter, cetopt.quant.plan.apply_plan); the CI is a paired bootstrap over test examples, or over "
+            "parameter, cetopt.quant.apply.apply_plan); the CI is a paired bootstrap over test examples, or over "
             f"their sources (photos, documents) when the model names them (ModelSpec.test_clusters; a tie when "
             f"it contains 0).\n\n{figs}\n\n{table}\n\n### Smallest size without loss vs FP\n\n"
             "Selected on the validation split (the grid's smallest average bits whose validation accuracy is at "

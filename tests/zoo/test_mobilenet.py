@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from cetopt.quant.plan import Plan, apply_plan
+from cetopt.quant.apply import apply_plan
+from cetopt.quant.plan import Plan
 from cetopt.zoo.mobilenet import (MobileNetV2, file_sha256, fidelity, load_mobilenet_v2, packaged_weights_path,
                                   sample_crops)
 
