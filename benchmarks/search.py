@@ -65,7 +65,7 @@ def run_cell(case: Mapping[str, Any], avg: float, strategies: Sequence[str], bud
     from cetopt.measure import Measurer
     from cetopt.problem.model import Budget
     from cetopt.rerank import select_plan
-    from cetopt.search.base import SearchBudget
+    from cetopt.search.base import SearchBudget, SearchRequest, Seeding
     from cetopt.search.torch_measure import search_plan
     from cetopt.problem.evaluate import choices_from_bits
     from cetopt.workflow import build_for
@@ -94,8 +94,8 @@ def run_cell(case: Mapping[str, Any], avg: float, strategies: Sequence[str], bud
         seeds["uniform"] = plans["uniform"]["choices"]
     for strategy in strategies:
         for forwards in budgets:
-            found = search_plan(spec, built, strategy, budget=SearchBudget(forwards), seeds=seeds, k=4,
-                                backends=False, seed=seed, measurer=measurer)
+            found = search_plan(spec, built, SearchRequest(strategy, SearchBudget(forwards), seed=seed),
+                                seeding=Seeding(extra=seeds, k=4, backends=False), measurer=measurer)
             label = f"{strategy}@{forwards}"
             plans[label] = {"choices": dict(found.choices), "validation": found.validation_dloss,
                             "calibration": found.calibration_dloss, "forwards": found.forwards,

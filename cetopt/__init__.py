@@ -18,8 +18,8 @@ Bring a model and ship it (see README, "Your own model")::
 
 Measure plans instead of trusting the additive costs (a measured search seeded by the exact solvers)::
 
-    from cetopt import SearchBudget, search_plan
-    found = search_plan(spec, built, "evopress", budget=SearchBudget(forwards=400))
+    from cetopt import SearchBudget, SearchRequest, search_plan
+    found = search_plan(spec, built, SearchRequest("evopress", budget=SearchBudget(forwards=400)))
     found.bits, found.validation_dloss, found.surrogate_measured, found.forwards
 """
 
@@ -40,8 +40,10 @@ _LAZY = {
     "build_for": "cetopt.workflow",
     **dict.fromkeys(("Recipe", "DEFAULT_RECIPE", "get_recipe"), "cetopt.recipe"),
     "Measurer": "cetopt.measure",
-    **dict.fromkeys(("SearchBudget", "SearchResult", "run_search"), "cetopt.search"),
+    **dict.fromkeys(("SearchBudget", "SearchRequest", "Seeding", "SearchResult", "run_search"), "cetopt.search"),
     "search_plan": "cetopt.search.torch_measure",
+    "SearchRequest": "cetopt.search.base",
+    "Seeding": "cetopt.search.base",
 }
 
 
@@ -62,5 +64,5 @@ __all__ = [
     "SolverUnavailableError", "Status", "UnsupportedProblemError", "__version__", "available_solvers",
     "compile_problem", "evaluate", "load_problem", "register", "save_problem", "solve",
     "LayerChoice", "Plan", "apply_plan", "plan_from_result", "load_compressed", "write_artifact", "evaluate_artifact",
-    "build_for", "Recipe", "DEFAULT_RECIPE", "get_recipe", "Measurer", "SearchBudget", "SearchResult", "run_search", "search_plan",
+    "build_for", "Recipe", "DEFAULT_RECIPE", "get_recipe", "Measurer", "SearchBudget", "SearchRequest", "Seeding", "SearchResult", "run_search", "search_plan",
 ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from cetopt.errors import ProblemError
 from cetopt.problem.model import AllocationProblem
+from cetopt.search.base import SearchRequest  # noqa: F401  (re-exported: cetopt plan builds one)
 from cetopt.solvers.k_best import RankedPlan, k_best, restrict, solve_or_none  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -178,23 +179,6 @@ def _bits_of(problem: AllocationProblem, choices: Mapping[str, int]) -> dict[str
     return {name: problem.layer(name).choices[i].bits for name, i in choices.items()}
 
 
-@dataclass(frozen=True)
-class SearchRequest:
-    """A measured search to run inside :func:`select_plan`.
-
-    Attributes:
-        strategy: a :mod:`cetopt.search` strategy (evopress, local, refit).
-        budget: what it may spend (default: cetopt.search.api.DEFAULT_FORWARDS forward passes).
-        seed: its random seed.
-        progress: show its progress bar on stderr.
-    """
-
-    strategy: str
-    budget: "SearchBudget | None" = None
-    seed: int = 0
-    progress: bool = False
-
-
 def select_plan(spec: "ModelSpec", built: "BuiltProblem", k: int = 1, *, pool: Sequence[str] = DEFAULT_POOL,
                 solver: str = "dp", measurer: "Measurer | None" = None, backends: bool = True,
                 search: SearchRequest | None = None) -> Selection:
@@ -247,8 +231,7 @@ def _search(spec: "ModelSpec", built: "BuiltProblem", search: SearchRequest, pla
     """The measured search's result, seeded by the backends' plans (choices), the pool's (bits) and uniform."""
     from cetopt.baselines import uniform_bits
     from cetopt.problem.evaluate import choices_from_bits
-    from cetopt.search.api import DEFAULT_FORWARDS
-    from cetopt.search.base import SearchBudget
+    from cetopt.search.base import Seeding
     from cetopt.search.torch_measure import search_plan
 
     seeds: dict[str, Mapping[str, int]] = dict(plans)
@@ -257,9 +240,8 @@ def _search(spec: "ModelSpec", built: "BuiltProblem", search: SearchRequest, pla
     uniform = uniform_bits(built.problem, avg) if avg is not None else None
     if uniform is not None:
         seeds["uniform"] = choices_from_bits(built.problem, uniform)
-    return search_plan(spec, built, search.strategy, budget=search.budget or SearchBudget(DEFAULT_FORWARDS),
-                       seeds=seeds, k=max(k, 4), backends=False, seed=search.seed, measurer=measurer,
-                       progress=search.progress)
+    return search_plan(spec, built, search, seeding=Seeding(extra=seeds, k=max(k, 4), backends=False),
+                       measurer=measurer)
 
 
 def budget_text(problem: AllocationProblem) -> str:

@@ -12,16 +12,8 @@ from code_size import function_sizes, module_lines
 PACKAGE = Path(__file__).resolve().parents[1] / "cetopt"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 400, 60, 8
 
-RECIPE = "owned by the Recipe refactor (branch `recipe`): split when it lands"
-
-# module path, or "path:qualified.name" -> why it may exceed a limit for now; the lead empties this after merging
+# module path, or "path:qualified.name" -> why it may exceed a limit for now. Empty: keep it so.
 ALLOWED: dict[str, str] = {
-    # signatures the Recipe refactor's files call keyword by keyword: grouping them breaks those calls, so they
-    # change together with the caller
-    "cetopt/search/torch_measure.py:search_plan": "12 parameters; rerank.py (owned by the Recipe refactor) passes "
-                                                  "seven by keyword: take a cetopt.search.base.Seeding with it",
-    "cetopt/theory/prove.py:prove": "11 parameters; cli/reports.py (owned by the Recipe refactor) passes every "
-                                    "one by keyword: group the check settings in one frozen dataclass with it",
 }
 
 

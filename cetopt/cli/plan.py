@@ -18,8 +18,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from cetopt.problem.model import Budget
     from cetopt.quant.plan import plan_from_choices
     from cetopt.recipe import PLAN_AVG_BITS
-    from cetopt.rerank import SearchRequest, select_plan
-    from cetopt.search.base import SearchBudget
+    from cetopt.rerank import select_plan
+    from cetopt.search.base import SearchBudget, SearchRequest
     from cetopt.workflow import build_for
 
     recipe, budget = recipe_from_args(args), budget_from_args(args) or Budget(avg_bits=PLAN_AVG_BITS)

@@ -66,7 +66,7 @@ def cmd_levels(args: argparse.Namespace) -> int:
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
-    from cetopt.theory.prove import CHECKS, prove
+    from cetopt.theory.prove import CHECKS, ProveSettings, prove
 
     checks = int_list(args.checks, "--checks")
     unknown = [c for c in checks if c not in CHECKS]
@@ -77,10 +77,11 @@ def cmd_prove(args: argparse.Namespace) -> int:
     if args.lanczos_iterations < 2 * args.k:
         raise ProblemError(f"--lanczos-iterations: {args.lanczos_iterations} cannot resolve {args.k} eigenpairs per "
                            f"end; use at least 2 x --k = {2 * args.k}")
-    results = prove(args.model, args.out, checks=checks, table_bits=int_list(args.table_bits, "--table-bits"),
-                    lossless_search=not args.no_lossless_search, k=args.k,
-                    lanczos_iterations=args.lanczos_iterations, dense_max=args.dense_max, resume=not args.fresh,
-                    lossless_variants=args.lossless_variants,
+    settings = ProveSettings(table_bits=int_list(args.table_bits, "--table-bits"),
+                             lossless_search=not args.no_lossless_search, k=args.k,
+                             lanczos_iterations=args.lanczos_iterations, dense_max=args.dense_max,
+                             lossless_variants=args.lossless_variants)
+    results = prove(args.model, args.out, checks=checks, settings=settings, resume=not args.fresh,
                     log=lambda line: print(line, file=sys.stderr))
     print(f"wrote {args.out / 'report.md'}: " + ", ".join(f"{c.number} {c.verdict.value}" for c in results))
     emit(args, {"report": str(args.out / "report.md"), "results": str(args.out / "results.json"),

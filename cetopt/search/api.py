@@ -21,13 +21,12 @@ from cetopt.errors import ProblemError
 from cetopt.problem.compiled import compile_problem
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import AllocationProblem
-from cetopt.search.base import PlanMeasurement, SearchBudget, SearchResult, Seed, Seeding
+from cetopt.search.base import DEFAULT_STRATEGY, PlanMeasurement, SearchBudget, SearchResult, Seed, Seeding
 from cetopt.search.evaluator import BudgetSpent, Evaluator, option_key, option_of
 from cetopt.search.registry import get_strategy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STRATEGY = "evopress"
 DEFAULT_FORWARDS = 400  # forward passes; see benchmarks/results/search.md for the budget curve
 BACKEND_TIME_LIMIT = 10.0  # seconds per backend when the seeds are gathered (they take milliseconds on the zoo)
 

@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+DEFAULT_STRATEGY = "evopress"  # what `cetopt plan --search` runs when no strategy is named
+
 # measure(choices, subset) -> the mean loss change of the plan (layer -> choice index into ``layer.choices``) over
 # the calibration batches whose indices are ``subset`` (each batch weighs the same); every index costs one forward
 PlanMeasure = Callable[[Mapping[str, int], Sequence[int]], float]
@@ -159,3 +161,22 @@ class Seed:
 
     label: str
     option: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A measured search to run (``cetopt plan --search``, :func:`cetopt.search.search_plan`).
+
+    Attributes:
+        strategy: a registered strategy (:mod:`cetopt.search.registry`: evopress, local, refit).
+        budget: what it may spend (None: cetopt.search.api.DEFAULT_FORWARDS forward passes).
+        seed: its random seed.
+        progress: show its progress bar on stderr.
+        options: the strategy's own options (its ``Options`` fields), None for its defaults.
+    """
+
+    strategy: str = DEFAULT_STRATEGY
+    budget: "SearchBudget | None" = None
+    seed: int = 0
+    progress: bool = False
+    options: Mapping[str, Any] | None = None

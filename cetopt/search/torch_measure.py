@@ -20,8 +20,8 @@ import torch
 
 from cetopt.errors import ProblemError
 from cetopt.measure import Measurer, split_batch
-from cetopt.search.api import DEFAULT_FORWARDS, DEFAULT_STRATEGY, run_search
-from cetopt.search.base import PlanMeasurement, SearchBudget, SearchResult, Seeding
+from cetopt.search.api import DEFAULT_FORWARDS, run_search
+from cetopt.search.base import PlanMeasurement, SearchBudget, SearchRequest, SearchResult, Seeding
 
 if TYPE_CHECKING:
     from cetopt.builders.second_order import BuiltProblem
@@ -78,20 +78,19 @@ class ModelMeasure:
         return value
 
 
-def search_plan(spec: "ModelSpec", built: "BuiltProblem", strategy: str = DEFAULT_STRATEGY, *,
-                budget: SearchBudget = SearchBudget(DEFAULT_FORWARDS),
-                seeds: Mapping[str, Mapping[str, int]] | None = None,
-                k: int = 4, backends: bool = True, options: Mapping[str, Any] | None = None, seed: int = 0,
-                measurer: Measurer | None = None, chunks: int = MIN_CHUNKS, progress: bool = False) -> SearchResult:
+def search_plan(spec: "ModelSpec", built: "BuiltProblem", request: SearchRequest = SearchRequest(), *,
+                seeding: Seeding = Seeding(), measurer: Measurer | None = None,
+                chunks: int = MIN_CHUNKS) -> SearchResult:
     """The library call of ``cetopt plan --search``: search ``built.problem``'s plans measured on ``spec``
-    (:func:`cetopt.search.api.run_search`; seeds are label -> layer -> choice index), selected on ``spec``'s
-    validation batches where it has them, else on its calibration data (never its test data)."""
+    (:func:`cetopt.search.api.run_search`; ``seeding.extra`` maps a label to layer -> choice index), selected on
+    ``spec``'s validation batches where it has them, else on its calibration data (never its test data).
+    ``chunks``: calibration pieces the successive halving measures on; ``measurer``: a working copy to reuse."""
     measure = ModelMeasure(spec, built, chunks=chunks, measurer=measurer)
     measurement = PlanMeasurement(measure, measure.n_batches, measure.validate if spec.validation else None,
                                   measure.validation_forwards)
-    result = run_search(built.problem, measurement, strategy=strategy, budget=budget,
-                        seeding=Seeding(extra=seeds or {}, k=k, backends=backends), options=options, seed=seed,
-                        progress=progress)
+    result = run_search(built.problem, measurement, strategy=request.strategy,
+                        budget=request.budget or SearchBudget(DEFAULT_FORWARDS), seeding=seeding,
+                        options=request.options, seed=request.seed, progress=request.progress)
     provenance = {**result.provenance, "calibration_pieces": measure.n_batches, "base_forwards": measure.base_forwards}
 
     return dataclasses.replace(result, provenance=provenance)

@@ -10,7 +10,7 @@ from cetopt.measure import Measurer, split_batch
 from cetopt.modelspec import ModelSpec
 from cetopt.problem.evaluate import evaluate
 from cetopt.problem.model import Budget
-from cetopt.search import SearchBudget
+from cetopt.search.base import SearchBudget, SearchRequest, Seeding
 from cetopt.search.torch_measure import ModelMeasure, search_plan
 
 
@@ -52,7 +52,8 @@ def test_the_pieces_mean_is_the_calibration_loss_change() -> None:
 @pytest.mark.parametrize("strategy", ["evopress", "local", "refit"])
 def test_search_plan_on_a_tiny_model(strategy: str) -> None:
     spec, built = _tiny()
-    result = search_plan(spec, built, strategy, budget=SearchBudget(forwards=80), chunks=8, backends=False)
+    result = search_plan(spec, built, SearchRequest(strategy, budget=SearchBudget(forwards=80)), chunks=8,
+                         seeding=Seeding(backends=False))
     assert not evaluate(built.problem, result.choices).violations and result.forwards <= 80
     assert result.selected_on == "validation"
     assert result.validation_dloss <= result.surrogate_measured + 1e-12  # the optimum is a finalist

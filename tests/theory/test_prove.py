@@ -79,10 +79,10 @@ def no_validation_spec():  # type: ignore[no-untyped-def]
 
 
 def test_without_validation_batches_the_lossless_search_is_skipped_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from cetopt.theory.prove import prove
+    from cetopt.theory.prove import ProveSettings, prove
 
-    results = prove(f"{__file__}:no_validation_spec", tmp_path, checks=(2,), table_bits=(3,), k=2,
-                    lanczos_iterations=8)
+    results = prove(f"{__file__}:no_validation_spec", tmp_path, checks=(2,),
+                    settings=ProveSettings(table_bits=(3,), k=2, lanczos_iterations=8))
     assert [r.number for r in results] == [2]
     report = (tmp_path / "report.md").read_text()
     assert "Not searched: no-validation has no validation batches" in report
@@ -174,9 +174,10 @@ def test_a_check_keyed_by_its_own_setting_is_recomputed_alone(tmp_path) -> None:
 
 
 def test_prove_reports_what_dominates_each_cost_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from cetopt.theory.prove import prove
+    from cetopt.theory.prove import ProveSettings, prove
 
-    prove(f"{__file__}:no_validation_spec", tmp_path, checks=(2,), table_bits=(3,), k=2, lanczos_iterations=8)
+    prove(f"{__file__}:no_validation_spec", tmp_path, checks=(2,),
+          settings=ProveSettings(table_bits=(3,), k=2, lanczos_iterations=8))
     effects = json.loads((tmp_path / "results.json").read_text())["cost_signal_effects"]
     cet = effects["cet [nearest rounding, none grid]"]
     assert set(cet) == {"linear", "quadratic"} and all(v >= 0 for v in cet.values())
