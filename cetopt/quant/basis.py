@@ -10,8 +10,9 @@ quantised weight replaced by its k-th term s_k Q_k. What the basis models hold b
 - **Multiplicative parameters** (every other floating entry: weights of layers left unquantised, norm scales,
   ``running_var``) are *shared*: every basis model holds the original value. Integer buffers are copied.
 
-With this rule a network with no non-linearity is reproduced exactly by the sum of its basis models' outputs,
-and the *additive* parameter tuples (:meth:`BasisExpansion.additive_tuple`: shared entries zero in bases
+With this rule a network whose output is affine in the quantised weights (one quantised layer, the first to
+see the input, only affine maps after it) is reproduced exactly by the sum of its basis models' outputs (an
+offset *before* the quantised layer would be missing from bases 1..K-1), and the *additive* parameter tuples (:meth:`BasisExpansion.additive_tuple`: shared entries zero in bases
 1..K-1) AbelianAdd (cetopt.quant.abelian) back to the expanded model's tuple.
 
 The three granularities compute the same expansion in three places:
@@ -23,9 +24,10 @@ The three granularities compute the same expansion in three places:
   Conv layer is linear in its weight, so this equals ``tensor`` up to float rounding; the network between
   layers is unchanged.
 - ``model``: the K basis models each run the whole network and their outputs are summed,
-  F_K(x) = sum_k f_k(x) (:func:`model_sum`, (c)). Non-linearities (ReLU, pooling, residual ReLUs) sit
-  between the layers, so for a non-linear network this is *not* the expanded model: f_k(x) for k >= 1 passes
-  a small weight term through the same non-linearities as the full model. Its error is measured, not assumed
+  F_K(x) = sum_k f_k(x) (:func:`model_sum`, (c)). This is *not* the expanded model once two quantised layers
+  follow each other: even without non-linearities, sum_k W2_k W1_k x keeps the "diagonal" products and drops
+  the cross terms W2_j W1_i (i != j) of (sum_k W2_k)(sum_k W1_k) x (all K^L of them would be needed), and
+  non-linearities (ReLU, pooling) between the layers add a second error. Its error is measured, not assumed
   (benchmarks/fp_xint.py).
 
 Both summed evaluations run the K basis computations batched (``torch.func.vmap`` over stacked weights or
