@@ -57,6 +57,7 @@ def test_above_fp_needs_the_interval_above_zero() -> None:
     verdict, summary = judge_above_fp([0.01, -0.01, 0.003, 0.0, -0.002])
     assert verdict is Verdict.INCONCLUSIVE and summary.low < 0 < summary.high and summary.n_seeds == 5
     assert judge_above_fp([0.05])[0] is Verdict.INCONCLUSIVE
+    assert judge_above_fp([0.0056] * 5)[0] is Verdict.INCONCLUSIVE  # zero spread: a degenerate interval
     assert judge_granularity([1e-7], [1e-7])[0] is Verdict.PASS
     assert judge_granularity([1e-2], [1e-7])[0] is Verdict.FAIL
 
