@@ -377,7 +377,8 @@ def _above_meaning(res: dict[str, Any], models: list[str]) -> str:
 
 def _equal_bits_meaning(res: dict[str, Any], models: list[str]) -> str:
     rows = [e for m in models for e in res[m]["equal_bits"]]
-    count = {w: sum(_better(e["accuracy_verdict"]) == w for e in rows) for w in ("series better", "plain better", "tie")}
+    count = {w: sum(_better(e["accuracy_verdict"]) == w for e in rows)
+             for w in ("series better", "plain better", "tie")}
     loss = {w: sum(_better(e["loss_verdict"], lower=True) == w for e in rows)
             for w in ("series better", "plain better", "tie")}
     return (f"Accuracy over {len(rows)} (model, K x b) rows: series better in {count['series better']}, plain "

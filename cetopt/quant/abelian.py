@@ -43,14 +43,15 @@ def parameter_tuple(model: nn.Module) -> ParamTuple:
     return {k: v.detach() for k, v in model.state_dict().items() if torch.is_floating_point(v)}
 
 
-def check_isomorphic(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *, names: tuple[str, str] = ("a", "b")
-                     ) -> None:
+def check_isomorphic(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], *,
+                     names: tuple[str, str] = ("a", "b")) -> None:
     """Raise ProblemError naming the first entry where ``a`` and ``b`` differ in name, order, shape or dtype."""
     ka, kb = list(a), list(b)
     for i, (x, y) in enumerate(zip(ka, kb)):
         if x != y:
             raise ProblemError(f"entry {i} is {x!r} in {names[0]} but {y!r} in {names[1]}: the models are not "
-                               "isomorphic (same architecture, parameters in the same order)", field=f"parameters[{x!r}]")
+                               "isomorphic (same architecture, parameters in the same order)",
+                               field=f"parameters[{x!r}]")
     if len(ka) != len(kb):
         longer, which = (ka, names[0]) if len(ka) > len(kb) else (kb, names[1])
         extra = longer[min(len(ka), len(kb))]
@@ -102,7 +103,8 @@ def mul_inverse(a: Mapping[str, torch.Tensor]) -> ParamTuple:
     return {k: 1.0 / v for k, v in a.items()}
 
 
-def combine(models: Sequence[nn.Module], op: Callable[[ParamTuple, ParamTuple], ParamTuple] = abelian_add) -> ParamTuple:
+def combine(models: Sequence[nn.Module], op: Callable[[ParamTuple, ParamTuple], ParamTuple] = abelian_add
+            ) -> ParamTuple:
     """Fold ``op`` over the parameter tuples of ``models`` (left to right; for a group operation any order gives
     the same tuple up to rounding)."""
     if not models:
@@ -209,7 +211,8 @@ def check_group_axioms(group: GroupOp, samples: Sequence[Mapping[str, torch.Tens
             errors["inverse"] = max(errors["inverse"], _violation(lhs, e, [a, inv], m))
     for i, a in enumerate(xs):
         for b in xs[i + 1:]:
-            errors["commutativity"] = max(errors["commutativity"], _violation(group.op(a, b), group.op(b, a), [a, b], m))
+            errors["commutativity"] = max(errors["commutativity"],
+                                          _violation(group.op(a, b), group.op(b, a), [a, b], m))
     n = len(xs)
     for i in range(n):
         a, b, c = xs[i], xs[(i + 1) % n], xs[(i + 2) % n]

@@ -12,8 +12,9 @@ quantised weight replaced by its k-th term s_k Q_k. What the basis models hold b
 
 With this rule a network whose output is affine in the quantised weights (one quantised layer, the first to
 see the input, only affine maps after it) is reproduced exactly by the sum of its basis models' outputs (an
-offset *before* the quantised layer would be missing from bases 1..K-1), and the *additive* parameter tuples (:meth:`BasisExpansion.additive_tuple`: shared entries zero in bases
-1..K-1) AbelianAdd (cetopt.quant.abelian) back to the expanded model's tuple.
+offset *before* the quantised layer would be missing from bases 1..K-1), and the *additive* parameter tuples
+(:meth:`BasisExpansion.additive_tuple`: shared entries zero in bases 1..K-1) AbelianAdd (cetopt.quant.abelian)
+back to the expanded model's tuple.
 
 The three granularities compute the same expansion in three places:
 
