@@ -74,11 +74,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def measure_expansions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bits: Sequence[int] = BITS,
-                       terms: Sequence[int] = TERMS, exclude: Sequence[str] = (), check_size: int = 512
+                       terms: Sequence[int] = TERMS, layers: Sequence[str] | None = None,
+                       exclude: Sequence[str] = (), check_size: int = 512
                        ) -> tuple[tuple[float, float], list[XintPoint]]:
     """((FP accuracy, FP loss), one :class:`XintPoint` per (b, K)) of classifier ``model`` on test data ``x``
     (inputs), ``y`` (int64 labels). No calibration data and no fine-tuning: every expansion rounds the weights
-    to nearest on their own per-channel grid. The two agreement gaps (layer vs tensor, batched vs sequential) are
+    to nearest on their own per-channel grid; ``layers`` / ``exclude`` choose the expanded layers as in
+    cetopt.quant.basis.expand_model. The two agreement gaps (layer vs tensor, batched vs sequential) are
     measured on the first ``check_size`` inputs; everything else on all of them."""
     model = model.eval()
     with torch.no_grad():
@@ -88,9 +90,10 @@ def measure_expansions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bi
     points = []
     for b in bits:
         with torch.no_grad():
-            first = tensor_model(model, expand_model(model, b, 1, exclude=exclude))(x)  # f_0: basis 0 alone
+            # f_0: basis 0 alone (the K = 1 expansion)
+            first = tensor_model(model, expand_model(model, b, 1, layers=layers, exclude=exclude))(x)
         for k in terms:
-            e = expand_model(model, b, k, exclude=exclude)
+            e = expand_model(model, b, k, layers=layers, exclude=exclude)
             with torch.no_grad():
                 a = tensor_model(model, e)(x)
                 lb = layer_model(model, e)(few)
@@ -102,7 +105,7 @@ def measure_expansions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bi
             rates = [r for s in e.series.values() for r in s.rates if s.residual_norms[0] > 0]
             plain: tuple[float | None, float | None] = (None, None)
             if b * k <= 16:
-                single = expand_model(model, b * k, 1, exclude=exclude)
+                single = expand_model(model, b * k, 1, layers=layers, exclude=exclude)
                 with torch.no_grad():
                     plain = _scores(tensor_model(model, single)(x), y)
             acc, loss = _scores(a, y)
@@ -200,8 +203,9 @@ def xint_checks(task: Any, *, bits: Sequence[int] = BITS, terms: Sequence[int] =
         return [CheckResult(0, "FP=xINT checks", "the FP=xINT claims", "-", "not run", "-", Verdict.INCONCLUSIVE,
                             why)], []
     x, y = data
-    fp, points = measure_expansions(task.model, x, y, bits=bits, terms=terms, exclude=task.exclude)
-    e = expand_model(task.model, max(bits), max(max(terms), 3), exclude=task.exclude)
+    fp, points = measure_expansions(task.model, x, y, bits=bits, terms=terms, layers=task.layers,
+                                    exclude=task.exclude)
+    e = expand_model(task.model, max(bits), max(max(terms), 3), layers=task.layers, exclude=task.exclude)
     tuples = [e.additive_tuple(k) for k in range(e.terms)]
     nonzero = [{n: torch.where(v == 0, torch.ones_like(v), v) for n, v in t.items()} for t in tuples]
     axioms = [check_group_axioms(ADD, tuples), check_group_axioms(MUL, nonzero)]

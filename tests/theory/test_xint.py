@@ -96,3 +96,14 @@ def test_measure_expansions_reports_fp_scores() -> None:
     x, y = spec.validation[0]
     (acc, loss), points = measure_expansions(spec.model, x, y, bits=(3,), terms=(1,))
     assert acc == 1.0 and loss > 0 and len(points) == 1
+
+
+def test_checks_expand_only_the_specs_layers() -> None:
+    spec = _spec()
+    restricted = ModelSpec(name="tiny-first", model=spec.model, calibration=spec.calibration,
+                           validation=spec.validation, loss_fn=ce_loss, layers=("0",))
+    results, points = xint_checks(restricted, bits=(2,), terms=(1, 2))
+    full = {p.terms: p for p in xint_checks(spec, bits=(2,), terms=(1, 2))[1]}
+    assert [r.verdict for r in results] == [Verdict.PASS] * 3
+    # the last layer stays FP32, so the expansion's weight error is the first layer's alone and differs
+    assert all(p.weight_rel_error != full[p.terms].weight_rel_error for p in points)
