@@ -70,7 +70,7 @@ def run_seed(name: str, seed: int, bits: Sequence[int], terms: Sequence[int]) ->
     if abs(zoo_acc - fp_acc) > 1e-6:
         raise SystemExit(f"{name} seed {seed}: FP accuracy {fp_acc} here but {zoo_acc} in the zoo spec: the test "
                          "split drifted from cetopt.zoo.specs")
-    e = expand_model(spec.model, max(bits), max(terms), layers=spec.layers, exclude=spec.exclude)
+    e = expand_model(spec.model, max(bits), max(max(terms), 3), layers=spec.layers, exclude=spec.exclude)
     tuples = [e.additive_tuple(k) for k in range(e.terms)]
     units = [{n: torch.where(v == 0, torch.ones_like(v), v) for n, v in t.items()} for t in tuples]
     axioms = [check_group_axioms(op, ts) for op, ts in ((ADD, tuples), (MUL, units))]
