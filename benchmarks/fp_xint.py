@@ -76,9 +76,34 @@ def run_seed(name: str, seed: int, bits: Sequence[int], terms: Sequence[int]) ->
     axioms = [check_group_axioms(op, ts) for op, ts in ((ADD, tuples), (MUL, units))]
     return {"model": name, "seed": seed, "fp_accuracy": fp_acc, "fp_loss": fp_loss, "n_test": int(len(y)),
             "weights": spec.metadata.get("weights"), "seconds": time.perf_counter() - start,
-            "points": [p.__dict__ for p in points],
+            "timing": time_granularities(spec.model, e, x), "points": [p.__dict__ for p in points],
             "axioms": [{"op": c.op, "errors": c.errors, "tolerance": c.tolerance, "failed": list(c.failed)}
                        for c in axioms]}
+
+
+def time_granularities(model: Any, expansion: Any, x: Any, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of one test-set forward pass at each granularity, the calls interleaved (same process,
+    same threads): (a) tensor, (b) layer (K basis layers batched by vmap), (c) the K basis models batched by vmap
+    and (c) one basis model after another."""
+    import torch
+
+    from cetopt.quant.basis import layer_model, model_sum, tensor_model
+
+    tensor, layer = tensor_model(model, expansion), layer_model(model, expansion)
+    calls = {"tensor": lambda: tensor(x), "layer_batched": lambda: layer(x),
+             "model_batched": lambda: model_sum(model, expansion, x),
+             "model_sequential": lambda: model_sum(model, expansion, x, parallel=False)}
+    seconds: dict[str, list[float]] = {k: [] for k in calls}
+    with torch.no_grad():
+        for f in calls.values():  # warm-up
+            f()
+        for _ in range(repeats):
+            for k, f in calls.items():
+                t = time.perf_counter()
+                f()
+                seconds[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in seconds.items()} | {"terms": expansion.terms,
+                                                                    "bits": expansion.bits}
 
 
 def _fmt_ci(s: Any, scale: float = 100.0, digits: int = 2) -> str:
@@ -163,6 +188,7 @@ def analyse(runs: list[dict[str, Any]], bits: Sequence[int], terms: Sequence[int
         axiom_failed = sorted({f"{a['op']}: {x}" for r in rs for a in r["axioms"] for x in a["failed"]})
         axiom_worst = {op: max(max(a["errors"].values()) for r in rs for a in r["axioms"] if a["op"] == op)
                        for op in ("AbelianAdd", "AbelianMul")}
+        timing = [r["timing"] for r in rs if "timing" in r]
         conv_vs = {c["verdict"] for c in convergence.values()}
         out["models"][m] = {
             "seeds": [r["seed"] for r in rs], "n_test": rs[0]["n_test"], "weights": rs[0]["weights"],
@@ -173,6 +199,7 @@ def analyse(runs: list[dict[str, Any]], bits: Sequence[int], terms: Sequence[int
             "equal_bits": equal_bits, "above_fp": {str(k): a for k, a in above.items()},
             "above_fp_verdict": above_verdict, "above_fp_confidence": conf,
             "granularity": {"verdict": gran_v.value, "note": gran_note},
+            "timing": ({k: float(np.median([t[k] for t in timing])) for k in timing[0]} if timing else None),
             "axioms": {"verdict": "fail" if axiom_failed else "pass", "failed": axiom_failed,
                        "worst_eps": axiom_worst}}
     return out
@@ -285,6 +312,18 @@ def render(data: dict[str, Any]) -> str:
                               "||f_0 - (a)|| / ||(a)||", "accuracy (c) - (a), points [CI]"], rows),
               "f_0 is the first basis model alone (plain b-bit rounding, K = 1). **What it means.** "
               + _granularity_meaning(res, models)]
+    timed = [m for m in models if res[m].get("timing")]
+    if timed:
+        t0 = res[timed[0]]["timing"]
+        lines += [f"**Time** of one forward pass over the test set at {int(t0['bits'])} bits, K = "
+                  f"{int(t0['terms'])} (median over seeds of the median of 5 interleaved calls, {data['threads']} "
+                  "threads, run under the shared lock; ratios only compare calls of the same run):",
+                  markdown_table(["model", "(a) tensor, ms", "(b) layer, batched, ms", "(c) model, batched, ms",
+                                  "(c) model, sequential, ms", "(c) sequential / batched"],
+                                 [[m, *(f"{1e3 * res[m]['timing'][k]:.1f}" for k in
+                                        ("tensor", "layer_batched", "model_batched", "model_sequential")),
+                                   f"{res[m]['timing']['model_sequential'] / res[m]['timing']['model_batched']:.2f}"]
+                                  for m in timed])]
     # equal bits
     rows = []
     for m in models:
