@@ -34,6 +34,8 @@ MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 SEEDS = (0, 1, 2, 3, 4)
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "seeds" / "fp-xint"
 CONFIDENCE = 0.95
+GENERATORS = ("benchmarks/fp_xint.py", "cetopt/quant/series.py", "cetopt/quant/basis.py", "cetopt/quant/abelian.py",
+              "cetopt/theory/xint.py")  # the code whose version the results record
 TIE_POINTS = 0.5  # "at FP accuracy" in the convergence summary: within half a point on every seed
 
 
@@ -482,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in seeds:
             runs.append(run_seed(m, s, bits, terms))
             print(f"{m} seed {s}: FP {runs[-1]['fp_accuracy']:.4f} ({runs[-1]['seconds']:.1f} s)", file=sys.stderr)
+    from cetopt.results.provenance import code_version
+
     data = {"models": models, "seeds": seeds, "bits": bits, "terms": terms, "threads": args.threads,
+            "code_version": code_version(GENERATORS),
             "torch": torch.__version__, "python": platform.python_version(), "runs": runs,
             "analysis": analyse(runs, bits, terms), "seconds": time.perf_counter() - start}
     args.out.parent.mkdir(parents=True, exist_ok=True)

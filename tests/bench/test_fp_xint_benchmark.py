@@ -69,5 +69,6 @@ def test_a_small_run_writes_results_that_render_from_the_json(tmp_path: Path) ->
     assert m["axioms"]["verdict"] == "pass" and m["granularity"]["verdict"] == "pass"
     assert m["timing"]["terms"] == 3 and all(m["timing"][k] > 0 for k in ("tensor", "model_batched"))
     assert "sequential / batched" in text
+    assert data["code_version"]["files"][0] == "benchmarks/fp_xint.py" and len(data["code_version"]["sha256"]) == 64
     assert bench.main(["--out", str(out), "--render-only"]) == 0
     assert out.with_suffix(".md").read_text() == text
