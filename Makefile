@@ -51,6 +51,7 @@ results: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m cetopt.results.quality --out docs/results/quality
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --fresh --out docs/results/cet-checks/$$m || exit 1; done
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/fp_xint.py --threads 2 --out docs/results/seeds/fp-xint
 	$(BIN)/python -m cetopt.results.interpretation
 	$(BIN)/python -m cetopt.results
 

@@ -112,6 +112,7 @@ def test_levels_report_on_the_smallest_model(tmp_path, joint) -> None:  # type: 
         errors = [rows[(b, k)]["weight_rel_error"] for k in (1, 2, 3, 4)]
         assert all(y < x for x, y in zip(errors, errors[1:])) and errors[-1] < 0.1
         assert rows[(b, 4)]["output_rel_error"] < rows[(b, 1)]["output_rel_error"]
+    assert [c["verdict"] for c in data["fp_xint_checks"]] == ["pass"] * 3  # cetopt.theory.xint's checks
     # At 2 average bits quantisation alone has no freedom (every layer at its lowest width, 2 bits), so a
     # comparison there is joint vs uniform 2-bit. At 3 bits both modes choose; joint's candidates are a
     # superset of quantisation's, so its exact optimum predicts no larger a loss change (certain by
