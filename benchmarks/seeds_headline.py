@@ -22,8 +22,10 @@ PARTS = ("headline", "llc", "lowrank")
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results" / "seeds"
 SCRIPT = "benchmarks/seeds_headline.py"
-CODE = (SCRIPT, "cetopt/theory/headline.py", "cetopt/theory/llc_rank.py", "cetopt/theory/lowrank_joint.py",
-        "cetopt/theory/seed_verdicts.py")
+# each part's generating code (recorded with its results)
+CODE = {"headline": (SCRIPT, "cetopt/theory/headline.py", "cetopt/theory/seed_verdicts.py"),
+        "llc": (SCRIPT, "cetopt/theory/llc_rank.py", "cetopt/theory/seed_verdicts.py"),
+        "lowrank": (SCRIPT, "cetopt/theory/lowrank_joint.py", "cetopt/theory/seed_verdicts.py")}
 
 
 def _pts(x: float) -> str:
@@ -36,13 +38,13 @@ def _ci(entry: dict[str, float] | None) -> str:
     return f"{100 * entry['estimate']:+.2f} [{100 * entry['low']:+.2f}, {100 * entry['high']:+.2f}]"
 
 
-def _provenance(seeds: Sequence[int], seconds: float, threads: int) -> dict[str, Any]:
+def _provenance(part: str, seeds: Sequence[int], seconds: float, threads: int) -> dict[str, Any]:
     import torch
 
     from cetopt.results.provenance import code_version
 
     return {"seeds": list(seeds), "seconds": round(seconds, 1), "threads": threads, "torch": torch.__version__,
-            "code_version": code_version(CODE, ROOT)}
+            "code_version": code_version(CODE[part], ROOT)}
 
 
 def _write(out: Path, stem: str, text: str, data: dict[str, Any]) -> None:
@@ -142,7 +144,7 @@ def headline(models: Sequence[str], seeds: Sequence[int], threads: int, out: Pat
             "nearly_ratio": NEARLY, "margin": MARGIN, "budgets": list(BUDGETS),
             "verdicts": {m: v.to_dict() for m, v in verdicts.items()},
             "walks": {m: [w.to_dict() for w in ws] for m, ws in walks.items()},
-            **_provenance(seeds, time.perf_counter() - start, threads)}
+            **_provenance("headline", seeds, time.perf_counter() - start, threads)}
     _write(out, "cet-headline", text, data)
 
 
@@ -235,7 +237,7 @@ def llc(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path) ->
             "overall": overall, "margin": MARGIN,
             "verdicts": {f"{m}/{r}": v.to_dict() for (m, r), v in verdicts.items()},
             "runs": {m: [run.to_dict() for run in rs] for m, rs in runs.items()},
-            **_provenance(seeds, time.perf_counter() - start, threads)}
+            **_provenance("llc", seeds, time.perf_counter() - start, threads)}
     _write(out, "llc-rank", text, data)
 
 
@@ -265,30 +267,43 @@ def _llc_meaning(verdicts: dict[tuple[str, str], Any]) -> str:
     return "\n".join(lines)
 
 
-def lowrank(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path) -> None:
+def lowrank(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path,
+            fractions: Sequence[float] | None = None) -> None:
     from cetopt.errors import ProblemError
     from cetopt.tables import markdown_table
-    from cetopt.theory.lowrank_joint import FRACTIONS, LEARNING_RATE, SLACK, STEPS, joint_seed_run, judge_joint
-    from cetopt.theory.seed_verdicts import MARGIN
+    import numpy as np
+
+    from cetopt.modelspec import load_model_spec
+    from cetopt.theory.lowrank_joint import (FRACTIONS, LEARNING_RATE, SLACK, STEPS, VARIANTS, joint_seed_run,
+                                             judge_joint, svd_knapsack_problem)
+    from cetopt.theory.seed_verdicts import MARGIN, seed_difference
 
     start = time.perf_counter()
     runs: dict[tuple[str, float], list[Any]] = {}
     skipped: list[str] = []
-    for fraction in FRACTIONS:
-        def run(spec: Any, seed: int, fraction: float = fraction) -> Any:
-            try:
-                return joint_seed_run(spec, fraction, seed=seed)
-            except ProblemError as err:  # no layer saves storage at this fraction: recorded, not silently dropped
-                skipped.append(f"{spec.name} seed {seed} at rank fraction {fraction:g}: {err}")
-                return None
-
-        for m, rs in _per_model(models, seeds, run, f"lowrank {fraction:g}").items():
-            if any(r is not None for r in rs):
-                runs[(m, fraction)] = [r for r in rs if r is not None]
-    verdicts = {key: judge_joint(rs) for key, rs in runs.items()}
+    fractions = tuple(FRACTIONS if fractions is None else fractions)
+    for model in models:
+        for seed in seeds:
+            spec = load_model_spec(model, seed=seed)
+            problem = svd_knapsack_problem(spec)  # one allocation problem per model and seed, every fraction
+            for fraction in fractions:
+                begin = time.perf_counter()
+                try:
+                    run = joint_seed_run(spec, fraction, seed=seed, knapsack_problem=problem)
+                except ProblemError as err:  # no layer saves storage at this fraction: recorded, not dropped
+                    skipped.append(f"{model} seed {seed} at rank fraction {fraction:g}: {err}")
+                    continue
+                runs.setdefault((model, fraction), []).append(run)
+                print(f"lowrank {fraction:g}: {model} seed {seed} ({time.perf_counter() - begin:.0f} s)", flush=True)
+    verdicts = {(m, f, v): judge_joint(rs, v) for (m, f), rs in runs.items() for v in VARIANTS}
     overall = _overall([v.verdict.value for v in verdicts.values()])
-    summary = [[m, f"{f:g}", f"**{v.verdict.value}**", f"{v.ratio_mean:.2f}", v.versus_svd.describe(),
-                v.versus_fp.describe(), v.reason] for (m, f), v in verdicts.items()]
+    summary = [[m, f"{f:g}", variant, f"**{v.verdict.value}**", f"{v.ratio_mean:.2f}", v.versus_svd.describe(),
+                v.versus_fp.describe(), v.reason] for (m, f, variant), v in verdicts.items()]
+    allocation = [[m, f"{f:g}", f"{np.mean([r.packed_ratio for r in rs]):.2f}",
+                   f"{np.mean([r.knapsack_ratio for r in rs]):.2f}",
+                   seed_difference([r.joint_test for r in rs], [r.knapsack_test for r in rs]).describe(),
+                   seed_difference([r.knapsack_joint_test for r in rs], [r.joint_test for r in rs]).describe()]
+                  for (m, f), rs in runs.items()]
     rows = []
     for (m, f), rs in runs.items():
         for r in rs:
@@ -298,11 +313,12 @@ def lowrank(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path
                          "-" if r.svd_val_dloss is None else f"{r.svd_val_dloss:.4g}",
                          "-" if r.joint_val_dloss is None else f"{r.joint_val_dloss:.4g}",
                          _pts(r.fp_test), _pts(r.svd_test), _pts(r.joint_test), _ci(r.joint_vs_svd),
-                         _ci(r.joint_vs_fp)])
+                         _ci(r.joint_vs_fp), f"{r.knapsack_ratio:.2f}", _pts(r.knapsack_test),
+                         _pts(r.knapsack_joint_test), _ci(r.knapsack_joint_vs_knapsack)])
     text = "\n\n".join([
         "# Joint low-rank: factors optimised for the loss vs truncated SVD",
         f"**Overall verdict: {overall}** ({len(models)} models x {len(seeds)} seeds x rank fractions "
-        f"{', '.join(f'{f:g}' for f in FRACTIONS)}).",
+        f"{', '.join(f'{f:g}' for f in fractions)} x {len(VARIANTS)} rank choices).",
         "## Claim",
         "Joint low-rank (arXiv 2412.06867) sets \"a precise perturbation range for matrix factorization errors on "
         "model performance\" and solves \"a numerical rank deficiency problem with inequality constraints\" with "
@@ -311,40 +327,51 @@ def lowrank(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path
         "size), factors optimised for the loss beat truncated SVD on test accuracy, and reach FP accuracy (not "
         f"significantly below FP32 by more than {100 * MARGIN:g} point), paired by seed.",
         "## Experiment",
-        "Per model, seed and rank fraction f: every quantisable layer whose rank round(f min(m, n)) stores less "
-        "than its dense weight is factorised at that rank (float32 factors; other layers dense). Truncated SVD "
-        f"against the same ranks' factors moved jointly by Adam ({STEPS} steps, learning rate {LEARNING_RATE:g}, a "
-        "step that raises the loss undone and the rate halved) on the mean calibration loss, nothing else "
-        f"trained, under the perturbation bound |AB - W|_F <= {1 + SLACK:g} |W_r - W|_F per layer (W_r the SVD's "
-        "rank-r matrix; a layer outside is pulled back towards its SVD factors). The bound's form and slack are a "
-        "reconstruction: the paper's equations are not available offline. Both plans have the same packed size; "
-        "their test accuracies are compared with each other and with FP32 per seed (paired bootstrap over test "
-        "examples) and over seeds (paired Student-t interval). 'max err/svd' is the largest ratio of a layer's "
-        "final error to its SVD error (the bound caps it).",
-        "## Verdict per model and rank fraction",
-        markdown_table(["model", "rank fraction", "verdict", "packed x", "joint vs SVD, points (95% t-CI)",
-                        "joint vs FP32, points (95% t-CI)", "reason"], summary),
+        "Per model, seed and rank fraction f, two rank choices. 'uniform ranks': every quantisable layer whose "
+        "rank round(f min(m, n)) stores less than its dense weight is factorised at that rank (float32 factors; "
+        "other layers dense). 'knapsack ranks': cetopt's low-rank allocation (every storage-saving SVD rank of "
+        "every layer priced by g.d + 1/2 d'Hd, solved exactly by dp for the least predicted loss) at the uniform "
+        "plan's storage, so both choices store the same or less. At each choice truncated SVD is compared with the "
+        f"same ranks' factors moved jointly by Adam ({STEPS} steps, learning rate {LEARNING_RATE:g}, a step that "
+        "raises the loss undone and the rate halved) on the mean calibration loss, nothing else trained, under the "
+        f"perturbation bound |AB - W|_F <= {1 + SLACK:g} |W_r - W|_F per layer (W_r the SVD's rank-r matrix; a "
+        "layer outside is pulled back towards its SVD factors). The bound's form and slack are a reconstruction: "
+        "the paper's equations are not available offline. Test accuracies are compared per seed (paired "
+        "bootstrap over test examples) and over seeds (paired Student-t interval). 'max err/svd' is the largest "
+        "ratio of a layer's final error to its SVD error (the bound caps it).",
+        "## Verdict per model, rank fraction and rank choice",
+        markdown_table(["model", "rank fraction", "ranks", "verdict", "packed x",
+                        "optimised vs SVD, same ranks, points (95% t-CI)", "optimised vs FP32, points (95% t-CI)",
+                        "reason"], summary),
+        "## Allocation against optimisation, at equal storage",
+        "Optimised factors at uniform ranks against the knapsack's truncated-SVD plan (same or less storage), and "
+        "what optimising the knapsack's factors adds over optimising uniform ones.",
+        markdown_table(["model", "rank fraction", "uniform packed x", "knapsack packed x",
+                        "optimised uniform vs knapsack SVD, points (95% t-CI)",
+                        "optimised knapsack vs optimised uniform, points (95% t-CI)"], allocation),
         "## Per seed",
         markdown_table(["model", "seed", "fraction", "layers factorised", "packed x", "cal. loss SVD",
-                        "cal. loss joint", "steps kept", "max err/svd", "val. dL SVD", "val. dL joint",
-                        "FP32 test %", "SVD test %", "joint test %", "joint vs SVD (95% bootstrap)",
-                        "joint vs FP32 (95% bootstrap)"], rows),
+                        "cal. loss optimised", "steps kept", "max err/svd", "val. dL SVD", "val. dL optimised",
+                        "FP32 test %", "SVD test %", "optimised test %", "optimised vs SVD (95% bootstrap)",
+                        "optimised vs FP32 (95% bootstrap)", "knapsack packed x", "knapsack SVD test %",
+                        "knapsack optimised test %", "knapsack optimised vs SVD (95% bootstrap)"], rows),
         *(["Not run (recorded): " + "; ".join(skipped)] if skipped else []),
         "## What it means",
-        "\n".join([f"- **{m} at rank fraction {f:g}: {v.verdict.value}.** {v.reason}." for (m, f), v in
-                   verdicts.items()] + ["", "Optimising the factors for the loss is a small, bounded training of the "
+        "\n".join([f"- **{m} at rank fraction {f:g}, {variant}: {v.verdict.value}.** {v.reason}." for
+                    (m, f, variant), v in verdicts.items()] + ["", "Optimising the factors for the loss is a small, bounded training of the "
                    "factors on the calibration data; a gain over truncated SVD says the loss, not the weight error, "
                    "is the right objective for a factorisation. Whether it reaches FP accuracy depends on how far "
-                   "the rank sits below what the layers need; at these fractions the truncated SVD itself is far "
-                   "from FP32, so 'lossless' is the harder half of the claim."]),
+                   "the ranks sit below what the layers need: the uniform ranks' truncated SVD is itself far from "
+                   "FP32, and the knapsack's ranks show how much of that gap is the allocation of ranks rather "
+                   "than the factors. No step here fine-tunes anything but the factors."]),
         f"Generated by `python {SCRIPT}` in {time.perf_counter() - start:.0f} s ({threads} threads).",
     ]) + "\n"
     data = {"claim": "factors optimised for the loss beat truncated SVD at equal size, at FP accuracy (joint "
                      "low-rank)", "overall": overall, "margin": MARGIN, "steps": STEPS, "learning_rate": LEARNING_RATE,
-            "slack": SLACK, "fractions": list(FRACTIONS), "skipped": skipped,
-            "verdicts": {f"{m}/{f:g}": v.to_dict() for (m, f), v in verdicts.items()},
+            "slack": SLACK, "fractions": list(fractions), "skipped": skipped,
+            "verdicts": {f"{m}/{f:g}/{variant}": v.to_dict() for (m, f, variant), v in verdicts.items()},
             "runs": {f"{m}/{f:g}": [r.to_dict() for r in rs] for (m, f), rs in runs.items()},
-            **_provenance(seeds, time.perf_counter() - start, threads)}
+            **_provenance("lowrank", seeds, time.perf_counter() - start, threads)}
     _write(out, "lowrank-joint", text, data)
 
 
@@ -357,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"some of {','.join(PARTS)}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(OUT), help="folder of the .md/.json files")
+    parser.add_argument("--fractions", default=None, help="low-rank rank fractions (default: "
+                        "cetopt.theory.lowrank_joint.FRACTIONS)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -366,8 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         parser.error(f"--parts: unknown {unknown}; use some of {PARTS}")
+    fractions = None if args.fractions is None else [float(f) for f in args.fractions.split(",") if f]
     for part in parts:
-        {"headline": headline, "llc": llc, "lowrank": lowrank}[part](models, seeds, args.threads, Path(args.out))
+        if part == "lowrank":
+            lowrank(models, seeds, args.threads, Path(args.out), fractions)
+        else:
+            {"headline": headline, "llc": llc}[part](models, seeds, args.threads, Path(args.out))
     return 0
 
 

@@ -13,11 +13,14 @@ from cetopt.theory.report import Verdict
 
 
 def _run(seed: int, joint: float, svd: float, fp: float = 0.97) -> JointSeedRun:
+    """Uniform ranks at (joint, svd); the knapsack's ranks the other way round (optimised below SVD)."""
     ci = {"estimate": 0.0, "low": 0.0, "high": 0.0, "n": 100}
     return JointSeedRun(model="m", seed=seed, fraction=0.5, ranks={"a": 2}, packed_ratio=1.5,
                         fit=JointFit(layers=(), svd_loss=1.0, loss=0.5, accepted=10, steps=10), fp_test=fp,
                         svd_test=svd, joint_test=joint, svd_val_dloss=0.1, joint_val_dloss=0.05, joint_vs_svd=ci,
-                        joint_vs_fp=ci)
+                        joint_vs_fp=ci, knapsack_ranks={"a": 3}, knapsack_ratio=1.6, knapsack_test=joint,
+                        knapsack_val_dloss=0.0, joint_vs_knapsack=ci, knapsack_joint_test=svd,
+                        knapsack_joint_vs_knapsack=ci)
 
 
 def test_verdicts_of_joint_low_rank() -> None:
@@ -29,6 +32,11 @@ def test_verdicts_of_joint_low_rank() -> None:
     # better than SVD, still far below FP32: half the claim
     assert judge_joint([_run(s, 0.80 + j, 0.50) for s, j in enumerate(jitter)]).verdict is Verdict.PARTIAL
     assert judge_joint([_run(0, 0.97, 0.90)]).verdict is Verdict.INCONCLUSIVE  # one seed
+    # the knapsack variant reads its own pair: here optimised below SVD on every seed
+    knapsack = judge_joint([_run(s, 0.97 + j, 0.90) for s, j in enumerate(jitter)], "knapsack ranks")
+    assert knapsack.verdict is Verdict.FAIL and knapsack.ratio_mean == 1.6
+    with pytest.raises(ValueError, match="variant"):
+        judge_joint([_run(0, 0.9, 0.9)], "random ranks")
     with pytest.raises(ValueError, match="one model"):
         judge_joint([_run(0, 0.9, 0.9), JointSeedRun(**{**_run(1, 0.9, 0.9).__dict__, "fraction": 0.25})])
 
@@ -79,4 +87,5 @@ def test_a_real_run_whose_bound_leaves_no_room_fails() -> None:
             for seed in (0, 1, 2)]
     for r in runs:
         assert abs(r.joint_test - r.svd_test) < 0.02 and r.fp_test - r.joint_test > 0.2
+        assert r.knapsack_ratio >= r.packed_ratio * (1 - 1e-9)  # the knapsack stores no more than the uniform plan
     assert judge_joint(runs).verdict is Verdict.FAIL
