@@ -231,7 +231,8 @@ def judge_headline(walks: Sequence[SeedWalk], *, nearly: float = NEARLY, margin:
     where = f"mean chosen ratio {ratio.mean:.2f}x (ceiling of the candidates {ceiling:.2f}x)"
     if accuracy.outcome is Accuracy.DROP:
         verdict, reason = Verdict.FAIL, (f"the plans kept at FP32 validation accuracy lose test accuracy "
-                                         f"({accuracy.describe()}), beyond the {margin * 100:g}-point margin; {where}")
+                                         f"significantly ({accuracy.describe()}), and the interval reaches past the "
+                                         f"{margin * 100:g}-point margin; {where}")
     elif accuracy.outcome is Accuracy.UNCLEAR:
         verdict, reason = Verdict.INCONCLUSIVE, (f"the test-accuracy interval {accuracy.describe()} is too wide to "
                                                  f"say whether FP accuracy holds; {where}")

@@ -234,8 +234,10 @@ def judge_llc(runs: Sequence[LlcSeedRun], reading: str = "predicted", *, margin:
     - inconclusive: no layer was factorised on any seed (the rule compressed nothing, so nothing was tested), or
       the accuracy interval is too wide (or < 2 seeds);
     - fail: test accuracy significantly below FP32 by a plausible margin (:data:`MARGIN`);
-    - partial: significantly below FP32 by less than the margin;
-    - pass: accuracy held.
+    - partial: significantly below FP32 by less than the margin; or accuracy held but the whole plan's measured
+      calibration loss (the loss the neighbourhood was computed on, LLC's own criterion) rose on a seed that
+      factorised a layer;
+    - pass: accuracy held and the calibration loss not raised on any seed.
 
     Raises:
         ValueError: no runs, runs of several models, or an unknown reading.
@@ -252,6 +254,7 @@ def judge_llc(runs: Sequence[LlcSeedRun], reading: str = "predicted", *, margin:
     ratio = float(np.mean([p.packed_ratio for p in plans]))
     kept = sum(1 for p in plans if p.validation_dloss is not None and p.validation_dloss <= 0)
     cal_kept = sum(1 for p in plans if p.calibration_dloss <= 0)
+    cal_kept_factorised = sum(1 for p in plans if p.ranks and p.calibration_dloss <= 0)
     accuracy = seed_difference([p.test_accuracy for p in plans], [r.fp_test_accuracy for r in runs], margin=margin)
     where = (f"{compressed} of {len(runs)} seeds factorise a layer, mean packed ratio {ratio:.3f}x, validation loss "
              f"not raised on {kept} (calibration loss on {cal_kept}); test accuracy {accuracy.describe()}")
@@ -265,8 +268,13 @@ def judge_llc(runs: Sequence[LlcSeedRun], reading: str = "predicted", *, margin:
         verdict, reason = Verdict.INCONCLUSIVE, f"the accuracy interval is too wide to judge: {where}"
     elif accuracy.outcome is Accuracy.SMALL_DROP:
         verdict, reason = Verdict.PARTIAL, f"a significant drop within {margin * 100:g} points: {where}"
+    elif compressed > cal_kept_factorised:
+        verdict, reason = Verdict.PARTIAL, (f"accuracy held, but the whole plan raised the calibration loss on "
+                                            f"{compressed - cal_kept_factorised} of the {compressed} seeds that "
+                                            f"factorise (each layer's rank is inside alone; the cross-layer terms "
+                                            f"are not): {where}")
     else:
-        verdict, reason = Verdict.PASS, f"accuracy held: {where}"
+        verdict, reason = Verdict.PASS, f"accuracy held and the calibration loss not raised: {where}"
     return LlcVerdict(model=next(iter(models)), reading=reading, verdict=verdict, n_seeds=len(runs),
                       compressed_seeds=compressed, ratio_mean=ratio, loss_kept=kept,
                       calibration_loss_kept=cal_kept, accuracy=accuracy, reason=reason)

@@ -26,9 +26,10 @@ def test_rank_rule_is_the_smallest_saving_rank_inside() -> None:
     assert plan_ranks([scan, LayerScan("b", 2, 2, (_pt(1, 0.5, 0.5),))], "predicted") == {"a": 2}
 
 
-def _run(seed: int, test: float, ranks: dict[str, int] | None = None, fp: float = 0.97) -> LlcSeedRun:
+def _run(seed: int, test: float, ranks: dict[str, int] | None = None, fp: float = 0.97,
+         calibration: float = -1e-6) -> LlcSeedRun:
     plan = RankPlan(reading="predicted", ranks={"a": 2} if ranks is None else ranks, packed_ratio=1.2,
-                    predicted=-1e-5, calibration_dloss=-1e-6, validation_dloss=1e-6, test_accuracy=test,
+                    predicted=-1e-5, calibration_dloss=calibration, validation_dloss=1e-6, test_accuracy=test,
                     test_ci={"estimate": test - fp, "low": 0.0, "high": 0.0, "n": 100})
     return LlcSeedRun(model="m", seed=seed, fp_test_accuracy=fp, layers=(), plans={"predicted": plan})
 
@@ -38,6 +39,9 @@ def test_verdicts_of_the_rank_rule() -> None:
     assert judge_llc([_run(s, t) for s, t in enumerate(held)]).verdict is Verdict.PASS
     # false case: the rule's plans lose ~4 points on every seed
     assert judge_llc([_run(s, t - 0.04) for s, t in enumerate(held)]).verdict is Verdict.FAIL
+    # accuracy held, but the combined plan raises the calibration loss LLC promises not to raise
+    raised = judge_llc([_run(s, t, calibration=1e-4 if s < 2 else -1e-6) for s, t in enumerate(held)])
+    assert raised.verdict is Verdict.PARTIAL and "2 of the 5" in raised.reason
     # nothing factorised on any seed: the claim was not tested
     nothing = judge_llc([_run(s, 0.97, ranks={}) for s in range(5)])
     assert nothing.verdict is Verdict.INCONCLUSIVE and "not tested" in nothing.reason
