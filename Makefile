@@ -52,6 +52,7 @@ results: $(STAMP)
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt prove $$m --fresh --out docs/results/cet-checks/$$m || exit 1; done
 	for m in $(RESULT_MODELS); do OMP_NUM_THREADS=1 $(BIN)/cetopt levels $$m --out docs/results/levels/$$m || exit 1; done
 	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/fp_xint.py --threads 2 --out docs/results/seeds/fp-xint
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/seeds_headline.py --seeds 0,1,2,3,4 --threads 2
 	$(BIN)/python -m cetopt.results.interpretation
 	$(BIN)/python -m cetopt.results
 
