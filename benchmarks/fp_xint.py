@@ -319,7 +319,10 @@ def render(data: dict[str, Any]) -> str:
         t0 = res[timed[0]]["timing"]
         lines += [f"**Time** of one forward pass over the test set at {int(t0['bits'])} bits, K = "
                   f"{int(t0['terms'])} (median over seeds of the median of 5 interleaved calls, {data['threads']} "
-                  "threads, run under the shared lock; ratios only compare calls of the same run):",
+                  "threads, run under the shared lock; ratios only compare calls of the same run). A (c) call "
+                  "includes its set-up: stacking the K states (batched) or copying the K basis models "
+                  "(sequential); (b) runs K layer calls per quantised layer through vmap. A ratio above 1 means "
+                  "the batched call is faster:",
                   markdown_table(["model", "(a) tensor, ms", "(b) layer, batched, ms", "(c) model, batched, ms",
                                   "(c) model, sequential, ms", "(c) sequential / batched"],
                                  [[m, *(f"{1e3 * res[m]['timing'][k]:.1f}" for k in
