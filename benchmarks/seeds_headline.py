@@ -25,7 +25,8 @@ SCRIPT = "benchmarks/seeds_headline.py"
 # each part's generating code (recorded with its results)
 CODE = {"headline": (SCRIPT, "cetopt/theory/headline.py", "cetopt/theory/seed_verdicts.py"),
         "llc": (SCRIPT, "cetopt/theory/llc_rank.py", "cetopt/theory/seed_verdicts.py"),
-        "lowrank": (SCRIPT, "cetopt/theory/lowrank_joint.py", "cetopt/theory/seed_verdicts.py")}
+        "lowrank": (SCRIPT, "cetopt/theory/lowrank_joint.py", "cetopt/theory/lowrank_fit.py",
+                    "cetopt/theory/seed_verdicts.py")}
 
 
 def _pts(x: float) -> str:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from cetopt.errors import ProblemError
+from cetopt.theory.lowrank_fit import (LEARNING_RATE, SLACK, STEPS, FactorFit, JointFit,  # noqa: F401  (re-exported)
+                                       fit_factors)
 from cetopt.theory.report import Verdict
 from cetopt.theory.seed_verdicts import MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference
 
@@ -35,33 +37,8 @@ if TYPE_CHECKING:
     from cetopt.builders.second_order import BuiltProblem
     from cetopt.modelspec import ModelSpec
 
-SLACK = 0.25  # the bound's room over the SVD's own error (reconstruction, see the module docstring)
-STEPS = 50
-LEARNING_RATE = 3e-3
 FRACTIONS = (0.5,)  # rank as a fraction of min(m, n) (--fractions in benchmarks/seeds_headline.py for more)
 FLOAT_BITS = 32
-
-
-@dataclass(frozen=True)
-class FactorFit:
-    """One layer's optimised factors: rank, the SVD's error |W_r - W|_F, the bound, the final error."""
-
-    layer: str
-    rank: int
-    svd_error: float
-    bound: float
-    error: float
-
-
-@dataclass(frozen=True)
-class JointFit:
-    """The optimisation of one plan: per-layer fits, calibration loss before (SVD) and after, steps accepted."""
-
-    layers: tuple[FactorFit, ...]
-    svd_loss: float
-    loss: float
-    accepted: int
-    steps: int
 
 
 def ranks_at(spec: "ModelSpec", fraction: float) -> dict[str, int]:
@@ -78,113 +55,6 @@ def ranks_at(spec: "ModelSpec", fraction: float) -> dict[str, int]:
         if r * (m + n) < m * n:
             out[ref.name] = r
     return out
-
-
-def _svd_factors(weight: "torch.Tensor", rank: int) -> tuple["torch.Tensor", "torch.Tensor"]:
-    from cetopt.quant.pack import low_rank_factors
-
-    a, b = low_rank_factors(weight, rank)
-    return a.to(weight.dtype), b.to(weight.dtype)
-
-
-def fit_factors(spec: "ModelSpec", ranks: Mapping[str, int], *, steps: int = STEPS, lr: float = LEARNING_RATE,
-                slack: float = SLACK) -> tuple[dict[str, "torch.Tensor"], JointFit]:
-    """Optimise the factors of the layers in ``ranks`` jointly for the mean calibration loss under the perturbation
-    bound; returns layer -> A B (shaped like the weight) and the fit's record.
-
-    Raises:
-        ProblemError: an empty plan, or a layer whose rank is out of range.
-    """
-    import torch
-
-    from cetopt.curvature.layers import layer_weight, weight_key
-    from cetopt.curvature.operator import eval_mode
-
-    if not ranks:
-        raise ProblemError("no layer to factorise: give at least one layer -> rank", field="ranks")
-    if steps < 0 or lr <= 0 or slack < 0:
-        raise ProblemError(f"steps >= 0, lr > 0 and slack >= 0 are needed, got {steps}, {lr}, {slack}", field="steps")
-    model = spec.model
-    weights = {n: layer_weight(model, n).detach() for n in ranks}
-    keys = {n: weight_key(model, n) for n in ranks}
-    init = {n: _svd_factors(w, ranks[n]) for n, w in weights.items()}
-    svd_error = {n: float((a @ b - w.reshape(w.shape[0], -1)).norm()) for n, ((a, b), w) in
-                 zip(init, zip(init.values(), weights.values()))}
-    bound = {n: (1 + slack) * e for n, e in svd_error.items()}
-    factors = {n: (a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for n, (a, b) in init.items()}
-
-    def products() -> dict[str, "torch.Tensor"]:
-        return {keys[n]: (a @ b).reshape(weights[n].shape) for n, (a, b) in factors.items()}
-
-    def calibration_loss() -> "torch.Tensor":
-        replaced = products()
-        losses = [spec.loss_fn(_Swapped(model, replaced), batch) for batch in spec.calibration]
-        return torch.stack(losses).mean()
-
-    def error(n: str) -> float:
-        a, b = factors[n]
-        with torch.no_grad():
-            return float((a @ b - weights[n].reshape(weights[n].shape[0], -1)).norm())
-
-    def pull_back(n: str) -> None:
-        """Move layer n's factors along the segment to its SVD factors until its error is within its bound."""
-        a, b = factors[n]
-        a0, b0 = init[n]
-        moved_a, moved_b = a.detach().clone(), b.detach().clone()
-        low, high = 0.0, 1.0
-        for _ in range(30):
-            t = (low + high) / 2
-            a.data.copy_(a0 + t * (moved_a - a0))
-            b.data.copy_(b0 + t * (moved_b - b0))
-            low, high = (t, high) if error(n) <= bound[n] else (low, t)
-        a.data.copy_(a0 + low * (moved_a - a0))
-        b.data.copy_(b0 + low * (moved_b - b0))
-
-    params = [p for pair in factors.values() for p in pair]
-    optimiser = torch.optim.Adam(params, lr=lr)
-    accepted = 0
-    with eval_mode(model):
-        with torch.no_grad():
-            svd_loss = float(calibration_loss())
-        current = svd_loss
-        for _ in range(steps):
-            saved = [p.detach().clone() for p in params]
-            optimiser.zero_grad()
-            calibration_loss().backward()
-            optimiser.step()
-            with torch.no_grad():
-                for n in factors:
-                    if error(n) > bound[n]:
-                        pull_back(n)
-                trial = float(calibration_loss())
-            if trial <= current:
-                current, accepted = trial, accepted + 1
-            else:  # undo a step that raised the loss and take smaller ones
-                with torch.no_grad():
-                    for p, s in zip(params, saved):
-                        p.copy_(s)
-                for group in optimiser.param_groups:
-                    group["lr"] /= 2
-    with torch.no_grad():
-        out = {n: (a @ b).reshape(weights[n].shape).detach() for n, (a, b) in factors.items()}
-    fits = tuple(FactorFit(layer=n, rank=int(ranks[n]), svd_error=svd_error[n], bound=bound[n], error=error(n))
-                 for n in factors)
-    return out, JointFit(layers=fits, svd_loss=svd_loss, loss=current, accepted=accepted, steps=steps)
-
-
-class _Swapped:
-    """``model`` called with some parameters replaced (torch.func.functional_call), for a loss_fn(model, batch)."""
-
-    def __init__(self, model: Any, replaced: Mapping[str, Any]) -> None:
-        self.model, self.replaced = model, replaced
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.func.functional_call(self.model, dict(self.replaced), args, kwargs, strict=False)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
 
 
 def layer_storage_bits(spec: "ModelSpec", ranks: Mapping[str, int]) -> float:
