@@ -122,3 +122,25 @@ def test_a_plan_of_other_weights_is_bad_input(tmp_path: Path, monkeypatch: pytes
     assert main(["apply", "plan.json", "--model", "m.py:other", "--allow-model-mismatch", "--out", "art"]) == 2
     assert "fingerprint" in capsys.readouterr().err and not (tmp_path / "art").exists()
     assert main(["apply", "plan.json", "--model", "m.py:spec", "--out", "art"]) == 0
+
+
+def test_an_unexpected_exception_is_a_failed_computation_not_infeasible(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import cetopt.cli.output as output
+
+    def out_of_memory(args: object, func: object) -> int:
+        raise MemoryError("cannot allocate 9 GB")
+
+    monkeypatch.setattr(output, "run", out_of_memory)
+    assert main(["solve", PROBLEM]) == 3
+    err = capsys.readouterr().err
+    assert "MemoryError: cannot allocate 9 GB" in err and "--verbose" in err and "Traceback" not in err
+
+
+def test_compare_reports_its_worst_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a backend that failed makes the comparison exit 3 (not 1); every backend fine is 0
+    starved = tmp_path / "starved.toml"
+    starved.write_text('backend = "bruteforce"\n\n[options]\nmax_combinations = 10\n')
+    assert main(["compare", PROBLEM, "--solvers", "greedy,dp"]) == 0
+    assert main(["compare", PROBLEM, "--solvers", f"greedy,{starved}"]) == 3
+    capsys.readouterr()

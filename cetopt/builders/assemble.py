@@ -49,7 +49,7 @@ def layer_macs(model: nn.Module, layers: Sequence[str], batch: Batch, loss_fn: L
 def layer_edges(model: nn.Module, names: list[str], label: str) -> tuple[tuple[Edge, ...], str]:
     """The layer graph's edges and how they were found (torch.fx, or the sequential order when fx fails)."""
     try:
-        from cetopt.zoo.graph import traced_edges
+        from cetopt.curvature.graph import traced_edges
 
         return traced_edges(model, names), ("layer graph (feeds, shared inputs, residual adds) traced with torch.fx, "
                                             "every quantisable layer a leaf module; the curvature paths per layer "

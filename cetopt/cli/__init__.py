@@ -107,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
         print(f"cetopt: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as err:  # noqa: BLE001  out of memory, or a bug: a failed computation (3), never "infeasible" (1)
+        logging.getLogger("cetopt").debug("unexpected error", exc_info=True)
+        print(f"cetopt: error: the command failed unexpectedly ({type(err).__name__}: {err}); this is a resource "
+              "limit (e.g. out of memory) or a bug: rerun with --verbose for the traceback and report it",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 __all__ = ["build_parser", "main"]

@@ -136,7 +136,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.bits:
             print()
             print(bits_table(results, problem.layer_names))
-    return EXIT_OK if results and all(r.success for r in results) else EXIT_INFEASIBLE
+    # the worst outcome decides: a backend that failed (status error) is exit 3, one that found no plan exit 1
+    return max((exit_code(r.status) for r in results), default=EXIT_INFEASIBLE, key=_severity)
+
+
+def _severity(code: int) -> int:
+    """Order of exit codes by how bad they are: success < infeasible < a failed computation."""
+    return {EXIT_OK: 0, EXIT_INFEASIBLE: 1}.get(code, 2)
 
 
 def cmd_solvers(args: argparse.Namespace) -> int:
