@@ -16,6 +16,7 @@ from cetopt.plotting import new_figure, new_grid, predicted_vs_measured, save_fi
 
 FORMATS = ("png", "svg")
 METHOD_OF = {"dp": "CET (dp)", "hawq-v3": "HAWQ-V3", "uniform": "uniform"}
+PANELS_PER_ROW = 3
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -39,8 +40,13 @@ def plot_pareto(out: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     files: list[str] = []
     if not by_problem:
         return files
-    fig, axes = new_grid(1, len(by_problem), 4.2 * len(by_problem), 3.6)
-    for ax, (problem, methods) in zip(axes[0], sorted(by_problem.items())):
+    # at most PANELS_PER_ROW panels side by side, so the figure stays readable at a README's width
+    cols = min(PANELS_PER_ROW, len(by_problem))
+    rows_n = -(-len(by_problem) // cols)
+    fig, axes = new_grid(rows_n, cols, 3.4 * cols, 2.9 * rows_n)
+    for ax in axes.flat[len(by_problem):]:
+        ax.set_visible(False)
+    for ax, (problem, methods) in zip(axes.flat, sorted(by_problem.items())):
         for method, points in sorted(methods.items()):
             xs, ys = zip(*sorted(points))
             line = ax.plot(xs, ys, "o", ms=3, alpha=0.5)[0]
