@@ -27,12 +27,14 @@ SECTIONS: dict[str, str] = {
     "pretrained": "cetopt.results.pretrained:pretrained_section",
     "selection": "cetopt.results.selection:selection_section",
     "evaluation": "cetopt.results.evaluation:evaluation_section",
+    "evaluation-objective": "cetopt.results.evaluation:objective_section",
 }
 
 # document (relative to the repository root) -> the sections it holds, in no particular order
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("pretrained", "evaluation"),
-    "docs/results/README.md": ("published", "selection", "zoo", "quality", "cet-checks", "equal-size", "levels"),
+    "docs/results/README.md": ("published", "selection", "zoo", "quality", "cet-checks", "equal-size", "levels",
+                               "evaluation-objective"),
     "docs/results/speed.md": ("speed",),
 }
 

@@ -101,8 +101,8 @@ def objective_rows(task: Mapping[str, Any], fidelity: Mapping[str, Any]) -> list
 
 def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULTS,
                        more: tuple[Path, ...] = MORE_RESULTS) -> str:
-    """Per evaluation model and budget: the default's dp plan and `cetopt plan`'s selection vs HAWQ-V3 and uniform;
-    then, if the fidelity run exists, each plan kind under the fidelity objective vs under the model's own loss."""
+    """Per evaluation model and budget: the default's dp plan and `cetopt plan`'s selection vs HAWQ-V3 and uniform
+    (and a link to :func:`objective_section` when the fidelity run exists)."""
     from cetopt.results.recipe import frozen_recipe
 
     frozen = frozen_recipe()
@@ -130,15 +130,25 @@ def evaluation_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULT
             + "".join(f" and {_shown(p)} (`{MORE_COMMAND} --out {_shown(p.with_suffix(''))}`)"
                       for p in more if p.is_file()) + "."]
     if fidelity.is_file():
-        rows = objective_rows(data, json.loads(fidelity.read_text()))
-        if rows:
-            text += ["The same models planned for fidelity to their FP32 outputs (`--objective fidelity`) instead of "
-                     "their own loss: each plan's metric under the fidelity objective minus under the own loss, on "
-                     "the same test examples (x100, paired, clustered by source):",
-                     markdown_table(["model", "avg bits", "test inputs", "default dp", "`cetopt plan`", "HAWQ-V3",
-                                     "uniform"], rows),
-                     f"Generated from benchmarks/results/evaluation-check-fidelity.json (`{FIDELITY_COMMAND}`) "
-                     "and evaluation-check.json."]
+        text.append("The same model planned for fidelity to its FP32 outputs instead of its own loss: "
+                    "[docs/results](docs/results/README.md#the-evaluation-models-fidelity-objective).")
+    if note := stale_note("evaluation"):
+        text.append(note)
+    return "\n\n".join(text)
+
+
+def objective_section(results: Path = RESULTS, fidelity: Path = FIDELITY_RESULTS) -> str:
+    """docs/results: each plan kind of an evaluation model under the fidelity objective vs under its own loss."""
+    if not (results.is_file() and fidelity.is_file()):
+        return (f"Not run yet: `{FIDELITY_COMMAND}` plans the evaluation model for fidelity to its FP32 outputs, "
+                f"beside `{COMMAND}` with its own loss.")
+    rows = objective_rows(json.loads(results.read_text()), json.loads(fidelity.read_text()))
+    text = ["The evaluation model planned for fidelity to its FP32 outputs (`--objective fidelity`) instead of its "
+            "own loss: each plan's metric under the fidelity objective minus under the own loss, on the same test "
+            "examples (x100, paired, 95% CIs clustered by source; one run each, one seed):",
+            markdown_table(["model", "avg bits", "test inputs", "default dp", "`cetopt plan`", "HAWQ-V3", "uniform"],
+                           rows),
+            f"Generated from {_shown(fidelity)} (`{FIDELITY_COMMAND}`) and {_shown(results)} (`{COMMAND}`)."]
     if note := stale_note("evaluation"):
         text.append(note)
     return "\n\n".join(text)

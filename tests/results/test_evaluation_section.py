@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cetopt.results.evaluation import evaluation_section
+from cetopt.results.evaluation import evaluation_section, objective_section
 
 
 def _ci(estimate: float, method: str = "cluster bootstrap over 11 clusters (384 examples)") -> dict:
@@ -48,11 +48,15 @@ def test_objective_table_pairs_the_two_runs_by_example_and_source(tmp_path) -> N
 
     (tmp_path / "t.json").write_text(json.dumps(run(task_out)))
     (tmp_path / "f.json").write_text(json.dumps(run(fid_out)))
-    text = evaluation_section(tmp_path / "t.json", tmp_path / "f.json")
+    text = objective_section(tmp_path / "t.json", tmp_path / "f.json")
     row = next(line for line in text.splitlines() if line.startswith("| m | 4 | 8 | +37.50"))
     assert row.count("+0.00 [+0.00, +0.00] tie") == 3
-    assert "| m | 4 | 8 | 100.0 | 50.0 | 0.0 | 0.0 |" in text  # the levels: FP32, default dp, HAWQ-V3, uniform
-    assert "evaluation-check-fidelity" not in evaluation_section(tmp_path / "t.json", tmp_path / "missing.json")
+    main = evaluation_section(tmp_path / "t.json", tmp_path / "f.json")
+    assert "| m | 4 | 8 | 100.0 | 50.0 | 0.0 | 0.0 |" in main  # the levels: FP32, default dp, HAWQ-V3, uniform
+    assert "#the-evaluation-models-fidelity-objective" in main
+    assert "#the-evaluation-models-fidelity-objective" not in evaluation_section(tmp_path / "t.json",
+                                                                                  tmp_path / "missing.json")
+    assert objective_section(tmp_path / "t.json", tmp_path / "missing.json").startswith("Not run yet")
 
 
 def test_short_verdict_counts_each_cell(tmp_path) -> None:  # type: ignore[no-untyped-def]
