@@ -2,6 +2,6 @@
 
 import sys
 
-from cetopt.cli import main
+from cetopt.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

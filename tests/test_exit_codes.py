@@ -132,7 +132,11 @@ def test_an_unexpected_exception_is_a_failed_computation_not_infeasible(monkeypa
         raise MemoryError("cannot allocate 9 GB")
 
     monkeypatch.setattr(output, "run", out_of_memory)
-    assert main(["solve", PROBLEM]) == 3
+    with pytest.raises(MemoryError):  # the library call lets it through, with its traceback
+        main(["solve", PROBLEM])
+    from cetopt.cli import entry
+
+    assert entry(["solve", PROBLEM]) == 3  # the command ends it as a failed computation
     err = capsys.readouterr().err
     assert "MemoryError: cannot allocate 9 GB" in err and "--verbose" in err and "Traceback" not in err
 

@@ -107,7 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
         print(f"cetopt: error: cannot read or write{where}: {err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as err:  # noqa: BLE001  out of memory, or a bug: a failed computation (3), never "infeasible" (1)
+
+
+def entry(argv: Sequence[str] | None = None) -> int:
+    """The ``cetopt`` command: :func:`main`, and an exception nothing expected (out of memory, a bug) ends as a
+    failed computation (exit 3) with a one-line message, never as Python's exit 1, which means "infeasible".
+    Calling :func:`main` itself lets such an exception through, with its traceback, as a library call should."""
+    try:
+        return main(argv)
+    except Exception as err:  # noqa: BLE001  the last line of defence of the command, not of the library
         logging.getLogger("cetopt").debug("unexpected error", exc_info=True)
         print(f"cetopt: error: the command failed unexpectedly ({type(err).__name__}: {err}); this is a resource "
               "limit (e.g. out of memory) or a bug: rerun with --verbose for the traceback and report it",
@@ -115,4 +123,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
