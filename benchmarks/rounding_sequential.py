@@ -2,8 +2,10 @@
 
 Independent: every layer rounded on the Gram matrix of the FP32 model's inputs (what the problems price and what
 `cetopt apply` ships by default). Sequential: each layer rounded after the layers upstream of it are compressed,
-on the Gram matrix of the inputs that partly quantised model produces, with the layer's FP32 weights as the target
-(GPTQ's order and objective; cetopt.quant.rounding.sequential, `cetopt apply --sequential-rounding`).
+on the Gram matrix of the inputs that partly quantised model produces (cetopt.quant.rounding.sequential), with the
+layer's FP32 weights as the target (mode "sequential": GPTQ's order and objective, `cetopt apply
+--sequential-rounding`) or the FP32 model's outputs of the layer (mode "sequential-fp32": least-squares weights W*
+rounded the same way).
 
 Zoo models (digits-mlp, digits-cnn, mnist1d-resnet; zoo seeds 0..4): per seed and rounding (gptq, adaround) the
 default pipeline's problem is built with that rounding (candidates priced after it, default MSE-clipped grid), and
@@ -55,15 +57,16 @@ def as_plan(bits: Mapping[str, int], rounding: str, quantizer: Any) -> Any:
                 quantizer=quantizer)
 
 
-def sequential_weights(spec: Any, plan: Any) -> tuple[dict[str, Any], float]:
-    """(layer -> weight of ``plan`` applied with sequential Gram matrices, seconds for the Gram matrices)."""
-    from cetopt.quant.plan import apply_plan
-    from cetopt.quant.rounding.sequential import sequential_grams
+MODES = {"sequential": "layer", "sequential-fp32": "fp32"}  # mode -> cetopt.quant.rounding.sequential target
+
+
+def sequential_weights(spec: Any, plan: Any, target: str) -> tuple[dict[str, Any], float]:
+    """(layer -> weight of ``plan`` rounded sequentially with ``target``, seconds it took)."""
+    from cetopt.quant.rounding.sequential import sequential_apply
 
     start = time.perf_counter()
-    grams = sequential_grams(spec.model, plan, spec.loss_fn, spec.calibration)
-    seconds = time.perf_counter() - start
-    return dict(apply_plan(spec.model, plan, grams=grams).weights), seconds
+    weights = sequential_apply(spec.model, plan, spec.loss_fn, spec.calibration, target=target)
+    return weights, time.perf_counter() - start
 
 
 def cell(measurer: Any, weights: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
@@ -112,14 +115,16 @@ def run_zoo(model: str, seed: int, rounding: str) -> list[dict[str, Any]]:
             check = apply_plan(spec.model, plan, grams=fp32_grams).weights
             if any(not torch.equal(check[n].to(independent[n].dtype), independent[n]) for n in independent):
                 raise SystemExit(f"{model} seed {seed}: apply_plan does not reproduce the priced candidates")
-            sequential, seconds = sequential_weights(spec, plan)
             keys = {"model": model, "seed": seed, "rounding": rounding, "avg_bits": avg, "plan": plan_name,
                     "bits": bits, "build_seconds": build_seconds}
             cells.append(cell(measurer, independent, **keys, mode="independent"))
-            cells.append(cell(measurer, sequential, **keys, mode="sequential", gram_seconds=seconds,
-                              changed_layers=changed_layers(sequential, independent), layers=len(bits)))
-            print(f"{model} s{seed} {rounding} {avg:g} {plan_name}: independent {cells[-2]['metric']:.4f} "
-                  f"sequential {cells[-1]['metric']:.4f} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+            for mode, target in MODES.items():
+                sequential, seconds = sequential_weights(spec, plan, target)
+                cells.append(cell(measurer, sequential, **keys, mode=mode, gram_seconds=seconds,
+                                  changed_layers=changed_layers(sequential, independent), layers=len(bits)))
+            print(f"{model} s{seed} {rounding} {avg:g} {plan_name}: independent {cells[-3]['metric']:.4f} "
+                  f"sequential {cells[-2]['metric']:.4f} fp32-target {cells[-1]['metric']:.4f}", file=sys.stderr,
+                  flush=True)
     return cells
 
 
@@ -148,44 +153,47 @@ def run_pretrained(model: str, rounding: str) -> tuple[list[dict[str, Any]], lis
         if fp32_grams is None:
             fp32_grams = rounding_grams(spec.model, spec.loss_fn, spec.calibration, list(plan.layers), rounding)
         independent = dict(apply_plan(spec.model, plan, grams=fp32_grams).weights)
-        sequential, seconds = sequential_weights(spec, plan)
         keys = {"model": model, "seed": 0, "rounding": rounding, "avg_bits": c["avg_bits"], "plan": c["plan"],
                 "bits": c["bits"], "plans_from": str(source.relative_to(RESULTS.parent.parent))}
         ind = cell(measurer, independent, **keys, mode="independent")
         ind["reproduces"] = ind["metric"] == c["metric"]
         cells.append(ind)
-        cells.append(cell(measurer, sequential, **keys, mode="sequential", gram_seconds=seconds,
-                          changed_layers=changed_layers(sequential, independent), layers=len(c["bits"])))
-        print(f"{model} {rounding} {c['avg_bits']:g} {c['plan']}: independent {ind['metric']:.4f} (recorded "
-              f"{c['metric']:.4f}) sequential {cells[-1]['metric']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+        for mode, target in MODES.items():
+            sequential, seconds = sequential_weights(spec, plan, target)
+            cells.append(cell(measurer, sequential, **keys, mode=mode, gram_seconds=seconds,
+                              changed_layers=changed_layers(sequential, independent), layers=len(c["bits"])))
+            print(f"{model} {rounding} {c['avg_bits']:g} {c['plan']}: independent {ind['metric']:.4f} (recorded "
+                  f"{c['metric']:.4f}) {mode} {cells[-1]['metric']:.4f} ({seconds:.0f} s)", file=sys.stderr,
+                  flush=True)
     return cells, None if spec.test_clusters is None else list(spec.test_clusters)
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, avg bits, plan, rounding): sequential minus independent, paired by seed and example."""
+    """One row per (model, avg bits, plan, rounding, sequential mode): that mode minus independent, paired by seed
+    and by test example."""
     from cetopt.stats import paired_ci, paired_seed_ci
 
     cells = [(c, r.get("clusters")) for r in results for c in r["cells"]]
     keys = sorted({(c["model"], c["avg_bits"], c["plan"], c["rounding"]) for c, _ in cells})
     rows = []
-    for key in keys:
+    for key, mode in ((k, m) for k in keys for m in MODES):
         mine = [(c, cl) for c, cl in cells if (c["model"], c["avg_bits"], c["plan"], c["rounding"]) == key]
         seeds = sorted({c["seed"] for c, _ in mine})
         pair = {s: {c["mode"]: c for c, _ in mine if c["seed"] == s} for s in seeds}
-        seeds = [s for s in seeds if set(pair[s]) == {"independent", "sequential"}]
+        seeds = [s for s in seeds if {"independent", mode} <= set(pair[s])]
         if not seeds:
             continue
-        seq = [pair[s]["sequential"] for s in seeds]
+        seq = [pair[s][mode] for s in seeds]
         ind = [pair[s]["independent"] for s in seeds]
         clusters = next(cl for c, cl in mine)
-        row = {"model": key[0], "avg_bits": key[1], "plan": key[2], "rounding": key[3], "seeds": len(seeds),
-               "metric_name": seq[0]["metric_name"],
+        row = {"model": key[0], "avg_bits": key[1], "plan": key[2], "rounding": key[3], "mode": mode,
+               "seeds": len(seeds), "metric_name": seq[0]["metric_name"],
                "independent": float(np.mean([c["metric"] for c in ind])),
                "sequential": float(np.mean([c["metric"] for c in seq])),
                "independent_dloss": float(np.mean([c["validation_dloss"] for c in ind])),
                "sequential_dloss": float(np.mean([c["validation_dloss"] for c in seq])),
                "changed_layers": f"{np.mean([c['changed_layers'] for c in seq]):.1f}/{seq[0]['layers']}",
-               "gram_seconds": float(np.mean([c["gram_seconds"] for c in seq]))}
+               "seconds": float(np.mean([c["gram_seconds"] for c in seq]))}
         if all(c.get("outcomes") for c in seq + ind):
             # pooled over (seed, example) pairs; clustered by photo where the spec has photos (one seed then)
             a = np.concatenate([c["outcomes"] for c in seq])
@@ -215,28 +223,31 @@ def write(results: list[dict[str, Any]], command: str) -> None:
 
     rows = summarise(results)
     atomic_write_text(OUT.with_suffix(".json"), json.dumps({"command": command, "summary": rows}, indent=1) + "\n")
-    table = [[r["model"], f"{r['avg_bits']:g}", r["plan"], r["rounding"], r["seeds"], r["metric_name"],
+    table = [[r["model"], f"{r['avg_bits']:g}", r["plan"], r["rounding"], r["mode"], r["seeds"], r["metric_name"],
               f"{r['independent']:.4f}", f"{r['sequential']:.4f}", _ci(r.get("metric_diff"), 100),
               _ci(r.get("metric_diff_seeds"), 100), f"{r['independent_dloss']:+.5f}", f"{r['sequential_dloss']:+.5f}",
-              _ci(r.get("dloss_diff_seeds"), 1, 5), r["changed_layers"], f"{r['gram_seconds']:.1f}"] for r in rows]
+              _ci(r.get("dloss_diff_seeds"), 1, 5), r["changed_layers"], f"{r['seconds']:.1f}"] for r in rows]
     repro = [f"{r['model']} {r['avg_bits']:g} {r['plan']} {r['rounding']}: "
              f"{'yes' if r['independent_reproduces_rounding_plans'] else 'NO'}"
-             for r in rows if "independent_reproduces_rounding_plans" in r]
+             for r in rows if "independent_reproduces_rounding_plans" in r and r["mode"] == "sequential"]
     lines = ["# Sequential vs independent rounding", "",
              f"Written by `{command}` (benchmarks/rounding_sequential.py; its docstring says how). The same plan "
-             "applied two ways: independent (every layer on the FP32 model's input Gram matrix, as priced) and "
-             "sequential (GPTQ's order: each layer on the Gram matrix of the inputs the model with its upstream "
-             "layers already quantised produces, its FP32 weights the target). Metric: test accuracy (zoo) or top-1 "
+             "applied with independent rounding (every layer on the FP32 model's input Gram matrix, as priced) and "
+             "sequentially in GPTQ's order, each layer on the Gram matrix of the inputs the model with its upstream "
+             "layers already quantised produces, with two targets: mode 'sequential' keeps the layer's FP32 weights "
+             "on those inputs as the target (GPTQ's; what `cetopt apply --sequential-rounding` ships), mode "
+             "'sequential-fp32' fits the FP32 model's outputs of the layer from those inputs (least-squares weights "
+             "W*, then the same rounding; library and benchmark only). Metric: test accuracy (zoo) or top-1 "
              "agreement with FP32 on the test crops (MobileNetV2, fidelity objective, plans from "
              "rounding-plans.json). Differences are sequential minus independent, in points: 'pooled' is a paired "
              "bootstrap 95% CI over (seed, test example) pairs, clustered by photo for MobileNetV2; 'by seed' a "
              "Student-t 95% CI over the per-seed differences. Validation dL: mean loss change on the validation "
              "batches (held out from calibration). Changed layers: layers whose sequential weights differ from the "
-             "independent ones (mean over seeds). Gram s: seconds to compute the sequential Gram matrices (2 "
-             "threads, under the shared lock).", "",
-             format_table(["model", "avg bits", "plan", "rounding", "seeds", "metric", "independent", "sequential",
+             "independent ones (mean over seeds). Seconds: the sequential rounding of the whole plan (Gram "
+             "matrices and rounding; 2 threads, under the shared lock).", "",
+             format_table(["model", "avg bits", "plan", "rounding", "mode", "seeds", "metric", "independent", "sequential",
                            "diff, pooled (points)", "diff, by seed (points)", "indep. dL", "seq. dL",
-                           "dL diff, by seed", "changed layers", "Gram s"], table), ""]
+                           "dL diff, by seed", "changed layers", "seconds"], table), ""]
     if repro:
         lines += ["Independent rows reproduce rounding-plans.md's metric for the same plan: " + "; ".join(repro) + ".",
                   ""]

@@ -134,3 +134,63 @@ def test_cli_apply_sequential_rounding_records_the_flag(tmp_path: Path, root: Pa
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert Plan.load(tmp_path / "out" / "plan.json").extra == {"sequential_rounding": True}
+
+
+def test_fp32_target_is_the_least_squares_fit_of_the_fp32_outputs() -> None:
+    """W* = argmin ||W X - W* X_q||^2 (X: FP32 inputs of fc2, X_q: inputs after the quantised fc1), against lstsq."""
+    import copy
+
+    from cetopt.quant.rounding.sequential import fp32_target
+
+    model, batches = mlp()
+    work = copy.deepcopy(model)
+    first, gram = fp32_target(model, work, "fc1", run, batches)
+    assert torch.equal(first, model.fc1.weight.detach())  # nothing upstream: the target is the weight itself
+    with torch.no_grad():
+        work.fc1.weight.copy_(round_weight("nearest", model.fc1.weight.detach(), 2).weight)
+    w_star, gram = fp32_target(model, work, "fc2", run, batches, damping=0.0)
+    x = torch.cat(batches).double()
+    fp = torch.relu(x @ model.fc1.weight.double().T + model.fc1.bias.double())
+    quant = torch.relu(x @ work.fc1.weight.double().T + work.fc1.bias.double())
+    truth = torch.linalg.lstsq(quant, fp @ model.fc2.weight.double().T).solution.T
+    assert torch.allclose(w_star.double(), truth, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(gram, gram_by_hand(quant), rtol=1e-5)  # the model runs in float32
+    assert not torch.allclose(truth, model.fc2.weight.double(), atol=1e-3)
+
+
+def test_sequential_apply_equals_apply_plan_on_the_sequential_grams() -> None:
+    from cetopt.quant.rounding.sequential import sequential_apply
+
+    model, batches = mlp()
+    plan = Plan(layers={"fc1": LayerChoice(2, rounding="gptq"), "fc2": LayerChoice(2, rounding="adaround")})
+    direct = sequential_apply(model, plan, run, batches)
+    via = apply_plan(model, plan, grams=sequential_grams(model, plan, run, batches)).weights
+    assert all(torch.equal(direct[n].to(via[n].dtype), via[n]) for n in via)
+    fitted = sequential_apply(model, plan, run, batches, target="fp32")
+    assert torch.equal(fitted["fc1"], direct["fc1"]) and not torch.equal(fitted["fc2"], direct["fc2"])
+
+
+def test_fp32_target_on_a_convolution_in_chunks(monkeypatch) -> None:
+    """Conv2d: W* against lstsq on patches unfolded here; chunked accumulation (2 images a chunk) changes nothing."""
+    import copy
+
+    import cetopt.quant.adaround as adaround
+    from cetopt.quant.rounding.sequential import fp32_target
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1))
+    batches = [torch.randn(5, 2, 6, 6), torch.randn(3, 2, 6, 6)]
+    work = copy.deepcopy(model)
+    with torch.no_grad():
+        work[0].weight.copy_(round_weight("nearest", model[0].weight.detach(), 2).weight)
+    whole, _ = fp32_target(model, work, "2", run, batches, damping=0.0)
+    monkeypatch.setattr(adaround, "GRAM_CHUNK_VALUES", 2 * 3 * 36 * 9)
+    chunked, _ = fp32_target(model, work, "2", run, batches, damping=0.0)
+    assert torch.allclose(chunked, whole, rtol=1e-9, atol=1e-12)
+    x = torch.cat(batches)
+    with torch.no_grad():
+        fp, quant = (nn.functional.unfold(torch.relu(m[0](x)), 3, padding=1).transpose(1, 2).reshape(-1, 27).double()
+                     for m in (model, work))
+    w = model[2].weight.detach().double().reshape(4, 27)
+    truth = torch.linalg.lstsq(quant, fp @ w.T).solution.T
+    assert torch.allclose(whole.double().reshape(4, 27), truth, rtol=1e-4, atol=1e-5)
