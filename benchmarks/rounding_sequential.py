@@ -128,9 +128,9 @@ def run_zoo(model: str, seed: int, rounding: str) -> list[dict[str, Any]]:
     return cells
 
 
-def run_pretrained(model: str, rounding: str) -> tuple[list[dict[str, Any]], list[Any] | None]:
+def run_pretrained(model: str, rounding: str, save: Any = None) -> tuple[list[dict[str, Any]], list[Any] | None]:
     """The cells of ``model`` (mobilenetv2) from the plans rounding_plans.py recorded for ``rounding`` (fidelity
-    objective), and the spec's test clusters."""
+    objective), and the spec's test clusters; ``save(cells, clusters)`` is called after each plan."""
     from cetopt.builders.second_order import rounding_grams
     from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
@@ -165,6 +165,8 @@ def run_pretrained(model: str, rounding: str) -> tuple[list[dict[str, Any]], lis
             print(f"{model} {rounding} {c['avg_bits']:g} {c['plan']}: independent {ind['metric']:.4f} (recorded "
                   f"{c['metric']:.4f}) {mode} {cells[-1]['metric']:.4f} ({seconds:.0f} s)", file=sys.stderr,
                   flush=True)
+        if save is not None:  # plan by plan: a run stopped by its timeout keeps what it measured
+            save(cells, None if spec.test_clusters is None else list(spec.test_clusters))
     return cells, None if spec.test_clusters is None else list(spec.test_clusters)
 
 
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
                     cells += run_zoo(model, int(seed), rounding)
                     save(cells, None)
             else:
-                save(*run_pretrained(model, rounding))
+                save(*run_pretrained(model, rounding, save))
     results = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     write(results, "python benchmarks/rounding_sequential.py --models MODEL[,MODEL] --roundings R[,R], under the "
                    "shared lock, once per file in benchmarks/results/rounding-sequential/")
