@@ -69,11 +69,29 @@ def sequential_weights(spec: Any, plan: Any, target: str) -> tuple[dict[str, Any
     return weights, time.perf_counter() - start
 
 
+def pack_outcomes(values: Any) -> Any:
+    """Per-example outcomes for the JSON file: a string of '0'/'1' when every outcome is 0 or 1 (accuracy,
+    agreement: a fifth of the size), else the list of floats."""
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    if np.isin(values, (0.0, 1.0)).all():
+        return "".join("1" if v else "0" for v in values)
+    return values.tolist()
+
+
+def unpack_outcomes(stored: Any) -> np.ndarray:
+    """Inverse of :func:`pack_outcomes`."""
+    if isinstance(stored, str):
+        return np.frombuffer(stored.encode(), dtype=np.uint8).astype(np.float64) - ord("0")
+    return np.asarray(stored, dtype=np.float64)
+
+
 def cell(measurer: Any, weights: Mapping[str, Any], **keys: Any) -> dict[str, Any]:
     m = measurer.measure(weights, outcomes=True)
     return {**keys, "metric_name": m.metric_name, "metric": m.metric,
             "fp_metric": next(iter(measurer.fp_metrics.values()), None), "validation_dloss": m.validation_dloss,
-            "calibration_dloss": m.calibration_dloss, "outcomes": None if m.outcomes is None else m.outcomes.tolist()}
+            "calibration_dloss": m.calibration_dloss, "outcomes": pack_outcomes(m.outcomes)}
 
 
 def changed_layers(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
@@ -198,8 +216,8 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "seconds": float(np.mean([c["gram_seconds"] for c in seq]))}
         if all(c.get("outcomes") for c in seq + ind):
             # pooled over (seed, example) pairs; clustered by photo where the spec has photos (one seed then)
-            a = np.concatenate([c["outcomes"] for c in seq])
-            b = np.concatenate([c["outcomes"] for c in ind])
+            a = np.concatenate([unpack_outcomes(c["outcomes"]) for c in seq])
+            b = np.concatenate([unpack_outcomes(c["outcomes"]) for c in ind])
             ci = paired_ci(a, b, clusters if len(seeds) == 1 else None)
             row["metric_diff"] = {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "method": ci.method}
         if len(seeds) > 1:
