@@ -268,6 +268,11 @@ def write(results: list[dict[str, Any]], command: str) -> None:
              format_table(["model", "avg bits", "plan", "rounding", "mode", "seeds", "metric", "independent", "sequential",
                            "diff, pooled (points)", "diff, by seed (points)", "indep. dL", "seq. dL",
                            "dL diff, by seed", "changed layers", "seconds"], table), ""]
+    runs = [f"{r['model']} {r['rounding']}: {len({(c['seed'], c['avg_bits'], c['plan']) for c in r['cells']})} "
+            f"(seed, bits, plan) cells over {len({c['seed'] for c in r['cells']})} seed(s) in {r['seconds']:.0f} s"
+            for r in results]
+    lines += ["Runs (each file in benchmarks/results/rounding-sequential/; a run stopped by its timeout keeps the "
+              "plans it finished, the rest are absent from the table): " + "; ".join(runs) + ".", ""]
     if repro:
         lines += ["Independent rows reproduce rounding-plans.md's metric for the same plan: " + "; ".join(repro) + ".",
                   ""]
