@@ -47,7 +47,8 @@ def _verify_source(directory: Path, spec: ModelSpec, plan: Plan, manifest: Mappi
     if manifest["source_fingerprint"] != state_fingerprint(spec.model):
         raise ProblemError(f"{directory} was made from other weights than those of {spec.name!r} (fingerprints "
                            "differ); evaluate it with the --model it was applied to", field="model")
-    expected, expected_layout, buffer_bytes, _, _ = pack_model(spec, plan, plan_quadrics(spec, plan), plan_grams(spec, plan))
+    quadrics = plan_quadrics(spec, plan)
+    expected, expected_layout, buffer_bytes, _, _ = pack_model(spec, plan, quadrics, plan_grams(spec, plan, quadrics))
     size = model_packed_size(spec.model, plan)
     differ = sorted(set(expected) ^ set(tensors))
     if not differ:

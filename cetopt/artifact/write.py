@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -27,14 +28,20 @@ def _layers_needing(plan: Plan, what: str) -> list[str]:
     return [n for n, c in plan.layers.items() if what in rounding_needs(c.rounding)]
 
 
-def plan_grams(spec: ModelSpec, plan: Plan) -> dict[str, Any] | None:
+def plan_grams(spec: ModelSpec, plan: Plan, quadrics: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Layer-input Gram matrices for the plan's layers rounded by adaround or gptq, on the spec's calibration
-    batches: the same function and data the problem's candidates were rounded with, so the codes match."""
+    batches: the same function and data the problem's candidates were rounded with, so the codes match. A plan
+    whose ``extra`` sets ``sequential_rounding`` gets each layer's Gram matrix from the inputs of the model with
+    its upstream planned layers compressed (cetopt.quant.rounding.sequential; ``quadrics`` for its major-axis
+    layers)."""
     from cetopt.builders.second_order import rounding_grams
+    from cetopt.quant.rounding.sequential import SEQUENTIAL_KEY, sequential_grams
 
     names = _layers_needing(plan, "gram")
     if not names:
         return None
+    if plan.extra.get(SEQUENTIAL_KEY):
+        return sequential_grams(spec.model, plan, spec.loss_fn, spec.calibration, quadrics=quadrics)
     return rounding_grams(spec.model, spec.loss_fn, spec.calibration, names, "gptq")
 
 
@@ -128,7 +135,7 @@ def check_plan_fingerprint(spec: ModelSpec, plan: Plan, *, require: bool = True)
 
 def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, target: str | None = None,
                    require_fingerprint: bool = True, activation_bits: int | None = None,
-                   observer: str = "minmax") -> ArtifactInfo:
+                   observer: str = "minmax", sequential: bool = False) -> ArtifactInfo:
     """Compress ``spec.model`` by ``plan`` and write DIR (see the module docstring).
 
     DIR is built in a staging folder next to it and swapped into place whole (cetopt._atomic.staged_dir): an
@@ -136,7 +143,10 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
     behind on an error. ``require_fingerprint``: refuse a plan without fingerprints (check_plan_fingerprint).
     ``activation_bits`` (4 or 8): also calibrate a static per-tensor grid for each planned layer's input
     (``observer``: "minmax" or "percentile"; cetopt.quant.activations); None: weights only. A rounding that needs
-    curvature (major-axis) or layer-input Gram matrices (gptq, adaround) gets them computed here.
+    curvature (major-axis) or layer-input Gram matrices (gptq, adaround) gets them computed here. ``sequential``:
+    round the plan's adaround/gptq layers on the inputs of the model with their upstream layers already compressed
+    (GPTQ's order; cetopt.quant.rounding.sequential), recorded in the stored plan's ``extra`` so evaluate re-derives
+    the same codes.
 
     Raises:
         ProblemError: DIR holds other files, the plan names layers the model lacks, or bad activation options.
@@ -153,7 +163,12 @@ def write_artifact(spec: ModelSpec, plan: Plan, out: str | os.PathLike[str], *, 
 
         check_activation_options(activation_bits, observer)  # before any work
     check_plan_fingerprint(spec, plan, require=require_fingerprint)
-    packed = pack_model(spec, plan, plan_quadrics(spec, plan), plan_grams(spec, plan))
+    if sequential:
+        from cetopt.quant.rounding.sequential import SEQUENTIAL_KEY
+
+        plan = replace(plan, extra={**plan.extra, SEQUENTIAL_KEY: True})
+    quadrics = plan_quadrics(spec, plan)
+    packed = pack_model(spec, plan, quadrics, plan_grams(spec, plan, quadrics))
     grids: dict[str, Any] = {}
     activations = None
     if activation_bits is not None:

@@ -68,7 +68,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     spec = load_model_spec(target, objective=objective_of(plan.extra))
     info = write_artifact(spec, plan, args.out, target=normalise_target(target),
                           require_fingerprint=not args.allow_no_fingerprint, activation_bits=args.activation_bits,
-                          observer=args.observer)
+                          observer=args.observer, sequential=args.sequential_rounding)
     print(f"wrote {info.directory}: model.safetensors {info.file_bytes} bytes = codes {info.code_bytes} + scales "
           f"{info.scale_bytes} + other parameters {info.other_bytes} (buffers {info.buffer_bytes} included) + "
           f"container overhead {info.overhead_bytes}; packed size {info.predicted_bytes} (all but the overhead), "
@@ -278,6 +278,8 @@ def _add_apply(sub: Any) -> None:
                    "artefact; evaluate and export use it); default: weights only, BOPs counted at float32 activations")
     p.add_argument("--observer", choices=("minmax", "percentile"), default="minmax",
                    help="activation ranges: min..max of the calibration values, or their 0.01..99.99 percentiles")
+    p.add_argument("--sequential-rounding", action="store_true", help="round adaround/gptq layers in GPTQ's order, "
+                   "each on the inputs of the model with its upstream layers already quantised (recorded in the plan)")
     p.set_defaults(func=cmd_apply)
 
 
