@@ -166,6 +166,7 @@ def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gra
     u, rest = quadric.eigenvectors, quadric.rest
     mu = quadric.eigenvalues - rest
     g = quadric.gradient if use_gradient else None
+    terms = _Terms(u, rest, mu, g)
     d, alt = d.copy(), alt.copy()
     z = u @ d
     value = _model(d, z, g, rest, mu)
@@ -184,18 +185,7 @@ def _greedy_flips(d: np.ndarray, alt: np.ndarray, quadric: LayerQuadric, use_gra
         improving = np.flatnonzero(gain < -1e-15 * max(abs(value), 1e-30))
         if improving.size == 0:
             break
-        while True:
-            size = min(batch, improving.size)
-            take = improving if size == improving.size else \
-                improving[np.argpartition(gain[improving], size - 1)[:size]]
-            step = delta[take]
-            dz = u[:, take] @ step
-            change = rest * (float(d[take] @ step) + 0.5 * float(step @ step)) + float(mu @ (z * dz + 0.5 * dz ** 2))
-            if g is not None:
-                change += float(g[take] @ step)
-            if change < 0 or size == 1:
-                break
-            batch = max(1, size // 4)
+        take, dz, change, size = _price_batch(terms, d, z, delta, gain, improving, batch)
         if change >= 0:
             break
         alt[take], d[take] = d[take], alt[take]
