@@ -159,3 +159,28 @@ def test_pretrained_benchmark_compares_re_rounded_plans_with_baselines_rounded_a
     assert set(verdicts) == {"nearest", "adaround"}
     assert not verdicts["nearest"]["better_than_uniform"] and verdicts["adaround"]["better_than_uniform"]
     assert verdicts["adaround"]["not_worse_than_hawq"]
+
+
+def test_search_benchmark_resamples_photos_when_one_cell_carries_them() -> None:
+    """MobileNetV2's one pretrained cell: its crops share photos, so the CI must resample photos (cluster bootstrap),
+    which is wider than the crop-level bootstrap when the difference sits in a few photos; several seeds' cells
+    keep the (seed, example) bootstrap."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("search_benchmark", ROOT / "benchmarks" / "search.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    photos = [str(i // 16) for i in range(128)]  # 8 photos x 16 crops
+    a = np.zeros(128)
+    a[:16] = 1.0  # the plan wins every crop of one photo and nothing else
+    cell = {"plans": {"x": {"outcomes": a}, "y": {"outcomes": np.zeros(128)}}}
+    crops = bench.compare([cell], "x", "y")
+    by_photo = bench.compare([{**cell, "clusters": photos}], "x", "y")
+    assert crops["estimate"] == pytest.approx(by_photo["estimate"]) == pytest.approx(0.125)
+    assert crops["verdict"] == "better"  # 16 independent-looking crops
+    assert by_photo["verdict"] == "tie" and by_photo["high"] - by_photo["low"] > crops["high"] - crops["low"]
+    two_seeds = bench.compare([{**cell, "clusters": photos}] * 2, "x", "y")
+    assert two_seeds["seeds"] == 2 and two_seeds["estimate"] == pytest.approx(0.125)
