@@ -23,14 +23,14 @@ def test_rows_quote_the_file_and_its_recipe(tmp_path) -> None:  # type: ignore[n
            "vs_hawq-v3": _ci(0.02), "vs_uniform": _ci(0.05), "plan_vs_hawq-v3": _ci(0.02)}
     path.write_text(json.dumps({"models": [{"model": "eval-efficientnet-lite0", "rows": [row]}],
                                 "recipe": {"drift_from_frozen": {}}}))
-    text = evaluation_section(path)
+    text = evaluation_section(path, more=())
     assert "run once on 1 pretrained model(s) outside the zoo" in text and "The run judged the frozen recipe." in text
     assert any(line.startswith("| eval-efficientnet-lite0 | 4 | 384 | - | - | - | - | +2.00 [+1.00, +3.00]")
                for line in text.splitlines())
     assert "| cluster bootstrap over 11 clusters (384 examples) |" in text
     path.write_text(json.dumps({"models": [{"model": "m", "rows": [row]}],
                                 "recipe": {"drift_from_frozen": {"cost_model": ["cet-upper", "cet"]}}}))
-    assert "differ from the frozen recipe in ['cost_model']: it does not judge it" in evaluation_section(path)
+    assert "differ from the frozen recipe in ['cost_model']: it does not judge it" in evaluation_section(path, more=())
 
 
 def test_objective_table_pairs_the_two_runs_by_example_and_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -66,7 +66,7 @@ def test_short_verdict_counts_each_cell(tmp_path) -> None:  # type: ignore[no-un
              "vs_uniform": _ci(0.3), "plan_vs_hawq-v3": _ci(0.0) | {"verdict": "tie"}, "plan_vs_uniform": None}
             for b, ci in ((3.0, _ci(0.02)), (4.0, worse))]
     path.write_text(json.dumps({"models": [{"model": "m", "rows": rows}], "recipe": {"drift_from_frozen": {}}}))
-    first = evaluation_section(path).splitlines()[0]
+    first = evaluation_section(path, more=()).splitlines()[0]
     assert "The default's dp plan: against HAWQ-V3 better in 1, tie in 0, worse in 1 of 2 cells" in first
     assert "against uniform precision better in 2, tie in 0, worse in 0 of 2 cells" in first
     assert "The plan `cetopt plan` ships: against HAWQ-V3 better in 0, tie in 2, worse in 0 of 2 cells." in first
