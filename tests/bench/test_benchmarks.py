@@ -184,3 +184,29 @@ def test_search_benchmark_resamples_photos_when_one_cell_carries_them() -> None:
     assert by_photo["verdict"] == "tie" and by_photo["high"] - by_photo["low"] > crops["high"] - crops["low"]
     two_seeds = bench.compare([{**cell, "clusters": photos}] * 2, "x", "y")
     assert two_seeds["seeds"] == 2 and two_seeds["estimate"] == pytest.approx(0.125)
+
+
+def test_search_benchmark_compares_each_row_with_the_best_single_backend_on_test() -> None:
+    """'At least every single backend's' is read strictly: each row is compared with the backend plan (dp's or
+    another backend's) that scores highest on test, and that plan's name is recorded."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("search_benchmark", ROOT / "benchmarks" / "search.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ones, zeros = np.ones(40), np.zeros(40)
+    half = np.r_[np.ones(20), np.zeros(20)]
+    cell = {"plans": {"dp": {"outcomes": half}, "backend:cet-upper/greedy": {"outcomes": ones},
+                      "backend:cet-upper/cvxpy": {"outcomes": zeros}, "pool": {"outcomes": half},
+                      "hawq-v3": {"outcomes": half}, "uniform": {"outcomes": zeros}, "evopress@400": {"outcomes": half}}}
+    assert bench.best_single_backend([cell]) == "backend:cet-upper/greedy"
+    rows = {r["plan"]: r for r in bench.summarise({"m": {"3": [cell]}}, ["dp", "pool", "hawq-v3", "uniform",
+                                                                            "evopress@400"])}
+    assert set(rows) == {"dp", "backend:cet-upper/cvxpy", "backend:cet-upper/greedy", "pool", "hawq-v3", "uniform",
+                         "evopress@400"}
+    assert rows["evopress@400"]["vs_best_backend"]["verdict"] == "worse"
+    assert rows["evopress@400"]["vs_best_backend"]["estimate"] == pytest.approx(-0.5)
+    assert rows["backend:cet-upper/greedy"]["vs_best_backend"] is None  # itself
