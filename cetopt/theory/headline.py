@@ -138,6 +138,16 @@ def first_drop(points: Sequence[BudgetPoint], fp_validation: float) -> int | Non
     return last
 
 
+def labelled(batches: Sequence[Any]) -> bool:
+    """True when there are batches and each is (inputs tensor, int64 labels of shape (n,)): what
+    :func:`_batches_accuracy` scores."""
+    import torch
+
+    return bool(batches) and all(
+        isinstance(b, (tuple, list)) and len(b) == 2 and isinstance(b[0], torch.Tensor)
+        and isinstance(b[1], torch.Tensor) and b[1].dtype == torch.int64 and b[1].dim() == 1 for b in batches)
+
+
 def _batches_accuracy(model: Any, batches: Sequence[Any]) -> float:
     """Accuracy (fraction) of a classifier on labelled (inputs, labels) batches, eval mode."""
     import torch
