@@ -65,12 +65,13 @@ def _seed_ci(s: dict[str, float]) -> str:
 def run_headline(model: str, settings: ClaimSettings, log: Log) -> ClaimResult:
     """CET's headline: the largest packed ratio at FP validation accuracy per seed (walk_budgets), judged by
     judge_headline."""
-    from cetopt.theory.headline import BUDGETS, NEARLY, judge_headline, walk_budgets
+    from cetopt.theory.headline import BUDGETS, FIDELITY_TOLERANCE, NEARLY, judge_headline, walk_budgets
 
     budgets = tuple(settings.budgets or BUDGETS)
     walks = seed_runs(model, settings.seeds, lambda spec, seed: walk_budgets(spec, budgets, model=model, seed=seed),
                       "headline", log)
     v = judge_headline(walks)
+    metric, tolerance = walks[0].metric, walks[0].tolerance
     rows = []
     for w in walks:
         p = None if w.chosen is None else w.points[w.chosen]
@@ -78,13 +79,25 @@ def run_headline(model: str, settings: ClaimSettings, log: Log) -> ClaimResult:
                      "-" if p is None else f"{p.budget_bits:g}", f"{w.chosen_ratio:.2f}",
                      "-" if p is None else percent(p.validation_accuracy), percent(w.chosen_test_accuracy),
                      ci_text(w.test_ci), f"{w.ceiling_ratio:.2f}"])
+    at_fp = (f"whose validation {metric} is >= FP32's" if not tolerance else
+             f"whose validation {metric} is >= FP32's less {tolerance:g} (a fidelity to FP32, where FP32 scores 1 "
+             "by definition, so no plan can be 'above' it: the tolerance is cetopt.theory.headline."
+             f"FIDELITY_TOLERANCE = {FIDELITY_TOLERANCE:g}, and the test comparison is against FP32 less it)")
     parts = [f"The default pipeline's dp plans at {len(budgets)} average-bits budgets ({max(budgets):g} down to "
-             f"{min(budgets):g}), each applied and measured; per seed the plan with the largest packed ratio whose "
-             f"validation accuracy is >= FP32's is chosen, then its test accuracy is compared with FP32's. "
-             f"'Nearly 11x' is read as >= {NEARLY:g}x. Chosen packed ratio over seeds {v.ratio_mean:.2f}x "
-             f"[{v.ratio_low:.2f}, {v.ratio_high:.2f}]; test accuracy vs FP32 {v.accuracy.describe()}.",
+             f"{min(budgets):g}), each applied and measured; per seed the plan with the largest packed ratio "
+             f"{at_fp} is chosen, then its test {metric} is compared with FP32's (paired by seed; per seed, a "
+             f"bootstrap over test examples, or over their sources when the model names them). 'Nearly 11x' is read "
+             f"as >= {NEARLY:g}x. Chosen packed ratio over seeds {v.ratio_mean:.2f}x [{v.ratio_low:.2f}, "
+             f"{v.ratio_high:.2f}]; test {metric} vs FP32{' less the tolerance' if tolerance else ''} "
+             f"{v.accuracy.describe()}.",
              markdown_table(["seed", "FP32 val %", "FP32 test %", "budget", "packed x", "val %", "test %",
-                             "test vs FP32, points (95% bootstrap CI)", "ceiling x"], rows)]
+                             "test vs FP32, points (95% bootstrap CI)", "ceiling x"], rows),
+             "Every plan of the walk (per seed: budget, average bits, packed ratio, validation and test "
+             f"{metric} in %):",
+             markdown_table(["seed", "budget", "avg bits", "packed x", "val %", "test %"],
+                            [[w.seed, f"{p.budget_bits:g}", f"{p.avg_bits:.3f}", f"{p.packed_ratio:.2f}",
+                              percent(p.validation_accuracy), percent(p.test_accuracy)] for w in walks
+                             for p in w.points])]
     return ClaimResult("headline", CLAIMS["headline"][0], v.verdict, v.reason,
                        _section("headline", v.verdict.value, v.reason, parts),
                        {"judgement": v.to_dict(), "budgets": list(budgets), "walks": [w.to_dict() for w in walks]})
@@ -150,16 +163,17 @@ RUNNERS: dict[str, Callable[[str, ClaimSettings, Log], ClaimResult]] = {
 
 
 def _headline_ready(model: str, seed: int) -> None:
-    """Refuse headline on a model whose spec has no labelled validation batches or per-example test outcomes."""
+    """Refuse headline, before anything is measured, on a model whose spec has nothing to pick a plan "at FP" by
+    (cetopt.theory.headline.walk_metric)."""
+    from cetopt.measure import Measurer
     from cetopt.modelspec import load_model_spec
-    from cetopt.theory.headline import labelled
+    from cetopt.theory.headline import walk_metric
 
     spec = load_model_spec(model, seed=seed)
-    if not labelled(spec.validation) or spec.test_outcomes is None:
-        raise ProblemError(f"headline picks its plan by accuracy on labelled validation batches ((inputs, int64 "
-                           f"labels)) and compares per-example test outcomes; {model}'s spec has "
-                           f"{'no per-example test outcomes' if labelled(spec.validation) else 'no such batches'}: "
-                           "drop headline, or give a classifier spec with both", field="--claims")
+    try:
+        walk_metric(spec, Measurer(spec).model_with({}))
+    except ProblemError as err:
+        raise ProblemError(f"headline cannot run on {model}: {err}; drop headline", field="--claims") from None
 
 
 def run_claims(model: str, outdir: str | os.PathLike[str], claims: Sequence[str], *,
