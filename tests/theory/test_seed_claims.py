@@ -134,3 +134,13 @@ def test_the_command_exits_2_naming_the_flag(tmp_path: Path, capsys, argv: list[
     assert main(["prove", "digits-mlp", *argv, "--out", str(tmp_path / "x")]) == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_headline_on_a_model_with_nothing_to_pick_by_exits_2(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """A user spec without validation batches: headline has nothing to choose its plan on (the test set never
+    chooses); the command names --claims and says to drop headline, before any plan is built."""
+    assert main(["prove", "test_cli_json:tiny", "--claims", "headline", "--seeds", "0", "--out",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--claims" in err and "no validation batches" in err and "drop headline" in err
+    assert not (tmp_path / "x").exists()
