@@ -28,183 +28,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+from cetopt.theory.xint_seeds import CLAIMS, CONFIDENCE, analyse, claim_verdicts, run_seed
 
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 SEEDS = (0, 1, 2, 3, 4)
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "seeds" / "fp-xint"
-CONFIDENCE = 0.95
 GENERATORS = ("benchmarks/fp_xint.py", "cetopt/quant/series.py", "cetopt/quant/basis.py", "cetopt/quant/abelian.py",
-              "cetopt/theory/xint.py")  # the code whose version the results record
+              "cetopt/theory/xint.py", "cetopt/theory/xint_seeds.py")  # the code whose version the results record
 TIE_POINTS = 0.5  # "at FP accuracy" in the convergence summary: within half a point on every seed
-
-
-def zoo_test_split(name: str, seed: int) -> tuple[Any, Any]:
-    """The labelled test set behind the zoo spec's ``evaluate`` (cetopt.zoo.specs): digits' stratified split of
-    the seed, MNIST-1D's fixed one."""
-    if name.startswith("digits-"):
-        from cetopt.zoo.digits import digits_split
-
-        split = digits_split(seed)
-    elif name == "mnist1d-resnet":
-        from cetopt.zoo.mnist1d_resnet import mnist1d_split
-
-        split = mnist1d_split()
-    else:
-        raise SystemExit(f"{name}: no labelled test split known to this benchmark (choose from {', '.join(MODELS)})")
-    return split.x_test, split.y_test
-
-
-def run_seed(name: str, seed: int, bits: Sequence[int], terms: Sequence[int]) -> dict[str, Any]:
-    import torch
-
-    from cetopt.quant.abelian import ADD, MUL, check_group_axioms
-    from cetopt.quant.basis import expand_model
-    from cetopt.theory.xint import measure_expansions
-    from cetopt.zoo.registry import load_zoo
-
-    spec = load_zoo(name, seed=seed)
-    x, y = zoo_test_split(name, seed)
-    start = time.perf_counter()
-    (fp_acc, fp_loss), points = measure_expansions(spec.model, x, y, bits=bits, terms=terms, layers=spec.layers,
-                                                    exclude=spec.exclude)
-    zoo_acc = float(spec.evaluate(spec.model)["accuracy"])  # the split above is the spec's own test set
-    if abs(zoo_acc - fp_acc) > 1e-6:
-        raise SystemExit(f"{name} seed {seed}: FP accuracy {fp_acc} here but {zoo_acc} in the zoo spec: the test "
-                         "split drifted from cetopt.zoo.specs")
-    e = expand_model(spec.model, max(bits), max(max(terms), 3), layers=spec.layers, exclude=spec.exclude)
-    tuples = [e.additive_tuple(k) for k in range(e.terms)]
-    units = [{n: torch.where(v == 0, torch.ones_like(v), v) for n, v in t.items()} for t in tuples]
-    axioms = [check_group_axioms(op, ts) for op, ts in ((ADD, tuples), (MUL, units))]
-    return {"model": name, "seed": seed, "fp_accuracy": fp_acc, "fp_loss": fp_loss, "n_test": int(len(y)),
-            "weights": spec.metadata.get("weights"), "seconds": time.perf_counter() - start,
-            "timing": time_granularities(spec.model, e, x), "points": [p.__dict__ for p in points],
-            "axioms": [{"op": c.op, "errors": c.errors, "tolerance": c.tolerance, "failed": list(c.failed)}
-                       for c in axioms]}
-
-
-def time_granularities(model: Any, expansion: Any, x: Any, repeats: int = 5) -> dict[str, float]:
-    """Median seconds of one test-set forward pass at each granularity, the calls interleaved (same process,
-    same threads): (a) tensor, (b) layer (K basis layers batched by vmap), (c) the K basis models batched by vmap
-    and (c) one basis model after another."""
-    import torch
-
-    from cetopt.quant.basis import layer_model, model_sum, tensor_model
-
-    tensor, layer = tensor_model(model, expansion), layer_model(model, expansion)
-    calls = {"tensor": lambda: tensor(x), "layer_batched": lambda: layer(x),
-             "model_batched": lambda: model_sum(model, expansion, x),
-             "model_sequential": lambda: model_sum(model, expansion, x, parallel=False)}
-    seconds: dict[str, list[float]] = {k: [] for k in calls}
-    with torch.no_grad():
-        for f in calls.values():  # warm-up
-            f()
-        for _ in range(repeats):
-            for k, f in calls.items():
-                t = time.perf_counter()
-                f()
-                seconds[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in seconds.items()} | {"terms": expansion.terms,
-                                                                    "bits": expansion.bits}
-
-
-def _fmt_ci(s: Any, scale: float = 100.0, digits: int = 2) -> str:
-    return f"{s.mean * scale:+.{digits}f} [{s.low * scale:+.{digits}f}, {s.high * scale:+.{digits}f}]"
-
-
-def _point(run: dict[str, Any], b: int, k: int) -> dict[str, Any]:
-    return next(p for p in run["points"] if p["bits"] == b and p["terms"] == k)
-
-
-def analyse(runs: list[dict[str, Any]], bits: Sequence[int], terms: Sequence[int]) -> dict[str, Any]:
-    """Verdicts and seed-level intervals from the per-seed runs."""
-    from cetopt.stats import paired_seed_ci, seed_summary
-    from cetopt.theory.report import Verdict
-    from cetopt.theory.xint import judge_above_fp, judge_convergence, judge_granularity
-
-    models = list(dict.fromkeys(r["model"] for r in runs))
-    out: dict[str, Any] = {"models": {}}
-    for m in models:
-        rs = sorted((r for r in runs if r["model"] == m), key=lambda r: r["seed"])
-        fp_acc = np.array([r["fp_accuracy"] for r in rs])
-        fp_loss = np.array([r["fp_loss"] for r in rs])
-        table, convergence, equal_bits, above = [], {}, [], {}
-        for b in bits:
-            seed_verdicts = []
-            for r in rs:
-                pts = [_point(r, b, k) for k in terms]
-                seed_verdicts.append(judge_convergence([p["max_rate"] for p in pts],
-                                                       [p["output_rel_error"] for p in pts])[0].value)
-            worst_rate = max(_point(r, b, k)["max_rate"] for r in rs for k in terms)
-            verdicts = set(seed_verdicts)
-            overall = ("fail" if "fail" in verdicts else "partial" if "partial" in verdicts else
-                       "inconclusive" if "inconclusive" in verdicts else "pass")
-            gap_k = {k: seed_summary(np.array([_point(r, b, k)["accuracy"] for r in rs]) - fp_acc) for k in terms}
-            convergence[b] = {"verdict": overall, "seed_verdicts": seed_verdicts, "worst_rate": worst_rate,
-                              "weight_rel_error": {k: float(np.mean([_point(r, b, k)["weight_rel_error"] for r in rs]))
-                                                   for k in terms},
-                              "output_rel_error": {k: float(np.mean([_point(r, b, k)["output_rel_error"] for r in rs]))
-                                                   for k in terms},
-                              "accuracy_minus_fp": {k: gap_k[k].__dict__ for k in terms},
-                              "max_abs_gap": {k: float(np.max(np.abs(np.array([_point(r, b, k)["accuracy"]
-                                                                                for r in rs]) - fp_acc)))
-                                              for k in terms}}
-            for k in terms:
-                acc = np.array([_point(r, b, k)["accuracy"] for r in rs])
-                loss = np.array([_point(r, b, k)["loss"] for r in rs])
-                csum = np.array([_point(r, b, k)["model_sum_accuracy"] for r in rs])
-                table.append({"bits": b, "terms": k, "bits_per_weight": b * k,
-                              "accuracy": seed_summary(acc).__dict__, "loss": seed_summary(loss).__dict__,
-                              "accuracy_minus_fp": seed_summary(acc - fp_acc).__dict__,
-                              "loss_minus_fp": seed_summary(loss - fp_loss).__dict__,
-                              "weight_rel_error": float(np.mean([_point(r, b, k)["weight_rel_error"] for r in rs])),
-                              "output_rel_error": float(np.mean([_point(r, b, k)["output_rel_error"] for r in rs])),
-                              "model_sum_rel_error": float(np.mean([_point(r, b, k)["model_sum_rel_error"]
-                                                                    for r in rs])),
-                              "model_sum_vs_first": float(np.mean([_point(r, b, k)["model_sum_vs_first"]
-                                                                   for r in rs])),
-                              "first_rel_error": float(np.mean([_point(r, b, 1)["output_rel_error"] for r in rs]))
-                              if 1 in terms else float("nan"),
-                              "model_sum_minus_tensor_accuracy": seed_summary(csum - acc).__dict__})
-                plain = [_point(r, b, k)["plain_accuracy"] for r in rs]
-                if k > 1 and all(p is not None for p in plain):
-                    plain_loss = np.array([_point(r, b, k)["plain_loss"] for r in rs])
-                    acc_ci, acc_v = paired_seed_ci(acc, np.array(plain), confidence=CONFIDENCE)
-                    loss_ci, loss_v = paired_seed_ci(loss, plain_loss, confidence=CONFIDENCE)
-                    equal_bits.append({"bits": b, "terms": k, "total_bits": b * k,
-                                       "series_accuracy": float(acc.mean()), "plain_accuracy": float(np.mean(plain)),
-                                       "accuracy_diff": acc_ci.__dict__, "accuracy_verdict": acc_v,
-                                       "loss_diff": loss_ci.__dict__, "loss_verdict": loss_v})
-        conf = 1 - (1 - CONFIDENCE) / len(terms)  # Bonferroni over the K tried
-        for k in terms:
-            diffs = np.array([_point(r, 4, k)["accuracy"] for r in rs]) - fp_acc if 4 in bits else np.array([])
-            if diffs.size:
-                v, s = judge_above_fp(diffs, confidence=conf)
-                above[k] = {"verdict": v.value, "diff": s.__dict__, "seeds_above": int((diffs > 0).sum()),
-                            "seeds_equal": int((diffs == 0).sum()), "per_seed": diffs.tolist()}
-        vs = {a["verdict"] for a in above.values()}
-        above_verdict = ("pass" if "pass" in vs else "fail" if vs == {"fail"} else "inconclusive") if vs else \
-            Verdict.INCONCLUSIVE.value
-        gran_v, gran_note = judge_granularity([p["layer_gap"] for r in rs for p in r["points"]],
-                                              [p["parallel_gap"] for r in rs for p in r["points"]])
-        axiom_failed = sorted({f"{a['op']}: {x}" for r in rs for a in r["axioms"] for x in a["failed"]})
-        axiom_worst = {op: max(max(a["errors"].values()) for r in rs for a in r["axioms"] if a["op"] == op)
-                       for op in ("AbelianAdd", "AbelianMul")}
-        timing = [r["timing"] for r in rs if "timing" in r]
-        conv_vs = {c["verdict"] for c in convergence.values()}
-        out["models"][m] = {
-            "seeds": [r["seed"] for r in rs], "n_test": rs[0]["n_test"], "weights": rs[0]["weights"],
-            "fp_accuracy": seed_summary(fp_acc).__dict__, "fp_loss": seed_summary(fp_loss).__dict__,
-            "table": table, "convergence": {str(b): c for b, c in convergence.items()},
-            "convergence_verdict": ("fail" if "fail" in conv_vs else "partial" if "partial" in conv_vs else
-                                    "inconclusive" if "inconclusive" in conv_vs else "pass"),
-            "equal_bits": equal_bits, "above_fp": {str(k): a for k, a in above.items()},
-            "above_fp_verdict": above_verdict, "above_fp_confidence": conf,
-            "granularity": {"verdict": gran_v.value, "note": gran_note},
-            "timing": ({k: float(np.median([t[k] for t in timing])) for k in timing[0]} if timing else None),
-            "axioms": {"verdict": "fail" if axiom_failed else "pass", "failed": axiom_failed,
-                       "worst_eps": axiom_worst}}
-    return out
 
 
 def _overall(values: list[str]) -> str:
@@ -224,15 +55,8 @@ def render(data: dict[str, Any]) -> str:
     res = data["analysis"]["models"]
     models = list(res)
     terms, bits = data["terms"], data["bits"]
-    claims = [
-        ("The expansion converges to the FP model (weights and outputs) as K grows",
-         [res[m]["convergence_verdict"] for m in models]),
-        ("AbelianAdd / AbelianMul between isomorphic basis models form Abelian groups",
-         [res[m]["axioms"]["verdict"] for m in models]),
-        ("Layer granularity = tensor granularity; the basis models run in parallel (batched) = their sequential sum",
-         [res[m]["granularity"]["verdict"] for m in models]),
-        ("4-bit above FP accuracy without calibration or fine-tuning", [res[m]["above_fp_verdict"] for m in models]),
-    ]
+    per_model = {m: claim_verdicts(res[m]) for m in models}
+    claims = [(claim, [per_model[m][i] for m in models]) for i, (claim, _) in enumerate(CLAIMS)]
     lines = [
         "# FP=xINT: low-bit series basis models (arXiv 2412.06865), reproduced on the zoo",
         f"Generated by `python benchmarks/fp_xint.py` ({data['seconds']:.0f} s, {data['threads']} threads, "

@@ -17,26 +17,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cetopt.theory.seed_claims import CLAIMS, ci_text as _ci, json_number, percent as _pts, seed_runs
+from cetopt.theory.seed_verdicts import overall_verdict as _overall
+
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-resnet")
 PARTS = ("headline", "llc", "lowrank")
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results" / "seeds"
 SCRIPT = "benchmarks/seeds_headline.py"
 # each part's generating code (recorded with its results)
-CODE = {"headline": (SCRIPT, "cetopt/theory/headline.py", "cetopt/theory/seed_verdicts.py"),
-        "llc": (SCRIPT, "cetopt/theory/llc_rank.py", "cetopt/theory/seed_verdicts.py"),
-        "lowrank": (SCRIPT, "cetopt/theory/lowrank_joint.py", "cetopt/theory/lowrank_fit.py",
-                    "cetopt/theory/seed_verdicts.py")}
-
-
-def _pts(x: float) -> str:
-    return f"{100 * x:.2f}"
-
-
-def _ci(entry: dict[str, float] | None) -> str:
-    if entry is None:
-        return "-"
-    return f"{100 * entry['estimate']:+.2f} [{100 * entry['low']:+.2f}, {100 * entry['high']:+.2f}]"
+CODE = {"headline": (SCRIPT, *CLAIMS["headline"][1], "cetopt/theory/seed_claims.py"),
+        "llc": (SCRIPT, *CLAIMS["llc-rank"][1], "cetopt/theory/seed_claims.py"),
+        "lowrank": (SCRIPT, *CLAIMS["lowrank"][1], "cetopt/theory/seed_claims.py")}
 
 
 def _provenance(part: str, seeds: Sequence[int], seconds: float, threads: int) -> dict[str, Any]:
@@ -53,39 +45,11 @@ def _write(out: Path, stem: str, text: str, data: dict[str, Any]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{stem}.md", text)
-    atomic_write_text(out / f"{stem}.json", json.dumps(data, indent=1, default=_json) + "\n")
-
-
-def _json(value: Any) -> Any:
-    """numpy scalars and infinities as JSON can hold them."""
-    import math
-
-    number = float(value)
-    return number if math.isfinite(number) else str(number)
-
-
-def _overall(verdicts: Sequence[str]) -> str:
-    """pass when every model passes, fail when any fails, inconclusive when every one is, else partial."""
-    if verdicts and all(v == "pass" for v in verdicts):
-        return "pass"
-    if any(v == "fail" for v in verdicts):
-        return "fail"
-    if verdicts and all(v == "inconclusive" for v in verdicts):
-        return "inconclusive"
-    return "partial"
+    atomic_write_text(out / f"{stem}.json", json.dumps(data, indent=1, default=json_number) + "\n")
 
 
 def _per_model(models: Sequence[str], seeds: Sequence[int], run: Callable[[Any, int], Any], label: str) -> dict[str, list[Any]]:
-    from cetopt.modelspec import load_model_spec
-
-    out: dict[str, list[Any]] = {}
-    for model in models:
-        out[model] = []
-        for seed in seeds:
-            start = time.perf_counter()
-            out[model].append(run(load_model_spec(model, seed=seed), seed))
-            print(f"{label}: {model} seed {seed} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return out
+    return {model: seed_runs(model, seeds, run, label, lambda line: print(line, flush=True)) for model in models}
 
 
 def _walks_from(path: Path) -> tuple[dict[str, list[Any]], float]:
@@ -327,11 +291,8 @@ def lowrank(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path
             fractions: Sequence[float] | None = None, rejudge: bool = False) -> None:
     import numpy as np
 
-    from cetopt.errors import ProblemError
-    from cetopt.modelspec import load_model_spec
     from cetopt.tables import markdown_table
-    from cetopt.theory.lowrank_joint import (FRACTIONS, LEARNING_RATE, SLACK, STEPS, VARIANTS, joint_seed_run,
-                                             judge_joint, svd_knapsack_problem)
+    from cetopt.theory.lowrank_joint import FRACTIONS, LEARNING_RATE, SLACK, STEPS, VARIANTS, joint_runs, judge_joint
     from cetopt.theory.seed_verdicts import MARGIN, Accuracy, seed_difference
 
     start = time.perf_counter()
@@ -345,18 +306,9 @@ def lowrank(models: Sequence[str], seeds: Sequence[int], threads: int, out: Path
         seeds = sorted({r.seed for rs in runs.values() for r in rs})
         fractions = tuple(dict.fromkeys(f for _, f in runs))
     for model in ([] if rejudge else models):
-        for seed in seeds:
-            spec = load_model_spec(model, seed=seed)
-            problem = svd_knapsack_problem(spec)  # one allocation problem per model and seed, every fraction
-            for fraction in fractions:
-                begin = time.perf_counter()
-                try:
-                    run = joint_seed_run(spec, fraction, seed=seed, knapsack_problem=problem)
-                except ProblemError as err:  # no layer saves storage at this fraction: recorded, not dropped
-                    skipped.append(f"{model} seed {seed} at rank fraction {fraction:g}: {err}")
-                    continue
-                runs.setdefault((model, fraction), []).append(run)
-                print(f"lowrank {fraction:g}: {model} seed {seed} ({time.perf_counter() - begin:.0f} s)", flush=True)
+        by_fraction, missed = joint_runs(model, seeds, fractions, log=lambda line: print(line, flush=True))
+        runs.update({(model, f): rs for f, rs in by_fraction.items()})
+        skipped += missed
     verdicts = {(m, f, v): judge_joint(rs, v) for (m, f), rs in runs.items() for v in VARIANTS}
     overall = _overall([v.verdict.value for v in verdicts.values()])
     summary = [[m, f"{f:g}", variant, f"**{v.verdict.value}**", f"{v.ratio_mean:.2f}", v.versus_svd.describe(),

@@ -65,7 +65,22 @@ def cmd_levels(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# prove's flags of the CET geometry checks (dest, flag): refused beside --claims, which runs other checks
+GEOMETRY_FLAGS = (("checks", "--checks"), ("table_bits", "--table-bits"), ("no_lossless_search", "--no-lossless-search"),
+                  ("k", "--k"), ("lanczos_iterations", "--lanczos-iterations"), ("dense_max", "--dense-max"),
+                  ("lossless_variants", "--lossless-variants"), ("fresh", "--fresh"))
+# prove's flags of the seed papers' claims (dest, flag): used only with --claims
+CLAIM_FLAGS = (("seeds", "--seeds"), ("budgets", "--budgets"), ("xint_bits", "--xint-bits"),
+               ("xint_terms", "--xint-terms"), ("fractions", "--fractions"))
+
+
 def cmd_prove(args: argparse.Namespace) -> int:
+    if args.claims is not None:
+        return _prove_claims(args)
+    given = [flag for dest, flag in CLAIM_FLAGS if getattr(args, dest) is not None]
+    if given:
+        raise ProblemError(f"{given[0]} sets up a seed paper's claim: add --claims (e.g. --claims "
+                           "xint,headline,llc-rank,lowrank) or drop it", field=given[0])
     from cetopt.theory.prove import CHECKS, ProveSettings, prove
 
     checks = int_list(args.checks, "--checks")
@@ -87,6 +102,37 @@ def cmd_prove(args: argparse.Namespace) -> int:
     emit(args, {"report": str(args.out / "report.md"), "results": str(args.out / "results.json"),
                 "checks": [{"number": c.number, "title": c.title, "verdict": c.verdict.value, "value": c.value}
                            for c in results]})
+    return EXIT_OK
+
+
+def _prove_claims(args: argparse.Namespace) -> int:
+    """``cetopt prove MODEL --claims ...``: the seed papers' claims over seeds (cetopt.theory.seed_claims). A fail
+    verdict is a result, written and printed, as the geometry checks' are (exit 0)."""
+    from cetopt.results.provenance import code_version
+    from cetopt.theory.seed_claim_runs import run_claims
+    from cetopt.theory.seed_claims import ClaimSettings, check_claims, claims_code
+
+    given = [flag for dest, flag in GEOMETRY_FLAGS if getattr(args, dest) != args.geometry_defaults[dest]]
+    if given:
+        raise ProblemError("sets up the CET geometry checks, which --claims does not run: drop it, or run the "
+                           "checks without --claims", field=given[0])
+    defaults = ClaimSettings()
+    settings = ClaimSettings(
+        seeds=tuple(int_list(args.seeds, "--seeds")) if args.seeds is not None else defaults.seeds,
+        budgets=tuple(float_list(args.budgets, "--budgets")) if args.budgets is not None else None,
+        bits=tuple(int_list(args.xint_bits, "--xint-bits")) if args.xint_bits is not None else defaults.bits,
+        terms=tuple(int_list(args.xint_terms, "--xint-terms")) if args.xint_terms is not None else defaults.terms,
+        fractions=tuple(float_list(args.fractions, "--fractions")) if args.fractions is not None else None)
+    claims = [c.strip() for c in args.claims.split(",") if c.strip()]
+    check_claims(args.model, claims, settings)  # before claims_code reads the names
+    results = run_claims(args.model, args.out, claims, settings=settings, log=lambda line: print(line, file=sys.stderr),
+                         provenance={"code_version": code_version(claims_code(claims))})
+    for r in results:
+        print(f"{r.name}: {r.verdict.value}: {r.reason}")
+    print(f"wrote {args.out / 'report.md'}")
+    emit(args, {"report": str(args.out / "report.md"), "results": str(args.out / "results.json"),
+                "claims": [{"name": r.name, "claim": r.claim, "verdict": r.verdict.value, "reason": r.reason}
+                           for r in results]})
     return EXIT_OK
 
 
@@ -140,4 +186,20 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--fresh", action="store_true", help="recompute every check and table row; by default a run "
                    "reads the finished parts of an earlier run with the same inputs from OUT/checkpoints, so a "
                    "stopped run resumes where it stopped")
-    p.set_defaults(func=cmd_prove)
+    _add_claim_flags(p)
+    p.set_defaults(func=cmd_prove, geometry_defaults={dest: p.get_default(dest) for dest, _ in GEOMETRY_FLAGS})
+
+
+def _add_claim_flags(parser: argparse.ArgumentParser) -> None:
+    """prove's flags of the seed papers' claims (:data:`CLAIM_FLAGS`)."""
+    claims = parser.add_argument_group("the seed papers' claims", "--claims runs these instead of the CET geometry "
+                                       "checks (cetopt.theory.seed_claims; the flags above are refused beside it): "
+                                       "over seeds, one verdict per claim in OUT/report.md and OUT/results.json")
+    claims.add_argument("--claims", metavar="NAME[,NAME...]", help="some of xint (FP=xINT), headline (CET's 11x at "
+                        "FP accuracy), llc-rank (LLC's automatic rank), lowrank (joint low-rank vs SVD)")
+    claims.add_argument("--seeds", help="the model's seeds, comma-separated (default 0,1,2,3,4: the zoo's shipped "
+                        "weights; a model outside the zoo takes one)")
+    claims.add_argument("--budgets", help="headline: average-bits budgets walked (default 8 down to 2 by 1/8)")
+    claims.add_argument("--xint-bits", help="xint: bit-widths expanded (default 2,3,4; 'above FP' needs 4)")
+    claims.add_argument("--xint-terms", help="xint: numbers of terms K (default 1,2,3,4)")
+    claims.add_argument("--fractions", help="lowrank: ranks as fractions of min(m, n) (default 0.5)")

@@ -21,7 +21,7 @@ ranks": allocation and optimisation together, as the paper combines them), again
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -268,3 +268,29 @@ def judge_joint(runs: Sequence[JointSeedRun], variant: str = "uniform ranks", *,
     return JointVerdict(model=model, fraction=fraction, variant=variant, verdict=verdict, n_seeds=len(runs),
                         ratio_mean=float(np.mean([getattr(r, ratio) for r in runs])), versus_svd=vs_svd,
                         versus_fp=vs_fp, improves=improves, reason=reason)
+
+
+def joint_runs(model: str, seeds: Sequence[int], fractions: Sequence[float] = FRACTIONS, *,
+               log: Callable[[str], None] = lambda _: None) -> tuple[dict[float, list[JointSeedRun]], list[str]]:
+    """:func:`joint_seed_run` of zoo model (or target) ``model`` at every seed and rank fraction: fraction -> the
+    seeds' runs, and the (seed, fraction) cells not run because no layer saves storage there (recorded, not
+    dropped). One knapsack problem per seed serves every fraction."""
+    import time
+
+    from cetopt.modelspec import load_model_spec
+
+    runs: dict[float, list[JointSeedRun]] = {}
+    skipped: list[str] = []
+    for seed in seeds:
+        spec = load_model_spec(model, seed=seed)
+        problem = svd_knapsack_problem(spec)
+        for fraction in fractions:
+            begin = time.perf_counter()
+            try:
+                run = joint_seed_run(spec, fraction, seed=seed, knapsack_problem=problem)
+            except ProblemError as err:
+                skipped.append(f"{model} seed {seed} at rank fraction {fraction:g}: {err}")
+                continue
+            runs.setdefault(float(fraction), []).append(run)
+            log(f"lowrank {fraction:g}: {model} seed {seed} ({time.perf_counter() - begin:.0f} s)")
+    return runs, skipped

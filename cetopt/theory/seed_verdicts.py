@@ -101,3 +101,15 @@ def verdict_dict(result: Any, differences: Sequence[str] = ("accuracy",)) -> dic
     for key in differences:
         out[key] = {**asdict(getattr(result, key)), "outcome": getattr(result, key).outcome.value}
     return out
+
+
+def overall_verdict(verdicts: Sequence[str]) -> str:
+    """Several verdicts (words) in one: pass when every one passes, fail when any fails, inconclusive when every
+    one is (or there are none), else partial."""
+    if verdicts and all(v == "pass" for v in verdicts):
+        return "pass"
+    if any(v == "fail" for v in verdicts):
+        return "fail"
+    if all(v == "inconclusive" for v in verdicts):
+        return "inconclusive"
+    return "partial"

@@ -105,3 +105,113 @@ def test_a_real_walk_with_a_one_example_validation_set_fails() -> None:
     assert verdict.verdict is Verdict.FAIL
     assert verdict.accuracy.high < 0
     assert verdict.ratio_mean == pytest.approx(np.mean([w.points[1].packed_ratio for w in walks]))
+
+
+def _agreement_spec() -> object:
+    """A 10-16-4 MLP whose batches are labelled by its own FP32 top-1 and whose metric is top-1 agreement with
+    FP32 (MobileNetV2's form): FP32 scores 1 by definition."""
+    from torch import nn
+
+    from cetopt.modelspec import ModelSpec
+    from cetopt.zoo.specs import ce_loss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(384, 10)
+    with torch.no_grad():
+        top1 = model(x).argmax(dim=1)
+    cal, val, test = (slice(0, 128), slice(128, 256), slice(256, 384))
+
+    def agreement(m: nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return (m(x[test]).argmax(dim=1) == top1[test]).double().numpy()
+
+    return ModelSpec(name="agree", model=model, calibration=[(x[cal], top1[cal])], loss_fn=ce_loss,
+                     evaluate=lambda m: {"top1_agreement": float(agreement(m).mean())}, test_outcomes=agreement,
+                     validation=[(x[val], top1[val])])
+
+
+def test_a_fidelity_metric_is_walked_within_its_tolerance() -> None:
+    """With agreement as the metric no plan can beat FP32's 1.0: the walk keeps plans within FIDELITY_TOLERANCE of
+    it, and the chosen plan is the largest ratio whose validation agreement (recomputed here) is >= 1 - tolerance."""
+    from cetopt.measure import Measurer
+    from cetopt.theory.headline import FIDELITY_TOLERANCE, walk_metric
+
+    torch.set_num_threads(1)
+    spec = _agreement_spec()
+    metric = walk_metric(spec, Measurer(spec).model_with({}))
+    assert (metric.name, metric.validation, metric.tolerance) == ("top1_agreement", "labels", FIDELITY_TOLERANCE)
+    walk = walk_budgets(spec, (8.0, 6.0, 4.0, 3.0, 2.0))
+    assert walk.fp_validation_accuracy == 1.0 and walk.fp_test_accuracy == 1.0
+    assert walk.metric == "top1_agreement" and walk.tolerance == FIDELITY_TOLERANCE
+    keeping = [i for i, p in enumerate(walk.points) if p.validation_accuracy >= 1.0 - FIDELITY_TOLERANCE]
+    assert walk.chosen == max(keeping, key=lambda i: walk.points[i].packed_ratio)
+    assert any(p.validation_accuracy < 1.0 for p in walk.points)  # the grid reaches plans that disagree
+    # the judge compares test agreement with FP32's less the tolerance: plans 3 points below FP32 keep "FP"
+    held = [dataclasses.replace(_walk(s, 12, 0.97 + 0.001 * s, fp_test=1.0), tolerance=FIDELITY_TOLERANCE,
+                                metric="top1_agreement") for s in range(5)]
+    assert judge_headline(held).verdict is Verdict.PASS
+    far = [dataclasses.replace(w, points=(_point(12, 1.0, 0.85 + 0.001 * w.seed), w.points[1])) for w in held]
+    assert judge_headline(far).verdict is Verdict.FAIL  # 15 points below: past the tolerance and the margin
+
+
+def test_a_task_metric_keeps_the_old_rule() -> None:
+    """A zoo classifier is walked by accuracy with no tolerance, its per-seed CI over examples (no clusters)."""
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import load_model_spec
+    from cetopt.theory.headline import walk_metric
+
+    spec = load_model_spec("digits-mlp", seed=0)
+    metric = walk_metric(spec, Measurer(spec).model_with({}))
+    assert (metric.name, metric.validation, metric.tolerance) == ("accuracy", "labels", 0.0)
+    assert spec.test_clusters is None  # so spec.paired_ci is the example-level bootstrap the walk used before
+
+
+def test_unlabelled_validation_of_a_task_metric_is_refused() -> None:
+    from cetopt.errors import ProblemError
+    from cetopt.theory.headline import walk_metric
+
+    spec = dataclasses.replace(_agreement_spec(), evaluate=lambda m: {"mse": 0.0})
+    spec = dataclasses.replace(spec, validation=[torch.randn(8, 10)])
+    with pytest.raises(ProblemError, match="not a fidelity") as err:
+        walk_metric(spec, spec.model)
+    assert err.value.field == "validation"
+
+
+def test_unlabelled_fidelity_specs_are_scored_by_agreement_or_cosine() -> None:
+    """An inputs-only spec (bound to the fidelity objective) is scored by agreement with FP32 on its validation
+    batches; a MiniLM-like spec (own 1 - cosine loss, cosine metric) by 1 - its loss, the mean cosine. FP32 scores
+    1 on both, and a perturbed model scores what an independent computation gives."""
+    from torch import nn
+
+    from cetopt.measure import Measurer
+    from cetopt.modelspec import ModelSpec
+    from cetopt.theory.headline import FIDELITY_TOLERANCE, walk_metric
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(96, 6)
+    bound = ModelSpec(name="bound", model=model, calibration=[x[:32]], validation=[x[32:64]], test=[x[64:]])
+    metric = walk_metric(bound, Measurer(bound).model_with({}))
+    assert (metric.name, metric.validation, metric.tolerance) == ("agreement", "fidelity", FIDELITY_TOLERANCE)
+    assert metric.score(bound, model) == 1.0
+    other = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        expected = float((other(x[32:64]).argmax(1) == model(x[32:64]).argmax(1)).double().mean())
+    assert metric.score(bound, other) == pytest.approx(expected)
+
+    def embed(m: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(m(inputs), dim=1)
+
+    with torch.no_grad():
+        targets = [embed(model, x[i:i + 32]) for i in (0, 32, 64)]
+    cosine = ModelSpec(name="cos", model=model, calibration=[(x[:32], targets[0])],
+                       loss_fn=lambda m, b: (1.0 - (embed(m, b[0]) * b[1]).sum(dim=1)).mean(),
+                       evaluate=lambda m: {"cosine_mean": 1.0}, test_outcomes=lambda m: np.ones(32),
+                       validation=[(x[32:64], targets[1])])
+    metric = walk_metric(cosine, model)
+    assert (metric.name, metric.validation) == ("cosine_mean", "cosine loss")
+    assert metric.score(cosine, model) == pytest.approx(1.0)
+    with torch.no_grad():
+        expected = float((embed(other, x[32:64]) * targets[1]).sum(dim=1).mean())
+    assert metric.score(cosine, other) == pytest.approx(expected)

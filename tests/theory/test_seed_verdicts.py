@@ -45,3 +45,13 @@ def test_outcome_never_holds_when_the_whole_interval_is_below_the_margin(centre:
         assert outcome is Accuracy.DROP
     if outcome is Accuracy.HELD:
         assert high >= 0 and low >= -MARGIN
+
+
+def test_overall_verdict_fails_on_any_fail_and_passes_only_on_all() -> None:
+    from cetopt.theory.seed_verdicts import overall_verdict
+
+    assert overall_verdict(["pass", "pass"]) == "pass"
+    assert overall_verdict(["pass", "fail", "inconclusive"]) == "fail"
+    assert overall_verdict(["inconclusive", "inconclusive"]) == "inconclusive"
+    assert overall_verdict(["pass", "inconclusive"]) == "partial"
+    assert overall_verdict([]) == "inconclusive"  # nothing judged is never a pass
