@@ -57,6 +57,8 @@ results: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite0.py:spec --threads 2 --out benchmarks/results/evaluation-check
 	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite0.py:spec --objective fidelity --threads 2 --out benchmarks/results/evaluation-check-fidelity
 	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/user_check.py --targets benchmarks/user_models/efficientnet_lite2.py:spec --threads 2 --out benchmarks/results/evaluation-check-lite2
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/search.py --models digits-mlp,digits-cnn,mnist1d-resnet --seeds 0,1,2,3,4 --threads 2
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/search.py --models minilm,mobilenetv2 --avg-bits 3,4 --strategies evopress --budgets 400,2000 --threads 2 --out benchmarks/results/search-pretrained/search
 	$(BIN)/python -m cetopt.results.interpretation
 	$(BIN)/python -m cetopt.results
 
