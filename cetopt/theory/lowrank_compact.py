@@ -178,9 +178,10 @@ def compact_walk(spec: "ModelSpec", fractions: Sequence[float] = FRACTIONS, *, m
                  seed: int = 0, criterion: str = "accuracy", refine: int = REFINE,
                  fit_options: dict[str, Any] | None = None) -> CompactWalk:
     """Walk ``fractions`` (largest first) with truncated SVD and optimised factors (``fit_options``: steps, lr,
-    slack of :func:`fit_factors`), measured on validation and test; then, per method, ``refine`` bisection steps
-    between its smallest lossless fraction (or the largest one that factorises nothing) and the next measured
-    fraction below; each method's smallest lossless model chosen on validation (:func:`choose`).
+    slack of :func:`fit_factors`), measured on validation and test; then, per method and criterion (so the other
+    criterion's reading has its own boundary too), ``refine`` bisection steps between its smallest lossless
+    fraction (or the largest one that factorises nothing) and the next measured fraction below; each method's
+    smallest lossless model under ``criterion`` chosen on validation (:func:`choose`).
 
     Raises:
         ProblemError: no validation batches or per-example test outcomes, an unknown criterion, no fraction.
@@ -213,9 +214,9 @@ def compact_walk(spec: "ModelSpec", fractions: Sequence[float] = FRACTIONS, *, m
 
     for fraction in sorted((float(f) for f in fractions), reverse=True):
         at(fraction)
-    for method in METHODS:
+    for method, rule in ((m, c) for m in METHODS for c in CRITERIA):  # each reading bisects its own boundary
         points = sorted((p for p, _ in measured.values()), key=lambda p: -p.fraction)
-        index = choose(points, method, measure.fp_val, criterion)
+        index = choose(points, method, measure.fp_val, rule)
         high = points[index].fraction if index is not None else min(
             (f for f in skipped if not points or f > points[0].fraction), default=1.0)
         below = [p.fraction for p in points if p.fraction < high]
@@ -223,7 +224,7 @@ def compact_walk(spec: "ModelSpec", fractions: Sequence[float] = FRACTIONS, *, m
         for _ in range(refine if low is not None else 0):
             mid = round((high + low) / 2, 6)
             point = at(mid)
-            if point is None or is_lossless(point, method, measure.fp_val, criterion):
+            if point is None or is_lossless(point, method, measure.fp_val, rule):
                 high = mid
             else:
                 low = mid
