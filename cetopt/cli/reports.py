@@ -196,10 +196,12 @@ def _add_claim_flags(parser: argparse.ArgumentParser) -> None:
                                        "checks (cetopt.theory.seed_claims; the flags above are refused beside it): "
                                        "over seeds, one verdict per claim in OUT/report.md and OUT/results.json")
     claims.add_argument("--claims", metavar="NAME[,NAME...]", help="some of xint (FP=xINT), headline (CET's 11x at "
-                        "FP accuracy), llc-rank (LLC's automatic rank), lowrank (joint low-rank vs SVD)")
+                        "FP accuracy), llc-rank (LLC's automatic rank), lowrank (joint low-rank vs SVD at equal rank), "
+                        "lowrank-compact (joint low-rank's smallest lossless model vs SVD's)")
     claims.add_argument("--seeds", help="the model's seeds, comma-separated (default 0,1,2,3,4: the zoo's shipped "
                         "weights; a model outside the zoo takes one)")
     claims.add_argument("--budgets", help="headline: average-bits budgets walked (default 8 down to 2 by 1/8)")
     claims.add_argument("--xint-bits", help="xint: bit-widths expanded (default 2,3,4; 'above FP' needs 4)")
     claims.add_argument("--xint-terms", help="xint: numbers of terms K (default 1,2,3,4)")
-    claims.add_argument("--fractions", help="lowrank: ranks as fractions of min(m, n) (default 0.5)")
+    claims.add_argument("--fractions", help="lowrank, lowrank-compact: ranks as fractions of min(m, n) (default 0.5; "
+                        "lowrank-compact: 0.9 down to 0.3 by 0.1, bisected between them)")

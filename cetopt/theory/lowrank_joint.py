@@ -70,6 +70,16 @@ def layer_storage_bits(spec: "ModelSpec", ranks: Mapping[str, int]) -> float:
     return total
 
 
+def packed_ratio(spec: "ModelSpec", ranks: Mapping[str, int]) -> float:
+    """FP32 size / packed size of the whole model (cetopt.quant.pack) when the layers in ``ranks`` are float32
+    factors at those ranks and everything else is kept as it is."""
+    from cetopt.quant.pack import model_packed_size
+    from cetopt.quant.plan import LayerChoice, Plan
+
+    plan = Plan(layers={n: LayerChoice(bits=FLOAT_BITS, rank=r) for n, r in ranks.items()})
+    return float(model_packed_size(spec.model, plan).ratio)
+
+
 def svd_knapsack_problem(spec: "ModelSpec") -> "BuiltProblem":
     """cetopt's low-rank allocation problem of ``spec``: every storage-saving truncated-SVD rank of every layer (float
     factors) as a candidate priced by g.d + 1/2 d'Hd (cost model ``cet``, exact Hessian-vector products)."""
@@ -154,8 +164,6 @@ def joint_seed_run(spec: "ModelSpec", fraction: float, *, model: str | None = No
     from cetopt.measure import Measurer
     from cetopt.quant.lowrank import low_rank
     from cetopt.curvature.layers import layer_weight
-    from cetopt.quant.pack import model_packed_size
-    from cetopt.quant.plan import LayerChoice, Plan
 
     if spec.test_outcomes is None:
         raise ProblemError(f"{spec.name} has no per-example test outcomes (ModelSpec.test_outcomes)",
@@ -176,17 +184,13 @@ def joint_seed_run(spec: "ModelSpec", fraction: float, *, model: str | None = No
     m_kj = measurer.measure(knapsack_joint, outcomes=True, validation=False)
     o_svd, o_joint, o_knap, o_kj = (np.asarray(m.outcomes, dtype=np.float64) for m in (m_svd, m_joint, m_knap, m_kj))
 
-    def ratio(plan_ranks: Mapping[str, int]) -> float:
-        plan = Plan(layers={n: LayerChoice(bits=FLOAT_BITS, rank=r) for n, r in plan_ranks.items()})
-        return float(model_packed_size(spec.model, plan).ratio)
-
     return JointSeedRun(model=model or spec.name, seed=seed, fraction=fraction, ranks=ranks,
-                        packed_ratio=ratio(ranks), fit=fit,
+                        packed_ratio=packed_ratio(spec, ranks), fit=fit,
                         fp_test=float(fp.mean()), svd_test=float(o_svd.mean()), joint_test=float(o_joint.mean()),
                         svd_val_dloss=m_svd.validation_dloss, joint_val_dloss=m_joint.validation_dloss,
                         joint_vs_svd=ci_dict(example_ci(o_joint, o_svd, seed=seed)),
                         joint_vs_fp=ci_dict(example_ci(o_joint, fp, seed=seed)), knapsack_ranks=knapsack_ranks,
-                        knapsack_ratio=ratio(knapsack_ranks), knapsack_test=float(o_knap.mean()),
+                        knapsack_ratio=packed_ratio(spec, knapsack_ranks), knapsack_test=float(o_knap.mean()),
                         knapsack_val_dloss=m_knap.validation_dloss,
                         joint_vs_knapsack=ci_dict(example_ci(o_joint, o_knap, seed=seed)),
                         knapsack_joint_test=float(o_kj.mean()),

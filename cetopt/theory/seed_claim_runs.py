@@ -157,8 +157,31 @@ def run_lowrank(model: str, settings: ClaimSettings, log: Log) -> ClaimResult:
                         "fractions": list(fractions), "skipped": skipped})
 
 
+def run_compact(model: str, settings: ClaimSettings, log: Log) -> ClaimResult:
+    """Joint low-rank's compact form per seed (compact_walk: the smallest model lossless on validation, optimised
+    factors and truncated SVD each), judged by judge_compact under the walks' criterion (validation accuracy)."""
+    from cetopt.theory.lowrank_compact import FRACTIONS, compact_walk, judge_compact
+
+    fractions = tuple(settings.fractions or FRACTIONS)
+    walks = seed_runs(model, settings.seeds, lambda spec, seed: compact_walk(spec, fractions, model=model, seed=seed),
+                      "lowrank-compact", log)
+    v = judge_compact(walks)
+    rows = [[w.seed, percent(w.fp_test), f"{w.ratio('joint'):.3f}", f"{w.ratio('svd'):.3f}",
+             ci_text(w.joint_vs_fp), ci_text(w.svd_vs_fp)] for w in walks]
+    parts = [f"Rank fractions {', '.join(f'{f:g}' for f in fractions)} (bisected between the grid points); per seed "
+             "and method the largest packed ratio whose validation accuracy is >= FP32's, its test accuracy against "
+             "FP32's (paired bootstrap over test examples).",
+             markdown_table(["seed", "FP32 test %", "optimised packed x", "SVD packed x",
+                             "optimised vs FP32, points (95% bootstrap)", "SVD vs FP32, points (95% bootstrap)"],
+                            rows)]
+    return ClaimResult("lowrank-compact", CLAIMS["lowrank-compact"][0], v.verdict, v.reason,
+                       _section("lowrank-compact", v.verdict.value, v.reason, parts),
+                       {"verdict": v.to_dict(), "walks": [w.to_dict() for w in walks], "fractions": list(fractions)})
+
+
 RUNNERS: dict[str, Callable[[str, ClaimSettings, Log], ClaimResult]] = {
-    "xint": run_xint, "headline": run_headline, "llc-rank": run_llc, "lowrank": run_lowrank}
+    "xint": run_xint, "headline": run_headline, "llc-rank": run_llc, "lowrank": run_lowrank,
+    "lowrank-compact": run_compact}
 
 
 

@@ -6,7 +6,9 @@
 - ``llc-rank``: LLC (arXiv 2412.06868): automatic per-layer rank inside the lossless neighbourhood
   (cetopt.theory.llc_rank);
 - ``lowrank``: joint low-rank (arXiv 2412.06867): factors optimised for the loss vs truncated SVD
-  (cetopt.theory.lowrank_joint).
+  (cetopt.theory.lowrank_joint);
+- ``lowrank-compact``: its compact form: the smallest model lossless on validation, optimised factors vs truncated
+  SVD (cetopt.theory.lowrank_compact).
 
 Each runs the same measuring and judging functions as benchmarks/fp_xint.py and benchmarks/seeds_headline.py
 (which report several models at once) and gives one verdict per claim; cetopt.theory.seed_claim_runs.run_claims
@@ -36,6 +38,11 @@ CLAIMS: dict[str, tuple[str, tuple[str, ...]]] = {
                  ("cetopt/theory/llc_rank.py", "cetopt/theory/seed_verdicts.py")),
     "lowrank": ("Joint low-rank: factors optimised for the loss beat truncated SVD at equal size, at FP accuracy",
                 ("cetopt/theory/lowrank_joint.py", "cetopt/theory/lowrank_fit.py", "cetopt/theory/seed_verdicts.py")),
+    "lowrank-compact": ("Joint low-rank, compact form: the smallest model whose optimised factors stay lossless is "
+                        "smaller than truncated SVD's and keeps FP accuracy",
+                        ("cetopt/theory/lowrank_compact.py", "cetopt/theory/lowrank_joint.py",
+                         "cetopt/theory/lowrank_fit.py", "cetopt/theory/headline.py",
+                         "cetopt/theory/seed_verdicts.py")),
 }
 
 
@@ -47,7 +54,8 @@ class ClaimSettings:
         seeds: the model's seeds (the zoo ships 0-4); the verdicts pair compressed and FP32 by seed.
         budgets: headline: the average-bits budgets walked (None: cetopt.theory.headline.BUDGETS, 8 to 2 by 1/8).
         bits, terms: xint: the bit-widths and numbers of terms K expanded (4 bits is needed for "above FP").
-        fractions: lowrank: ranks as fractions of min(m, n) (None: cetopt.theory.lowrank_joint.FRACTIONS).
+        fractions: lowrank, lowrank-compact: ranks as fractions of min(m, n) (None: each claim's own grid,
+            cetopt.theory.lowrank_joint.FRACTIONS / cetopt.theory.lowrank_compact.FRACTIONS).
     """
 
     seeds: tuple[int, ...] = SEEDS

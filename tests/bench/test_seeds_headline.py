@@ -58,3 +58,14 @@ def test_rejudge_reads_back_the_joint_runs(script) -> None:  # noqa: ANN001
     flat = [r for rs in runs.values() for r in rs]
     assert len(flat) == sum(len(v) for v in saved["runs"].values())
     assert [json.loads(json.dumps(r.to_dict())) for r in flat] == [e for v in saved["runs"].values() for e in v]
+
+
+def test_rejudge_reads_back_the_compact_walks(script) -> None:  # noqa: ANN001
+    path = SEEDS / "lowrank-compact.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not generated")
+    walks, seconds = script._compact_walks_from(path)
+    saved = json.loads(path.read_text())
+    assert seconds == saved["seconds"]
+    for model, items in walks.items():
+        assert [json.loads(json.dumps(w.to_dict())) for w in items] == saved["walks"][model]

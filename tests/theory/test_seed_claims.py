@@ -144,3 +144,23 @@ def test_headline_on_a_model_with_nothing_to_pick_by_exits_2(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "--claims" in err and "no validation batches" in err and "drop headline" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_compact_form_runs_as_a_claim_and_its_verdict_is_its_walks_judged_again(tmp_path: Path) -> None:
+    """`--claims lowrank-compact` writes the walks it measured; judging them again gives the verdict it printed."""
+    from dataclasses import fields
+
+    from cetopt.theory.lowrank_compact import CompactPoint, CompactWalk, judge_compact
+
+    out = tmp_path / "compact"
+    code = main(["--threads", "1", "prove", "digits-mlp", "--claims", "lowrank-compact", "--seeds", "0,1",
+                 "--fractions", "0.8,0.4", "--out", str(out)])
+    assert code == 0
+    claim = json.loads((out / "results.json").read_text())["claims"]["lowrank-compact"]
+    assert claim["fractions"] == [0.8, 0.4] and [w["seed"] for w in claim["walks"]] == [0, 1]
+    names = {f.name for f in fields(CompactWalk)}
+    walks = [CompactWalk(**{**{k: v for k, v in w.items() if k in names}, "skipped": tuple(w["skipped"]),
+                            "points": tuple(CompactPoint(**p) for p in w["points"])}) for w in claim["walks"]]
+    again = judge_compact(walks)
+    assert claim["verdict"]["verdict"] == again.verdict.value and claim["verdict"]["n_seeds"] == 2
+    assert f"## lowrank-compact: {again.verdict.value}" in (out / "report.md").read_text()
