@@ -28,8 +28,8 @@ from cetopt.errors import ProblemError
 from cetopt.theory.lowrank_fit import fit_factors
 from cetopt.theory.lowrank_joint import packed_ratio, ranks_at
 from cetopt.theory.report import Verdict
-from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference,
-                                         verdict_dict)
+from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, graded_verdict,
+                                         seed_difference, verdict_dict)
 
 if TYPE_CHECKING:
     from cetopt.modelspec import ModelSpec
@@ -321,14 +321,9 @@ def judge_compact(walks: Sequence[CompactWalk], criterion: str | None = None, *,
         verdict = Verdict.FAIL
         reason = ("truncated SVD's lossless model is smaller: " if larger else
                   "the chosen model loses test accuracy: ") + where
-    elif smaller and held:
-        verdict, reason = Verdict.PASS, f"smaller than SVD's lossless model and at FP test accuracy: {where}"
-    elif smaller or held:
-        verdict = Verdict.PARTIAL
-        reason = (f"smaller than SVD's lossless model, but FP test accuracy not shown: {where}" if smaller else
-                  f"at FP test accuracy, but not significantly smaller than SVD's lossless model: {where}")
     else:
-        verdict, reason = Verdict.INCONCLUSIVE, f"neither a size gain nor a loss established: {where}"
+        verdict, reason = graded_verdict(smaller, held, "smaller than SVD's lossless model",
+                                         "not significantly smaller than SVD's lossless model", where)
     return CompactVerdict(model=models[0], criterion=criterion, verdict=verdict, n_seeds=len(walks), found=found,
                           joint_ratio_mean=float(np.mean(joint)), svd_ratio_mean=float(np.mean(svd)),
                           size_gain=gain.mean, size_gain_low=float(gain.low), size_gain_high=float(gain.high),

@@ -29,8 +29,8 @@ from cetopt.errors import ProblemError
 from cetopt.theory.lowrank_fit import (LEARNING_RATE, SLACK, STEPS, FactorFit, JointFit,  # noqa: F401  (re-exported)
                                        fit_factors)
 from cetopt.theory.report import Verdict
-from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, seed_difference,
-                                         verdict_dict)
+from cetopt.theory.seed_verdicts import (MARGIN, Accuracy, SeedDifference, ci_dict, example_ci, graded_verdict,
+                                         seed_difference, verdict_dict)
 
 if TYPE_CHECKING:
     import torch
@@ -261,14 +261,9 @@ def judge_joint(runs: Sequence[JointSeedRun], variant: str = "uniform ranks", *,
         verdict = Verdict.FAIL
         reason = ("the optimised factors are worse than truncated SVD: " if worse else
                   "no gain over truncated SVD and accuracy lost vs FP32: ") + where
-    elif improves and held:
-        verdict, reason = Verdict.PASS, f"better than truncated SVD at equal size and at FP accuracy: {where}"
-    elif improves or held:
-        verdict = Verdict.PARTIAL
-        reason = (f"better than truncated SVD, but not at FP accuracy: {where}" if improves else
-                  f"at FP accuracy, but no significant gain over truncated SVD: {where}")
     else:
-        verdict, reason = Verdict.INCONCLUSIVE, f"neither gain nor loss established: {where}"
+        verdict, reason = graded_verdict(improves, held, "better than truncated SVD at equal size",
+                                         "no significant gain over truncated SVD", where)
     return JointVerdict(model=model, fraction=fraction, variant=variant, verdict=verdict, n_seeds=len(runs),
                         ratio_mean=float(np.mean([getattr(r, ratio) for r in runs])), versus_svd=vs_svd,
                         versus_fp=vs_fp, improves=improves, reason=reason)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cetopt.stats import PairedCI, paired_bootstrap_ci, seed_summary
+from cetopt.theory.report import Verdict
 
 # a drop of at most one accuracy point still counts as "at FP accuracy" when it is the worst the interval allows;
 # below it the claim of no loss is refuted (the zoo test sets have 360-5000 examples: one point is 4-50 examples)
@@ -101,6 +102,19 @@ def verdict_dict(result: Any, differences: Sequence[str] = ("accuracy",)) -> dic
     for key in differences:
         out[key] = {**asdict(getattr(result, key)), "outcome": getattr(result, key).outcome.value}
     return out
+
+
+def graded_verdict(gained: bool, held: bool, gain: str, no_gain: str, where: str) -> tuple[Verdict, str]:
+    """The verdict of a claim with two parts, a gain over a baseline and FP accuracy kept, once every failing case
+    has been ruled out: pass when both are established, partial when one is, inconclusive when neither. ``gain`` /
+    ``no_gain``: the gain said as established / as not established; ``where``: the numbers, appended."""
+    if gained and held:
+        return Verdict.PASS, f"{gain} and at FP accuracy: {where}"
+    if gained:
+        return Verdict.PARTIAL, f"{gain}, but not at FP accuracy: {where}"
+    if held:
+        return Verdict.PARTIAL, f"at FP accuracy, but {no_gain}: {where}"
+    return Verdict.INCONCLUSIVE, f"neither a gain nor a loss established: {where}"
 
 
 def overall_verdict(verdicts: Sequence[str]) -> str:

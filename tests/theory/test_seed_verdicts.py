@@ -55,3 +55,15 @@ def test_overall_verdict_fails_on_any_fail_and_passes_only_on_all() -> None:
     assert overall_verdict(["inconclusive", "inconclusive"]) == "inconclusive"
     assert overall_verdict(["pass", "inconclusive"]) == "partial"
     assert overall_verdict([]) == "inconclusive"  # nothing judged is never a pass
+
+
+def test_graded_verdict_passes_both_parts_and_grades_one_or_none() -> None:
+    from cetopt.theory.report import Verdict
+    from cetopt.theory.seed_verdicts import graded_verdict
+
+    assert graded_verdict(True, True, "smaller", "not smaller", "x")[0] is Verdict.PASS
+    assert graded_verdict(True, False, "smaller", "not smaller", "x") == (Verdict.PARTIAL,
+                                                                         "smaller, but not at FP accuracy: x")
+    assert graded_verdict(False, True, "smaller", "not smaller", "x") == (Verdict.PARTIAL,
+                                                                         "at FP accuracy, but not smaller: x")
+    assert graded_verdict(False, False, "smaller", "not smaller", "x")[0] is Verdict.INCONCLUSIVE
