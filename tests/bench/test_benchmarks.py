@@ -210,3 +210,25 @@ def test_search_benchmark_compares_each_row_with_the_best_single_backend_on_test
     assert rows["evopress@400"]["vs_best_backend"]["verdict"] == "worse"
     assert rows["evopress@400"]["vs_best_backend"]["estimate"] == pytest.approx(-0.5)
     assert rows["backend:cet-upper/greedy"]["vs_best_backend"] is None  # itself
+
+
+def test_search_budget_curve_resamples_a_cells_sources_when_it_has_them() -> None:
+    """The curve's stratified CI: without clusters it matches a crop-level bootstrap's width; with the gain in one
+    of 8 photos it resamples photos and widens to a tie; the estimate stays the plain mean either way."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("search_benchmark", ROOT / "benchmarks" / "search.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    d = np.zeros(128)
+    d[:16] = 1.0
+    photos = [str(i // 16) for i in range(128)]
+    crops = bench.stratified_ci([d])
+    by_photo = bench.stratified_ci([d], clusters=[photos])
+    assert crops["estimate"] == by_photo["estimate"] == pytest.approx(0.125)
+    assert crops["verdict"] == "better" and by_photo["verdict"] == "tie"
+    assert by_photo["high"] - by_photo["low"] > crops["high"] - crops["low"]
+    assert bench.stratified_ci([d], clusters=[None]) == crops  # a cell without sources: the example bootstrap
